@@ -1,0 +1,99 @@
+"""The Redis key layout, in one place. Every key starts with the deployment namespace.
+
+ingest:{p}            stream; one entry per accepted (part of a) batch: field `e` = msgpack list[Event],
+                      or field `clock` = now (a watch-clock tick from the scheduler). p = partition of channel.
+credits:{m}           stream; one entry per channel-shard commit: field `c` = msgpack list[Credit].
+offsets               hash; stream name -> last applied entry id (committed with the state it produced).
+seen:{p}:{day}        set; event ids (network:id) applied by channel partition p on that UTC day (dedupe).
+idem:{network}:{key}  string; the first response to a batch posted with that Idempotency-Key.
+cstate                hash; network:channel -> msgpack ChannelState.
+presence:{nc}         hash; user_id -> display name, viewers present in channel nc (network:channel).
+chatters:{nc}         zset; user_id -> ts of last chat in channel nc.
+mstate                hash; network:user -> msgpack MemberState.
+ledger:{nu}           list; msgpack Entry, oldest first, of member nu (network:user).
+treasury              hash; network -> balance of the network treasury (negative of points issued).
+lb:{nc}:all           zset; user_id -> points earned in channel nc, all time.
+lb:{nc}:d:{yyyymmdd}  zset; user_id -> points earned in channel nc on that UTC day.
+lbn:{network}:all     zset; user_id -> lifetime points in the network (for top-member views).
+notices               stream (capped); tier changes and other member notices.
+chanidx               set; every network:channel seen.
+sched:jobs            hash; job id -> msgpack Job.   sched:due zset; job id -> due time.
+sched:lease:{id}      string; owner of a running job, with a TTL (the lease).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    ns: str = "rally"
+
+    def k(self, *parts: object) -> str:
+        return ":".join((self.ns, *map(str, parts)))
+
+    def ingest(self, p: int) -> str:
+        return self.k("ingest", p)
+
+    def credits(self, m: int) -> str:
+        return self.k("credits", m)
+
+    @property
+    def offsets(self) -> str:
+        return self.k("offsets")
+
+    def seen(self, p: int, day: int) -> str:
+        return self.k("seen", p, day)
+
+    def idem(self, network: str, key: str) -> str:
+        return self.k("idem", network, key)
+
+    @property
+    def cstate(self) -> str:
+        return self.k("cstate")
+
+    def presence(self, nc: str) -> str:
+        return self.k("presence", nc)
+
+    def chatters(self, nc: str) -> str:
+        return self.k("chatters", nc)
+
+    @property
+    def mstate(self) -> str:
+        return self.k("mstate")
+
+    def ledger(self, nu: str) -> str:
+        return self.k("ledger", nu)
+
+    @property
+    def treasury(self) -> str:
+        return self.k("treasury")
+
+    def lb_all(self, nc: str) -> str:
+        return self.k("lb", nc, "all")
+
+    def lb_day(self, nc: str, yyyymmdd: int) -> str:
+        return self.k("lb", nc, "d", yyyymmdd)
+
+    def lb_network(self, network: str) -> str:
+        return self.k("lbn", network, "all")
+
+    @property
+    def notices(self) -> str:
+        return self.k("notices")
+
+    @property
+    def chanidx(self) -> str:
+        return self.k("chanidx")
+
+    @property
+    def sched_jobs(self) -> str:
+        return self.k("sched", "jobs")
+
+    @property
+    def sched_due(self) -> str:
+        return self.k("sched", "due")
+
+    def sched_lease(self, job_id: str) -> str:
+        return self.k("sched", "lease", job_id)

@@ -1,0 +1,219 @@
+"""Wire event types: a msgspec tagged union decoded by module-level decoders built once.
+
+Every event carries an id (the idempotency key), the network, the channel, the platform
+user id (never the display name: balances survive renames), a display name and a
+timestamp in seconds since the epoch. Channel-level events (stream online/offline, a
+viewer-list snapshot) leave the user fields empty.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+import msgspec
+from msgspec import Meta
+
+MAX_ID_LEN = 128
+MAX_NAME_LEN = 64
+MAX_TEXT_LEN = 2_000
+MAX_VIEWERS_PER_SNAPSHOT = 200_000
+
+Id = Annotated[str, Meta(min_length=1, max_length=MAX_ID_LEN, pattern=r"^[A-Za-z0-9_.:\-]+$")]
+OptId = Annotated[str, Meta(max_length=MAX_ID_LEN, pattern=r"^[A-Za-z0-9_.:\-]*$")]
+Name = Annotated[str, Meta(max_length=MAX_NAME_LEN)]
+Timestamp = Annotated[float, Meta(ge=0, le=10_000_000_000)]
+Count = Annotated[int, Meta(ge=0, le=1_000_000_000)]
+
+
+class _Base(msgspec.Struct, frozen=True, tag_field="kind", forbid_unknown_fields=True):
+    id: Id
+    network: Id
+    channel: Id
+    ts: Timestamp
+    user_id: OptId = ""
+    user_name: Name = ""
+
+
+class Chat(_Base, tag="chat", frozen=True):
+    """A chat message in a channel."""
+
+    text: Annotated[str, Meta(max_length=MAX_TEXT_LEN)] = ""
+
+
+class Join(_Base, tag="join", frozen=True):
+    """A viewer joined the channel."""
+
+
+class Leave(_Base, tag="leave", frozen=True):
+    """A viewer left the channel."""
+
+
+class Viewer(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    id: Id
+    name: Name = ""
+
+
+class Viewers(_Base, tag="viewers", frozen=True):
+    """A full snapshot of who is present: everyone else has left."""
+
+    viewers: Annotated[list[Viewer], Meta(max_length=MAX_VIEWERS_PER_SNAPSHOT)] = []
+
+
+class Online(_Base, tag="online", frozen=True):
+    """The stream went live."""
+
+
+class Offline(_Base, tag="offline", frozen=True):
+    """The stream ended."""
+
+
+class Follow(_Base, tag="follow", frozen=True):
+    """A viewer followed the channel."""
+
+
+class Subscription(_Base, tag="sub", frozen=True):
+    """A subscription (new or renewed); gifted when someone else paid for it."""
+
+    tier: Annotated[int, Meta(ge=1, le=3)] = 1
+    months: Annotated[int, Meta(ge=1, le=1_000)] = 1
+    gifted: bool = False
+
+
+class GiftBomb(_Base, tag="gift_bomb", frozen=True):
+    """The user gifted `count` subscriptions at once; the gifter is credited."""
+
+    count: Annotated[int, Meta(ge=1, le=10_000)] = 1
+    tier: Annotated[int, Meta(ge=1, le=3)] = 1
+
+
+class Cheer(_Base, tag="cheer", frozen=True):
+    """A cheer or tip of `amount` units (bits, cents)."""
+
+    amount: Annotated[int, Meta(ge=1, le=100_000_000)] = 1
+
+
+class Raid(_Base, tag="raid", frozen=True):
+    """The user (a broadcaster) raided this channel, bringing `viewers` viewers."""
+
+    viewers: Count = 0
+
+
+class Custom(_Base, tag="custom", frozen=True):
+    """A network-defined action (event attendance, a quiz answer) worth `points`."""
+
+    action: Id = "custom"
+    points: Annotated[int, Meta(ge=0, le=1_000_000)] = 0
+
+
+Event = (
+    Chat
+    | Join
+    | Leave
+    | Viewers
+    | Online
+    | Offline
+    | Follow
+    | Subscription
+    | GiftBomb
+    | Cheer
+    | Raid
+    | Custom
+)
+
+MEMBER_EVENTS: tuple[type, ...] = (
+    Chat,
+    Join,
+    Leave,
+    Follow,
+    Subscription,
+    GiftBomb,
+    Cheer,
+    Raid,
+    Custom,
+)
+"""Event kinds that are about one member: they need a user id."""
+
+
+class Batch(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    events: list[Event]
+
+
+class BatchError(Exception):
+    """A batch failed validation; names the event index and the field."""
+
+    code = "invalid_event"
+
+    def __init__(self, message: str, *, index: int | None = None, field: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.index = index
+        self.field = field
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "error": self.code,
+            "message": self.message,
+            "index": self.index,
+            "field": self.field,
+        }
+
+
+_json_batch = msgspec.json.Decoder(Batch)
+_json_event = msgspec.json.Decoder(Event)
+_json_events = msgspec.json.Decoder(list[Event])
+_mp_events = msgspec.msgpack.Decoder(list[Event])
+_mp_encoder = msgspec.msgpack.Encoder()
+_PATH = re.compile(r"at `\$(?:\.events)?(?:\[(\d+)\])?((?:\.[A-Za-z_]+|\[\d+\])*)`")
+
+
+def _translate(err: msgspec.ValidationError | msgspec.DecodeError, offset: int = 0) -> BatchError:
+    text = str(err)
+    m = _PATH.search(text)
+    if m is None:
+        return BatchError(text)
+    index = int(m.group(1)) + offset if m.group(1) is not None else None
+    field = m.group(2).lstrip(".") or None
+    message = text[: m.start()].rstrip(" -")
+    return BatchError(message, index=index, field=field)
+
+
+def check_members(events: list[Event]) -> None:
+    """Member events need a user id."""
+    for i, ev in enumerate(events):
+        if not ev.user_id and isinstance(ev, MEMBER_EVENTS):
+            raise BatchError("user_id is required for this kind", index=i, field="user_id")
+
+
+def decode_json_batch(body: bytes) -> list[Event]:
+    """Decode `{"events": [...]}` or a bare JSON list or a single event; raise BatchError."""
+    try:
+        stripped = body.lstrip()
+        if stripped[:1] == b"[":
+            events = _json_events.decode(body)
+        elif b'"events"' in body[:64] or stripped[:1] != b"{":
+            events = _json_batch.decode(body).events
+        else:
+            events = [_json_event.decode(body)]
+    except (msgspec.ValidationError, msgspec.DecodeError) as err:
+        raise _translate(err) from err
+    check_members(events)
+    return events
+
+
+def encode_events(events: list[Event]) -> bytes:
+    """Hot-path encoding of events for the durable log (msgpack)."""
+    return _mp_encoder.encode(events)
+
+
+def decode_events(blob: bytes) -> list[Event]:
+    return _mp_events.decode(blob)
+
+
+def member_key(network: str, user_id: str) -> str:
+    """The identity of a member: a platform user id within a network."""
+    return f"{network}:{user_id}"
+
+
+def channel_key(network: str, channel: str) -> str:
+    return f"{network}:{channel}"

@@ -1,0 +1,51 @@
+"""The double-entry ledger: immutable entries moving points between accounts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import msgspec
+
+
+class Entry(msgspec.Struct, frozen=True, array_like=True):
+    """Moves `amount` (> 0) points from account `debit` to account `credit`.
+
+    The id derives from the source credit id and the rule, so a replay yields the same ids.
+    """
+
+    id: str
+    ts: float
+    network: str
+    debit: str
+    credit: str
+    amount: int
+    rule: str
+    channel: str
+
+
+def treasury_account(network: str) -> str:
+    return f"treasury:{network}"
+
+
+def member_account(network: str, user_id: str) -> str:
+    return f"member:{network}:{user_id}"
+
+
+def balance_of(account: str, entries: Iterable[Entry]) -> int:
+    """What the ledger says `account` holds."""
+    total = 0
+    for e in entries:
+        if e.credit == account:
+            total += e.amount
+        if e.debit == account:
+            total -= e.amount
+    return total
+
+
+def postings_sum(entries: Iterable[Entry]) -> int:
+    """Every entry posts +amount and -amount: the sum over all accounts is always zero."""
+    return sum(e.amount - e.amount for e in entries)
+
+
+entry_encoder = msgspec.msgpack.Encoder()
+entry_decoder = msgspec.msgpack.Decoder(Entry)

@@ -1,0 +1,149 @@
+"""The member virtual actor's rules: cooldowns, caps, multipliers, tiers, streaks, welcome."""
+
+from __future__ import annotations
+
+import msgspec
+
+from engine.ledger import Entry, member_account, treasury_account
+from engine.rules import EarnRules, NetworkRules
+
+DAY_S = 86_400
+
+
+class Credit(msgspec.Struct, frozen=True, array_like=True):
+    """A channel's claim that a member earned `points` (before multipliers) under `rule`.
+
+    The id is deterministic (an event id, or the channel, tick and user of a watch tick).
+    """
+
+    id: str
+    network: str
+    channel: str
+    user_id: str
+    user_name: str
+    ts: float
+    rule: str
+    points: int
+
+
+class MemberState(msgspec.Struct, array_like=True, gc=False):
+    """What Rallypoint knows about one member of one network."""
+
+    name: str = ""
+    balance: int = 0
+    lifetime: int = 0
+    tier: int = 0
+    streak: int = 0
+    last_day: int = -1
+    chat_last_ts: float = -1e18
+    chat_day: int = -1
+    chat_day_points: int = 0
+    entries: int = 0
+
+
+class TierChange(msgspec.Struct, frozen=True, array_like=True):
+    """A member moved from one tier to another: itself an event (notices, bot, feed)."""
+
+    network: str
+    user_id: str
+    old_tier: int
+    new_tier: int
+    ts: float
+    lifetime: int
+
+
+class Applied(msgspec.Struct):
+    """What applying credits produced: ledger entries and tier changes, in order."""
+
+    entries: list[Entry] = msgspec.field(default_factory=list)
+    tier_changes: list[TierChange] = msgspec.field(default_factory=list)
+
+
+def day_of(ts: float) -> int:
+    return int(ts // DAY_S)
+
+
+def effective_streak(state: MemberState, today: int) -> int:
+    """The streak as of `today`: a missed day has reset it."""
+    return state.streak if state.last_day >= today - 1 else 0
+
+
+def _post(
+    state: MemberState, out: Applied, credit: Credit, rule: str, amount: int, entry_id: str
+) -> None:
+    if amount <= 0:
+        return
+    state.balance += amount
+    state.lifetime += amount
+    state.entries += 1
+    out.entries.append(
+        Entry(
+            entry_id,
+            credit.ts,
+            credit.network,
+            treasury_account(credit.network),
+            member_account(credit.network, credit.user_id),
+            amount,
+            rule,
+            credit.channel,
+        )
+    )
+
+
+def _chat_points(state: MemberState, credit: Credit, earn: EarnRules, day: int) -> int:
+    if credit.ts - state.chat_last_ts < earn.chat_cooldown_s:
+        return 0
+    if state.chat_day != day:
+        state.chat_day = day
+        state.chat_day_points = 0
+    points = min(credit.points, earn.chat_daily_cap - state.chat_day_points)
+    if points <= 0:
+        return 0
+    state.chat_last_ts = credit.ts
+    state.chat_day_points += points
+    return points
+
+
+def apply_credit(
+    state: MemberState, credit: Credit, rules: NetworkRules, earn: EarnRules, out: Applied
+) -> None:
+    """Apply one credit to `state` (mutated in place), appending entries to `out`.
+
+    Order: welcome (first credit ever), daily streak, then the rule's own points with the
+    chat cooldown and daily cap, multiplied by the member's tier before this credit.
+    """
+    if credit.user_name:
+        state.name = credit.user_name
+    uid = f"{credit.network}:{credit.user_id}"
+    tier_before = state.tier
+    if state.last_day < 0:
+        _post(state, out, credit, "welcome", earn.welcome_points, f"{uid}/welcome")
+    day = day_of(credit.ts)
+    if day > state.last_day:
+        state.streak = state.streak + 1 if state.last_day == day - 1 else 1
+        state.last_day = day
+        bonus = rules.streak.bonus(state.streak)
+        _post(state, out, credit, "streak", bonus, f"{uid}/streak/{day}")
+    points = _chat_points(state, credit, earn, day) if credit.rule == "chat" else credit.points
+    if points > 0:
+        amount = points * rules.tiers.multipliers_pct[state.tier] // 100
+        _post(state, out, credit, credit.rule, amount, f"{credit.id}/{credit.rule}")
+    tier = rules.tiers.tier_for(state.lifetime)
+    if tier != tier_before:
+        state.tier = tier
+        out.tier_changes.append(
+            TierChange(credit.network, credit.user_id, tier_before, tier, credit.ts, state.lifetime)
+        )
+
+
+def roll_over(state: MemberState, today: int) -> bool:
+    """The daily streak rollover: a member who missed yesterday loses the streak."""
+    if state.streak and state.last_day < today - 1:
+        state.streak = 0
+        return True
+    return False
+
+
+state_encoder = msgspec.msgpack.Encoder()
+state_decoder = msgspec.msgpack.Decoder(MemberState)
+credits_decoder = msgspec.msgpack.Decoder(list[Credit])

@@ -1,0 +1,112 @@
+"""Earning rules, tiers and streaks, configured per network with per-channel overrides."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+
+class EarnRules(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Points for what viewers do in one channel. All points are whole numbers."""
+
+    watch_interval_s: int = 300
+    watch_points_live: int = 10
+    watch_points_offline: int = 0
+    max_catchup_ticks: int = 12
+    active_chatter_window_s: int = 600
+    active_chatter_bonus: int = 5
+    chat_points: int = 1
+    chat_cooldown_s: int = 30
+    chat_daily_cap: int = 100
+    follow_points: int = 50
+    sub_points_by_tier: tuple[int, int, int] = (500, 1_000, 2_500)
+    gifted_sub_points: int = 250
+    cheer_points_per_100: int = 100
+    raid_points: int = 100
+    raid_points_per_viewer: int = 0
+    welcome_points: int = 100
+    ignore: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        if self.watch_interval_s <= 0:
+            raise ValueError("watch_interval_s must be positive")
+        for name in self.__struct_fields__:
+            value = getattr(self, name)
+            if isinstance(value, int) and value < 0:
+                raise ValueError(f"{name} must not be negative")
+
+
+class TierRules(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Tiers by lifetime points; each tier multiplies what its members earn."""
+
+    names: tuple[str, ...] = ("Bronze", "Silver", "Gold", "Diamond")
+    thresholds: tuple[int, ...] = (0, 500, 2_000, 10_000)
+    multipliers_pct: tuple[int, ...] = (100, 125, 150, 200)
+
+    def __post_init__(self) -> None:
+        if not (len(self.names) == len(self.thresholds) == len(self.multipliers_pct)):
+            raise ValueError("tiers: names, thresholds and multipliers_pct differ in length")
+        if self.thresholds[0] != 0 or list(self.thresholds) != sorted(set(self.thresholds)):
+            raise ValueError("tiers: thresholds must start at 0 and increase")
+
+    def tier_for(self, lifetime: int) -> int:
+        tier = 0
+        for i, threshold in enumerate(self.thresholds):
+            if lifetime >= threshold:
+                tier = i
+        return tier
+
+    def points_to_next(self, lifetime: int) -> int | None:
+        tier = self.tier_for(lifetime)
+        if tier + 1 >= len(self.thresholds):
+            return None
+        return self.thresholds[tier + 1] - lifetime
+
+
+class StreakRules(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Daily streak bonus: ceil(points_per_day * min(streak, cap_days) / divisor)."""
+
+    points_per_day: int = 5
+    cap_days: int = 30
+    divisor: int = 10
+
+    def bonus(self, streak: int) -> int:
+        return -(-self.points_per_day * min(streak, self.cap_days) // self.divisor)
+
+
+class NetworkRules(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    earn: EarnRules = EarnRules()
+    tiers: TierRules = TierRules()
+    streak: StreakRules = StreakRules()
+    channels: dict[str, dict[str, Any]] = {}
+    """Per-channel overrides of `earn` fields, by channel id."""
+
+
+class RuleBook:
+    """Resolves the rules that apply to a network and channel, overrides merged once."""
+
+    def __init__(self, networks: dict[str, NetworkRules]) -> None:
+        self.networks = networks
+        self._earn: dict[tuple[str, str], EarnRules] = {}
+        for network, rules in networks.items():
+            for channel, override in rules.channels.items():
+                self._earn[(network, channel)] = msgspec.structs.replace(rules.earn, **override)
+
+    def network(self, network: str) -> NetworkRules:
+        rules = self.networks.get(network)
+        return rules if rules is not None else _DEFAULT
+
+    def earn(self, network: str, channel: str) -> EarnRules:
+        found = self._earn.get((network, channel))
+        return found if found is not None else self.network(network).earn
+
+    def to_builtins(self) -> dict[str, Any]:
+        return {n: msgspec.to_builtins(r) for n, r in self.networks.items()}
+
+    @classmethod
+    def from_builtins(cls, data: dict[str, Any]) -> RuleBook:
+        return cls({n: msgspec.convert(r, NetworkRules) for n, r in data.items()})
+
+
+_DEFAULT = NetworkRules()

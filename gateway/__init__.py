@@ -1,0 +1,1 @@
+"""Everything at the edge: the aiohttp app, auth, settings, the `rally` CLI, connectors."""

