@@ -16,14 +16,23 @@ lb:{nc}:all           zset; user_id -> points earned in channel nc, all time.
 lb:{nc}:d:{yyyymmdd}  zset; user_id -> points earned in channel nc on that UTC day.
 lbn:{network}:all     zset; user_id -> lifetime points in the network (for top-member views).
 notices               stream (capped); tier changes and other member notices.
-chanidx               set; every network:channel seen.
 sched:jobs            hash; job id -> msgpack Job.   sched:due zset; job id -> due time.
 sched:lease:{id}      string; owner of a running job, with a TTL (the lease).
+stats                 hash; counters: events_in (gateway), events_applied, events_dup (channel shards),
+                      credits_applied, entries (member shards), batches_in.
+latency               hash; ingest->credit latency histogram: field = bucket upper bound in ms
+                      (see LATENCY_BUCKETS_MS) or "inf" -> count; "sum_ms", "count", "max_ms".
+epoch:{kind}:{i}      string; fencing epoch of shard i: a commit from an older instance is refused.
+chanidx:{p}           set; network:channel of every channel hosted by channel partition p.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+LATENCY_BUCKETS_MS: tuple[int, ...] = (
+    1, 2, 5, 10, 20, 35, 50, 75, 100, 150, 250, 400, 600, 1000, 2000, 5000, 10000, 30000,
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,9 +92,8 @@ class Keys:
     def notices(self) -> str:
         return self.k("notices")
 
-    @property
-    def chanidx(self) -> str:
-        return self.k("chanidx")
+    def chanidx(self, p: int) -> str:
+        return self.k("chanidx", p)
 
     @property
     def sched_jobs(self) -> str:
@@ -97,3 +105,11 @@ class Keys:
 
     def sched_lease(self, job_id: str) -> str:
         return self.k("sched", "lease", job_id)
+
+    @property
+    def stats(self) -> str:
+        return self.k("stats")
+
+    @property
+    def latency(self) -> str:
+        return self.k("latency")

@@ -82,7 +82,7 @@ class Channel:
     def advance(self, ts: float, earn: EarnRules, out: list[Credit]) -> None:
         """Move the clock to `ts`, paying every watch interval crossed to the viewers present."""
         st = self.state
-        if ts <= st.clock:
+        if ts <= st.clock and st.last_tick >= 0:
             return
         st.clock = ts
         tick = int(ts // earn.watch_interval_s)
@@ -160,6 +160,13 @@ class Channel:
         out.append(
             Credit(ev.id, ev.network, ev.channel, ev.user_id, ev.user_name, ev.ts, rule, points)
         )
+
+    def forget_chatters_before(self, horizon: float) -> bool:
+        """Drop chat times older than `horizon` (they can no longer earn a bonus)."""
+        old = [u for u, t in self.chatters.items() if t < horizon]
+        for u in old:
+            del self.chatters[u]
+        return bool(old)
 
     def count(self, now: float) -> None:
         """Count one event in the events/s window (wall clock)."""

@@ -20,6 +20,8 @@ MAX_TEXT_LEN = 2_000
 MAX_VIEWERS_PER_SNAPSHOT = 200_000
 
 Id = Annotated[str, Meta(min_length=1, max_length=MAX_ID_LEN, pattern=r"^[A-Za-z0-9_.:\-]+$")]
+NetworkId = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")]
+"""A network name: no colon, since `network:id` keys are split on the first colon."""
 OptId = Annotated[str, Meta(max_length=MAX_ID_LEN, pattern=r"^[A-Za-z0-9_.:\-]*$")]
 Name = Annotated[str, Meta(max_length=MAX_NAME_LEN)]
 Timestamp = Annotated[float, Meta(ge=0, le=10_000_000_000)]
@@ -28,7 +30,7 @@ Count = Annotated[int, Meta(ge=0, le=1_000_000_000)]
 
 class _Base(msgspec.Struct, frozen=True, tag_field="kind", forbid_unknown_fields=True):
     id: Id
-    network: Id
+    network: NetworkId
     channel: Id
     ts: Timestamp
     user_id: OptId = ""
@@ -165,17 +167,28 @@ _json_events = msgspec.json.Decoder(list[Event])
 _mp_events = msgspec.msgpack.Decoder(list[Event])
 _mp_encoder = msgspec.msgpack.Encoder()
 _PATH = re.compile(r"at `\$(?:\.events)?(?:\[(\d+)\])?((?:\.[A-Za-z_]+|\[\d+\])*)`")
+_NAMED_FIELD = re.compile(r"field `([A-Za-z_][A-Za-z0-9_]*)`")
+"""A missing or unknown field is named in the message, not in the path."""
+_BATCH_START = re.compile(rb'\{\s*"events"\s*:')
 
 
-def _translate(err: msgspec.ValidationError | msgspec.DecodeError, offset: int = 0) -> BatchError:
+def _translate(
+    err: msgspec.ValidationError | msgspec.DecodeError,
+    offset: int = 0,
+    default_index: int | None = None,
+) -> BatchError:
     text = str(err)
     m = _PATH.search(text)
-    if m is None:
-        return BatchError(text)
-    index = int(m.group(1)) + offset if m.group(1) is not None else None
-    field = m.group(2).lstrip(".") or None
-    message = text[: m.start()].rstrip(" -")
-    return BatchError(message, index=index, field=field)
+    if m is None:  # an error at the root carries no path
+        index, field, message = default_index, "", text
+    else:
+        index = int(m.group(1)) + offset if m.group(1) is not None else default_index
+        field = m.group(2).lstrip(".")
+        message = text[: m.start()].rstrip(" -")
+    named = _NAMED_FIELD.search(message)
+    if named is not None:
+        field = f"{field}.{named.group(1)}" if field else named.group(1)
+    return BatchError(message, index=index, field=field or None)
 
 
 def check_members(events: list[Event]) -> None:
@@ -187,16 +200,17 @@ def check_members(events: list[Event]) -> None:
 
 def decode_json_batch(body: bytes) -> list[Event]:
     """Decode `{"events": [...]}` or a bare JSON list or a single event; raise BatchError."""
+    stripped = body.lstrip()
+    single = stripped[:1] == b"{" and _BATCH_START.match(stripped) is None
     try:
-        stripped = body.lstrip()
         if stripped[:1] == b"[":
             events = _json_events.decode(body)
-        elif b'"events"' in body[:64] or stripped[:1] != b"{":
+        elif not single:
             events = _json_batch.decode(body).events
         else:
             events = [_json_event.decode(body)]
     except (msgspec.ValidationError, msgspec.DecodeError) as err:
-        raise _translate(err) from err
+        raise _translate(err, default_index=0 if single else None) from err
     check_members(events)
     return events
 

@@ -1,0 +1,121 @@
+"""The one facade the edge uses to run and observe the actors.
+
+`RallyClient.start()` creates the shard actors (one Ray actor process per shard, each
+hosting many virtual channel or member actors) and the scheduler. Ray restarts a shard
+whose process dies; the new instance takes a new fencing epoch and resumes from its
+committed offset.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Any
+
+import ray
+import redis
+
+from actors.config import RuntimeConfig
+from actors.keys import Keys
+from actors.scheduler import Scheduler
+from actors.shards import ChannelShard, MemberShard
+from actors.stream import parse_id
+
+_OPTIONS: dict[str, Any] = {
+    "num_cpus": 0,
+    "max_restarts": -1,
+    "max_task_retries": -1,
+    "max_concurrency": 4,
+}
+ChannelShardActor = ray.remote(ChannelShard)
+MemberShardActor = ray.remote(MemberShard)
+SchedulerActor = ray.remote(Scheduler)
+
+
+class RallyClient:
+    def __init__(self, cfg: RuntimeConfig) -> None:
+        self.cfg = cfg
+        self.keys = Keys(cfg.namespace)
+        self.r = redis.Redis.from_url(cfg.redis_url)
+        self.channel_shards: list[Any] = []
+        self.member_shards: list[Any] = []
+        self.scheduler: Any = None
+
+    def start(self, *, scheduler: bool = True) -> RallyClient:
+        ns = self.cfg.namespace
+        self.member_shards = [
+            MemberShardActor.options(name=f"{ns}-member-{i}", **_OPTIONS).remote(self.cfg, i)
+            for i in range(self.cfg.member_shards)
+        ]
+        self.channel_shards = [
+            ChannelShardActor.options(name=f"{ns}-channel-{i}", **_OPTIONS).remote(self.cfg, i)
+            for i in range(self.cfg.channel_shards)
+        ]
+        if scheduler:
+            self.scheduler = SchedulerActor.options(name=f"{ns}-scheduler", **_OPTIONS).remote(
+                self.cfg
+            )
+            ray.get(self.scheduler.ensure_system_jobs.remote(time.time()))
+        ray.get([a.ping.remote() for a in self.actors()])
+        return self
+
+    def actors(self) -> list[Any]:
+        extra = [self.scheduler] if self.scheduler is not None else []
+        return [*self.channel_shards, *self.member_shards, *extra]
+
+    def pids(self) -> dict[str, int]:
+        out = {f"channel-{i}": ray.get(a.pid.remote()) for i, a in enumerate(self.channel_shards)}
+        out |= {f"member-{i}": ray.get(a.pid.remote()) for i, a in enumerate(self.member_shards)}
+        if self.scheduler is not None:
+            out["scheduler"] = ray.get(self.scheduler.pid.remote())
+        return out
+
+    def kill9(self, name: str) -> int:
+        """kill -9 one shard process (e.g. "member-0"), as a crash would; Ray restarts it."""
+        pid = self.pids()[name]
+        os.kill(pid, signal.SIGKILL)
+        return pid
+
+    def info(self) -> list[dict[str, Any]]:
+        shards = [*self.channel_shards, *self.member_shards]
+        return list(ray.get([a.info.remote() for a in shards]))
+
+    def streams(self) -> list[str]:
+        return [self.keys.ingest(p) for p in range(self.cfg.channel_shards)] + [
+            self.keys.credits(m) for m in range(self.cfg.member_shards)
+        ]
+
+    def backlog(self) -> int:
+        """Entries appended but not yet applied and acknowledged, over every stream."""
+        total = 0
+        for stream in self.streams():
+            last = (
+                self.r.xinfo_stream(stream)["last-generated-id"] if self.r.exists(stream) else None
+            )
+            if last is None:
+                continue
+            for g in self.r.xinfo_groups(stream):
+                total += int(g["pending"])
+                lag = g.get("lag")
+                if lag is None:
+                    lag = 0 if parse_id(g["last-delivered-id"]) >= parse_id(last) else 1
+                total += int(lag)
+        return total
+
+    def wait_idle(self, timeout_s: float = 60.0, poll_s: float = 0.05) -> bool:
+        """Wait until every appended entry has been applied (streams checked in flow order)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.backlog() == 0:
+                return True
+            time.sleep(poll_s)
+        return False
+
+    def stop(self) -> None:
+        for a in self.actors():
+            try:
+                ray.kill(a, no_restart=True)
+            except Exception:  # already gone
+                pass
+        self.channel_shards, self.member_shards, self.scheduler = [], [], None

@@ -1,0 +1,222 @@
+"""A durable scheduler (the project's own QStash): one-shot and repeating jobs kept in Redis.
+
+Jobs survive restarts. A due job is claimed with a lease (SET NX PX) so that, however many
+schedulers run, one runs it; the claimant completes it by rescheduling (repeating) or
+deleting (one-shot) while it still holds the lease. If the claimant dies, the lease
+expires and another scheduler runs the job again: handlers must be idempotent (the watch
+clock and the streak rollover are, by construction).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+import redis
+
+from actors.config import RuntimeConfig
+from actors.keys import Keys
+
+log = logging.getLogger(__name__)
+
+
+class Job(msgspec.Struct, frozen=True):
+    id: str
+    kind: str
+    interval_s: float = 0.0
+    """0 = one-shot; otherwise the job repeats every interval_s from its first due time."""
+    payload: dict[str, Any] = {}
+
+
+_job_encoder = msgspec.msgpack.Encoder()
+_job_decoder = msgspec.msgpack.Decoder(Job)
+
+CLAIM = r"""
+local due, lease_prefix, owner, now, lease_ms, limit = KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
+local ids = redis.call('ZRANGEBYSCORE', due, '-inf', now, 'WITHSCORES', 'LIMIT', 0, limit)
+local out = {}
+for i = 1, #ids, 2 do
+  if redis.call('SET', lease_prefix .. ids[i], owner, 'NX', 'PX', lease_ms) then
+    table.insert(out, ids[i]); table.insert(out, ids[i + 1])
+  end
+end
+return out
+"""
+
+COMPLETE = r"""
+local due, jobs, lease = KEYS[1], KEYS[2], KEYS[3]
+local id, owner, next_due = ARGV[1], ARGV[2], ARGV[3]
+if redis.call('GET', lease) ~= owner then return 0 end
+if next_due == '' then
+  redis.call('ZREM', due, id); redis.call('HDEL', jobs, id)
+else
+  redis.call('ZADD', due, next_due, id)
+end
+redis.call('DEL', lease)
+return 1
+"""
+
+
+class JobStore:
+    """The jobs in Redis: add, claim, complete."""
+
+    def __init__(self, r: redis.Redis, keys: Keys) -> None:
+        self.r = r
+        self.keys = keys
+        self._claim = r.register_script(CLAIM)
+        self._complete = r.register_script(COMPLETE)
+
+    def add(self, job: Job, due: float, *, replace: bool = False) -> bool:
+        """Schedule `job` at `due`. A repeating job already scheduled keeps its time."""
+        with self.r.pipeline(transaction=True) as pipe:
+            pipe.hset(self.keys.sched_jobs, job.id, _job_encoder.encode(job))
+            pipe.zadd(self.keys.sched_due, {job.id: due}, nx=not replace)
+            added = pipe.execute()[1]
+        return bool(added)
+
+    def remove(self, job_id: str) -> None:
+        self.r.zrem(self.keys.sched_due, job_id)
+        self.r.hdel(self.keys.sched_jobs, job_id)
+
+    def claim(
+        self, owner: str, now: float, lease_s: float, limit: int = 100
+    ) -> list[tuple[Job, float]]:
+        got = self._claim(
+            keys=[self.keys.sched_due],
+            args=[self.keys.sched_lease(""), owner, now, int(lease_s * 1000), limit],
+        )
+        out: list[tuple[Job, float]] = []
+        for i in range(0, len(got), 2):
+            raw = self.r.hget(self.keys.sched_jobs, got[i])
+            if raw is not None:
+                out.append((_job_decoder.decode(raw), float(got[i + 1])))
+        return out
+
+    def complete(self, job: Job, owner: str, due: float, now: float) -> bool:
+        """Reschedule (repeating) or delete (one-shot), if `owner` still holds the lease."""
+        if job.interval_s > 0:
+            periods = max(1, math.floor((now - due) / job.interval_s) + 1)
+            next_due: float | str = due + periods * job.interval_s
+        else:
+            next_due = ""
+        done = self._complete(
+            keys=[self.keys.sched_due, self.keys.sched_jobs, self.keys.sched_lease(job.id)],
+            args=[job.id, owner, next_due],
+        )
+        return bool(done)
+
+    def due_time(self, job_id: str) -> float | None:
+        score = self.r.zscore(self.keys.sched_due, job_id)
+        return None if score is None else float(score)
+
+
+Handler = Callable[[Job, float], None]
+
+
+class Scheduler:
+    """Runs due jobs with registered handlers, polling every `poll_s` (a thread)."""
+
+    def __init__(
+        self, cfg: RuntimeConfig, handlers: dict[str, Handler] | None = None,
+        *, poll_s: float = 0.1, lease_s: float = 30.0, start: bool = True,
+    ) -> None:  # fmt: skip
+        self.cfg = cfg
+        self.keys = Keys(cfg.namespace)
+        self.r = redis.Redis.from_url(cfg.redis_url)
+        self.store = JobStore(self.r, self.keys)
+        self.owner = f"sched-{uuid.uuid4().hex[:12]}"
+        self.poll_s = poll_s
+        self.lease_s = lease_s
+        self.handlers: dict[str, Handler] = {
+            "watch_clock": self._watch_clock,
+            "streak_rollover": self._streak_rollover,
+            "incr": self._incr,
+        }
+        self.handlers.update(handlers or {})
+        self.runs = 0
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=self.owner, daemon=True)
+        if start:
+            self.thread.start()
+
+    def ensure_system_jobs(self, now: float) -> None:
+        """The jobs every deployment has: the watch clock and the daily streak rollover."""
+        if self.cfg.watch_clock_interval_s > 0:
+            job = Job("system:watch_clock", "watch_clock", self.cfg.watch_clock_interval_s)
+            self.store.add(job, now + self.cfg.watch_clock_interval_s)
+        if self.cfg.streak_rollover:
+            midnight = (math.floor(now / 86_400) + 1) * 86_400 + 5
+            self.store.add(Job("system:streak_rollover", "streak_rollover", 86_400.0), midnight)
+
+    def run_due(self, now: float | None = None) -> int:
+        """Claim and run every due job once; returns how many ran."""
+        now = time.time() if now is None else now
+        ran = 0
+        for job, due in self.store.claim(self.owner, now, self.lease_s):
+            handler = self.handlers.get(job.kind)
+            if handler is None:
+                log.error("no handler for job kind %r (%s)", job.kind, job.id)
+                continue
+            handler(job, due)
+            if self.store.complete(job, self.owner, due, time.time()):
+                ran += 1
+            else:
+                log.warning("lost the lease of %s while running it", job.id)
+        self.runs += ran
+        return ran
+
+    def _run(self) -> None:
+        while not self.stopping.wait(self.poll_s):
+            try:
+                self.run_due()
+            except redis.ConnectionError:
+                log.warning("scheduler lost Redis; retrying")
+                time.sleep(0.5)
+            except Exception:
+                log.exception("scheduler loop failed")
+                time.sleep(1.0)
+
+    # -- handlers -------------------------------------------------------------------------
+    def _watch_clock(self, job: Job, due: float) -> None:
+        now = time.time()
+        with self.r.pipeline(transaction=False) as pipe:
+            for p in range(self.cfg.channel_shards):
+                pipe.xadd(self.keys.ingest(p), {"clock": repr(now)})
+            pipe.execute()
+
+    def _streak_rollover(self, job: Job, due: float) -> None:
+        today = math.floor(time.time() / 86_400)
+        with self.r.pipeline(transaction=False) as pipe:
+            for m in range(self.cfg.member_shards):
+                pipe.xadd(self.keys.credits(m), {"roll": today})
+            pipe.execute()
+
+    def _incr(self, job: Job, due: float) -> None:
+        """A test and diagnostics job: count a run in a Redis hash."""
+        self.r.hincrby(self.keys.k("sched", "runs"), job.id, 1)
+        delay = float(job.payload.get("sleep_s", 0))
+        if delay:
+            time.sleep(delay)
+
+    # -- actor methods --------------------------------------------------------------------
+    def add(self, job: Job, due: float, replace: bool = False) -> bool:
+        return self.store.add(job, due, replace=replace)
+
+    def pid(self) -> int:
+        import os
+
+        return os.getpid()
+
+    def ping(self) -> bool:
+        return self.thread.is_alive()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        if self.thread.is_alive():
+            self.thread.join(timeout=5)

@@ -1,0 +1,322 @@
+"""The shard actors: each hosts many virtual channel or member actors, chosen by a stable hash.
+
+ChannelShard p consumes ingest:{p}: deduplicates events by id, applies them to the channel
+actors it hosts, and commits channel state, presence, chatters, the dedupe set and the
+resulting credits (appended to credits:{m} of each member shard) with its offset in one
+atomic COMMIT. MemberShard m consumes credits:{m}: applies the credits to the member actors
+it hosts and commits their state, ledger entries, leaderboards, counters and its offset.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Sequence
+
+import redis
+
+from actors.config import RuntimeConfig
+from actors.keys import LATENCY_BUCKETS_MS, Keys
+from actors.lua import COMMIT, Commit
+from actors.stream import Entry, Fenced, StreamShard, parse_id
+from engine.channel import Changes, Channel, channel_decoder, channel_encoder
+from engine.events import Event, decode_events
+from engine.ledger import Entry as LedgerEntry
+from engine.ledger import entry_encoder
+from engine.member import (
+    Applied,
+    Credit,
+    MemberState,
+    apply_credit,
+    credits_decoder,
+    day_of,
+    roll_over,
+    state_decoder,
+    state_encoder,
+)
+from engine.routing import shard_of
+from engine.rules import RuleBook
+
+log = logging.getLogger(__name__)
+
+DAY_S = 86_400
+NOTICES_MAXLEN = 100_000
+DAY_BOARD_TTL_S = 40 * DAY_S
+credit_encoder = entry_encoder  # one msgpack encoder serves every Struct
+
+
+def _commit(shard: StreamShard, script: object, c: Commit, entries: Sequence[Entry]) -> None:
+    ids = [eid for eid, _ in entries]
+    k = shard.keys
+    args = c.args(shard.epoch_key, shard.epoch, shard.stream, shard.group, k.offsets, ids[-1], ids)
+    try:
+        script(args=args)  # type: ignore[operator]
+    except redis.ResponseError as err:
+        if str(err).startswith("FENCED"):
+            raise Fenced(shard.consumer) from err
+        raise
+
+
+class ChannelShard(StreamShard):
+    kind = "channel"
+
+    def __init__(self, cfg: RuntimeConfig, index: int) -> None:
+        self.book = RuleBook.from_builtins(cfg.rules)
+        self.channels: dict[str, Channel] = {}
+        self.script = redis.Redis.from_url(cfg.redis_url).register_script(COMMIT)
+        super().__init__(cfg, index, Keys(cfg.namespace).ingest(index))
+        self.chanidx = self.keys.chanidx(index)
+
+    def _load(self, names: set[str]) -> None:
+        names = {n for n in names if n not in self.channels}
+        if not names:
+            return
+        order = sorted(names)
+        pipe = self.r.pipeline(transaction=False)
+        for nc in order:
+            pipe.hget(self.keys.cstate, nc)
+            pipe.hgetall(self.keys.presence(nc))
+            pipe.zrange(self.keys.chatters(nc), 0, -1, withscores=True)
+        got = pipe.execute()
+        for i, nc in enumerate(order):
+            raw, present, chatters = got[3 * i : 3 * i + 3]
+            network, _, channel = nc.partition(":")
+            self.channels[nc] = Channel(
+                network,
+                channel,
+                channel_decoder.decode(raw) if raw else None,
+                {k.decode(): v.decode() for k, v in present.items()},
+                {k.decode(): float(s) for k, s in chatters},
+            )
+
+    def _dedupe(self, events: list[Event], now: float) -> tuple[list[Event], list[str]]:
+        keys = [f"{e.network}:{e.id}" for e in events]
+        seen: set[str] = set()
+        if keys:
+            today = int(now // DAY_S)
+            pipe = self.r.pipeline(transaction=False)
+            for d in range(self.cfg.dedupe_days):
+                pipe.smismember(self.keys.seen(self.index, today - d), keys)
+            for hits in pipe.execute():
+                seen.update(k for k, hit in zip(keys, hits, strict=True) if hit)
+        fresh: list[Event] = []
+        fresh_keys: list[str] = []
+        for k, ev in zip(keys, events, strict=True):
+            if k not in seen:
+                seen.add(k)
+                fresh.append(ev)
+                fresh_keys.append(k)
+        return fresh, fresh_keys
+
+    def process(self, entries: Sequence[Entry]) -> None:
+        now = time.time()
+        events: list[Event] = []
+        clocks: list[float] = []
+        for _, fields in entries:
+            blob = fields.get(b"e")
+            if blob is not None:
+                events.extend(decode_events(blob))
+            elif b"clock" in fields:
+                clocks.append(float(fields[b"clock"]))
+        first_ms = parse_id(entries[0][0])[0]
+        fresh, fresh_keys = self._dedupe(events, now)
+        names = {f"{e.network}:{e.channel}" for e in fresh}
+        new = names - self.channels.keys()
+        if clocks:
+            names |= {m.decode() for m in self.r.smembers(self.chanidx)}
+        self._load(names)
+        credits: list[Credit] = []
+        changes: dict[str, Changes] = {}
+        for ev in fresh:
+            nc = f"{ev.network}:{ev.channel}"
+            chg = changes.get(nc)
+            if chg is None:
+                chg = changes[nc] = Changes()
+            earn = self.book.earn(ev.network, ev.channel)
+            self.channels[nc].apply(ev, earn, now, chg, credits)
+        c_trims: list[tuple[str, float]] = []
+        for t in clocks:
+            for nc, channel in self.channels.items():
+                earn = self.book.earn(channel.network, channel.channel)
+                channel.advance(t, earn, credits)
+                changes.setdefault(nc, Changes())
+                horizon = t - earn.active_chatter_window_s - 3600
+                if channel.forget_chatters_before(horizon):
+                    c_trims.append((nc, horizon))
+        c = Commit()
+        self._write_channels(c, changes)
+        for nc, horizon in c_trims:
+            c.cmd("ZREMRANGEBYSCORE", self.keys.chatters(nc), "-inf", horizon)
+        if fresh_keys:
+            seen_key = self.keys.seen(self.index, int(now // DAY_S))
+            c.many("SADD", seen_key, fresh_keys)
+            c.cmd("EXPIRE", seen_key, (self.cfg.dedupe_days + 1) * DAY_S)
+        if new:
+            c.many("SADD", self.chanidx, sorted(new))
+        self._route(c, credits, first_ms)
+        c.cmd("HINCRBY", self.keys.stats, "events_applied", len(fresh))
+        if len(events) != len(fresh):
+            c.cmd("HINCRBY", self.keys.stats, "events_dup", len(events) - len(fresh))
+        _commit(self, self.script, c, entries)
+
+    def _write_channels(self, c: Commit, changes: dict[str, Changes]) -> None:
+        states: list[bytes | str] = []
+        for nc, chg in changes.items():
+            states += [nc, channel_encoder.encode(self.channels[nc].state)]
+            if chg.present_set:
+                flat: list[str] = [x for kv in chg.present_set.items() for x in kv]
+                c.many("HSET", self.keys.presence(nc), flat, width=2)
+            if chg.present_del:
+                c.many("HDEL", self.keys.presence(nc), sorted(chg.present_del))
+            if chg.chatted:
+                zflat: list[str | float] = [x for u, t in chg.chatted.items() for x in (t, u)]
+                c.many("ZADD", self.keys.chatters(nc), zflat, width=2)
+        if states:
+            c.many("HSET", self.keys.cstate, states, width=2)
+
+    def _route(self, c: Commit, credits: list[Credit], first_ms: int) -> None:
+        if not credits:
+            return
+        by_shard: dict[int, list[Credit]] = {}
+        shards = self.cfg.member_shards
+        for cr in credits:
+            by_shard.setdefault(shard_of(f"{cr.network}:{cr.user_id}", shards), []).append(cr)
+        for m, part in sorted(by_shard.items()):
+            c.cmd(
+                "XADD", self.keys.credits(m), "*", "c", credit_encoder.encode(part), "t", first_ms
+            )
+
+    def channel_names(self) -> list[str]:
+        return sorted(self.channels)
+
+
+class MemberShard(StreamShard):
+    kind = "member"
+
+    def __init__(self, cfg: RuntimeConfig, index: int) -> None:
+        self.book = RuleBook.from_builtins(cfg.rules)
+        self.members: dict[str, MemberState] = {}
+        self.script = redis.Redis.from_url(cfg.redis_url).register_script(COMMIT)
+        super().__init__(cfg, index, Keys(cfg.namespace).credits(index))
+
+    def _load(self, keys: set[str]) -> None:
+        missing = [k for k in keys if k not in self.members]
+        if not missing:
+            return
+        for start in range(0, len(missing), 10_000):
+            chunk = missing[start : start + 10_000]
+            for key, raw in zip(chunk, self.r.hmget(self.keys.mstate, chunk), strict=True):
+                self.members[key] = state_decoder.decode(raw) if raw else MemberState()
+        excess = len(self.members) - self.cfg.member_cache_max
+        if excess > 0:  # passivate the oldest activations: their state is durable in Redis
+            for key in list(self.members)[:excess]:
+                if key not in keys:
+                    del self.members[key]
+
+    def process(self, entries: Sequence[Entry]) -> None:
+        credits: list[Credit] = []
+        lat: list[tuple[int, int]] = []
+        rolls: list[int] = []
+        for _, fields in entries:
+            blob = fields.get(b"c")
+            if blob is not None:
+                part = credits_decoder.decode(blob)
+                credits.extend(part)
+                lat.append((int(fields[b"t"]), len(part)))
+            elif b"roll" in fields:
+                rolls.append(int(fields[b"roll"]))
+        self._load({f"{c.network}:{c.user_id}" for c in credits})
+        out = Applied()
+        changed: set[str] = set()
+        book = self.book
+        for cr in credits:
+            key = f"{cr.network}:{cr.user_id}"
+            apply_credit(
+                self.members[key], cr, book.network(cr.network), book.earn(cr.network, cr.channel),
+                out,
+            )  # fmt: skip
+            changed.add(key)
+        for today in rolls:
+            changed.update(k for k, st in self.members.items() if roll_over(st, today))
+        c = Commit()
+        self._write(c, changed, out)
+        self._count(c, len(credits), len(out.entries), lat)
+        _commit(self, self.script, c, entries)
+
+    def _write(self, c: Commit, changed: set[str], out: Applied) -> None:
+        states: list[bytes | str] = []
+        for key in changed:
+            states += [key, state_encoder.encode(self.members[key])]
+        if states:
+            c.many("HSET", self.keys.mstate, states, width=2)
+        ledgers: dict[str, list[bytes]] = {}
+        boards: dict[tuple[str, str], int] = {}
+        treasury: dict[str, int] = {}
+        day_keys: set[str] = set()
+        for e in out.entries:
+            nu = e.credit[7:]  # "member:{network}:{user}"
+            ledgers.setdefault(nu, []).append(entry_encoder.encode(e))
+            uid = nu[len(e.network) + 1 :]
+            nc = f"{e.network}:{e.channel}"
+            day_key = self.keys.lb_day(nc, yyyymmdd(e.ts))
+            day_keys.add(day_key)
+            for board in (self.keys.lb_all(nc), day_key, self.keys.lb_network(e.network)):
+                boards[(board, uid)] = boards.get((board, uid), 0) + e.amount
+            treasury[e.network] = treasury.get(e.network, 0) - e.amount
+        for nu, blobs in ledgers.items():
+            c.many("RPUSH", self.keys.ledger(nu), blobs)
+        for (board, uid), amount in boards.items():
+            c.cmd("ZINCRBY", board, amount, uid)
+        for key in day_keys:
+            c.cmd("EXPIRE", key, DAY_BOARD_TTL_S)
+        for network, amount in treasury.items():
+            c.cmd("HINCRBY", self.keys.treasury, network, amount)
+        for tc in out.tier_changes:
+            c.cmd(
+                "XADD", self.keys.notices, "MAXLEN", "~", NOTICES_MAXLEN, "*",
+                "tier", credit_encoder.encode(tc),
+            )  # fmt: skip
+
+    def _count(self, c: Commit, credits: int, entries: int, lat: list[tuple[int, int]]) -> None:
+        c.cmd("HINCRBY", self.keys.stats, "credits_applied", credits)
+        c.cmd("HINCRBY", self.keys.stats, "entries", entries)
+        if not lat:
+            return
+        now_ms = int(time.time() * 1000)
+        buckets: dict[str, int] = {}
+        worst = 0
+        total = 0
+        for t_ms, n in lat:
+            ms = max(0, now_ms - t_ms)
+            worst = max(worst, ms)
+            total += ms * n
+            bucket = next((str(b) for b in LATENCY_BUCKETS_MS if ms <= b), "inf")
+            buckets[bucket] = buckets.get(bucket, 0) + n
+        for bucket, n in buckets.items():
+            c.cmd("HINCRBY", self.keys.latency, bucket, n)
+        c.cmd("HINCRBY", self.keys.latency, "sum_ms", total)
+        c.cmd("HINCRBY", self.keys.latency, "count", sum(n for _, n in lat))
+        c.cmd("HMAX", self.keys.latency, "max_ms", worst)
+
+    def member(self, key: str) -> MemberState | None:
+        with self.lock:
+            self._load({key})
+            return self.members.get(key)
+
+    def cached(self) -> int:
+        return len(self.members)
+
+
+@functools.lru_cache(maxsize=64)
+def _day_number(day: int) -> int:
+    t = time.gmtime(day * DAY_S)
+    return t.tm_year * 10_000 + t.tm_mon * 100 + t.tm_mday
+
+
+def yyyymmdd(ts: float) -> int:
+    """The UTC date of `ts` as a number, e.g. 20261122 (leaderboard day keys)."""
+    return _day_number(int(ts // DAY_S))
+
+
+__all__ = ["ChannelShard", "LedgerEntry", "MemberShard", "day_of"]

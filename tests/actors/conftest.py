@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from actors.client import RallyClient
+from actors.config import RuntimeConfig
+from actors.keys import Keys
+from engine.events import Event, encode_events
+from engine.routing import shard_of
+from engine.rules import RuleBook
+
+
+def append(r: redis.Redis, cfg: RuntimeConfig, events: list[Event]) -> None:
+    """What the gateway does with an accepted batch: one entry per channel partition."""
+    keys = Keys(cfg.namespace)
+    parts: dict[int, list[Event]] = {}
+    for ev in events:
+        parts.setdefault(shard_of(f"{ev.network}:{ev.channel}", cfg.channel_shards), []).append(ev)
+    with r.pipeline(transaction=True) as pipe:
+        for p, part in parts.items():
+            pipe.xadd(keys.ingest(p), {"e": encode_events(part)})
+        pipe.execute()
+
+
+def make_cfg(redis_url: str, namespace: str, book: RuleBook | None = None, **kw: object) -> RuntimeConfig:
+    kw.setdefault("watch_clock_interval_s", 0.0)
+    kw.setdefault("streak_rollover", False)
+    return RuntimeConfig(
+        redis_url=redis_url,
+        namespace=namespace,
+        rules=(book or RuleBook({})).to_builtins(),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture
+def rally(ray_cluster: None, redis_server, namespace: str) -> Iterator[tuple[RallyClient, RuntimeConfig]]:
+    cfg = make_cfg(redis_server.url, namespace)
+    client = RallyClient(cfg).start(scheduler=False)
+    yield client, cfg
+    client.stop()
