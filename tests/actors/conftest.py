@@ -25,7 +25,9 @@ def append(r: redis.Redis, cfg: RuntimeConfig, events: list[Event]) -> None:
         pipe.execute()
 
 
-def make_cfg(redis_url: str, namespace: str, book: RuleBook | None = None, **kw: object) -> RuntimeConfig:
+def make_cfg(
+    redis_url: str, namespace: str, book: RuleBook | None = None, **kw: object
+) -> RuntimeConfig:
     kw.setdefault("watch_clock_interval_s", 0.0)
     kw.setdefault("streak_rollover", False)
     return RuntimeConfig(
@@ -37,7 +39,9 @@ def make_cfg(redis_url: str, namespace: str, book: RuleBook | None = None, **kw:
 
 
 @pytest.fixture
-def rally(ray_cluster: None, redis_server, namespace: str) -> Iterator[tuple[RallyClient, RuntimeConfig]]:
+def rally(
+    ray_cluster: None, redis_server, namespace: str
+) -> Iterator[tuple[RallyClient, RuntimeConfig]]:
     cfg = make_cfg(redis_server.url, namespace)
     client = RallyClient(cfg).start(scheduler=False)
     yield client, cfg

@@ -26,9 +26,9 @@ def day_of_traffic(n_batches: int, per_batch: int, channels: int = 6) -> list[li
         [Online(id=f"on{c}", network="n", channel=f"c{c}", ts=T0) for c in range(channels)]
     ]
     seq = 0
-    for b in range(n_batches):
+    for _ in range(n_batches):
         batch: list[Event] = []
-        for _ in range(per_batch):
+        for _i in range(per_batch):
             u = seq % 300
             ch = f"c{u % channels}"
             ts = T0 + seq * 3.0

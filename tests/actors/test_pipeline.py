@@ -13,14 +13,28 @@ from tests.actors.conftest import append
 
 
 def traffic(n_users: int = 50, n_chats: int = 400, t0: float = 1_795_000_000.0):
-    events = [Online(id="on-a", network="n", channel="a", ts=t0), Online(id="on-b", network="n", channel="b", ts=t0)]
+    events = [
+        Online(id="on-a", network="n", channel="a", ts=t0),
+        Online(id="on-b", network="n", channel="b", ts=t0),
+    ]
     for u in range(n_users):
         ch = "a" if u % 2 else "b"
-        events.append(Join(id=f"j{u}", network="n", channel=ch, user_id=f"u{u}", user_name=f"U{u}", ts=t0 + u))
+        events.append(
+            Join(id=f"j{u}", network="n", channel=ch, user_id=f"u{u}", user_name=f"U{u}", ts=t0 + u)
+        )
     for i in range(n_chats):
         u = i % n_users
         ch = "a" if u % 2 else "b"
-        events.append(Chat(id=f"c{i}", network="n", channel=ch, user_id=f"u{u}", ts=t0 + 60 + i * 7.0, text="hi"))
+        events.append(
+            Chat(
+                id=f"c{i}",
+                network="n",
+                channel=ch,
+                user_id=f"u{u}",
+                ts=t0 + 60 + i * 7.0,
+                text="hi",
+            )
+        )
     return events
 
 
