@@ -1,0 +1,146 @@
+"""A deployment driven as a user would: shards in the test's Ray, the gateway as a
+`rally gateway` process (so it can be killed -9), requests over HTTP with signatures."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from actors.client import RallyClient
+from gateway.redis_server import free_port
+from gateway.settings import Settings, load_settings
+from gateway.signing import signed_headers
+
+KEY, SECRET = "e2e-key", "e2e-secret-0123456789abcdef"
+
+CONFIG = """
+namespace = "{ns}"
+data_dir = "{data_dir}"
+[redis]
+url = "{redis_url}"
+[shards]
+channel = 2
+member = 2
+[clock]
+watch_interval_s = 0
+streak_rollover = false
+[networks.tv.earn]
+watch_interval_s = 300
+ignore = ["botty"]
+[networks.tv.channels.c1]
+chat_points = 2
+[[api_keys]]
+key = "{key}"
+secrets = ["{secret}", "previous-secret-0123456789"]
+networks = ["tv"]
+"""
+
+
+@dataclass
+class Gateway:
+    config: Path
+    redis_url: str
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 30.0) -> Gateway:
+        cmd = [sys.executable, "-m", "gateway.cli", "gateway", "--config", str(self.config),
+               "--redis-url", self.redis_url, "--port", str(self.port)]  # fmt: skip
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gateway exited: {self.proc.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+            try:
+                with urllib.request.urlopen(self.url + "/readyz", timeout=1) as resp:
+                    if resp.status == 200:
+                        return self
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                time.sleep(0.1)
+        raise RuntimeError("gateway did not become ready")
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def post(url: str, events: list[dict], *, key: str = KEY, secret: str = SECRET,
+         headers: dict[str, str] | None = None, body: bytes | None = None) -> tuple[int, dict]:  # fmt: skip
+    """POST a batch; returns (status, JSON body). Connection failures raise OSError."""
+    data = body if body is not None else msgspec.json.encode({"events": events})
+    h = {"Content-Type": "application/json", **signed_headers(key, secret, data), **(headers or {})}
+    req = urllib.request.Request(url + "/v1/events", data=data, headers=h, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, json.loads(resp.read() or b"{}")
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"{}")
+
+
+def get(url: str, path: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(url + path, timeout=30) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"{}")
+
+
+@dataclass
+class Deployment:
+    settings: Settings
+    config: Path
+    client: RallyClient
+    gateway: Gateway
+
+    @property
+    def url(self) -> str:
+        return self.gateway.url
+
+    def restart_gateway(self) -> None:
+        self.gateway = Gateway(self.config, self.gateway.redis_url).start()
+
+
+@pytest.fixture
+def deployment(ray_cluster, redis_server, namespace, tmp_path) -> Iterator[Deployment]:
+    config = tmp_path / "rally.toml"
+    config.write_text(CONFIG.format(ns=namespace, data_dir=tmp_path, redis_url=redis_server.url,
+                                    key=KEY, secret=SECRET))  # fmt: skip
+    settings = load_settings(config, {})
+    client = RallyClient(settings.runtime(redis_server.url)).start(scheduler=False)
+    gateway = Gateway(config, redis_server.url).start()
+    dep = Deployment(settings, config, client, gateway)
+    yield dep
+    dep.gateway.stop()
+    client.stop()
+
+
+def rally_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.cli", *args], capture_output=True, text=True, timeout=120,
+        env={**os.environ, **(env or {})},
+    )  # fmt: skip
