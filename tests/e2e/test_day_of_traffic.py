@@ -47,7 +47,9 @@ def test_day_of_traffic_matches_the_engine(deployment) -> None:
         assert dict(got).items() <= dict(board).items()
 
     status, stats = get(deployment.url, "/v1/channels/c0/stats?network=tv")
-    assert status == 200 and stats["live"] is True and stats["viewers_present"] > 0
+    assert status == 200
+    assert stats["live"] is True
+    assert stats["viewers_present"] > 0
 
     done = rally_cli("audit", "--config", str(deployment.config))
     assert done.returncode == 0, done.stdout + done.stderr
