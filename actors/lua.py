@@ -10,29 +10,34 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import msgspec
+
 COMMIT = r"""
 local a = ARGV
 local epoch_key, epoch, stream, group, offsets, last_id = a[1], a[2], a[3], a[4], a[5], a[6]
 if redis.call('GET', epoch_key) ~= epoch then
   return redis.error_reply('FENCED ' .. epoch_key)
 end
-local i = 8
-for _ = 1, tonumber(a[7]) do
-  local argc = tonumber(a[i])
-  if a[i + 1] == 'HMAX' then  -- HMAX key field value: keep the larger number
-    local cur = tonumber(redis.call('HGET', a[i + 2], a[i + 3]) or '0')
-    if tonumber(a[i + 4]) > cur then redis.call('HSET', a[i + 2], a[i + 3], a[i + 4]) end
-  else
-    redis.call(unpack(a, i + 1, i + argc))
+local cmds = cmsgpack.unpack(a[7])
+local nb = tonumber(a[8])  -- binary values travel as ARGV[9 ..]; {k} in a command refers to one
+for _, c in ipairs(cmds) do
+  for k = 2, #c do
+    if type(c[k]) == 'table' then c[k] = a[8 + c[k][1]] end
   end
-  i = i + argc + 1
+  if c[1] == 'HMAX' then  -- HMAX key field value: keep the larger number
+    local cur = tonumber(redis.call('HGET', c[2], c[3]) or '0')
+    if c[4] > cur then redis.call('HSET', c[2], c[3], c[4]) end
+  else
+    redis.call(unpack(c))
+  end
 end
 redis.call('HSET', offsets, stream, last_id)
-local na = tonumber(a[i]); i = i + 1
+local first = 9 + nb
+local na = #a - first + 1
 local j = 0
 while j < na do
   local n = math.min(4000, na - j)
-  redis.call('XACK', stream, group, unpack(a, i + j, i + j + n - 1))
+  redis.call('XACK', stream, group, unpack(a, first + j, first + j + n - 1))
   j = j + n
 end
 return 1
@@ -44,30 +49,42 @@ CHUNK_ARGS = 4_000
 Arg = bytes | str | int | float
 
 
+_encoder = msgspec.msgpack.Encoder()
+
+
 class Commit:
     """A batch's writes, collected as commands and run by COMMIT in one atomic call.
 
+    The commands travel as one msgpack blob (packing a million separate arguments in
+    Python costs more than the writes). Lua's cmsgpack reads no msgpack `bin`, so binary
+    values travel as arguments of their own, referred to as `[k]` (the k-th blob).
     Besides Redis commands, COMMIT knows `HMAX key field value` (keep the larger number).
     """
 
     def __init__(self) -> None:
-        self.cmds: list[Arg] = []
-        self.count = 0
+        self.cmds: list[tuple[object, ...]] = []
+        self.blobs: list[bytes] = []
+
+    def _ref(self, value: Arg) -> object:
+        if type(value) is bytes:
+            self.blobs.append(value)
+            return (len(self.blobs),)
+        return value
 
     def cmd(self, *args: Arg) -> None:
-        self.cmds.append(len(args))
-        self.cmds.extend(args)
-        self.count += 1
+        self.cmds.append(tuple(map(self._ref, args)))
 
     def many(self, name: str, key: str, values: Sequence[Arg], width: int = 1) -> None:
         """`name key v1 v2 ...` split into commands of at most CHUNK_ARGS values."""
         step = (CHUNK_ARGS // width) * width
+        ref = self._ref
         for start in range(0, len(values), step):
-            self.cmd(name, key, *values[start : start + step])
+            self.cmds.append((name, key, *map(ref, values[start : start + step])))
 
     def args(
         self, epoch_key: str, epoch: int, stream: str, group: str, offsets: str,
         last_id: bytes, acks: Sequence[bytes],
     ) -> list[Arg]:  # fmt: skip
-        return [epoch_key, epoch, stream, group, offsets, last_id, self.count, *self.cmds,
-                len(acks), *acks]  # fmt: skip
+        blob = _encoder.encode(self.cmds)
+        head: list[Arg] = [epoch_key, epoch, stream, group, offsets, last_id, blob]
+        return [*head, len(self.blobs), *self.blobs, *acks]

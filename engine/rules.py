@@ -90,8 +90,12 @@ class RuleBook:
         self.networks = networks
         self._earn: dict[tuple[str, str], EarnRules] = {}
         for network, rules in networks.items():
+            base = msgspec.to_builtins(rules.earn)
             for channel, override in rules.channels.items():
-                self._earn[(network, channel)] = msgspec.structs.replace(rules.earn, **override)
+                # convert, not replace: overrides arrive as builtins (lists for frozensets and
+                # tuples) and must be typed and validated like the network's own rules.
+                merged = {**base, **msgspec.to_builtins(override)}
+                self._earn[(network, channel)] = msgspec.convert(merged, EarnRules)
 
     def network(self, network: str) -> NetworkRules:
         rules = self.networks.get(network)

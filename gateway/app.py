@@ -1,0 +1,371 @@
+"""The aiohttp gateway: authenticated ingest (HTTP batches, WebSocket) and reads, over Redis.
+
+The gateway never talks to Ray: it appends to the ingest streams and reads committed state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import multiprocessing
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+
+import msgspec
+import redis.asyncio as aioredis
+from aiohttp import WSMsgType, web
+from redis.exceptions import RedisError
+
+from actors.keys import Keys
+from engine.events import BatchError, Event, decode_json_batch, encode_events
+from gateway.auth import Authenticator, check_networks
+from gateway.errors import (
+    BadRequest,
+    Conflict,
+    GatewayError,
+    PayloadTooLarge,
+    Unavailable,
+    error_of,
+    error_response,
+    json_response,
+)
+from gateway.ingest import Idempotency, IngestWriter
+from gateway.metrics import METRICS, GatewayMetrics, get_metrics, new_metrics
+from gateway.reads import READER, Reader, add_routes
+from gateway.settings import ApiKey, Settings
+from gateway.signing import WS_BODY
+
+log = logging.getLogger(__name__)
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+MAX_IDEMPOTENCY_KEY_LEN = 128
+REDIS_TIMEOUT_S = 10.0
+_json = msgspec.json.Encoder()
+_record = msgspec.json.Decoder(dict[str, object])
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+
+
+@dataclass
+class Gateway:
+    """Per-app state: plain values from the settings and the long-lived objects."""
+
+    keys: Keys
+    redis: aioredis.Redis
+    auth: Authenticator
+    writer: IngestWriter
+    metrics: GatewayMetrics
+    max_body_bytes: int
+    max_batch_events: int
+    max_ws_frame_bytes: int
+    max_ws_inflight_frames: int
+    idempotency_ttl_s: int
+
+
+GATEWAY = web.AppKey("gateway", Gateway)
+
+
+def _route_of(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+@web.middleware
+async def edge_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Every error becomes a JSON body (never a traceback or an HTML page); counts requests."""
+    gw = request.app[GATEWAY]
+    try:
+        response = await handler(request)
+    except GatewayError as err:
+        gw.metrics.observe_reject(err.code)
+        response = error_of(err)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _HTTP_CODES.get(exc.status, "http_error")
+        gw.metrics.observe_reject(code)
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        field = "body" if exc.status == 413 else None
+        response = error_response(
+            exc.status, code, exc.text or exc.reason, field=field, headers=headers
+        )
+    except Exception:
+        log.exception("gateway_unhandled_error route=%s", _route_of(request))
+        gw.metrics.observe_reject("internal")
+        response = error_response(500, "internal", "internal server error")
+    gw.metrics.observe_request(_route_of(request), request.method, response.status)
+    return response
+
+
+def decode_batch(body: bytes, max_events: int) -> list[Event]:
+    """Decode a JSON batch, or raise the 4xx naming the field and index."""
+    if not body.strip():
+        raise BadRequest('empty body: send {"events": [...]}', field="body", code="empty_batch")
+    try:
+        events = decode_json_batch(body)
+    except BatchError as err:
+        cause = err.__cause__
+        if isinstance(cause, msgspec.DecodeError) and not isinstance(
+            cause, msgspec.ValidationError
+        ):
+            raise BadRequest(err.message, field="body", code="malformed_json") from err
+        raise BadRequest(err.message, field=err.field, index=err.index, code=err.code) from err
+    if not events:
+        raise BadRequest("empty batch: no events", field="events", code="empty_batch")
+    if len(events) > max_events:
+        raise PayloadTooLarge(
+            f"{len(events)} events in one batch; at most {max_events}", field="events"
+        )
+    return events
+
+
+def idempotency_key_of(headers: Mapping[str, str]) -> str | None:
+    value = headers.get(IDEMPOTENCY_HEADER)
+    if value is None:
+        return None
+    ok = 0 < len(value) <= MAX_IDEMPOTENCY_KEY_LEN and value.isascii() and value.isprintable()
+    if not ok or " " in value:
+        raise BadRequest(
+            f"{IDEMPOTENCY_HEADER} must be 1-{MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters",
+            field=IDEMPOTENCY_HEADER,
+            code="bad_idempotency_key",
+        )
+    return value
+
+
+async def post_events(request: web.Request) -> web.Response:
+    gw = request.app[GATEWAY]
+    length = request.content_length
+    if length is not None and length > gw.max_body_bytes:
+        raise PayloadTooLarge(f"body of {length} bytes; at most {gw.max_body_bytes}", field="body")
+    body = await request.read()
+    key = gw.auth.verify(request.headers, body)
+    idem_key = idempotency_key_of(request.headers)
+    events = decode_batch(body, gw.max_batch_events)
+    check_networks(key, events)
+    accepted = {"accepted": len(events)}
+    if idem_key is None:
+        await gw.writer.append(events)
+        return json_response(accepted, status=202)
+    digest = hashlib.sha256(encode_events(events)).hexdigest()
+    record = _json.encode({"digest": digest, "status": 202, "body": accepted})
+    idem = Idempotency(gw.keys.idem(events[0].network, idem_key), record, gw.idempotency_ttl_s)
+    previous = await gw.writer.append(events, idem)
+    if previous is None:
+        return json_response(accepted, status=202)
+    first = _record.decode(previous)
+    if first.get("digest") != digest:
+        raise Conflict(
+            f"{IDEMPOTENCY_HEADER} {idem_key!r} was used with a different batch",
+            field=IDEMPOTENCY_HEADER,
+        )
+    status = first.get("status")
+    return json_response(
+        first.get("body"),
+        status=status if isinstance(status, int) else 202,
+        headers={"Idempotent-Replayed": "true"},
+    )
+
+
+async def _send(ws: web.WebSocketResponse, body: object) -> None:
+    if ws.closed:
+        return
+    with contextlib.suppress(ConnectionError, RuntimeError):
+        await ws.send_str(_json.encode(body).decode())
+
+
+async def _ack_when_durable(
+    ws: web.WebSocketResponse,
+    future: asyncio.Future[bytes | None],
+    ids: list[str],
+    inflight: asyncio.Semaphore,
+) -> None:
+    try:
+        await future
+    except GatewayError as err:
+        await _send(ws, {**err.as_dict(), "ids": ids})
+    except Exception as err:
+        log.exception("ws_append_failed")
+        await _send(ws, {"error": "internal", "message": str(err), "ids": ids})
+    else:
+        await _send(ws, {"ack": ids})
+    finally:
+        inflight.release()
+
+
+def _submit_frame(
+    gw: Gateway, key: ApiKey, data: bytes
+) -> tuple[asyncio.Future[bytes | None], list[str]]:
+    if len(data) > gw.max_ws_frame_bytes:
+        raise PayloadTooLarge(f"frame of {len(data)} bytes", field="frame")
+    events = decode_batch(data, gw.max_batch_events)
+    check_networks(key, events)
+    return gw.writer.submit(events), [ev.id for ev in events]
+
+
+async def ws_stream(request: web.Request) -> web.WebSocketResponse:
+    """WebSocket ingest: each frame is a batch; acked by event ids once durable."""
+    gw = request.app[GATEWAY]
+    key = gw.auth.verify(request.headers, WS_BODY)
+    ws = web.WebSocketResponse(max_msg_size=gw.max_ws_frame_bytes, heartbeat=30.0)
+    await ws.prepare(request)
+    inflight = asyncio.Semaphore(gw.max_ws_inflight_frames)
+    pending: set[asyncio.Task[None]] = set()
+    async for msg in ws:
+        if msg.type is WSMsgType.TEXT:
+            data = msg.data.encode()
+        elif msg.type is WSMsgType.BINARY:
+            data = msg.data
+        else:
+            continue
+        await inflight.acquire()
+        try:
+            future, ids = _submit_frame(gw, key, data)
+        except GatewayError as err:
+            inflight.release()
+            gw.metrics.observe_reject(err.code)
+            await _send(ws, err.as_dict())
+            continue
+        task = asyncio.create_task(_ack_when_durable(ws, future, ids, inflight))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+    if pending:
+        await asyncio.gather(*pending, return_exceptions=True)
+    return ws
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    gw = request.app[GATEWAY]
+    try:
+        async with asyncio.timeout(2.0):
+            await gw.redis.ping()
+    except (RedisError, OSError, TimeoutError) as err:
+        raise Unavailable(f"redis not ready: {err}") from err
+    return json_response({"status": "ready"})
+
+
+async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
+    gw = app[GATEWAY]
+    gw.writer.start()
+    yield
+    await gw.writer.close()
+    await gw.redis.aclose()
+
+
+def create_app(
+    settings: Settings, redis_url: str, *, clock: Callable[[], float] = time.time
+) -> web.Application:
+    """The gateway app; Redis connections open lazily, the ingest writer runs while it serves."""
+    lim = settings.limits
+    keys = Keys(settings.namespace)
+    client = aioredis.Redis.from_url(
+        redis_url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S
+    )
+    ctx = new_metrics(client, keys, settings.shards.channel, settings.shards.member)
+    writer = IngestWriter(
+        client,
+        keys,
+        channel_shards=settings.shards.channel,
+        coalesce_window_ms=lim.coalesce_window_ms,
+        max_coalesce_events=lim.max_coalesce_events,
+        max_queue_events=lim.max_queue_events,
+        on_flush=ctx.metrics.observe_flush,
+    )
+    ctx.metrics.queue_events.set_function(lambda: writer.queued_events)
+    app = web.Application(client_max_size=lim.max_body_bytes, middlewares=[edge_middleware])
+    app[GATEWAY] = Gateway(
+        keys=keys,
+        redis=client,
+        auth=Authenticator.from_settings(settings, clock),
+        writer=writer,
+        metrics=ctx.metrics,
+        max_body_bytes=lim.max_body_bytes,
+        max_batch_events=lim.max_batch_events,
+        max_ws_frame_bytes=lim.max_ws_frame_bytes,
+        max_ws_inflight_frames=lim.max_ws_inflight_frames,
+        idempotency_ttl_s=lim.idempotency_ttl_s,
+    )
+    app[METRICS] = ctx
+    app[READER] = Reader(
+        client,
+        keys,
+        settings.rulebook(),
+        page_max=lim.page_max,
+        default_network=settings.default_network(),
+        clock=clock,
+    )
+    app.cleanup_ctx.append(_lifecycle)
+    app.router.add_post("/v1/events", post_events)
+    app.router.add_get("/v1/stream", ws_stream)
+    add_routes(app)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", get_metrics)
+    return app
+
+
+def _serve_one(settings: Settings, redis_url: str, host: str, port: int, reuse_port: bool) -> None:
+    web.run_app(
+        create_app(settings, redis_url),
+        host=host,
+        port=port,
+        reuse_port=reuse_port,
+        access_log=None,
+        print=lambda msg: log.info("gateway_listening %s", msg.splitlines()[0]),
+    )
+
+
+def run_gateway(
+    settings: Settings,
+    redis_url: str,
+    host: str | None = None,
+    port: int | None = None,
+    workers: int | None = None,
+) -> None:
+    """Serve until SIGINT/SIGTERM; queued events are written before it exits.
+
+    With workers > 1 ([server] workers), that many processes share the port (SO_REUSEPORT),
+    each with its own ingest writer: one Python process answers ~10k requests/s.
+    """
+    host = host or settings.server.host
+    port = port if port is not None else settings.server.port
+    n = workers if workers is not None else settings.server.workers
+    if n <= 1:
+        _serve_one(settings, redis_url, host, port, reuse_port=False)
+        return
+    if port == 0:
+        raise ValueError("several gateway workers need a fixed port, not 0")
+    ctx = multiprocessing.get_context("spawn")
+    procs = [
+        ctx.Process(
+            target=_serve_one,
+            args=(settings, redis_url, host, port, True),
+            name=f"rally-gateway-{i}",
+        )
+        for i in range(n)
+    ]
+    for proc in procs:
+        proc.start()
+
+    def stop(signum: int, _frame: object) -> None:
+        for proc in procs:
+            if proc.is_alive() and proc.pid is not None:
+                os.kill(proc.pid, signal.SIGTERM)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for proc in procs:
+            proc.join()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

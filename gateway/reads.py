@@ -1,0 +1,235 @@
+"""Reads of committed state, straight from Redis (written by the member and channel shards)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Callable, Mapping
+from typing import Any, cast
+
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from actors.keys import Keys
+from engine.channel import ChannelState, channel_decoder, events_per_s
+from engine.events import channel_key, member_key
+from engine.ledger import entry_decoder
+from engine.member import MemberState, day_of, effective_streak, state_decoder
+from engine.rules import RuleBook
+from gateway.errors import BadRequest, NotFound, json_response
+
+PERIOD_DAYS: dict[str, int] = {"day": 1, "week": 7, "month": 30}
+PERIODS = ("all", *PERIOD_DAYS)
+DEFAULT_LIMIT = 50
+CHATTERS_WINDOW_S = 300
+_ID = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
+_EPOCH = dt.date(1970, 1, 1)
+
+TOP_OF_UNION = """#!lua flags=no-writes
+local args = {'ZUNION', #KEYS}
+for i = 1, #KEYS do args[#args + 1] = KEYS[i] end
+args[#args + 1] = 'WITHSCORES'
+local r = redis.call(unpack(args))
+local out = {}
+local last = math.max(1, #r - 2 * tonumber(ARGV[1]) + 1)
+for i = #r - 1, last, -2 do
+  out[#out + 1] = r[i]
+  out[#out + 1] = r[i + 1]
+end
+return out
+"""
+"""KEYS: day zsets; ARGV: limit. The top `limit` of their union, best first (read-only)."""
+
+
+def yyyymmdd(day: int) -> int:
+    """The UTC calendar day `day` (days since the epoch) as an int like 20261122."""
+    d = _EPOCH + dt.timedelta(days=day)
+    return d.year * 10_000 + d.month * 100 + d.day
+
+
+def parse_int(query: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = query.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise BadRequest(f"{name} must be an integer from {low} to {high}", field=name)
+    return int(raw)
+
+
+def parse_id(value: str, field: str) -> str:
+    if not _ID.fullmatch(value):
+        raise BadRequest(f"{field} must be 1-128 characters of A-Z a-z 0-9 _ . : -", field=field)
+    return value
+
+
+class Reader:
+    """Builds the JSON of the read routes from Redis and the rules."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        keys: Keys,
+        rules: RuleBook,
+        *,
+        page_max: int,
+        default_network: str | None,
+        clock: Callable[[], float],
+    ) -> None:
+        self.redis = client
+        self.keys = keys
+        self.rules = rules
+        self.page_max = page_max
+        self.default_network = default_network
+        self.clock = clock
+
+    def network_of(self, query: Mapping[str, str]) -> str:
+        network = query.get("network") or self.default_network
+        if network is None:
+            raise BadRequest(
+                "network is required (several networks are configured)", field="network"
+            )
+        return parse_id(network, "network")
+
+    def limit_of(self, query: Mapping[str, str]) -> int:
+        return parse_int(query, "limit", min(DEFAULT_LIMIT, self.page_max), 1, self.page_max)
+
+    async def member(self, network: str, user_id: str) -> dict[str, Any]:
+        raw = cast(
+            "bytes | None", await self.redis.hget(self.keys.mstate, member_key(network, user_id))
+        )
+        if raw is None:
+            raise NotFound(f"no member {user_id!r} in network {network!r}", field="user_id")
+        state: MemberState = state_decoder.decode(raw)
+        tiers = self.rules.network(network).tiers
+        tier = min(state.tier, len(tiers.names) - 1)
+        has_next = tier + 1 < len(tiers.names)
+        return {
+            "network": network,
+            "user_id": user_id,
+            "name": state.name,
+            "balance": state.balance,
+            "lifetime_points": state.lifetime,
+            "tier": tiers.names[tier],
+            "tier_index": tier,
+            "multiplier": tiers.multipliers_pct[tier] / 100,
+            "next_tier": tiers.names[tier + 1] if has_next else None,
+            "points_to_next_tier": (
+                max(0, tiers.thresholds[tier + 1] - state.lifetime) if has_next else None
+            ),
+            "streak": effective_streak(state, day_of(self.clock())),
+            "channels": {},
+        }
+
+    async def ledger(self, network: str, user_id: str, limit: int, cursor: int) -> dict[str, Any]:
+        """Entries newest first; `cursor` counts entries from the newest."""
+        key = self.keys.ledger(member_key(network, user_id))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.llen(key)
+            pipe.lrange(key, -(cursor + limit), -(cursor + 1))
+            total, raws = await pipe.execute()
+        entries = []
+        for raw in reversed(raws):
+            e = entry_decoder.decode(raw)
+            entries.append(
+                {
+                    "id": e.id,
+                    "ts": e.ts,
+                    "rule": e.rule,
+                    "amount": e.amount,
+                    "channel": e.channel,
+                    "debit": e.debit,
+                    "credit": e.credit,
+                }
+            )
+        more = cursor + limit < total
+        return {"entries": entries, "next_cursor": cursor + limit if more else None}
+
+    async def leaderboard(
+        self, network: str, channel: str, period: str, limit: int
+    ) -> dict[str, Any]:
+        nc = channel_key(network, channel)
+        if period == "all":
+            pairs = await self.redis.zrevrange(self.keys.lb_all(nc), 0, limit - 1, withscores=True)
+            top = [(m, float(s)) for m, s in cast("list[tuple[bytes, float]]", pairs)]
+        else:
+            today = day_of(self.clock())
+            days = [self.keys.lb_day(nc, yyyymmdd(today - i)) for i in range(PERIOD_DAYS[period])]
+            flat = cast("list[bytes]", await self.redis.eval(TOP_OF_UNION, len(days), *days, limit))
+            top = [(flat[i], float(flat[i + 1])) for i in range(0, len(flat), 2)]
+        names = await self._names(network, [m for m, _ in top])
+        entries = [
+            {"rank": i + 1, "user_id": uid.decode(), "name": name, "points": int(score)}
+            for i, ((uid, score), name) in enumerate(zip(top, names, strict=True))
+        ]
+        return {"channel": channel, "network": network, "period": period, "entries": entries}
+
+    async def _names(self, network: str, user_ids: list[bytes]) -> list[str]:
+        if not user_ids:
+            return []
+        fields = [member_key(network, uid.decode()) for uid in user_ids]
+        raws = cast("list[bytes | None]", await self.redis.hmget(self.keys.mstate, fields))
+        return ["" if raw is None else state_decoder.decode(raw).name for raw in raws]
+
+    async def channel_stats(self, network: str, channel: str) -> dict[str, Any]:
+        nc = channel_key(network, channel)
+        now = self.clock()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hget(self.keys.cstate, nc)
+            pipe.hlen(self.keys.presence(nc))
+            pipe.zcount(self.keys.chatters(nc), now - CHATTERS_WINDOW_S, "+inf")
+            raw, present, chatters = await pipe.execute()
+        if raw is None:
+            raise NotFound(f"no channel {channel!r} in network {network!r}", field="channel")
+        state: ChannelState = channel_decoder.decode(raw)
+        return {
+            "network": network,
+            "channel": channel,
+            "live": state.live,
+            "viewers_present": present,
+            "chatters_5m": chatters,
+            "events_per_s": events_per_s(state, now),
+            "events_total": state.events,
+        }
+
+
+READER = web.AppKey("reader", Reader)
+
+
+async def get_member(request: web.Request) -> web.Response:
+    reader = request.app[READER]
+    user_id = parse_id(request.match_info["user_id"], "user_id")
+    return json_response(await reader.member(reader.network_of(request.query), user_id))
+
+
+async def get_ledger(request: web.Request) -> web.Response:
+    reader = request.app[READER]
+    user_id = parse_id(request.match_info["user_id"], "user_id")
+    network = reader.network_of(request.query)
+    limit = reader.limit_of(request.query)
+    cursor = parse_int(request.query, "cursor", 0, 0, 10**12)
+    return json_response(await reader.ledger(network, user_id, limit, cursor))
+
+
+async def get_leaderboard(request: web.Request) -> web.Response:
+    reader = request.app[READER]
+    channel = parse_id(request.match_info["channel"], "channel")
+    network = reader.network_of(request.query)
+    period = request.query.get("period") or "all"
+    if period not in PERIODS:
+        raise BadRequest(f"period must be one of {', '.join(PERIODS)}", field="period")
+    limit = reader.limit_of(request.query)
+    return json_response(await reader.leaderboard(network, channel, period, limit))
+
+
+async def get_channel_stats(request: web.Request) -> web.Response:
+    reader = request.app[READER]
+    channel = parse_id(request.match_info["channel"], "channel")
+    network = reader.network_of(request.query)
+    return json_response(await reader.channel_stats(network, channel))
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/v1/members/{user_id}", get_member)
+    app.router.add_get("/v1/members/{user_id}/ledger", get_ledger)
+    app.router.add_get("/v1/channels/{channel}/leaderboard", get_leaderboard)
+    app.router.add_get("/v1/channels/{channel}/stats", get_channel_stats)

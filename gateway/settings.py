@@ -1,0 +1,311 @@
+"""Settings: one pydantic object built once at start from one TOML file plus the environment.
+
+Only `load_settings` reads the environment (RALLY_REDIS_URL, RALLY_RAY_ADDRESS,
+RALLY_CHAIN_RPC); everything else receives plain values from the `Settings` it builds.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+import msgspec
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
+
+from actors.config import RuntimeConfig
+from engine.rules import EarnRules, NetworkRules, RuleBook
+
+ENV_OVERRIDES: dict[str, tuple[str, str]] = {
+    "RALLY_REDIS_URL": ("redis", "url"),
+    "RALLY_RAY_ADDRESS": ("ray", "address"),
+    "RALLY_CHAIN_RPC": ("chain", "rpc"),
+}
+"""Environment variable -> (section, key) it overrides."""
+
+_NAME = r"^[A-Za-z0-9_.:\-]+$"
+_MSGSPEC_PATH = re.compile(r"\s*-\s*at `\$((?:\.[A-Za-z0-9_\-]+|\[\d+\])*)`$")
+_UNKNOWN = re.compile(r"^Object contains unknown field `([^`]*)`")
+
+Name = Annotated[str, Field(min_length=1, max_length=128, pattern=_NAME)]
+
+
+class SettingsError(Exception):
+    """The settings file or environment is invalid; the message names each bad key path."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("invalid settings:\n" + "\n".join(f"  {p}" for p in problems))
+        self.problems = problems
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65_535)
+    workers: int = Field(default=1, ge=1, le=64)
+    """Gateway processes sharing the port (SO_REUSEPORT); each handles ~10k requests/s."""
+
+
+class RedisSettings(_Section):
+    url: str = ""
+    """Empty: the project starts its own redis-server under data_dir."""
+
+
+class RaySettings(_Section):
+    address: str = ""
+    """Empty: a local Ray cluster (ray.init())."""
+
+
+class ChainSettings(_Section):
+    rpc: str = ""
+    """Empty: an in-process EVM."""
+
+
+class ShardSettings(_Section):
+    channel: int = Field(default=2, ge=1, le=4_096)
+    member: int = Field(default=2, ge=1, le=4_096)
+
+
+class LimitSettings(_Section):
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1_024)
+    max_batch_events: int = Field(default=10_000, ge=1)
+    max_ws_frame_bytes: int = Field(default=1024 * 1024, ge=1_024)
+    max_ws_inflight_frames: int = Field(default=256, ge=1)
+    """Frames of one WebSocket accepted but not yet acknowledged."""
+    coalesce_window_ms: float = Field(default=2.0, ge=0, le=1_000)
+    max_coalesce_events: int = Field(default=20_000, ge=1)
+    max_queue_events: int = Field(default=200_000, ge=1)
+    """Events waiting for the ingest writer; beyond this requests get 503 + Retry-After."""
+    signature_skew_s: int = Field(default=300, ge=1)
+    idempotency_ttl_s: int = Field(default=86_400, ge=1)
+    read_count: int = Field(default=2_000, ge=1)
+    read_block_ms: int = Field(default=50, ge=1)
+    dedupe_days: int = Field(default=2, ge=1)
+    page_max: int = Field(default=500, ge=1)
+    member_cache_max: int = Field(default=2_000_000, ge=1)
+
+
+class ClockSettings(_Section):
+    watch_interval_s: float = Field(default=10.0, ge=0)
+    """How often the scheduler advances channel clocks; 0 = off."""
+    streak_rollover: bool = True
+
+
+class AnalyticsSettings(_Section):
+    ledger_sink: bool = False
+
+
+class ApiKey(_Section):
+    key: Name
+    secrets: list[Annotated[str, Field(min_length=16, max_length=256)]] = Field(min_length=1)
+    """Current secret first, then previous ones (still accepted while clients rotate)."""
+    networks: list[Annotated[str, Field(pattern=r"^(\*|[A-Za-z0-9_.:\-]+)$")]] = Field(min_length=1)
+    """Networks this key may write; ["*"] = all."""
+
+    def may_write(self, network: str) -> bool:
+        return "*" in self.networks or network in self.networks
+
+
+def _path_error(path: str, problem: str) -> PydanticCustomError:
+    return PydanticCustomError("rules", "{problem}", {"path": path, "problem": problem})
+
+
+def _msgspec_problem(err: msgspec.ValidationError) -> tuple[str, str]:
+    """('earn.chat_points', 'Expected int, got str') from a msgspec error."""
+    text = str(err)
+    path = ""
+    m = _MSGSPEC_PATH.search(text)
+    if m is not None:
+        path = m.group(1).lstrip(".")
+        text = text[: m.start()]
+    unknown = _UNKNOWN.match(text)
+    if unknown is not None:
+        path = f"{path}.{unknown.group(1)}".lstrip(".")
+        text = "Extra inputs are not permitted"
+    return path, text.replace("`", "")
+
+
+def convert_network(raw: object) -> NetworkRules:
+    """Validate one [networks.NAME] table, channel overrides included."""
+    if isinstance(raw, NetworkRules):
+        return raw
+    try:
+        rules = msgspec.convert(raw, NetworkRules)
+    except msgspec.ValidationError as err:
+        raise _path_error(*_msgspec_problem(err)) from err
+    base = msgspec.to_builtins(rules.earn)
+    channels: dict[str, dict[str, Any]] = {}
+    for channel, override in rules.channels.items():
+        if not re.match(_NAME, channel):
+            raise _path_error(f"channels.{channel}", "not a valid channel id")
+        try:
+            merged = msgspec.convert({**base, **override}, EarnRules)
+        except msgspec.ValidationError as err:
+            sub, problem = _msgspec_problem(err)
+            raise _path_error(f"channels.{channel}.{sub}".rstrip("."), problem) from err
+        channels[channel] = {k: getattr(merged, k) for k in override}
+    return msgspec.structs.replace(rules, channels=channels)
+
+
+class Settings(_Section):
+    server: ServerSettings = ServerSettings()
+    redis: RedisSettings = RedisSettings()
+    ray: RaySettings = RaySettings()
+    chain: ChainSettings = ChainSettings()
+    data_dir: Path = Path(".rally")
+    namespace: Name = "rally"
+    shards: ShardSettings = ShardSettings()
+    limits: LimitSettings = LimitSettings()
+    clock: ClockSettings = ClockSettings()
+    analytics: AnalyticsSettings = AnalyticsSettings()
+    networks: dict[Name, Any] = {}
+    """Network name -> engine.rules.NetworkRules (validated with msgspec)."""
+    api_keys: list[ApiKey] = []
+
+    @field_validator("networks", mode="after")
+    @classmethod
+    def _check_networks(cls, value: dict[str, Any]) -> dict[str, NetworkRules]:
+        out: dict[str, NetworkRules] = {}
+        for name, raw in value.items():
+            try:
+                out[name] = convert_network(raw)
+            except PydanticCustomError as err:
+                ctx = err.context or {}
+                path = f"{name}.{ctx.get('path', '')}".rstrip(".")
+                raise _path_error(path, str(ctx.get("problem", err))) from None
+        return out
+
+    @field_validator("api_keys", mode="after")
+    @classmethod
+    def _unique_keys(cls, value: list[ApiKey]) -> list[ApiKey]:
+        seen: set[str] = set()
+        for i, key in enumerate(value):
+            if key.key in seen:
+                raise _path_error(f"{i}.key", f"duplicate api key {key.key!r}")
+            seen.add(key.key)
+        return value
+
+    def key_for(self, api_key: str) -> ApiKey | None:
+        return next((k for k in self.api_keys if k.key == api_key), None)
+
+    def rulebook(self) -> RuleBook:
+        return RuleBook(dict(self.networks))
+
+    def default_network(self) -> str | None:
+        """The only configured network, if exactly one is configured."""
+        return next(iter(self.networks)) if len(self.networks) == 1 else None
+
+    def runtime(self, redis_url: str) -> RuntimeConfig:
+        """The plain values the actors run with."""
+        lim = self.limits
+        return RuntimeConfig(
+            redis_url=redis_url,
+            namespace=self.namespace,
+            channel_shards=self.shards.channel,
+            member_shards=self.shards.member,
+            read_count=lim.read_count,
+            block_ms=lim.read_block_ms,
+            dedupe_days=lim.dedupe_days,
+            watch_clock_interval_s=self.clock.watch_interval_s,
+            streak_rollover=self.clock.streak_rollover,
+            member_cache_max=lim.member_cache_max,
+            ledger_sink=self.analytics.ledger_sink,
+            rules=self.rulebook().to_builtins(),
+        )
+
+
+def _format(err: ValidationError) -> list[str]:
+    problems = []
+    for e in err.errors():
+        loc = [str(part) for part in e["loc"]]
+        ctx = e.get("ctx") or {}
+        if e["type"] == "rules":
+            loc += [p for p in str(ctx.get("path", "")).split(".") if p]
+            msg = str(ctx.get("problem", e["msg"]))
+        else:
+            msg = e["msg"]
+        problems.append(f"{'.'.join(loc) or '<root>'}: {msg}")
+    return problems
+
+
+def settings_from_dict(raw: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
+    data: dict[str, Any] = dict(raw)
+    for var, (section, key) in ENV_OVERRIDES.items():
+        if var in env:
+            table = data.get(section)
+            data[section] = {**(table if isinstance(table, dict) else {}), key: env[var]}
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as err:
+        raise SettingsError(_format(err)) from None
+
+
+def load_settings(path: Path | None, env: Mapping[str, str]) -> Settings:
+    """Settings from the TOML file at `path` (None: defaults) and the environment overrides."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except OSError as err:
+            raise SettingsError([f"{path}: cannot read: {err.strerror or err}"]) from err
+        except tomllib.TOMLDecodeError as err:
+            raise SettingsError([f"{path}: not valid TOML: {err}"]) from err
+    return settings_from_dict(raw, env)
+
+
+DEMO_SECRET = "rk_demo_7c1f3a9e5b2d48c6a0e9f4b17d3c5e82"
+
+
+def demo_settings_toml(data_dir: str = ".rally") -> str:
+    """A complete settings file for `rally demo`: network "demo", api key "demo-key"."""
+    return f"""\
+# Written by `rally demo`. Edit and restart to change the demo's rules.
+data_dir = {json.dumps(data_dir)}
+namespace = "rally"
+
+[server]
+host = "127.0.0.1"
+port = 8080
+
+[redis]
+url = ""   # empty: the demo starts its own redis-server under data_dir
+
+[shards]
+channel = 2
+member = 2
+
+[clock]
+watch_interval_s = 10.0
+
+[networks.demo.earn]
+watch_interval_s = 60
+watch_points_live = 10
+chat_points = 1
+chat_cooldown_s = 30
+follow_points = 50
+
+[networks.demo.tiers]
+names = ["Bronze", "Silver", "Gold", "Diamond"]
+thresholds = [0, 500, 2000, 10000]
+multipliers_pct = [100, 125, 150, 200]
+
+[networks.demo.streak]
+points_per_day = 5
+cap_days = 30
+divisor = 10
+
+[networks.demo.channels.lobby]   # a busy channel pays a little more per chat message
+chat_points = 2
+
+[[api_keys]]
+key = "demo-key"
+secrets = ["{DEMO_SECRET}"]
+networks = ["demo"]
+"""

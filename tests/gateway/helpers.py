@@ -1,0 +1,94 @@
+"""Shared helpers of the gateway tests: settings, a served app, signed requests, events."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import msgspec
+import redis
+from aiohttp.test_utils import TestClient, TestServer
+
+from actors.keys import Keys
+from engine.events import Event, decode_events
+from gateway.app import create_app
+from gateway.settings import Settings, settings_from_dict
+from gateway.signing import signed_headers
+
+SECRET = "current-secret-0123456789abcdef"
+OLD_SECRET = "previous-secret-0123456789abcdef"
+ADMIN_SECRET = "admin-secret-0123456789abcdef"
+SHARDS = 2
+
+
+def make_settings(namespace: str, **limits: Any) -> Settings:
+    raw: dict[str, Any] = {
+        "namespace": namespace,
+        "shards": {"channel": SHARDS, "member": 2},
+        "limits": {"coalesce_window_ms": 2, **limits},
+        "networks": {
+            "demo": {"earn": {"chat_points": 2}, "channels": {"big": {"chat_points": 3}}},
+            "other": {},
+        },
+        "api_keys": [
+            {"key": "k1", "secrets": [SECRET, OLD_SECRET], "networks": ["demo"]},
+            {"key": "admin", "secrets": [ADMIN_SECRET], "networks": ["*"]},
+        ],
+    }
+    return settings_from_dict(raw, {})
+
+
+@contextlib.asynccontextmanager
+async def serve(
+    settings: Settings, redis_url: str, clock: Callable[[], float] = time.time
+) -> AsyncIterator[TestClient]:
+    app = create_app(settings, redis_url, clock=clock)
+    async with TestClient(TestServer(app)) as client:
+        yield client
+
+
+def chat(i: int | str, channel: str = "c1", network: str = "demo", **extra: Any) -> dict[str, Any]:
+    ev = {
+        "kind": "chat",
+        "id": f"e{i}",
+        "network": network,
+        "channel": channel,
+        "ts": 1_700_000_000 + (i if isinstance(i, int) else 0),
+        "user_id": f"u{i}",
+        "user_name": f"User {i}",
+        "text": "hi",
+    }
+    ev.update(extra)
+    return ev
+
+
+def body_of(obj: object) -> bytes:
+    return msgspec.json.encode(obj)
+
+
+def signed(body: bytes, key: str = "k1", secret: str = SECRET, **extra: str) -> dict[str, str]:
+    return {**signed_headers(key, secret, body), "Content-Type": "application/json", **extra}
+
+
+async def post(client: TestClient, obj: object, **kw: Any) -> tuple[int, Any]:
+    body = obj if isinstance(obj, bytes) else body_of(obj)
+    headers = kw.pop("headers") if "headers" in kw else signed(body, **kw)
+    async with client.post("/v1/events", data=body, headers=headers) as resp:
+        assert resp.content_type == "application/json", await resp.text()
+        return resp.status, await resp.json()
+
+
+def stream_entries(r: redis.Redis, namespace: str, shards: int = SHARDS) -> dict[int, list[Event]]:
+    """Events in each ingest stream, one list per partition, in stream order."""
+    keys = Keys(namespace)
+    out: dict[int, list[Event]] = {}
+    for p in range(shards):
+        out[p] = [ev for _, f in r.xrange(keys.ingest(p)) for ev in decode_events(f[b"e"])]
+    return out
+
+
+def stream_lengths(r: redis.Redis, namespace: str, shards: int = SHARDS) -> list[int]:
+    keys = Keys(namespace)
+    return [r.xlen(keys.ingest(p)) for p in range(shards)]

@@ -1,0 +1,264 @@
+"""Reads: member, ledger, leaderboards and channel stats straight from committed Redis state."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+import redis
+
+from actors.keys import Keys
+from engine.channel import RATE_WINDOW_S, ChannelState, channel_encoder
+from engine.ledger import Entry, entry_encoder, member_account, treasury_account
+from engine.member import MemberState, day_of, state_encoder
+from gateway.reads import yyyymmdd
+from gateway.redis_server import RedisServer
+
+from .helpers import make_settings, serve
+
+NOW = 1_763_800_000.0  # 2025-11-22 08:26:40 UTC
+TODAY = day_of(NOW)
+
+
+def test_yyyymmdd() -> None:
+    assert yyyymmdd(0) == 19700101
+    assert yyyymmdd(TODAY) == 20251122
+    assert yyyymmdd(TODAY - 22) == 20251031
+
+
+async def _get(client: Any, path: str) -> tuple[int, Any]:
+    async with client.get(path) as resp:
+        assert resp.content_type == "application/json"
+        return resp.status, await resp.json()
+
+
+def _read(redis_server: RedisServer, namespace: str, *paths: str) -> list[tuple[int, Any]]:
+    async def go() -> list[tuple[int, Any]]:
+        async with serve(make_settings(namespace), redis_server.url, clock=lambda: NOW) as client:
+            return [await _get(client, p) for p in paths]
+
+    return asyncio.run(go())
+
+
+def _member(r: redis.Redis, keys: Keys, user: str, **fields: Any) -> None:
+    r.hset(keys.mstate, f"demo:{user}", state_encoder.encode(MemberState(**fields)))
+
+
+def test_member(redis_server: RedisServer, redis_client: redis.Redis, namespace: str) -> None:
+    keys = Keys(namespace)
+    _member(
+        redis_client,
+        keys,
+        "u1",
+        name="Ann",
+        balance=700,
+        lifetime=900,
+        tier=1,
+        streak=4,
+        last_day=TODAY - 1,
+    )
+    _member(
+        redis_client,
+        keys,
+        "u2",
+        name="Bo",
+        balance=5,
+        lifetime=20_000,
+        tier=3,
+        streak=9,
+        last_day=TODAY - 3,
+    )
+    (s1, m1), (s2, m2), (s3, m3), (s4, m4) = _read(
+        redis_server,
+        namespace,
+        "/v1/members/u1?network=demo",
+        "/v1/members/u2?network=demo",
+        "/v1/members/ghost?network=demo",
+        "/v1/members/u1",
+    )
+    assert s1 == 200
+    assert m1 == {
+        "network": "demo",
+        "user_id": "u1",
+        "name": "Ann",
+        "balance": 700,
+        "lifetime_points": 900,
+        "tier": "Silver",
+        "tier_index": 1,
+        "multiplier": 1.25,
+        "next_tier": "Gold",
+        "points_to_next_tier": 1100,
+        "streak": 4,
+        "channels": {},
+    }
+    assert s2 == 200
+    assert (m2["tier"], m2["next_tier"], m2["points_to_next_tier"], m2["streak"]) == (
+        "Diamond",
+        None,
+        None,
+        0,
+    )
+    assert (s3, m3["error"], m3["field"]) == (404, "not_found", "user_id")
+    assert (s4, m4["error"], m4["field"]) == (400, "bad_request", "network")
+
+
+def test_ledger_pages_newest_first(
+    redis_server: RedisServer, redis_client: redis.Redis, namespace: str
+) -> None:
+    keys = Keys(namespace)
+    entries = [
+        Entry(
+            f"x{i}",
+            NOW + i,
+            "demo",
+            treasury_account("demo"),
+            member_account("demo", "u1"),
+            10 + i,
+            "chat",
+            "c1",
+        )
+        for i in range(7)
+    ]
+    redis_client.rpush(keys.ledger("demo:u1"), *(entry_encoder.encode(e) for e in entries))
+    (s1, p1), (s2, p2), (s3, p3), (s4, p4), (s5, p5) = _read(
+        redis_server,
+        namespace,
+        "/v1/members/u1/ledger?network=demo&limit=3",
+        "/v1/members/u1/ledger?network=demo&limit=3&cursor=3",
+        "/v1/members/u1/ledger?network=demo&limit=3&cursor=6",
+        "/v1/members/u1/ledger?network=demo&limit=501",
+        "/v1/members/u1/ledger?network=demo&cursor=-1",
+    )
+    assert s1 == s2 == s3 == 200
+    assert [e["id"] for e in p1["entries"]] == ["x6", "x5", "x4"]
+    assert p1["next_cursor"] == 3
+    assert p1["entries"][0] == {
+        "id": "x6",
+        "ts": NOW + 6,
+        "rule": "chat",
+        "amount": 16,
+        "channel": "c1",
+        "debit": "treasury:demo",
+        "credit": "member:demo:u1",
+    }
+    assert [e["id"] for e in p2["entries"]] == ["x3", "x2", "x1"]
+    assert p2["next_cursor"] == 6
+    assert [e["id"] for e in p3["entries"]] == ["x0"]
+    assert p3["next_cursor"] is None
+    assert (s4, p4["field"]) == (400, "limit")
+    assert (s5, p5["field"]) == (400, "cursor")
+
+
+def test_leaderboards(redis_server: RedisServer, redis_client: redis.Redis, namespace: str) -> None:
+    keys = Keys(namespace)
+    nc = "demo:c1"
+    for user, name in [("a", "Ann"), ("b", "Bo"), ("c", "Cy")]:
+        _member(redis_client, keys, user, name=name)
+    redis_client.zadd(keys.lb_all(nc), {"a": 50, "b": 300, "c": 120, "d": 5})
+    redis_client.zadd(keys.lb_day(nc, yyyymmdd(TODAY)), {"a": 10, "b": 1})
+    redis_client.zadd(keys.lb_day(nc, yyyymmdd(TODAY - 3)), {"a": 5, "c": 40})
+    redis_client.zadd(keys.lb_day(nc, yyyymmdd(TODAY - 20)), {"b": 100})
+    redis_client.zadd(keys.lb_day(nc, yyyymmdd(TODAY - 31)), {"d": 1_000})
+    got = dict(
+        zip(
+            ["all", "all2", "day", "week", "month", "bad"],
+            _read(
+                redis_server,
+                namespace,
+                "/v1/channels/c1/leaderboard?network=demo",
+                "/v1/channels/c1/leaderboard?network=demo&period=all&limit=2",
+                "/v1/channels/c1/leaderboard?network=demo&period=day",
+                "/v1/channels/c1/leaderboard?network=demo&period=week",
+                "/v1/channels/c1/leaderboard?network=demo&period=month&limit=2",
+                "/v1/channels/c1/leaderboard?network=demo&period=year",
+            ),
+            strict=True,
+        )
+    )
+
+    def board(key: str) -> list[tuple[int, str, str, int]]:
+        status, body = got[key]
+        assert status == 200, body
+        return [(e["rank"], e["user_id"], e["name"], e["points"]) for e in body["entries"]]
+
+    assert board("all") == [
+        (1, "b", "Bo", 300),
+        (2, "c", "Cy", 120),
+        (3, "a", "Ann", 50),
+        (4, "d", "", 5),
+    ]
+    assert got["all"][1]["period"] == "all"
+    assert got["all"][1]["channel"] == "c1"
+    assert board("all2") == [(1, "b", "Bo", 300), (2, "c", "Cy", 120)]
+    assert board("day") == [(1, "a", "Ann", 10), (2, "b", "Bo", 1)]
+    assert board("week") == [(1, "c", "Cy", 40), (2, "a", "Ann", 15), (3, "b", "Bo", 1)]
+    assert board("month") == [(1, "b", "Bo", 101), (2, "c", "Cy", 40)]
+    assert got["month"][1]["period"] == "month"
+    assert (got["bad"][0], got["bad"][1]["field"]) == (400, "period")
+
+
+def test_channel_stats(
+    redis_server: RedisServer, redis_client: redis.Redis, namespace: str
+) -> None:
+    keys = Keys(namespace)
+    nc = "demo:c1"
+    sec = int(NOW)
+    state = ChannelState(live=True, clock=NOW, events=1234)
+    for i in range(RATE_WINDOW_S):
+        state.rate_secs[(sec - i) % RATE_WINDOW_S] = sec - i
+        state.rate_counts[(sec - i) % RATE_WINDOW_S] = 5
+    redis_client.hset(keys.cstate, nc, channel_encoder.encode(state))
+    redis_client.hset(keys.presence(nc), mapping={"a": "Ann", "b": "Bo", "c": "Cy"})
+    redis_client.zadd(keys.chatters(nc), {"a": NOW - 10, "b": NOW - 299, "c": NOW - 301})
+    (s1, b1), (s2, b2), (s3, b3) = _read(
+        redis_server,
+        namespace,
+        "/v1/channels/c1/stats?network=demo",
+        "/v1/channels/nope/stats?network=demo",
+        "/v1/channels/bad%20id/stats?network=demo",
+    )
+    assert s1 == 200
+    assert b1 == {
+        "network": "demo",
+        "channel": "c1",
+        "live": True,
+        "viewers_present": 3,
+        "chatters_5m": 2,
+        "events_per_s": 5.0,
+        "events_total": 1234,
+    }
+    assert (s2, b2["error"]) == (404, "not_found")
+    assert (s3, b3["field"]) == (400, "channel")
+
+
+@pytest.mark.parametrize("network", ["", "demo"])
+def test_the_only_network_is_the_default(
+    redis_server: RedisServer, redis_client: redis.Redis, namespace: str, network: str
+) -> None:
+    from gateway.settings import settings_from_dict
+
+    settings = settings_from_dict({"namespace": namespace, "networks": {"demo": {}}}, {})
+    _member(redis_client, Keys(namespace), "u1", name="Ann")
+
+    async def go() -> tuple[int, Any]:
+        async with serve(settings, redis_server.url, clock=lambda: NOW) as client:
+            query = f"?network={network}" if network else ""
+            return await _get(client, f"/v1/members/u1{query}")
+
+    status, body = asyncio.run(go())
+    assert (status, body["name"]) == (200, "Ann")
+
+
+def test_an_unexpected_error_is_a_json_500_not_a_traceback(
+    redis_server: RedisServer, redis_client: redis.Redis, namespace: str
+) -> None:
+    redis_client.hset(Keys(namespace).mstate, "demo:broken", b"\xc1 not msgpack")
+    [(status, body)] = _read(redis_server, namespace, "/v1/members/broken?network=demo")
+    assert status == 500
+    assert body == {
+        "error": "internal",
+        "message": "internal server error",
+        "field": None,
+        "index": None,
+    }
