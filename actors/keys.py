@@ -14,7 +14,7 @@ ledger:{nu}           list; msgpack Entry, oldest first, of member nu (network:u
 treasury              hash; network -> balance of the network treasury (negative of points issued).
 lb:{nc}:all           zset; user_id -> points earned in channel nc, all time.
 lb:{nc}:d:{yyyymmdd}  zset; user_id -> points earned in channel nc on that UTC day.
-lbn:{network}:all     zset; user_id -> lifetime points in the network (for top-member views).
+mch:{nu}              zset; network:channel -> points member nu earned there (per-channel standing).
 notices               stream (capped); tier changes and other member notices.
 sched:jobs            hash; job id -> msgpack Job.   sched:due zset; job id -> due time.
 sched:lease:{id}      string; owner of a running job, with a TTL (the lease).
@@ -85,8 +85,8 @@ class Keys:
     def lb_day(self, nc: str, yyyymmdd: int) -> str:
         return self.k("lb", nc, "d", yyyymmdd)
 
-    def lb_network(self, network: str) -> str:
-        return self.k("lbn", network, "all")
+    def member_channels(self, nu: str) -> str:
+        return self.k("mch", nu)
 
     @property
     def notices(self) -> str:

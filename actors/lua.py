@@ -74,6 +74,26 @@ class Commit:
     def cmd(self, *args: Arg) -> None:
         self.cmds.append(tuple(map(self._ref, args)))
 
+    def pairs(self, name: str, key: str, fields: Sequence[str], blobs: Sequence[bytes]) -> None:
+        """`name key field1 blob1 field2 blob2 ...` (HSET of binary values), chunked."""
+        base = len(self.blobs)
+        self.blobs.extend(blobs)
+        step = CHUNK_ARGS // 2
+        for start in range(0, len(fields), step):
+            flat: list[object] = [name, key]
+            for i in range(start, min(start + step, len(fields))):
+                flat.append(fields[i])
+                flat.append((base + i + 1,))
+            self.cmds.append(tuple(flat))
+
+    def push(self, key: str, blobs: Sequence[bytes]) -> None:
+        """RPUSH key blob ..., chunked."""
+        base = len(self.blobs)
+        self.blobs.extend(blobs)
+        for start in range(0, len(blobs), CHUNK_ARGS):
+            end = min(start + CHUNK_ARGS, len(blobs))
+            self.cmds.append(("RPUSH", key, *[(base + i + 1,) for i in range(start, end)]))
+
     def many(self, name: str, key: str, values: Sequence[Arg], width: int = 1) -> None:
         """`name key v1 v2 ...` split into commands of at most CHUNK_ARGS values."""
         step = (CHUNK_ARGS // width) * width

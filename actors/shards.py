@@ -245,36 +245,45 @@ class MemberShard(StreamShard):
         _commit(self, self.script, c, entries)
 
     def _write(self, c: Commit, changed: set[str], out: Applied) -> None:
-        states: list[bytes | str] = []
-        for key in changed:
-            states += [key, state_encoder.encode(self.members[key])]
-        if states:
-            c.many("HSET", self.keys.mstate, states, width=2)
+        keys = self.keys
+        fields = list(changed)
+        c.pairs(
+            "HSET", keys.mstate, fields, [state_encoder.encode(self.members[k]) for k in fields]
+        )
         ledgers: dict[str, list[bytes]] = {}
-        boards: dict[tuple[str, str], int] = {}
+        earned: dict[tuple[str, str, int], int] = {}  # (member, channel, day) -> points
         treasury: dict[str, int] = {}
-        day_keys: set[str] = set()
+        encode = entry_encoder.encode
         for e in out.entries:
             nu = e.credit[7:]  # "member:{network}:{user}"
-            ledgers.setdefault(nu, []).append(entry_encoder.encode(e))
-            uid = nu[len(e.network) + 1 :]
-            nc = f"{e.network}:{e.channel}"
-            day_key = self.keys.lb_day(nc, yyyymmdd(e.ts))
-            day_keys.add(day_key)
-            for board in (self.keys.lb_all(nc), day_key, self.keys.lb_network(e.network)):
-                boards[(board, uid)] = boards.get((board, uid), 0) + e.amount
+            blobs = ledgers.get(nu)
+            if blobs is None:
+                blobs = ledgers[nu] = []
+            blobs.append(encode(e))
+            k = (nu, e.channel, int(e.ts // DAY_S))
+            earned[k] = earned.get(k, 0) + e.amount
             treasury[e.network] = treasury.get(e.network, 0) - e.amount
         for nu, blobs in ledgers.items():
-            c.many("RPUSH", self.keys.ledger(nu), blobs)
-        for (board, uid), amount in boards.items():
-            c.cmd("ZINCRBY", board, amount, uid)
+            c.push(keys.ledger(nu), blobs)
+        all_time: dict[tuple[str, str], int] = {}
+        day_keys: set[str] = set()
+        for (nu, channel, day), amount in earned.items():
+            network, _, uid = nu.partition(":")
+            nc = f"{network}:{channel}"
+            day_key = keys.lb_day(nc, _day_number(day))
+            day_keys.add(day_key)
+            c.cmd("ZINCRBY", day_key, amount, uid)
+            all_time[(nu, nc)] = all_time.get((nu, nc), 0) + amount
+        for (nu, nc), amount in all_time.items():
+            c.cmd("ZINCRBY", keys.lb_all(nc), amount, nu.partition(":")[2])
+            c.cmd("ZINCRBY", keys.member_channels(nu), amount, nc)
         for key in day_keys:
             c.cmd("EXPIRE", key, DAY_BOARD_TTL_S)
         for network, amount in treasury.items():
-            c.cmd("HINCRBY", self.keys.treasury, network, amount)
+            c.cmd("HINCRBY", keys.treasury, network, amount)
         for tc in out.tier_changes:
             c.cmd(
-                "XADD", self.keys.notices, "MAXLEN", "~", NOTICES_MAXLEN, "*",
+                "XADD", keys.notices, "MAXLEN", "~", NOTICES_MAXLEN, "*",
                 "tier", credit_encoder.encode(tc),
             )  # fmt: skip
 

@@ -45,8 +45,11 @@ def latency_percentiles(
 class Dashboard:
     """Reads the committed state from Redis and renders the live table."""
 
-    def __init__(self, r: redis.Redis, keys: Keys, settings: Settings, network: str) -> None:
+    def __init__(
+        self, r: redis.Redis, keys: Keys, settings: Settings, network: str, channels: list[str]
+    ) -> None:
         self.r, self.keys, self.settings, self.network = r, keys, settings, network
+        self.channels = channels
         self.tiers = settings.rulebook().network(network).tiers
         self.last: tuple[float, dict[str, int]] = (time.monotonic(), {})
 
@@ -64,20 +67,30 @@ class Dashboard:
             return f"{(stats.get(field, 0) - before.get(field, 0)) / dt:,.0f}/s"
 
         p50, p99 = latency_percentiles(self.r.hgetall(self.keys.latency))
-        head = Table(title="Rallypoint demo", expand=False)
-        for col in ("accepted", "accepted/s", "credited", "credited/s", "credits/s", "members",
-                    "backlog", "latency p50", "latency p99"):  # fmt: skip
-            head.add_column(col, justify="right")
-        head.add_row(
-            f"{stats.get('events_in', 0):,}", rate("events_in"),
-            f"{stats.get('events_applied', 0):,}", rate("events_applied"), rate("credits_applied"),
-            f"{self.r.hlen(self.keys.mstate):,}", f"{backlog:,}",
-            "-" if p50 is None else f"≤{p50:.0f} ms", "-" if p99 is None else f"≤{p99:.0f} ms",
-        )  # fmt: skip
+        head = Table(title="Rallypoint demo", show_header=False)
+        head.add_column("metric")
+        head.add_column("value", justify="right")
+        head.add_column("metric")
+        head.add_column("value", justify="right")
+        rows = [
+            ("events accepted", f"{stats.get('events_in', 0):,}", "accepted", rate("events_in")),
+            (
+                "events credited",
+                f"{stats.get('events_applied', 0):,}",
+                "credited",
+                rate("events_applied"),
+            ),
+            ("ledger entries", f"{stats.get('entries', 0):,}", "credits", rate("credits_applied")),
+            ("members", f"{self.r.hlen(self.keys.mstate):,}", "backlog", f"{backlog:,}"),
+            ("ingest→credit p50", _ms(p50), "ingest→credit p99", _ms(p99)),
+        ]
+        for row in rows:
+            head.add_row(*row)
         return Group(head, self.top_table())
 
     def top_table(self, n: int = 10) -> Table:
-        top = self.r.zrevrange(self.keys.lb_network(self.network), 0, n - 1, withscores=True)
+        boards = [self.keys.lb_all(f"{self.network}:{c}") for c in self.channels]
+        top = self.r.zunion(boards, withscores=True)[::-1][:n] if boards else []
         table = Table(title=f"Top members of {self.network}")
         for col in ("#", "member", "tier", "balance", "lifetime", "streak"):
             table.add_column(col, justify="right" if col != "member" else "left")
@@ -95,6 +108,10 @@ class Dashboard:
         return table
 
 
+def _ms(bound: float | None) -> str:
+    return "-" if bound is None else f"≤ {bound:,.0f} ms"
+
+
 async def run_demo(settings: Settings, *, seconds: float, rate: float, batch: int) -> int:
     console = Console()
     network = settings.default_network() or "demo"
@@ -109,11 +126,11 @@ async def run_demo(settings: Settings, *, seconds: float, rate: float, batch: in
     url = f"http://127.0.0.1:{port}"
     r = redis.Redis.from_url(runtime.redis_url)
     keys = Keys(settings.namespace)
-    dash = Dashboard(r, keys, settings, network)
     console.print(f"gateway on {url}; posting ~{rate:,.0f} events/s for {seconds:.0f} s")
     sim = SimulatedNetwork(
         network=network, channels=5, members=2_000, seed=1, run_id=f"demo{int(time.time())}"
     )
+    dash = Dashboard(r, keys, settings, network, sim.channel_names())
     stop_at = time.time() + seconds
     poster = asyncio.create_task(
         post_forever(

@@ -117,7 +117,28 @@ class Reader:
                 max(0, tiers.thresholds[tier + 1] - state.lifetime) if has_next else None
             ),
             "streak": effective_streak(state, day_of(self.clock())),
-            "channels": {},
+            "channels": await self.standings(network, user_id),
+        }
+
+    async def standings(self, network: str, user_id: str, most: int = 50) -> dict[str, Any]:
+        """The member's points and rank in each channel they earned in (most points first)."""
+        nu = member_key(network, user_id)
+        pairs = await self.redis.zrevrange(
+            self.keys.member_channels(nu), 0, most - 1, withscores=True
+        )
+        if not pairs:
+            return {}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for nc, _ in pairs:
+                pipe.zrevrank(self.keys.lb_all(nc.decode()), user_id)
+            ranks = await pipe.execute()
+        prefix = len(network) + 1
+        return {
+            nc.decode()[prefix:]: {
+                "points": int(points),
+                "rank": None if rank is None else rank + 1,
+            }
+            for (nc, points), rank in zip(pairs, ranks, strict=True)
         }
 
     async def ledger(self, network: str, user_id: str, limit: int, cursor: int) -> dict[str, Any]:
