@@ -31,6 +31,10 @@ def test_day_of_traffic_matches_the_engine(deployment) -> None:
         assert body["balance"] == expected.balance, user
         assert body["lifetime_points"] == expected.lifetime, user
         assert body["tier"] == tiers.names[expected.tier], user
+        standings = {ch: v["points"] for ch, v in body["channels"].items()}
+        want = {ch: b[user] for (_, ch), b in ref.leaderboards.items() if user in b}
+        assert standings == want, user
+        assert all(v["rank"] >= 1 for v in body["channels"].values())
         status, page = get(deployment.url, f"/v1/members/{user}/ledger?network=tv&limit=500")
         assert status == 200
         assert sum(e["amount"] for e in page["entries"]) == expected.balance

@@ -1,0 +1,98 @@
+"""The `rally` CLI as a user runs it: serve, post, read, stop, audit from the AOF, bad input."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from gateway.redis_server import free_port
+from tests.e2e.conftest import KEY, SECRET, get, post, rally_cli
+from tests.e2e.traffic import day_of_traffic
+
+SERVE_CONFIG = """
+data_dir = "{data_dir}"
+namespace = "cli"
+[server]
+port = {port}
+[clock]
+watch_interval_s = 0
+[networks.tv.earn]
+welcome_points = 7
+[[api_keys]]
+key = "{key}"
+secrets = ["{secret}"]
+networks = ["tv"]
+"""
+
+
+def wait_ready(url: str, proc: subprocess.Popen[str], timeout_s: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        try:
+            if get(url, "/readyz")[0] == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("rally serve did not become ready")
+
+
+def test_serve_post_read_stop_then_audit_from_the_aof(tmp_path: Path) -> None:
+    port = free_port()
+    config = tmp_path / "rally.toml"
+    config.write_text(
+        SERVE_CONFIG.format(data_dir=tmp_path / "data", port=port, key=KEY, secret=SECRET)
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, proc)
+        runtime = json.loads((tmp_path / "data" / "runtime.json").read_text())
+        assert runtime["url"] == url
+        wire = day_of_traffic(seed=5, members=12, chats=300)
+        assert post(url, wire) == (202, {"accepted": len(wire)})
+        deadline = time.monotonic() + 60
+        body: dict = {}
+        while time.monotonic() < deadline:
+            status, body = get(url, "/v1/members/m1?network=tv")
+            if status == 200 and body["balance"] > 7:
+                break
+            time.sleep(0.2)
+        assert body["balance"] > 7
+        assert body["tier"] in {"Bronze", "Silver", "Gold", "Diamond"}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err[-3000:]
+    # the server is gone: audit starts its own redis-server on the AOF in the data dir
+    (tmp_path / "data" / "runtime.json").unlink()
+    done = rally_cli("audit", "--config", str(config))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "audit passed" in done.stdout
+    assert "13 members" in done.stdout  # 12 viewers and "botty", not ignored in this config
+
+
+def test_bad_configuration_is_exit_2_naming_the_key(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text('[networks.tv.earn]\nchat_points = "lots"\n')
+    done = rally_cli("audit", "--config", str(config))
+    assert done.returncode == 2
+    assert "networks.tv.earn.chat_points" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_bad_command_line_is_exit_2(tmp_path: Path) -> None:
+    done = rally_cli("demo", "--seconds", "soon")
+    assert done.returncode == 2
+    assert "seconds" in done.stderr
+    missing = rally_cli("serve", "--config", str(tmp_path / "nope.toml"))
+    assert missing.returncode == 2
+    assert "not found" in missing.stderr
