@@ -1,4 +1,4 @@
-"""The fenced, atomic batch commit: one script call carries all of a batch's writes.
+"""The fenced, atomic, idempotent batch commit: one script call carries a batch's writes.
 
 A shard collects its writes as plain commands, then COMMIT runs them in Redis atomically
 together with the stream offset and the acknowledgements, but only while the shard's
@@ -17,6 +17,14 @@ local a = ARGV
 local epoch_key, epoch, stream, group, offsets, last_id = a[1], a[2], a[3], a[4], a[5], a[6]
 if redis.call('GET', epoch_key) ~= epoch then
   return redis.error_reply('FENCED ' .. epoch_key)
+end
+-- idempotent: a commit re-sent after a timeout (its first send applied) changes nothing
+local prev = redis.call('HGET', offsets, stream)
+if prev then
+  local pms, pseq = string.match(prev, '^(%d+)-(%d+)$')
+  local lms, lseq = string.match(last_id, '^(%d+)-(%d+)$')
+  pms, pseq, lms, lseq = tonumber(pms), tonumber(pseq), tonumber(lms), tonumber(lseq)
+  if lms < pms or (lms == pms and lseq <= pseq) then return 0 end
 end
 local cmds = cmsgpack.unpack(a[7])
 local nb = tonumber(a[8])  -- binary values travel as ARGV[9 ..]; {k} in a command refers to one

@@ -68,6 +68,9 @@ class ChannelShard(StreamShard):
         super().__init__(cfg, index, Keys(cfg.namespace).ingest(index))
         self.chanidx = self.keys.chanidx(index)
 
+    def reset(self) -> None:
+        self.channels.clear()
+
     def _load(self, names: set[str]) -> None:
         names = {n for n in names if n not in self.channels}
         if not names:
@@ -199,6 +202,9 @@ class MemberShard(StreamShard):
         self.members: dict[str, MemberState] = {}
         self.script = redis.Redis.from_url(cfg.redis_url).register_script(COMMIT)
         super().__init__(cfg, index, Keys(cfg.namespace).credits(index))
+
+    def reset(self) -> None:
+        self.members.clear()
 
     def _load(self, keys: set[str]) -> None:
         missing = [k for k in keys if k not in self.members]

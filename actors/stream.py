@@ -22,6 +22,8 @@ from actors.keys import Keys
 log = logging.getLogger(__name__)
 
 Entry = tuple[bytes, dict[bytes, bytes]]
+SOCKET_TIMEOUT_S = 60.0
+"""A large commit can keep Redis busy for a while: do not give up on it early."""
 
 
 class Fenced(RuntimeError):
@@ -54,7 +56,9 @@ class StreamShard:
         self.keys = Keys(cfg.namespace)
         self.stream = stream
         self.consumer = f"{self.kind}-{index}"
-        self.r = redis.Redis.from_url(cfg.redis_url, socket_keepalive=True)
+        self.r = redis.Redis.from_url(
+            cfg.redis_url, socket_keepalive=True, socket_timeout=SOCKET_TIMEOUT_S
+        )
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.epoch_key = self.keys.k("epoch", self.kind, index)
@@ -93,14 +97,30 @@ class StreamShard:
             except Fenced:
                 log.warning("%s fenced by a newer instance; stopping", self.consumer)
                 return
-            except redis.ConnectionError:
-                self.errors += 1
-                log.warning("%s lost Redis; retrying", self.consumer)
-                time.sleep(0.5)
+            except (redis.ConnectionError, redis.TimeoutError):
+                log.warning("%s lost Redis; retrying from the committed state", self.consumer)
+                backlog = self._recover(0.5)
             except Exception:
-                self.errors += 1
-                log.exception("%s failed a batch; retrying", self.consumer)
-                time.sleep(1.0)
+                log.exception("%s failed a batch; retrying from the committed state", self.consumer)
+                backlog = self._recover(1.0)
+
+    def _recover(self, pause_s: float) -> bool:
+        """After a failure whose outcome is unknown (did the commit land?), forget everything
+        held in memory and start again from what Redis has committed: the offset decides
+        which pending entries are applied again. Returns True (re-read pending entries)."""
+        self.errors += 1
+        time.sleep(pause_s)
+        with self.lock:
+            self.reset()
+            try:
+                raw = self.r.hget(self.keys.offsets, self.stream)
+            except redis.RedisError:
+                return True  # still down: the next read fails and we come back here
+            self.offset = parse_id(raw) if raw else (0, 0)
+        return True
+
+    def reset(self) -> None:
+        """Drop the in-memory activations (their committed state is reloaded on demand)."""
 
     def _claim_orphans(self) -> None:
         """Take over entries pending on other consumers of this stream (e.g. renamed shards)."""
