@@ -19,7 +19,7 @@ import redis
 from actors.config import RuntimeConfig
 from actors.keys import Keys
 from actors.scheduler import Scheduler
-from actors.shards import ChannelShard, MemberShard
+from actors.shards import ChannelShard, LedgerProjector, MemberShard
 from actors.stream import parse_id
 
 _OPTIONS: dict[str, Any] = {
@@ -31,6 +31,45 @@ _OPTIONS: dict[str, Any] = {
 ChannelShardActor = ray.remote(ChannelShard)
 MemberShardActor = ray.remote(MemberShard)
 SchedulerActor = ray.remote(Scheduler)
+LedgerProjectorActor = ray.remote(LedgerProjector)
+
+
+def streams(keys: Keys, cfg: RuntimeConfig) -> list[str]:
+    """Every stream of the data flow, in flow order."""
+    return (
+        [keys.ingest(p) for p in range(cfg.channel_shards)]
+        + [keys.credits(m) for m in range(cfg.member_shards)]
+        + [keys.ledgerlog(m) for m in range(cfg.member_shards)]
+    )
+
+
+def backlog(r: redis.Redis, keys: Keys, cfg: RuntimeConfig) -> int:
+    """Entries appended but not yet applied and acknowledged, over every stream."""
+    total = 0
+    for stream in streams(keys, cfg):
+        if not r.exists(stream):
+            continue
+        last = r.xinfo_stream(stream)["last-generated-id"]
+        for g in r.xinfo_groups(stream):
+            total += int(g["pending"])
+            lag = g.get("lag")
+            if lag is None:
+                lag = 0 if parse_id(g["last-delivered-id"]) >= parse_id(last) else 1
+            total += int(lag)
+    return total
+
+
+def wait_idle(
+    r: redis.Redis, keys: Keys, cfg: RuntimeConfig, timeout_s: float, poll_s: float = 0.05
+) -> bool:
+    """Wait until every appended entry has been applied; False on timeout."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if backlog(r, keys, cfg) == 0:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(poll_s)
 
 
 class RallyClient:
@@ -40,12 +79,17 @@ class RallyClient:
         self.r = redis.Redis.from_url(cfg.redis_url)
         self.channel_shards: list[Any] = []
         self.member_shards: list[Any] = []
+        self.projectors: list[Any] = []
         self.scheduler: Any = None
 
     def start(self, *, scheduler: bool = True) -> RallyClient:
         ns = self.cfg.namespace
         self.member_shards = [
             MemberShardActor.options(name=f"{ns}-member-{i}", **_OPTIONS).remote(self.cfg, i)
+            for i in range(self.cfg.member_shards)
+        ]
+        self.projectors = [
+            LedgerProjectorActor.options(name=f"{ns}-ledger-{i}", **_OPTIONS).remote(self.cfg, i)
             for i in range(self.cfg.member_shards)
         ]
         self.channel_shards = [
@@ -62,11 +106,12 @@ class RallyClient:
 
     def actors(self) -> list[Any]:
         extra = [self.scheduler] if self.scheduler is not None else []
-        return [*self.channel_shards, *self.member_shards, *extra]
+        return [*self.channel_shards, *self.member_shards, *self.projectors, *extra]
 
     def pids(self) -> dict[str, int]:
         out = {f"channel-{i}": ray.get(a.pid.remote()) for i, a in enumerate(self.channel_shards)}
         out |= {f"member-{i}": ray.get(a.pid.remote()) for i, a in enumerate(self.member_shards)}
+        out |= {f"ledger-{i}": ray.get(a.pid.remote()) for i, a in enumerate(self.projectors)}
         if self.scheduler is not None:
             out["scheduler"] = ray.get(self.scheduler.pid.remote())
         return out
@@ -78,39 +123,14 @@ class RallyClient:
         return pid
 
     def info(self) -> list[dict[str, Any]]:
-        shards = [*self.channel_shards, *self.member_shards]
+        shards = [*self.channel_shards, *self.member_shards, *self.projectors]
         return list(ray.get([a.info.remote() for a in shards]))
 
-    def streams(self) -> list[str]:
-        return [self.keys.ingest(p) for p in range(self.cfg.channel_shards)] + [
-            self.keys.credits(m) for m in range(self.cfg.member_shards)
-        ]
-
     def backlog(self) -> int:
-        """Entries appended but not yet applied and acknowledged, over every stream."""
-        total = 0
-        for stream in self.streams():
-            last = (
-                self.r.xinfo_stream(stream)["last-generated-id"] if self.r.exists(stream) else None
-            )
-            if last is None:
-                continue
-            for g in self.r.xinfo_groups(stream):
-                total += int(g["pending"])
-                lag = g.get("lag")
-                if lag is None:
-                    lag = 0 if parse_id(g["last-delivered-id"]) >= parse_id(last) else 1
-                total += int(lag)
-        return total
+        return backlog(self.r, self.keys, self.cfg)
 
     def wait_idle(self, timeout_s: float = 60.0, poll_s: float = 0.05) -> bool:
-        """Wait until every appended entry has been applied (streams checked in flow order)."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.backlog() == 0:
-                return True
-            time.sleep(poll_s)
-        return False
+        return wait_idle(self.r, self.keys, self.cfg, timeout_s, poll_s)
 
     def stop(self) -> None:
         for a in self.actors():
@@ -118,4 +138,5 @@ class RallyClient:
                 ray.kill(a, no_restart=True)
             except Exception:  # already gone
                 pass
-        self.channel_shards, self.member_shards, self.scheduler = [], [], None
+        self.channel_shards, self.member_shards, self.projectors = [], [], []
+        self.scheduler = None

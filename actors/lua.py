@@ -27,10 +27,14 @@ if prev then
   if lms < pms or (lms == pms and lseq <= pseq) then return 0 end
 end
 local cmds = cmsgpack.unpack(a[7])
-local nb = tonumber(a[8])  -- binary values travel as ARGV[9 ..]; {k} in a command refers to one
+-- binary values travel concatenated in ARGV[9], their lengths in ARGV[8] (msgpack);
+-- {k} in a command stands for the k-th of them
+local data, starts = a[9], {1}
+for k, n in ipairs(cmsgpack.unpack(a[8])) do starts[k + 1] = starts[k] + n end
 for _, c in ipairs(cmds) do
   for k = 2, #c do
-    if type(c[k]) == 'table' then c[k] = a[8 + c[k][1]] end
+    local v = c[k]
+    if type(v) == 'table' then c[k] = string.sub(data, starts[v[1]], starts[v[1] + 1] - 1) end
   end
   if c[1] == 'HMAX' then  -- HMAX key field value: keep the larger number
     local cur = tonumber(redis.call('HGET', c[2], c[3]) or '0')
@@ -40,7 +44,7 @@ for _, c in ipairs(cmds) do
   end
 end
 redis.call('HSET', offsets, stream, last_id)
-local first = 9 + nb
+local first = 10
 local na = #a - first + 1
 local j = 0
 while j < na do
@@ -65,7 +69,7 @@ class Commit:
 
     The commands travel as one msgpack blob (packing a million separate arguments in
     Python costs more than the writes). Lua's cmsgpack reads no msgpack `bin`, so binary
-    values travel as arguments of their own, referred to as `[k]` (the k-th blob).
+    values travel concatenated in one argument, referred to as `[k]` (the k-th blob).
     Besides Redis commands, COMMIT knows `HMAX key field value` (keep the larger number).
     """
 
@@ -114,5 +118,6 @@ class Commit:
         last_id: bytes, acks: Sequence[bytes],
     ) -> list[Arg]:  # fmt: skip
         blob = _encoder.encode(self.cmds)
-        head: list[Arg] = [epoch_key, epoch, stream, group, offsets, last_id, blob]
-        return [*head, len(self.blobs), *self.blobs, *acks]
+        lengths = _encoder.encode([len(b) for b in self.blobs])
+        head: list[Arg] = [epoch_key, epoch, stream, group, offsets, last_id, blob, lengths]
+        return [*head, b"".join(self.blobs), *acks]

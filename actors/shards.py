@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Sequence
 
+import msgspec
 import redis
 
 from actors.config import RuntimeConfig
@@ -36,7 +37,7 @@ from engine.member import (
     state_encoder,
 )
 from engine.routing import shard_of
-from engine.rules import RuleBook
+from engine.rules import EarnRules, NetworkRules, RuleBook
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,8 @@ DAY_S = 86_400
 NOTICES_MAXLEN = 100_000
 DAY_BOARD_TTL_S = 40 * DAY_S
 credit_encoder = entry_encoder  # one msgpack encoder serves every Struct
+ledger_encoder = entry_encoder
+ledger_decoder = msgspec.msgpack.Decoder(list[LedgerEntry])
 
 
 def _commit(shard: StreamShard, script: object, c: Commit, entries: Sequence[Entry]) -> None:
@@ -235,13 +238,15 @@ class MemberShard(StreamShard):
         self._load({f"{c.network}:{c.user_id}" for c in credits})
         out = Applied()
         changed: set[str] = set()
-        book = self.book
+        book, members = self.book, self.members
+        rules: dict[tuple[str, str], tuple[NetworkRules, EarnRules]] = {}
         for cr in credits:
             key = f"{cr.network}:{cr.user_id}"
-            apply_credit(
-                self.members[key], cr, book.network(cr.network), book.earn(cr.network, cr.channel),
-                out,
-            )  # fmt: skip
+            found = rules.get((cr.network, cr.channel))
+            if found is None:
+                found = (book.network(cr.network), book.earn(cr.network, cr.channel))
+                rules[(cr.network, cr.channel)] = found
+            apply_credit(members[key], cr, found[0], found[1], out)
             changed.add(key)
         for today in rolls:
             changed.update(k for k, st in self.members.items() if roll_over(st, today))
@@ -251,40 +256,18 @@ class MemberShard(StreamShard):
         _commit(self, self.script, c, entries)
 
     def _write(self, c: Commit, changed: set[str], out: Applied) -> None:
+        """Member state and the batch's ledger entries (one blob on ledgerlog:{m}); the
+        per-member ledger lists and leaderboards are projected from it by LedgerProjector."""
         keys = self.keys
         fields = list(changed)
         c.pairs(
             "HSET", keys.mstate, fields, [state_encoder.encode(self.members[k]) for k in fields]
         )
-        ledgers: dict[str, list[bytes]] = {}
-        earned: dict[tuple[str, str, int], int] = {}  # (member, channel, day) -> points
+        if out.entries:
+            c.cmd("XADD", keys.ledgerlog(self.index), "*", "l", ledger_encoder.encode(out.entries))
         treasury: dict[str, int] = {}
-        encode = entry_encoder.encode
         for e in out.entries:
-            nu = e.credit[7:]  # "member:{network}:{user}"
-            blobs = ledgers.get(nu)
-            if blobs is None:
-                blobs = ledgers[nu] = []
-            blobs.append(encode(e))
-            k = (nu, e.channel, int(e.ts // DAY_S))
-            earned[k] = earned.get(k, 0) + e.amount
             treasury[e.network] = treasury.get(e.network, 0) - e.amount
-        for nu, blobs in ledgers.items():
-            c.push(keys.ledger(nu), blobs)
-        all_time: dict[tuple[str, str], int] = {}
-        day_keys: set[str] = set()
-        for (nu, channel, day), amount in earned.items():
-            network, _, uid = nu.partition(":")
-            nc = f"{network}:{channel}"
-            day_key = keys.lb_day(nc, _day_number(day))
-            day_keys.add(day_key)
-            c.cmd("ZINCRBY", day_key, amount, uid)
-            all_time[(nu, nc)] = all_time.get((nu, nc), 0) + amount
-        for (nu, nc), amount in all_time.items():
-            c.cmd("ZINCRBY", keys.lb_all(nc), amount, nu.partition(":")[2])
-            c.cmd("ZINCRBY", keys.member_channels(nu), amount, nc)
-        for key in day_keys:
-            c.cmd("EXPIRE", key, DAY_BOARD_TTL_S)
         for network, amount in treasury.items():
             c.cmd("HINCRBY", keys.treasury, network, amount)
         for tc in out.tier_changes:
@@ -323,6 +306,56 @@ class MemberShard(StreamShard):
         return len(self.members)
 
 
+class LedgerProjector(StreamShard):
+    """Projects the ledger log of member shard m (ledgerlog:{m}) into what readers page and
+    rank: each member's ledger list, the channel leaderboards (all time and by day) and each
+    member's standing per channel. Exactly once, like the shards: offset and writes commit
+    together. Balances never wait for it; history and leaderboards trail by a batch."""
+
+    kind = "ledger"
+    group = "projector"
+
+    def __init__(self, cfg: RuntimeConfig, index: int) -> None:
+        self.script = redis.Redis.from_url(cfg.redis_url).register_script(COMMIT)
+        super().__init__(cfg, index, Keys(cfg.namespace).ledgerlog(index))
+
+    def process(self, entries: Sequence[Entry]) -> None:
+        keys = self.keys
+        ledgers: dict[str, list[bytes]] = {}
+        earned: dict[tuple[str, str, int], int] = {}  # (member, channel, day) -> points
+        encode = entry_encoder.encode
+        count = 0
+        for _, fields in entries:
+            for e in ledger_decoder.decode(fields[b"l"]):
+                count += 1
+                nu = e.credit[7:]  # "member:{network}:{user}"
+                blobs = ledgers.get(nu)
+                if blobs is None:
+                    blobs = ledgers[nu] = []
+                blobs.append(encode(e))
+                k = (nu, e.channel, int(e.ts // DAY_S))
+                earned[k] = earned.get(k, 0) + e.amount
+        c = Commit()
+        for nu, blobs in ledgers.items():
+            c.push(keys.ledger(nu), blobs)
+        all_time: dict[tuple[str, str], int] = {}
+        day_keys: set[str] = set()
+        for (nu, channel, day), amount in earned.items():
+            network, _, uid = nu.partition(":")
+            nc = f"{network}:{channel}"
+            day_key = keys.lb_day(nc, _day_number(day))
+            day_keys.add(day_key)
+            c.cmd("ZINCRBY", day_key, amount, uid)
+            all_time[(nu, nc)] = all_time.get((nu, nc), 0) + amount
+        for (nu, nc), amount in all_time.items():
+            c.cmd("ZINCRBY", keys.lb_all(nc), amount, nu.partition(":")[2])
+            c.cmd("ZINCRBY", keys.member_channels(nu), amount, nc)
+        for key in day_keys:
+            c.cmd("EXPIRE", key, DAY_BOARD_TTL_S)
+        c.cmd("HINCRBY", keys.stats, "entries_projected", count)
+        _commit(self, self.script, c, entries)
+
+
 @functools.lru_cache(maxsize=64)
 def _day_number(day: int) -> int:
     t = time.gmtime(day * DAY_S)
@@ -334,4 +367,4 @@ def yyyymmdd(ts: float) -> int:
     return _day_number(int(ts // DAY_S))
 
 
-__all__ = ["ChannelShard", "LedgerEntry", "MemberShard", "day_of"]
+__all__ = ["ChannelShard", "LedgerProjector", "MemberShard", "day_of"]

@@ -91,6 +91,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     import redis
     from rich.console import Console
 
+    from actors.client import backlog, wait_idle
     from actors.keys import Keys
     from gateway.audit import audit
     from gateway.redis_server import RedisServer
@@ -114,7 +115,15 @@ def cmd_audit(args: argparse.Namespace) -> int:
         own = RedisServer(redis_dir).start()
         url = own.url
     try:
-        report = audit(redis.Redis.from_url(url), Keys(settings.namespace), settings.rulebook())
+        r = redis.Redis.from_url(url)
+        keys = Keys(settings.namespace)
+        cfg = settings.runtime(url)
+        if not wait_idle(r, keys, cfg, timeout_s=0.0 if own else 60.0):
+            console.print(
+                f"[yellow]note[/yellow]: {backlog(r, keys, cfg):,} log entries are not applied "
+                "yet (the deployment is stopped or busy): history and leaderboards may trail"
+            )
+        report = audit(r, keys, settings.rulebook())
     finally:
         if own is not None:
             own.stop()

@@ -46,8 +46,10 @@ class Runtime:
         self.client = RallyClient(self.settings.runtime(self.redis_url)).start()
         return self
 
-    def stop(self) -> None:
+    def stop(self, drain_s: float = 10.0) -> None:
+        """Let the actors finish what was acknowledged (up to `drain_s`), then stop."""
         if self.client is not None:
+            self.client.wait_idle(drain_s)
             self.client.stop()
             self.client = None
         if self._owns_ray:

@@ -9,7 +9,7 @@ import msgspec
 import redis
 
 from actors.keys import Keys
-from actors.shards import MemberShard
+from actors.shards import MemberShard, ledger_decoder
 from engine.member import Credit, state_decoder
 from tests.actors.conftest import make_cfg
 
@@ -56,7 +56,9 @@ def run_shard(redis_server, namespace: str, flaky_times: int, before: bool) -> t
         time.sleep(0.05)
     shard.stop()
     state = state_decoder.decode(r.hget(keys.mstate, "n:u1"))
-    return state.balance, r.llen(keys.ledger("n:u1"))
+    logged = [e.id for _, f in r.xrange(keys.ledgerlog(0)) for e in ledger_decoder.decode(f[b"l"])]
+    assert len(set(logged)) == len(logged)  # the ledger of record has no entry twice
+    return state.balance, len(logged)
 
 
 def test_lost_reply_after_a_landed_commit_does_not_apply_twice(redis_server, namespace) -> None:
