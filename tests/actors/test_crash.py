@@ -41,7 +41,7 @@ def day_of_traffic(n_batches: int, per_batch: int, channels: int = 6) -> list[li
     return batches
 
 
-@pytest.mark.parametrize("victim", ["member-0", "channel-0"])
+@pytest.mark.parametrize("victim", ["member-0", "channel-0", "ledger-1"])
 def test_kill9_shard_under_load(rally, redis_server, victim: str) -> None:
     client, cfg = rally
     r = redis.Redis.from_url(redis_server.url)
