@@ -81,6 +81,10 @@ class RedisServer:
             "--dir", str(self.data_dir),
             "--appendonly", "yes",
             "--appendfsync", self.fsync,
+            # an AOF rewrite forks and copies everything: at our write rates the default
+            # (every 64 MB of growth) spends a whole core on it; rewrite far less often
+            "--auto-aof-rewrite-min-size", "2gb",
+            "--auto-aof-rewrite-percentage", "400",
             "--save", "",
             "--daemonize", "no",
             "--protected-mode", "no",
