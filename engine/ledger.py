@@ -42,9 +42,13 @@ def balance_of(account: str, entries: Iterable[Entry]) -> int:
     return total
 
 
-def postings_sum(entries: Iterable[Entry]) -> int:
-    """Every entry posts +amount and -amount: the sum over all accounts is always zero."""
-    return sum(e.amount - e.amount for e in entries)
+def balances(entries: Iterable[Entry]) -> dict[str, int]:
+    """Every account's balance from the entries; double entry makes them sum to zero."""
+    out: dict[str, int] = {}
+    for e in entries:
+        out[e.credit] = out.get(e.credit, 0) + e.amount
+        out[e.debit] = out.get(e.debit, 0) - e.amount
+    return out
 
 
 entry_encoder = msgspec.msgpack.Encoder()

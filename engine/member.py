@@ -127,7 +127,9 @@ def apply_credit(
     points = _chat_points(state, credit, earn, day) if credit.rule == "chat" else credit.points
     if points > 0:
         amount = points * rules.tiers.multipliers_pct[state.tier] // 100
-        _post(state, out, credit, credit.rule, amount, f"{credit.id}/{credit.rule}")
+        _post(
+            state, out, credit, credit.rule, amount, f"{credit.network}:{credit.id}/{credit.rule}"
+        )
     tier = rules.tiers.tier_for(state.lifetime)
     if tier != tier_before:
         state.tier = tier

@@ -5,10 +5,10 @@ from __future__ import annotations
 from engine.ledger import (
     Entry,
     balance_of,
+    balances,
     entry_decoder,
     entry_encoder,
     member_account,
-    postings_sum,
     treasury_account,
 )
 from engine.routing import shard_of
@@ -38,7 +38,7 @@ def test_balance_of_sums_credits_minus_debits() -> None:
     assert balance_of("nobody", entries) == 0
     accounts = {e.debit for e in entries} | {e.credit for e in entries}
     assert sum(balance_of(acc, entries) for acc in accounts) == 0
-    assert postings_sum(entries) == 0
+    assert sum(balances(entries).values()) == 0
 
 
 def test_entry_round_trips_through_msgpack() -> None:

@@ -37,7 +37,7 @@ def test_first_credit_gets_welcome_and_streak_then_never_welcome_again() -> None
     assert [(e.id, e.rule, e.amount) for e in first.entries] == [
         (f"{NET}:u1/welcome", "welcome", 100),
         (f"{NET}:u1/streak/{D0}", "streak", 1),
-        ("e1/follow", "follow", 50),
+        (f"{NET}:e1/follow", "follow", 50),
     ]
     assert (state.balance, state.lifetime, state.entries, state.name) == (151, 151, 3, "Alice")
     same_day = apply(state, credit("e2", T0 + 50, "follow", 50))
