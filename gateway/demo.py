@@ -16,7 +16,7 @@ from engine.member import day_of, effective_streak, state_decoder
 from gateway.audit import audit
 from gateway.runtime import Runtime, start_gateway
 from gateway.settings import Settings
-from gateway.simulator import SimulatedNetwork, post_forever
+from gateway.simulator import PostCounts, SimulatedNetwork, post_forever
 
 REFRESH_S = 0.5
 
@@ -120,24 +120,27 @@ async def run_demo(settings: Settings, *, seconds: float, rate: float, batch: in
     console.print(
         f"[bold]rally demo[/bold]: starting Redis, Ray and the actors in {settings.data_dir} ..."
     )
-    runtime = await loop.run_in_executor(None, Runtime(settings).start)
-    assert runtime.client is not None
-    runner, port = await start_gateway(settings, runtime.redis_url, "127.0.0.1", 0)
-    url = f"http://127.0.0.1:{port}"
-    r = redis.Redis.from_url(runtime.redis_url)
-    keys = Keys(settings.namespace)
-    console.print(f"gateway on {url}; posting ~{rate:,.0f} events/s for {seconds:.0f} s")
-    sim = SimulatedNetwork(
-        network=network, channels=5, members=2_000, seed=1, run_id=f"demo{int(time.time())}"
-    )
-    dash = Dashboard(r, keys, settings, network, sim.channel_names())
-    stop_at = time.time() + seconds
-    poster = asyncio.create_task(
-        post_forever(
-            url, api_key.key, api_key.secrets[0], rate, stop_at, batch, sim=sim, network=network
-        )
-    )
+    runtime = Runtime(settings)
+    runner = None
+    poster: asyncio.Task[PostCounts] | None = None
     try:
+        await loop.run_in_executor(None, runtime.start)
+        assert runtime.client is not None
+        runner, port = await start_gateway(settings, runtime.redis_url, "127.0.0.1", 0)
+        url = f"http://127.0.0.1:{port}"
+        r = redis.Redis.from_url(runtime.redis_url)
+        keys = Keys(settings.namespace)
+        sim = SimulatedNetwork(
+            network=network, channels=5, members=2_000, seed=1, run_id=f"demo{int(time.time())}"
+        )
+        dash = Dashboard(r, keys, settings, network, list(sim.channel_names))
+        console.print(f"gateway on {url}; posting ~{rate:,.0f} events/s for {seconds:.0f} s")
+        stop_at = time.time() + seconds
+        poster = asyncio.create_task(
+            post_forever(
+                url, api_key.key, api_key.secrets[0], rate, stop_at, batch, sim=sim, network=network
+            )
+        )
         with Live(dash.render(0), console=console, refresh_per_second=4) as live:
             while not poster.done():
                 await asyncio.sleep(REFRESH_S)
@@ -159,7 +162,8 @@ async def run_demo(settings: Settings, *, seconds: float, rate: float, batch: in
             console.print(f"  [red]{p}[/red]")
         return 0 if report.ok and counts.accepted > 0 else 1
     finally:
-        if not poster.done():
+        if poster is not None and not poster.done():
             poster.cancel()
-        await runner.cleanup()
+        if runner is not None:
+            await runner.cleanup()
         await loop.run_in_executor(None, runtime.stop)

@@ -96,3 +96,12 @@ def test_bad_command_line_is_exit_2(tmp_path: Path) -> None:
     missing = rally_cli("serve", "--config", str(tmp_path / "nope.toml"))
     assert missing.returncode == 2
     assert "not found" in missing.stderr
+
+
+def test_demo_runs_and_audits_clean(tmp_path: Path) -> None:
+    done = rally_cli(
+        "demo", "--seconds", "3", "--rate", "500", "--data-dir", str(tmp_path / "demo")
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "audit passed" in done.stdout
+    assert "Top members of demo" in done.stdout

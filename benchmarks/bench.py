@@ -1,0 +1,439 @@
+"""The bench: one load run against Rallypoint or a baseline, measured; helpers for scenarios."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from rich.console import Console, Group
+from rich.live import Live
+
+from benchmarks.loadgen import LoadRun
+from benchmarks.plan import Burst, Endpoint, Phase, Plan, Traffic
+from benchmarks.procs import ProcessSampler
+from benchmarks.report import (
+    histogram_delta,
+    histogram_percentiles,
+    percentiles,
+    run_row,
+    runs_table,
+)
+from benchmarks.target import BaselineServer, PatientRedis, Rally, read_counters, read_latency
+from gateway.signing import signed_headers
+from gateway.simulator import channel_name
+
+SAMPLE_S = 0.5
+DRAIN_TIMEOUT_S = 60.0
+QUIET_SAMPLES = 3
+"""The pipeline has drained when its counters held still for this many samples."""
+MAX_CONNECTIONS = 128
+"""Most connections one generator process opens."""
+OPEN_LOOP_SLOW_S = 0.25
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """What `rally bench` was asked for (see its --help)."""
+
+    scenarios: tuple[str, ...]
+    out: Path
+    duration_s: float = 20.0
+    rate: float = 50_000.0
+    channels: int = 500
+    members: int = 50_000
+    batch: int = 100
+    seed: int = 1
+    generators: int = 2
+    baselines: bool = True
+    peak_start_rate: float = 20_000.0
+    peak_max_rate: float = 500_000.0
+    peak_step_s: float = 4.0
+    raid_viewers: int = 100_000
+    raid_over_s: float = 3.0
+    watch_sizes: tuple[int, ...] = (100_000, 1_000_000)
+    batch_sizes: tuple[int, ...] = (1, 100, 1_000)
+    batch_duration_s: float = 8.0
+    memory_members: int = 100_000
+    url: str | None = None
+    runtime: Path | None = None
+    config: Path | None = None
+
+
+@dataclass(slots=True)
+class Bench:
+    """Everything a scenario needs: the target, the baselines, Redis, sampling, display."""
+
+    opts: Options
+    rally: Rally
+    console: Console
+    results: dict[str, Any]
+    live: Live | None = None
+    baselines: dict[str, BaselineServer] = field(default_factory=dict)
+    token: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
+    runs: int = 0
+    r: PatientRedis = field(init=False)
+    sampler: ProcessSampler = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.r = self.rally.client()
+        roots = [p for p in (self.rally.pid,) if p]
+        self.sampler = ProcessSampler(roots, gateway_pid=self.rally.pid)
+
+    # ---- targets --------------------------------------------------------------------------
+
+    def baseline(self, mode: str) -> BaselineServer:
+        found = self.baselines.get(mode)
+        if found is None:
+            log = self.opts.out / f"baseline-{mode}.log"
+            found = self.baselines[mode] = BaselineServer.start(mode, self.rally, log)
+            self.sampler.extra[found.proc.pid] = f"baseline-{mode}"
+        return found
+
+    def endpoint(self, target: str) -> Endpoint:
+        return self.rally.endpoint() if target == "rally" else self.baseline(target).endpoint()
+
+    def close(self) -> None:
+        for b in self.baselines.values():
+            b.stop(self.r.client)
+        self.baselines.clear()
+        self.r.close()
+
+    def counters(self) -> dict[str, int]:
+        return read_counters(self.r, self.rally.keys)
+
+    def show(self, current: list[str] | None = None) -> None:
+        if self.live is not None:
+            self.live.update(Group(runs_table(self.results, current)))
+
+    def traffic(self, scenario: str, target: str, **kw: Any) -> Traffic:
+        """The scenario's traffic: the same events for every target, but ids of its own run."""
+        self.runs += 1
+        base = Traffic(
+            network=self.rally.config.network,
+            channels=self.opts.channels,
+            members=self.opts.members,
+            seed=self.opts.seed,
+            run_id=f"{scenario}-{target}-{self.runs}-{self.token}",
+            channel_prefix=f"{scenario}-ch",
+        )
+        return replace(base, **kw)
+
+    def end_streams(self, network: str, channels: list[str], run_id: str) -> None:
+        """Take a run's channels offline, so the wall-clock watch ticks stop paying them
+        while later runs are measured."""
+        now = time.time()
+        for lo in range(0, len(channels), 5_000):
+            post_events(self, [
+                {"kind": "offline", "id": f"{run_id}.off.{i}", "network": network,
+                 "channel": ch, "ts": now}
+                for i, ch in enumerate(channels[lo : lo + 5_000], start=lo)
+            ])  # fmt: skip
+
+    # ---- one load run ---------------------------------------------------------------------
+
+    def run_load(
+        self,
+        scenario: str,
+        label: str,
+        target: str,
+        phases: tuple[Phase, ...],
+        *,
+        batch: int,
+        transport: str = "http",
+        connections: int | None = None,
+        burst: Burst | None = None,
+        traffic: Traffic | None = None,
+        on_sample: Callable[[float, dict[str, int]], dict[str, Any] | None] | None = None,
+    ) -> dict[str, Any]:
+        """Drive `target` with `phases` from generator processes; measure; return the run."""
+        opts = self.opts
+        workers = max(1, opts.generators)
+        conns = connections or _connections(phases, batch, workers)
+        traffic = traffic or self.traffic(scenario, target)
+        plans = [
+            Plan(
+                self.endpoint(target),
+                traffic,
+                phases,
+                transport=transport,
+                batch_size=batch,
+                connections=conns,
+                burst=burst,
+                worker=w,
+                workers=workers,
+                max_inflight_frames=self.rally.config.max_ws_inflight_frames,
+            )
+            for w in range(workers)
+        ]
+        is_rally = target == "rally"
+        c0 = self.counters() if is_rally else {}
+        lat0 = read_latency(self.r, self.rally.keys) if is_rally else {}
+        run = LoadRun(plans)
+        series: list[dict[str, Any]] = []
+        extra_series: list[dict[str, Any]] = []
+        try:
+            t0 = run.start()
+            for w, pid in enumerate(run.pids):
+                self.sampler.extra[pid] = f"loadgen-{w}"
+            self.sampler.reset()
+            hard_deadline = t0 + sum(p.duration_s for p in phases) + DRAIN_TIMEOUT_S + 60
+            while True:
+                finished = run.poll(SAMPLE_S)
+                now = time.time()
+                self.sampler.sample()
+                sent, accepted, errors, _ = run.progress.totals()
+                client = {"sent": sent, "accepted": accepted, "errors": errors}
+                point = self._point(now - t0, client, c0 if is_rally else None)
+                series.append(point)
+                if on_sample is not None:
+                    extra = on_sample(now - t0, point)
+                    if extra is not None:
+                        extra_series.append(extra)
+                        if extra.get("stop"):
+                            run.stop()
+                self.show([scenario, *self._live_cells(label, series)])
+                if finished:
+                    break
+                if now > hard_deadline:
+                    run.stop()
+                    run.kill()
+                    break
+        except BaseException:
+            run.kill()
+            raise
+        finally:
+            run.join()
+        for pid in run.pids:
+            self.sampler.extra.pop(pid, None)
+        if is_rally:
+            series += self._drain(t0, c0, series)
+        wall = time.time() - t0
+        result = self._summarize(label, target, transport, batch, phases, run, series, wall)
+        if is_rally:
+            lat1 = read_latency(self.r, self.rally.keys)
+            delta = histogram_delta(lat1, lat0)
+            max_ms = lat1.get("max_ms") if lat1.get("max_ms", 0) > lat0.get("max_ms", 0) else None
+            result["latency_ingest_to_credit_ms"] = histogram_percentiles(delta, max_ms)
+        result["processes"] = self.sampler.report()
+        if extra_series:
+            result["extra_series"] = extra_series
+        if is_rally:
+            names = [channel_name(i, traffic.channels, traffic.channel_prefix)
+                     for i in range(traffic.channels)]  # fmt: skip
+            self.end_streams(traffic.network, names, traffic.run_id)
+        return result
+
+    def _point(self, t: float, client: dict[str, int], c0: dict[str, int] | None) -> dict[str, Any]:
+        """One sample: the client's totals and (for Rallypoint) its counters since `c0`."""
+        c = self.counters() if c0 is not None else {}
+        since = c0 or {}
+        return {"t": t, **client, **{k: c.get(k, 0) - since.get(k, 0) for k in PIPELINE}}
+
+    def _live_cells(self, label: str, series: list[dict[str, Any]]) -> list[str]:
+        if len(series) < 2:
+            return [label, *[""] * 8]
+        a, b = series[-2], series[-1]
+        dt = max(1e-6, b["t"] - a["t"])
+        rate = {
+            k: (b[k] - a[k]) / dt for k in ("sent", "accepted", "events_applied", "credits_applied")
+        }
+        run = {
+            "label": f"{label} ({b['t']:.0f}s)",
+            "offered_eps": rate["sent"],
+            "accepted_eps": rate["accepted"],
+            "credited_eps": rate["events_applied"] or None,
+            "credits_per_s": rate["credits_applied"] or None,
+            "errors": b["errors"],
+        }
+        return run_row("", run)[1:]
+
+    def _drain(
+        self, t0: float, c0: dict[str, int], series: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """Sample until the pipeline has applied what it accepted and the counters are still."""
+        out: list[dict[str, Any]] = []
+        last = series[-1] if series else {}
+        client = {k: last.get(k, 0) for k in ("sent", "accepted", "errors")}
+        quiet = 0
+        deadline = time.time() + DRAIN_TIMEOUT_S
+        while time.time() < deadline and quiet < QUIET_SAMPLES:
+            time.sleep(SAMPLE_S)
+            point = self._point(time.time() - t0, client, c0)
+            quiet = quiet + 1 if settled(last, point) else 0
+            out.append(point)
+            last = point
+            self.show(["", *self._live_cells("draining", [*series, *out][-2:])])
+        return out
+
+    def _summarize(
+        self,
+        label: str,
+        target: str,
+        transport: str,
+        batch: int,
+        phases: tuple[Phase, ...],
+        run: LoadRun,
+        series: list[dict[str, Any]],
+        wall: float,
+    ) -> dict[str, Any]:
+        res = list(run.results.values())
+        sent = sum(r.events_sent for r in res)
+        accepted = sum(r.events_accepted for r in res)
+        send_s = max((r.sent_until - r.started_at for r in res), default=wall) or wall
+        closed = any(p.rate_per_s <= 0 for p in phases)
+        out: dict[str, Any] = {
+            "label": label,
+            "target": target,
+            "transport": transport,
+            "batch": batch,
+            "closed_loop": closed,
+            "target_eps": None
+            if closed
+            else round(
+                sum(p.rate_per_s * p.duration_s for p in phases)
+                / sum(p.duration_s for p in phases),
+                1,
+            ),
+            "duration_s": round(send_s, 2),
+            "events_sent": sent,
+            "events_accepted": accepted,
+            "offered_eps": round(sent / send_s, 1),
+            "accepted_eps": round(accepted / send_s, 1),
+            "errors": sum(r.errors + r.rejected + r.probes_lost for r in res),
+            "failures": dict(run.failures),
+            "last_error": next((r.last_error for r in res if r.last_error), ""),
+            "client_max_lag_ms": round(max((r.max_lag_ms for r in res), default=0.0), 1),
+            "latency_e2e_ms": percentiles(x for r in res for x in r.probe_ms),
+            "latency_ack_ms": percentiles(x for r in res for x in r.ack_ms),
+            "probes_lost": sum(r.probes_lost for r in res),
+        }
+        bursts = [r for r in res if r.burst_events]
+        if bursts:
+            out["burst_events"] = sum(r.burst_events for r in bursts)
+            out["burst_done_after_s"] = round(
+                max(r.burst_done_at - r.started_at for r in bursts), 2
+            )
+        if target == "rally" and series:
+            final = series[-1]
+            applied = final["events_applied"] + final["events_dup"]
+            t_applied = next(
+                p["t"] for p in series if p["events_applied"] + p["events_dup"] >= applied
+            )
+            t_credits = next(
+                p["t"] for p in series if p["credits_applied"] >= final["credits_applied"]
+            )
+            out.update(
+                events_in=final["events_in"],
+                events_applied=final["events_applied"],
+                events_dup=final["events_dup"],
+                credits_applied=final["credits_applied"],
+                credited_eps=round(applied / max(t_applied, 1e-6), 1),
+                credits_per_s=round(final["credits_applied"] / max(t_credits, 1e-6), 1),
+                drained_after_s=round(t_applied - send_s, 2),
+            )
+        else:
+            out.update(credited_eps=out["accepted_eps"], credits_per_s=None)
+        out["series"] = _rates(series, is_rally=target == "rally")
+        return out
+
+
+PIPELINE = ("events_in", "events_applied", "events_dup", "credits_applied")
+"""The counters of {ns}:stats a run follows."""
+
+
+def settled(prev: dict[str, Any], cur: dict[str, Any]) -> bool:
+    """The pipeline applied everything it accepted, and nothing moved since `prev`."""
+    caught_up = cur.get("events_applied", 0) + cur.get("events_dup", 0) >= cur.get("events_in", 0)
+    still = all(cur.get(k) == prev.get(k) for k in ("events_applied", "credits_applied"))
+    return caught_up and still
+
+
+def _connections(phases: tuple[Phase, ...], batch: int, workers: int) -> int:
+    """Connections per generator: closed loop, enough to saturate; open loop, enough that a
+    slow answer (up to OPEN_LOOP_SLOW_S) never holds back the schedule."""
+    if any(p.rate_per_s <= 0 for p in phases):
+        return 64 if batch == 1 else 8 if batch <= 100 else 4
+    peak_requests = max(p.rate_per_s for p in phases) / workers / batch
+    return max(4, min(MAX_CONNECTIONS, math.ceil(peak_requests * OPEN_LOOP_SLOW_S)))
+
+
+def _rates(series: list[dict[str, Any]], is_rally: bool) -> dict[str, list[Any]]:
+    """Per-interval rates from cumulative counters, for the throughput plot."""
+    t, offered, accepted, credited, credits = [], [], [], [], []
+    for a, b in itertools.pairwise(series):
+        dt = b["t"] - a["t"]
+        if dt <= 0:
+            continue
+        t.append(round(b["t"], 2))
+        offered.append(round((b["sent"] - a["sent"]) / dt))
+        accepted.append(round((b["accepted"] - a["accepted"]) / dt))
+        if is_rally:
+            done_a = a["events_applied"] + a["events_dup"]
+            credited.append(round((b["events_applied"] + b["events_dup"] - done_a) / dt))
+            credits.append(round((b["credits_applied"] - a["credits_applied"]) / dt))
+        else:
+            credited.append(accepted[-1])
+            credits.append(None)
+    return {
+        "t": t,
+        "offered": offered,
+        "accepted": accepted,
+        "credited": credited,
+        "credits": credits,
+    }
+
+
+# ---- helpers for scenarios that post by hand ---------------------------------------------------
+
+
+def post_events(bench: Bench, events: list[dict[str, Any]], timeout_s: float = 120.0) -> int:
+    """POST one batch synchronously; the number accepted (raises on an error answer)."""
+    cfg = bench.rally.config
+    body = msgspec.json.encode({"events": events})
+    headers = {"Content-Type": "application/json", **signed_headers(cfg.key, cfg.secret, body)}
+    req = urllib.request.Request(bench.rally.url + "/v1/events", data=body, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+            return int(msgspec.json.decode(resp.read()).get("accepted", len(events)))
+    except urllib.error.HTTPError as err:
+        raise RuntimeError(f"POST /v1/events answered {err.code}: {err.read()[:300]!r}") from err
+
+
+def wait_until(check: Callable[[], bool], timeout_s: float, every_s: float = 0.02) -> float | None:
+    """Seconds until `check()` held, or None on timeout."""
+    t0 = time.time()
+    while time.time() - t0 < timeout_s:
+        if check():
+            return time.time() - t0
+        time.sleep(every_s)
+    return None
+
+
+def wait_drained(bench: Bench, timeout_s: float = DRAIN_TIMEOUT_S) -> bool:
+    """The pipeline has applied everything accepted, and its counters held still."""
+    last: dict[str, int] = {}
+    quiet = 0
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        c = bench.counters()
+        quiet = quiet + 1 if settled(last, c) else 0
+        if quiet >= QUIET_SAMPLES:
+            return True
+        last = c
+        time.sleep(0.2)
+    return False
+
+
+def sut_rss(bench: Bench) -> int:
+    """Resident bytes of Rallypoint's processes (gateway, Ray, redis-server), now."""
+    bench.sampler.reset()
+    return bench.sampler.rss_total(exclude=("loadgen", "baseline"))

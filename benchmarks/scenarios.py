@@ -1,0 +1,391 @@
+"""The scenarios: each drives the bench and returns its outcome (status, runs, summary)."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psutil
+
+from benchmarks.bench import (
+    SAMPLE_S,
+    Bench,
+    post_events,
+    sut_rss,
+    wait_drained,
+    wait_until,
+)
+from benchmarks.plan import Burst, Phase
+from benchmarks.report import SMOOTH_SAMPLES, smooth
+from benchmarks.target import redis_memory
+from gateway.simulator import channel_name
+
+MAX_SNAPSHOT_VIEWERS = 100_000
+"""Viewers per `viewers` event in watch-tick (keeps a body well under 4 MiB)."""
+
+
+Scenario = Callable[[Bench], dict[str, Any]]
+
+
+def steady(b: Bench) -> dict[str, Any]:
+    """A sustained chat + presence mix at --rate, through Rallypoint and both baselines."""
+    o = b.opts
+    phases = (Phase(o.duration_s, o.rate),)
+    runs = [b.run_load("steady", f"rally http batch {o.batch}", "rally", phases, batch=o.batch)]
+    if o.baselines:
+        for mode in ("naive", "strong"):
+            runs.append(b.run_load("steady", f"{mode} baseline", mode, phases, batch=o.batch))
+    rally = runs[0]
+    summary: dict[str, Any] = {
+        "target_eps": o.rate,
+        "rally_credited_eps": rally["credited_eps"],
+        "rally_e2e_p99_ms": (rally["latency_e2e_ms"] or {}).get("p99"),
+        "rally_ingest_to_credit_p99_ms": (rally["latency_ingest_to_credit_ms"] or {}).get("p99"),
+    }
+    for run in runs[1:]:
+        summary[f"ratio_vs_{run['target']}"] = _ratio(rally["credited_eps"], run["credited_eps"])
+    return {"status": "ok", "runs": runs, "summary": summary}
+
+
+def peak(b: Bench) -> dict[str, Any]:
+    """Ramp the rate in steps until Rallypoint falls behind; report the saturation point."""
+    o = b.opts
+    rates: list[float] = []
+    r = o.peak_start_rate
+    while r < o.peak_max_rate:
+        rates.append(r)
+        r *= 1.5
+    rates.append(o.peak_max_rate)
+    phases = tuple(Phase(o.peak_step_s, x) for x in rates)
+    state = {"behind_since": None}
+
+    def watch(t: float, point: dict[str, Any]) -> dict[str, Any] | None:
+        step = min(int(t // o.peak_step_s), len(rates) - 1)
+        backlog = point["events_in"] - point["events_applied"] - point["events_dup"]
+        behind = backlog > 2 * rates[step] or point["sent"] < 0.7 * _due(phases, t)
+        if behind and state["behind_since"] is None:
+            state["behind_since"] = t
+        elif not behind:
+            state["behind_since"] = None
+        stop = state["behind_since"] is not None and t - state["behind_since"] > 2 * o.peak_step_s
+        return {"t": round(t, 2), "step_rate": rates[step], "backlog": backlog, "stop": stop}
+
+    run = b.run_load("peak", f"rally ramp batch {o.batch}", "rally", phases, batch=o.batch,
+                     on_sample=watch)  # fmt: skip
+    steps = _step_rates(run["series"], rates, o.peak_step_s)
+    credited = run["series"]["credited"]
+    sustained = [s for s in steps if s["credited_eps"] >= 0.9 * s["offered_target_eps"]]
+    saturation = max((s["offered_target_eps"] for s in sustained), default=None)
+    smoothed = smooth(credited, SMOOTH_SAMPLES)[SMOOTH_SAMPLES - 1 :] or smooth(credited, 1)
+    summary = {
+        "saturation_eps": saturation,
+        "best_step_credited_eps": max((s["credited_eps"] for s in steps), default=0),
+        "best_credited_eps_2s": round(max(smoothed, default=0)),
+        "steps": len(steps),
+    }
+    run["steps"] = steps
+    where = (
+        f"≈ {saturation:,.0f} events/s (the highest step credited at ≥90% of its rate)"
+        if saturation is not None
+        else f"below the first step ({rates[0]:,.0f} events/s)"
+    )
+    lines = [f"saturation {where}; best step credited {summary['best_step_credited_eps']:,}/s, "
+             f"best over 2 s {summary['best_credited_eps_2s']:,}/s"]  # fmt: skip
+    return {"status": "ok", "runs": [run], "summary": summary, "lines": lines}
+
+
+def _due(phases: tuple[Phase, ...], t: float) -> float:
+    total, start = 0.0, 0.0
+    for p in phases:
+        span = min(max(t - start, 0.0), p.duration_s)
+        total += span * p.rate_per_s
+        start += p.duration_s
+    return total
+
+
+def _step_rates(
+    series: dict[str, list[Any]], rates: list[float], step_s: float
+) -> list[dict[str, Any]]:
+    out = []
+    for i, rate in enumerate(rates):
+        lo, hi = i * step_s + 0.5, (i + 1) * step_s
+        idx = [j for j, t in enumerate(series["t"]) if lo < t <= hi]
+        if not idx:
+            break
+        sent = sum(series["offered"][j] for j in idx) / len(idx)
+        credited = sum(series["credited"][j] for j in idx) / len(idx)
+        out.append(
+            {"offered_target_eps": rate, "sent_eps": round(sent), "credited_eps": round(credited)}
+        )
+    return out
+
+
+def raid(b: Bench) -> dict[str, Any]:
+    """--raid-viewers join one channel within --raid-over-s, over a steady background."""
+    o = b.opts
+    background = min(o.rate, 10_000.0)
+    at_s = max(1.0, o.duration_s * 0.25)
+    duration = max(o.duration_s, at_s + o.raid_over_s + 2)
+    traffic = b.traffic("raid", "rally")
+    channel = channel_name(0, traffic.channels, traffic.channel_prefix)
+    presence_key = b.rally.keys.presence(f"{traffic.network}:{channel}")
+    burst = Burst(at_s=at_s, joins=o.raid_viewers, over_s=o.raid_over_s, channel=0)
+
+    def watch(t: float, point: dict[str, Any]) -> dict[str, Any]:
+        return {"t": round(t, 2), "present": int(b.r.hlen(presence_key)),
+                "backlog": point["events_in"] - point["events_applied"] - point["events_dup"]}  # fmt: skip
+
+    run = b.run_load("raid", f"rally raid {o.raid_viewers:,} viewers", "rally",
+                     (Phase(duration, background),), batch=o.batch, burst=burst,
+                     traffic=traffic, on_sample=watch)  # fmt: skip
+    present = run.get("extra_series", [])
+    before = next((p["present"] for p in present if p["t"] >= at_s - SAMPLE_S), 0)
+    peak_present = max((p["present"] for p in present), default=0)
+    arrived = next(
+        (p["t"] for p in present if p["present"] - before >= 0.99 * o.raid_viewers), None
+    )
+    summary = {
+        "raid_viewers": o.raid_viewers,
+        "over_s": o.raid_over_s,
+        "present_before": before,
+        "present_peak": max(peak_present, int(b.r.hlen(presence_key))),
+        "all_present_after_s": round(arrived - at_s, 2) if arrived is not None else None,
+        "raid_sent_in_s": round(run.get("burst_done_after_s", at_s) - at_s, 2),
+        "background_e2e_p99_ms": (run["latency_e2e_ms"] or {}).get("p99"),
+    }
+    lines = [f"{o.raid_viewers:,} viewers joined within {o.raid_over_s:g} s (sent in "
+             f"{summary['raid_sent_in_s']:g} s): all present after "
+             f"{_secs(summary['all_present_after_s'])} from the raid's start"]  # fmt: skip
+    return {"status": "ok", "runs": [run], "summary": summary, "lines": lines}
+
+
+def watch_tick(b: Bench) -> dict[str, Any]:
+    """Watch-time payout: N viewers present and live, then one tick; time until all credited.
+
+    A size whose memory, extrapolated from the size before, would not fit in what the machine
+    has free is skipped (and says so) rather than pushing a shared machine into swap or OOM.
+    """
+    results: list[dict[str, Any]] = []
+    summary: dict[str, Any] = {}
+    lines = []
+    for size in b.opts.watch_sizes:
+        done = [r for r in results if "payout_s" in r]
+        need = done[-1]["bytes_per_member"] * size * MEMORY_MARGIN if done else 0
+        free = psutil.virtual_memory().available
+        if need > free:
+            why = f"needs ~{need / 2**30:.1f} GB by extrapolation, {free / 2**30:.1f} GB free"
+            results.append({"viewers": size, "skipped": why})
+            lines.append(f"{size:,} viewers: skipped ({why})")
+            continue
+        r = _watch_once(b, size)
+        results.append(r)
+        summary[f"payout_{size}_s"] = r["payout_s"]
+        summary[f"bytes_per_member_{size}"] = r["bytes_per_member"]
+        if r["all_visible_s"] is None:
+            done = (f"not done within {WATCH_BUDGET_S:.0f} s: {r['verified']:,} of {size:,} "
+                    f"in member state by then")  # fmt: skip
+        else:
+            done = (f"payout {_secs(r['payout_s'])} (all {size:,} in member state after "
+                    f"{_secs(r['all_visible_s'])})")  # fmt: skip
+        lines.append(f"{size:,} viewers: {done}; presence set up in {_secs(r['setup_s'])}; "
+                     f"{r['bytes_per_member']:,} B/member RSS")  # fmt: skip
+    return {"status": "ok", "runs": [], "watch": results, "summary": summary, "lines": lines}
+
+
+MEMORY_MARGIN = 1.5
+
+
+def _secs(x: float | None) -> str:
+    return "timed out" if x is None else f"{x:.2f} s"
+
+
+WATCH_BUDGET_S = 120.0
+"""How long one payout is waited for (the suite must stay within its 10 minutes)."""
+WATCH_SAMPLE = 1_000
+"""Viewers whose member state is polled to time a payout (all are checked once at the end)."""
+
+
+def _watch_once(b: Bench, size: int) -> dict[str, Any]:
+    """`size` fresh viewers present in live channels (snapshots), then one watch tick.
+
+    Event time: the presence is stamped at a tick boundary at least 5 minutes ahead of the
+    wall clock (so the scheduler's wall-clock ticks cannot pay it first), the trigger one
+    watch interval later; exactly one tick is crossed.
+    """
+    net = b.rally.config.network
+    interval = b.rally.config.watch_interval_s
+    n_channels = math.ceil(size / MAX_SNAPSHOT_VIEWERS)
+    names = [f"wt{size}-{b.token}-{i}" for i in range(n_channels)]
+    ahead = math.ceil(300 / interval) + 1
+    t_base = (math.floor(time.time() / interval) + ahead) * interval + 1.0
+    per = math.ceil(size / n_channels)
+    uids = [f"wt{size}.{b.token}.{i}" for i in range(size)]
+    fields = [f"{net}:{u}" for u in uids]
+    sample = fields[:: max(1, size // WATCH_SAMPLE)] + fields[-10:]
+    b.show(["watch-tick", f"{size:,} viewers: joining", *[""] * 8])
+    wait_drained(b)
+    rss0 = sut_rss(b)
+    mem0 = redis_memory(b.r)
+    setup_t0 = time.time()
+    for ci, name in enumerate(names):
+        viewers = [{"id": u} for u in uids[ci * per : (ci + 1) * per]]
+        base = {"network": net, "channel": name, "ts": t_base}
+        post_events(b, [{**base, "kind": "online", "id": f"{name}.on"},
+                        {**base, "kind": "viewers", "id": f"{name}.v", "viewers": viewers}])  # fmt: skip
+
+    def all_present() -> bool:
+        pipe = b.r.pipeline(transaction=False)
+        for name in names:
+            pipe.hlen(b.rally.keys.presence(f"{net}:{name}"))
+        return sum(b.r.call(pipe.execute)) >= size
+
+    present_s = wait_until(all_present, timeout_s=max(60.0, size / 5_000), every_s=0.05)
+    wait_drained(b)
+    setup_s = time.time() - setup_t0
+    b.show(["watch-tick", f"{size:,} viewers: paying", *[""] * 8])
+    t_send = time.time()
+    for name in names:
+        post_events(b, [{"kind": "online", "id": f"{name}.tick", "network": net, "channel": name,
+                         "ts": t_base + interval}])  # fmt: skip
+
+    def visible(keys: list[str]) -> int:
+        return sum(v is not None for v in b.r.hmget(b.rally.keys.mstate, keys))
+
+    payout_s = wait_until(lambda: visible(sample) >= len(sample), timeout_s=WATCH_BUDGET_S)
+    verified = 0
+    all_visible_s = None
+    while True:
+        verified = sum(visible(fields[i : i + 10_000]) for i in range(0, size, 10_000))
+        if verified >= size:
+            all_visible_s = time.time() - t_send
+            break
+        if time.time() - t_send > WATCH_BUDGET_S + 10:
+            break
+        time.sleep(0.2)
+    if verified >= size:
+        wait_drained(b)
+    rss1 = sut_rss(b)
+    mem1 = redis_memory(b.r)
+    b.end_streams(net, names, f"wt{size}-{b.token}")
+    return {
+        "viewers": size,
+        "channels": n_channels,
+        "setup_s": round(setup_s, 2),
+        "all_present_after_s": round(present_s, 2) if present_s is not None else None,
+        "payout_s": round(payout_s, 3) if payout_s is not None else None,
+        "all_visible_s": round(all_visible_s, 3) if all_visible_s is not None else None,
+        "verified": verified,
+        "rss_delta_mb": round((rss1 - rss0) / 2**20, 1),
+        "redis_used_memory_delta_mb": round((mem1 - mem0) / 2**20, 1),
+        "bytes_per_member": round((rss1 - rss0) / max(1, verified)),
+    }
+
+
+def batches(b: Bench) -> dict[str, Any]:
+    """Saturating (closed-loop) runs at each batch size, Rallypoint and both baselines; then
+    WebSocket one event per frame; then resident memory per --memory-members new members."""
+    o = b.opts
+    phases = (Phase(o.batch_duration_s, 0.0),)
+    runs = []
+    ratios: dict[str, Any] = {}
+    for size in o.batch_sizes:
+        rally = b.run_load("batches", f"rally http batch {size}", "rally", phases, batch=size)
+        runs.append(rally)
+        if o.baselines:
+            for mode in ("naive", "strong"):
+                base = b.run_load("batches", f"{mode} batch {size}", mode, phases, batch=size)
+                runs.append(base)
+                ratios[f"ratio_vs_{mode}_batch_{size}"] = _ratio(
+                    rally["credited_eps"], base["credited_eps"]
+                )
+    ws = b.run_load("batches", "rally websocket 1/frame", "rally", phases, batch=1, transport="ws",
+                    connections=8)  # fmt: skip
+    runs.append(ws)
+    memory = _member_memory(b, o.memory_members)
+    summary = {**ratios, **memory}
+    lines = [f"{memory['memory_new_members']:,} new members: {memory['rss_bytes_per_member']:,} B "
+             f"resident per member, RSS growth over all processes ({memory['rss_mb_per_100k_members']}"
+             f" MB per 100k); Redis' used_memory grew {memory['redis_bytes_per_member']:,} B per "
+             f"member"]  # fmt: skip
+    return {"status": "ok", "runs": runs, "summary": summary, "memory": memory, "lines": lines}
+
+
+def _member_memory(b: Bench, n: int) -> dict[str, Any]:
+    """Resident bytes per member: n fresh members each chat once; RSS before and after."""
+    net = b.rally.config.network
+    b.show(["batches", f"memory: {n:,} new members", *[""] * 8])
+    wait_drained(b)
+    rss0 = sut_rss(b)
+    mem0 = redis_memory(b.r)
+    members0 = int(b.r.hlen(b.rally.keys.mstate))
+    now = time.time()
+    step = 2_000
+    for lo in range(0, n, step):
+        post_events(b, [
+            {"kind": "chat", "id": f"mem-{b.token}-{i}", "network": net, "channel": f"mem-{b.token}",
+             "user_id": f"mem{b.token}-{i}", "user_name": f"m{i}", "ts": now, "text": "hi"}
+            for i in range(lo, min(n, lo + step))
+        ])  # fmt: skip
+    visible = wait_until(lambda: int(b.r.hlen(b.rally.keys.mstate)) - members0 >= n,
+                         timeout_s=max(60.0, n / 2_000), every_s=0.1)  # fmt: skip
+    wait_drained(b)
+    rss1 = sut_rss(b)
+    mem1 = redis_memory(b.r)
+    members = int(b.r.hlen(b.rally.keys.mstate)) - members0
+    per = (rss1 - rss0) / max(1, members)
+    return {
+        "memory_new_members": members,
+        "memory_visible_after_s": round(visible, 2) if visible is not None else None,
+        "rss_bytes_per_member": round(per),
+        "rss_mb_per_100k_members": round(per * 100_000 / 2**20, 1),
+        "redis_bytes_per_member": round((mem1 - mem0) / max(1, members)),
+    }
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    if not a or not b:
+        return None
+    return round(a / b, 2)
+
+
+def unavailable(capability: str, modules: tuple[str, ...]) -> Scenario:
+    """A scenario whose capability has not landed: says so instead of failing."""
+
+    def scenario(b: Bench) -> dict[str, Any]:
+        present = [m for m in modules if _importable(m)]
+        if not present:
+            reason = f"not available yet: {capability}"
+        else:
+            reason = (
+                f"{capability} exists ({', '.join(present)}) but its benchmark is not written yet"
+            )
+        b.console.print(f"[yellow]{reason}[/yellow]")
+        return {"status": "unavailable", "reason": reason, "runs": []}
+
+    return scenario
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+SCENARIOS: dict[str, Scenario] = {
+    "steady": steady,
+    "peak": peak,
+    "raid": raid,
+    "bot": unavailable(
+        "the chat connector (bot command replies)", ("gateway.connectors", "gateway.bot")
+    ),
+    "draw": unavailable("raffles", ("engine.raffle", "actors.raffle")),
+    "kpis": unavailable("analytics", ("analytics.kpis", "analytics.queries")),
+    "batches": batches,
+    "watch-tick": watch_tick,
+}
+"""Every scenario, in the order `rally bench` runs them by default (watch-tick last: a payout
+to a million members may still be running when its wait ends)."""

@@ -1,0 +1,132 @@
+"""Every benchmark scenario at a tiny size, through `python -m benchmarks` as a user runs it.
+
+Checks that the suite runs end to end against a real `rally serve` (Redis, Ray, the shards,
+the gateway) and the baselines, and that its numbers are sane. Never a speed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from benchmarks.scenarios import SCENARIOS
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = [
+    "--duration", "1.5", "--rate", "400", "--channels", "5", "--members", "500",
+    "--generators", "1", "--peak-start-rate", "400", "--peak-max-rate", "1500",
+    "--peak-step", "1", "--raid-viewers", "1000", "--raid-over", "1",
+    "--watch-sizes", "500,1500", "--batch-sizes", "1,100", "--batch-duration", "1",
+    "--memory-members", "1000",
+]  # fmt: skip
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture(scope="module")
+def bench(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[subprocess.CompletedProcess[str], Path]:
+    out = tmp_path_factory.mktemp("bench")
+    env = {k: v for k, v in os.environ.items() if k != "RALLY_REDIS_URL"}
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", *TINY, "--out", str(out),
+         "--results-md", str(out / "md" / "RESULTS.md")],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=280,
+    )  # fmt: skip
+    return done, out
+
+
+@pytest.fixture(scope="module")
+def results(bench: tuple[subprocess.CompletedProcess[str], Path]) -> dict[str, Any]:
+    done, out = bench
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    return json.loads((out / "results.json").read_text())
+
+
+def test_every_scenario_ran_or_said_why_not(results: dict[str, Any]) -> None:
+    assert set(results["scenarios"]) == set(SCENARIOS)
+    for name, sc in results["scenarios"].items():
+        assert sc["status"] in ("ok", "unavailable"), (name, sc.get("reason"))
+        if sc["status"] == "unavailable":
+            assert sc["reason"], name
+
+
+def test_files_are_written(bench: tuple[subprocess.CompletedProcess[str], Path]) -> None:
+    done, out = bench
+    for name in ("results.json", "throughput.png", "latency.png", "report.md"):
+        assert (out / name).stat().st_size > 0, name
+    assert (out / "throughput.png").read_bytes()[:4] == b"\x89PNG"
+    md = (out / "md" / "RESULTS.md").read_text()
+    assert "![throughput](results/throughput.png)" in md
+    assert (out / "md" / "results" / "latency.png").exists()
+    assert "targets" in done.stdout
+
+
+def _rally_runs(results: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        run
+        for sc in results["scenarios"].values()
+        for run in sc.get("runs", [])
+        if run["target"] == "rally"
+    ]
+
+
+def test_load_runs_are_sane(results: dict[str, Any]) -> None:
+    runs = [run for sc in results["scenarios"].values() for run in sc.get("runs", [])]
+    assert runs
+    for run in runs:
+        label = run["label"]
+        assert run["errors"] == 0, (label, run["last_error"])
+        assert not run["failures"], label
+        assert 0 < run["events_accepted"] <= run["events_sent"], label
+        assert run["accepted_eps"] > 0, label
+        assert run["credited_eps"] > 0, label
+        for key in ("latency_ack_ms", "latency_e2e_ms"):
+            lat = run[key]
+            assert lat is not None, (label, key)
+            assert 0 <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"], (label, key, lat)
+        assert run["processes"], label
+        assert all(p["cpu_s"] >= 0 and p["rss_max_mb"] > 0 for p in run["processes"]), label
+
+
+def test_rally_credits_what_it_accepted(results: dict[str, Any]) -> None:
+    for run in _rally_runs(results):
+        label = run["label"]
+        assert run["events_in"] >= run["events_accepted"], label
+        assert run["events_applied"] + run["events_dup"] == run["events_in"], label
+        assert run["events_dup"] == 0, label
+        assert run["credits_applied"] > 0, label
+        srv = run["latency_ingest_to_credit_ms"]
+        assert srv is not None, label
+        assert 0 <= srv["p50"] <= srv["p99"] <= srv["max"], (label, srv)
+        roles = {p["role"] for p in run["processes"]}
+        assert {"gateway", "redis-server"} <= roles, (label, roles)
+        assert any(r.startswith("ray::") for r in roles), (label, roles)
+
+
+def test_scenario_summaries(results: dict[str, Any]) -> None:
+    sc = results["scenarios"]
+    assert sc["steady"]["summary"]["ratio_vs_naive"] > 0
+    assert sc["peak"]["summary"]["best_step_credited_eps"] > 0
+    raid = sc["raid"]["summary"]
+    assert raid["all_present_after_s"] is not None
+    assert raid["present_peak"] >= 1000
+    for w in sc["watch-tick"]["watch"]:
+        assert w["payout_s"] is not None, w
+        assert w["payout_s"] > 0, w
+        assert w["verified"] == w["viewers"], w
+    mem = sc["batches"]["memory"]
+    assert mem["memory_new_members"] >= 1000
+    labels = [run["label"] for run in sc["batches"]["runs"]]
+    assert "rally websocket 1/frame" in labels
+    assert {"naive batch 1", "strong batch 100"} <= set(labels)
+    goals = {g["goal"]: g for g in results["goals"]}
+    assert len(goals) == 8
+    assert all(g["met"] in (True, False, None) for g in goals.values())
