@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 DAY_S = 86_400
 NOTICES_MAXLEN = 100_000
 DAY_BOARD_TTL_S = 40 * DAY_S
+CREDITS_PER_ENTRY = 5_000
+"""Credits (or ledger entries) per stream entry: a 1M-viewer watch tick becomes 200 entries,
+which the next shard commits in bounded runs (StreamShard.max_items_per_commit)."""
 credit_encoder = entry_encoder  # one msgpack encoder serves every Struct
 ledger_encoder = entry_encoder
 ledger_decoder = msgspec.msgpack.Decoder(list[LedgerEntry])
@@ -188,10 +191,12 @@ class ChannelShard(StreamShard):
         shards = self.cfg.member_shards
         for cr in credits:
             by_shard.setdefault(shard_of(f"{cr.network}:{cr.user_id}", shards), []).append(cr)
+        step = CREDITS_PER_ENTRY
         for m, part in sorted(by_shard.items()):
-            c.cmd(
-                "XADD", self.keys.credits(m), "*", "c", credit_encoder.encode(part), "t", first_ms
-            )
+            for i in range(0, len(part), step):
+                chunk = part[i : i + step]
+                blob = credit_encoder.encode(chunk)
+                c.cmd("XADD", self.keys.credits(m), "*", "c", blob, "t", first_ms, "n", len(chunk))
 
     def channel_names(self) -> list[str]:
         return sorted(self.channels)
@@ -263,8 +268,10 @@ class MemberShard(StreamShard):
         c.pairs(
             "HSET", keys.mstate, fields, [state_encoder.encode(self.members[k]) for k in fields]
         )
-        if out.entries:
-            c.cmd("XADD", keys.ledgerlog(self.index), "*", "l", ledger_encoder.encode(out.entries))
+        for i in range(0, len(out.entries), CREDITS_PER_ENTRY):
+            chunk = out.entries[i : i + CREDITS_PER_ENTRY]
+            blob = ledger_encoder.encode(chunk)
+            c.cmd("XADD", keys.ledgerlog(self.index), "*", "l", blob, "n", len(chunk))
         treasury: dict[str, int] = {}
         for e in out.entries:
             treasury[e.network] = treasury.get(e.network, 0) - e.amount

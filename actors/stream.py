@@ -136,10 +136,32 @@ class StreamShard:
             if stale:
                 self.r.xack(self.stream, self.group, *stale)
             fresh = [e for e in entries if parse_id(e[0]) > applied]
-            if fresh:
-                self.process(fresh)
-                self.offset = parse_id(fresh[-1][0])
+            for group in self.groups(fresh):
+                self.process(group)
+                self.offset = parse_id(group[-1][0])
                 self.batches += 1
+
+    max_items_per_commit = 20_000
+    """Most items (events, credits, ledger entries) one commit carries: one commit is one
+    Lua script, and Redis serves nobody else while it runs."""
+
+    def groups(self, entries: list[Entry]) -> list[list[Entry]]:
+        """Consecutive runs of entries holding at most `max_items_per_commit` items (by the
+        `n` field writers put on entries; one entry alone may exceed it). Each run commits
+        on its own: offsets only move forward, so a crash between runs loses nothing."""
+        out: list[list[Entry]] = []
+        run: list[Entry] = []
+        items = 0
+        for entry in entries:
+            n = int(entry[1].get(b"n", 1))
+            if run and items + n > self.max_items_per_commit:
+                out.append(run)
+                run, items = [], 0
+            run.append(entry)
+            items += n
+        if run:
+            out.append(run)
+        return out
 
     def check_epoch(self, pipe: redis.client.Pipeline) -> None:
         """Inside a WATCHed pipeline: stop if a newer instance of this shard exists."""

@@ -234,7 +234,7 @@ class IngestWriter:
                 *payloads,
             )
         for p in sorted(merged):
-            pipe.xadd(keys.ingest(p), {"e": encode_events(merged[p])})
+            pipe.xadd(keys.ingest(p), {"e": encode_events(merged[p]), "n": len(merged[p])})
         if plain_requests:
             pipe.hincrby(keys.stats, "events_in", plain_events)
             pipe.hincrby(keys.stats, "batches_in", plain_requests)

@@ -29,7 +29,10 @@ def test_the_ledger_balances_and_tiers_follow_lifetime(its: list[Item]) -> None:
 def test_replaying_the_whole_sequence_changes_nothing(its: list[Item]) -> None:
     ref = run(its)
     before = snapshot(ref)
-    run(its, ref)
+    # every event again (clock ticks are not replayed: a tick is an observation of time, and
+    # one that a channel created after it never saw may rightly move that channel's clock;
+    # in the real system the log's offsets keep a tick from being applied twice)
+    run([it for it in its if not isinstance(it, float)], ref)
     assert snapshot(ref) == before
     assert snapshot(run(its)) == before, "a fresh replay yields the same entries and ids"
 
