@@ -179,7 +179,12 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
                   if k.startswith(f"ratio_vs_{mode}_batch_") and r}  # fmt: skip
         best = ratios.get("1000") or (max(ratios.values()) if ratios else None)
         text = ", ".join(f"batch {k}: {r}x" for k, r in ratios.items())
-        add(f"≥{goal}x the {mode} baseline (judged at batch 1,000)", best, bool(best and best >= goal), text)
+        add(
+            f"≥{goal}x the {mode} baseline (judged at batch 1,000)",
+            best,
+            bool(best and best >= goal),
+            text,
+        )
     mem = sc.get("batches", {}).get("memory", {})
     v = mem.get("rss_bytes_per_member")
     add("≤300 bytes resident memory per member beyond a fixed base", v,
