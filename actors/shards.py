@@ -9,8 +9,10 @@ it hosts and commits their state, ledger entries, leaderboards, counters and its
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+import os
 import time
 from collections.abc import Sequence
 
@@ -204,6 +206,7 @@ class ChannelShard(StreamShard):
 
 class MemberShard(StreamShard):
     kind = "member"
+    max_items_per_commit = 100_000  # state and a ledger log append: cheap per item
 
     def __init__(self, cfg: RuntimeConfig, index: int) -> None:
         self.book = RuleBook.from_builtins(cfg.rules)
@@ -321,8 +324,13 @@ class LedgerProjector(StreamShard):
 
     kind = "ledger"
     group = "projector"
+    nice = 5
+    """Projections may trail; balances should not wait for them: the projector gives way
+    to the shards when CPU is short."""
 
     def __init__(self, cfg: RuntimeConfig, index: int) -> None:
+        with contextlib.suppress(OSError):
+            os.nice(self.nice)
         self.script = redis.Redis.from_url(cfg.redis_url).register_script(COMMIT)
         super().__init__(cfg, index, Keys(cfg.namespace).ledgerlog(index))
 
