@@ -175,6 +175,8 @@ class Bench:
             for w in range(workers)
         ]
         is_rally = target == "rally"
+        if is_rally:  # what set-up posted (e.g. channels going online) is not this run's
+            wait_drained(self)
         c0 = self.counters() if is_rally else {}
         lat0 = read_latency(self.r, self.rally.keys) if is_rally else {}
         run = LoadRun(plans)
