@@ -28,6 +28,7 @@ from benchmarks.report import (
 )
 from benchmarks.scenarios import SCENARIOS
 from benchmarks.target import Rally, TargetError, settings_text
+from gateway.cli import positive as _positive
 
 
 def _sizes(text: str) -> tuple[int, ...]:
@@ -40,19 +41,6 @@ def _sizes(text: str) -> tuple[int, ...]:
     if not values or any(v <= 0 for v in values):
         raise argparse.ArgumentTypeError(f"expected positive numbers, got {text!r}")
     return values
-
-
-def _positive(kind: type) -> Any:
-    def parse(text: str) -> Any:
-        try:
-            value = kind(float(text)) if kind is int else kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-        return value
-
-    return parse
 
 
 def parser() -> argparse.ArgumentParser:

@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 from gateway.settings import Settings, SettingsError, demo_settings_toml, load_settings
 
@@ -158,10 +159,12 @@ def cmd_bench(args: argparse.Namespace, rest: list[str]) -> int:
     return int(bench_main(rest))
 
 
-def _positive(kind: type) -> object:
-    def parse(text: str) -> object:
+def positive(kind: type) -> Any:
+    """An argparse type: a positive number of `kind` (ints may be written 1e5)."""
+
+    def parse(text: str) -> Any:
         try:
-            value = kind(text)
+            value = kind(float(text)) if kind is int else kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
         if value <= 0:
@@ -189,9 +192,9 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--host")
     g.add_argument("--port", type=int)
     d = sub.add_parser("demo", help="serve plus a simulated network, with a live table")
-    d.add_argument("--seconds", type=_positive(float), default=30.0)
-    d.add_argument("--rate", type=_positive(float), default=2_000.0, help="events per second")
-    d.add_argument("--batch", type=_positive(int), default=200, help="events per request")
+    d.add_argument("--seconds", type=positive(float), default=30.0)
+    d.add_argument("--rate", type=positive(float), default=2_000.0, help="events per second")
+    d.add_argument("--batch", type=positive(int), default=200, help="events per request")
     d.add_argument("--data-dir")
     a = sub.add_parser("audit", help="check the ledger invariants; exit 1 on any mismatch")
     common(a)
