@@ -51,12 +51,12 @@ async def _serve(settings: Settings, with_actors: bool) -> None:
     runtime = Runtime(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     if with_actors:
-        await loop.run_in_executor(None, runtime.start)
+        runtime.start()  # in this thread: the redis-server it starts dies with its starter
     elif not settings.redis.url:
         raise CliError("`rally gateway` needs --redis-url (or [redis] url / RALLY_REDIS_URL)")
+    for sig in (signal.SIGINT, signal.SIGTERM):  # after ray.init, which installs its own
+        loop.add_signal_handler(sig, stop.set)
     redis_url = runtime.redis_url
     runner, port = await start_gateway(
         settings, redis_url, settings.server.host, settings.server.port

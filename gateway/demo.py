@@ -124,7 +124,7 @@ async def run_demo(settings: Settings, *, seconds: float, rate: float, batch: in
     runner = None
     poster: asyncio.Task[PostCounts] | None = None
     try:
-        await loop.run_in_executor(None, runtime.start)
+        runtime.start()  # in this thread: the redis-server it starts dies with its starter
         assert runtime.client is not None
         runner, port = await start_gateway(settings, runtime.redis_url, "127.0.0.1", 0)
         url = f"http://127.0.0.1:{port}"

@@ -7,6 +7,7 @@ outlive its parent.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import signal
@@ -58,6 +59,16 @@ def find_redis_binary(install: bool = True) -> str:
     return str(binary)
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the parent dies (Linux), so a killed
+    `rally serve` does not leave its redis-server behind."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 class RedisServer:
     """A redis-server process owned by us, with AOF under `data_dir`."""
 
@@ -71,8 +82,30 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    @property
+    def pidfile(self) -> Path:
+        return self.data_dir / "redis.pid"
+
+    def _stop_previous(self) -> None:
+        """A redis-server left running on this data dir (its parent was killed) must not
+        share the AOF with a new one: stop it first."""
+        try:
+            pid = int(self.pidfile.read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            return
+        if b"redis-server" not in cmdline:
+            return
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if Path(f"/proc/{pid}").exists():
+            os.kill(pid, signal.SIGKILL)
+
     def start(self, timeout_s: float = 10.0) -> RedisServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._stop_previous()
         binary = find_redis_binary()
         args = [
             binary,
@@ -89,6 +122,7 @@ class RedisServer:
             "--daemonize", "no",
             "--protected-mode", "no",
             "--logfile", str(self.data_dir / "redis.log"),
+            "--pidfile", str(self.pidfile),
         ]  # fmt: skip
         self.proc = subprocess.Popen(
             args,
@@ -96,6 +130,7 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         client = redis.Redis(port=self.port)
         deadline = time.monotonic() + timeout_s
