@@ -149,6 +149,7 @@ async def run_demo(settings: Settings, *, seconds: float, rate: float, batch: in
             counts = poster.result()
             await loop.run_in_executor(None, runtime.client.wait_idle, 60.0)
             live.update(dash.render(0))
+        console.print()
         console.print(
             f"sent {counts.events_sent:,} events in {counts.requests:,} requests: "
             f"{counts.accepted:,} accepted, {counts.rejected:,} rejected, {counts.errors:,} failed"
