@@ -29,11 +29,21 @@ chanidx:{p}           set; network:channel of every channel hosted by channel pa
 
 from __future__ import annotations
 
+import functools
+import time
 from dataclasses import dataclass
 
 LATENCY_BUCKETS_MS: tuple[int, ...] = (
     1, 2, 5, 10, 20, 35, 50, 75, 100, 150, 250, 400, 600, 1000, 2000, 5000, 10000, 30000,
 )  # fmt: skip
+
+
+@functools.lru_cache(maxsize=256)
+def yyyymmdd(day: int) -> int:
+    """The UTC calendar day `day` (days since the epoch) as an int like 20261122: the
+    day part of leaderboard keys, shared by the projector that writes and the readers."""
+    t = time.gmtime(day * 86_400)
+    return t.tm_year * 10_000 + t.tm_mon * 100 + t.tm_mday
 
 
 @dataclass(frozen=True, slots=True)

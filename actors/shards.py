@@ -10,7 +10,6 @@ it hosts and commits their state, ledger entries, leaderboards, counters and its
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import os
 import time
@@ -20,7 +19,7 @@ import msgspec
 import redis
 
 from actors.config import RuntimeConfig
-from actors.keys import LATENCY_BUCKETS_MS, Keys
+from actors.keys import LATENCY_BUCKETS_MS, Keys, yyyymmdd
 from actors.lua import COMMIT, Commit
 from actors.stream import Entry, Fenced, StreamShard, parse_id
 from engine.channel import Changes, Channel, channel_decoder, channel_encoder
@@ -358,7 +357,7 @@ class LedgerProjector(StreamShard):
         for (nu, channel, day), amount in earned.items():
             network, _, uid = nu.partition(":")
             nc = f"{network}:{channel}"
-            day_key = keys.lb_day(nc, _day_number(day))
+            day_key = keys.lb_day(nc, yyyymmdd(day))
             day_keys.add(day_key)
             c.cmd("ZINCRBY", day_key, amount, uid)
             all_time[(nu, nc)] = all_time.get((nu, nc), 0) + amount
@@ -369,17 +368,6 @@ class LedgerProjector(StreamShard):
             c.cmd("EXPIRE", key, DAY_BOARD_TTL_S)
         c.cmd("HINCRBY", keys.stats, "entries_projected", count)
         _commit(self, self.script, c, entries)
-
-
-@functools.lru_cache(maxsize=64)
-def _day_number(day: int) -> int:
-    t = time.gmtime(day * DAY_S)
-    return t.tm_year * 10_000 + t.tm_mon * 100 + t.tm_mday
-
-
-def yyyymmdd(ts: float) -> int:
-    """The UTC date of `ts` as a number, e.g. 20261122 (leaderboard day keys)."""
-    return _day_number(int(ts // DAY_S))
 
 
 __all__ = ["ChannelShard", "LedgerProjector", "MemberShard", "day_of"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 from collections.abc import Callable, Mapping
 from typing import Any, cast
@@ -10,7 +9,7 @@ from typing import Any, cast
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from actors.keys import Keys
+from actors.keys import Keys, yyyymmdd
 from engine.channel import ChannelState, channel_decoder, events_per_s
 from engine.events import channel_key, member_key
 from engine.ledger import entry_decoder
@@ -23,7 +22,6 @@ PERIODS = ("all", *PERIOD_DAYS)
 DEFAULT_LIMIT = 50
 CHATTERS_WINDOW_S = 300
 _ID = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
-_EPOCH = dt.date(1970, 1, 1)
 
 TOP_OF_UNION = """#!lua flags=no-writes
 local args = {'ZUNION', #KEYS}
@@ -39,12 +37,6 @@ end
 return out
 """
 """KEYS: day zsets; ARGV: limit. The top `limit` of their union, best first (read-only)."""
-
-
-def yyyymmdd(day: int) -> int:
-    """The UTC calendar day `day` (days since the epoch) as an int like 20261122."""
-    d = _EPOCH + dt.timedelta(days=day)
-    return d.year * 10_000 + d.month * 100 + d.day
 
 
 def parse_int(query: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
