@@ -32,7 +32,6 @@ from engine.member import (
     MemberState,
     apply_credit,
     credits_decoder,
-    day_of,
     roll_over,
     state_decoder,
     state_encoder,
@@ -199,9 +198,6 @@ class ChannelShard(StreamShard):
                 blob = credit_encoder.encode(chunk)
                 c.cmd("XADD", self.keys.credits(m), "*", "c", blob, "t", first_ms, "n", len(chunk))
 
-    def channel_names(self) -> list[str]:
-        return sorted(self.channels)
-
 
 class MemberShard(StreamShard):
     kind = "member"
@@ -306,14 +302,6 @@ class MemberShard(StreamShard):
         c.cmd("HINCRBY", self.keys.latency, "count", sum(n for _, n in lat))
         c.cmd("HMAX", self.keys.latency, "max_ms", worst)
 
-    def member(self, key: str) -> MemberState | None:
-        with self.lock:
-            self._load({key})
-            return self.members.get(key)
-
-    def cached(self) -> int:
-        return len(self.members)
-
 
 class LedgerProjector(StreamShard):
     """Projects the ledger log of member shard m (ledgerlog:{m}) into what readers page and
@@ -368,6 +356,3 @@ class LedgerProjector(StreamShard):
             c.cmd("EXPIRE", key, DAY_BOARD_TTL_S)
         c.cmd("HINCRBY", keys.stats, "entries_projected", count)
         _commit(self, self.script, c, entries)
-
-
-__all__ = ["ChannelShard", "LedgerProjector", "MemberShard", "day_of"]

@@ -4,7 +4,8 @@ skip what was already applied, hand batches to `process`, which commits and ackn
 Exactly-once effect: `process` commits the state it changed together with the id of the
 last entry it applied (the offset) in one atomic step, then acknowledges. After a crash,
 entries at or below the committed offset are acknowledged without being applied again.
-A fencing epoch makes a stale instance (one that lost its shard to a newer one) stop.
+A fencing epoch, checked inside the commit script, makes a stale instance (one that lost
+its shard to a newer one) stop.
 """
 
 from __future__ import annotations
@@ -162,12 +163,6 @@ class StreamShard:
         if run:
             out.append(run)
         return out
-
-    def check_epoch(self, pipe: redis.client.Pipeline) -> None:
-        """Inside a WATCHed pipeline: stop if a newer instance of this shard exists."""
-        current = pipe.get(self.epoch_key)
-        if current is None or int(current) != self.epoch:
-            raise Fenced(self.consumer)
 
     # -- what subclasses provide ----------------------------------------------------------
     def process(self, entries: Sequence[Entry]) -> None:
