@@ -17,12 +17,12 @@ import msgspec
 from rich.console import Console, Group
 from rich.live import Live
 
+from actors.latency import histogram_percentiles
 from benchmarks.loadgen import LoadRun
 from benchmarks.plan import Burst, Endpoint, Phase, Plan, Traffic
 from benchmarks.procs import ProcessSampler
 from benchmarks.report import (
     histogram_delta,
-    histogram_percentiles,
     percentiles,
     run_row,
     runs_table,

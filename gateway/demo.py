@@ -11,7 +11,8 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from actors.keys import LATENCY_BUCKETS_MS, Keys
+from actors.keys import Keys
+from actors.latency import histogram_percentiles
 from engine.member import day_of, effective_streak, state_decoder
 from gateway.audit import audit
 from gateway.runtime import Runtime, start_gateway
@@ -19,27 +20,6 @@ from gateway.settings import Settings
 from gateway.simulator import PostCounts, SimulatedNetwork, post_forever
 
 REFRESH_S = 0.5
-
-
-def latency_percentiles(
-    hist: dict[bytes, bytes], qs: tuple[float, ...] = (0.5, 0.99)
-) -> list[float | None]:
-    """Percentiles (upper bucket bounds, ms) from the shards' latency histogram hash."""
-    counts = [(b, int(hist.get(str(b).encode(), 0))) for b in LATENCY_BUCKETS_MS]
-    counts.append((float("inf"), int(hist.get(b"inf", 0))))  # type: ignore[arg-type]
-    total = sum(n for _, n in counts)
-    out: list[float | None] = []
-    for q in qs:
-        if total == 0:
-            out.append(None)
-            continue
-        need, seen = q * total, 0
-        for bound, n in counts:
-            seen += n
-            if seen >= need:
-                out.append(float(bound))
-                break
-    return out
 
 
 class Dashboard:
@@ -66,7 +46,9 @@ class Dashboard:
         def rate(field: str) -> str:
             return f"{(stats.get(field, 0) - before.get(field, 0)) / dt:,.0f}/s"
 
-        p50, p99 = latency_percentiles(self.r.hgetall(self.keys.latency))
+        hist = {k.decode(): float(v) for k, v in self.r.hgetall(self.keys.latency).items()}
+        pct = histogram_percentiles(hist, hist.get("max_ms"))
+        p50, p99 = (pct["p50"], pct["p99"]) if pct else (None, None)
         head = Table(title="Rallypoint demo", show_header=False)
         head.add_column("metric")
         head.add_column("value", justify="right")
@@ -108,8 +90,8 @@ class Dashboard:
         return table
 
 
-def _ms(bound: float | None) -> str:
-    return "-" if bound is None else f"≤ {bound:,.0f} ms"
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f} ms"
 
 
 async def run_demo(settings: Settings, *, seconds: float, rate: float, batch: int) -> int:

@@ -11,8 +11,9 @@ import msgspec
 import pytest
 from aiohttp import web
 
+from actors.latency import histogram_percentiles
 from benchmarks.plan import CYCLE_TOKEN, Endpoint, Phase, Plan, Schedule, Templates, Traffic
-from benchmarks.report import histogram_percentiles, percentiles
+from benchmarks.report import percentiles
 from engine.events import decode_json_batch
 from engine.reference import Reference
 from engine.rules import NetworkRules, RuleBook
