@@ -10,6 +10,7 @@ it hosts and commits their state, ledger entries, leaderboards, counters and its
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import time
@@ -222,7 +223,7 @@ class MemberShard(StreamShard):
                 self.members[key] = state_decoder.decode(raw) if raw else MemberState()
         excess = len(self.members) - self.cfg.member_cache_max
         if excess > 0:  # passivate the oldest activations: their state is durable in Redis
-            for key in list(self.members)[:excess]:
+            for key in list(itertools.islice(self.members, excess)):
                 if key not in keys:
                     del self.members[key]
 
