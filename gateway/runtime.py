@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -87,7 +86,3 @@ def write_runtime_file(data_dir: Path, **info: object) -> Path:
     path = Path(data_dir) / "runtime.json"
     path.write_text(json.dumps(info, indent=2))
     return path
-
-
-async def wait_forever(stop: asyncio.Event) -> None:
-    await stop.wait()

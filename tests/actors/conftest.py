@@ -9,18 +9,15 @@ from actors.client import RallyClient
 from actors.config import RuntimeConfig
 from actors.keys import Keys
 from engine.events import Event, encode_events
-from engine.routing import shard_of
 from engine.rules import RuleBook
+from gateway.ingest import split_by_partition
 
 
 def append(r: redis.Redis, cfg: RuntimeConfig, events: list[Event]) -> None:
     """What the gateway does with an accepted batch: one entry per channel partition."""
     keys = Keys(cfg.namespace)
-    parts: dict[int, list[Event]] = {}
-    for ev in events:
-        parts.setdefault(shard_of(f"{ev.network}:{ev.channel}", cfg.channel_shards), []).append(ev)
     with r.pipeline(transaction=True) as pipe:
-        for p, part in parts.items():
+        for p, part in split_by_partition(events, cfg.channel_shards).items():
             pipe.xadd(keys.ingest(p), {"e": encode_events(part)})
         pipe.execute()
 
