@@ -18,9 +18,12 @@ import redis
 
 from actors.config import RuntimeConfig
 from actors.keys import Keys
+from actors.ledger_sink import LedgerSink
 from actors.scheduler import Scheduler
-from actors.shards import ChannelShard, LedgerProjector, MemberShard
+from actors.shards import ChannelShard, LedgerProjector, MemberShard, channel_progress_decoder
 from actors.stream import parse_id
+from engine.reference import FLUSH_MARGIN_S
+from engine.watermark import NEVER
 
 _OPTIONS: dict[str, Any] = {
     "num_cpus": 0,
@@ -32,6 +35,7 @@ ChannelShardActor = ray.remote(ChannelShard)
 MemberShardActor = ray.remote(MemberShard)
 SchedulerActor = ray.remote(Scheduler)
 LedgerProjectorActor = ray.remote(LedgerProjector)
+LedgerSinkActor = ray.remote(LedgerSink)
 
 
 def streams(keys: Keys, cfg: RuntimeConfig) -> list[str]:
@@ -59,14 +63,52 @@ def backlog(r: redis.Redis, keys: Keys, cfg: RuntimeConfig) -> int:
     return total
 
 
+def held(r: redis.Redis, keys: Keys, cfg: RuntimeConfig) -> int:
+    """Pending-log entries: what shards still hold back until their watermark passes it."""
+    pipe = r.pipeline(transaction=False)
+    for p in range(cfg.channel_shards):
+        pipe.xlen(keys.pending("channel", p))
+    for m in range(cfg.member_shards):
+        pipe.xlen(keys.pending("member", m))
+    return sum(pipe.execute())
+
+
+def flush(r: redis.Redis, keys: Keys, cfg: RuntimeConfig) -> float | None:
+    """Move every partition's watermark past the newest time any of them has seen (a clock
+    entry, as the scheduler's watch clock appends), so everything held back is applied.
+    Only what was appended before this is covered. Returns the new watermark, if any."""
+    raw = r.hmget(keys.wmark, [f"channel:{p}" for p in range(cfg.channel_shards)])
+    newest = max((channel_progress_decoder.decode(b).newest for b in raw if b), default=None)
+    if newest is None or newest == NEVER:
+        return None
+    with r.pipeline(transaction=True) as pipe:
+        for p in range(cfg.channel_shards):
+            pipe.xadd(keys.ingest(p), {"clock": repr(newest + cfg.lateness_s + FLUSH_MARGIN_S)})
+        pipe.execute()
+    return newest + FLUSH_MARGIN_S
+
+
 def wait_idle(
-    r: redis.Redis, keys: Keys, cfg: RuntimeConfig, timeout_s: float, poll_s: float = 0.05
+    r: redis.Redis,
+    keys: Keys,
+    cfg: RuntimeConfig,
+    timeout_s: float,
+    poll_s: float = 0.05,
+    *,
+    flush_held: bool = True,
 ) -> bool:
-    """Wait until every appended entry has been applied; False on timeout."""
+    """Wait until every appended entry has been applied and nothing is held back (flushing
+    the watermark once the logs are drained, unless `flush_held` is False: a stopped
+    deployment is only looked at); False on timeout."""
     deadline = time.monotonic() + timeout_s
+    flushed = not flush_held
     while True:
         if backlog(r, keys, cfg) == 0:
-            return True
+            if held(r, keys, cfg) == 0:
+                return True
+            if not flushed:
+                flushed = flush(r, keys, cfg) is not None
+                continue
         if time.monotonic() >= deadline:
             return False
         time.sleep(poll_s)
@@ -81,6 +123,7 @@ class RallyClient:
         self.member_shards: list[Any] = []
         self.projectors: list[Any] = []
         self.scheduler: Any = None
+        self.sink: Any = None
 
     def start(self, *, scheduler: bool = True) -> RallyClient:
         ns = self.cfg.namespace
@@ -96,6 +139,8 @@ class RallyClient:
             ChannelShardActor.options(name=f"{ns}-channel-{i}", **_OPTIONS).remote(self.cfg, i)
             for i in range(self.cfg.channel_shards)
         ]
+        if self.cfg.archive_path:
+            self.sink = LedgerSinkActor.options(name=f"{ns}-archive", **_OPTIONS).remote(self.cfg)
         if scheduler:
             self.scheduler = SchedulerActor.options(name=f"{ns}-scheduler", **_OPTIONS).remote(
                 self.cfg
@@ -105,13 +150,15 @@ class RallyClient:
         return self
 
     def actors(self) -> list[Any]:
-        extra = [self.scheduler] if self.scheduler is not None else []
+        extra = [a for a in (self.sink, self.scheduler) if a is not None]
         return [*self.channel_shards, *self.member_shards, *self.projectors, *extra]
 
     def pids(self) -> dict[str, int]:
         out = {f"channel-{i}": ray.get(a.pid.remote()) for i, a in enumerate(self.channel_shards)}
         out |= {f"member-{i}": ray.get(a.pid.remote()) for i, a in enumerate(self.member_shards)}
         out |= {f"ledger-{i}": ray.get(a.pid.remote()) for i, a in enumerate(self.projectors)}
+        if self.sink is not None:
+            out["archive"] = ray.get(self.sink.pid.remote())
         if self.scheduler is not None:
             out["scheduler"] = ray.get(self.scheduler.pid.remote())
         return out
@@ -133,6 +180,11 @@ class RallyClient:
         return wait_idle(self.r, self.keys, self.cfg, timeout_s, poll_s)
 
     def stop(self) -> None:
+        if self.sink is not None:  # let it commit what it read: the archive file closes cleanly
+            try:
+                ray.get(self.sink.stop.remote(), timeout=30)
+            except Exception:  # already gone
+                pass
         for a in self.actors():
             try:
                 ray.kill(a, no_restart=True)
@@ -140,3 +192,4 @@ class RallyClient:
                 pass
         self.channel_shards, self.member_shards, self.projectors = [], [], []
         self.scheduler = None
+        self.sink = None

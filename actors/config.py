@@ -15,12 +15,27 @@ class RuntimeConfig(msgspec.Struct, frozen=True, kw_only=True):
     read_count: int = 2_000
     """Most stream entries a shard reads per XREADGROUP."""
     block_ms: int = 50
+    max_entry_failures: int = 5
+    """A stream entry whose processing fails this many times goes to the dead-letter stream."""
     dedupe_days: int = 2
     """Event ids are remembered for this many UTC days (today and the days before)."""
+    lateness_s: float = 2.0
+    """Allowed lateness: events are applied in event-time order once the watermark (the
+    newest event time seen, minus this) has passed them; an event older than the watermark
+    when read is late (see README, "Event time")."""
+    max_event_age_s: float = 3_600.0
+    """The gateway rejects events older than this (by the server clock); also the dedupe window."""
+    max_future_s: float = 60.0
+    """The gateway rejects events dated more than this ahead of the server clock."""
     watch_clock_interval_s: float = 10.0
     """How often the scheduler advances every channel's clock; 0 turns it off."""
     streak_rollover: bool = True
     member_cache_max: int = 2_000_000
-    ledger_sink: bool = False
+    ledger_recent: int = 100
+    """Ledger entries kept in Redis per member (the newest); older pages come from the archive."""
+    archive_path: str = ""
+    """The DuckDB ledger archive; "" = none: no ledger sink runs and ledgerlog is never trimmed."""
+    trim_interval_s: float = 1.0
+    """How often the scheduler trims the streams to what every consumer committed; 0 = never."""
     rules: dict[str, Any] = {}
     """engine.rules.RuleBook.to_builtins()"""

@@ -25,6 +25,11 @@ latency               hash; ingest->credit latency histogram: field = bucket upp
                       (see LATENCY_BUCKETS_MS) or "inf" -> count; "sum_ms", "count", "max_ms".
 epoch:{kind}:{i}      string; fencing epoch of shard i: a commit from an older instance is refused.
 chanidx:{p}           set; network:channel of every channel hosted by channel partition p.
+wmark                 hash; "channel:{p}" / "member:{m}" -> msgpack event-time progress of that shard
+                      (watermark, newest time seen; a member shard: every partition's watermark).
+pending:{kind}:{i}    stream; what shard i holds back until its watermark passes it (events of a
+                      channel shard, credits of a member shard), appended per commit with the id of
+                      the input entry it came from; the shard trims what it has released.
 """
 
 from __future__ import annotations
@@ -108,6 +113,13 @@ class Keys:
 
     def chanidx(self, p: int) -> str:
         return self.k("chanidx", p)
+
+    @property
+    def wmark(self) -> str:
+        return self.k("wmark")
+
+    def pending(self, kind: str, i: int) -> str:
+        return self.k("pending", kind, i)
 
     @property
     def sched_jobs(self) -> str:

@@ -22,6 +22,7 @@ import redis
 
 from actors.config import RuntimeConfig
 from actors.keys import Keys
+from actors.trim import trim_streams
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +138,7 @@ class Scheduler:
             "watch_clock": self._watch_clock,
             "streak_rollover": self._streak_rollover,
             "incr": self._incr,
+            "trim": self._trim,
         }
         self.handlers.update(handlers or {})
         self.runs = 0
@@ -146,13 +148,14 @@ class Scheduler:
             self.thread.start()
 
     def ensure_system_jobs(self, now: float) -> None:
-        """The jobs every deployment has: the watch clock and the daily streak rollover."""
+        """The jobs every deployment has: the watch clock and the stream trimmer. (The daily
+        streak rollover is run by the member shards when their watermark enters a new day.)"""
         if self.cfg.watch_clock_interval_s > 0:
             job = Job("system:watch_clock", "watch_clock", self.cfg.watch_clock_interval_s)
             self.store.add(job, now + self.cfg.watch_clock_interval_s)
-        if self.cfg.streak_rollover:
-            midnight = (math.floor(now / 86_400) + 1) * 86_400 + 5
-            self.store.add(Job("system:streak_rollover", "streak_rollover", 86_400.0), midnight)
+        if self.cfg.trim_interval_s > 0:
+            job = Job("system:trim", "trim", self.cfg.trim_interval_s)
+            self.store.add(job, now + self.cfg.trim_interval_s)
 
     def run_due(self, now: float | None = None) -> int:
         """Claim and run every due job once; returns how many ran."""
@@ -191,11 +194,12 @@ class Scheduler:
             pipe.execute()
 
     def _streak_rollover(self, job: Job, due: float) -> None:
-        today = math.floor(time.time() / 86_400)
-        with self.r.pipeline(transaction=False) as pipe:
-            for m in range(self.cfg.member_shards):
-                pipe.xadd(self.keys.credits(m), {"roll": today})
-            pipe.execute()
+        """Retired: member shards roll streaks over on their watermark. A deployment that
+        still has the job drops it."""
+        self.store.remove(job.id)
+
+    def _trim(self, job: Job, due: float) -> None:
+        trim_streams(self.r, self.keys, self.cfg)
 
     def _incr(self, job: Job, due: float) -> None:
         """A test and diagnostics job: count a run in a Redis hash."""

@@ -1,10 +1,13 @@
 """The shard actors: each hosts many virtual channel or member actors, chosen by a stable hash.
 
-ChannelShard p consumes ingest:{p}: deduplicates events by id, applies them to the channel
-actors it hosts, and commits channel state, presence, chatters, the dedupe set and the
-resulting credits (appended to credits:{m} of each member shard) with its offset in one
-atomic COMMIT. MemberShard m consumes credits:{m}: applies the credits to the member actors
-it hosts and commits their state, ledger entries, leaderboards, counters and its offset.
+ChannelShard p consumes ingest:{p}: deduplicates events by id, holds them back until the
+partition's watermark passes them (engine.watermark), applies them to the channel actors
+it hosts in (ts, network, id) order, and commits channel state, presence, chatters, the
+dedupe set, what it still holds back, its progress and the resulting credits (appended to
+credits:{m} of each member shard, with its watermark) with its offset in one atomic COMMIT.
+MemberShard m consumes credits:{m}: holds credits back until every partition's watermark
+has passed them, applies them to the member actors it hosts in (ts, network, id) order and
+commits their state, ledger entries, counters, what it holds back and its offset.
 """
 
 from __future__ import annotations
@@ -12,17 +15,19 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import math
 import os
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import msgspec
 import redis
 
 from actors.config import RuntimeConfig
 from actors.keys import LATENCY_BUCKETS_MS, Keys, yyyymmdd
-from actors.lua import COMMIT, Commit
-from actors.stream import Entry, Fenced, StreamShard, parse_id
+from actors.lua import Arg, Commit
+from actors.stream import Entry, StreamShard, parse_id
 from engine.channel import Changes, Channel, channel_decoder, channel_encoder
 from engine.events import Event, decode_events
 from engine.ledger import Entry as LedgerEntry
@@ -37,8 +42,10 @@ from engine.member import (
     state_decoder,
     state_encoder,
 )
+from engine.reference import credit_key, event_key
 from engine.routing import shard_of
 from engine.rules import EarnRules, NetworkRules, RuleBook
+from engine.watermark import NEVER, ReorderBuffer
 
 log = logging.getLogger(__name__)
 
@@ -53,30 +60,131 @@ ledger_encoder = entry_encoder
 ledger_decoder = msgspec.msgpack.Decoder(list[LedgerEntry])
 
 
-def _commit(shard: StreamShard, script: object, c: Commit, entries: Sequence[Entry]) -> None:
-    ids = [eid for eid, _ in entries]
-    k = shard.keys
-    args = c.args(shard.epoch_key, shard.epoch, shard.stream, shard.group, k.offsets, ids[-1], ids)
-    try:
-        script(args=args)  # type: ignore[operator]
-    except redis.ResponseError as err:
-        if str(err).startswith("FENCED"):
-            raise Fenced(shard.consumer) from err
-        raise
+class HeldEvents(msgspec.Struct, array_like=True):
+    """A pending-log entry of a channel shard: events held back, with their ingest times."""
+
+    items: list[Event]
+    accepted_ms: list[int]
+
+
+class HeldCredits(msgspec.Struct, array_like=True):
+    """A pending-log entry of a member shard: credits held back, with their ingest times."""
+
+    items: list[Credit]
+    accepted_ms: list[int]
+
+
+class PendingLog:
+    """What a shard holds back until its watermark passes it, made durable: each commit
+    appends the items it left held (entry id = the commit's last input entry id, so ids
+    only grow) and trims the entries whose every item has been released."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.entries: list[tuple[bytes, float]] = []  # (entry id, newest item ts in it)
+
+    def load(self, r: redis.Redis, decoder: msgspec.msgpack.Decoder[Any]) -> list[Any]:
+        self.entries = []
+        out: list[Any] = []
+        for entry_id, fields in r.xrange(self.key):
+            held = decoder.decode(fields[b"b"])
+            newest = max((item.ts for item in held.items), default=NEVER)
+            self.entries.append((entry_id, newest))
+            out.append(held)
+        return out
+
+    def append(self, c: Commit, entry_id: bytes, items: list[Any], accepted_ms: list[int]) -> None:
+        if not items:
+            return
+        c.cmd("XADD", self.key, entry_id, "b", held_encoder.encode([items, accepted_ms]))
+        self.entries.append((entry_id, max(item.ts for item in items)))
+
+    def trim(self, c: Commit, watermark: float, last_id: bytes) -> None:
+        """Drop the entries before the first one still holding an item not yet released."""
+        first_held = next((i for i, (_, ts) in enumerate(self.entries) if ts >= watermark), None)
+        if first_held == 0 or not self.entries:
+            return
+        if first_held is None:
+            ms, seq = parse_id(last_id)
+            minid = f"{ms}-{seq + 1}"
+            self.entries = []
+        else:
+            minid = self.entries[first_held][0].decode()
+            self.entries = self.entries[first_held:]
+        c.cmd("XTRIM", self.key, "MINID", minid)
+
+
+held_encoder = msgspec.msgpack.Encoder()
+held_events_decoder = msgspec.msgpack.Decoder(HeldEvents)
+held_credits_decoder = msgspec.msgpack.Decoder(HeldCredits)
+
+
+class ChannelProgress(msgspec.Struct, array_like=True):
+    """A channel shard's event-time progress (committed with its batch)."""
+
+    newest: float = NEVER
+    """The newest time observed in the partition's log (event times, frontier marks, clock)."""
+    watermark: float = NEVER
+
+
+class MemberProgress(msgspec.Struct, array_like=True):
+    """A member shard's event-time progress (committed with its batch)."""
+
+    watermark: float = NEVER
+    partitions: list[float] = []
+    """The watermark each channel partition last published."""
+    roll_day: int = -1
+    """The UTC day of the last streak rollover started."""
+    roll_cursor: int = 0
+    """Where the running rollover's HSCAN of member states stands (0: done)."""
+
+
+progress_encoder = msgspec.msgpack.Encoder()
+channel_progress_decoder = msgspec.msgpack.Decoder(ChannelProgress)
+member_progress_decoder = msgspec.msgpack.Decoder(MemberProgress)
+accepted_decoder = msgspec.msgpack.Decoder(list[int])
 
 
 class ChannelShard(StreamShard):
+    """Reads ingest:{p}; holds events back until the partition's watermark passes them, then
+    applies them to its channels in (ts, network, id) order and publishes its watermark with
+    the credits to every member shard."""
+
     kind = "channel"
 
     def __init__(self, cfg: RuntimeConfig, index: int) -> None:
         self.book = RuleBook.from_builtins(cfg.rules)
         self.channels: dict[str, Channel] = {}
-        self.script = redis.Redis.from_url(cfg.redis_url).register_script(COMMIT)
-        super().__init__(cfg, index, Keys(cfg.namespace).ingest(index))
+        self.held: ReorderBuffer[tuple[Event, int]] = ReorderBuffer(cfg.lateness_s)
+        self.progress = ChannelProgress()
+        self.loaded = False
+        self.next_tick_ts = -math.inf
+        keys = Keys(cfg.namespace)
+        self.pending = PendingLog(keys.pending("channel", index))
+        self.progress_field = f"channel:{index}"
+        super().__init__(cfg, index, keys.ingest(index))
         self.chanidx = self.keys.chanidx(index)
 
     def reset(self) -> None:
         self.channels.clear()
+        self.held.clear()
+        self.loaded = False
+
+    def _ensure_loaded(self) -> None:
+        """Everything this partition hosts, from what Redis has committed: its channels
+        (the watermark moves every channel's clock), progress and held-back events."""
+        if self.loaded:
+            return
+        raw = self.r.hget(self.keys.wmark, self.progress_field)
+        self.progress = channel_progress_decoder.decode(raw) if raw else ChannelProgress()
+        self.held = ReorderBuffer(self.cfg.lateness_s, self.progress.watermark)
+        for held in self.pending.load(self.r, held_events_decoder):
+            for ev, ms in zip(held.items, held.accepted_ms, strict=True):
+                if ev.ts >= self.progress.watermark:
+                    self.held.push(ev.ts, event_key(ev), (ev, ms))
+        self._load({m.decode() for m in self.r.smembers(self.chanidx)})
+        self.next_tick_ts = -math.inf
+        self.loaded = True
 
     def _load(self, names: set[str]) -> None:
         names = {n for n in names if n not in self.channels}
@@ -100,8 +208,8 @@ class ChannelShard(StreamShard):
                 {k.decode(): float(s) for k, s in chatters},
             )
 
-    def _dedupe(self, events: list[Event], now: float) -> tuple[list[Event], list[str]]:
-        keys = [f"{e.network}:{e.id}" for e in events]
+    def _dedupe(self, events: list[Event], now: float) -> tuple[list[bool], list[str]]:
+        keys = [event_key(e) for e in events]
         seen: set[str] = set()
         if keys:
             today = int(now // DAY_S)
@@ -110,50 +218,83 @@ class ChannelShard(StreamShard):
                 pipe.smismember(self.keys.seen(self.index, today - d), keys)
             for hits in pipe.execute():
                 seen.update(k for k, hit in zip(keys, hits, strict=True) if hit)
-        fresh: list[Event] = []
+        fresh: list[bool] = []
         fresh_keys: list[str] = []
-        for k, ev in zip(keys, events, strict=True):
-            if k not in seen:
+        for k in keys:
+            is_fresh = k not in seen
+            fresh.append(is_fresh)
+            if is_fresh:
                 seen.add(k)
-                fresh.append(ev)
                 fresh_keys.append(k)
         return fresh, fresh_keys
 
-    def process(self, entries: Sequence[Entry]) -> None:
-        now = time.time()
-        events: list[Event] = []
-        clocks: list[float] = []
-        for _, fields in entries:
+    def _admit(
+        self, entries: Sequence[Entry], now: float
+    ) -> tuple[list[tuple[Event, int]], int, int, int]:
+        """Read the log in order: deduplicate, hold back, and move the watermark. Returns the
+        newly held events, how many events were read, the fresh events' keys and how many
+        were late."""
+        decoded: list[tuple[int, list[Event], dict[bytes, bytes]]] = []
+        everything: list[Event] = []
+        for entry_id, fields in entries:
             blob = fields.get(b"e")
-            if blob is not None:
-                events.extend(decode_events(blob))
-            elif b"clock" in fields:
-                clocks.append(float(fields[b"clock"]))
-        first_ms = parse_id(entries[0][0])[0]
-        fresh, fresh_keys = self._dedupe(events, now)
-        names = {f"{e.network}:{e.channel}" for e in fresh}
-        new = names - self.channels.keys()
-        if clocks:
-            names |= {m.decode() for m in self.r.smembers(self.chanidx)}
-        self._load(names)
+            events = decode_events(blob) if blob is not None else []
+            decoded.append((parse_id(entry_id)[0], events, fields))
+            everything.extend(events)
+        fresh, fresh_keys = self._dedupe(everything, now)
+        held, progress = self.held, self.progress
+        new: list[tuple[Event, int]] = []
+        i = late = 0
+        for ms, events, fields in decoded:
+            accepted_s = ms / 1000
+            for ev in events:
+                ok = fresh[i]
+                i += 1
+                if not ok:
+                    continue
+                observed = min(ev.ts, accepted_s)
+                ts, is_late = held.admit(ev.ts)
+                if is_late:
+                    late += 1
+                    ev = msgspec.structs.replace(ev, ts=ts)
+                held.push(ts, event_key(ev), (ev, ms))
+                new.append((ev, ms))
+                held.observe(observed)
+                progress.newest = max(progress.newest, observed)
+            for mark in (fields.get(b"f"), fields.get(b"clock")):
+                if mark is not None:
+                    t = float(mark)
+                    held.observe(t)
+                    progress.newest = max(progress.newest, t)
+        return new, len(everything), fresh_keys, late
+
+    def process(self, entries: Sequence[Entry]) -> None:
+        self._ensure_loaded()
+        now = time.time()
+        now_ms = int(now * 1000)
+        before = self.progress.watermark
+        new, read, fresh_keys, late = self._admit(entries, now)
+        watermark = self.held.watermark
+        released = self.held.release()
+        names = {f"{ev.network}:{ev.channel}" for ev, _ in released}
+        new_channels = names - self.channels.keys()
         credits: list[Credit] = []
+        accepted: list[int] = []
         changes: dict[str, Changes] = {}
-        for ev in fresh:
+        for ev, ms in released:
             nc = f"{ev.network}:{ev.channel}"
+            channel = self.channels.get(nc)
+            if channel is None:
+                channel = self.channels[nc] = Channel(ev.network, ev.channel)
+                self.next_tick_ts = -math.inf  # a new channel: its first tick is unknown
             chg = changes.get(nc)
             if chg is None:
                 chg = changes[nc] = Changes()
-            earn = self.book.earn(ev.network, ev.channel)
-            self.channels[nc].apply(ev, earn, now, chg, credits)
-        c_trims: list[tuple[str, float]] = []
-        for t in clocks:
-            for nc, channel in self.channels.items():
-                earn = self.book.earn(channel.network, channel.channel)
-                channel.advance(t, earn, credits)
-                changes.setdefault(nc, Changes())
-                horizon = t - earn.active_chatter_window_s - 3600
-                if channel.forget_chatters_before(horizon):
-                    c_trims.append((nc, horizon))
+            channel.apply(ev, self.book.earn(ev.network, ev.channel), now, chg, credits)
+            accepted.extend([ms] * (len(credits) - len(accepted)))
+        c_trims = self._advance_all(watermark, credits, changes)
+        accepted.extend([now_ms] * (len(credits) - len(accepted)))
+        self.progress.watermark = watermark
         c = Commit()
         self._write_channels(c, changes)
         for nc, horizon in c_trims:
@@ -162,13 +303,40 @@ class ChannelShard(StreamShard):
             seen_key = self.keys.seen(self.index, int(now // DAY_S))
             c.many("SADD", seen_key, fresh_keys)
             c.cmd("EXPIRE", seen_key, (self.cfg.dedupe_days + 1) * DAY_S)
-        if new:
-            c.many("SADD", self.chanidx, sorted(new))
-        self._route(c, credits, first_ms)
-        c.cmd("HINCRBY", self.keys.stats, "events_applied", len(fresh))
-        if len(events) != len(fresh):
-            c.cmd("HINCRBY", self.keys.stats, "events_dup", len(events) - len(fresh))
-        _commit(self, self.script, c, entries)
+        if new_channels:
+            c.many("SADD", self.chanidx, sorted(new_channels))
+        last_id = entries[-1][0]
+        still = [(ev, ms) for ev, ms in new if ev.ts >= watermark]
+        self.pending.append(c, last_id, [ev for ev, _ in still], [ms for _, ms in still])
+        self.pending.trim(c, watermark, last_id)
+        self._route(c, credits, accepted, publish=watermark > before)
+        c.cmd("HSET", self.keys.wmark, self.progress_field, progress_encoder.encode(self.progress))
+        c.cmd("HINCRBY", self.keys.stats, "events_applied", len(fresh_keys))
+        if read != len(fresh_keys):
+            c.cmd("HINCRBY", self.keys.stats, "events_dup", read - len(fresh_keys))
+        if late:
+            c.cmd("HINCRBY", self.keys.stats, "events_late", late)
+        self.commit(c, entries)
+
+    def _advance_all(
+        self, watermark: float, credits: list[Credit], changes: dict[str, Changes]
+    ) -> list[tuple[str, float]]:
+        """Every hosted channel's clock follows the watermark (only when some channel has a
+        watch tick to pass: most batches pass none). Chat times too old to earn a bonus go."""
+        if watermark < self.next_tick_ts:
+            return []
+        trims: list[tuple[str, float]] = []
+        next_tick = math.inf
+        for nc, channel in self.channels.items():
+            earn = self.book.earn(channel.network, channel.channel)
+            if channel.advance(watermark, earn, credits):
+                changes.setdefault(nc, Changes())
+                horizon = watermark - earn.active_chatter_window_s - 3600
+                if channel.forget_chatters_before(horizon):
+                    trims.append((nc, horizon))
+            next_tick = min(next_tick, channel.next_tick_ts(earn))
+        self.next_tick_ts = next_tick
+        return trims
 
     def _write_channels(self, c: Commit, changes: dict[str, Changes]) -> None:
         states: list[bytes | str] = []
@@ -185,33 +353,67 @@ class ChannelShard(StreamShard):
         if states:
             c.many("HSET", self.keys.cstate, states, width=2)
 
-    def _route(self, c: Commit, credits: list[Credit], first_ms: int) -> None:
-        if not credits:
-            return
-        by_shard: dict[int, list[Credit]] = {}
+    def _route(self, c: Commit, credits: list[Credit], accepted: list[int], publish: bool) -> None:
+        """Credits to their member shards; every member shard hears the new watermark."""
+        by_shard: dict[int, list[int]] = {}
         shards = self.cfg.member_shards
-        for cr in credits:
-            by_shard.setdefault(shard_of(f"{cr.network}:{cr.user_id}", shards), []).append(cr)
+        for i, cr in enumerate(credits):
+            by_shard.setdefault(shard_of(f"{cr.network}:{cr.user_id}", shards), []).append(i)
+        mark = repr(self.progress.watermark)
         step = CREDITS_PER_ENTRY
-        for m, part in sorted(by_shard.items()):
-            for i in range(0, len(part), step):
+        for m in range(shards):
+            part = by_shard.get(m, [])
+            if not part and not publish:
+                continue
+            for i in range(0, max(len(part), 1), step):
                 chunk = part[i : i + step]
-                blob = credit_encoder.encode(chunk)
-                c.cmd("XADD", self.keys.credits(m), "*", "c", blob, "t", first_ms, "n", len(chunk))
+                fields: list[Arg] = ["p", self.index, "w", mark, "n", len(chunk)]
+                if chunk:
+                    fields += [
+                        "c", credit_encoder.encode([credits[j] for j in chunk]),
+                        "a", credit_encoder.encode([accepted[j] for j in chunk]),
+                    ]  # fmt: skip
+                c.cmd("XADD", self.keys.credits(m), "*", *fields)
 
 
 class MemberShard(StreamShard):
+    """Reads credits:{m}; holds credits back until every channel partition's watermark has
+    passed them, then applies them to its members in (ts, network, id) order."""
+
     kind = "member"
     max_items_per_commit = 100_000  # state and a ledger log append: cheap per item
+    roll_scan_count = 5_000
 
     def __init__(self, cfg: RuntimeConfig, index: int) -> None:
         self.book = RuleBook.from_builtins(cfg.rules)
         self.members: dict[str, MemberState] = {}
-        self.script = redis.Redis.from_url(cfg.redis_url).register_script(COMMIT)
-        super().__init__(cfg, index, Keys(cfg.namespace).credits(index))
+        self.held: ReorderBuffer[tuple[Credit, int]] = ReorderBuffer(0.0)
+        self.progress = MemberProgress()
+        self.loaded = False
+        keys = Keys(cfg.namespace)
+        self.pending = PendingLog(keys.pending("member", index))
+        self.progress_field = f"member:{index}"
+        super().__init__(cfg, index, keys.credits(index))
 
     def reset(self) -> None:
         self.members.clear()
+        self.held.clear()
+        self.loaded = False
+
+    def _ensure_loaded(self) -> None:
+        if self.loaded:
+            return
+        raw = self.r.hget(self.keys.wmark, self.progress_field)
+        self.progress = member_progress_decoder.decode(raw) if raw else MemberProgress()
+        parts = self.progress.partitions
+        wanted = self.cfg.channel_shards
+        self.progress.partitions = (parts + [NEVER] * wanted)[:wanted]
+        self.held = ReorderBuffer(0.0, self.progress.watermark)
+        for held in self.pending.load(self.r, held_credits_decoder):
+            for cr, ms in zip(held.items, held.accepted_ms, strict=True):
+                if cr.ts >= self.progress.watermark:
+                    self.held.push(cr.ts, credit_key(cr), (cr, ms))
+        self.loaded = True
 
     def _load(self, keys: set[str]) -> None:
         missing = [k for k in keys if k not in self.members]
@@ -227,24 +429,41 @@ class MemberShard(StreamShard):
                 if key not in keys:
                     del self.members[key]
 
-    def process(self, entries: Sequence[Entry]) -> None:
-        credits: list[Credit] = []
-        lat: list[tuple[int, int]] = []
-        rolls: list[int] = []
+    def _admit(self, entries: Sequence[Entry]) -> tuple[list[tuple[Credit, int]], int]:
+        held, parts = self.held, self.progress.partitions
+        new: list[tuple[Credit, int]] = []
+        late = 0
         for _, fields in entries:
             blob = fields.get(b"c")
             if blob is not None:
-                part = credits_decoder.decode(blob)
-                credits.extend(part)
-                lat.append((int(fields[b"t"]), len(part)))
-            elif b"roll" in fields:
-                rolls.append(int(fields[b"roll"]))
-        self._load({f"{c.network}:{c.user_id}" for c in credits})
+                credits = credits_decoder.decode(blob)
+                accepted = accepted_decoder.decode(fields[b"a"])
+                for cr, ms in zip(credits, accepted, strict=True):
+                    ts, is_late = held.admit(cr.ts)
+                    if is_late:  # a channel shard never sends one: its watermark covers it
+                        late += 1
+                        cr = msgspec.structs.replace(cr, ts=ts)
+                    held.push(ts, credit_key(cr), (cr, ms))
+                    new.append((cr, ms))
+            mark = fields.get(b"w")
+            if mark is not None:
+                p = int(fields[b"p"])
+                if p < len(parts):
+                    parts[p] = max(parts[p], float(mark))
+        held.advance_to(min(parts))
+        return new, late
+
+    def process(self, entries: Sequence[Entry]) -> None:
+        self._ensure_loaded()
+        new, late = self._admit(entries)
+        watermark = self.held.watermark
+        released = self.held.release()
+        self._load({f"{cr.network}:{cr.user_id}" for cr, _ in released})
         out = Applied()
         changed: set[str] = set()
         book, members = self.book, self.members
         rules: dict[tuple[str, str], tuple[NetworkRules, EarnRules]] = {}
-        for cr in credits:
+        for cr, _ in released:
             key = f"{cr.network}:{cr.user_id}"
             found = rules.get((cr.network, cr.channel))
             if found is None:
@@ -252,12 +471,51 @@ class MemberShard(StreamShard):
                 rules[(cr.network, cr.channel)] = found
             apply_credit(members[key], cr, found[0], found[1], out)
             changed.add(key)
-        for today in rolls:
-            changed.update(k for k, st in self.members.items() if roll_over(st, today))
+        self.progress.watermark = watermark
+        changed |= self._roll_over(watermark)
         c = Commit()
         self._write(c, changed, out)
-        self._count(c, len(credits), len(out.entries), lat)
-        _commit(self, self.script, c, entries)
+        last_id = entries[-1][0]
+        still = [(cr, ms) for cr, ms in new if cr.ts >= watermark]
+        self.pending.append(c, last_id, [cr for cr, _ in still], [ms for _, ms in still])
+        self.pending.trim(c, watermark, last_id)
+        c.cmd("HSET", self.keys.wmark, self.progress_field, progress_encoder.encode(self.progress))
+        if late:
+            c.cmd("HINCRBY", self.keys.stats, "credits_late", late)
+        self._count(c, len(released), len(out.entries), [(ms, 1) for _, ms in released])
+        self.commit(c, entries)
+
+    def _roll_over(self, watermark: float) -> set[str]:
+        """The daily streak rollover, once the watermark enters a new UTC day: members who
+        missed the day before lose their streak. It scans every member state in Redis (not
+        only the cached ones), a bounded chunk per commit; this shard changes only its own."""
+        if not self.cfg.streak_rollover or watermark == NEVER:
+            return set()
+        pr = self.progress
+        today = int(watermark // DAY_S)
+        if pr.roll_day < 0:
+            pr.roll_day = today
+        elif today > pr.roll_day and pr.roll_cursor == 0:
+            pr.roll_day = today
+            pr.roll_cursor = -1  # started: the first HSCAN has cursor 0
+        if pr.roll_cursor == 0:
+            return set()
+        cursor, found = self.r.hscan(
+            self.keys.mstate, max(pr.roll_cursor, 0), count=self.roll_scan_count
+        )
+        pr.roll_cursor = int(cursor)
+        changed: set[str] = set()
+        shards = self.cfg.member_shards
+        for raw_key, raw in found.items():
+            key = raw_key.decode()
+            if shard_of(key, shards) != self.index:
+                continue
+            state = self.members.get(key)
+            if state is None:
+                state = self.members[key] = state_decoder.decode(raw)
+            if roll_over(state, pr.roll_day):
+                changed.add(key)
+        return changed
 
     def _write(self, c: Commit, changed: set[str], out: Applied) -> None:
         """Member state and the batch's ledger entries (one blob on ledgerlog:{m}); the
@@ -306,8 +564,9 @@ class MemberShard(StreamShard):
 
 class LedgerProjector(StreamShard):
     """Projects the ledger log of member shard m (ledgerlog:{m}) into what readers page and
-    rank: each member's ledger list, the channel leaderboards (all time and by day) and each
-    member's standing per channel. Exactly once, like the shards: offset and writes commit
+    rank: each member's most recent ledger entries (`ledger_recent` of them; the archive
+    holds them all), the channel leaderboards (all time and by day) and each member's
+    standing per channel. Exactly once, like the shards: offset and writes commit
     together. Balances never wait for it; history and leaderboards trail by a batch."""
 
     kind = "ledger"
@@ -319,7 +578,6 @@ class LedgerProjector(StreamShard):
     def __init__(self, cfg: RuntimeConfig, index: int) -> None:
         with contextlib.suppress(OSError):
             os.nice(self.nice)
-        self.script = redis.Redis.from_url(cfg.redis_url).register_script(COMMIT)
         super().__init__(cfg, index, Keys(cfg.namespace).ledgerlog(index))
 
     def process(self, entries: Sequence[Entry]) -> None:
@@ -339,8 +597,10 @@ class LedgerProjector(StreamShard):
                 k = (nu, e.channel, int(e.ts // DAY_S))
                 earned[k] = earned.get(k, 0) + e.amount
         c = Commit()
+        recent = self.cfg.ledger_recent
         for nu, blobs in ledgers.items():
-            c.push(keys.ledger(nu), blobs)
+            c.push(keys.ledger(nu), blobs[-recent:])
+            c.cmd("LTRIM", keys.ledger(nu), -recent, -1)  # older pages: the archive
         all_time: dict[tuple[str, str], int] = {}
         day_keys: set[str] = set()
         for (nu, channel, day), amount in earned.items():
@@ -356,4 +616,4 @@ class LedgerProjector(StreamShard):
         for key in day_keys:
             c.cmd("EXPIRE", key, DAY_BOARD_TTL_S)
         c.cmd("HINCRBY", keys.stats, "entries_projected", count)
-        _commit(self, self.script, c, entries)
+        self.commit(c, entries)

@@ -75,6 +75,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-duration", type=_positive(float), default=d.batch_duration_s,
                    help="seconds of each saturating run in batches")  # fmt: skip
     p.add_argument("--memory-members", type=_positive(int), default=d.memory_members)
+    p.add_argument("--soak-seconds", type=_positive(float), default=d.soak_s,
+                   help="seconds of sustained load in soak")  # fmt: skip
+    p.add_argument("--soak-rate", type=_positive(float), default=d.soak_rate,
+                   help="events/s in soak")  # fmt: skip
+    p.add_argument("--soak-sample", type=_positive(float), default=d.soak_sample_s,
+                   help="seconds between two soak samples")  # fmt: skip
+    p.add_argument("--soak-warmup", type=_positive(float), default=d.soak_warmup_s,
+                   help="seconds of soak before retained memory is counted (a quarter of "
+                   "the soak if longer than it)")  # fmt: skip
     p.add_argument(
         "--url", help="benchmark a running Rallypoint at this URL instead of starting one"
     )
@@ -111,6 +120,10 @@ def options(args: argparse.Namespace) -> Options:
         batch_sizes=args.batch_sizes,
         batch_duration_s=args.batch_duration,
         memory_members=args.memory_members,
+        soak_s=args.soak_seconds,
+        soak_rate=args.soak_rate,
+        soak_sample_s=args.soak_sample,
+        soak_warmup_s=args.soak_warmup,
         url=args.url,
         runtime=args.runtime,
         config=args.config,

@@ -63,6 +63,10 @@ class Options:
     batch_sizes: tuple[int, ...] = (1, 100, 1_000)
     batch_duration_s: float = 8.0
     memory_members: int = 100_000
+    soak_s: float = 60.0
+    soak_rate: float = 20_000.0
+    soak_sample_s: float = 5.0
+    soak_warmup_s: float = 15.0
     url: str | None = None
     runtime: Path | None = None
     config: Path | None = None
@@ -77,6 +81,8 @@ class Bench:
     console: Console
     results: dict[str, Any]
     live: Live | None = None
+    panel: Any = None
+    """A renderable a scenario shows below the runs table while it runs (None: nothing)."""
     baselines: dict[str, BaselineServer] = field(default_factory=dict)
     token: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
     runs: int = 0
@@ -112,7 +118,10 @@ class Bench:
 
     def show(self, current: list[str] | None = None) -> None:
         if self.live is not None:
-            self.live.update(Group(runs_table(self.results, current)))
+            parts = [runs_table(self.results, current)]
+            if self.panel is not None:
+                parts.append(self.panel)
+            self.live.update(Group(*parts))
 
     def traffic(self, scenario: str, target: str, **kw: Any) -> Traffic:
         """The scenario's traffic: the same events for every target, but ids of its own run."""

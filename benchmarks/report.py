@@ -135,7 +135,8 @@ def write_json(path: Path, results: dict[str, Any]) -> None:
 
 
 def plot(results: dict[str, Any], out: Path) -> list[Path]:
-    """throughput.png (events/s over time per run) and latency.png (percentiles per run)."""
+    """throughput.png (events/s over time per run), latency.png (percentiles per run) and,
+    after a soak, soak.png (memory, AOF, RSS, streams and lag over time)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -202,6 +203,11 @@ def plot(results: dict[str, Any], out: Path) -> list[Path]:
         fig.savefig(path, dpi=90)
         plt.close(fig)
         written.append(path)
+    from benchmarks.soak import plot_soak
+
+    soak = plot_soak(results, out)
+    if soak is not None:
+        written.append(soak)
     return written
 
 

@@ -20,6 +20,7 @@ from benchmarks.bench import (
 )
 from benchmarks.plan import Burst, Phase
 from benchmarks.report import SMOOTH_SAMPLES, smooth
+from benchmarks.soak import soak
 from benchmarks.target import redis_memory
 from gateway.simulator import channel_name
 
@@ -409,6 +410,7 @@ SCENARIOS: dict[str, Scenario] = {
     "draw": unavailable("raffles", ("engine.raffle", "actors.raffle")),
     "kpis": unavailable("analytics", ("analytics.kpis", "analytics.queries")),
     "batches": batches,
+    "soak": soak,
     "watch-tick": watch_tick,
 }
 """Every scenario, in the order `rally bench` runs them by default (watch-tick last: a payout

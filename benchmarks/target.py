@@ -51,6 +51,8 @@ class Config:
     watch_interval_s: int
     earn: dict[str, Any]
     max_ws_inflight_frames: int
+    channel_shards: int = 2
+    member_shards: int = 2
 
     @classmethod
     def parse(cls, text: str) -> Config:
@@ -71,6 +73,8 @@ class Config:
             watch_interval_s=int(earn.get("watch_interval_s", 300)),
             earn=earn,
             max_ws_inflight_frames=int(limits.get("max_ws_inflight_frames", 256)),
+            channel_shards=int(raw.get("shards", {}).get("channel", 2)),
+            member_shards=int(raw.get("shards", {}).get("member", 2)),
         )
 
 

@@ -1,11 +1,15 @@
 """The channel virtual actor's rules: presence, the watch-time clock, chat activity, stats.
 
-A channel turns events into member credits. Its clock is event time: the largest
-timestamp it has seen, advanced also by clock ticks (the scheduler's wall clock) so a quiet
-live channel still pays its viewers. Each watch interval crossed pays every viewer present.
+A channel turns events into member credits. Its clock is event time: events reach it in
+(ts, id) order (engine.watermark), and its partition's watermark moves every channel's clock
+on, so a quiet live channel still pays its viewers. The watch tick at boundary T pays every
+viewer present once every event with ts <= T has been applied (ticks strictly before the
+clock are paid), so the ticks paid never depend on how the event stream was cut into batches.
 """
 
 from __future__ import annotations
+
+import math
 
 import msgspec
 
@@ -28,6 +32,7 @@ from engine.member import Credit
 from engine.rules import EarnRules
 
 RATE_WINDOW_S = 10
+NO_TICK = -(2**62)
 
 
 class ChannelState(msgspec.Struct, array_like=True):
@@ -35,10 +40,15 @@ class ChannelState(msgspec.Struct, array_like=True):
 
     live: bool = False
     clock: float = 0.0
-    last_tick: int = -1
+    """Unused (kept so stored states still decode): the partition's watermark is the clock."""
+    last_tick: int = -(2**62)
+    """The newest watch tick passed; NO_TICK until the channel's first event."""
     events: int = 0
     rate_secs: list[int] = msgspec.field(default_factory=lambda: [0] * RATE_WINDOW_S)
     rate_counts: list[int] = msgspec.field(default_factory=lambda: [0] * RATE_WINDOW_S)
+    active_ts: float = -1e18
+    """Event time of the channel's newest event: presence older than max_catchup_ticks
+    intervals before a tick is stale and earns nothing."""
 
 
 class Changes(msgspec.Struct):
@@ -79,25 +89,33 @@ class Channel:
             ch.present_del.add(uid)
             ch.present_set.pop(uid, None)
 
-    def advance(self, ts: float, earn: EarnRules, out: list[Credit]) -> None:
-        """Move the clock to `ts`, paying every watch interval crossed to the viewers present."""
+    def advance(self, ts: float, earn: EarnRules, out: list[Credit]) -> bool:
+        """Move the clock to `ts`, paying every watch tick strictly before `ts` to the viewers
+        present. Ticks more than `max_catchup_ticks` intervals after the channel's newest
+        event pay nobody (the presence they would pay is stale). True if a tick was passed."""
         st = self.state
-        if ts <= st.clock and st.last_tick >= 0:
-            return
-        st.clock = ts
-        tick = int(ts // earn.watch_interval_s)
-        if st.last_tick < 0:
+        interval = earn.watch_interval_s
+        tick = math.ceil(ts / interval) - 1  # the newest boundary strictly before ts
+        if st.last_tick == NO_TICK:
             st.last_tick = tick
-            return
+            return True
         if tick <= st.last_tick:
-            return
-        first = max(st.last_tick + 1, tick - earn.max_catchup_ticks + 1)
+            return False
+        first = st.last_tick + 1
         st.last_tick = tick
         base = earn.watch_points_live if st.live else earn.watch_points_offline
         if base <= 0 or not self.present:
-            return
-        for t in range(first, tick + 1):
+            return True
+        last = min(tick, math.floor(st.active_ts / interval) + earn.max_catchup_ticks)
+        for t in range(first, last + 1):
             self._pay_tick(t, base, earn, out)
+        return True
+
+    def next_tick_ts(self, earn: EarnRules) -> float:
+        """The clock value past which `advance` has a tick to pass."""
+        if self.state.last_tick == NO_TICK:
+            return -math.inf
+        return float((self.state.last_tick + 1) * earn.watch_interval_s)
 
     def _pay_tick(self, tick: int, base: int, earn: EarnRules, out: list[Credit]) -> None:
         tick_ts = float(tick * earn.watch_interval_s)
@@ -117,6 +135,8 @@ class Channel:
         """Apply one deduplicated event: credits go to `out`, persisted changes to `ch`."""
         self.count(now)
         self.advance(ev.ts, earn, out)
+        if ev.ts > self.state.active_ts:
+            self.state.active_ts = ev.ts
         uid = ev.user_id
         if isinstance(ev, Chat):
             self._join(uid, ev.user_name, ch)

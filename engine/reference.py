@@ -1,23 +1,48 @@
 """The whole earning pipeline in memory, in one process: the model the real system must match.
 
 Used by tests (expected balances for a day of traffic, hypothesis properties) and as the
-plainest statement of what Rallypoint computes. Events are deduplicated by (network, id);
-each channel applies its events in arrival order; credits are applied to members at once.
+plainest statement of what Rallypoint computes:
+
+- events are deduplicated by (network, id), the first arrival wins;
+- they are applied in event-time order, by (ts, network, id), once the watermark (the newest
+  event time seen minus the allowed lateness) has passed them; an event older than the
+  watermark when it arrives is late and counts as having happened at the watermark;
+- each channel turns its events into credits; the watermark moves every channel's watch
+  clock on; credits reach members in (ts, network, id) order;
+- `finish()` moves the watermark past everything seen (what `RallyClient.wait_idle` does
+  to a real deployment once its logs are drained).
+
+The real system cuts this into partitions and batches; whenever no event is late, how it
+cuts them changes nothing, and it must give exactly what this model gives.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
+import msgspec
+
 from engine.channel import Changes, Channel
 from engine.events import Event
 from engine.ledger import Entry
 from engine.member import Applied, Credit, MemberState, TierChange, apply_credit
 from engine.rules import RuleBook
+from engine.watermark import NEVER, ReorderBuffer
+
+FLUSH_MARGIN_S = 0.5
+"""How far past the newest event time a flush moves the watermark."""
+
+
+def event_key(ev: Event) -> str:
+    return f"{ev.network}:{ev.id}"
+
+
+def credit_key(cr: Credit) -> str:
+    return f"{cr.network}:{cr.id}"
 
 
 class Reference:
-    def __init__(self, book: RuleBook) -> None:
+    def __init__(self, book: RuleBook, lateness_s: float = 0.0) -> None:
         self.book = book
         self.seen: set[tuple[str, str]] = set()
         self.channels: dict[tuple[str, str], Channel] = {}
@@ -25,6 +50,9 @@ class Reference:
         self.ledger: dict[tuple[str, str], list[Entry]] = {}
         self.tier_changes: list[TierChange] = []
         self.leaderboards: dict[tuple[str, str], dict[str, int]] = {}
+        self.events: ReorderBuffer[Event] = ReorderBuffer(lateness_s)
+        self.late = 0
+        self.newest = NEVER
 
     def channel(self, network: str, channel: str) -> Channel:
         key = (network, channel)
@@ -33,25 +61,53 @@ class Reference:
             found = self.channels[key] = Channel(network, channel)
         return found
 
-    def ingest(self, events: Iterable[Event], now: float) -> None:
+    def ingest(self, events: Iterable[Event], now: float = 0.0) -> None:
+        """Events in arrival order; applies whatever the watermark has passed."""
         for ev in events:
             key = (ev.network, ev.id)
             if key in self.seen:
                 continue
             self.seen.add(key)
-            credits: list[Credit] = []
-            earn = self.book.earn(ev.network, ev.channel)
-            self.channel(ev.network, ev.channel).apply(ev, earn, now, Changes(), credits)
-            self.credit(credits)
+            ts, late = self.events.admit(ev.ts)
+            if late:
+                self.late += 1
+                ev = msgspec.structs.replace(ev, ts=ts)
+            self.events.push(ev.ts, event_key(ev), ev)
+            self.events.observe(ev.ts)
+            self.newest = max(self.newest, ev.ts)
+        self._release(now)
 
     def clock(self, now: float) -> None:
-        """A watch-clock tick: every channel advances to `now`."""
-        for (network, name), channel in self.channels.items():
-            credits: list[Credit] = []
-            channel.advance(now, self.book.earn(network, name), credits)
-            self.credit(credits)
+        """A watch-clock tick at `now`: the watermark follows it like an event time."""
+        self.events.observe(now)
+        self.newest = max(self.newest, now)
+        self._release(now)
+
+    def finish(self, now: float = 0.0) -> None:
+        """Move the watermark past every event seen and apply everything held."""
+        if self.newest > NEVER:
+            self.events.advance_to(self.newest + FLUSH_MARGIN_S)
+        self._release(now)
+
+    def _release(self, now: float) -> None:
+        watermark = self.events.watermark
+        credits: list[Credit] = []
+        for ev in self.events.release():
+            earn = self.book.earn(ev.network, ev.channel)
+            changes = Changes()
+            self.channel(ev.network, ev.channel).apply(ev, earn, now, changes, credits)
+            self._persist((ev.network, ev.channel), changes)
+        if watermark > NEVER:
+            for (network, name), channel in self.channels.items():
+                channel.advance(watermark, self.book.earn(network, name), credits)
+        credits.sort(key=lambda c: (c.ts, credit_key(c)))
+        self.credit(credits)
+
+    def _persist(self, key: tuple[str, str], changes: Changes) -> None:
+        """What a channel actor would write beside its state (a hook for durable models)."""
 
     def credit(self, credits: Iterable[Credit]) -> None:
+        """Apply credits to members in the order given."""
         for c in credits:
             key = (c.network, c.user_id)
             state = self.members.get(key)

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 import msgspec
 import redis.asyncio as aioredis
 from aiohttp import WSMsgType, web
-from redis.exceptions import RedisError
 
 from actors.keys import Keys
+from analytics.archive import LedgerArchive
 from engine.events import BatchError, Event, decode_json_batch, encode_events
 from gateway.auth import Authenticator, check_networks
 from gateway.errors import (
@@ -29,13 +29,12 @@ from gateway.errors import (
     Conflict,
     GatewayError,
     PayloadTooLarge,
-    Unavailable,
     error_of,
     error_response,
     json_response,
 )
 from gateway.ingest import Idempotency, IngestWriter
-from gateway.metrics import METRICS, GatewayMetrics, get_metrics, new_metrics
+from gateway.metrics import METRICS, GatewayMetrics, get_metrics, get_readyz, new_metrics
 from gateway.reads import READER, Reader, add_routes
 from gateway.settings import ApiKey, Settings
 from gateway.signing import WS_BODY
@@ -244,16 +243,6 @@ async def healthz(request: web.Request) -> web.Response:
     return json_response({"status": "ok"})
 
 
-async def readyz(request: web.Request) -> web.Response:
-    gw = request.app[GATEWAY]
-    try:
-        async with asyncio.timeout(2.0):
-            await gw.redis.ping()
-    except (RedisError, OSError, TimeoutError) as err:
-        raise Unavailable(f"redis not ready: {err}") from err
-    return json_response({"status": "ready"})
-
-
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     gw = app[GATEWAY]
     gw.writer.start()
@@ -303,13 +292,15 @@ def create_app(
         page_max=lim.page_max,
         default_network=settings.default_network(),
         clock=clock,
+        archive=LedgerArchive(settings.archive_path()),
+        ledger_recent=lim.ledger_recent,
     )
     app.cleanup_ctx.append(_lifecycle)
     app.router.add_post("/v1/events", post_events)
     app.router.add_get("/v1/stream", ws_stream)
     add_routes(app)
     app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/readyz", get_readyz)
     app.router.add_get("/metrics", get_metrics)
     return app
 

@@ -1,9 +1,12 @@
-"""`rally audit`: the ledger invariants, checked against what Redis holds.
+"""`rally audit`: the ledger invariants, checked against the ledger of record.
 
-For every member: balance = sum of their ledger entries, the entry count matches, entry
-ids are unique, the tier follows the lifetime points. For every network: the treasury
-balance equals minus the points in circulation (credits - debits), so all postings sum
-to zero.
+The ledger of record is the DuckDB archive plus the ledger log entries (`ledgerlog:{m}`)
+it does not hold yet; the per-member lists in Redis keep only the newest entries, so the
+audit never reads them. For every member: balance = sum of their entries, the entry count
+matches, the tier follows the lifetime points. Across the record: entry ids are unique,
+amounts positive, and nothing is missing between the archive and the log (every stream
+entry ever appended is in one of them). For every network: the treasury balance equals
+minus the points in circulation (credits - debits), so all postings sum to zero.
 """
 
 from __future__ import annotations
@@ -13,17 +16,21 @@ from dataclasses import dataclass, field
 import redis
 
 from actors.keys import Keys
-from engine.ledger import balance_of, entry_decoder, member_account
+from analytics.archive import LedgerArchive, LogEntry, Record, ledger_record, parse_id
+from engine.ledger import member_account, treasury_account
 from engine.member import state_decoder
 from engine.rules import RuleBook
 
 SCAN_COUNT = 1_000
+XRANGE_COUNT = 1_000
 
 
 @dataclass
 class AuditReport:
     members: int = 0
     entries: int = 0
+    archived: int = 0
+    """Of `entries`, how many were read from the archive."""
     circulation: dict[str, int] = field(default_factory=dict)
     treasury: dict[str, int] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
@@ -37,52 +44,111 @@ class AuditReport:
             self.problems.append(text)
 
 
-def audit(r: redis.Redis, keys: Keys, book: RuleBook) -> AuditReport:
+@dataclass
+class LogRead:
+    """The ledger log streams as read from Redis: their entries and, per stream, the last
+    id read and how many entries were ever appended up to it (None if Redis cannot say)."""
+
+    entries: list[LogEntry] = field(default_factory=list)
+    last: dict[str, str] = field(default_factory=dict)
+    added: dict[str, int | None] = field(default_factory=dict)
+
+
+def audit(
+    r: redis.Redis, keys: Keys, book: RuleBook, archive: LedgerArchive | None = None
+) -> AuditReport:
+    """Check the ledger of record (the archive, if given, plus the ledger logs in Redis)
+    against the member states and treasuries Redis holds."""
     rep = AuditReport()
+    log = read_ledger_logs(r, keys)
+    record = ledger_record(archive, log.entries)
+    rep.entries = record.rows
+    rep.archived = record.rows - record.unarchived
+    _check_record(record, log, rep)
+    seen: set[str] = set()
     cursor = 0
     while True:
         cursor, chunk = r.hscan(keys.mstate, cursor, count=SCAN_COUNT)
-        if chunk:
-            _check_members(r, keys, book, chunk, rep)
+        for raw_key, raw_state in chunk.items():
+            nu = raw_key.decode()
+            seen.add(nu)
+            _check_member(book, nu, raw_state, record, rep)
         if cursor == 0:
             break
+    for account in record.balance:
+        if account.startswith("member:") and account[7:] not in seen:
+            rep.problem(f"{account} has ledger entries but no member state")
     raw_treasury = r.hgetall(keys.treasury)
     rep.treasury = {k.decode(): int(v) for k, v in raw_treasury.items()}
     for network in set(rep.treasury) | set(rep.circulation):
         t, c = rep.treasury.get(network, 0), rep.circulation.get(network, 0)
         if t + c != 0:
             rep.problem(f"network {network}: treasury {t} + circulation {c} != 0")
+        in_ledger = record.balance.get(treasury_account(network), 0)
+        if in_ledger != t:
+            rep.problem(f"network {network}: treasury {t} but its ledger account says {in_ledger}")
     return rep
 
 
-def _check_members(
-    r: redis.Redis, keys: Keys, book: RuleBook, chunk: dict[bytes, bytes], rep: AuditReport
-) -> None:
-    names = [k.decode() for k in chunk]
-    with r.pipeline(transaction=False) as pipe:
-        for nu in names:
-            pipe.lrange(keys.ledger(nu), 0, -1)
-        ledgers = pipe.execute()
-    for nu, raw_entries in zip(names, ledgers, strict=True):
-        state = state_decoder.decode(chunk[nu.encode()])
-        network, _, user = nu.partition(":")
-        entries = [entry_decoder.decode(b) for b in raw_entries]
-        rep.members += 1
-        rep.entries += len(entries)
-        account = member_account(network, user)
-        ledger_balance = balance_of(account, entries)
-        if ledger_balance != state.balance:
-            rep.problem(f"member {nu}: balance {state.balance} != ledger {ledger_balance}")
-        if len(entries) != state.entries:
-            rep.problem(f"member {nu}: {state.entries} entries recorded, {len(entries)} in ledger")
-        ids = [e.id for e in entries]
-        if len(set(ids)) != len(ids):
-            rep.problem(f"member {nu}: duplicate ledger entry ids")
-        if any(e.amount <= 0 for e in entries):
-            rep.problem(f"member {nu}: an entry with a non-positive amount")
-        tier = book.network(network).tiers.tier_for(state.lifetime)
-        if tier != state.tier:
+def read_ledger_logs(r: redis.Redis, keys: Keys) -> LogRead:
+    """Every entry of every ledger log stream, up to each stream's last id at the time."""
+    out = LogRead()
+    pattern = keys.ledgerlog("*")
+    for raw in sorted(r.scan_iter(match=pattern, count=SCAN_COUNT, _type="stream")):
+        stream = raw.decode()
+        info = r.xinfo_stream(stream)
+        last = info["last-generated-id"]
+        last = last.decode() if isinstance(last, bytes) else str(last)
+        out.last[stream] = last
+        added = info.get("entries-added")  # Redis 7
+        out.added[stream] = None if added is None else int(added)
+        start = "-"
+        while True:
+            got = r.xrange(stream, start, last, count=XRANGE_COUNT)
+            for eid, fields in got:
+                out.entries.append(LogEntry(stream, eid.decode(), fields[b"l"]))
+            if len(got) < XRANGE_COUNT:
+                break
+            start = "(" + got[-1][0].decode()
+    return out
+
+
+def _check_record(record: Record, log: LogRead, rep: AuditReport) -> None:
+    if record.duplicate_ids:
+        rep.problem(f"{record.duplicate_ids} duplicate ledger entry ids")
+    if record.non_positive:
+        rep.problem(f"{record.non_positive} ledger entries with a non-positive amount")
+    in_log: dict[str, int] = {}
+    for x in log.entries:
+        offset = record.offsets.get(x.stream)
+        if offset is None or parse_id(x.entry_id) > parse_id(offset):
+            in_log[x.stream] = in_log.get(x.stream, 0) + 1
+    for stream, added in log.added.items():
+        offset = record.offsets.get(stream)
+        if added is None or (offset is not None and parse_id(offset) > parse_id(log.last[stream])):
+            continue  # the archive moved on since the log was read: nothing to compare
+        held = record.archived_entries.get(stream, 0) + in_log.get(stream, 0)
+        if held != added:
             rep.problem(
-                f"member {nu}: tier {state.tier} but lifetime {state.lifetime} means {tier}"
+                f"{stream}: {added} entries appended, but archive + log hold {held} "
+                "(entries were trimmed before they were archived)"
             )
-        rep.circulation[network] = rep.circulation.get(network, 0) + ledger_balance
+
+
+def _check_member(
+    book: RuleBook, nu: str, raw_state: bytes, record: Record, rep: AuditReport
+) -> None:
+    state = state_decoder.decode(raw_state)
+    network, _, user = nu.partition(":")
+    account = member_account(network, user)
+    rep.members += 1
+    balance = record.balance.get(account, 0)
+    count = record.entries.get(account, 0)
+    if balance != state.balance:
+        rep.problem(f"member {nu}: balance {state.balance} != ledger {balance}")
+    if count != state.entries:
+        rep.problem(f"member {nu}: {state.entries} entries recorded, {count} in ledger")
+    tier = book.network(network).tiers.tier_for(state.lifetime)
+    if tier != state.tier:
+        rep.problem(f"member {nu}: tier {state.tier} but lifetime {state.lifetime} means {tier}")
+    rep.circulation[network] = rep.circulation.get(network, 0) + balance

@@ -1,12 +1,15 @@
-"""The `rally` command line: serve, gateway, demo, audit, bench."""
+"""The `rally` command line: serve, gateway, demo, audit, status, deadletter, bench."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -85,57 +88,145 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     return 0
 
 
-# -- audit ------------------------------------------------------------------------------------
-def cmd_audit(args: argparse.Namespace) -> int:
+# -- audit ----------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _redis(settings: Settings, *, own_if_stopped: bool) -> Iterator[tuple[str, bool]]:
+    """The Redis URL of the deployment: [redis] url, else the running one (runtime.json);
+    else, if `own_if_stopped`, a redis-server started on the data dir's AOF for the call.
+    Yields (url, whether we started it)."""
     import json
 
+    import redis
+
+    from gateway.redis_server import RedisServer
+
+    url = settings.redis.url
+    runtime_file = Path(settings.data_dir) / "runtime.json"
+    if not url and runtime_file.exists():
+        url = json.loads(runtime_file.read_text()).get("redis_url", "")
+    if url:
+        try:
+            redis.Redis.from_url(url, socket_connect_timeout=5).ping()
+        except (redis.ConnectionError, redis.TimeoutError):
+            if not own_if_stopped:
+                raise CliError(f"redis unreachable at {url}: is the deployment running?") from None
+            url = ""
+    if url:
+        yield url, False
+        return
+    redis_dir = Path(settings.data_dir) / "redis"
+    if not own_if_stopped or not redis_dir.exists():
+        raise CliError(f"no Redis: no URL given, no running deployment and no data in {redis_dir}")
+    own = RedisServer(redis_dir).start()
+    try:
+        yield own.url, True
+    finally:
+        own.stop()
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
     import redis
     from rich.console import Console
 
     from actors.client import backlog, wait_idle
     from actors.keys import Keys
+    from analytics.archive import ArchiveError, LedgerArchive
     from gateway.audit import audit
-    from gateway.redis_server import RedisServer
 
     settings = _settings(args)
     console = Console()
-    url = settings.redis.url
-    own: RedisServer | None = None
-    runtime_file = Path(settings.data_dir) / "runtime.json"
-    if not url and runtime_file.exists():
-        url = json.loads(runtime_file.read_text()).get("redis_url", "")
-    if url:  # a running deployment's Redis, else start ours on the data dir's AOF
-        try:
-            redis.Redis.from_url(url).ping()
-        except redis.ConnectionError:
-            url = ""
-    if not url:
-        redis_dir = Path(settings.data_dir) / "redis"
-        if not redis_dir.exists():
-            raise CliError(f"nothing to audit: no Redis URL given and no data in {redis_dir}")
-        own = RedisServer(redis_dir).start()
-        url = own.url
-    try:
+    with _redis(settings, own_if_stopped=True) as (url, own):
         r = redis.Redis.from_url(url)
         keys = Keys(settings.namespace)
         cfg = settings.runtime(url)
-        if not wait_idle(r, keys, cfg, timeout_s=0.0 if own else 60.0):
+        if not wait_idle(r, keys, cfg, timeout_s=0.0 if own else 60.0, flush_held=not own):
             console.print(
                 f"[yellow]note[/yellow]: {backlog(r, keys, cfg):,} log entries are not applied "
                 "yet (the deployment is stopped or busy): history and leaderboards may trail"
             )
-        report = audit(r, keys, settings.rulebook())
-    finally:
-        if own is not None:
-            own.stop()
+        archive = LedgerArchive(settings.archive_path())
+        try:
+            report = audit(r, keys, settings.rulebook(), archive)
+        except ArchiveError as err:
+            raise CliError(str(err)) from None
     console.print(
-        f"audited {report.members} members, {report.entries} ledger entries; "
+        f"audited {report.members} members, {report.entries} ledger entries "
+        f"({report.archived} from the archive); "
         f"circulation {report.circulation}, treasury {report.treasury}"
     )
     for problem in report.problems:
         console.print(f"[red]MISMATCH[/red] {problem}")
     console.print("[green]audit passed[/green]" if report.ok else "[red]audit FAILED[/red]")
     return 0 if report.ok else 1
+
+
+# -- status and dead letters ------------------------------------------------------------------
+def cmd_status(args: argparse.Namespace) -> int:
+    """Shard health as tables; exit 0 when ready, 1 when not (or Redis is unreachable)."""
+    import redis
+    from rich.console import Console
+
+    from actors.health import expected_shards, read_health, redis_down
+    from actors.keys import Keys
+    from gateway.status import print_health
+
+    settings = _settings(args)
+    console = Console(width=160)
+    try:
+        with _redis(settings, own_if_stopped=False) as (url, _own):
+            r = redis.Redis.from_url(url, socket_timeout=10)
+            shards = expected_shards(settings.shards.channel, settings.shards.member)
+            report = read_health(r, Keys(settings.namespace), shards)
+    except CliError as err:
+        report = redis_down(time.time(), str(err))
+    except redis.RedisError as err:
+        report = redis_down(time.time(), repr(err))
+    if args.json:
+        import msgspec
+
+        print(msgspec.json.encode(report).decode())
+    else:
+        print_health(console, report)
+    return 0 if report.ready else 1
+
+
+def cmd_deadletter(args: argparse.Namespace) -> int:
+    import redis
+    from rich.console import Console
+
+    from actors import deadletter
+    from actors.keys import Keys
+    from gateway.status import print_dead_letters
+
+    settings = _settings(args)
+    console = Console(width=160)
+    keys = Keys(settings.namespace)
+    with _redis(settings, own_if_stopped=True) as (url, _own):
+        r = redis.Redis.from_url(url)
+        if args.action == "list":
+            letters = list(deadletter.iter_dead_letters(r, keys, args.stream))
+            print_dead_letters(console, letters)
+            return 0
+        if args.all == bool(args.ids):
+            raise CliError("rally deadletter retry: give dead letter IDs or --all (not both)")
+        ids = (
+            [dl.id for dl in deadletter.iter_dead_letters(r, keys, args.stream)]
+            if args.all
+            else args.ids
+        )
+        retried = 0
+        for dl_id in ids:
+            try:
+                new = deadletter.retry(r, keys, dl_id)
+            except deadletter.DeadLetterError as err:
+                raise CliError(str(err)) from None
+            if new is None:
+                console.print(f"{dl_id}: no such dead letter (already retried?)")
+            else:
+                retried += 1
+                console.print(f"{dl_id}: re-appended as {new}")
+        console.print(f"retried {retried} dead letter(s)")
+    return 0
 
 
 # -- demo -------------------------------------------------------------------------------------
@@ -199,6 +290,24 @@ def parser() -> argparse.ArgumentParser:
     a = sub.add_parser("audit", help="check the ledger invariants; exit 1 on any mismatch")
     common(a)
     a.add_argument("--redis-url")
+    st = sub.add_parser("status", help="shard health as a table; exit 1 when not healthy")
+    common(st)
+    st.add_argument("--redis-url")
+    st.add_argument("--json", action="store_true", help="print the report as JSON")
+    dl = sub.add_parser("deadletter", help="list or retry stream entries that kept failing")
+    dl_sub = dl.add_subparsers(dest="action", required=True)
+    dl_list = dl_sub.add_parser("list", help="print the dead letters as a table")
+    dl_retry = dl_sub.add_parser(
+        "retry", help="re-append dead letters to their source stream and remove them"
+    )
+    for sp in (dl_list, dl_retry):
+        common(sp)
+        sp.add_argument("--redis-url")
+        sp.add_argument("--stream", help='only dead letters from this stream, e.g. "ingest:0"')
+    dl_retry.add_argument(
+        "ids", nargs="*", metavar="ID", help="dead letter ids (rally deadletter list)"
+    )
+    dl_retry.add_argument("--all", action="store_true", help="every dead letter (of --stream)")
     sub.add_parser("bench", help="the benchmark suite (rally bench --help)", add_help=False)
     return p
 
@@ -208,7 +317,10 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["bench"]:
         return cmd_bench(argparse.Namespace(), argv[1:])
     args = parser().parse_args(argv)
-    commands = {"serve": cmd_serve, "gateway": cmd_gateway, "demo": cmd_demo, "audit": cmd_audit}
+    commands = {
+        "serve": cmd_serve, "gateway": cmd_gateway, "demo": cmd_demo, "audit": cmd_audit,
+        "status": cmd_status, "deadletter": cmd_deadletter,
+    }  # fmt: skip
     try:
         return commands[args.command](args)
     except CliError as err:

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from actors.keys import Keys
 from actors.latency import histogram_percentiles
+from analytics.archive import LedgerArchive
 from engine.member import day_of, effective_streak, state_decoder
 from gateway.audit import audit
 from gateway.runtime import Runtime, start_gateway
@@ -136,10 +137,12 @@ async def run_demo(settings: Settings, *, seconds: float, rate: float, batch: in
             f"sent {counts.events_sent:,} events in {counts.requests:,} requests: "
             f"{counts.accepted:,} accepted, {counts.rejected:,} rejected, {counts.errors:,} failed"
         )
-        report = await loop.run_in_executor(None, audit, r, keys, settings.rulebook())
+        archive = LedgerArchive(settings.archive_path())
+        report = await loop.run_in_executor(None, audit, r, keys, settings.rulebook(), archive)
         verdict = "[green]passed[/green]" if report.ok else "[red]FAILED[/red]"
         console.print(
-            f"audit {verdict}: {report.members:,} members, {report.entries:,} ledger entries"
+            f"audit {verdict}: {report.members:,} members, {report.entries:,} ledger entries "
+            f"({report.archived:,} from the archive)"
         )
         for p in report.problems[:20]:
             console.print(f"  [red]{p}[/red]")

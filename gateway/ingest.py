@@ -33,15 +33,17 @@ log = logging.getLogger(__name__)
 IDEMPOTENT_APPEND = """
 local prev = redis.call('GET', KEYS[1])
 if prev then return prev end
+local parts = #KEYS - 2
 for i = 3, #KEYS do
-  redis.call('XADD', KEYS[i], '*', 'e', ARGV[i + 1])
+  redis.call('XADD', KEYS[i], '*', 'e', ARGV[i + 1], 'n', ARGV[i + 1 + parts])
 end
 redis.call('HINCRBY', KEYS[2], 'events_in', ARGV[3])
 redis.call('HINCRBY', KEYS[2], 'batches_in', 1)
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 return false
 """
-"""KEYS: idem key, stats, ingest streams...; ARGV: record, ttl_s, n events, payloads...
+"""KEYS: idem key, stats, ingest streams...; ARGV: record, ttl_s, n events, payloads...,
+then the event count of each payload (every ingest entry carries its count in `n`).
 Returns the stored record of an earlier request with that key, or nil after appending."""
 
 
@@ -232,9 +234,19 @@ class IngestWriter:
                 idem.ttl_s,
                 pending.events,
                 *payloads,
+                *[len(part) for part in pending.parts.values()],
             )
         for p in sorted(merged):
             pipe.xadd(keys.ingest(p), {"e": encode_events(merged[p]), "n": len(merged[p])})
+        # the flush's event-time frontier, marked in every partition after its events: each
+        # channel shard's watermark follows the whole deployment's event time (see README,
+        # "Event time"), so quiet partitions do not hold members' credits back
+        newest = max((ev.ts for pending in batch for part in pending.parts.values() for ev in part),
+                     default=None)  # fmt: skip
+        if newest is not None:
+            frontier = repr(min(newest, time.time()))
+            for p in range(self._shards):
+                pipe.xadd(keys.ingest(p), {"f": frontier})
         if plain_requests:
             pipe.hincrby(keys.stats, "events_in", plain_events)
             pipe.hincrby(keys.stats, "batches_in", plain_requests)

@@ -5,12 +5,15 @@ Every app has its own CollectorRegistry (tests build several apps in one process
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import redis.asyncio as aioredis
 from aiohttp import web
 from prometheus_client import (
@@ -30,11 +33,13 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from redis.exceptions import RedisError
 
+from actors.health import Health, aread_health, expected_shards, redis_down
 from actors.keys import LATENCY_BUCKETS_MS, Keys
 
 log = logging.getLogger(__name__)
 
 FLUSH_EVENT_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 20_000)
+READYZ_TIMEOUT_S = 2.0
 _METRIC_NAME = re.compile(r"[^a-zA-Z0-9_]")
 
 
@@ -97,9 +102,8 @@ class RedisSnapshot:
     """Pipeline state read from Redis for one scrape."""
 
     up: bool = False
-    streams: dict[str, int] = field(default_factory=dict)
-    groups: list[tuple[str, str, int, int]] = field(default_factory=list)
-    """(stream, group, lag, pending)"""
+    health: Health | None = None
+    """Shard health, stream lengths and every consumer group's lag (actors/health.py)."""
     stats: dict[str, int] = field(default_factory=dict)
     latency: dict[str, float] = field(default_factory=dict)
 
@@ -111,33 +115,20 @@ def _text(value: bytes | str) -> str:
 async def scrape_redis(
     client: aioredis.Redis, keys: Keys, channel_shards: int, member_shards: int
 ) -> RedisSnapshot:
-    """XLEN and consumer-group lag/pending of each stream, the stats and latency hashes."""
-    streams = [f"ingest:{p}" for p in range(channel_shards)]
-    streams += [f"credits:{m}" for m in range(member_shards)]
+    """Shard health with the lag of every group of every stream, the stats and latency hashes."""
     snap = RedisSnapshot()
     try:
+        snap.health = await aread_health(
+            client, keys, expected_shards(channel_shards, member_shards)
+        )
         async with client.pipeline(transaction=False) as pipe:
-            for s in streams:
-                pipe.xlen(keys.k(s))
-                pipe.xinfo_groups(keys.k(s))
             pipe.hgetall(keys.stats)
             pipe.hgetall(keys.latency)
-            replies = await pipe.execute(raise_on_error=False)
+            stats, latency = await pipe.execute(raise_on_error=False)
     except (RedisError, OSError) as err:
         log.warning("metrics_redis_scrape_failed error=%r", err)
         return snap
     snap.up = True
-    for i, s in enumerate(streams):
-        length, groups = replies[2 * i], replies[2 * i + 1]
-        snap.streams[s] = length if isinstance(length, int) else 0
-        if isinstance(groups, list):
-            for g in groups:
-                info = {_text(k): v for k, v in g.items()}
-                lag = info.get("lag")
-                snap.groups.append(
-                    (s, _text(info["name"]), int(lag or 0), int(info.get("pending") or 0))
-                )
-    stats, latency = replies[-2], replies[-1]
     if isinstance(stats, dict):
         snap.stats = {_text(k): int(v) for k, v in stats.items()}
     if isinstance(latency, dict):
@@ -174,23 +165,8 @@ class RedisCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         snap = self.snapshot
         yield GaugeMetricFamily("rally_redis_up", "Redis answered the scrape.", int(snap.up))
-        length = GaugeMetricFamily("rally_stream_length", "XLEN of a stream.", labels=["stream"])
-        for s, n in snap.streams.items():
-            length.add_metric([s], n)
-        yield length
-        lag = GaugeMetricFamily(
-            "rally_stream_group_lag", "Entries not yet read by a group.", labels=["stream", "group"]
-        )
-        pending = GaugeMetricFamily(
-            "rally_stream_group_pending",
-            "Entries read by a group but not acknowledged.",
-            labels=["stream", "group"],
-        )
-        for s, g, lag_n, pending_n in snap.groups:
-            lag.add_metric([s, g], lag_n)
-            pending.add_metric([s, g], pending_n)
-        yield lag
-        yield pending
+        if snap.health is not None:
+            yield from health_metrics(snap.health)
         for name, value in sorted(snap.stats.items()):
             safe = _METRIC_NAME.sub("_", name)
             yield CounterMetricFamily(f"rally_{safe}", f"{name} (Redis stats hash).", value=value)
@@ -200,6 +176,51 @@ class RedisCollector(Collector):
             "Largest ingest-to-credit latency seen, in ms.",
             snap.latency.get("max_ms", 0.0),
         )
+
+
+def _gauge(name: str, doc: str, labels: list[str]) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, labels=labels)
+
+
+def health_metrics(h: Health) -> Iterator[Metric]:
+    """Shard health and stream lag as gauges (one sample per shard, stream or group)."""
+    yield GaugeMetricFamily("rally_ready", "1 when every started shard is healthy.", int(h.ready))
+    per_shard = {
+        "rally_shard_up": ("1 while the shard's loop heartbeats.", lambda s: int(s.alive)),
+        "rally_shard_fenced": ("1 when a newer instance fenced it.", lambda s: int(s.fenced)),
+        "rally_shard_starts": ("Instances started (the fencing epoch).", lambda s: s.starts),
+        "rally_shard_restarts": ("Instances started after the first.", lambda s: s.restarts),
+        "rally_shard_errors": ("Failed batches of the current instance.", lambda s: s.errors),
+        "rally_shard_batches": ("Batches committed by the current instance.", lambda s: s.batches),
+        "rally_shard_lag_entries": ("Entries of its stream not yet applied.", lambda s: s.lag),
+        "rally_shard_behind_seconds": (
+            "Newest entry time minus last applied entry time.", lambda s: s.behind_s),
+        "rally_shard_dead_letters": ("Dead letters held from its stream.",
+                                     lambda s: s.dead_letters),
+        "rally_shard_heartbeat_age_seconds": (
+            "Seconds since the last heartbeat (-1: never).",
+            lambda s: -1.0 if s.heartbeat_age_s is None else s.heartbeat_age_s),
+    }  # fmt: skip
+    for name, (doc, value) in per_shard.items():
+        family = _gauge(name, doc, ["shard"])
+        for sh in h.shards:
+            family.add_metric([sh.shard], value(sh))
+        yield family
+    length = _gauge("rally_stream_length", "XLEN of a stream.", ["stream"])
+    lag = _gauge("rally_stream_group_lag", "Entries not yet read by a group.", ["stream", "group"])
+    pending = _gauge(
+        "rally_stream_group_pending",
+        "Entries read by a group but not acknowledged.",
+        ["stream", "group"],
+    )
+    dead = _gauge("rally_dead_letters_held", "Dead letters held, by source stream.", ["stream"])
+    for st in h.streams:
+        length.add_metric([st.stream], st.length)
+        dead.add_metric([st.stream], st.dead_letters)
+        for g in st.groups:
+            lag.add_metric([st.stream, g.group], g.lag)
+            pending.add_metric([st.stream, g.group], g.pending)
+    yield from (length, lag, pending, dead)
 
 
 @dataclass
@@ -233,3 +254,21 @@ async def get_metrics(request: web.Request) -> web.Response:
     )
     body = generate_latest(ctx.metrics.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def get_readyz(request: web.Request) -> web.Response:
+    """Ready: Redis answers and every shard that has started is alive (not dead, not fenced
+    for longer than actors.health.FENCED_GRACE_S). 200 or 503, with the health report."""
+    ctx = request.app[METRICS]
+    shards = expected_shards(ctx.channel_shards, ctx.member_shards)
+    try:
+        async with asyncio.timeout(READYZ_TIMEOUT_S):
+            report = await aread_health(ctx.client, ctx.keys, shards)
+    except (RedisError, OSError, TimeoutError) as err:
+        report = redis_down(time.time(), repr(err))
+    body = {"status": "ready" if report.ready else "not_ready", **msgspec.to_builtins(report)}
+    return web.Response(
+        body=msgspec.json.encode(body),
+        status=200 if report.ready else 503,
+        content_type="application/json",
+    )

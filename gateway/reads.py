@@ -1,7 +1,9 @@
-"""Reads of committed state, straight from Redis (written by the member and channel shards)."""
+"""Reads of committed state, straight from Redis (written by the member and channel shards),
+and older ledger pages from the DuckDB ledger archive."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Callable, Mapping
 from typing import Any, cast
@@ -10,12 +12,13 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from actors.keys import Keys, yyyymmdd
+from analytics.archive import ArchiveError, LedgerArchive
 from engine.channel import ChannelState, channel_decoder, events_per_s
 from engine.events import channel_key, member_key
-from engine.ledger import entry_decoder
+from engine.ledger import Entry, entry_decoder, member_account
 from engine.member import MemberState, day_of, effective_streak, state_decoder
 from engine.rules import RuleBook
-from gateway.errors import BadRequest, NotFound, json_response
+from gateway.errors import BadRequest, NotFound, Unavailable, json_response
 
 PERIOD_DAYS: dict[str, int] = {"day": 1, "week": 7, "month": 30}
 PERIODS = ("all", *PERIOD_DAYS)
@@ -66,8 +69,12 @@ class Reader:
         page_max: int,
         default_network: str | None,
         clock: Callable[[], float],
+        archive: LedgerArchive | None = None,
+        ledger_recent: int = 100,
     ) -> None:
         self.redis = client
+        self.archive = archive
+        self.ledger_recent = ledger_recent
         self.keys = keys
         self.rules = rules
         self.page_max = page_max
@@ -134,28 +141,44 @@ class Reader:
         }
 
     async def ledger(self, network: str, user_id: str, limit: int, cursor: int) -> dict[str, Any]:
-        """Entries newest first; `cursor` counts entries from the newest."""
+        """Entries newest first; `cursor` counts entries from the newest. Redis holds the
+        newest `ledger_recent` of a member's entries; pages past them come from the archive
+        (entries older than the oldest one Redis holds). A page may come back short while
+        the archive trails the projection; the last page may be empty."""
         key = self.keys.ledger(member_key(network, user_id))
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.llen(key)
             pipe.lrange(key, -(cursor + limit), -(cursor + 1))
-            total, raws = await pipe.execute()
-        entries = []
-        for raw in reversed(raws):
-            e = entry_decoder.decode(raw)
-            entries.append(
-                {
-                    "id": e.id,
-                    "ts": e.ts,
-                    "rule": e.rule,
-                    "amount": e.amount,
-                    "channel": e.channel,
-                    "debit": e.debit,
-                    "credit": e.credit,
-                }
+            pipe.lindex(key, 0)
+            held, raws, oldest = await pipe.execute()
+        page = [entry_decoder.decode(raw) for raw in reversed(raws)]
+        more = cursor + limit < held
+        older = self.archive is not None and held >= self.ledger_recent
+        if older and len(page) < limit:
+            before = None if oldest is None else entry_decoder.decode(oldest).id
+            got = await self._archived(
+                member_account(network, user_id), before, max(0, cursor - held), limit - len(page)
             )
-        more = cursor + limit < total
-        return {"entries": entries, "next_cursor": cursor + limit if more else None}
+            if got is not None:
+                page += got[0]
+                more = got[1]
+            else:  # the archive trails the list: come back for the rest
+                more = bool(page)
+        elif older and cursor + limit == held:
+            more = True  # maybe older entries in the archive: the next page may be empty
+        return {
+            "entries": [_entry_json(e) for e in page],
+            "next_cursor": cursor + limit if more else None,
+        }
+
+    async def _archived(
+        self, account: str, before: str | None, skip: int, limit: int
+    ) -> tuple[list[Entry], bool] | None:
+        assert self.archive is not None
+        try:
+            return await asyncio.to_thread(self.archive.page, account, before, skip, limit)
+        except ArchiveError as err:
+            raise Unavailable(f"the ledger archive cannot be read: {err}") from err
 
     async def leaderboard(
         self, network: str, channel: str, period: str, limit: int
@@ -203,6 +226,18 @@ class Reader:
             "events_per_s": events_per_s(state, now),
             "events_total": state.events,
         }
+
+
+def _entry_json(e: Entry) -> dict[str, Any]:
+    return {
+        "id": e.id,
+        "ts": e.ts,
+        "rule": e.rule,
+        "amount": e.amount,
+        "channel": e.channel,
+        "debit": e.debit,
+        "credit": e.credit,
+    }
 
 
 READER = web.AppKey("reader", Reader)

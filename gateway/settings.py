@@ -88,7 +88,19 @@ class LimitSettings(_Section):
     read_count: int = Field(default=2_000, ge=1)
     read_block_ms: int = Field(default=50, ge=1)
     dedupe_days: int = Field(default=2, ge=1)
+    max_entry_failures: int = Field(default=5, ge=1, le=1_000)
+    """A stream entry that fails this many times goes to the dead-letter stream."""
+    lateness_s: float = Field(default=2.0, ge=0, le=3_600)
+    """Allowed lateness of events: applied in event-time order once the watermark passes them."""
+    max_event_age_s: float = Field(default=3_600.0, gt=0)
+    """Events older than this (server clock) are rejected with 400; also the dedupe window."""
+    max_future_s: float = Field(default=60.0, ge=0)
+    """Events dated more than this ahead of the server clock are rejected with 400."""
     page_max: int = Field(default=500, ge=1)
+    ledger_recent: int = Field(default=100, ge=1)
+    """Ledger entries kept in Redis per member; older pages are read from the archive."""
+    trim_interval_s: float = Field(default=1.0, ge=0)
+    """How often streams are trimmed to what every consumer has committed; 0 = never."""
     member_cache_max: int = Field(default=2_000_000, ge=1)
 
 
@@ -99,7 +111,9 @@ class ClockSettings(_Section):
 
 
 class AnalyticsSettings(_Section):
-    ledger_sink: bool = False
+    archive: str = ""
+    """The DuckDB ledger archive (the ledger of record once ledgerlog is trimmed); a path
+    relative to data_dir, or absolute; "" = analytics/ledger.duckdb."""
 
 
 class ApiKey(_Section):
@@ -202,6 +216,10 @@ class Settings(_Section):
         """The only configured network, if exactly one is configured."""
         return next(iter(self.networks)) if len(self.networks) == 1 else None
 
+    def archive_path(self) -> Path:
+        """The DuckDB ledger archive file."""
+        return Path(self.data_dir) / (self.analytics.archive or "analytics/ledger.duckdb")
+
     def runtime(self, redis_url: str) -> RuntimeConfig:
         """The plain values the actors run with."""
         lim = self.limits
@@ -212,11 +230,17 @@ class Settings(_Section):
             member_shards=self.shards.member,
             read_count=lim.read_count,
             block_ms=lim.read_block_ms,
+            max_entry_failures=lim.max_entry_failures,
             dedupe_days=lim.dedupe_days,
+            lateness_s=lim.lateness_s,
+            max_event_age_s=lim.max_event_age_s,
+            max_future_s=lim.max_future_s,
             watch_clock_interval_s=self.clock.watch_interval_s,
             streak_rollover=self.clock.streak_rollover,
             member_cache_max=lim.member_cache_max,
-            ledger_sink=self.analytics.ledger_sink,
+            ledger_recent=lim.ledger_recent,
+            archive_path=str(self.archive_path().resolve()),
+            trim_interval_s=lim.trim_interval_s,
             rules=self.rulebook().to_builtins(),
         )
 

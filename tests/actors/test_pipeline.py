@@ -47,6 +47,7 @@ def test_shards_match_reference_and_retries_count_once(rally, redis_server) -> N
     assert client.wait_idle(60)
     ref = Reference(RuleBook({}))
     ref.ingest(events, 0.0)
+    ref.finish()
     keys = Keys(cfg.namespace)
     for (network, uid), expected in ref.members.items():
         raw = r.hget(keys.mstate, f"{network}:{uid}")

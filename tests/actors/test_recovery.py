@@ -35,7 +35,7 @@ class Flaky:
 
 
 def run_shard(redis_server, namespace: str, flaky_times: int, before: bool) -> tuple[int, int]:
-    cfg = make_cfg(redis_server.url, namespace, member_shards=1)
+    cfg = make_cfg(redis_server.url, namespace, member_shards=1, channel_shards=1)
     r = redis.Redis.from_url(redis_server.url)
     keys = Keys(namespace)
     enc = msgspec.msgpack.Encoder()
@@ -46,7 +46,10 @@ def run_shard(redis_server, namespace: str, flaky_times: int, before: bool) -> t
             Credit(f"e{b}-{i}", "n", "c", "u1", "", T0 + b * 100 + i, "custom", 10)
             for i in range(3)
         ]
-        r.xadd(keys.credits(0), {"c": enc.encode(credits), "t": 0})
+        # what channel shard 0 sends: credits, their ingest times, and its watermark
+        watermark = repr(T0 + b * 100 + 50)
+        fields = {"c": enc.encode(credits), "a": enc.encode([0] * 3), "p": 0, "w": watermark}
+        r.xadd(keys.credits(0), fields)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if r.xpending(keys.credits(0), "shards")["pending"] == 0 and shard.offset >= (1, 0):

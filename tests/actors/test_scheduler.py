@@ -70,7 +70,7 @@ def test_watch_clock_pays_a_quiet_live_channel(ray_cluster, redis_server, namesp
     from engine.rules import EarnRules, NetworkRules, RuleBook
 
     book = RuleBook({"n": NetworkRules(earn=EarnRules(watch_interval_s=1, welcome_points=0))})
-    cfg = make_cfg(redis_server.url, namespace, book, watch_clock_interval_s=0.25)
+    cfg = make_cfg(redis_server.url, namespace, book, watch_clock_interval_s=0.25, lateness_s=0.2)
     client = RallyClient(cfg).start(scheduler=True)
     try:
         r = redis.Redis.from_url(redis_server.url)

@@ -23,10 +23,10 @@ TINY = [
     "--generators", "1", "--peak-start-rate", "400", "--peak-max-rate", "1500",
     "--peak-step", "1", "--raid-viewers", "1000", "--raid-over", "1",
     "--watch-sizes", "500,1500", "--batch-sizes", "1,100", "--batch-duration", "1",
-    "--memory-members", "1000",
+    "--memory-members", "1000", "--soak-seconds", "4", "--soak-sample", "1", "--soak-warmup", "1",
 ]  # fmt: skip
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = pytest.mark.timeout(400)
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def bench(
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks", *TINY, "--out", str(out),
          "--results-md", str(out / "md" / "RESULTS.md")],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=280,
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=380,
     )  # fmt: skip
     return done, out
 
@@ -60,7 +60,7 @@ def test_every_scenario_ran_or_said_why_not(results: dict[str, Any]) -> None:
 
 def test_files_are_written(bench: tuple[subprocess.CompletedProcess[str], Path]) -> None:
     done, out = bench
-    for name in ("results.json", "throughput.png", "latency.png", "report.md"):
+    for name in ("results.json", "throughput.png", "latency.png", "soak.png", "report.md"):
         assert (out / name).stat().st_size > 0, name
     assert (out / "throughput.png").read_bytes()[:4] == b"\x89PNG"
     md = (out / "md" / "RESULTS.md").read_text()
@@ -130,3 +130,22 @@ def test_scenario_summaries(results: dict[str, Any]) -> None:
     goals = {g["goal"]: g for g in results["goals"]}
     assert len(goals) == 8
     assert all(g["met"] in (True, False, None) for g in goals.values())
+
+
+def test_soak_samples_memory_disk_processes_and_lag(results: dict[str, Any]) -> None:
+    soak = results["scenarios"]["soak"]
+    samples = soak["runs"][0]["soak_samples"]
+    assert len(samples) >= 3
+    assert samples[-1]["final"]
+    for s in samples:
+        assert s["used_memory"] > 0
+        assert s["aof_bytes"] > 0
+        assert {"gateway", "redis-server"} <= set(s["rss"]), s["rss"]
+        assert any(role.startswith("ray::") for role in s["rss"])
+        assert set(s["streams"]) == {"ingest", "credits", "ledgerlog"}
+        assert s["lag_events"] >= 0
+    assert [s["t"] for s in samples] == sorted(s["t"] for s in samples)
+    summary = soak["summary"]
+    assert summary["events_after_warmup"] > 0
+    assert summary["bytes_per_event"] is not None
+    assert sum(summary["streams_end"].values()) <= 10  # drained, then trimmed

@@ -51,8 +51,9 @@ def test_kill9_under_load(deployment, victim: str) -> None:
     assert len(acked) == len(chunks)
     assert deployment.client.wait_idle(180)
 
-    ref = Reference(deployment.settings.rulebook())
+    ref = Reference(deployment.settings.rulebook(), deployment.settings.limits.lateness_s)
     ref.ingest(as_events([e for c in acked for e in c]), 0.0)
+    ref.finish()
     for (_, user), expected in ref.members.items():
         status, body = get(deployment.url, f"/v1/members/{user}?network=tv")
         assert status == 200

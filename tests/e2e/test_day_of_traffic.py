@@ -21,8 +21,9 @@ def test_day_of_traffic_matches_the_engine(deployment) -> None:
     )
     assert deployment.client.wait_idle(120)
 
-    ref = Reference(deployment.settings.rulebook())
+    ref = Reference(deployment.settings.rulebook(), deployment.settings.limits.lateness_s)
     ref.ingest(as_events(wire), 0.0)
+    ref.finish()
     tiers = deployment.settings.rulebook().network("tv").tiers
     assert ("tv", "botty") not in ref.members  # the ignore list earns nothing
     for (_, user), expected in ref.members.items():

@@ -76,20 +76,21 @@ def ev(
 
 
 def one_of_each(ts: float = T0) -> list[Event]:
-    """Every event kind once, with non-default fields set."""
+    """Every event kind once, with non-default fields set, a millisecond apart (in this
+    order: events apply in event-time order)."""
     return [
         ev("chat", "k-chat", ts, "u1", text="hello"),
-        ev("join", "k-join", ts, "u1"),
-        ev("leave", "k-leave", ts, "u1"),
-        ev("viewers", "k-viewers", ts, viewers=[Viewer(id="u1", name="A"), Viewer(id="u2")]),
-        ev("online", "k-online", ts),
-        ev("offline", "k-offline", ts),
-        ev("follow", "k-follow", ts, "u1"),
-        ev("sub", "k-sub", ts, "u1", tier=3, months=7, gifted=True),
-        ev("gift_bomb", "k-gift", ts, "u1", count=5, tier=2),
-        ev("cheer", "k-cheer", ts, "u1", amount=250),
-        ev("raid", "k-raid", ts, "u1", viewers=40),
-        ev("custom", "k-custom", ts, "u1", action="quiz", points=42),
+        ev("join", "k-join", ts + 1e-3, "u1"),
+        ev("leave", "k-leave", ts + 2e-3, "u1"),
+        ev("viewers", "k-viewers", ts + 3e-3, viewers=[Viewer(id="u1", name="A"), Viewer(id="u2")]),
+        ev("online", "k-online", ts + 4e-3),
+        ev("offline", "k-offline", ts + 5e-3),
+        ev("follow", "k-follow", ts + 6e-3, "u1"),
+        ev("sub", "k-sub", ts + 7e-3, "u1", tier=3, months=7, gifted=True),
+        ev("gift_bomb", "k-gift", ts + 8e-3, "u1", count=5, tier=2),
+        ev("cheer", "k-cheer", ts + 9e-3, "u1", amount=250),
+        ev("raid", "k-raid", ts + 10e-3, "u1", viewers=40),
+        ev("custom", "k-custom", ts + 11e-3, "u1", action="quiz", points=42),
     ]
 
 

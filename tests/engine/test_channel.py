@@ -36,9 +36,14 @@ def feed(
     return credits, changes
 
 
+PAST = 0.001
+"""A tick at T is paid once the clock is past T (every event at T applied first)."""
+
+
 def advance(channel: Channel, ts: float, earn: EarnRules) -> list[Credit]:
+    """Move the clock just past `ts`: ticks up to and including `ts` are paid."""
     credits: list[Credit] = []
-    channel.advance(ts, earn, credits)
+    channel.advance(ts + PAST, earn, credits)
     return credits
 
 
@@ -134,7 +139,7 @@ def test_each_crossed_boundary_pays_each_present_viewer_once() -> None:
     assert advance(channel, T0 + 60, WATCH) == []
     assert advance(channel, T0 + 119, WATCH) == []
     assert advance(channel, T0 + 30, WATCH) == []  # event time never goes back
-    assert channel.state.clock == T0 + 119
+    assert channel.state.last_tick == K + 1
     later = advance(channel, T0 + 240, WATCH)
     assert paid(later) == [(t, u, 10) for t in (K + 2, K + 3, K + 4) for u in ("u1", "u2")]
     ids = [c.id for c in first + later]
@@ -147,7 +152,7 @@ def test_events_move_the_clock_and_pay_before_they_apply() -> None:
         channel, [ev("leave", "l1", T0 + 130, "u1"), ev("join", "j2", T0 + 200, "u2")], WATCH
     )
     assert paid(credits) == [(K + 1, "u1", 10), (K + 2, "u1", 10)]  # nobody at K + 3
-    assert channel.state.clock == T0 + 200
+    assert channel.state.active_ts == T0 + 200
     assert paid(advance(channel, T0 + 240, WATCH)) == [(K + 4, "u2", 10)]
 
 
@@ -163,25 +168,28 @@ def test_first_event_only_starts_the_clock() -> None:
 def test_a_channel_whose_first_event_is_at_time_zero_still_pays() -> None:
     channel = Channel(NET, CH)
     feed(channel, [ev("online", "on", 0.0), ev("join", "j", 0.0, "u1")], WATCH)
-    assert paid(advance(channel, 130.0, WATCH)) == [(1, "u1", 10), (2, "u1", 10)]
+    assert paid(advance(channel, 130.0, WATCH)) == [(0, "u1", 10), (1, "u1", 10), (2, "u1", 10)]
 
 
-def test_catch_up_is_capped_to_the_latest_ticks() -> None:
+def test_presence_goes_stale_max_catchup_ticks_after_the_channels_last_event() -> None:
     earn = EarnRules(watch_interval_s=60, max_catchup_ticks=3, active_chatter_bonus=0)
-    channel = live_with(["u1"], earn)
+    channel = live_with(["u1"], earn)  # its last event at T0 + 1
     assert paid(advance(channel, T0 + 600, earn)) == [
-        (K + 8, "u1", 10),
-        (K + 9, "u1", 10),
-        (K + 10, "u1", 10),
+        (K + 1, "u1", 10),
+        (K + 2, "u1", 10),
+        (K + 3, "u1", 10),
     ]
-    assert paid(advance(channel, T0 + 660, earn)) == [(K + 11, "u1", 10)]
+    assert paid(advance(channel, T0 + 660, earn)) == []
+    feed(channel, [ev("chat", "c", T0 + 700, "u1")], earn)  # activity: presence is fresh
+    assert paid(advance(channel, T0 + 780, earn)) == [(K + 12, "u1", 10), (K + 13, "u1", 10)]
     none = EarnRules(watch_interval_s=60, max_catchup_ticks=0)
     channel = live_with(["u1"], none)
     assert advance(channel, T0 + 600, none) == []
 
 
 @pytest.mark.parametrize(
-    ("offline_points", "expected"), [(0, []), (3, [(K + 1, "u1", 3), (K + 2, "u1", 3)])]
+    ("offline_points", "expected"),
+    [(0, []), (3, [(K, "u1", 3), (K + 1, "u1", 3), (K + 2, "u1", 3)])],
 )
 def test_offline_rate_while_not_live(
     offline_points: int, expected: list[tuple[int, str, int]]
@@ -223,7 +231,8 @@ CHATTY = EarnRules(
         (59.5, 10),  # just outside
         (150.0, 15),
         (179.0, 15),
-        (180.0, 10),  # the chat arrives with the tick: the tick is paid first
+        (180.0, 15),  # at the tick: every event at T is applied before the tick at T
+        (180.5, 10),  # just after the tick: the tick is paid first
     ],
 )
 def test_active_chatter_bonus_window(chat_at: float, points_at_tick_180: int) -> None:

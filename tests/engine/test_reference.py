@@ -21,6 +21,7 @@ def _balance(ref: Reference, user: str, network: str = NET) -> int:
 def test_every_kind_end_to_end_with_the_multiplier_of_the_tier_before() -> None:
     ref = Reference(RuleBook({}))
     ref.ingest(one_of_each(), now=T0)
+    ref.finish()
     entries = [(e.rule, e.amount) for e in ref.ledger[(NET, "u1")]]
     assert entries == [
         ("welcome", 100),
@@ -34,7 +35,7 @@ def test_every_kind_end_to_end_with_the_multiplier_of_the_tier_before() -> None:
         ("custom", 63),  # floor(42 x 1.5)
     ]
     assert _balance(ref, "u1") == 5_115
-    assert ref.tier_changes == [TierChange(NET, "u1", 0, 2, T0, 2_652)]
+    assert ref.tier_changes == [TierChange(NET, "u1", 0, 2, T0 + 7e-3, 2_652)]  # the sub
     assert ref.members[(NET, "u1")].tier == 2
     assert ref.leaderboards == {(NET, CH): {"u1": 5_115}}
 
@@ -60,6 +61,7 @@ def test_channel_overrides_and_ignore_lists() -> None:
         ],
         now=T0,
     )
+    ref.finish()
     assert _balance(ref, "u1") == 0 + 1 + 7
     assert _balance(ref, "u2") == 100 + 1 + 50
     assert _balance(ref, "u9") == 100 + 1 + 50
@@ -67,6 +69,7 @@ def test_channel_overrides_and_ignore_lists() -> None:
     assert {e.channel for e in ref.ledger[(NET, "u9")]} == {CH}
     other = Reference(RuleBook({NET: NetworkRules(earn=EarnRules(ignore=frozenset({"nightbot"})))}))
     other.ingest([ev("follow", "f5", T0, "nightbot"), ev("chat", "c5", T0, "nightbot")], now=T0)
+    other.finish()
     assert other.members == {}
     assert other.ledger == {}
 
@@ -76,8 +79,10 @@ def test_duplicates_are_dropped_by_network_and_id() -> None:
     follow = ev("follow", "f1", T0, "u1")
     ref.ingest([follow, follow], now=T0)
     ref.ingest([follow], now=T0 + 5)
+    ref.finish()
     assert _balance(ref, "u1") == 151
     ref.ingest([ev("follow", "f1", T0, "u1", network="other")], now=T0)
+    ref.finish()
     assert _balance(ref, "u1", "other") == 151
     assert ref.channels[(NET, CH)].state.events == 1
 
@@ -99,10 +104,13 @@ def test_clock_ticks_pay_every_live_channel_and_streaks_follow_utc_days() -> Non
     ref.clock(T0 + 120)
     ref.clock(T0 + 90)
     watch = [e for e in ref.ledger[(NET, "u1")] if e.rule == "watch"]
-    assert len(watch) == 4  # 2 ticks x 2 channels
+    assert len(watch) == 4  # ticks T0 and T0 + 60 (those before the clock) x 2 channels
     assert _balance(ref, "u1") == 100 + 1 + 40
     assert _balance(ref, "u2") == 100 + 1 + 20
-    ref.clock(T0 + DAY + 60)  # catch-up capped at 12 ticks per channel, a new UTC day
+    ref.clock(T0 + DAY)  # presence goes stale 12 ticks after a channel's last event
+    assert len([e for e in ref.ledger[(NET, "u1")] if e.rule == "watch"]) == 2 * 13
+    ref.ingest([ev("chat", "c-next-day", T0 + DAY + 1, "u1", channel="a")])
+    ref.clock(T0 + DAY + 60)  # a new UTC day: the chat and the tick at T0 + DAY + 60
     streaks = [e for e in ref.ledger[(NET, "u1")] if e.rule == "streak"]
     assert [e.id for e in streaks] == [
         f"{NET}:u1/streak/{day_of(T0)}",

@@ -19,7 +19,7 @@ from engine.channel import Changes, Channel, channel_decoder, channel_encoder
 from engine.events import Event, decode_events, encode_events
 from engine.ledger import entry_decoder, entry_encoder
 from engine.member import TierChange, state_decoder, state_encoder
-from engine.reference import Reference
+from engine.reference import Reference, event_key
 from engine.rules import RuleBook
 from tests.engine.checks import check_ledger, check_tier_changes, snapshot
 from tests.engine.factories import T0
@@ -36,19 +36,6 @@ class DurableReference(Reference):
         super().__init__(book)
         self.stored_present: dict[ChannelKey, dict[str, str]] = {}
         self.stored_chatters: dict[ChannelKey, dict[str, float]] = {}
-
-    def ingest(self, events: Iterable[Event], now: float) -> None:
-        for ev in events:
-            key = (ev.network, ev.id)
-            if key in self.seen:
-                continue
-            self.seen.add(key)
-            credits: list = []  # type: ignore[type-arg]
-            changes = Changes()
-            earn = self.book.earn(ev.network, ev.channel)
-            self.channel(ev.network, ev.channel).apply(ev, earn, now, changes, credits)
-            self._persist((ev.network, ev.channel), changes)
-            self.credit(credits)
 
     def _persist(self, key: ChannelKey, changes: Changes) -> None:
         present = self.stored_present.setdefault(key, {})
@@ -78,6 +65,9 @@ def restore(old: DurableReference) -> DurableReference:
         "chatters": {f"{n}\x00{c}": p for (n, c), p in old.stored_chatters.items()},
         "tier_changes": old.tier_changes,
         "boards": {f"{n}\x00{c}": b for (n, c), b in old.leaderboards.items()},
+        "held": encode_events([ev for _, _, ev in old.events.held()]),
+        "watermark": old.events.watermark,
+        "newest": old.newest,
     }
     disk = msgspec.msgpack.decode(msgspec.msgpack.encode(blobs))
 
@@ -102,6 +92,10 @@ def restore(old: DurableReference) -> DurableReference:
         )
     new.tier_changes = msgspec.convert(disk["tier_changes"], list[TierChange])
     new.leaderboards = {key(k): v for k, v in disk["boards"].items()}
+    new.events.advance_to(disk["watermark"])
+    new.newest = disk["newest"]
+    for ev in decode_events(disk["held"]):
+        new.events.push(ev.ts, event_key(ev), ev)
     return new
 
 

@@ -80,15 +80,19 @@ async def post(client: TestClient, obj: object, **kw: Any) -> tuple[int, Any]:
         return resp.status, await resp.json()
 
 
+def event_entries(r: redis.Redis, namespace: str, p: int) -> list[dict[bytes, bytes]]:
+    """The entries of ingest:{p} that carry events (not the event-time frontier marks)."""
+    return [f for _, f in r.xrange(Keys(namespace).ingest(p)) if b"e" in f]
+
+
 def stream_entries(r: redis.Redis, namespace: str, shards: int = SHARDS) -> dict[int, list[Event]]:
     """Events in each ingest stream, one list per partition, in stream order."""
-    keys = Keys(namespace)
-    out: dict[int, list[Event]] = {}
-    for p in range(shards):
-        out[p] = [ev for _, f in r.xrange(keys.ingest(p)) for ev in decode_events(f[b"e"])]
-    return out
+    return {
+        p: [ev for f in event_entries(r, namespace, p) for ev in decode_events(f[b"e"])]
+        for p in range(shards)
+    }
 
 
 def stream_lengths(r: redis.Redis, namespace: str, shards: int = SHARDS) -> list[int]:
-    keys = Keys(namespace)
-    return [r.xlen(keys.ingest(p)) for p in range(shards)]
+    """Entries carrying events in each ingest stream."""
+    return [len(event_entries(r, namespace, p)) for p in range(shards)]

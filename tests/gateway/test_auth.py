@@ -11,7 +11,17 @@ import redis
 from gateway.redis_server import RedisServer
 from gateway.signing import sign, signed_headers
 
-from .helpers import ADMIN_SECRET, OLD_SECRET, SECRET, body_of, chat, make_settings, post, serve
+from .helpers import (
+    ADMIN_SECRET,
+    OLD_SECRET,
+    SECRET,
+    body_of,
+    chat,
+    make_settings,
+    post,
+    serve,
+    stream_lengths,
+)
 
 BODY = body_of({"events": [chat(1)]})
 OTHER_NET = body_of({"events": [chat(1), chat(2, network="other")]})
@@ -102,7 +112,7 @@ def test_auth_table(
                 assert body["field"] == field
 
     asyncio.run(go())
-    written = sum(redis_client.xlen(f"{namespace}:ingest:{p}") for p in range(2))
+    written = sum(stream_lengths(redis_client, namespace))
     assert written == (1 if status == 202 else 0)
 
 
@@ -119,4 +129,4 @@ def test_key_not_allowed_for_a_network_gets_403_naming_the_event(
             assert (code, body) == (202, {"accepted": 2})
 
     asyncio.run(go())
-    assert sum(redis_client.xlen(f"{namespace}:ingest:{p}") for p in range(2)) >= 1
+    assert sum(stream_lengths(redis_client, namespace)) >= 1

@@ -97,9 +97,10 @@ def test_raid_moves_viewers_and_gift_bomb_gifts_subs() -> None:
 
 def test_reference_credits_the_traffic() -> None:
     sim = SimulatedNetwork(channels=5, members=1_000, seed=4)
-    ref = Reference(RuleBook({"demo": NetworkRules()}))
+    ref = Reference(RuleBook({"demo": NetworkRules()}), lateness_s=2.0)
     for i in range(20):
         ref.ingest(decode_json_batch(msgspec.json.encode(sim.events(NOW + i * 10, 500))), NOW)
+    ref.finish()
     assert len(ref.members) > 500
     assert all(s.balance >= 0 for s in ref.members.values())
 

@@ -1,0 +1,181 @@
+"""The ledger sink: the one writer of the DuckDB ledger archive (analytics/archive.py).
+
+It reads every ledger log stream (`ledgerlog:{m}`) through its own consumer group
+("archive") and lands the entries in the archive in Arrow batches, exactly once: the
+archive stores the last stream id per stream in the same DuckDB transaction as the rows,
+and on every (re)start the sink re-reads its pending entries, of which those at or below
+that id are acknowledged without being stored again. After the DuckDB commit it
+acknowledges the entries and records the archived offset in Redis (offsets hash, field
+`{stream}|archive`), which is what lets the trimmer (actors/trim.py) drop ledger log
+entries: the archive is the ledger of record once they are gone.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+
+import redis
+
+from actors.config import RuntimeConfig
+from actors.keys import Keys
+from actors.stream import SOCKET_TIMEOUT_S, Entry, ensure_group
+from analytics.archive import LedgerArchive, LogEntry
+
+log = logging.getLogger(__name__)
+
+GROUP = "archive"
+CONSUMER = "archive"
+FLUSH_ROWS = 50_000
+"""Most ledger rows one DuckDB transaction carries (a stream entry alone may exceed it)."""
+FLUSH_INTERVAL_S = 0.5
+"""Least time between two commits while the load is light: each commit opens and closes
+the DuckDB file (readers get it in between), which costs some 20-50 ms."""
+READ_COUNT = 20
+"""Stream entries read per stream at once: each carries up to 5,000 ledger entries
+(actors.shards.CREDITS_PER_ENTRY), so one read stays near FLUSH_ROWS even after a backlog."""
+ACK_CHUNK = 10_000
+
+
+def archive_offset_field(stream: str) -> str:
+    """The offsets hash field holding the last entry of `stream` the archive committed."""
+    return f"{stream}|{GROUP}"
+
+
+class LedgerSink:
+    """Consumes every ledgerlog stream into the archive; one instance per deployment."""
+
+    kind = "archive"
+
+    def __init__(self, cfg: RuntimeConfig) -> None:
+        if not cfg.archive_path:
+            raise ValueError("the ledger sink needs RuntimeConfig.archive_path")
+        self.cfg = cfg
+        self.keys = Keys(cfg.namespace)
+        self.r = redis.Redis.from_url(
+            cfg.redis_url, socket_keepalive=True, socket_timeout=SOCKET_TIMEOUT_S
+        )
+        self.streams = [self.keys.ledgerlog(m) for m in range(cfg.member_shards)]
+        for stream in self.streams:
+            ensure_group(self.r, stream, GROUP)
+        self.archive = LedgerArchive(cfg.archive_path)
+        self.archive.create()
+        self.rows = 0
+        self.batches = 0
+        self.errors = 0
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="ledger-sink", daemon=True)
+        self.thread.start()
+
+    # -- the loop -------------------------------------------------------------------------
+    def _run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                self._drain_pending()
+                self._follow()
+            except (redis.ConnectionError, redis.TimeoutError):
+                log.warning("ledger sink lost Redis; resuming from the archived offsets")
+                self._pause(0.5)
+            except Exception:
+                log.exception("ledger sink failed a batch; resuming from the archived offsets")
+                self._pause(1.0)
+
+    def _pause(self, seconds: float) -> None:
+        self.errors += 1
+        self.stopping.wait(seconds)
+
+    def _read(self, start: dict[str, str], block_ms: int | None) -> list[tuple[str, list[Entry]]]:
+        got = self.r.xreadgroup(
+            GROUP,
+            CONSUMER,
+            start,
+            count=self.cfg.read_count,
+            block=block_ms,  # type: ignore[arg-type]
+        )
+        return [(s.decode() if isinstance(s, bytes) else s, entries) for s, entries in got or []]
+
+    def _drain_pending(self) -> None:
+        """What this consumer read before a crash and never acknowledged, in stream order:
+        the archive's offsets decide what is stored and what only acknowledged."""
+        start = dict.fromkeys(self.streams, "0")
+        while not self.stopping.is_set():
+            batch = Batch()
+            for stream, entries in self._read(start, None):
+                for eid, fields in entries:
+                    batch.add(stream, eid, fields)
+                if entries:
+                    start[stream] = entries[-1][0].decode()
+            if not batch.ids:
+                return
+            self._flush(batch)
+
+    def _follow(self) -> None:
+        """New entries, in commits of at most FLUSH_ROWS rows at most every FLUSH_INTERVAL_S."""
+        start = dict.fromkeys(self.streams, ">")
+        batch = Batch()
+        last_flush = time.monotonic()
+        while not self.stopping.is_set():
+            for stream, entries in self._read(start, self.cfg.block_ms):
+                for eid, fields in entries:
+                    batch.add(stream, eid, fields)
+            if batch.ids and (
+                batch.rows >= FLUSH_ROWS or time.monotonic() - last_flush >= FLUSH_INTERVAL_S
+            ):
+                last_flush = time.monotonic()
+                self._flush(batch)
+                batch = Batch()
+        if batch.ids:
+            self._flush(batch)
+
+    def _flush(self, batch: Batch) -> None:
+        done = self.archive.append(batch.log)
+        with self.r.pipeline(transaction=True) as pipe:
+            for stream, ids in batch.ids.items():
+                for i in range(0, len(ids), ACK_CHUNK):
+                    pipe.xack(stream, GROUP, *ids[i : i + ACK_CHUNK])
+                if stream in done.offsets:
+                    pipe.hset(self.keys.offsets, archive_offset_field(stream), done.offsets[stream])
+            pipe.hincrby(self.keys.stats, "entries_archived", done.rows)
+            pipe.execute()
+        self.rows += done.rows
+        self.batches += 1
+
+    # -- actor methods --------------------------------------------------------------------
+    def pid(self) -> int:
+        return os.getpid()
+
+    def ping(self) -> bool:
+        return self.thread.is_alive()
+
+    def info(self) -> dict[str, object]:
+        return {
+            "consumer": self.kind,
+            "rows": self.rows,
+            "batches": self.batches,
+            "errors": self.errors,
+            "alive": self.thread.is_alive(),
+            "path": str(self.archive.path),
+        }
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(timeout=10)
+
+
+class Batch:
+    """Stream entries read but not yet archived: their ledger blobs and ids per stream."""
+
+    def __init__(self) -> None:
+        self.log: list[LogEntry] = []
+        self.ids: dict[str, list[bytes]] = {}
+        self.rows = 0
+
+    def add(self, stream: str, eid: bytes, fields: dict[bytes, bytes] | None) -> None:
+        self.ids.setdefault(stream, []).append(eid)
+        blob = (fields or {}).get(b"l")
+        if blob is None:  # a deleted pending entry: trimmed, so archived before
+            return
+        self.log.append(LogEntry(stream, eid.decode(), blob))
+        self.rows += int((fields or {}).get(b"n", 1))

@@ -1,0 +1,1 @@
+"""DuckDB: the ledger archive (the ledger of record once Redis trims `ledgerlog`)."""

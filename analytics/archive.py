@@ -1,0 +1,352 @@
+"""The ledger archive: every ledger entry, exactly once, in one DuckDB file.
+
+One writer (actors/ledger_sink.py) appends the entries of the ledger log streams
+(`ledgerlog:{m}`: field `l` = msgpack list[engine.ledger.Entry]) in Arrow batches. The last
+stream id archived per stream is written in the same DuckDB transaction as the rows, so a
+writer that crashes and starts again skips what it already stored: exactly once.
+
+DuckDB lets one process open a file for writing, and then no other process may open it at
+all. The writer therefore holds the file only while it commits a batch, and readers (old
+ledger pages in the gateway, `rally audit`) open it read-only between two commits, each
+side retrying while the other holds it (for at most `lock_timeout_s`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import msgspec
+import pyarrow as pa
+
+from engine.ledger import Entry
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS ledger (
+    id VARCHAR NOT NULL,       -- engine.ledger.Entry fields ...
+    ts DOUBLE NOT NULL,
+    network VARCHAR NOT NULL,
+    debit VARCHAR NOT NULL,
+    credit VARCHAR NOT NULL,
+    amount BIGINT NOT NULL,
+    rule VARCHAR NOT NULL,
+    channel VARCHAR NOT NULL,
+    stream VARCHAR NOT NULL,   -- ... then where it was read: the ledger log stream,
+    entry_id VARCHAR NOT NULL, -- the stream entry id ("ms-seq"),
+    entry_ms BIGINT NOT NULL,  -- the same id as two numbers (ordering),
+    entry_seq BIGINT NOT NULL,
+    pos INTEGER NOT NULL       -- and the entry's place in the stream entry's list
+);
+CREATE TABLE IF NOT EXISTS archive_offsets (
+    stream VARCHAR PRIMARY KEY,
+    entry_id VARCHAR NOT NULL, -- the last stream entry archived (with everything before it)
+    entries BIGINT NOT NULL,   -- stream entries archived from this stream
+    rows BIGINT NOT NULL       -- ledger rows archived from this stream
+);
+"""
+
+ARROW_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("ts", pa.float64()),
+        ("network", pa.string()),
+        ("debit", pa.string()),
+        ("credit", pa.string()),
+        ("amount", pa.int64()),
+        ("rule", pa.string()),
+        ("channel", pa.string()),
+        ("stream", pa.string()),
+        ("entry_id", pa.string()),
+        ("entry_ms", pa.int64()),
+        ("entry_seq", pa.int64()),
+        ("pos", pa.int32()),
+    ]
+)
+ENTRY_COLUMNS = "id, ts, network, debit, credit, amount, rule, channel"
+NEWEST_FIRST = "entry_ms DESC, entry_seq DESC, pos DESC"
+LOCK_RETRY_S = 0.005
+
+_entries_decoder = msgspec.msgpack.Decoder(list[Entry])
+
+
+class ArchiveError(Exception):
+    """The ledger archive could not be read or written."""
+
+
+class ArchiveBusy(ArchiveError):
+    """Another process held the archive file for longer than the lock timeout."""
+
+
+def parse_id(entry_id: bytes | str) -> tuple[int, int]:
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """One ledger log stream entry as read from Redis: its stream, id and `l` blob."""
+
+    stream: str
+    entry_id: str
+    blob: bytes
+
+
+@dataclass
+class Appended:
+    """What one `append` did: rows inserted, and the archive offset of every stream it saw
+    (the last entry id stored, old or new)."""
+
+    rows: int = 0
+    offsets: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Record:
+    """The ledger of record summed per account: the archive plus the ledger log entries it
+    does not hold yet, read in one consistent snapshot of the archive (for the audit)."""
+
+    offsets: dict[str, str] = field(default_factory=dict)
+    """stream -> the last entry the archive holds."""
+    archived_entries: dict[str, int] = field(default_factory=dict)
+    """stream -> stream entries the archive holds."""
+    rows: int = 0
+    """Ledger entries in all: archived and not."""
+    unarchived: int = 0
+    balance: dict[str, int] = field(default_factory=dict)
+    """account -> credits - debits."""
+    entries: dict[str, int] = field(default_factory=dict)
+    """account -> entries that credit or debit it."""
+    duplicate_ids: int = 0
+    non_positive: int = 0
+
+
+class LedgerArchive:
+    """The archive file at `path`: `append` (the one writer), `page` and `totals` (readers)."""
+
+    def __init__(self, path: str | Path, lock_timeout_s: float = 30.0) -> None:
+        self.path = Path(path)
+        self.lock_timeout_s = lock_timeout_s
+
+    # -- connections ----------------------------------------------------------------------
+    def _connect(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        deadline = time.monotonic() + self.lock_timeout_s
+        while True:
+            try:
+                return duckdb.connect(str(self.path), read_only=read_only)
+            except duckdb.IOException as err:
+                if "lock" not in str(err).lower():
+                    raise ArchiveError(
+                        f"cannot open the ledger archive {self.path}: {err}"
+                    ) from err
+                if time.monotonic() >= deadline:
+                    raise ArchiveBusy(f"the ledger archive {self.path} stayed locked") from err
+                time.sleep(LOCK_RETRY_S)
+
+    def _reader(self) -> duckdb.DuckDBPyConnection | None:
+        """A read-only connection, or None while nothing was ever archived."""
+        if not self.path.exists():
+            return None
+        return self._connect(read_only=True)
+
+    def create(self) -> None:
+        """Create the file and its tables if missing."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        con = self._connect(read_only=False)
+        try:
+            con.execute(SCHEMA)
+        finally:
+            con.close()
+
+    # -- the writer -----------------------------------------------------------------------
+    def append(self, log: Sequence[LogEntry]) -> Appended:
+        """Store the ledger entries of `log` (stream entries in stream order) exactly once:
+        entries at or below a stream's archived offset are skipped; the rows and the new
+        offsets commit in one transaction."""
+        con = self._connect(read_only=False)
+        try:
+            con.execute("BEGIN TRANSACTION")
+            done = {
+                s: (e, k, n)
+                for s, e, k, n in con.execute(
+                    "SELECT stream, entry_id, entries, rows FROM archive_offsets"
+                ).fetchall()
+            }
+            out = Appended(offsets={s: d[0] for s, d in done.items()})
+            fresh = [
+                x for x in log if x.stream not in done or _after(x.entry_id, done[x.stream][0])
+            ]
+            if fresh:
+                rows, counts = _arrow(fresh)
+                con.register("incoming", rows)
+                con.execute("INSERT INTO ledger SELECT * FROM incoming")
+                con.unregister("incoming")
+                last: dict[str, str] = {}
+                added: dict[str, int] = {}
+                for x in fresh:
+                    last[x.stream] = x.entry_id
+                    added[x.stream] = added.get(x.stream, 0) + 1
+                for s, e in last.items():
+                    _, k, n = done.get(s, ("", 0, 0))
+                    con.execute(
+                        "INSERT OR REPLACE INTO archive_offsets VALUES (?, ?, ?, ?)",
+                        [s, e, k + added[s], n + counts[s]],
+                    )
+                    out.offsets[s] = e
+                out.rows = rows.num_rows
+            con.execute("COMMIT")
+            return out
+        except duckdb.Error as err:
+            raise ArchiveError(f"archiving {len(log)} ledger log entries failed: {err}") from err
+        finally:
+            con.close()
+
+    # -- readers --------------------------------------------------------------------------
+    def offsets(self) -> dict[str, str]:
+        con = self._reader()
+        if con is None:
+            return {}
+        try:
+            return dict(con.execute("SELECT stream, entry_id FROM archive_offsets").fetchall())
+        finally:
+            con.close()
+
+    def count(self) -> tuple[int, int]:
+        """(rows, distinct entry ids)."""
+        con = self._reader()
+        if con is None:
+            return 0, 0
+        try:
+            got = con.execute("SELECT count(*), count(DISTINCT id) FROM ledger").fetchone()
+            assert got is not None
+            return int(got[0]), int(got[1])
+        finally:
+            con.close()
+
+    def page(
+        self, account: str, before_id: str | None, skip: int, limit: int
+    ) -> tuple[list[Entry], bool] | None:
+        """Entries crediting `account`, newest first: those older than the entry `before_id`
+        (None: from the newest), skipping `skip`, at most `limit`; and whether more follow.
+        None if `before_id` is not archived yet (the archive trails the caller)."""
+        con = self._reader()
+        if con is None:
+            return None if before_id is not None else ([], False)
+        try:
+            where = "credit = $account"
+            params: dict[str, Any] = {"account": account, "limit": limit + 1, "skip": skip}
+            if before_id is not None:
+                params["before"] = before_id
+                mark = con.execute(
+                    "SELECT entry_ms, entry_seq, pos FROM ledger "
+                    "WHERE credit = $account AND id = $before",
+                    {"account": account, "before": before_id},
+                ).fetchone()
+                if mark is None:
+                    return None
+                del params["before"]
+                params |= {"ms": mark[0], "seq": mark[1], "pos": mark[2]}
+                where += (
+                    " AND (entry_ms < $ms OR (entry_ms = $ms AND (entry_seq < $seq"
+                    " OR (entry_seq = $seq AND pos < $pos))))"
+                )
+            rows = con.execute(
+                f"SELECT {ENTRY_COLUMNS} FROM ledger WHERE {where} "
+                f"ORDER BY {NEWEST_FIRST} LIMIT $limit OFFSET $skip",
+                params,
+            ).fetchall()
+        finally:
+            con.close()
+        entries = [Entry(*row) for row in rows[:limit]]
+        return entries, len(rows) > limit
+
+
+def ledger_record(archive: LedgerArchive | None, log: Sequence[LogEntry]) -> Record:
+    """The ledger of record: the archive (None: no archive) plus those entries of `log`
+    (ledger log stream entries read from Redis before this call) that it does not hold yet,
+    summed per account, with the count of duplicate entry ids and of non-positive amounts."""
+    out = Record()
+    con = None if archive is None else archive._reader()
+    try:
+        if con is not None:
+            con.execute("BEGIN TRANSACTION")
+            for s, e, k in con.execute(
+                "SELECT stream, entry_id, entries FROM archive_offsets"
+            ).fetchall():
+                out.offsets[s] = e
+                out.archived_entries[s] = int(k)
+        fresh = [
+            x
+            for x in log
+            if x.stream not in out.offsets or _after(x.entry_id, out.offsets[x.stream])
+        ]
+        extra, _ = _arrow(fresh)
+        out.unarchived = extra.num_rows
+        if con is None:
+            con = duckdb.connect(":memory:")
+            con.execute(SCHEMA)
+        con.register("extra", extra)
+        rec = "(SELECT * FROM ledger UNION ALL SELECT * FROM extra)"
+        for account, balance, n in con.execute(
+            "SELECT account, sum(delta), sum(n) FROM ("
+            f"  SELECT credit AS account, sum(amount) AS delta, count(*) AS n FROM {rec}"
+            "  GROUP BY credit"
+            "  UNION ALL"
+            f"  SELECT debit, -sum(amount), count(*) FROM {rec} GROUP BY debit"
+            ") GROUP BY account"
+        ).fetchall():
+            out.balance[account] = int(balance)
+            out.entries[account] = int(n)
+        got = con.execute(
+            "SELECT count(*), count(*) - count(DISTINCT id),"
+            f" count(*) FILTER (WHERE amount <= 0) FROM {rec}"
+        ).fetchone()
+        assert got is not None
+        out.rows, out.duplicate_ids, out.non_positive = (int(x) for x in got)
+        return out
+    except duckdb.Error as err:
+        raise ArchiveError(f"reading the ledger archive failed: {err}") from err
+    finally:
+        if con is not None:
+            con.close()
+
+
+def _after(entry_id: str, offset: str) -> bool:
+    return parse_id(entry_id) > parse_id(offset)
+
+
+def _arrow(log: Sequence[LogEntry]) -> tuple[pa.Table, dict[str, int]]:
+    """The Arrow table of every ledger entry in `log` (columns of ARROW_SCHEMA), and how
+    many rows each stream gave."""
+    counts: dict[str, int] = {}
+    cols: list[list[Any]] = [[] for _ in ARROW_SCHEMA]
+    (c_id, c_ts, c_net, c_deb, c_cred, c_amt, c_rule, c_chan,
+     c_stream, c_eid, c_ms, c_seq, c_pos) = cols  # fmt: skip
+    for x in log:
+        entries = _entries_decoder.decode(x.blob)
+        n = len(entries)
+        ms, seq = parse_id(x.entry_id)
+        for e in entries:
+            c_id.append(e.id)
+            c_ts.append(e.ts)
+            c_net.append(e.network)
+            c_deb.append(e.debit)
+            c_cred.append(e.credit)
+            c_amt.append(e.amount)
+            c_rule.append(e.rule)
+            c_chan.append(e.channel)
+        c_stream += [x.stream] * n
+        c_eid += [x.entry_id] * n
+        c_ms += [ms] * n
+        c_seq += [seq] * n
+        c_pos += range(n)
+        counts[x.stream] = counts.get(x.stream, 0) + n
+    table = pa.Table.from_arrays(
+        [pa.array(c, type=f.type) for c, f in zip(cols, ARROW_SCHEMA, strict=True)],
+        schema=ARROW_SCHEMA,
+    )
+    return table, counts

@@ -1,0 +1,78 @@
+"""Event time: the watermark and the reorder buffer that both shard kinds run on.
+
+Rallypoint applies events, and the credits they produce, in event-time order: by
+(ts, network, id). A reader of a log cannot know that no older event will come, so it keeps
+a watermark, the newest event time it has seen minus the allowed lateness, and holds back
+whatever is not older than the watermark. Items older than the watermark are released, in
+order. An item that arrives already older than the watermark is *late*: it is retimed to
+the watermark (it counts as having happened at the earliest moment still open), so that
+the order of everything released stays a function of the log alone.
+
+Released means strictly older than the watermark: an item retimed to the watermark is
+never behind something released before it, however the log was cut into batches.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterator
+from typing import Generic, TypeVar
+
+NEVER = float("-inf")
+
+T = TypeVar("T")
+
+
+class ReorderBuffer(Generic[T]):
+    """Items keyed by (ts, key), released in that order once the watermark passes them."""
+
+    __slots__ = ("_heap", "_seq", "lateness_s", "watermark")
+
+    def __init__(self, lateness_s: float, watermark: float = NEVER) -> None:
+        assert lateness_s >= 0
+        self.lateness_s = lateness_s
+        self.watermark = watermark
+        self._heap: list[tuple[float, str, int, T]] = []
+        self._seq = 0
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def observe(self, ts: float) -> None:
+        """An event time was seen in the log: the watermark follows it, `lateness_s` behind."""
+        mark = ts - self.lateness_s
+        if mark > self.watermark:
+            self.watermark = mark
+
+    def advance_to(self, watermark: float) -> None:
+        """Move the watermark (never back): for a reader fed by several logs."""
+        if watermark > self.watermark:
+            self.watermark = watermark
+
+    def admit(self, ts: float) -> tuple[float, bool]:
+        """The time an item arriving now is ordered at, and whether it was late."""
+        if ts < self.watermark:
+            return self.watermark, True
+        return ts, False
+
+    def push(self, ts: float, key: str, item: T) -> None:
+        # seq breaks ties between equal keys in arrival order (equal keys do not occur for
+        # deduplicated events); items themselves are never compared
+        heapq.heappush(self._heap, (ts, key, self._seq, item))
+        self._seq += 1
+
+    def release(self) -> list[T]:
+        """Everything strictly older than the watermark, in (ts, key) order."""
+        out: list[T] = []
+        heap = self._heap
+        while heap and heap[0][0] < self.watermark:
+            out.append(heapq.heappop(heap)[3])
+        return out
+
+    def held(self) -> Iterator[tuple[float, str, T]]:
+        """What is held back, unordered."""
+        for ts, key, _, item in self._heap:
+            yield ts, key, item
+
+    def clear(self) -> None:
+        self._heap.clear()

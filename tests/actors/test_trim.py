@@ -1,0 +1,138 @@
+"""Stream trimming: streams shrink to what no consumer has committed yet, a shard that was
+down finds its whole backlog when it comes back, and the ledger log waits for the archive."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import msgspec
+import ray
+import redis
+
+from actors.client import _OPTIONS, ChannelShardActor, MemberShardActor, RallyClient
+from actors.config import RuntimeConfig
+from actors.keys import Keys
+from actors.ledger_sink import archive_offset_field
+from actors.scheduler import Scheduler
+from actors.stream import ensure_group
+from actors.trim import trim_streams
+from analytics.archive import LedgerArchive
+from engine.member import state_decoder
+from engine.reference import Reference
+from engine.rules import RuleBook
+from gateway.audit import audit
+from tests.actors.conftest import append, make_cfg
+from tests.actors.test_crash import day_of_traffic
+
+
+def committed(r: redis.Redis, keys: Keys, stream: str, field: str | None = None) -> bool:
+    last = r.xinfo_stream(stream)["last-generated-id"]
+    return r.hget(keys.offsets, field or stream) == last
+
+
+def all_streams(keys: Keys, cfg: RuntimeConfig) -> list[str]:
+    return [
+        *(keys.ingest(p) for p in range(cfg.channel_shards)),
+        *(keys.credits(m) for m in range(cfg.member_shards)),
+        *(keys.ledgerlog(m) for m in range(cfg.member_shards)),
+    ]
+
+
+def poll(condition, timeout_s: float = 120.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_trim_keeps_what_a_stopped_shard_has_not_committed(
+    ray_cluster: None, redis_server, namespace: str, tmp_path: Path
+) -> None:
+    archive = LedgerArchive(tmp_path / "ledger.duckdb")
+    cfg = make_cfg(redis_server.url, namespace, archive_path=str(archive.path))
+    client = RallyClient(cfg).start(scheduler=False)
+    r = redis.Redis.from_url(redis_server.url)
+    keys = Keys(namespace)
+    batches = day_of_traffic(n_batches=40, per_batch=100)
+    try:
+        for b in batches[:20]:
+            append(r, cfg, b)
+        assert client.wait_idle(120)
+        trimmed = trim_streams(r, keys, cfg)
+        assert sum(trimmed.values()) > 0
+        assert {s: r.xlen(s) for s in all_streams(keys, cfg)} == dict.fromkeys(
+            all_streams(keys, cfg), 0
+        )
+        # channel shard 0 and member shard 1 go down; the rest of the flow goes on
+        for actor in (client.channel_shards[0], client.member_shards[1]):
+            ray.kill(actor, no_restart=True)
+        for b in batches[20:]:
+            append(r, cfg, b)
+        up = [keys.ingest(1), keys.credits(0), keys.ledgerlog(0), keys.ledgerlog(1)]
+        poll(lambda: all(committed(r, keys, s) for s in up))
+        poll(lambda: all(committed(r, keys, s, archive_offset_field(s)) for s in up[2:]))
+        backlog = {s: r.xlen(s) for s in (keys.ingest(0), keys.credits(1))}
+        assert all(backlog.values())
+        trim_streams(r, keys, cfg)
+        assert {s: r.xlen(s) for s in backlog} == backlog  # nothing uncommitted is dropped
+        assert all(r.xlen(s) == 0 for s in up)
+        # they come back and find everything they had not committed
+        client.channel_shards[0] = ChannelShardActor.options(**_OPTIONS).remote(cfg, 0)
+        client.member_shards[1] = MemberShardActor.options(**_OPTIONS).remote(cfg, 1)
+        assert client.wait_idle(120)
+        ref = Reference(RuleBook({}))
+        for b in batches:
+            ref.ingest(b, 0.0)
+        ref.finish()
+        for (network, uid), expected in ref.members.items():
+            got = state_decoder.decode(r.hget(keys.mstate, f"{network}:{uid}"))
+            assert (got.balance, got.entries) == (expected.balance, expected.entries), uid
+        report = audit(r, keys, RuleBook({}), archive)
+        assert report.ok, report.problems
+        assert report.members == len(ref.members)
+        # the scheduler's trim job does the same
+        sched = Scheduler(cfg, start=False)
+        now = time.time()
+        sched.ensure_system_jobs(now)
+        assert sched.run_due(now + cfg.trim_interval_s) >= 1
+        assert all(r.xlen(s) == 0 for s in all_streams(keys, cfg))
+        assert audit(r, keys, RuleBook({}), archive).ok
+    finally:
+        client.stop()
+
+
+def test_the_ledger_log_is_kept_until_the_archive_has_it(
+    ray_cluster: None, redis_server, namespace: str
+) -> None:
+    cfg = make_cfg(redis_server.url, namespace)  # no archive: no sink
+    client = RallyClient(cfg).start(scheduler=False)
+    r = redis.Redis.from_url(redis_server.url)
+    keys = Keys(namespace)
+    try:
+        for b in day_of_traffic(n_batches=5, per_batch=100):
+            append(r, cfg, b)
+        assert client.wait_idle(60)
+        logged = {keys.ledgerlog(m): r.xlen(keys.ledgerlog(m)) for m in range(cfg.member_shards)}
+        assert all(logged.values())
+        trim_streams(r, keys, cfg)
+        assert {s: r.xlen(s) for s in logged} == logged  # no archive group: never trimmed
+        assert r.xlen(keys.credits(0)) == 0
+        # an archive group that has committed nothing holds everything back too
+        stream = keys.ledgerlog(0)
+        ensure_group(r, stream, "archive")
+        trim_streams(r, keys, cfg)
+        assert r.xlen(stream) == logged[stream]
+        # so does a consumer group the trimmer does not know
+        r.hset(keys.offsets, archive_offset_field(stream), "99999999999999-0")
+        ensure_group(r, stream, "somebody-else")
+        trim_streams(r, keys, cfg)
+        assert r.xlen(stream) == logged[stream]
+        assert audit(r, keys, RuleBook({})).ok
+    finally:
+        client.stop()
+
+
+def test_trim_of_a_stream_that_does_not_exist_is_a_no_op(redis_server, namespace: str) -> None:
+    cfg = msgspec.structs.replace(make_cfg(redis_server.url, namespace), channel_shards=1)
+    assert trim_streams(redis.Redis.from_url(redis_server.url), Keys(namespace), cfg) == {}

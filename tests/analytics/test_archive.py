@@ -1,0 +1,105 @@
+"""The DuckDB ledger archive on its own: exactly-once appends, pages, the ledger of record."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from actors.shards import ledger_encoder
+from analytics.archive import ArchiveBusy, LedgerArchive, LogEntry, ledger_record
+from engine.ledger import Entry, member_account, treasury_account
+
+STREAM = "t:ledgerlog:0"
+
+
+def entries(user: str, first: int, n: int, amount: int = 1) -> list[Entry]:
+    return [
+        Entry(f"{user}/{i}", 1_795_000_000.0 + i, "n", treasury_account("n"),
+              member_account("n", user), amount, "chat", "c1")
+        for i in range(first, first + n)
+    ]  # fmt: skip
+
+
+def log_entry(ms: int, batch: list[Entry], stream: str = STREAM) -> LogEntry:
+    return LogEntry(stream, f"{ms}-0", ledger_encoder.encode(batch))
+
+
+@pytest.fixture
+def archive(tmp_path: Path) -> LedgerArchive:
+    a = LedgerArchive(tmp_path / "analytics" / "ledger.duckdb")
+    a.create()
+    return a
+
+
+def test_append_is_exactly_once_by_stream_offset(archive: LedgerArchive) -> None:
+    log = [log_entry(1, entries("a", 0, 3)), log_entry(2, entries("b", 0, 2))]
+    first = archive.append(log)
+    assert (first.rows, first.offsets) == (5, {STREAM: "2-0"})
+    again = archive.append([*log, log_entry(3, entries("a", 3, 1))])  # a replay, plus one new
+    assert (again.rows, again.offsets) == (1, {STREAM: "3-0"})
+    assert archive.count() == (6, 6)
+    assert archive.offsets() == {STREAM: "3-0"}
+    assert archive.append(log).rows == 0
+
+
+def test_pages_newest_first_before_an_entry(archive: LedgerArchive) -> None:
+    archive.append([log_entry(ms, entries("a", 10 * ms, 10)) for ms in range(1, 4)])
+    acct = member_account("n", "a")
+    page, more = archive.page(acct, None, 0, 4)  # type: ignore[misc]
+    assert [e.id for e in page] == ["a/39", "a/38", "a/37", "a/36"]
+    assert more
+    page, more = archive.page(acct, "a/25", 2, 3)  # type: ignore[misc]
+    assert [e.id for e in page] == ["a/22", "a/21", "a/20"]
+    assert more
+    page, more = archive.page(acct, "a/12", 0, 5)  # type: ignore[misc]
+    assert [e.id for e in page] == ["a/11", "a/10"]
+    assert not more
+    assert archive.page(acct, "a/99", 0, 5) is None  # not archived yet
+    assert archive.page(member_account("n", "zz"), None, 0, 5) == ([], False)
+
+
+def test_record_adds_the_unarchived_log_and_finds_duplicates(archive: LedgerArchive) -> None:
+    log = [log_entry(1, entries("a", 0, 3, amount=2)), log_entry(2, entries("b", 0, 2))]
+    archive.append(log[:1])
+    rec = ledger_record(archive, log)  # entry 1 archived, entry 2 only in the log
+    assert (rec.rows, rec.unarchived, rec.duplicate_ids) == (5, 2, 0)
+    assert rec.balance[member_account("n", "a")] == 6
+    assert rec.balance[member_account("n", "b")] == 2
+    assert rec.balance[treasury_account("n")] == -8
+    assert rec.entries[member_account("n", "a")] == 3
+    assert rec.archived_entries == {STREAM: 1}
+    dup = ledger_record(archive, [*log, log_entry(3, entries("a", 1, 1))])
+    assert dup.duplicate_ids == 1
+    assert ledger_record(None, log).rows == 5
+
+
+HOLD = (
+    "import duckdb, sys; c = duckdb.connect(sys.argv[1]); print('held', flush=True);"
+    " sys.stdin.read()"
+)
+
+
+def test_a_reader_waits_while_another_process_holds_the_file(archive: LedgerArchive) -> None:
+    archive.append([log_entry(1, entries("a", 0, 1))])
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(archive.path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline() == b"held\n"
+        with pytest.raises(ArchiveBusy):
+            LedgerArchive(archive.path, lock_timeout_s=0.0).count()
+        with ThreadPoolExecutor(1) as pool:
+            patient = pool.submit(archive.count)  # retries while the file is held
+            assert holder.stdin is not None
+            holder.stdin.close()  # let go
+            assert patient.result() == (1, 1)
+    finally:
+        holder.kill()
+        holder.wait()
