@@ -74,16 +74,17 @@ def held(r: redis.Redis, keys: Keys, cfg: RuntimeConfig) -> int:
 
 
 def flush(r: redis.Redis, keys: Keys, cfg: RuntimeConfig) -> float | None:
-    """Move every partition's watermark past the newest time any of them has seen (a clock
-    entry, as the scheduler's watch clock appends), so everything held back is applied.
-    Only what was appended before this is covered. Returns the new watermark, if any."""
+    """Move every partition's watermark past the newest time any of them has seen, so
+    everything held back is applied. Only what was appended before this is covered. The
+    flush entry sets the watermark without counting as a time seen: flushing again does not
+    push event time further ahead of the wall clock. Returns the new watermark, if any."""
     raw = r.hmget(keys.wmark, [f"channel:{p}" for p in range(cfg.channel_shards)])
     newest = max((channel_progress_decoder.decode(b).newest for b in raw if b), default=None)
     if newest is None or newest == NEVER:
         return None
     with r.pipeline(transaction=True) as pipe:
         for p in range(cfg.channel_shards):
-            pipe.xadd(keys.ingest(p), {"clock": repr(newest + cfg.lateness_s + FLUSH_MARGIN_S)})
+            pipe.xadd(keys.ingest(p), {"flush": repr(newest + FLUSH_MARGIN_S)})
         pipe.execute()
     return newest + FLUSH_MARGIN_S
 

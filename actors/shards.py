@@ -266,6 +266,9 @@ class ChannelShard(StreamShard):
                     t = float(mark)
                     held.observe(t)
                     progress.newest = max(progress.newest, t)
+            flush = fields.get(b"flush")
+            if flush is not None:  # a watermark set from outside; event time itself stays
+                held.advance_to(float(flush))
         return new, len(everything), fresh_keys, late
 
     def process(self, entries: Sequence[Entry]) -> None:

@@ -17,6 +17,7 @@ import msgspec
 from rich.console import Console, Group
 from rich.live import Live
 
+from actors.client import backlog, flush, held
 from actors.latency import histogram_percentiles
 from benchmarks.loadgen import LoadRun
 from benchmarks.plan import Burst, Endpoint, Phase, Plan, Traffic
@@ -115,6 +116,15 @@ class Bench:
 
     def counters(self) -> dict[str, int]:
         return read_counters(self.r, self.rally.keys)
+
+    def release_held(self) -> bool:
+        """Once every stream is drained, move the watermark past what the shards hold back,
+        as `rally audit` does: the last `lateness_s` of a run is applied now rather than when
+        the next load moves event time on. True if a flush was appended."""
+        cfg, keys, r = self.rally.runtime, self.rally.keys, self.r.client
+        if self.r.call(backlog, r, keys, cfg) or not self.r.call(held, r, keys, cfg):
+            return False
+        return self.r.call(flush, r, keys, cfg) is not None
 
     def show(self, current: list[str] | None = None) -> None:
         if self.live is not None:
@@ -275,9 +285,11 @@ class Bench:
         last = series[-1] if series else {}
         client = {k: last.get(k, 0) for k in ("sent", "accepted", "errors")}
         quiet = 0
+        flushed = False
         deadline = time.time() + DRAIN_TIMEOUT_S
         while time.time() < deadline and quiet < QUIET_SAMPLES:
             time.sleep(SAMPLE_S)
+            flushed = flushed or self.release_held()
             point = self._point(time.time() - t0, client, c0)
             quiet = quiet + 1 if settled(last, point) else 0
             out.append(point)
@@ -433,8 +445,10 @@ def wait_drained(bench: Bench, timeout_s: float = DRAIN_TIMEOUT_S) -> bool:
     """The pipeline has applied everything accepted, and its counters held still."""
     last: dict[str, int] = {}
     quiet = 0
+    flushed = False
     deadline = time.time() + timeout_s
     while time.time() < deadline:
+        flushed = flushed or bench.release_held()
         c = bench.counters()
         quiet = quiet + 1 if settled(last, c) else 0
         if quiet >= QUIET_SAMPLES:

@@ -212,18 +212,19 @@ WATCH_SAMPLE = 1_000
 
 
 def _watch_once(b: Bench, size: int) -> dict[str, Any]:
-    """`size` fresh viewers present in live channels (snapshots), then one watch tick.
+    """`size` fresh viewers present in channels (snapshots), then one watch tick paid.
 
-    Event time: the presence is stamped at a tick boundary at least 5 minutes ahead of the
-    wall clock (so the scheduler's wall-clock ticks cannot pay it first), the trigger one
-    watch interval later; exactly one tick is crossed.
+    Event time (README, "Event time"): the viewers join offline channels, which earn
+    nothing, so however long the joining takes no tick pays them. The channels then go live
+    at a time at least a second before the next boundary B; the payout is triggered by an
+    event dated B + lateness + 0.05 s, posted as soon as the wall clock reaches that date,
+    which moves the watermark past B and no further: exactly one tick is paid. The time is
+    measured from that post until every sampled viewer's balance is visible.
     """
-    net = b.rally.config.network
-    interval = b.rally.config.watch_interval_s
+    cfg = b.rally.config
+    net, interval = cfg.watch_network, cfg.watch_network_interval_s
     n_channels = math.ceil(size / MAX_SNAPSHOT_VIEWERS)
     names = [f"wt{size}-{b.token}-{i}" for i in range(n_channels)]
-    ahead = math.ceil(300 / interval) + 1
-    t_base = (math.floor(time.time() / interval) + ahead) * interval + 1.0
     per = math.ceil(size / n_channels)
     uids = [f"wt{size}.{b.token}.{i}" for i in range(size)]
     fields = [f"{net}:{u}" for u in uids]
@@ -235,9 +236,10 @@ def _watch_once(b: Bench, size: int) -> dict[str, Any]:
     setup_t0 = time.time()
     for ci, name in enumerate(names):
         viewers = [{"id": u} for u in uids[ci * per : (ci + 1) * per]]
-        base = {"network": net, "channel": name, "ts": t_base}
-        post_events(b, [{**base, "kind": "online", "id": f"{name}.on"},
+        base = {"network": net, "channel": name, "ts": time.time()}
+        post_events(b, [{**base, "kind": "offline", "id": f"{name}.off"},
                         {**base, "kind": "viewers", "id": f"{name}.v", "viewers": viewers}])  # fmt: skip
+    wait_drained(b)  # applies the snapshots (the flush moves event time only to now + 0.5 s)
 
     def all_present() -> bool:
         pipe = b.r.pipeline(transaction=False)
@@ -246,32 +248,35 @@ def _watch_once(b: Bench, size: int) -> dict[str, Any]:
         return sum(b.r.call(pipe.execute)) >= size
 
     present_s = wait_until(all_present, timeout_s=max(60.0, size / 5_000), every_s=0.05)
-    wait_drained(b)
     setup_s = time.time() - setup_t0
+    live_ts = _clear_of_boundary(interval)
+    post_events(b, [{"kind": "online", "id": f"{name}.on", "network": net, "channel": name,
+                     "ts": live_ts} for name in names])  # fmt: skip
+    boundary = (math.floor(live_ts / interval) + 1) * interval
     b.show(["watch-tick", f"{size:,} viewers: paying", *[""] * 8])
-    t_send = time.time()
-    for name in names:
-        post_events(b, [{"kind": "online", "id": f"{name}.tick", "network": net, "channel": name,
-                         "ts": t_base + interval}])  # fmt: skip
+    before = dict(zip(sample, b.r.hmget(b.rally.keys.mstate, sample), strict=True))
+    payout_s = _pay_tick(b, names, "tick", boundary, sample, before)
 
     def visible(keys: list[str]) -> int:
         return sum(v is not None for v in b.r.hmget(b.rally.keys.mstate, keys))
 
-    payout_s = wait_until(lambda: visible(sample) >= len(sample), timeout_s=WATCH_BUDGET_S)
     verified = 0
     all_visible_s = None
-    while True:
+    t_check = time.time()
+    while payout_s is not None:
         verified = sum(visible(fields[i : i + 10_000]) for i in range(0, size, 10_000))
         if verified >= size:
-            all_visible_s = time.time() - t_send
+            all_visible_s = payout_s + time.time() - t_check
             break
-        if time.time() - t_send > WATCH_BUDGET_S + 10:
+        if time.time() - t_check > WATCH_BUDGET_S:
             break
         time.sleep(0.2)
     repeat_s = None
     if verified >= size:
         wait_drained(b)
-        repeat_s = _next_tick(b, names, sample, t_base + 2 * interval)
+        before = dict(zip(sample, b.r.hmget(b.rally.keys.mstate, sample), strict=True))
+        repeat_s = _pay_tick(b, names, "tick2", boundary + interval, sample, before)
+        wait_drained(b)
     rss1 = sut_rss(b)
     mem1 = redis_memory(b.r)
     b.end_streams(net, names, f"wt{size}-{b.token}")
@@ -290,23 +295,39 @@ def _watch_once(b: Bench, size: int) -> dict[str, Any]:
     }
 
 
-def _next_tick(b: Bench, names: list[str], sample: list[str], ts: float) -> float | None:
-    """One more tick, now that every viewer is a member: time until the sample's balances move."""
-    net = b.rally.config.network
-    before = dict(zip(sample, b.r.hmget(b.rally.keys.mstate, sample), strict=True))
+def _clear_of_boundary(interval: float, margin_s: float = 1.0) -> float:
+    """Now, once now is at least `margin_s` before the next watch boundary."""
+    while True:
+        now = time.time()
+        if (math.floor(now / interval) + 1) * interval - now >= margin_s:
+            return now
+        time.sleep(0.05)
+
+
+def _pay_tick(
+    b: Bench,
+    names: list[str],
+    tag: str,
+    boundary: float,
+    sample: list[str],
+    before: dict[str, Any],
+) -> float | None:
+    """Cross `boundary` and nothing more (an event dated just past boundary + lateness, in
+    every channel); seconds from that post until every sampled balance moved."""
+    net = b.rally.config.watch_network
+    ts = boundary + b.rally.config.lateness_s + 0.05
+    while time.time() < ts:  # not dated ahead of the server clock
+        time.sleep(0.01)
     t_send = time.time()
-    for name in names:
-        post_events(b, [{"kind": "online", "id": f"{name}.tick2", "network": net,
-                         "channel": name, "ts": ts}])  # fmt: skip
+    post_events(b, [{"kind": "online", "id": f"{name}.{tag}", "network": net, "channel": name,
+                     "ts": ts} for name in names])  # fmt: skip
 
     def all_paid() -> bool:
         now = b.r.hmget(b.rally.keys.mstate, sample)
         return all(v != before[k] for k, v in zip(sample, now, strict=True))
 
     done = wait_until(all_paid, timeout_s=WATCH_BUDGET_S)
-    paid_s = None if done is None else time.time() - t_send
-    wait_drained(b)
-    return paid_s
+    return None if done is None else time.time() - t_send
 
 
 def batches(b: Bench) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from typing import Any
 
 import redis
 
+from actors.config import RuntimeConfig
 from actors.keys import Keys
 from benchmarks.plan import Endpoint
 from gateway.redis_server import free_port
@@ -34,11 +35,22 @@ class TargetError(Exception):
     """The system under test could not be started or reached."""
 
 
+WATCH_NETWORK = "watchbench"
+"""The network of the watch-tick scenario in the bench's embedded settings."""
+
+
 def settings_text() -> str:
-    """The embedded defaults: the demo configuration (network "demo", key "demo-key")."""
+    """The embedded defaults: the demo configuration (network "demo", key "demo-key"), plus
+    a network whose watch ticks come every 5 s, for the watch-tick scenario. The scheduler's
+    wall-clock ticks are off: the load moves event time forward, and watch-tick decides
+    which boundary each payout crosses (README, "Event time")."""
     from gateway.settings import demo_settings_toml
 
-    return demo_settings_toml()
+    demo = demo_settings_toml(clock_interval_s=0.0, key_networks=("demo", WATCH_NETWORK))
+    return demo + (
+        f"\n[networks.{WATCH_NETWORK}.earn]   # rally bench watch-tick: one tick every 5 s\n"
+        "watch_interval_s = 5\nwatch_points_live = 10\n"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +65,10 @@ class Config:
     max_ws_inflight_frames: int
     channel_shards: int = 2
     member_shards: int = 2
+    lateness_s: float = 2.0
+    watch_network: str = ""
+    """The network watch-tick uses: WATCH_NETWORK when the key covers it, else `network`."""
+    watch_network_interval_s: int = 300
 
     @classmethod
     def parse(cls, text: str) -> Config:
@@ -66,6 +82,12 @@ class Config:
             raise TargetError(f"the settings have no api key for network {network!r}")
         earn = networks.get(network, {}).get("earn", {})
         limits = raw.get("limits", {})
+        watch = network
+        if WATCH_NETWORK in networks and (
+            "*" in keys[0]["networks"] or WATCH_NETWORK in keys[0]["networks"]
+        ):
+            watch = WATCH_NETWORK
+        watch_earn = networks.get(watch, {}).get("earn", {})
         return cls(
             network=network,
             key=keys[0]["key"],
@@ -75,6 +97,19 @@ class Config:
             max_ws_inflight_frames=int(limits.get("max_ws_inflight_frames", 256)),
             channel_shards=int(raw.get("shards", {}).get("channel", 2)),
             member_shards=int(raw.get("shards", {}).get("member", 2)),
+            lateness_s=float(limits.get("lateness_s", 2.0)),
+            watch_network=watch,
+            watch_network_interval_s=int(watch_earn.get("watch_interval_s", 300)),
+        )
+
+    def runtime(self, redis_url: str, namespace: str) -> RuntimeConfig:
+        """What actors.client's flow helpers (backlog, held, flush) need to know."""
+        return RuntimeConfig(
+            redis_url=redis_url,
+            namespace=namespace,
+            channel_shards=self.channel_shards,
+            member_shards=self.member_shards,
+            lateness_s=self.lateness_s,
         )
 
 
@@ -92,6 +127,10 @@ class Rally:
     @property
     def keys(self) -> Keys:
         return Keys(self.namespace)
+
+    @property
+    def runtime(self) -> RuntimeConfig:
+        return self.config.runtime(self.redis_url, self.namespace)
 
     def endpoint(self) -> Endpoint:
         host, port = _host_port(self.url)

@@ -144,7 +144,8 @@ class Reader:
         """Entries newest first; `cursor` counts entries from the newest. Redis holds the
         newest `ledger_recent` of a member's entries; pages past them come from the archive
         (entries older than the oldest one Redis holds). A page may come back short while
-        the archive trails the projection; the last page may be empty."""
+        the archive trails the projection (its `next_cursor` then resumes right after it);
+        the last page may be empty."""
         key = self.keys.ledger(member_key(network, user_id))
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.llen(key)
@@ -162,13 +163,15 @@ class Reader:
             if got is not None:
                 page += got[0]
                 more = got[1]
-            else:  # the archive trails the list: come back for the rest
-                more = bool(page)
+            elif not page:
+                raise Unavailable("the ledger archive is catching up with this member's history")
+            else:  # the archive trails the list: the next page resumes right after this one
+                more = True
         elif older and cursor + limit == held:
             more = True  # maybe older entries in the archive: the next page may be empty
         return {
             "entries": [_entry_json(e) for e in page],
-            "next_cursor": cursor + limit if more else None,
+            "next_cursor": cursor + len(page) if more else None,
         }
 
     async def _archived(
