@@ -206,10 +206,15 @@ class Bench:
             for w, pid in enumerate(run.pids):
                 self.sampler.extra[pid] = f"loadgen-{w}"
             self.sampler.reset()
-            hard_deadline = t0 + sum(p.duration_s for p in phases) + DRAIN_TIMEOUT_S + 60
+            sending_until = t0 + sum(p.duration_s for p in phases)
+            hard_deadline = sending_until + DRAIN_TIMEOUT_S + 60
             while True:
                 finished = run.poll(SAMPLE_S)
                 now = time.time()
+                if is_rally and now > sending_until + SAMPLE_S:
+                    # the last lateness_s of the run (its probes too) is held back until
+                    # event time moves on: nothing will be sent after it, so release it
+                    self.release_held()
                 self.sampler.sample()
                 sent, accepted, errors, _ = run.progress.totals()
                 client = {"sent": sent, "accepted": accepted, "errors": errors}
@@ -221,6 +226,7 @@ class Bench:
                         extra_series.append(extra)
                         if extra.get("stop"):
                             run.stop()
+                            sending_until = min(sending_until, now)
                 self.show([scenario, *self._live_cells(label, series)])
                 if finished:
                     break

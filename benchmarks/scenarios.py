@@ -212,17 +212,19 @@ WATCH_SAMPLE = 1_000
 
 
 def _watch_once(b: Bench, size: int) -> dict[str, Any]:
-    """`size` fresh viewers present in channels (snapshots), then one watch tick paid.
+    """`size` fresh viewers present in channels (snapshots), then one watch tick paid, then
+    (all of them members now) one more.
 
     Event time (README, "Event time"): the viewers join offline channels, which earn
-    nothing, so however long the joining takes no tick pays them. The channels then go live
-    at a time at least a second before the next boundary B; the payout is triggered by an
-    event dated B + lateness + 0.05 s, posted as soon as the wall clock reaches that date,
-    which moves the watermark past B and no further: exactly one tick is paid. The time is
-    measured from that post until every sampled viewer's balance is visible.
+    nothing, so however long the joining takes no tick pays them. Each payout then takes
+    the channels live at least a second before the next boundary B and posts an event dated
+    B + lateness + 0.05 s as soon as the wall clock reaches that date: the watermark passes
+    B, and no later boundary, so exactly one tick is paid (the scheduler's clock could pay
+    it first only within those 0.05 s). Timed from that post until every sampled viewer's
+    balance moved.
     """
     cfg = b.rally.config
-    net, interval = cfg.watch_network, cfg.watch_network_interval_s
+    net = cfg.watch_network
     n_channels = math.ceil(size / MAX_SNAPSHOT_VIEWERS)
     names = [f"wt{size}-{b.token}-{i}" for i in range(n_channels)]
     per = math.ceil(size / n_channels)
@@ -239,7 +241,6 @@ def _watch_once(b: Bench, size: int) -> dict[str, Any]:
         base = {"network": net, "channel": name, "ts": time.time()}
         post_events(b, [{**base, "kind": "offline", "id": f"{name}.off"},
                         {**base, "kind": "viewers", "id": f"{name}.v", "viewers": viewers}])  # fmt: skip
-    wait_drained(b)  # applies the snapshots (the flush moves event time only to now + 0.5 s)
 
     def all_present() -> bool:
         pipe = b.r.pipeline(transaction=False)
@@ -247,15 +248,11 @@ def _watch_once(b: Bench, size: int) -> dict[str, Any]:
             pipe.hlen(b.rally.keys.presence(f"{net}:{name}"))
         return sum(b.r.call(pipe.execute)) >= size
 
+    wait_drained(b)
     present_s = wait_until(all_present, timeout_s=max(60.0, size / 5_000), every_s=0.05)
     setup_s = time.time() - setup_t0
-    live_ts = _clear_of_boundary(interval)
-    post_events(b, [{"kind": "online", "id": f"{name}.on", "network": net, "channel": name,
-                     "ts": live_ts} for name in names])  # fmt: skip
-    boundary = (math.floor(live_ts / interval) + 1) * interval
     b.show(["watch-tick", f"{size:,} viewers: paying", *[""] * 8])
-    before = dict(zip(sample, b.r.hmget(b.rally.keys.mstate, sample), strict=True))
-    payout_s = _pay_tick(b, names, "tick", boundary, sample, before)
+    payout_s = _pay_one_tick(b, names, "1", sample)
 
     def visible(keys: list[str]) -> int:
         return sum(v is not None for v in b.r.hmget(b.rally.keys.mstate, keys))
@@ -273,10 +270,8 @@ def _watch_once(b: Bench, size: int) -> dict[str, Any]:
         time.sleep(0.2)
     repeat_s = None
     if verified >= size:
-        wait_drained(b)
-        before = dict(zip(sample, b.r.hmget(b.rally.keys.mstate, sample), strict=True))
-        repeat_s = _pay_tick(b, names, "tick2", boundary + interval, sample, before)
-        wait_drained(b)
+        repeat_s = _pay_one_tick(b, names, "2", sample, go_offline=True)
+    wait_drained(b)
     rss1 = sut_rss(b)
     mem1 = redis_memory(b.r)
     b.end_streams(net, names, f"wt{size}-{b.token}")
@@ -295,32 +290,35 @@ def _watch_once(b: Bench, size: int) -> dict[str, Any]:
     }
 
 
-def _clear_of_boundary(interval: float, margin_s: float = 1.0) -> float:
-    """Now, once now is at least `margin_s` before the next watch boundary."""
-    while True:
-        now = time.time()
-        if (math.floor(now / interval) + 1) * interval - now >= margin_s:
-            return now
-        time.sleep(0.05)
-
-
-def _pay_tick(
-    b: Bench,
-    names: list[str],
-    tag: str,
-    boundary: float,
-    sample: list[str],
-    before: dict[str, Any],
+def _pay_one_tick(
+    b: Bench, names: list[str], tag: str, sample: list[str], *, go_offline: bool = False
 ) -> float | None:
-    """Cross `boundary` and nothing more (an event dated just past boundary + lateness, in
-    every channel); seconds from that post until every sampled balance moved."""
-    net = b.rally.config.watch_network
-    ts = boundary + b.rally.config.lateness_s + 0.05
+    """Take the (offline) channels live clear of a boundary B, then cross B and nothing
+    more; seconds from the crossing post until every sampled balance moved."""
+    cfg = b.rally.config
+    net, interval = cfg.watch_network, cfg.watch_network_interval_s
+
+    def post_all(kind: str, suffix: str, ts: float) -> None:
+        post_events(b, [{"kind": kind, "id": f"{name}.{suffix}{tag}", "network": net,
+                         "channel": name, "ts": ts} for name in names])  # fmt: skip
+
+    if go_offline:
+        post_all("offline", "off", time.time())
+    wait_drained(b)  # every tick before now is paid (a flush moves event time to now + 0.5 s)
+    after = time.time() + 0.6
+    while True:  # live at least a second before the next boundary, after the flush
+        live_ts = time.time()
+        boundary = (math.floor(live_ts / interval) + 1) * interval
+        if live_ts > after and boundary - live_ts >= 1.0:
+            break
+        time.sleep(0.05)
+    before = dict(zip(sample, b.r.hmget(b.rally.keys.mstate, sample), strict=True))
+    post_all("online", "on", live_ts)
+    ts = boundary + cfg.lateness_s + 0.05
     while time.time() < ts:  # not dated ahead of the server clock
         time.sleep(0.01)
     t_send = time.time()
-    post_events(b, [{"kind": "online", "id": f"{name}.{tag}", "network": net, "channel": name,
-                     "ts": ts} for name in names])  # fmt: skip
+    post_all("online", "tick", ts)
 
     def all_paid() -> bool:
         now = b.r.hmget(b.rally.keys.mstate, sample)

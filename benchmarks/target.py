@@ -41,12 +41,10 @@ WATCH_NETWORK = "watchbench"
 
 def settings_text() -> str:
     """The embedded defaults: the demo configuration (network "demo", key "demo-key"), plus
-    a network whose watch ticks come every 5 s, for the watch-tick scenario. The scheduler's
-    wall-clock ticks are off: the load moves event time forward, and watch-tick decides
-    which boundary each payout crosses (README, "Event time")."""
+    a network whose watch ticks come every 5 s, for the watch-tick scenario."""
     from gateway.settings import demo_settings_toml
 
-    demo = demo_settings_toml(clock_interval_s=0.0, key_networks=("demo", WATCH_NETWORK))
+    demo = demo_settings_toml(key_networks=("demo", WATCH_NETWORK))
     return demo + (
         f"\n[networks.{WATCH_NETWORK}.earn]   # rally bench watch-tick: one tick every 5 s\n"
         "watch_interval_s = 5\nwatch_points_live = 10\n"

@@ -290,11 +290,10 @@ DEMO_SECRET = "rk_demo_7c1f3a9e5b2d48c6a0e9f4b17d3c5e82"
 def demo_settings_toml(
     data_dir: str = ".rally",
     *,
-    clock_interval_s: float = 10.0,
     key_networks: tuple[str, ...] = ("demo",),
 ) -> str:
     """A complete settings file for `rally demo`: network "demo", api key "demo-key" (for
-    `key_networks`; `rally bench` adds a network of its own, and turns the clock off)."""
+    `key_networks`: `rally bench` adds a network of its own)."""
     return f"""\
 # Written by `rally demo`. Edit and restart to change the demo's rules.
 data_dir = {json.dumps(data_dir)}
@@ -312,7 +311,7 @@ channel = 2
 member = 2
 
 [clock]
-watch_interval_s = {clock_interval_s!r}
+watch_interval_s = 10.0
 
 [networks.demo.earn]
 watch_interval_s = 60
