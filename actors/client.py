@@ -74,19 +74,22 @@ def held(r: redis.Redis, keys: Keys, cfg: RuntimeConfig) -> int:
 
 
 def flush(r: redis.Redis, keys: Keys, cfg: RuntimeConfig) -> float | None:
-    """Move every partition's watermark past the newest time any of them has seen, so
-    everything held back is applied. Only what was appended before this is covered. The
+    """Move every partition's watermark past the newest time any of them has seen (and
+    past every watermark, where late events wait), so everything held back is applied. Only what was appended before this is covered. The
     flush entry sets the watermark without counting as a time seen: flushing again does not
     push event time further ahead of the wall clock. Returns the new watermark, if any."""
     raw = r.hmget(keys.wmark, [f"channel:{p}" for p in range(cfg.channel_shards)])
-    newest = max((channel_progress_decoder.decode(b).newest for b in raw if b), default=None)
-    if newest is None or newest == NEVER:
+    progress = [channel_progress_decoder.decode(b) for b in raw if b]
+    # late events wait at the watermark they were retimed to: pass that too
+    newest = max((t for p in progress for t in (p.newest, p.watermark)), default=NEVER)
+    if newest == NEVER:
         return None
+    mark = newest + FLUSH_MARGIN_S
     with r.pipeline(transaction=True) as pipe:
         for p in range(cfg.channel_shards):
-            pipe.xadd(keys.ingest(p), {"flush": repr(newest + FLUSH_MARGIN_S)})
+            pipe.xadd(keys.ingest(p), {"flush": repr(mark)})
         pipe.execute()
-    return newest + FLUSH_MARGIN_S
+    return mark
 
 
 def wait_idle(
