@@ -46,6 +46,16 @@ def poll(condition, timeout_s: float = 120.0) -> None:  # type: ignore[no-untype
         time.sleep(0.02)
 
 
+def gone(actor) -> bool:  # type: ignore[no-untyped-def]
+    try:
+        ray.get(actor.ping.remote(), timeout=5)
+    except ray.exceptions.RayActorError:
+        return True
+    except ray.exceptions.GetTimeoutError:
+        return False
+    return False
+
+
 def test_trim_keeps_what_a_stopped_shard_has_not_committed(
     ray_cluster: None, redis_server, namespace: str, tmp_path: Path
 ) -> None:
@@ -67,6 +77,8 @@ def test_trim_keeps_what_a_stopped_shard_has_not_committed(
         # channel shard 0 and member shard 1 go down; the rest of the flow goes on
         for actor in (client.channel_shards[0], client.member_shards[1]):
             ray.kill(actor, no_restart=True)
+        for actor in (client.channel_shards[0], client.member_shards[1]):
+            poll(lambda actor=actor: gone(actor))  # ray.kill returns before the process is gone
         for b in batches[20:]:
             append(r, cfg, b)
         up = [keys.ingest(1), keys.credits(0), keys.ledgerlog(0), keys.ledgerlog(1)]
