@@ -4,7 +4,9 @@ ingest:{p}            stream; one entry per accepted (part of a) batch: field `e
                       or field `clock` = now (a watch-clock tick from the scheduler). p = partition of channel.
 credits:{m}           stream; one entry per channel-shard commit: field `c` = msgpack list[Credit].
 offsets               hash; stream name -> last applied entry id (committed with the state it produced).
-seen:{p}:{day}        set; event ids (network:id) applied by channel partition p on that UTC day (dedupe).
+seenh:{p}:{b}:{k}     string; packed little-endian uint64 hashes of the event ids (network:id) that channel
+                      partition p applied with ts in minute b (ts // 60), chunk k (engine/dedupe.py).
+seenidx:{p}           hash; minute b -> how many hashes partition p stores for it (dedupe buckets held).
 idem:{network}:{key}  string; the first response to a batch posted with that Idempotency-Key.
 cstate                hash; network:channel -> msgpack ChannelState.
 presence:{nc}         hash; user_id -> display name, viewers present in channel nc (network:channel).
@@ -68,8 +70,11 @@ class Keys:
     def offsets(self) -> str:
         return self.k("offsets")
 
-    def seen(self, p: int, day: int) -> str:
-        return self.k("seen", p, day)
+    def seen(self, p: int, bucket: int, chunk: int) -> str:
+        return self.k("seenh", p, bucket, chunk)
+
+    def seen_index(self, p: int) -> str:
+        return self.k("seenidx", p)
 
     def idem(self, network: str, key: str) -> str:
         return self.k("idem", network, key)
