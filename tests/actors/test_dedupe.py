@@ -10,6 +10,7 @@ import redis
 
 from actors.client import RallyClient
 from actors.keys import Keys
+from actors.lua import COMMIT, Commit
 from engine.dedupe import bucket_of
 from engine.events import Chat, Event, Online
 from engine.member import state_decoder
@@ -127,3 +128,22 @@ def test_ids_are_forgotten_after_the_window(ray_cluster, redis_server, namespace
         assert again["events_applied"] == after["events_applied"] + 1
     finally:
         client.stop()
+
+
+def test_seal_rewrites_a_string_at_its_exact_size(redis_client, namespace) -> None:
+    """APPEND leaves up to as much again allocated; SEAL (in COMMIT) gives it back and
+    keeps the value and its TTL."""
+    r, key = redis_client, f"{namespace}:s"
+    for i in range(200):
+        r.append(key, bytes([i]) * 800)
+    r.expire(key, 1_000)
+    grown = r.memory_usage(key, samples=0)
+    c = Commit()
+    c.cmd("SEAL", key)
+    epoch = f"{namespace}:epoch"
+    r.set(epoch, 1)
+    args = c.args(epoch, 1, f"{namespace}:in", "g", f"{namespace}:offsets", b"1-1", [b"1-1"])
+    assert r.register_script(COMMIT)(args=args) == 1
+    assert r.get(key) == b"".join(bytes([i]) * 800 for i in range(200))
+    assert 0 < r.ttl(key) <= 1_000
+    assert r.memory_usage(key, samples=0) < min(grown, 160_000 * 1.1)
