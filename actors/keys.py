@@ -21,8 +21,8 @@ mch:{nu}              zset; network:channel -> points member nu earned there (pe
 notices               stream (capped); tier changes and other member notices.
 sched:jobs            hash; job id -> msgpack Job.   sched:due zset; job id -> due time.
 sched:lease:{id}      string; owner of a running job, with a TTL (the lease).
-stats                 hash; counters: events_in (gateway), events_applied, events_dup (channel shards),
-                      credits_applied, entries (member shards), batches_in.
+stats                 hash; counters: events_in (gateway), events_applied, events_dup, events_expired,
+                      events_late (channel shards), credits_applied, entries (member shards), batches_in.
 latency               hash; ingest->credit latency histogram: field = bucket upper bound in ms
                       (see LATENCY_BUCKETS_MS) or "inf" -> count; "sum_ms", "count", "max_ms".
 epoch:{kind}:{i}      string; fencing epoch of shard i: a commit from an older instance is refused.
