@@ -17,16 +17,17 @@ class RuntimeConfig(msgspec.Struct, frozen=True, kw_only=True):
     block_ms: int = 50
     max_entry_failures: int = 5
     """A stream entry whose processing fails this many times goes to the dead-letter stream."""
-    dedupe_days: int = 2
-    """Event ids are remembered for this many UTC days (today and the days before)."""
     lateness_s: float = 2.0
     """Allowed lateness: events are applied in event-time order once the watermark (the
     newest event time seen, minus this) has passed them; an event older than the watermark
     when read is late (see README, "Event time")."""
     max_event_age_s: float = 3_600.0
-    """The gateway rejects events older than this (by the server clock); also the dedupe window."""
+    """The gateway rejects events older than this (by the server clock)."""
     max_future_s: float = 60.0
     """The gateway rejects events dated more than this ahead of the server clock."""
+    dedupe_window_s: float = 3_720.0
+    """Event ids are remembered until the partition's event time is this far past their
+    event-time minute (engine/dedupe.py); at least max_event_age_s + max_future_s."""
     watch_clock_interval_s: float = 10.0
     """How often the scheduler advances every channel's clock; 0 turns it off."""
     streak_rollover: bool = True

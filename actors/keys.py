@@ -4,7 +4,9 @@ ingest:{p}            stream; one entry per accepted (part of a) batch: field `e
                       or field `clock` = now (a watch-clock tick from the scheduler). p = partition of channel.
 credits:{m}           stream; one entry per channel-shard commit: field `c` = msgpack list[Credit].
 offsets               hash; stream name -> last applied entry id (committed with the state it produced).
-seen:{p}:{day}        set; event ids (network:id) applied by channel partition p on that UTC day (dedupe).
+seenh:{p}:{b}:{k}     string; packed little-endian uint64 hashes of the event ids (network:id) that channel
+                      partition p applied with ts in minute b (ts // 60), chunk k (engine/dedupe.py).
+seenidx:{p}           hash; minute b -> how many hashes partition p stores for it (dedupe buckets held).
 idem:{network}:{key}  string; the first response to a batch posted with that Idempotency-Key.
 cstate                hash; network:channel -> msgpack ChannelState.
 presence:{nc}         hash; user_id -> display name, viewers present in channel nc (network:channel).
@@ -19,8 +21,8 @@ mch:{nu}              zset; network:channel -> points member nu earned there (pe
 notices               stream (capped); tier changes and other member notices.
 sched:jobs            hash; job id -> msgpack Job.   sched:due zset; job id -> due time.
 sched:lease:{id}      string; owner of a running job, with a TTL (the lease).
-stats                 hash; counters: events_in (gateway), events_applied, events_dup (channel shards),
-                      credits_applied, entries (member shards), batches_in.
+stats                 hash; counters: events_in (gateway), events_applied, events_dup, events_expired,
+                      events_late (channel shards), credits_applied, entries (member shards), batches_in.
 latency               hash; ingest->credit latency histogram: field = bucket upper bound in ms
                       (see LATENCY_BUCKETS_MS) or "inf" -> count; "sum_ms", "count", "max_ms".
 epoch:{kind}:{i}      string; fencing epoch of shard i: a commit from an older instance is refused.
@@ -68,8 +70,11 @@ class Keys:
     def offsets(self) -> str:
         return self.k("offsets")
 
-    def seen(self, p: int, day: int) -> str:
-        return self.k("seen", p, day)
+    def seen(self, p: int, bucket: int, chunk: int) -> str:
+        return self.k("seenh", p, bucket, chunk)
+
+    def seen_index(self, p: int) -> str:
+        return self.k("seenidx", p)
 
     def idem(self, network: str, key: str) -> str:
         return self.k("idem", network, key)

@@ -39,6 +39,9 @@ for _, c in ipairs(cmds) do
   if c[1] == 'HMAX' then  -- HMAX key field value: keep the larger number
     local cur = tonumber(redis.call('HGET', c[2], c[3]) or '0')
     if c[4] > cur then redis.call('HSET', c[2], c[3], c[4]) end
+  elseif c[1] == 'SEAL' then  -- SEAL key: rewrite a string at its exact size (APPEND over-allocates)
+    local v = redis.call('GET', c[2])
+    if v then redis.call('SET', c[2], v, 'KEEPTTL') end
   else
     redis.call(unpack(c))
   end
@@ -70,7 +73,9 @@ class Commit:
     The commands travel as one msgpack blob (packing a million separate arguments in
     Python costs more than the writes). Lua's cmsgpack reads no msgpack `bin`, so binary
     values travel concatenated in one argument, referred to as `[k]` (the k-th blob).
-    Besides Redis commands, COMMIT knows `HMAX key field value` (keep the larger number).
+    Besides Redis commands, COMMIT knows `HMAX key field value` (keep the larger number)
+    and `SEAL key` (rewrite a string at its exact size: APPEND leaves up to as much again
+    allocated, for the appends to come).
     """
 
     def __init__(self) -> None:

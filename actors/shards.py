@@ -3,8 +3,9 @@
 ChannelShard p consumes ingest:{p}: deduplicates events by id, holds them back until the
 partition's watermark passes them (engine.watermark), applies them to the channel actors
 it hosts in (ts, network, id) order, and commits channel state, presence, chatters, the
-dedupe set, what it still holds back, its progress and the resulting credits (appended to
-credits:{m} of each member shard, with its watermark) with its offset in one atomic COMMIT.
+ids it deduplicates by (engine/dedupe.py), what it still holds back, its progress and the
+resulting credits (appended to credits:{m} of each member shard, with its watermark) with
+its offset in one atomic COMMIT.
 MemberShard m consumes credits:{m}: holds credits back until every partition's watermark
 has passed them, applies them to the member actors it hosts in (ts, network, id) order and
 commits their state, ledger entries, counters, what it holds back and its offset.
@@ -19,6 +20,7 @@ import math
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -29,6 +31,15 @@ from actors.keys import LATENCY_BUCKETS_MS, Keys, yyyymmdd
 from actors.lua import Arg, Commit
 from actors.stream import Entry, StreamShard, parse_id
 from engine.channel import Changes, Channel, channel_decoder, channel_encoder
+from engine.dedupe import (
+    Fresh,
+    SeenWindow,
+    bucket_of,
+    chunk_writes,
+    chunks_of,
+    expires_at,
+    id_hashes,
+)
 from engine.events import Event, decode_events
 from engine.ledger import Entry as LedgerEntry
 from engine.ledger import entry_encoder
@@ -52,6 +63,8 @@ log = logging.getLogger(__name__)
 DAY_S = 86_400
 NOTICES_MAXLEN = 100_000
 DAY_BOARD_TTL_S = 40 * DAY_S
+DROP_CHUNKS_MAX = 256
+"""Most dedupe strings (512 KB each) one commit deletes."""
 CREDITS_PER_ENTRY = 5_000
 """Credits (or ledger entries) per stream entry: a 1M-viewer watch tick becomes 200 entries,
 which the next shard commits in bounded runs (StreamShard.max_items_per_commit)."""
@@ -145,6 +158,19 @@ member_progress_decoder = msgspec.msgpack.Decoder(MemberProgress)
 accepted_decoder = msgspec.msgpack.Decoder(list[int])
 
 
+@dataclass(slots=True)
+class Admitted:
+    """What a channel shard read from its log in one batch."""
+
+    read: int
+    applied: int
+    """Fresh events admitted (held back or released)."""
+    expired: int
+    """Events read after their dedupe bucket was forgotten: not applied (engine/dedupe.py)."""
+    late: int
+    checked: Fresh
+
+
 class ChannelShard(StreamShard):
     """Reads ingest:{p}; holds events back until the partition's watermark passes them, then
     applies them to its channels in (ts, network, id) order and publishes its watermark with
@@ -159,6 +185,7 @@ class ChannelShard(StreamShard):
         self.progress = ChannelProgress()
         self.loaded = False
         self.next_tick_ts = -math.inf
+        self.seen = SeenWindow(cfg.dedupe_window_s)
         keys = Keys(cfg.namespace)
         self.pending = PendingLog(keys.pending("channel", index))
         self.progress_field = f"channel:{index}"
@@ -183,6 +210,10 @@ class ChannelShard(StreamShard):
                 if ev.ts >= self.progress.watermark:
                     self.held.push(ev.ts, event_key(ev), (ev, ms))
         self._load({m.decode() for m in self.r.smembers(self.chanidx)})
+        stored = self.r.hgetall(self.keys.seen_index(self.index))
+        self.seen = SeenWindow(
+            self.cfg.dedupe_window_s, {int(b): int(n) for b, n in stored.items()}
+        )
         self.next_tick_ts = -math.inf
         self.loaded = True
 
@@ -208,32 +239,26 @@ class ChannelShard(StreamShard):
                 {k.decode(): float(s) for k, s in chatters},
             )
 
-    def _dedupe(self, events: list[Event], now: float) -> tuple[list[bool], list[str]]:
-        keys = [event_key(e) for e in events]
-        seen: set[str] = set()
-        if keys:
-            today = int(now // DAY_S)
+    def _dedupe(self, events: list[Event]) -> tuple[Fresh, list[int]]:
+        """Which events are new in their bucket (engine/dedupe.py); the buckets this batch
+        needs that memory lacks (after a restart) are read in one round trip."""
+        buckets = [bucket_of(e.ts) for e in events]
+        missing = self.seen.to_load(buckets)
+        if missing:
+            counts = [chunks_of(self.seen.stored[b]) for b in missing]
             pipe = self.r.pipeline(transaction=False)
-            for d in range(self.cfg.dedupe_days):
-                pipe.smismember(self.keys.seen(self.index, today - d), keys)
-            for hits in pipe.execute():
-                seen.update(k for k, hit in zip(keys, hits, strict=True) if hit)
-        fresh: list[bool] = []
-        fresh_keys: list[str] = []
-        for k in keys:
-            is_fresh = k not in seen
-            fresh.append(is_fresh)
-            if is_fresh:
-                seen.add(k)
-                fresh_keys.append(k)
-        return fresh, fresh_keys
+            for b, n in zip(missing, counts, strict=True):
+                for k in range(n):
+                    pipe.get(self.keys.seen(self.index, b, k))
+            got = iter(pipe.execute())
+            for b, n in zip(missing, counts, strict=True):
+                self.seen.load(b, b"".join(next(got) or b"" for _ in range(n)))
+        hashes = id_hashes(event_key(e) for e in events)
+        return self.seen.check(hashes, buckets), buckets
 
-    def _admit(
-        self, entries: Sequence[Entry], now: float
-    ) -> tuple[list[tuple[Event, int]], int, int, int]:
+    def _admit(self, entries: Sequence[Entry]) -> tuple[list[tuple[Event, int]], Admitted]:
         """Read the log in order: deduplicate, hold back, and move the watermark. Returns the
-        newly held events, how many events were read, the fresh events' keys and how many
-        were late."""
+        newly held events and what was read, applied, expired, late and remembered."""
         decoded: list[tuple[int, list[Event], dict[bytes, bytes]]] = []
         everything: list[Event] = []
         for entry_id, fields in entries:
@@ -241,15 +266,20 @@ class ChannelShard(StreamShard):
             events = decode_events(blob) if blob is not None else []
             decoded.append((parse_id(entry_id)[0], events, fields))
             everything.extend(events)
-        fresh, fresh_keys = self._dedupe(everything, now)
+        checked, buckets = self._dedupe(everything)
+        fresh = checked.fresh.tolist()
+        window_s = self.cfg.dedupe_window_s
         held, progress = self.held, self.progress
         new: list[tuple[Event, int]] = []
-        i = late = 0
+        i = late = expired = 0
         for ms, events, fields in decoded:
             accepted_s = ms / 1000
             for ev in events:
-                ok = fresh[i]
+                ok, bucket = fresh[i], buckets[i]
                 i += 1
+                if expires_at(bucket, window_s) <= progress.newest:
+                    expired += 1  # its duplicates are no longer known: never applied
+                    continue
                 if not ok:
                     continue
                 observed = min(ev.ts, accepted_s)
@@ -269,14 +299,14 @@ class ChannelShard(StreamShard):
             flush = fields.get(b"flush")
             if flush is not None:  # a watermark set from outside; event time itself stays
                 held.advance_to(float(flush))
-        return new, len(everything), fresh_keys, late
+        return new, Admitted(len(everything), len(new), expired, late, checked)
 
     def process(self, entries: Sequence[Entry]) -> None:
         self._ensure_loaded()
         now = time.time()
         now_ms = int(now * 1000)
-        before = self.progress.watermark
-        new, read, fresh_keys, late = self._admit(entries, now)
+        before, newest_before = self.progress.watermark, self.progress.newest
+        new, got = self._admit(entries)
         watermark = self.held.watermark
         released = self.held.release()
         names = {f"{ev.network}:{ev.channel}" for ev, _ in released}
@@ -302,10 +332,7 @@ class ChannelShard(StreamShard):
         self._write_channels(c, changes)
         for nc, horizon in c_trims:
             c.cmd("ZREMRANGEBYSCORE", self.keys.chatters(nc), "-inf", horizon)
-        if fresh_keys:
-            seen_key = self.keys.seen(self.index, int(now // DAY_S))
-            c.many("SADD", seen_key, fresh_keys)
-            c.cmd("EXPIRE", seen_key, (self.cfg.dedupe_days + 1) * DAY_S)
+        self._write_seen(c, got.checked, newest_before)
         if new_channels:
             c.many("SADD", self.chanidx, sorted(new_channels))
         last_id = entries[-1][0]
@@ -314,12 +341,49 @@ class ChannelShard(StreamShard):
         self.pending.trim(c, watermark, last_id)
         self._route(c, credits, accepted, publish=watermark > before)
         c.cmd("HSET", self.keys.wmark, self.progress_field, progress_encoder.encode(self.progress))
-        c.cmd("HINCRBY", self.keys.stats, "events_applied", len(fresh_keys))
-        if read != len(fresh_keys):
-            c.cmd("HINCRBY", self.keys.stats, "events_dup", read - len(fresh_keys))
-        if late:
-            c.cmd("HINCRBY", self.keys.stats, "events_late", late)
+        c.cmd("HINCRBY", self.keys.stats, "events_applied", got.applied)
+        dups = got.read - got.applied - got.expired
+        if dups:
+            c.cmd("HINCRBY", self.keys.stats, "events_dup", dups)
+        if got.expired:
+            c.cmd("HINCRBY", self.keys.stats, "events_expired", got.expired)
+        if got.late:
+            c.cmd("HINCRBY", self.keys.stats, "events_late", got.late)
         self.commit(c, entries)
+
+    def _write_seen(self, c: Commit, checked: Fresh, newest_before: float) -> None:
+        """Append the batch's new hashes to their buckets, seal the strings that are full
+        or cold, and forget the buckets the partition's event time has left behind (at most
+        DROP_CHUNKS_MAX strings a commit: events of a bucket not yet dropped are expired
+        all the same)."""
+        keys, p = self.keys, self.index
+        gone = self.seen.expired(self.progress.newest, DROP_CHUNKS_MAX)
+        index: list[Arg] = []
+        newest = self.progress.newest
+        for b, (before, new) in checked.added.items():
+            if b in gone:
+                continue
+            # a backstop (partitions removed, clock entries off): a day after it is due
+            left_s = expires_at(b, self.cfg.dedupe_window_s) - newest
+            ttl = DAY_S + (max(math.ceil(left_s), 0) if math.isfinite(left_s) else DAY_S)
+            for k, packed, full in chunk_writes(before, new):
+                c.cmd("APPEND", keys.seen(p, b, k), packed)
+                c.cmd("EXPIRE", keys.seen(p, b, k), ttl)
+                if full:
+                    c.cmd("SEAL", keys.seen(p, b, k))
+            index += [b, before + len(new)]
+        for b, k in self.seen.to_seal(newest_before, newest):
+            c.cmd("SEAL", keys.seen(p, b, k))
+        for b, n in gone.items():
+            stored = checked.added[b][0] if b in checked.added else n
+            if stored:
+                c.cmd("UNLINK", *[keys.seen(p, b, k) for k in range(chunks_of(stored))])
+        if gone:
+            c.many("HDEL", keys.seen_index(p), sorted(gone))
+        if index:
+            c.many("HSET", keys.seen_index(p), index, width=2)
+            ttl = math.ceil(self.cfg.dedupe_window_s + self.cfg.max_future_s) + DAY_S
+            c.cmd("EXPIRE", keys.seen_index(p), ttl)
 
     def _advance_all(
         self, watermark: float, credits: list[Credit], changes: dict[str, Changes]

@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import msgspec
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
 from actors.config import RuntimeConfig
+from engine.dedupe import default_window_s, min_window_s
 from engine.rules import EarnRules, NetworkRules, RuleBook
 
 ENV_OVERRIDES: dict[str, tuple[str, str]] = {
@@ -87,21 +88,42 @@ class LimitSettings(_Section):
     idempotency_ttl_s: int = Field(default=86_400, ge=1)
     read_count: int = Field(default=2_000, ge=1)
     read_block_ms: int = Field(default=50, ge=1)
-    dedupe_days: int = Field(default=2, ge=1)
     max_entry_failures: int = Field(default=5, ge=1, le=1_000)
     """A stream entry that fails this many times goes to the dead-letter stream."""
     lateness_s: float = Field(default=2.0, ge=0, le=3_600)
     """Allowed lateness of events: applied in event-time order once the watermark passes them."""
     max_event_age_s: float = Field(default=3_600.0, gt=0)
-    """Events older than this (server clock) are rejected with 400; also the dedupe window."""
+    """Events older than this (server clock) are rejected with 400."""
     max_future_s: float = Field(default=60.0, ge=0)
     """Events dated more than this ahead of the server clock are rejected with 400."""
+    dedupe_window_s: float = Field(default=0.0, ge=0)
+    """How long after its event time an event id is remembered (engine/dedupe.py); at least
+    max_event_age_s + max_future_s; 0 = that plus 60 s."""
     page_max: int = Field(default=500, ge=1)
     ledger_recent: int = Field(default=100, ge=1)
     """Ledger entries kept in Redis per member; older pages are read from the archive."""
     trim_interval_s: float = Field(default=1.0, ge=0)
     """How often streams are trimmed to what every consumer has committed; 0 = never."""
     member_cache_max: int = Field(default=2_000_000, ge=1)
+
+    @field_validator("dedupe_window_s", mode="after")
+    @classmethod
+    def _window_covers_accepted(cls, value: float, info: ValidationInfo) -> float:
+        age, future = info.data.get("max_event_age_s"), info.data.get("max_future_s")
+        if value and age is not None and future is not None and value < min_window_s(age, future):
+            raise PydanticCustomError(
+                "dedupe_window",
+                "must be 0 or at least max_event_age_s + max_future_s ({least}): duplicates "
+                "of an accepted event must still be known",
+                {"least": min_window_s(age, future)},
+            )
+        return value
+
+    def dedupe_window(self) -> float:
+        """The dedupe window in force."""
+        if self.dedupe_window_s:
+            return self.dedupe_window_s
+        return default_window_s(self.max_event_age_s, self.max_future_s)
 
 
 class ClockSettings(_Section):
@@ -231,7 +253,7 @@ class Settings(_Section):
             read_count=lim.read_count,
             block_ms=lim.read_block_ms,
             max_entry_failures=lim.max_entry_failures,
-            dedupe_days=lim.dedupe_days,
+            dedupe_window_s=lim.dedupe_window(),
             lateness_s=lim.lateness_s,
             max_event_age_s=lim.max_event_age_s,
             max_future_s=lim.max_future_s,

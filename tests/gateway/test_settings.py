@@ -49,6 +49,11 @@ def test_defaults_without_a_file() -> None:
         ('[limits]\nmax_body_bytes = "big"\n', "limits.max_body_bytes", "valid integer"),
         ("[shards]\nchannel = 0\n", "shards.channel", "greater than or equal to 1"),
         (
+            "[limits]\nmax_event_age_s = 600\nmax_future_s = 30\ndedupe_window_s = 629\n",
+            "limits.dedupe_window_s",
+            "at least max_event_age_s + max_future_s (630.0)",
+        ),
+        (
             '[networks.demo.earn]\nchat_points = "x"\n',
             "networks.demo.earn.chat_points",
             "Expected int, got str",
@@ -161,10 +166,17 @@ def test_demo_toml_loads_and_round_trips_to_the_runtime(tmp_path: Path) -> None:
     assert (rt.channel_shards, rt.member_shards) == (2, 2)
     assert rt.watch_clock_interval_s == 10.0
     assert rt.read_count == s.limits.read_count
-    assert rt.dedupe_days == s.limits.dedupe_days
+    assert rt.dedupe_window_s == s.limits.max_event_age_s + s.limits.max_future_s + 60
     again = RuleBook.from_builtins(rt.rules)
     assert again.earn("demo", "lobby").chat_points == 2
     assert again.earn("demo", "elsewhere").chat_points == 1
+
+
+def test_dedupe_window_is_configured_or_derived(tmp_path: Path) -> None:
+    derived = load_settings(_write(tmp_path, "[limits]\nmax_event_age_s = 600\n"), {})
+    assert derived.runtime("redis://x").dedupe_window_s == 600 + 60 + 60
+    toml = "[limits]\nmax_event_age_s = 600\nmax_future_s = 30\ndedupe_window_s = 630\n"
+    assert load_settings(_write(tmp_path, toml), {}).runtime("redis://x").dedupe_window_s == 630
 
 
 def test_channel_override_values_are_typed() -> None:
