@@ -96,6 +96,12 @@ class LimitSettings(_Section):
     """Events older than this (server clock) are rejected with 400; also the dedupe window."""
     max_future_s: float = Field(default=60.0, ge=0)
     """Events dated more than this ahead of the server clock are rejected with 400."""
+    max_lag_events: int = Field(default=2_000_000, ge=0)
+    """Events accepted but not yet applied by the channel shards beyond which the gateway
+    sheds ingest (503 + Retry-After; a WebSocket "slow_down" frame); 0 = no bound."""
+    max_lag_s: float = Field(default=30.0, ge=0)
+    """Age of the oldest ingest or credits entry not yet applied beyond which the gateway
+    sheds ingest the same way; 0 = no bound."""
     page_max: int = Field(default=500, ge=1)
     ledger_recent: int = Field(default=100, ge=1)
     """Ledger entries kept in Redis per member; older pages are read from the archive."""
