@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import multiprocessing as mp
 import queue
 import time
@@ -113,8 +114,15 @@ class _Probes:
             if field is not None:
                 self.pending.pop(field, None)
 
-    async def poll(self, stop: asyncio.Event) -> None:
-        while not (stop.is_set() and not self.pending):
+    async def poll(self, stop: asyncio.Event, drain_s: float) -> None:
+        """Note probes as they become visible; once `stop` is set, for at most `drain_s`
+        more. Ends by itself: a cancelled Redis call may not end the task."""
+        give_up = math.inf
+        while self.pending or not stop.is_set():
+            if stop.is_set() and give_up == math.inf:
+                give_up = time.monotonic() + drain_s
+            if time.monotonic() > give_up:
+                return
             if self.pending:
                 fields = list(self.pending)
                 try:
@@ -392,7 +400,7 @@ class _Worker:
         self.res.started_at = t0
         await asyncio.sleep(max(0.0, t0 - time.time()))
         stop_probes = asyncio.Event()
-        poller = asyncio.create_task(self.probes.poll(stop_probes))
+        poller = asyncio.create_task(self.probes.poll(stop_probes, self.plan.drain_s))
         reporter = asyncio.create_task(self._report())
         tasks = []
         if self.plan.burst is not None:
@@ -409,10 +417,7 @@ class _Worker:
                 self.res.last_error = f"{type(err).__name__}: {err}"
         self.res.sent_until = time.time()
         stop_probes.set()
-        try:
-            await asyncio.wait_for(poller, self.plan.drain_s)
-        except TimeoutError:
-            pass
+        await poller
         reporter.cancel()
         self.res.probe_ms = self.probes.done
         self.res.probes_lost = len(self.probes.pending)
