@@ -84,6 +84,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--soak-warmup", type=_positive(float), default=d.soak_warmup_s,
                    help="seconds of soak before retained memory is counted (a quarter of "
                    "the soak if longer than it)")  # fmt: skip
+    p.add_argument("--overload-seconds", type=_positive(float), default=d.overload_s,
+                   help="seconds of load in overload")  # fmt: skip
+    p.add_argument("--overload-rate", type=_positive(float), default=None,
+                   help="events/s offered in overload (default: twice the capacity measured)")  # fmt: skip
+    p.add_argument("--overload-lag", type=_positive(float), default=d.overload_max_lag_s,
+                   help="seconds of pipeline lag beyond which overload's gateway sheds load")  # fmt: skip
     p.add_argument(
         "--url", help="benchmark a running Rallypoint at this URL instead of starting one"
     )
@@ -124,6 +130,9 @@ def options(args: argparse.Namespace) -> Options:
         soak_rate=args.soak_rate,
         soak_sample_s=args.soak_sample,
         soak_warmup_s=args.soak_warmup,
+        overload_s=args.overload_seconds,
+        overload_rate=args.overload_rate or 0.0,
+        overload_max_lag_s=args.overload_lag,
         url=args.url,
         runtime=args.runtime,
         config=args.config,

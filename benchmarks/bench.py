@@ -68,6 +68,10 @@ class Options:
     soak_rate: float = 20_000.0
     soak_sample_s: float = 5.0
     soak_warmup_s: float = 15.0
+    overload_s: float = 20.0
+    overload_rate: float = 0.0
+    """Events/s offered in overload; 0 = twice the capacity measured."""
+    overload_max_lag_s: float = 2.0
     url: str | None = None
     runtime: Path | None = None
     config: Path | None = None
@@ -172,15 +176,17 @@ class Bench:
         burst: Burst | None = None,
         traffic: Traffic | None = None,
         on_sample: Callable[[float, dict[str, int]], dict[str, Any] | None] | None = None,
+        endpoint: Endpoint | None = None,
     ) -> dict[str, Any]:
-        """Drive `target` with `phases` from generator processes; measure; return the run."""
+        """Drive `target` with `phases` from generator processes; measure; return the run.
+        `endpoint`: send there instead (another gateway of the same deployment)."""
         opts = self.opts
         workers = max(1, opts.generators)
         conns = connections or _connections(phases, batch, workers)
         traffic = traffic or self.traffic(scenario, target)
         plans = [
             Plan(
-                self.endpoint(target),
+                endpoint or self.endpoint(target),
                 traffic,
                 phases,
                 transport=transport,
@@ -206,15 +212,14 @@ class Bench:
             for w, pid in enumerate(run.pids):
                 self.sampler.extra[pid] = f"loadgen-{w}"
             self.sampler.reset()
-            sending_until = t0 + sum(p.duration_s for p in phases)
-            hard_deadline = sending_until + DRAIN_TIMEOUT_S + 60
+            send_s = sum(p.duration_s for p in phases)
+            hard_deadline = t0 + send_s + DRAIN_TIMEOUT_S + 60
+            sent_by = t0 + send_s + max(p.grace_s for p in plans)
             while True:
                 finished = run.poll(SAMPLE_S)
                 now = time.time()
-                if is_rally and now > sending_until + SAMPLE_S:
-                    # the last lateness_s of the run (its probes too) is held back until
-                    # event time moves on: nothing will be sent after it, so release it
-                    self.release_held()
+                if is_rally and now > sent_by:  # the generators wait for their last probes:
+                    self.release_held()  # apply what shards hold back (README, "Event time")
                 self.sampler.sample()
                 sent, accepted, errors, _ = run.progress.totals()
                 client = {"sent": sent, "accepted": accepted, "errors": errors}
@@ -226,7 +231,7 @@ class Bench:
                         extra_series.append(extra)
                         if extra.get("stop"):
                             run.stop()
-                            sending_until = min(sending_until, now)
+                            sent_by = min(sent_by, now)
                 self.show([scenario, *self._live_cells(label, series)])
                 if finished:
                     break
@@ -338,6 +343,8 @@ class Bench:
             "offered_eps": round(sent / send_s, 1),
             "accepted_eps": round(accepted / send_s, 1),
             "errors": sum(r.errors + r.rejected + r.probes_lost for r in res),
+            "events_shed": sum(r.shed for r in res),
+            "requests_shed": sum(r.shed_requests for r in res),
             "failures": dict(run.failures),
             "last_error": next((r.last_error for r in res if r.last_error), ""),
             "client_max_lag_ms": round(max((r.max_lag_ms for r in res), default=0.0), 1),
@@ -425,16 +432,24 @@ def _rates(series: list[dict[str, Any]], is_rally: bool) -> dict[str, list[Any]]
 
 
 def post_events(bench: Bench, events: list[dict[str, Any]], timeout_s: float = 120.0) -> int:
-    """POST one batch synchronously; the number accepted (raises on an error answer)."""
+    """POST one batch synchronously; the number accepted (raises on an error answer). While
+    the gateway sheds load (503 + Retry-After) the batch is sent again, within `timeout_s`."""
     cfg = bench.rally.config
     body = msgspec.json.encode({"events": events})
-    headers = {"Content-Type": "application/json", **signed_headers(cfg.key, cfg.secret, body)}
-    req = urllib.request.Request(bench.rally.url + "/v1/events", data=body, headers=headers)
-    try:
-        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
-            return int(msgspec.json.decode(resp.read()).get("accepted", len(events)))
-    except urllib.error.HTTPError as err:
-        raise RuntimeError(f"POST /v1/events answered {err.code}: {err.read()[:300]!r}") from err
+    deadline = time.time() + timeout_s
+    while True:
+        headers = {"Content-Type": "application/json",
+                   **signed_headers(cfg.key, cfg.secret, body)}  # fmt: skip
+        req = urllib.request.Request(bench.rally.url + "/v1/events", data=body, headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+                return int(msgspec.json.decode(resp.read()).get("accepted", len(events)))
+        except urllib.error.HTTPError as err:
+            answer = err.read()[:300]
+            retry_s = float(err.headers.get("Retry-After") or 0)
+            if err.code != 503 or not retry_s or time.time() + retry_s > deadline:
+                raise RuntimeError(f"POST /v1/events answered {err.code}: {answer!r}") from err
+            time.sleep(retry_s)
 
 
 def wait_until(check: Callable[[], bool], timeout_s: float, every_s: float = 0.02) -> float | None:

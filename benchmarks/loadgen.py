@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import multiprocessing as mp
 import queue
 import time
@@ -56,6 +57,19 @@ class WorkerResult:
     burst_done_at: float = 0.0
     max_lag_ms: float = 0.0
     """How far behind its schedule the sender ever was."""
+    shed: int = 0
+    """Events the gateway shed (503 "overloaded", WebSocket "slow_down"): not errors."""
+    shed_requests: int = 0
+
+
+def _error_of(answer: bytes) -> str | None:
+    """The `error` code of a JSON error body, if it is one."""
+    try:
+        body = ack_decoder.decode(answer)
+    except (msgspec.DecodeError, ValueError):
+        return None
+    error = body.get("error") if isinstance(body, dict) else None
+    return error if isinstance(error, str) else None
 
 
 class _Probes:
@@ -66,19 +80,24 @@ class _Probes:
         self.network = network
         self.channel = channel
         self.pending: dict[str, float] = {}
+        self.fields: dict[str, str] = {}
+        """Probe event id -> its field in the probe hash, while pending."""
         self.seq = 0
         self.done: list[float] = []
         self.error = ""
         self.redis = aioredis.Redis.from_url(plan.endpoint.redis_url)
 
-    def make(self, scheduled: float) -> bytes:
+    def make(self, scheduled: float) -> tuple[str, bytes]:
+        """A probe event (its id and JSON), pending until its member becomes visible."""
         self.seq += 1
         tr = self.plan.traffic
         uid = f"probe.{tr.run_id}.w{self.plan.worker}.{self.seq}"
+        event_id = f"{tr.run_id}.w{self.plan.worker}.p{self.seq}"
         self.pending[self.plan.endpoint.probe_field_prefix + uid] = scheduled
+        self.fields[event_id] = self.plan.endpoint.probe_field_prefix + uid
         ev = {
             "kind": "chat",
-            "id": f"{tr.run_id}.w{self.plan.worker}.p{self.seq}",
+            "id": event_id,
             "network": self.network,
             "channel": self.channel,
             "user_id": uid,
@@ -86,10 +105,24 @@ class _Probes:
             "ts": round(scheduled, 3),
             "text": "probe",
         }
-        return msgspec.json.encode(ev)
+        return event_id, msgspec.json.encode(ev)
 
-    async def poll(self, stop: asyncio.Event) -> None:
-        while not (stop.is_set() and not self.pending):
+    def drop(self, event_ids: list[str]) -> None:
+        """Probes the gateway shed: never credited, so no longer waited for."""
+        for event_id in event_ids:
+            field = self.fields.pop(event_id, None)
+            if field is not None:
+                self.pending.pop(field, None)
+
+    async def poll(self, stop: asyncio.Event, drain_s: float) -> None:
+        """Note probes as they become visible; once `stop` is set, for at most `drain_s`
+        more. Ends by itself: a cancelled Redis call may not end the task."""
+        give_up = math.inf
+        while self.pending or not stop.is_set():
+            if stop.is_set() and give_up == math.inf:
+                give_up = time.monotonic() + drain_s
+            if time.monotonic() > give_up:
+                return
             if self.pending:
                 fields = list(self.pending)
                 try:
@@ -169,14 +202,19 @@ class _Worker:
                     await asyncio.sleep(delay)
                 self._lag(scheduled)
                 inner, n = self.tmpl.render(k, scheduled)
+                probe = None
                 if k % self.probe_every == 0:
-                    inner = self.probes.make(scheduled) + b"," + inner
+                    probe, event = self.probes.make(scheduled)
+                    inner = event + b"," + inner
                     n += 1
-                await self._post(conn, b'{"events":[' + inner + b"]}", n, scheduled)
+                shed = await self._post(conn, b'{"events":[' + inner + b"]}", n, scheduled)
+                if shed and probe is not None:
+                    self.probes.drop([probe])
         finally:
             await conn.close()
 
-    async def _post(self, conn: HttpConnection, body: bytes, n: int, scheduled: float) -> None:
+    async def _post(self, conn: HttpConnection, body: bytes, n: int, scheduled: float) -> bool:
+        """Send one batch; True if the gateway shed it (503 "overloaded")."""
         ep = self.plan.endpoint
         res = self.res
         headers = {"Content-Type": "application/json", **signed_headers(ep.key, ep.secret, body)}
@@ -189,8 +227,12 @@ class _Worker:
             res.last_error = f"{type(err).__name__}: {err}"
             await conn.close()
             await asyncio.sleep(0.05)
-            return
+            return False
         res.ack_ms.append((time.time() - scheduled) * 1e3)
+        if status == 503 and _error_of(answer) == "overloaded":
+            res.shed += n
+            res.shed_requests += 1
+            return True
         if status < 300:
             try:
                 res.events_accepted += int(ack_decoder.decode(answer).get("accepted", n))
@@ -202,6 +244,7 @@ class _Worker:
         else:
             res.errors += 1
             res.last_error = f"{status}: {answer[:200]!r}"
+        return False
 
     async def _burst(self) -> None:
         """The raid: a raid event, then `joins` viewers new to the channel join within `over_s`."""
@@ -276,7 +319,7 @@ class _Worker:
                     k, scheduled = item
                     body, n = self.tmpl.render(k, scheduled)
                     if k % self.probe_every == 0:
-                        frames.append(ws_frame(self.probes.make(scheduled)))
+                        frames.append(ws_frame(self.probes.make(scheduled)[1]))
                         inflight.append(scheduled)
                         res.events_sent += 1
                     frames.append(ws_frame(body))
@@ -328,6 +371,13 @@ class _Worker:
                 res.events_accepted += len(acked)
                 for _ in range(min(len(acked), len(inflight))):
                     res.ack_ms.append((now - inflight.popleft()) * 1e3)
+            elif msg.get("error") == "slow_down":  # shed: counted, not an error
+                ids = msg.get("ids") or []
+                res.shed += len(ids)
+                res.shed_requests += 1
+                self.probes.drop(ids)
+                if inflight:
+                    inflight.popleft()
             elif "error" in msg:
                 res.rejected += 1
                 res.last_error = str(msg)[:200]
@@ -350,7 +400,7 @@ class _Worker:
         self.res.started_at = t0
         await asyncio.sleep(max(0.0, t0 - time.time()))
         stop_probes = asyncio.Event()
-        poller = asyncio.create_task(self.probes.poll(stop_probes))
+        poller = asyncio.create_task(self.probes.poll(stop_probes, self.plan.drain_s))
         reporter = asyncio.create_task(self._report())
         tasks = []
         if self.plan.burst is not None:
@@ -367,10 +417,7 @@ class _Worker:
                 self.res.last_error = f"{type(err).__name__}: {err}"
         self.res.sent_until = time.time()
         stop_probes.set()
-        try:
-            await asyncio.wait_for(poller, self.plan.drain_s)
-        except TimeoutError:
-            pass
+        await poller
         reporter.cancel()
         self.res.probe_ms = self.probes.done
         self.res.probes_lost = len(self.probes.pending)

@@ -18,6 +18,7 @@ from benchmarks.bench import (
     wait_drained,
     wait_until,
 )
+from benchmarks.overload import overload
 from benchmarks.plan import Burst, Phase
 from benchmarks.report import SMOOTH_SAMPLES, smooth
 from benchmarks.soak import soak
@@ -422,6 +423,7 @@ def _importable(module: str) -> bool:
 SCENARIOS: dict[str, Scenario] = {
     "steady": steady,
     "peak": peak,
+    "overload": overload,
     "raid": raid,
     "bot": unavailable(
         "the chat connector (bot command replies)", ("gateway.connectors", "gateway.bot")

@@ -14,11 +14,12 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import redis
+from prometheus_client.parser import text_string_to_metric_families
 
 from actors.config import RuntimeConfig
 from actors.keys import Keys
@@ -265,6 +266,97 @@ def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = STOP_TIMEOUT_
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
+
+
+def gateway_settings_text(
+    config: Config, namespace: str, *, max_lag_events: int, max_lag_s: float
+) -> str:
+    """Settings of one more gateway of a running deployment (its namespace, partitions and
+    api key) that sheds load at its own [limits] lag bounds: `rally bench overload`."""
+    return f"""\
+# Written by `rally bench overload`: a second gateway of the deployment under test.
+namespace = {json.dumps(namespace)}
+
+[shards]
+channel = {config.channel_shards}
+member = {config.member_shards}
+
+[limits]
+max_lag_events = {max_lag_events}
+max_lag_s = {max_lag_s!r}
+max_ws_inflight_frames = {config.max_ws_inflight_frames}
+
+[[api_keys]]
+key = {json.dumps(config.key)}
+secrets = [{json.dumps(config.secret)}]
+networks = ["*"]
+"""
+
+
+@dataclass(slots=True)
+class ExtraGateway:
+    """`rally gateway` as its own process against the deployment's Redis."""
+
+    url: str
+    proc: subprocess.Popen[bytes]
+
+    @classmethod
+    def start(
+        cls, redis_url: str, config_text: str, data_dir: Path, log_path: Path
+    ) -> ExtraGateway:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        config_path = data_dir / "gateway.toml"
+        config_path.write_text(config_text)
+        port = free_port()
+        exe = Path(sys.executable).with_name("rally")
+        cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "gateway.cli"]
+        cmd += ["gateway", "--config", str(config_path), "--redis-url", redis_url,
+                "--port", str(port), "--data-dir", str(data_dir)]  # fmt: skip
+        env = {k: v for k, v in os.environ.items() if k != "RALLY_REDIS_URL"}
+        log = log_path.open("wb")
+        proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+            start_new_session=True,
+        )  # fmt: skip
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + SERVE_READY_TIMEOUT_S
+        while not _answers(url + "/healthz"):
+            if proc.poll() is not None or time.time() > deadline:
+                stop_process(proc)
+                tail = log_path.read_text(errors="replace")[-3000:]
+                raise TargetError(f"`rally gateway` did not start:\n{tail}")
+            time.sleep(0.1)
+        return cls(url, proc)
+
+    def endpoint(self, like: Endpoint) -> Endpoint:
+        """`like` (the deployment's endpoint), sent to this gateway instead."""
+        host, port = _host_port(self.url)
+        return replace(like, host=host, port=port)
+
+    def metrics(self) -> dict[str, float]:
+        """Its /metrics samples, keyed `name` or `name{label=value,...}`; {} if it is gone."""
+        try:
+            with urllib.request.urlopen(self.url + "/metrics", timeout=5) as resp:
+                text = resp.read().decode()
+        except (urllib.error.URLError, OSError):
+            return {}
+        out: dict[str, float] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+                out[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+        return out
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
 
 
 @dataclass(slots=True)

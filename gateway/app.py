@@ -23,6 +23,7 @@ from aiohttp import WSMsgType, web
 from actors.keys import Keys
 from analytics.archive import LedgerArchive
 from engine.events import BatchError, Event, decode_json_batch, encode_events
+from gateway.admission import ADMISSION, Admission
 from gateway.auth import Authenticator, check_networks
 from gateway.errors import (
     BadRequest,
@@ -145,9 +146,12 @@ async def post_events(request: web.Request) -> web.Response:
         raise PayloadTooLarge(f"body of {length} bytes; at most {gw.max_body_bytes}", field="body")
     body = await request.read()
     key = gw.auth.verify(request.headers, body)
+    admission = request.app[ADMISSION]
+    admission.shed("http")
     idem_key = idempotency_key_of(request.headers)
     events = decode_batch(body, gw.max_batch_events)
     check_networks(key, events)
+    admission.check_times(events)
     accepted = {"accepted": len(events)}
     if idem_key is None:
         await gw.writer.append(events)
@@ -199,13 +203,16 @@ async def _ack_when_durable(
 
 
 def _submit_frame(
-    gw: Gateway, key: ApiKey, data: bytes
+    gw: Gateway, admission: Admission, key: ApiKey, data: bytes
 ) -> tuple[asyncio.Future[bytes | None], list[str]]:
     if len(data) > gw.max_ws_frame_bytes:
         raise PayloadTooLarge(f"frame of {len(data)} bytes", field="frame")
     events = decode_batch(data, gw.max_batch_events)
     check_networks(key, events)
-    return gw.writer.submit(events), [ev.id for ev in events]
+    admission.check_times(events)
+    ids = [ev.id for ev in events]
+    admission.shed("ws", ids)
+    return gw.writer.submit(events), ids
 
 
 async def ws_stream(request: web.Request) -> web.WebSocketResponse:
@@ -215,6 +222,7 @@ async def ws_stream(request: web.Request) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(max_msg_size=gw.max_ws_frame_bytes, heartbeat=30.0)
     await ws.prepare(request)
     inflight = asyncio.Semaphore(gw.max_ws_inflight_frames)
+    admission = request.app[ADMISSION]
     pending: set[asyncio.Task[None]] = set()
     async for msg in ws:
         if msg.type is WSMsgType.TEXT:
@@ -225,7 +233,7 @@ async def ws_stream(request: web.Request) -> web.WebSocketResponse:
             continue
         await inflight.acquire()
         try:
-            future, ids = _submit_frame(gw, key, data)
+            future, ids = _submit_frame(gw, admission, key, data)
         except GatewayError as err:
             inflight.release()
             gw.metrics.observe_reject(err.code)
@@ -285,6 +293,7 @@ def create_app(
         idempotency_ttl_s=lim.idempotency_ttl_s,
     )
     app[METRICS] = ctx
+    app[ADMISSION] = Admission.from_settings(settings, client, keys, ctx.metrics, clock)
     app[READER] = Reader(
         client,
         keys,
@@ -296,6 +305,7 @@ def create_app(
         ledger_recent=lim.ledger_recent,
     )
     app.cleanup_ctx.append(_lifecycle)
+    app.cleanup_ctx.append(app[ADMISSION].running)
     app.router.add_post("/v1/events", post_events)
     app.router.add_get("/v1/stream", ws_stream)
     add_routes(app)

@@ -92,6 +92,32 @@ class Unavailable(GatewayError):
         self.retry_after_s = retry_after_s
 
 
+class Overloaded(Unavailable):
+    """The pipeline lags beyond its bound: ingest is shed until it catches up (503)."""
+
+    code = "overloaded"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after_s: int = 1,
+        code: str | None = None,
+        ids: list[str] | None = None,
+    ) -> None:
+        super().__init__(message, retry_after_s=retry_after_s)
+        if code is not None:
+            self.code = code
+        self.ids = ids
+
+    def as_dict(self) -> dict[str, object]:
+        """The WebSocket's frame: also when to retry and, if known, the ids not accepted."""
+        body = {**super().as_dict(), "retry_after": self.retry_after_s}
+        if self.ids is not None:
+            body["ids"] = self.ids
+        return body
+
+
 def json_response(
     body: object, status: int = 200, headers: Mapping[str, str] | None = None
 ) -> web.Response:

@@ -73,7 +73,28 @@ class GatewayMetrics:
         self.flush_seconds = Histogram(
             "rally_ingest_flush_seconds", "Duration of one ingest flush.", registry=registry
         )
+        self.shed = Counter(
+            "rally_gateway_shed",
+            "Ingest requests (http) and frames (ws) refused because the pipeline lagged "
+            "beyond [limits] max_lag_events or max_lag_s.",
+            ["transport"],
+            registry=registry,
+        )
+        self.lag_events = Gauge(
+            "rally_pipeline_lag_events",
+            "Events accepted but not yet applied by a channel shard (as last measured).",
+            registry=registry,
+        )
+        self.lag_seconds = Gauge(
+            "rally_pipeline_lag_seconds",
+            "Age of the oldest ingest or credits entry not yet applied (as last measured).",
+            registry=registry,
+        )
+        self.shedding = Gauge(
+            "rally_gateway_shedding", "1 while this gateway sheds ingest.", registry=registry
+        )
         self._request_children: dict[tuple[str, str, int], Any] = {}
+        self._shed_children: dict[str, Any] = {}
         self._reject_children: dict[str, Any] = {}
 
     def observe_request(self, route: str, method: str, status: int) -> None:
@@ -89,6 +110,12 @@ class GatewayMetrics:
         if child is None:
             child = self.rejects.labels(code)
             self._reject_children[code] = child
+        child.inc()
+
+    def observe_shed(self, transport: str) -> None:
+        child = self._shed_children.get(transport)
+        if child is None:
+            child = self._shed_children[transport] = self.shed.labels(transport)
         child.inc()
 
     def observe_flush(self, events: int, requests: int, seconds: float) -> None:

@@ -99,6 +99,12 @@ class LimitSettings(_Section):
     dedupe_window_s: float = Field(default=0.0, ge=0)
     """How long after its event time an event id is remembered (engine/dedupe.py); at least
     max_event_age_s + max_future_s; 0 = that plus 60 s."""
+    max_lag_events: int = Field(default=2_000_000, ge=0)
+    """Events accepted but not yet applied by the channel shards beyond which the gateway
+    sheds ingest (503 + Retry-After; a WebSocket "slow_down" frame); 0 = no bound."""
+    max_lag_s: float = Field(default=30.0, ge=0)
+    """Age of the oldest ingest or credits entry not yet applied beyond which the gateway
+    sheds ingest the same way; 0 = no bound."""
     page_max: int = Field(default=500, ge=1)
     ledger_recent: int = Field(default=100, ge=1)
     """Ledger entries kept in Redis per member; older pages are read from the archive."""

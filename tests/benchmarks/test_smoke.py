@@ -24,6 +24,7 @@ TINY = [
     "--peak-step", "1", "--raid-viewers", "1000", "--raid-over", "1",
     "--watch-sizes", "500,1500", "--batch-sizes", "1,100", "--batch-duration", "1",
     "--memory-members", "1000", "--soak-seconds", "4", "--soak-sample", "1", "--soak-warmup", "1",
+    "--overload-seconds", "3", "--overload-lag", "0.5",
 ]  # fmt: skip
 
 pytestmark = pytest.mark.timeout(400)
@@ -122,6 +123,11 @@ def test_scenario_summaries(results: dict[str, Any]) -> None:
         assert w["payout_s"] is not None, w
         assert w["payout_s"] > 0, w
         assert w["verified"] == w["viewers"], w
+    over = sc["overload"]["summary"]
+    assert abs(over["offered_target_eps"] - 2 * over["capacity_eps"]) <= 1
+    assert 0 < over["events_accepted"] <= over["events_in"] == over["events_credited"]
+    assert over["events_shed"] + over["events_accepted"] <= over["events_sent"]
+    assert over["ingest_to_credit_p99_ms"] is not None
     mem = sc["batches"]["memory"]
     assert mem["memory_new_members"] >= 1000
     labels = [run["label"] for run in sc["batches"]["runs"]]

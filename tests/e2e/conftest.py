@@ -36,6 +36,8 @@ member = 2
 [clock]
 watch_interval_s = 0
 streak_rollover = false
+[limits]
+max_event_age_s = 630720000   # 20 years: traffic.py's events have fixed dates (November 2026)
 [networks.tv.earn]
 watch_interval_s = 300
 ignore = ["botty"]

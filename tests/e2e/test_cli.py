@@ -20,6 +20,8 @@ namespace = "cli"
 port = {port}
 [clock]
 watch_interval_s = 0
+[limits]
+max_event_age_s = 630720000   # 20 years: traffic.py's events have fixed dates (November 2026)
 [networks.tv.earn]
 welcome_points = 7
 [[api_keys]]

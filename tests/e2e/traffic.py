@@ -35,7 +35,7 @@ def day_of_traffic(
         ev("online", f"c{c}", T0)
     for user, ch in home.items():
         ev("join", ch, T0 + rng.uniform(0, 600), user)
-    times = sorted(rng.uniform(600, DAY_S) for _ in range(chats))
+    times = sorted(T0 + rng.uniform(600, DAY_S) for _ in range(chats))
     users = list(home)
     for i, ts in enumerate(times):
         user = rng.choice(users)

@@ -21,13 +21,16 @@ SECRET = "current-secret-0123456789abcdef"
 OLD_SECRET = "previous-secret-0123456789abcdef"
 ADMIN_SECRET = "admin-secret-0123456789abcdef"
 SHARDS = 2
+HISTORIC_AGE_S = 20 * 365 * 86_400.0
+"""[limits] max_event_age_s of these tests: their fixed timestamps (November 2023, see `chat`)
+stay inside the event-time window."""
 
 
 def make_settings(namespace: str, **limits: Any) -> Settings:
     raw: dict[str, Any] = {
         "namespace": namespace,
         "shards": {"channel": SHARDS, "member": 2},
-        "limits": {"coalesce_window_ms": 2, **limits},
+        "limits": {"coalesce_window_ms": 2, "max_event_age_s": HISTORIC_AGE_S, **limits},
         "networks": {
             "demo": {"earn": {"chat_points": 2}, "channels": {"big": {"chat_points": 3}}},
             "other": {},

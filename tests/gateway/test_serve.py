@@ -26,6 +26,7 @@ if __name__ == "__main__":
     raw = {
         "namespace": sys.argv[2],
         "networks": {"demo": {}},
+        "limits": {"max_event_age_s": 20 * 365 * 86_400},  # chat()'s fixed timestamps
         "api_keys": [{"key": "k1", "secrets": [sys.argv[4]], "networks": ["demo"]}],
     }
     run_gateway(settings_from_dict(raw, {}), sys.argv[1], "127.0.0.1", int(sys.argv[3]), workers=2)
