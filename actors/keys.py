@@ -5,7 +5,9 @@ ingest:{p}            stream; one entry per accepted (part of a) batch: field `e
 credits:{m}           stream; one entry per channel-shard commit: field `c` = msgpack list[Credit].
 offsets               hash; stream name -> last applied entry id (committed with the state it produced).
 seen:{p}:{day}        set; event ids (network:id) applied by channel partition p on that UTC day (dedupe).
-idem:{network}:{key}  string; the first response to a batch posted with that Idempotency-Key.
+idem:{n}:{api}:{key}  string; the first response to a batch posted by api key `api` (n = its length)
+                      with that Idempotency-Key: each api key has its own Idempotency-Keys.
+wsnonce:{n}:{api}:{nonce}  string; a WebSocket handshake nonce already used (TTL: the skew window).
 cstate                hash; network:channel -> msgpack ChannelState.
 presence:{nc}         hash; user_id -> display name, viewers present in channel nc (network:channel).
 chatters:{nc}         zset; user_id -> ts of last chat in channel nc.
@@ -71,8 +73,11 @@ class Keys:
     def seen(self, p: int, day: int) -> str:
         return self.k("seen", p, day)
 
-    def idem(self, network: str, key: str) -> str:
-        return self.k("idem", network, key)
+    def idem(self, api_key: str, key: str) -> str:
+        return self.k("idem", len(api_key), api_key, key)  # the length: api keys may hold ':'
+
+    def ws_nonce(self, api_key: str, nonce: str) -> str:
+        return self.k("wsnonce", len(api_key), api_key, nonce)
 
     @property
     def cstate(self) -> str:
