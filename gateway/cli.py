@@ -68,39 +68,37 @@ async def _serve(settings: Settings, with_actors: bool) -> None:
         runtime.start()  # in this thread: the redis-server it starts dies with its starter
     elif not settings.redis.url:
         raise CliError("`rally gateway` needs --redis-url (or [redis] url / RALLY_REDIS_URL)")
-    server = settings.server
-    runner = pool = None
+    runner = None
+    pool = GatewayPool.from_settings(settings, runtime.redis_url)
     try:
         for sig in (signal.SIGINT, signal.SIGTERM):  # after ray.init, which installs its own
             loop.add_signal_handler(sig, stop.set)
         redis_url = runtime.redis_url
-        if server.workers > 1:  # in this thread too: the workers die with their starter
-            pool = GatewayPool(settings, redis_url, server.host, server.port, server.workers)
+        if pool.workers > 1:  # in this thread too: the workers die with their starter
             try:
                 port = pool.start()
             except GatewayStartError as err:
                 raise CliError(f"the gateway could not start: {err}") from None
-        else:
-            runner, port = await start_gateway(settings, redis_url, server.host, server.port)
-        url = f"http://{server.host}:{port}"
+        else:  # one gateway, in this process
+            runner, port = await start_gateway(settings, redis_url, pool.host, pool.port)
+        url = f"http://{pool.host}:{port}"
         Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
         write_runtime_file(
             settings.data_dir, url=url, redis_url=redis_url, namespace=settings.namespace,
             pid=os.getpid(), ray_address=settings.ray.address,
-            gateway_pids=pool.pids if pool is not None else [os.getpid()],
+            gateway_pids=pool.pids if pool.workers > 1 else [os.getpid()],
         )  # fmt: skip
-        procs = f", {server.workers} gateway processes" if pool is not None else ""
+        procs = f", {pool.workers} gateway processes" if pool.workers > 1 else ""
         print(f"rally: serving on {url} (redis {redis_url}{procs})", flush=True)
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), WORKER_CHECK_S)
-            if pool is not None and not stop.is_set():
+            if pool.workers > 1 and not stop.is_set():
                 pool.respawn_dead()
     finally:
         if runner is not None:
             await runner.cleanup()
-        if pool is not None:
-            pool.stop()
+        pool.stop()
         await loop.run_in_executor(None, runtime.stop)
 
 

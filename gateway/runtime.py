@@ -116,6 +116,12 @@ class GatewayPool:
         self.procs: list[BaseProcess] = []
         self._ctx = multiprocessing.get_context("spawn")  # never fork a process running Ray
 
+    @classmethod
+    def from_settings(cls, settings: Settings, redis_url: str) -> GatewayPool:
+        """Where and how many: [server] host, port and workers."""
+        server = settings.server
+        return cls(settings, redis_url, server.host, server.port, server.workers)
+
     @property
     def pids(self) -> list[int]:
         return [p.pid for p in self.procs if p.pid is not None]

@@ -24,8 +24,9 @@ ADMIN_SECRET = "admin-secret-0123456789abcdef"
 SHARDS = 2
 
 
-def make_settings(namespace: str, **limits: Any) -> Settings:
+def make_settings(namespace: str, auth: dict[str, Any] | None = None, **limits: Any) -> Settings:
     raw: dict[str, Any] = {
+        "auth": auth or {},
         "namespace": namespace,
         "shards": {"channel": SHARDS, "member": 2},
         "limits": {"coalesce_window_ms": 2, **limits},
