@@ -83,18 +83,22 @@ async def _serve(settings: Settings, with_actors: bool) -> None:
             runner, port = await start_gateway(settings, redis_url, pool.host, pool.port)
         url = f"http://{pool.host}:{port}"
         Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
-        write_runtime_file(
-            settings.data_dir, url=url, redis_url=redis_url, namespace=settings.namespace,
-            pid=os.getpid(), ray_address=settings.ray.address,
-            gateway_pids=pool.pids if pool.workers > 1 else [os.getpid()],
-        )  # fmt: skip
+
+        def record() -> None:
+            write_runtime_file(
+                settings.data_dir, url=url, redis_url=redis_url, namespace=settings.namespace,
+                pid=os.getpid(), ray_address=settings.ray.address,
+                gateway_pids=pool.pids if pool.workers > 1 else [os.getpid()],
+            )  # fmt: skip
+
+        record()
         procs = f", {pool.workers} gateway processes" if pool.workers > 1 else ""
         print(f"rally: serving on {url} (redis {redis_url}{procs})", flush=True)
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), WORKER_CHECK_S)
-            if pool.workers > 1 and not stop.is_set():
-                pool.respawn_dead()
+            if pool.workers > 1 and not stop.is_set() and pool.respawn_dead():
+                record()
     finally:
         if runner is not None:
             await runner.cleanup()

@@ -81,11 +81,8 @@ async def start_gateway(
     await runner.setup()
     site = web.TCPSite(runner, host, port, backlog=2048)
     await site.start()
-    server = site._server
-    bound = port
-    if server is not None and server.sockets:  # type: ignore[union-attr]
-        bound = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    return runner, bound
+    sockets = getattr(site._server, "sockets", None) or []  # an asyncio Server
+    return runner, sockets[0].getsockname()[1] if sockets else port
 
 
 def write_runtime_file(data_dir: Path, **info: object) -> Path:

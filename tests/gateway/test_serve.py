@@ -1,5 +1,6 @@
 """[server] workers: `rally gateway` runs that many processes on one port (SO_REUSEPORT),
-each answering; SIGTERM stops every one of them after they wrote what they accepted."""
+each answering; a worker that dies is replaced; SIGTERM stops every one of them after they
+wrote what they accepted."""
 
 from __future__ import annotations
 
@@ -76,7 +77,8 @@ def test_two_workers_share_the_port_and_sigterm_stops_all(
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )  # fmt: skip
     try:
-        runtime = _wait_for_runtime(proc, tmp_path / "data" / "runtime.json")
+        runtime_file = tmp_path / "data" / "runtime.json"
+        runtime = _wait_for_runtime(proc, runtime_file)
         url, workers = str(runtime["url"]), list(runtime["gateway_pids"])
         assert len(set(workers)) == 2
         assert proc.pid not in workers
@@ -88,6 +90,15 @@ def test_two_workers_share_the_port_and_sigterm_stops_all(
         assert answered == set(workers)
         for i in range(20):
             assert _post(url, body_of([chat(i)])) == (202, {"accepted": 1})
+        os.kill(workers[0], signal.SIGKILL)  # a dead worker is replaced
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while (now := _wait_for_runtime(proc, runtime_file)["gateway_pids"]) == workers:
+            assert time.monotonic() < deadline, "the dead worker was not replaced"
+            time.sleep(0.05)
+        assert workers[1] in now
+        assert workers[0] not in now
+        workers += now
+        assert all(_pid_of(url) in now for _ in range(10))
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
