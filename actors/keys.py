@@ -7,7 +7,9 @@ offsets               hash; stream name -> last applied entry id (committed with
 seenh:{p}:{b}:{k}     string; packed little-endian uint64 hashes of the event ids (network:id) that channel
                       partition p applied with ts in minute b (ts // 60), chunk k (engine/dedupe.py).
 seenidx:{p}           hash; minute b -> how many hashes partition p stores for it (dedupe buckets held).
-idem:{network}:{key}  string; the first response to a batch posted with that Idempotency-Key.
+idem:{n}:{api}:{key}  string; the first response to a batch posted by api key `api` (n = its length)
+                      with that Idempotency-Key: each api key has its own Idempotency-Keys.
+wsnonce:{n}:{api}:{nonce}  string; a WebSocket handshake nonce already used (TTL: the skew window).
 cstate                hash; network:channel -> msgpack ChannelState.
 presence:{nc}         hash; user_id -> display name, viewers present in channel nc (network:channel).
 chatters:{nc}         zset; user_id -> ts of last chat in channel nc.
@@ -76,8 +78,11 @@ class Keys:
     def seen_index(self, p: int) -> str:
         return self.k("seenidx", p)
 
-    def idem(self, network: str, key: str) -> str:
-        return self.k("idem", network, key)
+    def idem(self, api_key: str, key: str) -> str:
+        return self.k("idem", len(api_key), api_key, key)  # the length: api keys may hold ':'
+
+    def ws_nonce(self, api_key: str, nonce: str) -> str:
+        return self.k("wsnonce", len(api_key), api_key, nonce)
 
     @property
     def cstate(self) -> str:

@@ -14,7 +14,7 @@ import os
 
 import msgspec
 
-from gateway.simulator import signed_headers
+from gateway.signing import ws_handshake
 
 MAX_RESPONSE_BYTES = 1 << 20
 """A larger response (or header block) is a protocol error here."""
@@ -125,16 +125,17 @@ class WsConnection:
         self.reader, self.writer = await asyncio.open_connection(
             self.host, self.port, limit=1 << 22
         )
-        nonce = base64.b64encode(os.urandom(16)).decode()
+        ws_key = base64.b64encode(os.urandom(16)).decode()
+        target, signed = ws_handshake(key, secret, path=path)  # a new nonce per socket
         headers = {
             "Host": f"{self.host}:{self.port}",
             "Upgrade": "websocket",
             "Connection": "Upgrade",
-            "Sec-WebSocket-Key": nonce,
+            "Sec-WebSocket-Key": ws_key,
             "Sec-WebSocket-Version": "13",
-            **signed_headers(key, secret, f"GET {path}".encode()),
+            **signed,
         }
-        lines = [f"GET {path} HTTP/1.1", *(f"{k}: {v}" for k, v in headers.items())]
+        lines = [f"GET {target} HTTP/1.1", *(f"{k}: {v}" for k, v in headers.items())]
         self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
         head = await self.reader.readuntil(b"\r\n\r\n")
         status = head.split(b" ", 2)[1]

@@ -9,41 +9,48 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import multiprocessing
 import os
+import re
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 
 import msgspec
 import redis.asyncio as aioredis
 from aiohttp import WSMsgType, web
+from redis.exceptions import RedisError
 
 from actors.keys import Keys
 from analytics.archive import LedgerArchive
 from engine.events import BatchError, Event, decode_json_batch, encode_events
 from gateway.admission import ADMISSION, Admission
-from gateway.auth import Authenticator, check_networks
+from gateway.auth import Authenticator, ReadAccess, check_network, check_networks
 from gateway.errors import (
     BadRequest,
     Conflict,
+    Forbidden,
     GatewayError,
     PayloadTooLarge,
+    Unauthorized,
+    Unavailable,
     error_of,
     error_response,
     json_response,
 )
 from gateway.ingest import Idempotency, IngestWriter
 from gateway.metrics import METRICS, GatewayMetrics, get_metrics, get_readyz, new_metrics
-from gateway.reads import READER, Reader, add_routes
+from gateway.reads import ACCESS, READER, Reader, add_routes, parse_id
+from gateway.redis_server import _die_with_parent
 from gateway.settings import ApiKey, Settings
-from gateway.signing import WS_BODY
 
 log = logging.getLogger(__name__)
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 MAX_IDEMPOTENCY_KEY_LEN = 128
+NONCE = re.compile(r"[A-Za-z0-9_\-]{16,128}")
+"""A WebSocket handshake's ?nonce=: new for every socket (signing.stream_target makes one)."""
 REDIS_TIMEOUT_S = 10.0
 _json = msgspec.json.Encoder()
 _record = msgspec.json.Decoder(dict[str, object])
@@ -158,7 +165,7 @@ async def post_events(request: web.Request) -> web.Response:
         return json_response(accepted, status=202)
     digest = hashlib.sha256(encode_events(events)).hexdigest()
     record = _json.encode({"digest": digest, "status": 202, "body": accepted})
-    idem = Idempotency(gw.keys.idem(events[0].network, idem_key), record, gw.idempotency_ttl_s)
+    idem = Idempotency(gw.keys.idem(key.key, idem_key), record, gw.idempotency_ttl_s)
     previous = await gw.writer.append(events, idem)
     if previous is None:
         return json_response(accepted, status=202)
@@ -215,10 +222,33 @@ def _submit_frame(
     return gw.writer.submit(events), ids
 
 
+async def verify_handshake(gw: Gateway, request: web.Request) -> ApiKey:
+    """The key that signed this WebSocket handshake (GET /v1/stream?nonce=N); 401 unless the
+    signature is good and the nonce is new. Nonces are remembered in Redis (shared by every
+    gateway process) for twice the signature skew: as long as a signed timestamp is accepted."""
+    key = gw.auth.verify_target(request.headers, request.method, request.raw_path)
+    nonce = request.query.get("nonce", "")
+    if not NONCE.fullmatch(nonce):
+        raise Unauthorized(
+            "the handshake must be a signed GET /v1/stream?nonce=N, N 16-128 characters of "
+            "A-Z a-z 0-9 _ - and new for every socket",
+            field="nonce",
+        )
+    try:
+        fresh = await gw.redis.set(
+            gw.keys.ws_nonce(key.key, nonce), b"1", nx=True, ex=2 * gw.auth.skew_s + 1
+        )
+    except (RedisError, OSError) as err:
+        raise Unavailable("nonce store (redis) unavailable") from err
+    if not fresh:
+        raise Unauthorized("replayed handshake: this nonce was used already", field="nonce")
+    return key
+
+
 async def ws_stream(request: web.Request) -> web.WebSocketResponse:
     """WebSocket ingest: each frame is a batch; acked by event ids once durable."""
     gw = request.app[GATEWAY]
-    key = gw.auth.verify(request.headers, WS_BODY)
+    key = await verify_handshake(gw, request)
     ws = web.WebSocketResponse(max_msg_size=gw.max_ws_frame_bytes, heartbeat=30.0)
     await ws.prepare(request)
     inflight = asyncio.Semaphore(gw.max_ws_inflight_frames)
@@ -247,8 +277,32 @@ async def ws_stream(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
+async def post_member_token(request: web.Request) -> web.Response:
+    """A member token for {user_id} of ?network=, for a key covering that network; the
+    request is signed like a read (over "POST {target}") and has no body."""
+    gw = request.app[GATEWAY]
+    body = await request.read()
+    key = gw.auth.verify_target(request.headers, request.method, request.raw_path)
+    if body:
+        raise BadRequest("a token request has no body (the query carries network)", field="body")
+    user_id = parse_id(request.match_info["user_id"], "user_id")
+    network = request.app[READER].network_of(request.query)
+    check_network(key, network)
+    tokens = request.app[ACCESS].tokens
+    if tokens is None:
+        raise Forbidden(
+            "member tokens are not enabled: set [auth] token_secret",
+            field="token",
+            code="tokens_disabled",
+        )
+    token, expires_at = tokens.issue(network, user_id)
+    body_out = {"token": token, "network": network, "user_id": user_id, "expires_at": expires_at}
+    return json_response(body_out, status=201)
+
+
 async def healthz(request: web.Request) -> web.Response:
-    return json_response({"status": "ok"})
+    """Liveness; `pid` tells the gateway processes sharing a port apart ([server] workers)."""
+    return json_response({"status": "ok", "pid": os.getpid()})
 
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -280,10 +334,11 @@ def create_app(
     )
     ctx.metrics.queue_events.set_function(lambda: writer.queued_events)
     app = web.Application(client_max_size=lim.max_body_bytes, middlewares=[edge_middleware])
+    auth = Authenticator.from_settings(settings, clock)
     app[GATEWAY] = Gateway(
         keys=keys,
         redis=client,
-        auth=Authenticator.from_settings(settings, clock),
+        auth=auth,
         writer=writer,
         metrics=ctx.metrics,
         max_body_bytes=lim.max_body_bytes,
@@ -294,6 +349,7 @@ def create_app(
     )
     app[METRICS] = ctx
     app[ADMISSION] = Admission.from_settings(settings, client, keys, ctx.metrics, clock)
+    app[ACCESS] = ReadAccess.from_settings(settings, auth, clock)
     app[READER] = Reader(
         client,
         keys,
@@ -308,6 +364,7 @@ def create_app(
     app.cleanup_ctx.append(app[ADMISSION].running)
     app.router.add_post("/v1/events", post_events)
     app.router.add_get("/v1/stream", ws_stream)
+    app.router.add_post("/v1/members/{user_id}/token", post_member_token)
     add_routes(app)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", get_readyz)
@@ -315,58 +372,34 @@ def create_app(
     return app
 
 
-def _serve_one(settings: Settings, redis_url: str, host: str, port: int, reuse_port: bool) -> None:
-    web.run_app(
-        create_app(settings, redis_url),
-        host=host,
-        port=port,
-        reuse_port=reuse_port,
-        access_log=None,
-        print=lambda msg: log.info("gateway_listening %s", msg.splitlines()[0]),
-    )
-
-
-def run_gateway(
-    settings: Settings,
-    redis_url: str,
-    host: str | None = None,
-    port: int | None = None,
-    workers: int | None = None,
+# -- one process of a gateway pool ([server] workers > 1, see runtime.GatewayPool) -----------
+def serve_worker(
+    settings: Settings, redis_url: str, host: str, port: int, ready: Connection
 ) -> None:
-    """Serve until SIGINT/SIGTERM; queued events are written before it exits.
+    """Serve host:port with SO_REUSEPORT until SIGTERM/SIGINT, then write what is queued.
+    Sends ("ready", pid) or ("error", message) on `ready` once it listens (or cannot).
+    Lives here, not in runtime.py, so that a spawned worker does not import Ray."""
+    _die_with_parent()
+    asyncio.run(_serve_worker(settings, redis_url, host, port, ready))
 
-    With workers > 1 ([server] workers), that many processes share the port (SO_REUSEPORT),
-    each with its own ingest writer: one Python process answers ~10k requests/s.
-    """
-    host = host or settings.server.host
-    port = port if port is not None else settings.server.port
-    n = workers if workers is not None else settings.server.workers
-    if n <= 1:
-        _serve_one(settings, redis_url, host, port, reuse_port=False)
-        return
-    if port == 0:
-        raise ValueError("several gateway workers need a fixed port, not 0")
-    ctx = multiprocessing.get_context("spawn")
-    procs = [
-        ctx.Process(
-            target=_serve_one,
-            args=(settings, redis_url, host, port, True),
-            name=f"rally-gateway-{i}",
-        )
-        for i in range(n)
-    ]
-    for proc in procs:
-        proc.start()
 
-    def stop(signum: int, _frame: object) -> None:
-        for proc in procs:
-            if proc.is_alive() and proc.pid is not None:
-                os.kill(proc.pid, signal.SIGTERM)
-
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+async def _serve_worker(
+    settings: Settings, redis_url: str, host: str, port: int, ready: Connection
+) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    runner = web.AppRunner(create_app(settings, redis_url), access_log=None)
+    await runner.setup()
     try:
-        for proc in procs:
-            proc.join()
+        await web.TCPSite(runner, host, port, backlog=2048, reuse_port=True).start()
+    except OSError as err:
+        ready.send(("error", f"cannot listen on {host}:{port}: {err.strerror or err}"))
+        await runner.cleanup()
+        return
+    ready.send(("ready", os.getpid()))
+    try:
+        await stop.wait()
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        await runner.cleanup()

@@ -1,4 +1,4 @@
-"""The `rally` command line: serve, gateway, demo, audit, status, deadletter, bench."""
+"""The `rally` command line: serve, gateway, demo, audit, status, deadletter, token, bench."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from typing import Any
 from gateway.settings import Settings, SettingsError, demo_settings_toml, load_settings
 
 EXIT_USAGE = 2
+WORKER_CHECK_S = 1.0
+"""How often `rally serve` / `rally gateway` replace gateway workers that died."""
 
 
 class CliError(Exception):
@@ -42,6 +44,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         server["port"] = args.port
     if getattr(args, "host", None):
         server["host"] = args.host
+    if getattr(args, "workers", None) is not None:
+        server["workers"] = args.workers
     if server:
         updates["server"] = settings.server.model_copy(update=server)
     return settings.model_copy(update=updates) if updates else settings
@@ -49,7 +53,13 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 # -- serve ------------------------------------------------------------------------------------
 async def _serve(settings: Settings, with_actors: bool) -> None:
-    from gateway.runtime import Runtime, start_gateway, write_runtime_file
+    from gateway.runtime import (
+        GatewayPool,
+        GatewayStartError,
+        Runtime,
+        start_gateway,
+        write_runtime_file,
+    )
 
     runtime = Runtime(settings)
     stop = asyncio.Event()
@@ -58,23 +68,41 @@ async def _serve(settings: Settings, with_actors: bool) -> None:
         runtime.start()  # in this thread: the redis-server it starts dies with its starter
     elif not settings.redis.url:
         raise CliError("`rally gateway` needs --redis-url (or [redis] url / RALLY_REDIS_URL)")
-    for sig in (signal.SIGINT, signal.SIGTERM):  # after ray.init, which installs its own
-        loop.add_signal_handler(sig, stop.set)
-    redis_url = runtime.redis_url
-    runner, port = await start_gateway(
-        settings, redis_url, settings.server.host, settings.server.port
-    )
-    url = f"http://{settings.server.host}:{port}"
-    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
-    write_runtime_file(
-        settings.data_dir, url=url, redis_url=redis_url, namespace=settings.namespace,
-        pid=os.getpid(), ray_address=settings.ray.address,
-    )  # fmt: skip
-    print(f"rally: serving on {url} (redis {redis_url})", flush=True)
+    runner = None
+    pool = GatewayPool.from_settings(settings, runtime.redis_url)
     try:
-        await stop.wait()
+        for sig in (signal.SIGINT, signal.SIGTERM):  # after ray.init, which installs its own
+            loop.add_signal_handler(sig, stop.set)
+        redis_url = runtime.redis_url
+        if pool.workers > 1:  # in this thread too: the workers die with their starter
+            try:
+                port = pool.start()
+            except GatewayStartError as err:
+                raise CliError(f"the gateway could not start: {err}") from None
+        else:  # one gateway, in this process
+            runner, port = await start_gateway(settings, redis_url, pool.host, pool.port)
+        url = f"http://{pool.host}:{port}"
+        Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+
+        def record() -> None:
+            write_runtime_file(
+                settings.data_dir, url=url, redis_url=redis_url, namespace=settings.namespace,
+                pid=os.getpid(), ray_address=settings.ray.address,
+                gateway_pids=pool.pids if pool.workers > 1 else [os.getpid()],
+            )  # fmt: skip
+
+        record()
+        procs = f", {pool.workers} gateway processes" if pool.workers > 1 else ""
+        print(f"rally: serving on {url} (redis {redis_url}{procs})", flush=True)
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), WORKER_CHECK_S)
+            if pool.workers > 1 and not stop.is_set() and pool.respawn_dead():
+                record()
     finally:
-        await runner.cleanup()
+        if runner is not None:
+            await runner.cleanup()
+        pool.stop()
         await loop.run_in_executor(None, runtime.stop)
 
 
@@ -229,6 +257,32 @@ def cmd_deadletter(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- member tokens ----------------------------------------------------------------------------
+def cmd_token(args: argparse.Namespace) -> int:
+    """Print a member token (the same as POST /v1/members/{id}/token answers)."""
+    from gateway.auth import TokenSigner
+    from gateway.errors import BadRequest
+    from gateway.reads import parse_id
+
+    settings = _settings(args)
+    signer = TokenSigner.from_settings(settings)
+    if signer is None:
+        raise CliError("member tokens are off: set [auth] token_secret in the configuration")
+    network = args.network or settings.default_network()
+    if network is None:
+        raise CliError("--network is required (several networks are configured)")
+    try:
+        user_id = parse_id(args.user_id, "user_id")
+        network = parse_id(network, "network")
+    except BadRequest as err:
+        raise CliError(err.message) from None
+    token, expires_at = signer.issue(network, user_id)
+    print(token)
+    print(f"member {user_id!r} of network {network!r}, valid until unix {expires_at}",
+          file=sys.stderr)  # fmt: skip
+    return 0
+
+
 # -- demo -------------------------------------------------------------------------------------
 def cmd_demo(args: argparse.Namespace) -> int:
     from gateway.demo import run_demo
@@ -277,11 +331,17 @@ def parser() -> argparse.ArgumentParser:
     common(s)
     s.add_argument("--host")
     s.add_argument("--port", type=int)
+    s.add_argument("--workers", type=positive(int), help="gateway processes ([server] workers)")
     g = sub.add_parser("gateway", help="run only the HTTP gateway against a running deployment")
     common(g)
     g.add_argument("--redis-url", required=False)
     g.add_argument("--host")
     g.add_argument("--port", type=int)
+    g.add_argument("--workers", type=positive(int), help="gateway processes ([server] workers)")
+    t = sub.add_parser("token", help="print a member token: reads one member and its ledger")
+    common(t)
+    t.add_argument("user_id", metavar="USER_ID")
+    t.add_argument("--network", help="the member's network (default: the only one configured)")
     d = sub.add_parser("demo", help="serve plus a simulated network, with a live table")
     d.add_argument("--seconds", type=positive(float), default=30.0)
     d.add_argument("--rate", type=positive(float), default=2_000.0, help="events per second")
@@ -319,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     commands = {
         "serve": cmd_serve, "gateway": cmd_gateway, "demo": cmd_demo, "audit": cmd_audit,
-        "status": cmd_status, "deadletter": cmd_deadletter,
+        "status": cmd_status, "deadletter": cmd_deadletter, "token": cmd_token,
     }  # fmt: skip
     try:
         return commands[args.command](args)

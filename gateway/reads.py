@@ -1,5 +1,7 @@
 """Reads of committed state, straight from Redis (written by the member and channel shards),
-and older ledger pages from the DuckDB ledger archive."""
+and older ledger pages from the DuckDB ledger archive. Every read is authorised by ACCESS
+(gateway.auth.ReadAccess): an API key covering the network, a member token for its own
+member, or nothing for the leaderboards and stats of a public network."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from engine.events import channel_key, member_key
 from engine.ledger import Entry, entry_decoder, member_account
 from engine.member import MemberState, day_of, effective_streak, state_decoder
 from engine.rules import RuleBook
+from gateway.auth import Principal, ReadAccess
 from gateway.errors import BadRequest, NotFound, Unavailable, json_response
 
 PERIOD_DAYS: dict[str, int] = {"day": 1, "week": 7, "month": 30}
@@ -244,18 +247,40 @@ def _entry_json(e: Entry) -> dict[str, Any]:
 
 
 READER = web.AppKey("reader", Reader)
+ACCESS = web.AppKey("read_access", ReadAccess)
+
+
+def principal_of(request: web.Request) -> Principal:
+    """Who signed the request (API key) or which member token it presents; 401 otherwise."""
+    return request.app[ACCESS].principal(request.headers, request.method, request.raw_path)
+
+
+def _member_read(request: web.Request) -> tuple[str, str]:
+    """(network, user_id) of a member read the request may make (401, 400, 403)."""
+    who = principal_of(request)
+    user_id = parse_id(request.match_info["user_id"], "user_id")
+    network = request.app[READER].network_of(request.query)
+    request.app[ACCESS].member(who, network, user_id)
+    return network, user_id
+
+
+def _channel_read(request: web.Request) -> tuple[str, str]:
+    """(network, channel) of a channel read the request may make (401, 400, 403)."""
+    access = request.app[ACCESS]
+    network = request.app[READER].network_of(request.query)
+    if not access.is_public(network):
+        access.channel(principal_of(request), network)
+    return network, parse_id(request.match_info["channel"], "channel")
 
 
 async def get_member(request: web.Request) -> web.Response:
-    reader = request.app[READER]
-    user_id = parse_id(request.match_info["user_id"], "user_id")
-    return json_response(await reader.member(reader.network_of(request.query), user_id))
+    network, user_id = _member_read(request)
+    return json_response(await request.app[READER].member(network, user_id))
 
 
 async def get_ledger(request: web.Request) -> web.Response:
     reader = request.app[READER]
-    user_id = parse_id(request.match_info["user_id"], "user_id")
-    network = reader.network_of(request.query)
+    network, user_id = _member_read(request)
     limit = reader.limit_of(request.query)
     cursor = parse_int(request.query, "cursor", 0, 0, 10**12)
     return json_response(await reader.ledger(network, user_id, limit, cursor))
@@ -263,8 +288,7 @@ async def get_ledger(request: web.Request) -> web.Response:
 
 async def get_leaderboard(request: web.Request) -> web.Response:
     reader = request.app[READER]
-    channel = parse_id(request.match_info["channel"], "channel")
-    network = reader.network_of(request.query)
+    network, channel = _channel_read(request)
     period = request.query.get("period") or "all"
     if period not in PERIODS:
         raise BadRequest(f"period must be one of {', '.join(PERIODS)}", field="period")
@@ -273,10 +297,8 @@ async def get_leaderboard(request: web.Request) -> web.Response:
 
 
 async def get_channel_stats(request: web.Request) -> web.Response:
-    reader = request.app[READER]
-    channel = parse_id(request.match_info["channel"], "channel")
-    network = reader.network_of(request.query)
-    return json_response(await reader.channel_stats(network, channel))
+    network, channel = _channel_read(request)
+    return json_response(await request.app[READER].channel_stats(network, channel))
 
 
 def add_routes(app: web.Application) -> None:

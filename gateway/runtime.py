@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import os
+import signal
+import socket
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 import ray
@@ -25,6 +30,7 @@ class Runtime:
         self.data_dir = Path(settings.data_dir)
         self.redis: RedisServer | None = None
         self.redis_url = settings.redis.url
+        self.ray_address = settings.ray.address
         self.client: RallyClient | None = None
         self._owns_ray = False
 
@@ -36,7 +42,7 @@ class Runtime:
         if not ray.is_initialized():
             os.environ.setdefault("RAY_DEDUP_LOGS", "0")
             ray.init(
-                address=self.settings.ray.address or None,
+                address=self.ray_address or None,
                 include_dashboard=False,
                 logging_level=logging.WARNING,
                 namespace=f"rally-{self.settings.namespace}",
@@ -75,14 +81,115 @@ async def start_gateway(
     await runner.setup()
     site = web.TCPSite(runner, host, port, backlog=2048)
     await site.start()
-    server = site._server
-    bound = port
-    if server is not None and server.sockets:  # type: ignore[union-attr]
-        bound = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    return runner, bound
+    sockets = getattr(site._server, "sockets", None) or []  # an asyncio Server
+    return runner, sockets[0].getsockname()[1] if sockets else port
 
 
 def write_runtime_file(data_dir: Path, **info: object) -> Path:
     path = Path(data_dir) / "runtime.json"
     path.write_text(json.dumps(info, indent=2))
     return path
+
+
+class GatewayStartError(Exception):
+    """A gateway worker process could not start listening."""
+
+
+class GatewayPool:
+    """`workers` gateway processes sharing host:port with SO_REUSEPORT ([server] workers): the
+    kernel spreads connections over them; each has its own ingest writer and Redis clients
+    (one Python process answers ~10k requests/s). Start and stop it from the main thread:
+    a worker gets SIGTERM when the thread that started it dies."""
+
+    def __init__(
+        self, settings: Settings, redis_url: str, host: str, port: int, workers: int
+    ) -> None:
+        assert workers >= 1
+        self.settings = settings
+        self.redis_url = redis_url
+        self.host = host
+        self.port = port
+        self.workers = workers
+        self.procs: list[BaseProcess] = []
+        self._ctx = multiprocessing.get_context("spawn")  # never fork a process running Ray
+
+    @classmethod
+    def from_settings(cls, settings: Settings, redis_url: str) -> GatewayPool:
+        """Where and how many: [server] host, port and workers."""
+        server = settings.server
+        return cls(settings, redis_url, server.host, server.port, server.workers)
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs if p.pid is not None]
+
+    def _spawn(self, i: int) -> tuple[BaseProcess, Connection]:
+        from gateway.app import serve_worker  # the worker imports the app, not Ray
+
+        receive, send = self._ctx.Pipe(duplex=False)
+        args = (self.settings, self.redis_url, self.host, self.port, send)
+        proc = self._ctx.Process(target=serve_worker, args=args, name=f"rally-gateway-{i}")
+        proc.start()
+        send.close()
+        return proc, receive
+
+    def _await_ready(self, proc: BaseProcess, conn: Connection, timeout_s: float) -> None:
+        try:
+            if not conn.poll(timeout_s):
+                raise GatewayStartError(
+                    f"gateway worker {proc.name} not listening in {timeout_s} s"
+                )
+            status, detail = conn.recv()
+        except EOFError:
+            raise GatewayStartError(f"gateway worker {proc.name} exited while starting") from None
+        finally:
+            conn.close()
+        if status != "ready":
+            raise GatewayStartError(str(detail))
+
+    def start(self, timeout_s: float = 60.0) -> int:
+        """Start every worker and wait until each listens; returns the port (0 = a free one,
+        held by a bound, never listening SO_REUSEPORT socket until the workers share it)."""
+        hold: socket.socket | None = None
+        if self.port == 0:
+            hold = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET)
+            hold.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            hold.bind((self.host, 0))
+            self.port = hold.getsockname()[1]
+        try:
+            started = [self._spawn(i) for i in range(self.workers)]
+            self.procs = [proc for proc, _ in started]
+            for proc, conn in started:
+                self._await_ready(proc, conn, timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+        finally:
+            if hold is not None:
+                hold.close()
+        log.info("gateway_pool_listening port=%d pids=%s", self.port, self.pids)
+        return self.port
+
+    def respawn_dead(self, timeout_s: float = 60.0) -> int:
+        """Replace every worker that exited (crashed or killed); returns how many."""
+        replaced = 0
+        for i, proc in enumerate(self.procs):
+            if proc.is_alive():
+                continue
+            log.warning("gateway_worker_died name=%s exitcode=%s", proc.name, proc.exitcode)
+            self.procs[i], conn = self._spawn(i)
+            self._await_ready(self.procs[i], conn, timeout_s)
+            replaced += 1
+        return replaced
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """SIGTERM every worker (each writes what it queued), then SIGKILL stragglers."""
+        for proc in self.procs:
+            if proc.is_alive() and proc.pid is not None:
+                os.kill(proc.pid, signal.SIGTERM)
+        for proc in self.procs:
+            proc.join(timeout_s)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(5)
+        self.procs = []

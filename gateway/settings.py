@@ -1,7 +1,6 @@
 """Settings: one pydantic object built once at start from one TOML file plus the environment.
 
-Only `load_settings` reads the environment (RALLY_REDIS_URL, RALLY_RAY_ADDRESS,
-RALLY_CHAIN_RPC); everything else receives plain values from the `Settings` it builds.
+Only `load_settings` reads the environment (RALLY_REDIS_URL, RALLY_RAY_ADDRESS); everything else receives plain values from the `Settings` it builds.
 """
 
 from __future__ import annotations
@@ -14,7 +13,15 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import msgspec
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from actors.config import RuntimeConfig
@@ -24,7 +31,6 @@ from engine.rules import EarnRules, NetworkRules, RuleBook
 ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "RALLY_REDIS_URL": ("redis", "url"),
     "RALLY_RAY_ADDRESS": ("ray", "address"),
-    "RALLY_CHAIN_RPC": ("chain", "rpc"),
 }
 """Environment variable -> (section, key) it overrides."""
 
@@ -62,11 +68,6 @@ class RedisSettings(_Section):
 class RaySettings(_Section):
     address: str = ""
     """Empty: a local Ray cluster (ray.init())."""
-
-
-class ChainSettings(_Section):
-    rpc: str = ""
-    """Empty: an in-process EVM."""
 
 
 class ShardSettings(_Section):
@@ -144,12 +145,28 @@ class AnalyticsSettings(_Section):
     relative to data_dir, or absolute; "" = analytics/ledger.duckdb."""
 
 
+class AuthSettings(_Section):
+    token_secret: str = ""
+    """Signs member tokens (POST /v1/members/{id}/token, `rally token`); "" = no tokens."""
+    token_ttl_s: int = Field(default=3_600, ge=1, le=30 * 86_400)
+    """How long a member token is valid."""
+    public_networks: list[Name] = []
+    """Networks whose leaderboards and channel stats anyone may read, unsigned."""
+
+    @field_validator("token_secret")
+    @classmethod
+    def _long_enough(cls, value: str) -> str:
+        if value and len(value) < 16:
+            raise ValueError("must be empty (no member tokens) or at least 16 characters")
+        return value
+
+
 class ApiKey(_Section):
     key: Name
     secrets: list[Annotated[str, Field(min_length=16, max_length=256)]] = Field(min_length=1)
     """Current secret first, then previous ones (still accepted while clients rotate)."""
     networks: list[Annotated[str, Field(pattern=r"^(\*|[A-Za-z0-9_.:\-]+)$")]] = Field(min_length=1)
-    """Networks this key may write; ["*"] = all."""
+    """Networks this key may write and read; ["*"] = all."""
 
     def may_write(self, network: str) -> bool:
         return "*" in self.networks or network in self.networks
@@ -200,13 +217,13 @@ class Settings(_Section):
     server: ServerSettings = ServerSettings()
     redis: RedisSettings = RedisSettings()
     ray: RaySettings = RaySettings()
-    chain: ChainSettings = ChainSettings()
     data_dir: Path = Path(".rally")
     namespace: Name = "rally"
     shards: ShardSettings = ShardSettings()
     limits: LimitSettings = LimitSettings()
     clock: ClockSettings = ClockSettings()
     analytics: AnalyticsSettings = AnalyticsSettings()
+    auth: AuthSettings = AuthSettings()
     networks: dict[Name, Any] = {}
     """Network name -> engine.rules.NetworkRules (validated with msgspec)."""
     api_keys: list[ApiKey] = []
@@ -233,6 +250,13 @@ class Settings(_Section):
                 raise _path_error(f"{i}.key", f"duplicate api key {key.key!r}")
             seen.add(key.key)
         return value
+
+    @model_validator(mode="after")
+    def _public_networks_exist(self) -> Settings:
+        for i, name in enumerate(self.auth.public_networks):
+            if name not in self.networks:
+                raise _path_error(f"auth.public_networks.{i}", f"no network {name!r} is configured")
+        return self
 
     def key_for(self, api_key: str) -> ApiKey | None:
         return next((k for k in self.api_keys if k.key == api_key), None)

@@ -1,25 +1,68 @@
 """Request signing shared by clients, the simulator, benchmarks and tests.
 
-signature = hex HMAC-SHA256(secret, f"{ts}." + body), ts = unix seconds as a string.
-A WebSocket handshake signs the body b"GET /v1/stream".
+A signed request carries X-Rally-Key, X-Rally-Timestamp (unix seconds, as a string) and
+X-Rally-Signature = hex HMAC-SHA256(secret, f"{ts}." + message), where message is
+- for `POST /v1/events`: the body, byte for byte;
+- for every other request (reads, token requests, the WebSocket handshake): the method and
+  the request target as sent, path and query string: b"GET /v1/members/u1?network=acme".
+  (A batch body is a JSON object and never starts with a method, so neither signature can be
+  passed off as the other.)
+The WebSocket handshake is a signed `GET /v1/stream?nonce=N`: the gateway refuses a nonce it
+has seen (for the skew window), so copied handshake headers open no second socket.
 """
 
 from __future__ import annotations
 
 import hmac
+import secrets
 import time
 
 KEY_HEADER = "X-Rally-Key"
 TS_HEADER = "X-Rally-Timestamp"
 SIG_HEADER = "X-Rally-Signature"
-WS_BODY = b"GET /v1/stream"
+STREAM_PATH = "/v1/stream"
 
 
 def sign(secret: str, ts: str, body: bytes) -> str:
     return hmac.digest(secret.encode(), f"{ts}.".encode() + body, "sha256").hex()
 
 
-def signed_headers(key: str, secret: str, body: bytes, now: float | None = None) -> dict[str, str]:
-    """The three auth headers for `body`, signed at `now` (default: the wall clock)."""
+def request_message(method: str, target: str) -> bytes:
+    """What a request without a signed body signs: b"GET /v1/members/u1?network=acme"."""
+    return f"{method.upper()} {target}".encode()
+
+
+def signed_headers(
+    key: str,
+    secret: str,
+    body: bytes = b"",
+    now: float | None = None,
+    *,
+    target: str | None = None,
+    method: str = "GET",
+) -> dict[str, str]:
+    """The three auth headers, signed at `now` (default: the wall clock): over `body` (a POST
+    of events), or, given `target` (path and query string as sent), over `method target`."""
+    if target is not None:
+        assert not body, "a request signed by its target has no body"
+        body = request_message(method, target)
     ts = str(int(time.time() if now is None else now))
     return {KEY_HEADER: key, TS_HEADER: ts, SIG_HEADER: sign(secret, ts, body)}
+
+
+def stream_target(nonce: str | None = None, path: str = STREAM_PATH) -> str:
+    """The WebSocket handshake's target, with a fresh random nonce unless one is given."""
+    return f"{path}?nonce={nonce or secrets.token_urlsafe(18)}"
+
+
+def ws_handshake(
+    key: str, secret: str, now: float | None = None, path: str = STREAM_PATH
+) -> tuple[str, dict[str, str]]:
+    """(target, headers) of a single-use WebSocket handshake: connect to `target` with them."""
+    target = stream_target(path=path)
+    return target, signed_headers(key, secret, now=now, target=target)
+
+
+def bearer(token: str) -> dict[str, str]:
+    """The header that presents a member token (`POST /v1/members/{id}/token`, `rally token`)."""
+    return {"Authorization": f"Bearer {token}"}

@@ -104,9 +104,15 @@ def post(url: str, events: list[dict], *, key: str = KEY, secret: str = SECRET,
         return err.code, json.loads(err.read() or b"{}")
 
 
-def get(url: str, path: str) -> tuple[int, dict]:
+def get(
+    url: str, path: str, *, key: str = KEY, secret: str = SECRET,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict]:  # fmt: skip
+    """GET `path` signed with the API key (unless `headers` are given); (status, JSON body)."""
+    h = signed_headers(key, secret, target=path) if headers is None else headers
+    req = urllib.request.Request(url + path, headers=h)
     try:
-        with urllib.request.urlopen(url + path, timeout=30) as resp:
+        with urllib.request.urlopen(req, timeout=30) as resp:
             return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as err:
         return err.code, json.loads(err.read() or b"{}")

@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 import msgspec
 
-from gateway.signing import WS_BODY, signed_headers
+from gateway.signing import signed_headers, ws_handshake
 
 RETRY_S = 0.05
 GIVE_UP_S = 120.0
@@ -64,11 +64,6 @@ async def post_batch(
         if time.monotonic() > deadline:
             raise AssertionError(f"batch never acknowledged: {problem}")
         await asyncio.sleep(RETRY_S)
-
-
-def ws_headers(auth: tuple[str, str]) -> dict[str, str]:
-    """The signed WebSocket handshake (one place, should the handshake change)."""
-    return signed_headers(*auth, WS_BODY)
 
 
 class WsLink:
@@ -117,9 +112,8 @@ class WsLink:
         deadline = time.monotonic() + GIVE_UP_S
         while True:
             try:
-                self.ws = await self.session.ws_connect(
-                    self.url() + "/v1/stream", headers=ws_headers(self.auth)
-                )
+                target, headers = ws_handshake(*self.auth)  # single use: one per connection
+                self.ws = await self.session.ws_connect(self.url() + target, headers=headers)
             except (aiohttp.ClientError, OSError, TimeoutError) as err:
                 if time.monotonic() > deadline:
                     self._fail(AssertionError(f"websocket never reconnected: {err!r}"))

@@ -32,7 +32,7 @@ async def api_get(
     session: aiohttp.ClientSession, url: str, path: str, auth: tuple[str, str]
 ) -> tuple[int, Any]:
     """Every read of the test goes through here: a GET, signed with the API key."""
-    headers = signed_headers(*auth, b"")
+    headers = signed_headers(*auth, target=path)
     async with session.get(url + path, headers=headers) as resp:
         return resp.status, json.loads(await resp.read() or b"null")
 

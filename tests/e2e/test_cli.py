@@ -1,4 +1,5 @@
-"""The `rally` CLI as a user runs it: serve, post, read, stop, audit from the AOF, bad input."""
+"""The `rally` CLI as a user runs it: serve (two gateway workers), post, read (API key and a
+`rally token` member token), stop, audit from the AOF, bad input."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import time
 from pathlib import Path
 
 from gateway.redis_server import free_port
+from gateway.signing import bearer
 from tests.e2e.conftest import KEY, SECRET, get, post, rally_cli
 from tests.e2e.traffic import day_of_traffic
 
@@ -18,6 +20,9 @@ data_dir = "{data_dir}"
 namespace = "cli"
 [server]
 port = {port}
+workers = 2
+[auth]
+token_secret = "cli-token-secret-0123456789"
 [clock]
 watch_interval_s = 0
 [limits]
@@ -44,6 +49,18 @@ def wait_ready(url: str, proc: subprocess.Popen[str], timeout_s: float = 90.0) -
     raise AssertionError("rally serve did not become ready")
 
 
+def wait_runtime_file(path: Path, proc: subprocess.Popen[str], timeout_s: float = 30.0) -> dict:
+    """runtime.json: written once every gateway worker listens (they may answer before)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        try:
+            return dict(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            time.sleep(0.1)
+    raise AssertionError("rally serve wrote no runtime.json")
+
+
 def test_serve_post_read_stop_then_audit_from_the_aof(tmp_path: Path) -> None:
     port = free_port()
     config = tmp_path / "rally.toml"
@@ -57,7 +74,7 @@ def test_serve_post_read_stop_then_audit_from_the_aof(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url, proc)
-        runtime = json.loads((tmp_path / "data" / "runtime.json").read_text())
+        runtime = wait_runtime_file(tmp_path / "data" / "runtime.json", proc)
         assert runtime["url"] == url
         wire = day_of_traffic(seed=5, members=12, chats=300)
         assert post(url, wire) == (202, {"accepted": len(wire)})
@@ -70,6 +87,14 @@ def test_serve_post_read_stop_then_audit_from_the_aof(tmp_path: Path) -> None:
             time.sleep(0.2)
         assert body["balance"] > 7
         assert body["tier"] in {"Bronze", "Silver", "Gold", "Diamond"}
+        assert len(set(runtime["gateway_pids"])) == 2
+        token = rally_cli("token", "m1", "--config", str(config))
+        assert token.returncode == 0, token.stderr
+        as_m1 = bearer(token.stdout.strip())
+        status, mine = get(url, "/v1/members/m1?network=tv", headers=as_m1)
+        assert (status, mine["user_id"]) == (200, "m1")
+        assert get(url, "/v1/members/m2?network=tv", headers=as_m1)[0] == 403
+        assert get(url, "/v1/members/m1?network=tv", headers={})[0] == 401
     finally:
         proc.send_signal(signal.SIGTERM)
         _out, err = proc.communicate(timeout=60)

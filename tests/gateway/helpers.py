@@ -9,13 +9,14 @@ from typing import Any
 
 import msgspec
 import redis
+from aiohttp import ClientWebSocketResponse
 from aiohttp.test_utils import TestClient, TestServer
 
 from actors.keys import Keys
 from engine.events import Event, decode_events
 from gateway.app import create_app
 from gateway.settings import Settings, settings_from_dict
-from gateway.signing import signed_headers
+from gateway.signing import signed_headers, ws_handshake
 
 SECRET = "current-secret-0123456789abcdef"
 OLD_SECRET = "previous-secret-0123456789abcdef"
@@ -26,8 +27,9 @@ HISTORIC_AGE_S = 20 * 365 * 86_400.0
 stay inside the event-time window."""
 
 
-def make_settings(namespace: str, **limits: Any) -> Settings:
+def make_settings(namespace: str, auth: dict[str, Any] | None = None, **limits: Any) -> Settings:
     raw: dict[str, Any] = {
+        "auth": auth or {},
         "namespace": namespace,
         "shards": {"channel": SHARDS, "member": 2},
         "limits": {"coalesce_window_ms": 2, "max_event_age_s": HISTORIC_AGE_S, **limits},
@@ -73,6 +75,32 @@ def body_of(obj: object) -> bytes:
 
 def signed(body: bytes, key: str = "k1", secret: str = SECRET, **extra: str) -> dict[str, str]:
     return {**signed_headers(key, secret, body), "Content-Type": "application/json", **extra}
+
+
+def signed_get(
+    target: str, key: str = "k1", secret: str = SECRET, now: float | None = None
+) -> dict[str, str]:
+    """The auth headers of a read of `target` (path and query string, as sent)."""
+    return signed_headers(key, secret, target=target, now=now)
+
+
+async def get(
+    client: TestClient, target: str, headers: dict[str, str] | None = None, **kw: Any
+) -> tuple[int, Any]:
+    """GET `target`, signed with an API key (`key`, `secret`, `now`) unless `headers` are given."""
+    async with client.get(
+        target, headers=signed_get(target, **kw) if headers is None else headers
+    ) as resp:
+        assert resp.content_type == "application/json", await resp.text()
+        return resp.status, await resp.json()
+
+
+async def ws_connect(
+    client: TestClient, key: str = "k1", secret: str = SECRET
+) -> ClientWebSocketResponse:
+    """A WebSocket to /v1/stream, opened with a fresh signed single-use handshake."""
+    target, headers = ws_handshake(key, secret)
+    return await client.ws_connect(target, headers=headers)
 
 
 async def post(client: TestClient, obj: object, **kw: Any) -> tuple[int, Any]:

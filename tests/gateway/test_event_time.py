@@ -15,9 +15,17 @@ from engine.events import Chat
 from gateway.admission import check_event_times
 from gateway.errors import BadRequest
 from gateway.redis_server import RedisServer
-from gateway.signing import WS_BODY, signed_headers
 
-from .helpers import SECRET, body_of, chat, make_settings, post, serve, signed, stream_lengths
+from .helpers import (
+    body_of,
+    chat,
+    make_settings,
+    post,
+    serve,
+    signed,
+    stream_lengths,
+    ws_connect,
+)
 
 MAX_AGE_S, MAX_FUTURE_S = 3_600.0, 60.0
 MARGIN_S = 120.0
@@ -104,9 +112,7 @@ def test_websocket_answers_a_bad_time_with_its_error_frame_and_stays_open(
 
     async def go() -> None:
         async with serve(settings, redis_server.url) as client:
-            ws = await client.ws_connect(
-                "/v1/stream", headers=signed_headers("k1", SECRET, WS_BODY)
-            )
+            ws = await ws_connect(client)
             now = time.time()
             for bad in (0, now + 10 * YEAR_S, now - MAX_AGE_S - MARGIN_S):
                 await ws.send_str(body_of([chat(1, ts=now), chat(2, ts=bad)]).decode())

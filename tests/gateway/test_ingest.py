@@ -212,7 +212,7 @@ def test_idempotency_key_retry_answers_the_same_and_appends_once(
     asyncio.run(go())
     assert stream_lengths(redis_client, namespace) == [1, 1]
     keys = Keys(namespace)
-    assert redis_client.ttl(keys.idem("demo", "batch-0001")) > 86_000
+    assert redis_client.ttl(keys.idem("k1", "batch-0001")) > 86_000
     assert redis_client.hgetall(keys.stats) == {b"events_in": b"2", b"batches_in": b"1"}
 
 

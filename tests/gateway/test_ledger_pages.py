@@ -17,7 +17,7 @@ from engine.reference import Reference
 from gateway.redis_server import RedisServer
 from tests.actors.conftest import append
 
-from .helpers import make_settings, serve
+from .helpers import get, make_settings, serve
 
 T0 = 1_795_000_000.0
 RECENT = 5
@@ -65,9 +65,9 @@ def test_pages_cross_from_redis_into_the_archive(
         async with serve(settings, redis_server.url) as http:
 
             async def page(query: str) -> dict[str, Any]:
-                async with http.get(f"/v1/members/u1/ledger?network=demo&{query}") as resp:
-                    assert resp.status == 200, await resp.text()
-                    return dict(await resp.json())
+                status, body = await get(http, f"/v1/members/u1/ledger?network=demo&{query}")
+                assert status == 200, body
+                return dict(body)
 
             for limit in (1, 3, RECENT, 7, 50):
                 got: list[str] = []

@@ -21,9 +21,8 @@ from actors.client import RallyClient
 from actors.keys import Keys
 from engine.member import state_decoder
 from gateway.redis_server import RedisServer
-from gateway.signing import WS_BODY, signed_headers
 
-from .helpers import SECRET, body_of, chat, make_settings, serve, signed
+from .helpers import body_of, chat, make_settings, serve, signed, ws_connect
 from .test_ops import _samples
 
 POLL_S = 0.05
@@ -99,9 +98,7 @@ def test_a_lagging_pipeline_sheds_ingest_until_it_catches_up_and_credits_all_it_
         loop = asyncio.get_running_loop()
         async with serve(settings, redis_server.url) as client:
             producer = Producer(client)
-            ws = await client.ws_connect(
-                "/v1/stream", headers=signed_headers("k1", SECRET, WS_BODY)
-            )
+            ws = await ws_connect(client)
             assert "ack" in await producer.frame(ws)
             # no shard runs: what is accepted waits, until the lag passes max_lag_events
             headers, answer = await producer.post_until(503)

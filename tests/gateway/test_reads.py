@@ -15,7 +15,7 @@ from engine.member import MemberState, day_of, state_encoder
 from gateway.reads import yyyymmdd
 from gateway.redis_server import RedisServer
 
-from .helpers import make_settings, serve
+from .helpers import ADMIN_SECRET, get, make_settings, serve
 
 NOW = 1_763_800_000.0  # 2025-11-22 08:26:40 UTC
 TODAY = day_of(NOW)
@@ -28,9 +28,8 @@ def test_yyyymmdd() -> None:
 
 
 async def _get(client: Any, path: str) -> tuple[int, Any]:
-    async with client.get(path) as resp:
-        assert resp.content_type == "application/json"
-        return resp.status, await resp.json()
+    """A read signed with the key that covers every network, at the test's clock."""
+    return await get(client, path, key="admin", secret=ADMIN_SECRET, now=NOW)
 
 
 def _read(redis_server: RedisServer, namespace: str, *paths: str) -> list[tuple[int, Any]]:
@@ -238,7 +237,9 @@ def test_the_only_network_is_the_default(
 ) -> None:
     from gateway.settings import settings_from_dict
 
-    settings = settings_from_dict({"namespace": namespace, "networks": {"demo": {}}}, {})
+    admin = {"key": "admin", "secrets": [ADMIN_SECRET], "networks": ["*"]}
+    raw = {"namespace": namespace, "networks": {"demo": {}}, "api_keys": [admin]}
+    settings = settings_from_dict(raw, {})
     _member(redis_client, Keys(namespace), "u1", name="Ann")
 
     async def go() -> tuple[int, Any]:

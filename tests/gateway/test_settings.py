@@ -125,15 +125,11 @@ def test_env_overrides_apply(tmp_path: Path) -> None:
     env = {
         "RALLY_REDIS_URL": "redis://env:2/0",
         "RALLY_RAY_ADDRESS": "ray://env:10001",
-        "RALLY_CHAIN_RPC": "http://env:8545",
+        "RALLY_CHAIN_RPC": "ignored: no [chain] until an issue needs one",
         "RALLY_OTHER": "ignored",
     }
     s = load_settings(path, env)
-    assert (s.redis.url, s.ray.address, s.chain.rpc) == (
-        "redis://env:2/0",
-        "ray://env:10001",
-        "http://env:8545",
-    )
+    assert (s.redis.url, s.ray.address) == ("redis://env:2/0", "ray://env:10001")
     assert load_settings(path, {}).redis.url == "redis://file:1/0"
 
 

@@ -9,9 +9,11 @@ import pytest
 import redis
 
 from gateway.redis_server import RedisServer
-from gateway.signing import WS_BODY, signed_headers
+from gateway.signing import signed_headers, stream_target
 
-from .helpers import SECRET, body_of, chat, make_settings, serve, stream_entries
+from .helpers import SECRET, body_of, chat, make_settings, serve, stream_entries, ws_connect
+
+NONCE = "n" * 24
 
 
 def test_frames_are_acked_by_id_and_bad_frames_do_not_close_the_socket(
@@ -19,9 +21,7 @@ def test_frames_are_acked_by_id_and_bad_frames_do_not_close_the_socket(
 ) -> None:
     async def go() -> None:
         async with serve(make_settings(namespace), redis_server.url) as client:
-            ws = await client.ws_connect(
-                "/v1/stream", headers=signed_headers("k1", SECRET, WS_BODY)
-            )
+            ws = await ws_connect(client)
             await ws.send_str(body_of([chat(1), chat(2, channel="c2")]).decode())
             assert await ws.receive_json() == {"ack": ["e1", "e2"]}
 
@@ -56,9 +56,7 @@ def test_many_frames_in_flight_all_acked_and_landed(
 
     async def go() -> None:
         async with serve(make_settings(namespace), redis_server.url) as client:
-            ws = await client.ws_connect(
-                "/v1/stream", headers=signed_headers("k1", SECRET, WS_BODY)
-            )
+            ws = await ws_connect(client)
             for i in range(n):
                 await ws.send_str(body_of(chat(i, channel=f"c{i % 7}")).decode())
             acked = []
@@ -79,21 +77,36 @@ def test_many_frames_in_flight_all_acked_and_landed(
 
 
 @pytest.mark.parametrize(
-    "headers",
+    ("target", "headers"),
     [
-        {},
-        signed_headers("k1", "wrong-secret-0123456789", WS_BODY),
-        signed_headers("k1", SECRET, b"GET /v1/other"),
+        (stream_target(NONCE), {}),
+        (
+            stream_target(NONCE),
+            signed_headers("k1", "wrong-secret-0123456789", target=stream_target(NONCE)),
+        ),
+        (stream_target(NONCE), signed_headers("k1", SECRET, target="/v1/other")),
+        (stream_target(NONCE), signed_headers("k1", SECRET, target=stream_target("m" * 24))),
+        (stream_target(NONCE), signed_headers("k1", SECRET, b"GET /v1/stream")),
+        ("/v1/stream", signed_headers("k1", SECRET, target="/v1/stream")),
+        ("/v1/stream?nonce=short", signed_headers("k1", SECRET, target="/v1/stream?nonce=short")),
     ],
-    ids=["no headers", "wrong secret", "wrong body signed"],
+    ids=[
+        "no headers",
+        "wrong secret",
+        "another target signed",
+        "another nonce signed",
+        "the old fixed string",
+        "no nonce",
+        "nonce too short",
+    ],
 )
-def test_handshake_needs_a_signature(
-    redis_server: RedisServer, namespace: str, headers: dict[str, str]
+def test_handshake_needs_a_signature_and_a_nonce(
+    redis_server: RedisServer, namespace: str, target: str, headers: dict[str, str]
 ) -> None:
     async def go() -> None:
         async with serve(make_settings(namespace), redis_server.url) as client:
             with pytest.raises(aiohttp.WSServerHandshakeError) as info:
-                await client.ws_connect("/v1/stream", headers=headers)
+                await client.ws_connect(target, headers=headers)
             assert info.value.status == 401
 
     asyncio.run(go())
@@ -103,9 +116,7 @@ def test_oversized_frame_closes_with_1009(redis_server: RedisServer, namespace: 
     async def go() -> None:
         settings = make_settings(namespace, max_ws_frame_bytes=2048)
         async with serve(settings, redis_server.url) as client:
-            ws = await client.ws_connect(
-                "/v1/stream", headers=signed_headers("k1", SECRET, WS_BODY)
-            )
+            ws = await ws_connect(client)
             await ws.send_str(body_of([chat(i) for i in range(30)]).decode())
             msg = await ws.receive()
             assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
