@@ -28,7 +28,7 @@ class RuntimeConfig(msgspec.Struct, frozen=True, kw_only=True):
     dedupe_window_s: float = 3_720.0
     """Event ids are remembered until the partition's event time is this far past their
     event-time minute (engine/dedupe.py); at least max_event_age_s + max_future_s."""
-    watch_clock_interval_s: float = 10.0
+    watch_clock_interval_s: float = 1.0
     """How often the scheduler advances every channel's clock; 0 turns it off."""
     streak_rollover: bool = True
     member_cache_max: int = 2_000_000

@@ -134,7 +134,7 @@ class LimitSettings(_Section):
 
 
 class ClockSettings(_Section):
-    watch_interval_s: float = Field(default=10.0, ge=0)
+    watch_interval_s: float = Field(default=1.0, ge=0)
     """How often the scheduler advances channel clocks; 0 = off."""
     streak_rollover: bool = True
 
@@ -363,7 +363,7 @@ channel = 2
 member = 2
 
 [clock]
-watch_interval_s = 10.0
+watch_interval_s = 1.0
 
 [networks.demo.earn]
 watch_interval_s = 60

@@ -35,7 +35,7 @@ def test_defaults_without_a_file() -> None:
     assert (s.shards.channel, s.shards.member) == (2, 2)
     assert s.limits.max_body_bytes == 4 * 1024 * 1024
     assert s.limits.max_batch_events == 10_000
-    assert s.clock.watch_interval_s == 10.0
+    assert s.clock.watch_interval_s == 1.0
     assert s.data_dir == Path(".rally")
     assert s.api_keys == []
     assert s.key_for("nope") is None
@@ -160,7 +160,7 @@ def test_demo_toml_loads_and_round_trips_to_the_runtime(tmp_path: Path) -> None:
     assert rt.redis_url == "redis://127.0.0.1:1/0"
     assert rt.namespace == s.namespace
     assert (rt.channel_shards, rt.member_shards) == (2, 2)
-    assert rt.watch_clock_interval_s == 10.0
+    assert rt.watch_clock_interval_s == 1.0
     assert rt.read_count == s.limits.read_count
     assert rt.dedupe_window_s == s.limits.max_event_age_s + s.limits.max_future_s + 60
     again = RuleBook.from_builtins(rt.rules)
