@@ -65,6 +65,9 @@ NOTICES_MAXLEN = 100_000
 DAY_BOARD_TTL_S = 40 * DAY_S
 DROP_CHUNKS_MAX = 256
 """Most dedupe strings (512 KB each) one commit deletes."""
+LOAD_CHUNKS_MAX = 64
+"""Most dedupe strings (512 KB each) one round trip reads when a restarted shard loads its
+window."""
 CREDITS_PER_ENTRY = 5_000
 """Credits (or ledger entries) per stream entry: a 1M-viewer watch tick becomes 200 entries,
 which the next shard commits in bounded runs (StreamShard.max_items_per_commit)."""
@@ -240,21 +243,28 @@ class ChannelShard(StreamShard):
             )
 
     def _dedupe(self, events: list[Event]) -> tuple[Fresh, list[int]]:
-        """Which events are new in their bucket (engine/dedupe.py); the buckets this batch
-        needs that memory lacks (after a restart) are read in one round trip."""
-        buckets = [bucket_of(e.ts) for e in events]
-        missing = self.seen.to_load(buckets)
+        """Which events are new in the window (engine/dedupe.py). After a restart every
+        bucket Redis holds is loaded first, LOAD_CHUNKS_MAX strings a round trip."""
+        missing = self.seen.to_load()
         if missing:
-            counts = [chunks_of(self.seen.stored[b]) for b in missing]
-            pipe = self.r.pipeline(transaction=False)
-            for b, n in zip(missing, counts, strict=True):
-                for k in range(n):
+            chunks = {b: chunks_of(self.seen.stored[b]) for b in missing}
+            wanted = [(b, k) for b in missing for k in range(chunks[b])]
+            got: dict[int, list[bytes]] = {b: [] for b in missing}
+            for b in [b for b in missing if not chunks[b]]:  # an empty bucket: nothing to read
+                del got[b]
+                self.seen.load(b, b"")
+            for start in range(0, len(wanted), LOAD_CHUNKS_MAX):
+                group = wanted[start : start + LOAD_CHUNKS_MAX]
+                pipe = self.r.pipeline(transaction=False)
+                for b, k in group:
                     pipe.get(self.keys.seen(self.index, b, k))
-            got = iter(pipe.execute())
-            for b, n in zip(missing, counts, strict=True):
-                self.seen.load(b, b"".join(next(got) or b"" for _ in range(n)))
+                for (b, _), packed in zip(group, pipe.execute(), strict=True):
+                    got[b].append(packed or b"")
+                    if len(got[b]) == chunks[b]:  # complete: into the set, bytes freed
+                        self.seen.load(b, b"".join(got.pop(b)))
+        buckets = [bucket_of(e.ts) for e in events]
         hashes = id_hashes(event_key(e) for e in events)
-        return self.seen.check(hashes, buckets), buckets
+        return self.seen.check(hashes, buckets, self.progress.newest), buckets
 
     def _admit(self, entries: Sequence[Entry]) -> tuple[list[tuple[Event, int]], Admitted]:
         """Read the log in order: deduplicate, hold back, and move the watermark. Returns the

@@ -1,5 +1,6 @@
 """Dedupe on real Redis and Ray: duplicates are dropped exactly once through kill -9 of the
-channel shard, and ids are forgotten (memory freed) once the window has passed."""
+channel shard, whatever minute a retry is dated in, and ids are forgotten (memory freed)
+once the window has passed."""
 
 from __future__ import annotations
 
@@ -89,6 +90,46 @@ def test_duplicates_are_dropped_once_through_kill9_of_a_channel_shard(rally, red
     stored = sum(int(n) for p in range(cfg.channel_shards)
                  for n in r.hvals(keys.seen_index(p)))  # fmt: skip
     assert stored == unique  # each id once, whatever was delivered twice or replayed
+
+
+def test_a_retry_re_stamped_in_another_minute_is_a_duplicate_through_kill9(
+    rally, redis_server
+) -> None:
+    """A producer that re-stamps ts on retry: the copy lands in another minute and is still
+    a duplicate, also for a channel shard restarted by kill -9 (which must load every
+    bucket of its window, not only those of the batch's minutes)."""
+    client, cfg = rally
+    r = redis.Redis.from_url(redis_server.url)
+    keys = Keys(cfg.namespace)
+    p = shard_of("n:c", cfg.channel_shards)
+    online = Online(id="on", network="n", channel="c", ts=T0)
+
+    def chat(ts: float) -> Chat:
+        return Chat(id="x", network="n", channel="c", user_id="u", ts=ts)
+
+    def send(*events: Event) -> dict[str, int]:
+        append(r, cfg, list(events))
+        assert client.wait_idle(60)
+        return stats(r, keys)
+
+    first = send(online, chat(T0 + 1))
+    assert first["events_applied"] == 2
+    assert send(chat(T0 + 301))["events_dup"] == 1  # five minutes later
+    old_pid = client.kill9(f"channel-{p}")
+    # after the restart: half an hour later (a minute never stored) and a minute earlier
+    again = send(chat(T0 + 1_801), chat(T0 - 60))
+    assert client.pids()[f"channel-{p}"] != old_pid, "Ray did not restart the shard"
+    assert again["events_dup"] == 3
+    assert again["events_applied"] == 2
+    assert again.get("events_expired", 0) == 0
+    stored = {int(b): int(n) for b, n in r.hgetall(keys.seen_index(p)).items()}
+    assert stored == {bucket_of(T0): 2}  # the duplicates are not stored
+    ref = Reference(RuleBook({}))
+    ref.ingest([online, chat(T0 + 1)], 0.0)
+    ref.finish()
+    expected = ref.members["n", "u"]
+    state = state_decoder.decode(r.hget(keys.mstate, "n:u"))
+    assert (state.balance, state.entries) == (expected.balance, expected.entries)
 
 
 def test_ids_are_forgotten_after_the_window(ray_cluster, redis_server, namespace) -> None:

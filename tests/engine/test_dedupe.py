@@ -1,9 +1,10 @@
-"""The dedupe window (engine/dedupe.py): hashes by event-time minute, a bounded window,
-packed chunks that reload to the same set."""
+"""The dedupe window (engine/dedupe.py): an id is a duplicate in any minute of a bounded
+window, hashes stored by event-time minute, packed chunks that reload to the same set."""
 
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 from hypothesis import given, settings
@@ -55,48 +56,76 @@ def test_windows() -> None:
     assert default_window_s(3600, 60) == 3720
 
 
-@settings(max_examples=200, deadline=None)
-@given(batches)
-def test_check_marks_the_first_of_each_id_per_minute_fresh(stream) -> None:
-    """Against a plain set of (minute, id): whatever the batching, the first delivery of
-    an id in its minute is fresh and every later one a duplicate."""
-    window = SeenWindow(WINDOW_S)
-    model: set[tuple[int, str]] = set()
+SMALL_WINDOW_S = 300.0
+spread = st.floats(min_value=T0, max_value=T0 + 1_500, allow_nan=False)
+long_batches = st.lists(st.lists(st.tuples(keys, spread), max_size=30), max_size=10)
+
+
+@settings(max_examples=300, deadline=None)
+@given(long_batches, st.integers(1, 3))
+def test_an_id_is_a_duplicate_in_any_bucket_while_its_first_bucket_lives(
+    stream, max_chunks
+) -> None:
+    """Against a model, a set of ids with expiry (id -> the bucket remembering it):
+    whatever its ts, an id is a duplicate while the bucket of its first copy lives; an
+    event whose own bucket has expired is neither fresh nor remembered; an id whose bucket
+    has expired may be either (memory forgets lazily), and is remembered again if fresh."""
+    window = SeenWindow(SMALL_WINDOW_S)
+    model: dict[str, int] = {}
+    newest = -math.inf
     for batch in stream:
-        got = window.check(hashes_of(batch), [bucket_of(t) for _, t in batch])
-        want = []
-        for k, t in batch:
-            want.append((bucket_of(t), k) not in model)
-            model.add((bucket_of(t), k))
-        assert got.fresh.tolist() == want
+        got = window.check(hashes_of(batch), [bucket_of(t) for _, t in batch], newest)
+        for (k, t), fresh in zip(batch, got.fresh.tolist(), strict=True):
+            b = bucket_of(t)
+            if expires_at(b, SMALL_WINDOW_S) <= newest:
+                assert not fresh, (k, t)  # expired: the caller drops it
+            elif k in model and expires_at(model[k], SMALL_WINDOW_S) > newest:
+                assert not fresh, (k, t)  # a duplicate, whatever its minute
+            elif k in model:
+                if fresh:  # forgotten: either answer, remembered again if fresh
+                    model[k] = b
+            else:
+                assert fresh, (k, t)
+                model[k] = b
         for b, (before, new) in got.added.items():
             assert bool(np.all(new[1:] > new[:-1]))  # sorted, unique
             assert window.stored[b] == before + len(new)
-    assert sum(window.stored.values()) == len(model)
+        newest = max([newest, *(t for _, t in batch)])
+        window.expired(newest, max_chunks)
+        live = {k for k, b in model.items() if b in window.stored}
+        assert sum(window.stored.values()) == len(live)
 
 
-@settings(max_examples=100, deadline=None)
-@given(batches)
-def test_what_is_stored_reloads_to_the_same_window(stream) -> None:
-    """The chunks a shard appends (chunk_writes), read back after a restart, give the same
-    answers as the window that wrote them."""
+def test_the_same_id_dated_in_another_minute_is_a_duplicate_after_a_reload() -> None:
+    """A producer re-stamps ts on retry: the copy lands in another bucket and is still a
+    duplicate, also for a window reloaded from what was stored (a restarted shard), and
+    a copy dated earlier too; a copy whose own bucket expired hides nothing."""
     window = SeenWindow(WINDOW_S)
     chunks: dict[tuple[int, int], bytes] = {}
-    for batch in stream:
-        got = window.check(hashes_of(batch), [bucket_of(t) for _, t in batch])
+
+    def check(w: SeenWindow, items: list[tuple[str, float]], newest: float) -> list[bool]:
+        got = w.check(hashes_of(items), [bucket_of(t) for _, t in items], newest)
         for b, (before, new) in got.added.items():
             for k, packed, _full in chunk_writes(before, new):
                 chunks[b, k] = chunks.get((b, k), b"") + packed
+        return got.fresh.tolist()
+
+    assert check(window, [("n:x", T0 + 1), ("n:y", T0 + 2)], T0) == [True, True]
+    assert check(window, [("n:x", T0 + 301), ("n:y", T0 - 120)], T0 + 2) == [False, False]
+    assert window.stored == {bucket_of(T0): 2}  # duplicates are not stored
     again = SeenWindow(WINDOW_S, window.stored)
-    probe = [(k, T0 + m * 60.0) for k in ["n:e1", "n:e2", "m:e3", "z:new"] for m in range(11)]
-    buckets = [bucket_of(t) for _, t in probe]
-    for b in again.to_load(buckets):
+    assert again.to_load() == [bucket_of(T0)]
+    for b in again.to_load():
         again.load(b, b"".join(chunks[b, k] for k in range(chunks_of(again.stored[b]))))
-    assert again.to_load(buckets) == []
-    assert (
-        again.check(hashes_of(probe), buckets).fresh.tolist()
-        == window.check(hashes_of(probe), buckets).fresh.tolist()
-    )
+    late = T0 + 1_800  # half an hour later, in a minute never stored
+    assert check(again, [("n:x", late), ("n:z", late), ("n:z", late + 90)], T0 + 2) == [
+        False,
+        True,
+        False,
+    ]
+    # a copy of "n:w" too old for the window, then one in it: the second is the fresh one
+    newest = T0 + 2 * WINDOW_S
+    assert check(again, [("n:w", T0), ("n:w", newest)], newest) == [False, True]
 
 
 @given(st.integers(0, 3 * CHUNK_IDS), st.integers(0, 2 * CHUNK_IDS + 5))
@@ -130,7 +159,7 @@ def test_runs_are_a_set(adds) -> None:
 def test_buckets_expire_with_the_window_oldest_first_and_bounded() -> None:
     window = SeenWindow(100.0)
     items = [(f"n:{i}", T0 + 60.0 * i) for i in range(5)]
-    window.check(hashes_of(items), [bucket_of(t) for _, t in items])
+    window.check(hashes_of(items), [bucket_of(t) for _, t in items], T0)
     b0 = bucket_of(T0)
     assert window.expired(T0 + 60 + 99.9, max_chunks=10) == {}
     assert window.is_expired(b0, T0 + 160)
@@ -145,7 +174,7 @@ def test_buckets_expire_with_the_window_oldest_first_and_bounded() -> None:
 def test_cold_buckets_are_sealed_once_when_event_time_leaves_them() -> None:
     window = SeenWindow(WINDOW_S)
     items = [("n:a", T0), ("n:b", T0 + 60)]
-    window.check(hashes_of(items), [bucket_of(t) for _, t in items])
+    window.check(hashes_of(items), [bucket_of(t) for _, t in items], T0)
     b0 = bucket_of(T0)
     cold = T0 + BUCKET_S + SEAL_AFTER_S
     assert window.to_seal(T0, cold - 0.1) == []
@@ -153,3 +182,33 @@ def test_cold_buckets_are_sealed_once_when_event_time_leaves_them() -> None:
     assert window.to_seal(cold, cold + 60) == [(b0 + 1, 0)]
     full = SeenWindow(WINDOW_S, {b0: CHUNK_IDS})
     assert full.to_seal(T0, cold) == []  # a full string was sealed when it filled
+
+
+def test_forgotten_hashes_leave_memory_when_runs_merge_or_on_compaction() -> None:
+    u64 = np.uint64
+    runs = Runs()
+    runs.add(np.array([1, 5, 9], dtype=u64), 10)
+    runs.add(np.array([2, 3], dtype=u64), np.array([11, 12], dtype=np.int32))
+    assert runs.count == 5
+    assert len(runs.runs) == 1
+    runs.floor = 10
+    q = np.array([1, 2, 3, 5, 9], dtype=u64)
+    assert runs.contains(q).all()  # dead, still found: a re-sent id stays a duplicate
+    runs.drop_dead()
+    assert runs.count == 2
+    assert runs.contains(q).tolist() == [False, True, True, False, False]
+    runs.add(np.array([7, 8], dtype=u64), 13)  # merges with the run of 2, none dead
+    runs.floor = 12
+    runs.add(np.array([4, 6], dtype=u64), 13)  # merges: 2 and 3 go
+    assert runs.count == 4
+    assert runs.contains(np.arange(10, dtype=u64)).tolist() == [
+        i in {4, 6, 7, 8} for i in range(10)
+    ]
+
+    window = SeenWindow(100.0)
+    n = 70_000
+    items = [(f"n:{i}", T0) for i in range(n)] + [("n:late", T0 + 60)]
+    window.check(hashes_of(items), [bucket_of(t) for _, t in items], T0)
+    assert window.ids.count == n + 1
+    assert window.expired(T0 + 60 + 100, max_chunks=10) == {bucket_of(T0): n}
+    assert window.ids.count == 1  # compacted: the dead outnumbered the live
