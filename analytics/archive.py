@@ -9,12 +9,29 @@ DuckDB lets one process open a file for writing, and then no other process may o
 all. The writer therefore holds the file only while it commits a batch, and readers (old
 ledger pages in the gateway, `rally audit`) open it read-only between two commits, each
 side retrying while the other holds it (for at most `lock_timeout_s`).
+
+DuckDB's own lock is not enough for that. It is a POSIX record lock, which belongs to the
+process and is dropped when the process closes any descriptor of the file. Measured with
+plain processes (writers appending while reader processes read from 4 threads each, as the
+gateway does): some 40% of reads missed rows committed before they connected, and the file
+lost whole commits (rows and offsets of a batch gone, later batches there, so the sink never
+sends them again); readers with one thread each saw nothing wrong, and writers alone lost a
+commit once too. So every connection is taken under the archive's own locks, held from before
+DuckDB opens the file until it has closed it: one connection per process at a time (a thread
+lock per file), inside flock(2) on `{path}.lock` (shared for readers, exclusive for the
+writer; flock belongs to the open file, not the process), entered through the turnstile
+`{path}.turn` so that readers cannot starve the writer.
+tests/analytics/test_archive.py holds the reproduction.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,6 +88,17 @@ NEWEST_FIRST = "entry_ms DESC, entry_seq DESC, pos DESC"
 LOCK_RETRY_S = 0.005
 
 _entries_decoder = msgspec.msgpack.Decoder(list[Entry])
+
+
+_file_locks: dict[Path, threading.Lock] = {}
+_file_locks_guard = threading.Lock()
+
+
+def _file_lock(path: Path) -> threading.Lock:
+    """The lock under which this process holds its one connection to the file at `path`."""
+    key = path.resolve()
+    with _file_locks_guard:
+        return _file_locks.setdefault(key, threading.Lock())
 
 
 class ArchiveError(Exception):
@@ -133,8 +161,55 @@ class LedgerArchive:
         self.lock_timeout_s = lock_timeout_s
 
     # -- connections ----------------------------------------------------------------------
-    def _connect(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+    @contextlib.contextmanager
+    def _open(self, read_only: bool) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection to the file, closed on exit: the only one of this process while it
+        is open, under the archive's own lock (see the module doc); retries while another
+        process holds the file."""
         deadline = time.monotonic() + self.lock_timeout_s
+        lock = _file_lock(self.path)
+        if not lock.acquire(timeout=max(0.0, self.lock_timeout_s)):
+            raise ArchiveBusy(f"the ledger archive {self.path} stayed busy in this process")
+        try:
+            with self._hold(read_only, deadline):
+                con = self._connect(read_only, deadline)
+                try:
+                    yield con
+                finally:
+                    con.close()
+        finally:
+            lock.release()
+
+    @contextlib.contextmanager
+    def _hold(self, read_only: bool, deadline: float) -> Iterator[None]:
+        """The archive's own lock across processes, held from before DuckDB opens the file
+        until after it has closed it: flock(2) on `{path}.lock`, shared for readers and
+        exclusive for the writer, entered through the turnstile `{path}.turn` (which the
+        writer keeps while it waits), so that a stream of readers cannot starve the writer."""
+        turn = os.open(f"{self.path}.turn", os.O_RDWR | os.O_CREAT, 0o644)
+        held = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self._flock(turn, fcntl.LOCK_EX, deadline)
+            try:
+                self._flock(held, fcntl.LOCK_SH if read_only else fcntl.LOCK_EX, deadline)
+            finally:
+                fcntl.flock(turn, fcntl.LOCK_UN)
+            yield
+        finally:
+            os.close(held)  # releases the flock
+            os.close(turn)
+
+    def _flock(self, fd: int, mode: int, deadline: float) -> None:
+        while True:
+            try:
+                fcntl.flock(fd, mode | fcntl.LOCK_NB)
+                return
+            except BlockingIOError as err:
+                if time.monotonic() >= deadline:
+                    raise ArchiveBusy(f"the ledger archive {self.path} stayed locked") from err
+                time.sleep(LOCK_RETRY_S)
+
+    def _connect(self, read_only: bool, deadline: float) -> duckdb.DuckDBPyConnection:
         while True:
             try:
                 return duckdb.connect(str(self.path), read_only=read_only)
@@ -147,85 +222,47 @@ class LedgerArchive:
                     raise ArchiveBusy(f"the ledger archive {self.path} stayed locked") from err
                 time.sleep(LOCK_RETRY_S)
 
-    def _reader(self) -> duckdb.DuckDBPyConnection | None:
+    @contextlib.contextmanager
+    def _reader(self) -> Iterator[duckdb.DuckDBPyConnection | None]:
         """A read-only connection, or None while nothing was ever archived."""
         if not self.path.exists():
-            return None
-        return self._connect(read_only=True)
+            yield None
+            return
+        with self._open(read_only=True) as con:
+            yield con
 
     def create(self) -> None:
         """Create the file and its tables if missing."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        con = self._connect(read_only=False)
-        try:
+        with self._open(read_only=False) as con:
             con.execute(SCHEMA)
-        finally:
-            con.close()
 
     # -- the writer -----------------------------------------------------------------------
     def append(self, log: Sequence[LogEntry]) -> Appended:
         """Store the ledger entries of `log` (stream entries in stream order) exactly once:
         entries at or below a stream's archived offset are skipped; the rows and the new
         offsets commit in one transaction."""
-        con = self._connect(read_only=False)
         try:
-            con.execute("BEGIN TRANSACTION")
-            done = {
-                s: (e, k, n)
-                for s, e, k, n in con.execute(
-                    "SELECT stream, entry_id, entries, rows FROM archive_offsets"
-                ).fetchall()
-            }
-            out = Appended(offsets={s: d[0] for s, d in done.items()})
-            fresh = [
-                x for x in log if x.stream not in done or _after(x.entry_id, done[x.stream][0])
-            ]
-            if fresh:
-                rows, counts = _arrow(fresh)
-                con.register("incoming", rows)
-                con.execute("INSERT INTO ledger SELECT * FROM incoming")
-                con.unregister("incoming")
-                last: dict[str, str] = {}
-                added: dict[str, int] = {}
-                for x in fresh:
-                    last[x.stream] = x.entry_id
-                    added[x.stream] = added.get(x.stream, 0) + 1
-                for s, e in last.items():
-                    _, k, n = done.get(s, ("", 0, 0))
-                    con.execute(
-                        "INSERT OR REPLACE INTO archive_offsets VALUES (?, ?, ?, ?)",
-                        [s, e, k + added[s], n + counts[s]],
-                    )
-                    out.offsets[s] = e
-                out.rows = rows.num_rows
-            con.execute("COMMIT")
-            return out
+            with self._open(read_only=False) as con:
+                return _append(con, log)
         except duckdb.Error as err:
             raise ArchiveError(f"archiving {len(log)} ledger log entries failed: {err}") from err
-        finally:
-            con.close()
 
     # -- readers --------------------------------------------------------------------------
     def offsets(self) -> dict[str, str]:
-        con = self._reader()
-        if con is None:
-            return {}
-        try:
+        with self._reader() as con:
+            if con is None:
+                return {}
             return dict(con.execute("SELECT stream, entry_id FROM archive_offsets").fetchall())
-        finally:
-            con.close()
 
     def count(self) -> tuple[int, int]:
         """(rows, distinct entry ids)."""
-        con = self._reader()
-        if con is None:
-            return 0, 0
-        try:
+        with self._reader() as con:
+            if con is None:
+                return 0, 0
             got = con.execute("SELECT count(*), count(DISTINCT id) FROM ledger").fetchone()
             assert got is not None
             return int(got[0]), int(got[1])
-        finally:
-            con.close()
 
     def page(
         self, account: str, before_id: str | None, skip: int, limit: int
@@ -233,10 +270,9 @@ class LedgerArchive:
         """Entries crediting `account`, newest first: those older than the entry `before_id`
         (None: from the newest), skipping `skip`, at most `limit`; and whether more follow.
         None if `before_id` is not archived yet (the archive trails the caller)."""
-        con = self._reader()
-        if con is None:
-            return None if before_id is not None else ([], False)
-        try:
+        with self._reader() as con:
+            if con is None:
+                return None if before_id is not None else ([], False)
             where = "credit = $account"
             params: dict[str, Any] = {"account": account, "limit": limit + 1, "skip": skip}
             if before_id is not None:
@@ -259,8 +295,6 @@ class LedgerArchive:
                 f"ORDER BY {NEWEST_FIRST} LIMIT $limit OFFSET $skip",
                 params,
             ).fetchall()
-        finally:
-            con.close()
         entries = [Entry(*row) for row in rows[:limit]]
         return entries, len(rows) > limit
 
@@ -270,49 +304,80 @@ def ledger_record(archive: LedgerArchive | None, log: Sequence[LogEntry]) -> Rec
     (ledger log stream entries read from Redis before this call) that it does not hold yet,
     summed per account, with the count of duplicate entry ids and of non-positive amounts."""
     out = Record()
-    con = None if archive is None else archive._reader()
     try:
-        if con is not None:
-            con.execute("BEGIN TRANSACTION")
-            for s, e, k in con.execute(
-                "SELECT stream, entry_id, entries FROM archive_offsets"
+        with contextlib.ExitStack() as stack:
+            con = None if archive is None else stack.enter_context(archive._reader())
+            if con is not None:
+                con.execute("BEGIN TRANSACTION")
+                for s, e, k in con.execute(
+                    "SELECT stream, entry_id, entries FROM archive_offsets"
+                ).fetchall():
+                    out.offsets[s] = e
+                    out.archived_entries[s] = int(k)
+            fresh = [
+                x
+                for x in log
+                if x.stream not in out.offsets or _after(x.entry_id, out.offsets[x.stream])
+            ]
+            extra, _ = _arrow(fresh)
+            out.unarchived = extra.num_rows
+            if con is None:
+                con = stack.enter_context(contextlib.closing(duckdb.connect(":memory:")))
+                con.execute(SCHEMA)
+            con.register("extra", extra)
+            rec = "(SELECT * FROM ledger UNION ALL SELECT * FROM extra)"
+            for account, balance, n in con.execute(
+                "SELECT account, sum(delta), sum(n) FROM ("
+                f"  SELECT credit AS account, sum(amount) AS delta, count(*) AS n FROM {rec}"
+                "  GROUP BY credit"
+                "  UNION ALL"
+                f"  SELECT debit, -sum(amount), count(*) FROM {rec} GROUP BY debit"
+                ") GROUP BY account"
             ).fetchall():
-                out.offsets[s] = e
-                out.archived_entries[s] = int(k)
-        fresh = [
-            x
-            for x in log
-            if x.stream not in out.offsets or _after(x.entry_id, out.offsets[x.stream])
-        ]
-        extra, _ = _arrow(fresh)
-        out.unarchived = extra.num_rows
-        if con is None:
-            con = duckdb.connect(":memory:")
-            con.execute(SCHEMA)
-        con.register("extra", extra)
-        rec = "(SELECT * FROM ledger UNION ALL SELECT * FROM extra)"
-        for account, balance, n in con.execute(
-            "SELECT account, sum(delta), sum(n) FROM ("
-            f"  SELECT credit AS account, sum(amount) AS delta, count(*) AS n FROM {rec}"
-            "  GROUP BY credit"
-            "  UNION ALL"
-            f"  SELECT debit, -sum(amount), count(*) FROM {rec} GROUP BY debit"
-            ") GROUP BY account"
-        ).fetchall():
-            out.balance[account] = int(balance)
-            out.entries[account] = int(n)
-        got = con.execute(
-            "SELECT count(*), count(*) - count(DISTINCT id),"
-            f" count(*) FILTER (WHERE amount <= 0) FROM {rec}"
-        ).fetchone()
-        assert got is not None
-        out.rows, out.duplicate_ids, out.non_positive = (int(x) for x in got)
-        return out
+                out.balance[account] = int(balance)
+                out.entries[account] = int(n)
+            got = con.execute(
+                "SELECT count(*), count(*) - count(DISTINCT id),"
+                f" count(*) FILTER (WHERE amount <= 0) FROM {rec}"
+            ).fetchone()
+            assert got is not None
+            out.rows, out.duplicate_ids, out.non_positive = (int(x) for x in got)
+            return out
     except duckdb.Error as err:
         raise ArchiveError(f"reading the ledger archive failed: {err}") from err
-    finally:
-        if con is not None:
-            con.close()
+
+
+def _append(con: duckdb.DuckDBPyConnection, log: Sequence[LogEntry]) -> Appended:
+    """LedgerArchive.append on an open read-write connection: one transaction."""
+    con.execute("BEGIN TRANSACTION")
+    done = {
+        s: (e, k, n)
+        for s, e, k, n in con.execute(
+            "SELECT stream, entry_id, entries, rows FROM archive_offsets"
+        ).fetchall()
+    }
+    out = Appended(offsets={s: d[0] for s, d in done.items()})
+    fresh = [x for x in log if x.stream not in done or _after(x.entry_id, done[x.stream][0])]
+    if fresh:
+        rows, counts = _arrow(fresh)
+        con.register("incoming", rows)
+        con.execute("INSERT INTO ledger SELECT * FROM incoming")
+        con.unregister("incoming")
+        last: dict[str, str] = {}
+        added: dict[str, int] = {}
+        for x in fresh:
+            last[x.stream] = x.entry_id
+            added[x.stream] = added.get(x.stream, 0) + 1
+        for s, e in last.items():
+            _, k, n = done.get(s, ("", 0, 0))
+            con.execute(
+                "INSERT OR REPLACE INTO archive_offsets VALUES (?, ?, ?, ?)",
+                [s, e, k + added[s], n + counts[s]],
+            )
+            out.offsets[s] = e
+        out.rows = rows.num_rows
+    con.execute("COMMIT")
+    return out
 
 
 def _after(entry_id: str, offset: str) -> bool:

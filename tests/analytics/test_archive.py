@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import subprocess
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from actors.shards import ledger_encoder
-from analytics.archive import ArchiveBusy, LedgerArchive, LogEntry, ledger_record
+from analytics.archive import ArchiveBusy, LedgerArchive, LogEntry, ledger_record, parse_id
 from engine.ledger import Entry, member_account, treasury_account
 
 STREAM = "t:ledgerlog:0"
@@ -103,3 +106,60 @@ def test_a_reader_waits_while_another_process_holds_the_file(archive: LedgerArch
     finally:
         holder.kill()
         holder.wait()
+
+
+WRITERS = 2
+BATCHES = 40
+
+
+def _write_batches(path: str, w: int, committed: Any) -> None:
+    """A writer process: BATCHES appends to its own stream, each entry counted in
+    `committed[w]` once its append returned."""
+    archive = LedgerArchive(path)
+    stream = f"w{w}:ledgerlog:0"
+    for ms in range(1, BATCHES + 1):
+        archive.append([log_entry(ms, entries(f"u{w}", ms, 1), stream)])
+        committed[w] = ms
+
+
+def test_every_commit_is_seen_and_kept_with_writers_and_readers_in_processes(
+    archive: LedgerArchive,
+) -> None:
+    """Several writer processes share the file while this process reads it from several
+    threads (as the gateway does): a read sees everything committed before it started,
+    and the file keeps every commit. Regression: DuckDB's own lock alone let stale readers
+    and other writers in, and commits were lost."""
+    ctx = mp.get_context("spawn")
+    committed = ctx.Array("q", [0] * WRITERS, lock=False)
+    writers = [
+        ctx.Process(target=_write_batches, args=(str(archive.path), w, committed))
+        for w in range(WRITERS)
+    ]
+    stale: list[str] = []
+    done = threading.Event()
+
+    def read() -> None:
+        while not done.is_set():
+            before = list(committed)
+            seen = archive.offsets()
+            for w, n in enumerate(before):
+                got = parse_id(seen.get(f"w{w}:ledgerlog:0", "0-0"))[0]
+                if got < n:
+                    stale.append(f"w{w}: {n} committed before the read, {got} seen")
+
+    for p in writers:
+        p.start()
+    with ThreadPoolExecutor(4) as pool:
+        readers = [pool.submit(read) for _ in range(4)]
+        for p in writers:
+            p.join()
+        done.set()
+        for f in readers:
+            f.result()
+    assert [p.exitcode for p in writers] == [0] * WRITERS
+    assert not stale, stale[:5]
+    assert archive.count() == (WRITERS * BATCHES, WRITERS * BATCHES)
+    for w in range(WRITERS):
+        page, more = archive.page(member_account("n", f"u{w}"), None, 0, BATCHES)  # type: ignore[misc]
+        assert [e.id for e in page] == [f"u{w}/{i}" for i in range(BATCHES, 0, -1)]
+        assert not more

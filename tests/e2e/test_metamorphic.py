@@ -7,8 +7,8 @@ the in-memory model computes.
 
 One seeded workload (tests/e2e/workload.py: five channels, members chatting in several at
 once, two UTC days in the past) is delivered in each variant's own way to its own
-deployment (namespace, shards, gateway process; one Redis and one Ray for all), under its
-own network name. Deployments are separate because the watermark follows the event time of
+deployment (namespace, shards, gateway process, data_dir and so ledger archive file; one
+Redis and one Ray for all), under its own network name. Deployments are separate because the watermark follows the event time of
 everything a deployment ingests: variants sharing one would run ahead of each other in
 event time and make each other's events late. All variants run at once; each is then
 drained (`wait_idle`), read back through the API and normalised (network name out), and
@@ -329,10 +329,12 @@ def _deploy(root: Path, redis_url: str, name: str) -> Deployment:
     ns = f"meta{int(time.time() * 1000) % 10**8}{name}"
     channel, member = SHARDS.get(name, (2, 2))
     config = root / f"{name}.toml"
+    data_dir = root / name  # its own ledger archive file, as a real deployment has
+    data_dir.mkdir()
     config.write_text(
         CONFIG.format(
             ns=ns,
-            data_dir=root,
+            data_dir=data_dir,
             redis_url=redis_url,
             lateness=LATENESS_S,
             key=KEY,
