@@ -446,10 +446,11 @@ class Phases:
 
 
 PAGED_HISTORY_DEFECT = (
-    "open defect: balances, tiers, standings, leaderboards and channel stats are identical, "
-    "but some members' paged ledger history (Redis recent list + DuckDB archive pages) is "
-    "short by a few of its oldest entries; seen only under load (the full suite, CI), not "
-    "reproduced alone; see the closing note"
+    "regression of a fixed defect: balances, tiers, standings, leaderboards and channel "
+    "stats are identical, but some members' paged ledger history (Redis recent list + "
+    "DuckDB archive pages) is short by a few of its oldest entries. Seen under load before "
+    "the archive took its own locks (analytics/archive.py: DuckDB's file lock let readers "
+    "miss committed rows and lost commits); kept as a guard that names the differences"
 )
 
 
