@@ -173,7 +173,7 @@ class Reader:
         elif older and cursor + limit == held:
             more = True  # maybe older entries in the archive: the next page may be empty
         return {
-            "entries": [_entry_json(e) for e in page],
+            "entries": [entry_json(e) for e in page],
             "next_cursor": cursor + len(page) if more else None,
         }
 
@@ -234,7 +234,7 @@ class Reader:
         }
 
 
-def _entry_json(e: Entry) -> dict[str, Any]:
+def entry_json(e: Entry) -> dict[str, Any]:
     return {
         "id": e.id,
         "ts": e.ts,

@@ -9,6 +9,8 @@ from actors.client import RallyClient
 from actors.config import RuntimeConfig
 from actors.keys import Keys
 from engine.events import Event, encode_events
+from engine.member import state_decoder
+from engine.reference import Reference
 from engine.rules import RuleBook
 from gateway.ingest import split_by_partition
 
@@ -20,6 +22,16 @@ def append(r: redis.Redis, cfg: RuntimeConfig, events: list[Event]) -> None:
         for p, part in split_by_partition(events, cfg.channel_shards).items():
             pipe.xadd(keys.ingest(p), {"e": encode_events(part)})
         pipe.execute()
+
+
+def assert_credited(r: redis.Redis, keys: Keys, events: list[Event]) -> None:
+    """Every member of `events` has the balance the model gives them."""
+    ref = Reference(RuleBook({}))
+    ref.ingest(events, 0.0)
+    for (network, uid), expected in ref.members.items():
+        raw = r.hget(keys.mstate, f"{network}:{uid}")
+        assert raw is not None, f"{uid} never credited"
+        assert state_decoder.decode(raw).balance == expected.balance, uid
 
 
 def make_cfg(

@@ -19,12 +19,9 @@ from actors.deadletter import iter_dead_letters
 from actors.keys import Keys
 from actors.shards import ChannelShard, LedgerProjector, MemberShard
 from actors.stream import DEAD_LETTER_STREAK_MAX, Entry, StreamShard
-from engine.events import Chat, Event, encode_events
-from engine.member import state_decoder
-from engine.reference import Reference
-from engine.rules import RuleBook
+from engine.events import Chat, encode_events
 from gateway.cli import main
-from tests.actors.conftest import make_cfg
+from tests.actors.conftest import assert_credited, make_cfg
 
 T0 = 1_795_000_000.0
 POISON = b"\xc1 not msgpack"
@@ -118,15 +115,6 @@ def pipeline(redis_server, namespace: str, tmp_path: Path) -> Iterator[tuple[Run
     yield cfg, config
     for shard in shards:
         shard.stop()
-
-
-def assert_credited(r: redis.Redis, keys: Keys, events: list[Event]) -> None:
-    ref = Reference(RuleBook({}))
-    ref.ingest(events, 0.0)
-    for (network, uid), expected in ref.members.items():
-        raw = r.hget(keys.mstate, f"{network}:{uid}")
-        assert raw is not None, f"{uid} never credited"
-        assert state_decoder.decode(raw).balance == expected.balance, uid
 
 
 def flaky(i: int) -> Chat:

@@ -22,13 +22,10 @@ from actors.client import RallyClient
 from actors.deadletter import iter_dead_letters
 from actors.keys import Keys
 from engine.events import Chat, Event
-from engine.member import state_decoder
-from engine.reference import Reference
-from engine.rules import RuleBook
 from gateway.cli import main
 from gateway.ingest import split_by_partition
 from gateway.settings import Settings, load_settings
-from tests.actors.conftest import append
+from tests.actors.conftest import append, assert_credited
 from tests.gateway.helpers import serve
 
 T0 = 1_795_000_000.0
@@ -83,15 +80,6 @@ def chats(prefix: str, channel: str, n: int, t0: float) -> list[Event]:
 def partition(cfg: Any, channel: str) -> int:
     probe = Chat(id="probe", network="n", channel=channel, user_id="x", ts=T0)
     return next(iter(split_by_partition([probe], cfg.channel_shards)))
-
-
-def assert_credited(r: redis.Redis, keys: Keys, events: list[Event]) -> None:
-    ref = Reference(RuleBook({}))
-    ref.ingest(events, 0.0)
-    for (network, uid), expected in ref.members.items():
-        raw = r.hget(keys.mstate, f"{network}:{uid}")
-        assert raw is not None, f"{uid} never credited"
-        assert state_decoder.decode(raw).balance == expected.balance, uid
 
 
 def rally(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:

@@ -16,9 +16,9 @@ import redis
 
 from actors.keys import Keys, yyyymmdd
 from engine.events import channel_key
-from engine.ledger import Entry
 from engine.reference import Reference
 from engine.rules import RuleBook
+from gateway.reads import entry_json
 from gateway.signing import signed_headers
 from tests.e2e.traffic import as_events
 
@@ -133,18 +133,6 @@ def run_reference(book: RuleBook, wire: list[dict]) -> Reference:
     return ref
 
 
-def _entry(e: Entry) -> dict[str, Any]:
-    return {
-        "id": e.id,
-        "ts": e.ts,
-        "rule": e.rule,
-        "amount": e.amount,
-        "channel": e.channel,
-        "debit": e.debit,
-        "credit": e.credit,
-    }
-
-
 def _ranked(points: dict[str, int]) -> list[list[Any]]:
     """Best first; ties as Redis orders them (ZREVRANGE: member descending)."""
     return [[u, p] for u, p in sorted(points.items(), key=lambda kv: (kv[1], kv[0]), reverse=True)]
@@ -164,7 +152,7 @@ def model_view_of_reference(ref: Reference, book: RuleBook, network: str) -> dic
         if net == network
     }
     ledgers = {
-        user: [_entry(e) for e in reversed(entries)]
+        user: [entry_json(e) for e in reversed(entries)]
         for (net, user), entries in ref.ledger.items()
         if net == network and entries
     }
