@@ -27,6 +27,8 @@ from engine.spend import OK, Transfer
 SEED_POINTS = 1_000_000
 START_AFTER_S = 1.0
 MAX_INFLIGHT = 5_000
+MAX_CONNECTIONS = 64
+"""The spender's Redis connections (a blocking pool: a submission waits for one)."""
 
 
 def _percentile(xs: list[float], q: float) -> float | None:
@@ -47,6 +49,7 @@ class Spender:
         self.latencies_ms: list[float] = []
         self.codes: dict[str, int] = {}
         self.errors = 0
+        self.first_error: str | None = None
         self.sent = 0
         self.elapsed_s = 0.0
         self.thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
@@ -61,8 +64,10 @@ class Spender:
         t0 = time.perf_counter()
         try:
             result = await client.submit(t)
-        except Exception:
+        except Exception as err:
             self.errors += 1
+            if self.first_error is None:
+                self.first_error = f"{type(err).__name__}: {err}"
         else:
             self.latencies_ms.append((time.perf_counter() - t0) * 1000)
             self.codes[result.code] = self.codes.get(result.code, 0) + 1
@@ -71,7 +76,10 @@ class Spender:
 
     async def _run(self) -> None:
         rally = self.b.rally
-        r = aioredis.Redis.from_url(rally.redis_url, max_connections=1_000)
+        pool = aioredis.BlockingConnectionPool.from_url(
+            rally.redis_url, max_connections=MAX_CONNECTIONS, timeout=60
+        )
+        r = aioredis.Redis(connection_pool=pool)
         client = SpendClient(r, rally.keys, rally.config.member_shards, timeout_s=60)
         net = rally.config.network
         sem = asyncio.Semaphore(MAX_INFLIGHT)
@@ -139,6 +147,7 @@ def spend(b: Bench) -> dict[str, Any]:
         "spends_ok": spender.codes.get(OK, 0),
         "spend_codes": spender.codes,
         "spend_errors": spender.errors,
+        "spend_first_error": spender.first_error,
         "spend_latency_ms_p50": _round(_percentile(lat, 0.50)),
         "spend_latency_ms_p99": _round(_percentile(lat, 0.99)),
         "spend_latency_ms_max": _round(max(lat, default=None)),

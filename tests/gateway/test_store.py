@@ -23,6 +23,7 @@ from engine.member import state_decoder
 from gateway.audit import audit
 from gateway.reads import ACCESS
 from gateway.redis_server import RedisServer
+from gateway.routes_store import STORE
 from gateway.signing import bearer, signed_headers
 from tests.actors.conftest import append
 
@@ -240,3 +241,52 @@ def test_100_concurrent_requests_for_the_last_10_items(
     report = audit(redis_client, Keys(namespace), settings.rulebook())
     assert report.ok, report.problems
     assert report.accounts == {f"store:{NET}": 10 * 120 + 10}
+
+
+def test_a_redemption_left_half_done_is_finished_by_a_retry_or_the_sweeper(
+    shards: RallyClient, redis_server: RedisServer, redis_client: redis.Redis, namespace: str
+) -> None:
+    """The member shards stop after the members earned: a redemption reserves its item, but
+    its debit gets no answer (503 spend_pending) and it stays `reserving`. Once the shards
+    are back, a retry with the same Idempotency-Key finishes one, the sweeper the other:
+    each debited once, the stock taken once, the audit clean."""
+    base = make_settings(namespace, auth={"token_secret": TOKEN_SECRET})
+    settings = base.model_copy(update={"spend": base.spend.model_copy(update={"timeout_s": 0.5})})
+    give(shards, redis_client, {"ann": 500, "ben": 500})
+    had = {u: balance(redis_client, namespace, u) for u in ("ann", "ben")}
+    cfg = shards.cfg
+    shards.stop()
+    restarted: list[RallyClient] = []
+
+    async def body(api: Api) -> None:
+        assert (await api.put_item("tee", name="Tee", cost=200, stock=5))[0] == 201
+        for user in ("ann", "ben"):
+            status, err = await api.redeem(user, "tee", f"{user}-1")
+            assert (status, err["error"], err["field"]) == (503, "spend_pending",
+                                                            "Idempotency-Key")  # fmt: skip
+        status, item = await api.call("GET", f"/v1/store/items/tee?network={NET}")
+        assert item["stock"] == 3, "reserved"
+        loop = asyncio.get_running_loop()
+        restarted.append(await loop.run_in_executor(None, lambda: RallyClient(cfg).start(
+            scheduler=False)))  # fmt: skip
+        status, got = await api.redeem("ann", "tee", "ann-1")
+        assert (status, got["redemption"]["status"]) == (200, "pending")
+        store = api.client.server.app[STORE]
+        assert await store.sweep(0.0) == 1
+        status, mine = await api.call("GET", f"/v1/members/ben/redemptions?network={NET}",
+                                      user="ben")  # fmt: skip
+        assert [r["status"] for r in mine["redemptions"]] == ["pending"]
+        assert (await api.redeem("ben", "tee", "ben-1"))[0] == 200
+        assert (await api.call("GET", f"/v1/store/items/tee?network={NET}"))[1]["stock"] == 3
+
+    try:
+        run(settings, redis_server.url, body)
+        for user in ("ann", "ben"):
+            assert balance(redis_client, namespace, user) == had[user] - 200
+        assert restarted[0].wait_idle(60)
+        report = audit(redis_client, Keys(namespace), settings.rulebook())
+        assert report.ok, report.problems
+        assert report.accounts == {f"store:{NET}": 400}
+    finally:
+        for rally in restarted:
+            rally.stop()
