@@ -59,13 +59,8 @@ class StoreHTTPError(GatewayError):
             headers = {"Retry-After": str(max(1, int(retry_at - time.time() + 0.999)))}
         super().__init__(message, field=field, code=code, headers=headers)
         self.status = status
-        self.retry_at = retry_at
-
-    def as_dict(self) -> dict[str, object]:
-        body = super().as_dict()
-        if self.retry_at is not None:
-            body["retry_at"] = self.retry_at
-        return body
+        if retry_at is not None:
+            self.extra["retry_at"] = retry_at
 
 
 REFUSALS: dict[str, tuple[int, str]] = {

@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestClient
 
 from actors.client import RallyClient
 from actors.keys import Keys
-from engine.events import Custom
+from engine.events import Custom, Offline, Online
 from engine.member import state_decoder
 from gateway.audit import audit
 from gateway.reads import ACCESS
@@ -290,3 +290,51 @@ def test_a_redemption_left_half_done_is_finished_by_a_retry_or_the_sweeper(
     finally:
         for rally in restarted:
             rally.stop()
+
+
+def test_per_stream_limits_and_cooldowns(
+    shards: RallyClient, redis_server: RedisServer, redis_client: redis.Redis, namespace: str
+) -> None:
+    settings = make_settings(namespace, auth={"token_secret": TOKEN_SECRET})
+    give(shards, redis_client, {"cat": 900, "dan": 900, "eve": 900})
+
+    def stream(kind: type[Online] | type[Offline]) -> None:
+        ev = kind(id=f"s{next(seq)}", network=NET, channel="c1", ts=time.time())
+        append(redis_client, shards.cfg, [ev])  # type: ignore[list-item]
+        assert shards.wait_idle(60)
+
+    async def body(api: Api) -> None:
+        await api.put_item("hug", name="Hug", cost=1, channel="c1", per_stream_limit=2)
+        status, err = await api.redeem("cat", "hug", "h0")
+        assert (status, err["error"], err["field"]) == (409, "not_live", "item_id")
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, stream, Online)
+        assert (await api.redeem("cat", "hug", "h1"))[0] == 201
+        assert (await api.redeem("dan", "hug", "h1"))[0] == 201
+        status, err = await api.redeem("eve", "hug", "h1")
+        assert (status, err["error"]) == (409, "stream_limit_reached")
+        await loop.run_in_executor(None, stream, Offline)
+        await loop.run_in_executor(None, stream, Online)  # a new stream: a new count
+        assert (await api.redeem("eve", "hug", "h2"))[0] == 201
+
+        await api.put_item("horn", name="Horn", cost=1, cooldown_s=3600)
+        assert (await api.redeem("cat", "horn", "c1"))[0] == 201
+        status, err = await api.redeem("dan", "horn", "c1")
+        assert (status, err["error"], err["field"]) == (429, "item_cooldown", "item_id")
+        assert err["retry_at"] > time.time() + 3000
+        await api.put_item("pop", name="Pop", cost=1, member_cooldown_s=3600)
+        assert (await api.redeem("cat", "pop", "p1"))[0] == 201
+        assert (await api.redeem("dan", "pop", "p1"))[0] == 201, "the cooldown is per member"
+        status, err = await api.redeem("cat", "pop", "p2")
+        assert (status, err["error"], err["field"]) == (429, "member_cooldown",
+                                                        "member_cooldown_s")  # fmt: skip
+        assert err["retry_at"] > time.time() + 3000
+        # an insufficient balance does not hold the item's global cooldown
+        await api.put_item("gem", name="Gem", cost=10**6, cooldown_s=3600)
+        assert (await api.redeem("cat", "gem", "g1"))[1]["error"] == "insufficient_points"
+        assert (await api.redeem("dan", "gem", "g1"))[1]["error"] == "insufficient_points"
+
+    run(settings, redis_server.url, body)
+    assert shards.wait_idle(60)
+    report = audit(redis_client, Keys(namespace), settings.rulebook())
+    assert report.ok, report.problems
