@@ -42,7 +42,7 @@ from engine.dedupe import (
 )
 from engine.events import Event, decode_events
 from engine.ledger import Entry as LedgerEntry
-from engine.ledger import entry_encoder
+from engine.ledger import entry_encoder, treasury_account
 from engine.member import (
     Applied,
     Credit,
@@ -63,6 +63,8 @@ log = logging.getLogger(__name__)
 DAY_S = 86_400
 NOTICES_MAXLEN = 100_000
 DAY_BOARD_TTL_S = 40 * DAY_S
+TREASURY_PREFIX = treasury_account("")
+"""Entries debiting a treasury are points earned."""
 DROP_CHUNKS_MAX = 256
 """Most dedupe strings (512 KB each) one commit deletes."""
 LOAD_CHUNKS_MAX = 64
@@ -596,7 +598,7 @@ class MemberShard(StreamShard):
 
     def _write(self, c: Commit, changed: set[str], out: Applied) -> None:
         """Member state and the batch's ledger entries (one blob on ledgerlog:{m}); the
-        per-member ledger lists and leaderboards are projected from it by LedgerProjector."""
+        leaderboards are projected from it by LedgerProjector, and the ledger sink archives it."""
         keys = self.keys
         fields = list(changed)
         c.pairs(
@@ -640,11 +642,12 @@ class MemberShard(StreamShard):
 
 
 class LedgerProjector(StreamShard):
-    """Projects the ledger log of member shard m (ledgerlog:{m}) into what readers page and
-    rank: each member's most recent ledger entries (`ledger_recent` of them; the archive
-    holds them all), the channel leaderboards (all time and by day) and each member's
-    standing per channel. Exactly once, like the shards: offset and writes commit
-    together. Balances never wait for it; history and leaderboards trail by a batch."""
+    """Projects the ledger log of member shard m (ledgerlog:{m}) into what readers rank:
+    the channel leaderboards (all time and by day) and each member's standing per channel,
+    from the points members earned (entries from a treasury; spends and transfers are not
+    earnings). Exactly once, like the shards: offset and writes commit together. Balances
+    never wait for it; leaderboards trail by a batch. Ledger pages are not projected: they
+    are read from the archive and the log's unarchived tail (gateway/reads.py)."""
 
     kind = "ledger"
     group = "projector"
@@ -659,25 +662,16 @@ class LedgerProjector(StreamShard):
 
     def process(self, entries: Sequence[Entry]) -> None:
         keys = self.keys
-        ledgers: dict[str, list[bytes]] = {}
         earned: dict[tuple[str, str, int], int] = {}  # (member, channel, day) -> points
-        encode = entry_encoder.encode
         count = 0
         for _, fields in entries:
             for e in ledger_decoder.decode(fields[b"l"]):
                 count += 1
-                nu = e.credit[7:]  # "member:{network}:{user}"
-                blobs = ledgers.get(nu)
-                if blobs is None:
-                    blobs = ledgers[nu] = []
-                blobs.append(encode(e))
-                k = (nu, e.channel, int(e.ts // DAY_S))
+                if not e.debit.startswith(TREASURY_PREFIX):
+                    continue
+                k = (e.credit[7:], e.channel, int(e.ts // DAY_S))  # "member:{network}:{user}"
                 earned[k] = earned.get(k, 0) + e.amount
         c = Commit()
-        recent = self.cfg.ledger_recent
-        for nu, blobs in ledgers.items():
-            c.push(keys.ledger(nu), blobs[-recent:])
-            c.cmd("LTRIM", keys.ledger(nu), -recent, -1)  # older pages: the archive
         all_time: dict[tuple[str, str], int] = {}
         day_keys: set[str] = set()
         for (nu, channel, day), amount in earned.items():
