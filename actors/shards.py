@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
+import numpy as np
 import redis
 
 from actors.config import RuntimeConfig
@@ -32,6 +33,7 @@ from actors.lua import Arg, Commit
 from actors.stream import Entry, StreamShard, parse_id
 from engine.channel import Changes, Channel, channel_decoder, channel_encoder
 from engine.dedupe import (
+    BUCKET_S,
     Fresh,
     SeenWindow,
     bucket_of,
@@ -244,7 +246,7 @@ class ChannelShard(StreamShard):
                 {k.decode(): float(s) for k, s in chatters},
             )
 
-    def _dedupe(self, events: list[Event]) -> tuple[Fresh, list[int]]:
+    def _dedupe(self, events: list[Event], ids: list[str]) -> tuple[Fresh, list[int]]:
         """Which events are new in the window (engine/dedupe.py). After a restart every
         bucket Redis holds is loaded first, LOAD_CHUNKS_MAX strings a round trip."""
         missing = self.seen.to_load()
@@ -265,8 +267,7 @@ class ChannelShard(StreamShard):
                     if len(got[b]) == chunks[b]:  # complete: into the set, bytes freed
                         self.seen.load(b, b"".join(got.pop(b)))
         buckets = [bucket_of(e.ts) for e in events]
-        hashes = id_hashes(event_key(e) for e in events)
-        return self.seen.check(hashes, buckets, self.progress.newest), buckets
+        return self.seen.check(id_hashes(ids), buckets, self.progress.newest), buckets
 
     def _admit(self, entries: Sequence[Entry]) -> tuple[list[tuple[Event, int]], Admitted]:
         """Read the log in order: deduplicate, hold back, and move the watermark. Returns the
@@ -278,31 +279,40 @@ class ChannelShard(StreamShard):
             events = decode_events(blob) if blob is not None else []
             decoded.append((parse_id(entry_id)[0], events, fields))
             everything.extend(events)
-        checked, buckets = self._dedupe(everything)
+        ids = [f"{e.network}:{e.id}" for e in everything]  # engine.reference.event_key
+        checked, buckets = self._dedupe(everything, ids)
         fresh = checked.fresh.tolist()
         window_s = self.cfg.dedupe_window_s
+        lateness_s = self.cfg.lateness_s
         held, progress = self.held, self.progress
         new: list[tuple[Event, int]] = []
+        pushed: list[tuple[float, str, tuple[Event, int]]] = []
         i = late = expired = 0
         for ms, events, fields in decoded:
             accepted_s = ms / 1000
+            newest, watermark = progress.newest, held.watermark
             for ev in events:
                 ok, bucket = fresh[i], buckets[i]
                 i += 1
-                if expires_at(bucket, window_s) <= progress.newest:
+                if (bucket + 1) * BUCKET_S + window_s <= newest:  # dedupe.expires_at
                     expired += 1  # its duplicates are no longer known: never applied
                     continue
                 if not ok:
                     continue
-                observed = min(ev.ts, accepted_s)
-                ts, is_late = held.admit(ev.ts)
-                if is_late:
+                ts = ev.ts
+                observed = ts if ts < accepted_s else accepted_s
+                if ts < watermark:  # late (ReorderBuffer.admit): retimed to the watermark
                     late += 1
+                    ts = watermark
                     ev = msgspec.structs.replace(ev, ts=ts)
-                held.push(ts, event_key(ev), (ev, ms))
-                new.append((ev, ms))
-                held.observe(observed)
-                progress.newest = max(progress.newest, observed)
+                item = (ev, ms)
+                pushed.append((ts, ids[i - 1], item))
+                new.append(item)
+                if observed - lateness_s > watermark:  # ReorderBuffer.observe
+                    watermark = observed - lateness_s
+                if observed > newest:
+                    newest = observed
+            progress.newest, held.watermark = newest, watermark
             for mark in (fields.get(b"f"), fields.get(b"clock")):
                 if mark is not None:
                     t = float(mark)
@@ -311,6 +321,7 @@ class ChannelShard(StreamShard):
             flush = fields.get(b"flush")
             if flush is not None:  # a watermark set from outside; event time itself stays
                 held.advance_to(float(flush))
+        held.push_all(pushed)
         return new, Admitted(len(everything), len(new), expired, late, checked)
 
     def process(self, entries: Sequence[Entry]) -> None:
@@ -511,24 +522,29 @@ class MemberShard(StreamShard):
     def _admit(self, entries: Sequence[Entry]) -> tuple[list[tuple[Credit, int]], int]:
         held, parts = self.held, self.progress.partitions
         new: list[tuple[Credit, int]] = []
+        pushed: list[tuple[float, str, tuple[Credit, int]]] = []
         late = 0
+        watermark = held.watermark  # only advance_to below moves it, after the loop
         for _, fields in entries:
             blob = fields.get(b"c")
             if blob is not None:
                 credits = credits_decoder.decode(blob)
                 accepted = accepted_decoder.decode(fields[b"a"])
                 for cr, ms in zip(credits, accepted, strict=True):
-                    ts, is_late = held.admit(cr.ts)
-                    if is_late:  # a channel shard never sends one: its watermark covers it
-                        late += 1
+                    ts = cr.ts
+                    if ts < watermark:  # late; a channel shard never sends one: its
+                        late += 1  # watermark covers it (ReorderBuffer.admit)
+                        ts = watermark
                         cr = msgspec.structs.replace(cr, ts=ts)
-                    held.push(ts, credit_key(cr), (cr, ms))
-                    new.append((cr, ms))
+                    item = (cr, ms)
+                    pushed.append((ts, f"{cr.network}:{cr.id}", item))  # reference.credit_key
+                    new.append(item)
             mark = fields.get(b"w")
             if mark is not None:
                 p = int(fields[b"p"])
                 if p < len(parts):
                     parts[p] = max(parts[p], float(mark))
+        held.push_all(pushed)
         held.advance_to(min(parts))
         return new, late
 
@@ -561,7 +577,7 @@ class MemberShard(StreamShard):
         c.cmd("HSET", self.keys.wmark, self.progress_field, progress_encoder.encode(self.progress))
         if late:
             c.cmd("HINCRBY", self.keys.stats, "credits_late", late)
-        self._count(c, len(released), len(out.entries), [(ms, 1) for _, ms in released])
+        self._count(c, len(released), len(out.entries), [ms for _, ms in released])
         self.commit(c, entries)
 
     def _roll_over(self, watermark: float) -> set[str]:
@@ -619,26 +635,23 @@ class MemberShard(StreamShard):
                 "tier", credit_encoder.encode(tc),
             )  # fmt: skip
 
-    def _count(self, c: Commit, credits: int, entries: int, lat: list[tuple[int, int]]) -> None:
+    def _count(self, c: Commit, credits: int, entries: int, accepted_ms: list[int]) -> None:
+        """Counters, and the ingest->credit latency of each credit applied (histogram)."""
         c.cmd("HINCRBY", self.keys.stats, "credits_applied", credits)
         c.cmd("HINCRBY", self.keys.stats, "entries", entries)
-        if not lat:
+        if not accepted_ms:
             return
-        now_ms = int(time.time() * 1000)
-        buckets: dict[str, int] = {}
-        worst = 0
-        total = 0
-        for t_ms, n in lat:
-            ms = max(0, now_ms - t_ms)
-            worst = max(worst, ms)
-            total += ms * n
-            bucket = next((str(b) for b in LATENCY_BUCKETS_MS if ms <= b), "inf")
-            buckets[bucket] = buckets.get(bucket, 0) + n
-        for bucket, n in buckets.items():
-            c.cmd("HINCRBY", self.keys.latency, bucket, n)
-        c.cmd("HINCRBY", self.keys.latency, "sum_ms", total)
-        c.cmd("HINCRBY", self.keys.latency, "count", sum(n for _, n in lat))
-        c.cmd("HMAX", self.keys.latency, "max_ms", worst)
+        lat = np.maximum(0, int(time.time() * 1000) - np.asarray(accepted_ms, dtype=np.int64))
+        counts = np.bincount(np.searchsorted(_BUCKETS_MS, lat), minlength=len(_BUCKETS_MS) + 1)
+        for i in np.flatnonzero(counts).tolist():  # the first bucket whose bound is >= ms
+            bucket = str(LATENCY_BUCKETS_MS[i]) if i < len(LATENCY_BUCKETS_MS) else "inf"
+            c.cmd("HINCRBY", self.keys.latency, bucket, int(counts[i]))
+        c.cmd("HINCRBY", self.keys.latency, "sum_ms", int(lat.sum()))
+        c.cmd("HINCRBY", self.keys.latency, "count", len(lat))
+        c.cmd("HMAX", self.keys.latency, "max_ms", int(lat.max()))
+
+
+_BUCKETS_MS = np.asarray(LATENCY_BUCKETS_MS, dtype=np.int64)
 
 
 class LedgerProjector(StreamShard):
