@@ -3,7 +3,7 @@
 Appends a seeded chat workload to `ingest:0` of a fresh `redis-server` (AOF, fsync always)
 the way the gateway does (1,000 events an entry), then runs the real shard classes'
 `process()` in this process, one stage after the other: channel shard (ingest -> credits),
-member shard (credits -> ledger log), ledger projector (ledger log -> pages and boards).
+member shard (credits -> ledger log), ledger projector (ledger log -> leaderboards).
 For each stage it reports microseconds per event of Python (this process's CPU time)
 and of Redis (the server's own `INFO commandstats` usec, which is single-threaded time no
 other client gets). The sum bounds what one core each for Python and Redis can credit.
