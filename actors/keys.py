@@ -16,7 +16,6 @@ presence:{nc}         hash; user_id -> display name, viewers present in channel 
 chatters:{nc}         zset; user_id -> ts of last chat in channel nc.
 mstate                hash; network:user -> msgpack MemberState.
 ledgerlog:{m}         stream; one entry per member-shard commit: field `l` = msgpack list[Entry] (the ledger of record).
-ledger:{nu}           list; msgpack Entry, oldest first, of member nu (network:user): projected from ledgerlog.
 treasury              hash; network -> balance of the network treasury (negative of points issued).
 lb:{nc}:all           zset; user_id -> points earned in channel nc, all time.
 lb:{nc}:d:{yyyymmdd}  zset; user_id -> points earned in channel nc on that UTC day.
@@ -111,9 +110,6 @@ class Keys:
 
     def ledgerlog(self, m: int) -> str:
         return self.k("ledgerlog", m)
-
-    def ledger(self, nu: str) -> str:
-        return self.k("ledger", nu)
 
     @property
     def treasury(self) -> str:
