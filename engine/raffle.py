@@ -21,9 +21,10 @@ The draw, exactly (version 1; enough to re-implement it in any language):
    published at close.
 4. Beacon. After close, a public value nobody knew before close is fixed: a drand-style
    beacon value supplied by an admin, or a block hash when a chain is configured.
-5. Draw key. `draw_key` = SHA-256 of the UTF-8 lines, joined by "\\n":
-   "rallypoint-raffle-v1", raffle id, terms_hash, seed (hex), beacon value, root (hex),
-   count (decimal).
+5. Draw key. `draw_key` = SHA-256 of these UTF-8 lines joined by "\\n" (no final one):
+   "rallypoint-raffle-v1", raffle id, terms_hash, opened_at, commitment, closed_at,
+   count, root, beacon source, beacon value, beacon ref, seed (integers in decimal,
+   hashes and the seed in lowercase hex). It binds every published field.
 6. Random numbers. Block j (j = 0, 1, 2, ...; one counter for the whole draw) =
    SHA-256(draw_key bytes || j as 8 bytes big-endian), read as a 256-bit big-endian
    integer x. A number uniform in [0, W): take the next block; if x >= 2^256 - (2^256 mod
@@ -134,7 +135,7 @@ class Leaf(msgspec.Struct, frozen=True, array_like=True):
 class Beacon(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     source: Literal["admin", "chain"]
     value: str
-    ref: str = ""
+    ref: Annotated[str, Meta(max_length=128, pattern=r"^[^\n]*$")] = ""
     """Where it comes from: a drand round, a block number."""
 
 
@@ -288,9 +289,19 @@ def leaves_of(holdings: dict[str, Holding]) -> list[Leaf]:
 
 
 def draw_key_of(
-    raffle_id: str, t_hash: str, seed_hex: str, beacon_value: str, root: str, count: int
+    raffle_id: str,
+    t_hash: str,
+    opened_at: int,
+    commitment: str,
+    closed_at: int,
+    count: int,
+    root: str,
+    beacon: Beacon,
+    seed_hex: str,
 ) -> str:
-    lines = [DOMAIN, raffle_id, t_hash, seed_hex, beacon_value, root, str(count)]
+    """Step 5: the hash of everything the draw depends on."""
+    lines = [DOMAIN, raffle_id, t_hash, str(opened_at), commitment, str(closed_at), str(count),
+             root, beacon.source, beacon.value, beacon.ref, seed_hex]  # fmt: skip
     return sha256_hex("\n".join(lines).encode())
 
 
@@ -530,8 +541,9 @@ def draw(raffle: Raffle, seed_hex: str, beacon: Beacon, now: float) -> list[Winn
     assert len(leaves) == raffle.count, "entries changed after close"
     assert sum(leaf.weight for leaf in leaves) == raffle.weight, "entries changed after close"
     key = draw_key_of(
-        raffle.terms.id, raffle.terms_hash, seed_hex, beacon.value, raffle.root, raffle.count
-    )
+        raffle.terms.id, raffle.terms_hash, raffle.opened_at, raffle.commitment,
+        raffle.closed_at, raffle.count, raffle.root, beacon, seed_hex,
+    )  # fmt: skip
     raffle.winners = select_winners(key, leaves, raffle.terms.winners)
     raffle.status = "drawn"
     raffle.drawn_at = int(now)
@@ -627,7 +639,10 @@ def verify(p: Published) -> Verification:
           "no beacon, a malformed one, or not from the source the terms name")  # fmt: skip
     winners: list[Winner] = []
     if beacon_ok and p.beacon is not None and seed_ok:
-        key = draw_key_of(p.raffle, p.terms_hash, p.seed, p.beacon.value, p.root, p.count)
+        key = draw_key_of(
+            p.raffle, p.terms_hash, p.opened_at, p.commitment, p.closed_at, p.count, p.root,
+            p.beacon, p.seed,
+        )  # fmt: skip
         check("draw_key", key == p.draw_key, "the draw key does not follow from the record")
         if sane and leaves:
             winners = select_winners(key, leaves, p.terms.winners)
