@@ -25,6 +25,7 @@ TINY = [
     "--watch-sizes", "500,1500", "--batch-sizes", "1,100", "--batch-duration", "1",
     "--memory-members", "1000", "--soak-seconds", "4", "--soak-sample", "1", "--soak-warmup", "1",
     "--overload-seconds", "3", "--overload-lag", "0.5",
+    "--draw-tickets", "20000", "--draw-members", "2000", "--draw-repeats", "1",
 ]  # fmt: skip
 
 pytestmark = pytest.mark.timeout(400)
