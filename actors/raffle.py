@@ -39,7 +39,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import Any, Literal, cast
 
 import msgspec
 import redis
@@ -48,13 +48,12 @@ import redis.asyncio as aioredis
 from actors.config import RuntimeConfig
 from actors.keys import Keys
 from actors.lua import Commit
+from actors.spend import SpendTimeout, SyncSpendClient
 from actors.stream import Entry, StreamShard
 from engine import raffle as eng
 from engine.member import MemberState, state_decoder
 from engine.raffle import Beacon, Raffle, RaffleError, Terms
-
-if TYPE_CHECKING:
-    from engine.spend import Transfer
+from engine.spend import Guard, Transfer
 
 log = logging.getLogger(__name__)
 
@@ -137,13 +136,6 @@ class RaffleKeys:
         return self.keys.k("rfreply", client)
 
 
-def make_transfer(**kw: Any) -> Transfer:
-    """A spend (engine/spend.py), imported only when one is made."""
-    from engine.spend import Transfer
-
-    return Transfer(**kw)
-
-
 def account_of(network: str, raffle_id: str) -> str:
     return f"raffle:{network}:{raffle_id}"
 
@@ -197,14 +189,8 @@ class RaffleShard(StreamShard):
         keys = Keys(cfg.namespace)
         self.rk = RaffleKeys(keys)
         self.raffles: dict[tuple[str, str], Raffle | None] = {}
-        self.spends: Any = None
-        try:
-            from actors.spend import SyncSpendClient  # the spend path (issue 9)
-
-            r = redis.Redis.from_url(cfg.redis_url)
-            self.spends = SyncSpendClient(r, keys, cfg.member_shards)
-        except ImportError:  # before the spend path lands: free raffles only
-            log.warning("raffle actor without the spend path: paid purchases are refused")
+        r = redis.Redis.from_url(cfg.redis_url)
+        self.spends = SyncSpendClient(r, keys, cfg.member_shards)
         super().__init__(cfg, index, self.rk.commands)  # starts the loop: everything set first
 
     def reset(self) -> None:
@@ -227,10 +213,6 @@ class RaffleShard(StreamShard):
         """Spends, in chunks; a timeout is no fault of the command (retried, not counted)."""
         if not transfers:
             return []
-        if self.spends is None:
-            raise RaffleError("spends_unavailable", "points cannot be spent yet", "tickets")
-        from actors.spend import SpendTimeout
-
         out: list[Any] = []
         for i in range(0, len(transfers), REFUNDS_PER_SUBMIT):
             try:
@@ -365,7 +347,7 @@ class RaffleShard(StreamShard):
     def _refund(self, raffle: Raffle, refunds: list[eng.Refund], why: str) -> None:
         net, rid = raffle.terms.network, raffle.terms.id
         transfers = [
-            make_transfer(
+            Transfer(
                 key=f"rf:{rid}:refund",
                 network=net,
                 user_id=x.user_id,
@@ -394,7 +376,7 @@ class RaffleShard(StreamShard):
         terms = raffle.terms
 
         prizes = [
-            make_transfer(
+            Transfer(
                 key=f"rf:{rid}:prize",
                 network=net,
                 user_id=w.user_id,
@@ -495,8 +477,6 @@ class RaffleShard(StreamShard):
             batch.replies.append((reply_to, reply))
 
     def _ticket_transfer(self, cmd: Command, purchase: eng.Purchase) -> Transfer:
-        from engine.spend import Guard, Transfer
-
         raffle = self._need(cmd)
         terms = raffle.terms
         most = 1 if terms.kind == "keyword" else terms.max_tickets_per_member
@@ -511,8 +491,7 @@ class RaffleShard(StreamShard):
 
     def stop(self) -> None:
         super().stop()
-        if self.spends is not None:
-            self.spends.close()
+        self.spends.close()
 
 
 _SPEND_TEXT = {

@@ -17,9 +17,13 @@ from actors.keys import Keys
 from actors.raffle import Command, RaffleKeys, Reply, SyncRaffleClient, load_raffle
 from actors.scheduler import JobStore
 from engine import raffle as eng
-from engine.events import Join, Online
+from engine.events import Follow, Join, Online
+from engine.member import state_decoder
+from engine.rules import RuleBook
+from gateway.audit import audit
 from tests.actors.conftest import append, make_cfg
 
+BASE = 151
 BEACON = eng.Beacon("admin", "drand-round-99-0123456789abcdef", "drand 99")
 
 
@@ -44,7 +48,7 @@ def ok(reply: Reply) -> dict[str, object]:
 
 
 def test_free_raffle_lifecycle_publishes_a_verifiable_record(raffles) -> None:
-    client, cfg, r = raffles
+    _client, cfg, r = raffles
     terms = eng.Terms(id="r1", network="n", max_tickets_per_member=3, winners=2, title="Free")
     ok(send(r, cfg, "create", terms=terms))
     assert send(r, cfg, "create", terms=terms).code == "raffle_exists"
@@ -67,7 +71,8 @@ def test_free_raffle_lifecycle_publishes_a_verifiable_record(raffles) -> None:
     assert {u: h.tickets for u, h in raffle.holdings.items()} == {"a": 1, "b": 3, "c": 2}
     record = eng.published_decoder.decode(eng.published_encoder.encode(eng.publish(raffle)))
     assert eng.verify(record).ok
-    assert record.seed and eng.commitment_of(record.seed) == opened["commitment"]
+    assert record.seed
+    assert eng.commitment_of(record.seed) == opened["commitment"]
     notices = [f for _, f in r.xrange(Keys(cfg.namespace).notices) if b"raffle_drawn" in f]
     assert len(notices) == 1
     notice = msgspec.json.decode(notices[0][b"raffle_drawn"])
@@ -110,7 +115,7 @@ def test_state_survives_kill9_of_the_raffle_actor_during_sales(raffles) -> None:
 
 
 def test_automatic_close_through_the_durable_scheduler(raffles) -> None:
-    client, cfg, r = raffles
+    _client, cfg, r = raffles
     close_at = int(time.time()) + 2
     terms = eng.Terms(id="r1", network="n", close_at=close_at)
     ok(send(r, cfg, "create", terms=terms))
@@ -118,7 +123,7 @@ def test_automatic_close_through_the_durable_scheduler(raffles) -> None:
     ok(send(r, cfg, "buy", user_id="a", key="k", tickets=1))
     keys = Keys(cfg.namespace)
     store = JobStore(r, keys)
-    assert store.due_time(f"raffle-close:n:r1") == close_at
+    assert store.due_time("raffle-close:n:r1") == close_at
     from actors.scheduler import Scheduler
 
     sched = Scheduler(cfg, start=False)
@@ -151,3 +156,119 @@ def test_giveaway_enters_every_viewer_present(raffles) -> None:
     assert closed["count"] == 25
     drawn = ok(send(r, cfg, "draw", "g1", beacon=BEACON))
     assert len({w["user_id"] for w in drawn["winners"]}) == 3  # type: ignore[union-attr]
+
+
+# -- paid raffles: ticket sales, refunds and prizes are spends --------------------------------
+def fund(client: RallyClient, r: redis.Redis, cfg: RuntimeConfig, users: list[str]) -> None:
+    """Each member earns BASE points (welcome 100 + follow 50 + a first day's streak 1)."""
+    now = time.time()
+    append(
+        r, cfg, [Follow(id=f"f-{u}", network="n", channel="c", user_id=u, ts=now) for u in users]
+    )
+    assert client.wait_idle(60)
+    for u in users:
+        assert balance(r, cfg, u) == BASE
+
+
+def balance(r: redis.Redis, cfg: RuntimeConfig, user: str) -> int:
+    raw = r.hget(Keys(cfg.namespace).mstate, f"n:{user}")
+    return state_decoder.decode(raw).balance if raw else 0
+
+
+def account(r: redis.Redis, cfg: RuntimeConfig, rid: str = "r1") -> int:
+    return int(r.hget(Keys(cfg.namespace).accounts, f"raffle:n:{rid}") or 0)
+
+
+def audited(client: RallyClient, r: redis.Redis, cfg: RuntimeConfig) -> None:
+    assert client.wait_idle(60)
+    report = audit(r, Keys(cfg.namespace), RuleBook({}))
+    assert report.ok, report.problems
+
+
+def test_ticket_sales_refunds_and_prizes_are_spends(raffles) -> None:
+    client, cfg, r = raffles
+    fund(client, r, cfg, ["a", "b", "c"])
+    terms = eng.Terms(id="r1", network="n", price_points=40, max_tickets_per_member=3,
+                      free_first_ticket=True, prize_points=500, winners=1)  # fmt: skip
+    ok(send(r, cfg, "create", terms=terms))
+    ok(send(r, cfg, "open"))
+    assert ok(send(r, cfg, "buy", user_id="a", key="1", tickets=3))["cost_points"] == 80
+    assert balance(r, cfg, "a") == BASE - 80
+    refused = send(r, cfg, "buy", user_id="b", key="1", tickets=5)
+    assert (refused.code, refused.field) == ("ticket_limit", "tickets")
+    short = send(r, cfg, "buy", user_id="c", key="1", tickets=3)  # 80 of BASE: fine
+    assert short.ok
+    poor = send(r, cfg, "buy", user_id="c", key="2", tickets=1)  # holds 3 of 3 already
+    assert poor.code == "ticket_limit"
+    assert account(r, cfg) == 160
+    ok(send(r, cfg, "close"))
+    drawn = ok(send(r, cfg, "draw", beacon=BEACON))
+    (winner,) = [w["user_id"] for w in drawn["winners"]]  # type: ignore[union-attr]
+    assert balance(r, cfg, winner) == BASE - 80 + 500
+    assert account(r, cfg) == 160 - 500
+    audited(client, r, cfg)
+
+
+def test_insufficient_points_and_cancel_refunds_everyone(raffles) -> None:
+    client, cfg, r = raffles
+    fund(client, r, cfg, ["a", "b"])
+    ok(send(r, cfg, "create", terms=eng.Terms(id="r1", network="n", price_points=60,
+                                              max_tickets_per_member=5)))  # fmt: skip
+    ok(send(r, cfg, "open"))
+    ok(send(r, cfg, "buy", user_id="a", key="1", tickets=2))
+    short = send(r, cfg, "buy", user_id="b", key="1", tickets=3)
+    assert short.code == "insufficient_points"
+    assert short.body["balance"] == BASE
+    ok(send(r, cfg, "buy", user_id="b", key="2", tickets=1))
+    assert (balance(r, cfg, "a"), balance(r, cfg, "b"), account(r, cfg)) == (
+        BASE - 120,
+        BASE - 60,
+        180,
+    )
+    assert ok(send(r, cfg, "cancel"))["status"] == "cancelled"
+    assert (balance(r, cfg, "a"), balance(r, cfg, "b"), account(r, cfg)) == (BASE, BASE, 0)
+    assert send(r, cfg, "draw", beacon=BEACON).code == "raffle_cancelled"
+    audited(client, r, cfg)
+
+
+@pytest.mark.parametrize("victims", [("raffle",), ("member-0",), ("raffle", "member-1")])
+def test_kill9_during_paid_ticket_sales(raffles, victims: tuple[str, ...]) -> None:
+    """Members buy tickets while the raffle actor and/or a member shard is killed: every
+    member paid exactly for the tickets they hold, the pool holds exactly the sales, retries
+    change nothing, and the ledger audits clean."""
+    client, cfg, r = raffles
+    members = [f"m{i}" for i in range(30)]
+    fund(client, r, cfg, members)
+    ok(send(r, cfg, "create", terms=eng.Terms(id="r1", network="n", price_points=10,
+                                              max_tickets_per_member=12)))  # fmt: skip
+    ok(send(r, cfg, "open"))
+    answers: dict[tuple[str, int], Reply] = {}
+    errors: list[BaseException] = []
+
+    def buyer(user: str) -> None:
+        try:
+            for k in range(6):
+                answers[(user, k)] = send(r, cfg, "buy", user_id=user, key=f"{user}-{k}", tickets=2)
+        except BaseException as err:  # pragma: no cover - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=buyer, args=(u,)) for u in members]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)
+    old = {v: client.kill9(v) for v in victims}
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert all(client.pids()[v] != pid for v, pid in old.items())
+    assert all(a.ok for a in answers.values()), [(k, a) for k, a in answers.items() if not a.ok][:3]
+    for u in members[:5]:  # retries: recorded answers, nothing paid twice
+        assert ok(send(r, cfg, "buy", user_id=u, key=f"{u}-3", tickets=2))["cost_points"] == 20
+    raffle = load_raffle(r, RaffleKeys(Keys(cfg.namespace)), "n", "r1")
+    assert raffle is not None
+    assert {u: h.tickets for u, h in raffle.holdings.items()} == dict.fromkeys(members, 12)
+    assert client.wait_idle(60)
+    for u in members:
+        assert balance(r, cfg, u) == BASE - 120, u
+    assert account(r, cfg) == 120 * len(members)
+    audited(client, r, cfg)
