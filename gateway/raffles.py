@@ -128,9 +128,9 @@ def _decode(decoder: msgspec.json.Decoder[Any], body: bytes) -> Any:
         return decoder.decode(body or b"{}")
     except msgspec.ValidationError as err:
         text = str(err)
-        field = text.rsplit("`$.", 1)[-1].rstrip("`") if "`$." in text else None
-        if field is None and "field `" in text:
-            field = text.split("field `", 1)[1].split("`", 1)[0]
+        path = text.rsplit("`$.", 1)[1].rstrip("`") if "`$." in text else ""
+        named = text.split("field `", 1)[1].split("`", 1)[0] if "field `" in text else ""
+        field = ".".join(x for x in (path, named) if x)
         raise BadRequest(text, field=field or "body", code="invalid_body") from err
     except msgspec.DecodeError as err:
         raise BadRequest(f"malformed JSON: {err}", field="body", code="malformed_json") from err

@@ -100,11 +100,13 @@ def test_state_survives_kill9_of_the_raffle_actor_during_sales(raffles) -> None:
     for t in threads:
         t.start()
     time.sleep(0.3)
+    answered_before_kill = len(answers)
     old = client.kill9("raffle")
     for t in threads:
         t.join()
     assert not errors, errors
     assert client.pids()["raffle"] != old
+    assert answered_before_kill < len(answers), "the kill came after the sales"
     assert all(a.ok for a in answers.values()), [a for a in answers.values() if not a.ok][:3]
     # retries of every purchase: the recorded answers, nothing added
     for u in members[:5]:
@@ -256,11 +258,13 @@ def test_kill9_during_paid_ticket_sales(raffles, victims: tuple[str, ...]) -> No
     for t in threads:
         t.start()
     time.sleep(0.5)
+    answered_before_kill = len(answers)
     old = {v: client.kill9(v) for v in victims}
     for t in threads:
         t.join()
     assert not errors, errors
     assert all(client.pids()[v] != pid for v, pid in old.items())
+    assert answered_before_kill < len(answers), "the kill came after the sales"
     assert all(a.ok for a in answers.values()), [(k, a) for k, a in answers.items() if not a.ok][:3]
     for u in members[:5]:  # retries: recorded answers, nothing paid twice
         assert ok(send(r, cfg, "buy", user_id=u, key=f"{u}-3", tickets=2))["cost_points"] == 20
