@@ -26,6 +26,15 @@ rfbuy:{net}:{id}     hash; "{user_id} {key}" -> msgpack BuyRecord (idempotent pu
 rfidx:{net}          zset; raffle id -> created_at.
 rfwon:{net}          hash; user_id -> when they last won (winner cooldown).
 rfreply:{id}         stream; replies to one client (field k = request id, r = msgpack Reply).
+rfkw                 hash; "{net}:{channel}|{id}" -> msgpack (keyword, opened_at) of every open
+                     keyword raffle: what the keyword feed looks for.
+
+Keyword raffles: RaffleFeed p (a thread of the raffle actor's process) reads ingest:{p}
+through its own consumer group `raffle` (offsets in `offsets:raffle`, known to the stream
+trimmer). While a keyword raffle is open in a channel, a chat there whose first word is the
+keyword (exactly), dated at or after the open, becomes an `enter` command (key "keyword":
+duplicates and repeats answer as recorded), appended in the feed's commit with its offset.
+While none is open the feed only moves its offset (no decoding).
 """
 
 from __future__ import annotations
@@ -50,7 +59,9 @@ from actors.keys import Keys
 from actors.lua import Commit
 from actors.spend import SpendTimeout, SyncSpendClient
 from actors.stream import Entry, StreamShard
+from actors.trim import FEED_GROUP, feed_offsets
 from engine import raffle as eng
+from engine.events import Chat, decode_events
 from engine.member import MemberState, state_decoder
 from engine.raffle import Beacon, Raffle, RaffleError, Terms
 from engine.spend import Guard, Transfer
@@ -135,6 +146,10 @@ class RaffleKeys:
     def reply(self, client: str) -> str:
         return self.keys.k("rfreply", client)
 
+    @property
+    def keywords(self) -> str:
+        return self.keys.k("rfkw")
+
 
 def account_of(network: str, raffle_id: str) -> str:
     return f"raffle:{network}:{raffle_id}"
@@ -192,9 +207,20 @@ class RaffleShard(StreamShard):
         r = redis.Redis.from_url(cfg.redis_url)
         self.spends = SyncSpendClient(r, keys, cfg.member_shards)
         super().__init__(cfg, index, self.rk.commands)  # starts the loop: everything set first
+        self.feeds = [RaffleFeed(cfg, p) for p in range(cfg.channel_shards)]
 
     def reset(self) -> None:
         self.raffles.clear()
+
+    def _keyword_registry(self, c: Commit, raffle: Raffle) -> None:
+        t = raffle.terms
+        if t.kind != "keyword":
+            return
+        field = f"{t.network}:{t.channel}|{t.id}"
+        if raffle.status == "open":
+            c.cmd("HSET", self.rk.keywords, field, _enc.encode((t.keyword, raffle.opened_at)))
+        else:
+            c.cmd("HDEL", self.rk.keywords, field)
 
     # -- state ----------------------------------------------------------------------------
     def _get(self, net: str, rid: str) -> Raffle | None:
@@ -307,6 +333,7 @@ class RaffleShard(StreamShard):
         else:
             raise RaffleError("bad_op", f"unknown op {cmd.op!r}", "op")
         batch.touch(net, rid)
+        self._keyword_registry(c, raffle)
         return summary(raffle)
 
     def _schedule_close(self, c: Commit, net: str, rid: str, due: float) -> None:
@@ -469,7 +496,9 @@ class RaffleShard(StreamShard):
                         body["balance"] = res.balance
                     reply = Reply(cmd.rid, body=body)
             assert reply is not None
-            if cmd.key and reply.code != "idempotency_conflict":
+            # a keyword entry records only success: a member refused (short of points) may
+            # type the keyword again later
+            if cmd.key and reply.code != "idempotency_conflict" and (cmd.op == "buy" or reply.ok):
                 rec = BuyRecord(buy_digest(cmd), msgspec.structs.replace(reply, rid=""))
                 batch.buys[(cmd.network, cmd.raffle, f"{cmd.user_id} {cmd.key}")] = rec
                 batch.c.cmd("HSET", self.rk.buys(cmd.network, cmd.raffle),
@@ -490,8 +519,72 @@ class RaffleShard(StreamShard):
         )  # fmt: skip
 
     def stop(self) -> None:
+        for feed in self.feeds:
+            feed.stop()
         super().stop()
         self.spends.close()
+
+
+_keyword_decoder = msgspec.msgpack.Decoder(tuple[str, int])
+
+
+class RaffleFeed(StreamShard):
+    """Keyword entries from chat: reads ingest:{p} through its own group (see the module)."""
+
+    kind = "rafflefeed"
+    group = FEED_GROUP
+
+    def __init__(self, cfg: RuntimeConfig, index: int) -> None:
+        keys = Keys(cfg.namespace)
+        self.rk = RaffleKeys(keys)
+        super().__init__(cfg, index, keys.ingest(index))
+
+    @property
+    def offsets_key(self) -> str:
+        return feed_offsets(self.keys)
+
+    def _open_keywords(self) -> dict[str, list[tuple[str, str, int]]]:
+        """network:channel -> [(raffle id, keyword, opened_at)] of the open keyword raffles."""
+        out: dict[str, list[tuple[str, str, int]]] = {}
+        for field, raw in self.r.hgetall(self.rk.keywords).items():
+            nc, _, rid = field.decode().rpartition("|")
+            keyword, opened = _keyword_decoder.decode(raw)
+            out.setdefault(nc, []).append((rid, keyword, opened))
+        return out
+
+    def process(self, entries: Sequence[Entry]) -> None:
+        c = Commit()
+        wanted = self._open_keywords()
+        if wanted:
+            needles = {kw.encode() for found in wanted.values() for _, kw, _ in found}
+            hits: list[tuple[Chat, str]] = []
+            for _, fields in entries:
+                blob = fields.get(b"e")
+                if blob is None or not any(n in blob for n in needles):
+                    continue
+                for ev in decode_events(blob):
+                    if not isinstance(ev, Chat) or not ev.text:
+                        continue
+                    first = ev.text.split(maxsplit=1)[0] if ev.text.strip() else ""
+                    for rid, kw, opened in wanted.get(f"{ev.network}:{ev.channel}", ()):
+                        if first == kw and ev.ts >= opened:
+                            hits.append((ev, rid))
+            self._enter(c, hits)
+        self.commit(c, entries)
+
+    def _enter(self, c: Commit, hits: list[tuple[Chat, str]]) -> None:
+        if not hits:
+            return
+        users = sorted({f"{ev.network}:{ev.user_id}" for ev, _ in hits})
+        tiers = {
+            u: (state_decoder.decode(raw).tier if raw else 0)
+            for u, raw in zip(users, self.r.hmget(self.keys.mstate, users), strict=True)
+        }
+        for ev, rid in hits:
+            cmd = Command(op="enter", network=ev.network, raffle=rid, ts=ev.ts,
+                          user_id=ev.user_id, key="keyword", tickets=1,
+                          tier=tiers[f"{ev.network}:{ev.user_id}"])  # fmt: skip
+            c.cmd("XADD", self.rk.commands, "*", "c", _enc.encode(cmd), "n", 1)
 
 
 _SPEND_TEXT = {

@@ -17,7 +17,7 @@ from actors.keys import Keys
 from actors.raffle import Command, RaffleKeys, Reply, SyncRaffleClient, load_raffle
 from actors.scheduler import JobStore
 from engine import raffle as eng
-from engine.events import Follow, Join, Online
+from engine.events import Chat, Follow, Join, Online
 from engine.member import state_decoder
 from engine.rules import RuleBook
 from gateway.audit import audit
@@ -275,4 +275,44 @@ def test_kill9_during_paid_ticket_sales(raffles, victims: tuple[str, ...]) -> No
     for u in members:
         assert balance(r, cfg, u) == BASE - 120, u
     assert account(r, cfg) == 120 * len(members)
+    audited(client, r, cfg)
+
+
+def test_keyword_raffle_entered_from_chat(raffles) -> None:
+    """Chats whose first word is the keyword, in the raffle's channel, after the open, enter
+    once each (paying the entry price); other chats, channels and duplicates do not."""
+    client, cfg, r = raffles
+    fund(client, r, cfg, ["a", "b", "c", "poor"])
+    terms = eng.Terms(id="kw", network="n", kind="keyword", keyword="!join", channel="c",
+                      price_points=7)  # fmt: skip
+    ok(send(r, cfg, "create", "kw", terms=terms))
+    now = time.time()
+    append(r, cfg, [Chat(id="early", network="n", channel="c", user_id="a", ts=now, text="!join")])
+    assert client.wait_idle(60)
+    ok(send(r, cfg, "open", "kw"))
+    assert send(r, cfg, "buy", "kw", user_id="a", key="k", tickets=1).code == "keyword_only"
+    t = time.time() + 1
+    chats = [
+        Chat(id="1", network="n", channel="c", user_id="a", ts=t, text="!join please"),
+        Chat(id="2", network="n", channel="c", user_id="a", ts=t, text="!join"),  # again
+        Chat(id="3", network="n", channel="c", user_id="b", ts=t, text="!join"),
+        Chat(id="4", network="n", channel="other", user_id="c", ts=t, text="!join"),
+        Chat(id="5", network="n", channel="c", user_id="c", ts=t, text="I will !join"),
+    ]
+    append(r, cfg, chats)
+    append(r, cfg, chats[2:3])  # a duplicate delivery
+    assert client.wait_idle(60)
+    keys = Keys(cfg.namespace)
+    # the feed has read every chat (wait_idle counts its group); a marker command queued
+    # behind its enter commands answers once they are applied
+    assert send(r, cfg, "buy", "kw", user_id="z", key="marker", tickets=1).code == "keyword_only"
+    ok(send(r, cfg, "close", "kw"))
+    raffle = load_raffle(r, RaffleKeys(keys), "n", "kw")
+    assert raffle is not None
+    assert {u: h.tickets for u, h in raffle.holdings.items()} == {"a": 1, "b": 1}
+    chatted = BASE + 1  # one chat point each (the rest within the chat cooldown)
+    got = (balance(r, cfg, "a"), balance(r, cfg, "b"), balance(r, cfg, "c"))
+    assert got == (chatted - 7, chatted - 7, chatted)
+    assert account(r, cfg, "kw") == 14
+    assert not r.hgetall(RaffleKeys(keys).keywords)  # closed: the feed looks for it no more
     audited(client, r, cfg)
