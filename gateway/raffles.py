@@ -163,6 +163,16 @@ def _raffle_id(request: web.Request) -> str:
     return parse_id(request.match_info["raffle_id"], "raffle_id")
 
 
+async def chain_beacon(raffles: Raffles, network: str, raffle_id: str) -> eng.Beacon:
+    """The seam for terms with `"beacon": "chain"`: the hash of the first block mined after
+    the raffle closed (value "0x..." and ref "block N"), read through chain/ once a chain
+    is configured. None is yet, so such a draw is refused (409 chain_unavailable)."""
+    raise RaffleRefused(
+        Reply("", "chain_unavailable", "no chain is configured to read a block hash from",
+              "beacon")
+    )  # fmt: skip
+
+
 # -- admin ------------------------------------------------------------------------------------
 async def create_raffle(request: web.Request) -> web.Response:
     network = _network(request)
@@ -192,9 +202,8 @@ async def raffle_op(request: web.Request) -> web.Response:
                 field="beacon", code="bad_beacon",
             )  # fmt: skip
         if beacon.source == "chain":
-            raise RaffleRefused(Reply("", "chain_unavailable",
-                                      "no chain is configured to read a block hash from",
-                                      "beacon"))  # fmt: skip
+            beacon = await chain_beacon(request.app[RAFFLES], network, rid)
+
     elif body:
         raise BadRequest(f"{op} takes no body", field="body")
     cmd = Command(op=op, network=network, raffle=rid, ts=0.0, beacon=beacon)  # type: ignore[arg-type]

@@ -214,3 +214,32 @@ def test_raffle_end_to_end(dep: Deployment, tmp_path) -> None:
         r, Keys(d.settings.namespace), RuleBook.from_builtins(d.settings.rulebook().to_builtins())
     )
     assert report.ok, report.problems
+
+
+def test_rally_raffle_admin_cli(dep: Deployment, tmp_path) -> None:
+    d = dep
+    base = ["--config", str(d.config), "--redis-url", d.gateway.redis_url, "--network", "tv"]
+    terms = tmp_path / "terms.json"
+    terms.write_text(json.dumps({"id": "cli1", "title": "From the CLI", "winners": 1}))
+    done = rally_cli("raffle", "create", str(terms), *base)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stdout)["status"] == "draft"
+    assert rally_cli("raffle", "open", "cli1", *base).returncode == 0
+    status, _ = call(d.url, "POST", "/v1/raffles/cli1/tickets?network=tv", {"tickets": 1},
+                     headers=member("dora", "d1"), signed=False)  # fmt: skip
+    assert status == 201
+    done = rally_cli("raffle", "draw", "cli1", "--beacon", "drand-round-7-ffee", *base)
+    assert done.returncode == 1
+    assert "raffle_open" in done.stdout
+    assert rally_cli("raffle", "close", "cli1", *base).returncode == 0
+    assert rally_cli("raffle", "draw", "cli1", "--beacon", "short", *base).returncode == 2
+    done = rally_cli("raffle", "draw", "cli1", "--beacon", "drand-round-7-ffee", *base)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert [w["user_id"] for w in json.loads(done.stdout)["winners"]] == ["dora"]
+    listed = json.loads(rally_cli("raffle", "list", *base).stdout)
+    assert [x["raffle"] for x in listed] == ["cli1"]
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"id": "x", "winners": 0}))
+    done = rally_cli("raffle", "create", str(bad), *base)
+    assert done.returncode == 2
+    assert "winners" in done.stderr
