@@ -96,6 +96,12 @@ def parser() -> argparse.ArgumentParser:
                    help="members holding them (at most the tickets)")  # fmt: skip
     p.add_argument("--draw-repeats", type=_positive(int), default=d.draw_repeats,
                    help="timed repetitions of the draw (the best is reported)")  # fmt: skip
+    p.add_argument("--spend-rate", type=_positive(float), default=d.spend_rate,
+                   help="spends/s submitted in the spend scenario")  # fmt: skip
+    p.add_argument("--spend-credit-rate", type=_positive(float), default=d.spend_credit_rate,
+                   help="events/s offered for crediting while the spend scenario spends")  # fmt: skip
+    p.add_argument("--spend-members", type=_positive(int), default=d.spend_members,
+                   help="members who spend in the spend scenario")  # fmt: skip
     p.add_argument(
         "--url", help="benchmark a running Rallypoint at this URL instead of starting one"
     )
@@ -142,6 +148,9 @@ def options(args: argparse.Namespace) -> Options:
         draw_tickets=args.draw_tickets,
         draw_members=min(args.draw_members, args.draw_tickets),
         draw_repeats=args.draw_repeats,
+        spend_rate=args.spend_rate,
+        spend_credit_rate=args.spend_credit_rate,
+        spend_members=args.spend_members,
         url=args.url,
         runtime=args.runtime,
         config=args.config,

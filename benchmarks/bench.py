@@ -75,6 +75,11 @@ class Options:
     draw_tickets: int = 1_000_000
     draw_members: int = 100_000
     draw_repeats: int = 3
+    spend_rate: float = 1_000.0
+    """Spends/s submitted in the spend scenario ..."""
+    spend_credit_rate: float = 20_000.0
+    """... while this many events/s are offered for crediting."""
+    spend_members: int = 1_000
     url: str | None = None
     runtime: Path | None = None
     config: Path | None = None

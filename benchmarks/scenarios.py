@@ -23,6 +23,7 @@ from benchmarks.overload import overload
 from benchmarks.plan import Burst, Phase
 from benchmarks.report import SMOOTH_SAMPLES, smooth
 from benchmarks.soak import soak
+from benchmarks.spend import spend
 from benchmarks.target import redis_memory
 from gateway.simulator import channel_name
 
@@ -432,6 +433,7 @@ SCENARIOS: dict[str, Scenario] = {
     "draw": draw_scenario,
     "kpis": unavailable("analytics", ("analytics.kpis", "analytics.queries")),
     "batches": batches,
+    "spend": spend,
     "soak": soak,
     "watch-tick": watch_tick,
 }

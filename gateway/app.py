@@ -44,7 +44,9 @@ from gateway.metrics import METRICS, GatewayMetrics, get_metrics, get_readyz, ne
 from gateway.raffles import add_raffle_routes
 from gateway.reads import ACCESS, READER, Reader, add_routes, parse_id
 from gateway.redis_server import _die_with_parent
+from gateway.routes_store import setup_store
 from gateway.settings import ApiKey, Settings
+from gateway.spends import install_spends
 
 log = logging.getLogger(__name__)
 
@@ -368,6 +370,8 @@ def create_app(
     app.router.add_post("/v1/members/{user_id}/token", post_member_token)
     add_routes(app)
     add_raffle_routes(app, client, keys)
+    install_spends(app, settings, redis_url, keys, clock)
+    setup_store(app, settings, clock)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", get_readyz)
     app.router.add_get("/metrics", get_metrics)

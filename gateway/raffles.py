@@ -34,7 +34,6 @@ from gateway.errors import (
 )
 from gateway.reads import ACCESS, READER, parse_id, parse_int
 from gateway.settings import ApiKey
-from gateway.signing import request_message
 
 MAX_BODY_BYTES = 64 * 1024
 LIST_MAX = 200
@@ -145,12 +144,10 @@ async def _body(request: web.Request) -> bytes:
 
 
 def _admin_key(request: web.Request, body: bytes, network: str) -> ApiKey:
-    """The API key that signed "{METHOD} {target}[\\n{body}]" and covers `network`."""
-    auth = request.app[ACCESS].auth
-    message = request_message(request.method, request.raw_path)
-    if body:
-        message += b"\n" + body
-    key = auth.verify(request.headers, message)
+    """The API key that signed "{METHOD} {target}[\n{body}]" and covers `network`."""
+    key = request.app[ACCESS].auth.verify_target(
+        request.headers, request.method, request.raw_path, body
+    )
     check_network(key, network)
     return key
 

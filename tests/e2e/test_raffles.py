@@ -52,7 +52,7 @@ def call(url: str, method: str, target: str, body: Any = None, *, headers: dict[
     h = {"Content-Type": "application/json"}
     if signed:
         ts = str(int(time.time()))
-        message = request_message(method, target) + (b"\n" + data if data else b"")
+        message = request_message(method, target, data)
         h |= {
             "X-Rally-Key": KEY,
             "X-Rally-Timestamp": ts,
