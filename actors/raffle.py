@@ -164,6 +164,12 @@ def buy_digest(cmd: Command) -> bytes:
     return hashlib.blake2b(_enc.encode(payload), digest_size=16).digest()
 
 
+def load_meta(r: redis.Redis, rk: RaffleKeys, net: str, rid: str) -> Raffle | None:
+    """A raffle without its holdings (enough for `summary`)."""
+    raw = r.get(rk.meta(net, rid))
+    return None if raw is None else eng.raffle_decoder.decode(raw)
+
+
 def load_raffle(r: redis.Redis, rk: RaffleKeys, net: str, rid: str) -> Raffle | None:
     """A raffle's committed state (meta and holdings), or None."""
     with r.pipeline(transaction=False) as pipe:
@@ -602,8 +608,7 @@ def summary(raffle: Raffle) -> dict[str, Any]:
     out.pop("leaves", None)
     out["created_at"] = raffle.created_at
     out["drawn_at"] = raffle.drawn_at
-    out["entrants"] = len(raffle.holdings)
-    out["tickets"] = raffle.tickets or sum(h.tickets for h in raffle.holdings.values())
+    out["entrants"] = raffle.entrants
     if raffle.excluded:
         out["excluded"] = raffle.excluded
     return out

@@ -159,6 +159,9 @@ class Raffle(msgspec.Struct, kw_only=True):
     root: str = ""
     count: int = 0
     tickets: int = 0
+    """Tickets held: running while open, frozen at close."""
+    entrants: int = 0
+    """Members holding tickets: running while open, frozen at close."""
     weight: int = 0
     excluded: list[str] = []
     """Members left out at close (winner cooldown), refunded."""
@@ -474,6 +477,8 @@ def add_tickets(raffle: Raffle, user_id: str, purchase: Purchase) -> Holding:
     h = raffle.holdings.get(user_id)
     if h is None:
         h = raffle.holdings[user_id] = Holding(luck_pct=purchase.luck_pct)
+        raffle.entrants += 1
+    raffle.tickets += purchase.tickets
     h.tickets += purchase.tickets
     h.paid_points += purchase.cost_points
     h.luck_pct = max(h.luck_pct, purchase.luck_pct)
@@ -490,6 +495,8 @@ def enter_viewers(raffle: Raffle, viewers: Iterable[tuple[str, int, bool]]) -> i
         if tier < terms.min_tier or user_id in raffle.holdings:
             continue
         raffle.holdings[user_id] = Holding(1, 0, luck_pct(terms, tier, subscriber))
+        raffle.entrants += 1
+        raffle.tickets += 1
         n += 1
     return n
 
@@ -514,7 +521,7 @@ def close(raffle: Raffle, now: float, last_won: dict[str, float] | None = None) 
     raffle.closed_at = int(now)
     raffle.excluded = excluded
     raffle.root = merkle_root(leaves)
-    raffle.count = len(leaves)
+    raffle.count = raffle.entrants = len(leaves)
     raffle.tickets = sum(leaf.tickets for leaf in leaves)
     raffle.weight = sum(leaf.weight for leaf in leaves)
     return refunds

@@ -126,7 +126,7 @@ def _admin(args: argparse.Namespace, settings_of: Any, cli_error: type[Exception
     import redis
 
     from actors.keys import Keys
-    from actors.raffle import RaffleTimeout, SyncRaffleClient, load_raffle, summary
+    from actors.raffle import RaffleTimeout, SyncRaffleClient, load_meta, summary
     from gateway.cli import _redis
 
     settings = settings_of(args)
@@ -142,7 +142,7 @@ def _admin(args: argparse.Namespace, settings_of: Any, cli_error: type[Exception
                    else [i.decode() for i in r.zrevrange(rk.index(network), 0, 199)])  # fmt: skip
             out = []
             for rid in ids:
-                raffle = load_raffle(r, rk, network, rid)
+                raffle = load_meta(r, rk, network, rid)
                 if raffle is None:
                     raise cli_error(f"no raffle {rid!r} in network {network!r}")
                 out.append(summary(raffle))

@@ -10,6 +10,7 @@ everything public is read from the committed state in Redis and recomputed here.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
@@ -36,6 +37,8 @@ from gateway.reads import ACCESS, READER, parse_id, parse_int
 from gateway.settings import ApiKey
 
 MAX_BODY_BYTES = 64 * 1024
+CACHE_RAFFLES = 8
+"""Closed raffles whose entries a gateway process keeps (verify, record and proofs)."""
 LIST_MAX = 200
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 
@@ -79,6 +82,7 @@ class Raffles:
         self.keys = keys
         self.rk = RaffleKeys(keys)
         self.commands = commands
+        self.cache: dict[tuple[str, str, bytes], eng.Raffle] = {}
 
     async def send(self, cmd: Command) -> dict[str, Any]:
         try:
@@ -89,16 +93,28 @@ class Raffles:
             raise RaffleRefused(reply)
         return reply.body
 
-    async def load(self, net: str, rid: str) -> eng.Raffle:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.get(self.rk.meta(net, rid))
-            pipe.hgetall(self.rk.holdings(net, rid))
-            raw, held = await pipe.execute()
+    async def meta(self, net: str, rid: str) -> tuple[eng.Raffle, bytes]:
+        """A raffle without its holdings, and its stored bytes."""
+        raw = await self.redis.get(self.rk.meta(net, rid))
         if raw is None:
             raise NotFound(f"no raffle {rid!r} in network {net!r}", field="raffle_id",
                            code="raffle_not_found")  # fmt: skip
-        raffle = eng.raffle_decoder.decode(raw)
+        return eng.raffle_decoder.decode(raw), raw
+
+    async def load(self, net: str, rid: str) -> eng.Raffle:
+        """A raffle with every holding. Once closed its entries no longer change: the last
+        few such raffles are kept, keyed by their stored meta (a draw or cancel changes it)."""
+        raffle, raw = await self.meta(net, rid)
+        key = (net, rid, hashlib.blake2b(raw, digest_size=16).digest())
+        cached = self.cache.get(key)
+        if cached is not None:
+            return cached
+        held = await self.redis.hgetall(self.rk.holdings(net, rid))
         raffle.holdings = {u.decode(): eng.holding_decoder.decode(h) for u, h in held.items()}
+        if raffle.status in ("closed", "drawn", "cancelled"):
+            if len(self.cache) >= CACHE_RAFFLES:
+                self.cache.pop(next(iter(self.cache)))
+            self.cache[key] = raffle
         return raffle
 
 
@@ -213,7 +229,7 @@ async def list_raffles(request: web.Request) -> web.Response:
     limit = parse_int(request.query, "limit", 50, 1, LIST_MAX)
     raffles = request.app[RAFFLES]
     ids = await raffles.redis.zrevrange(raffles.rk.index(network), 0, limit - 1)
-    out = [summary(await raffles.load(network, rid.decode())) for rid in ids]
+    out = [summary((await raffles.meta(network, rid.decode()))[0]) for rid in ids]
     return json_response({"network": network, "raffles": out})
 
 
@@ -298,7 +314,7 @@ async def member_tickets(request: web.Request) -> web.Response:
 
 # -- public ---------------------------------------------------------------------------------------
 async def get_raffle(request: web.Request) -> web.Response:
-    raffle = await request.app[RAFFLES].load(_network(request), _raffle_id(request))
+    raffle, _ = await request.app[RAFFLES].meta(_network(request), _raffle_id(request))
     return json_response(summary(raffle))
 
 
