@@ -140,8 +140,12 @@ def test_scenario_summaries(results: dict[str, Any]) -> None:
     labels = [run["label"] for run in sc["batches"]["runs"]]
     assert "rally websocket 1/frame" in labels
     assert {"naive batch 1", "strong batch 100"} <= set(labels)
+    draw = sc["draw"]["summary"]
+    assert (draw["tickets"], draw["members"]) == (20_000, 2_000)
+    for place in ("winners_1", "winners_10"):
+        assert 0 < draw[place]["close_s"] <= draw[place]["close_and_draw_s"]
     goals = {g["goal"]: g for g in results["goals"]}
-    assert len(goals) == 8
+    assert len(goals) == 9
     assert all(g["met"] in (True, False, None) for g in goals.values())
 
 
