@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import msgspec
 import pytest
@@ -40,6 +40,13 @@ def raffles(
 def send(r: redis.Redis, cfg: RuntimeConfig, op: str, rid: str = "r1", **kw: object) -> Reply:
     cmd = Command(op=op, network="n", raffle=rid, ts=kw.pop("ts", 0.0), **kw)  # type: ignore[arg-type]
     return SyncRaffleClient(r, Keys(cfg.namespace), timeout_s=120).send(cmd)
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
 
 
 def ok(reply: Reply) -> dict[str, object]:
@@ -91,7 +98,7 @@ def test_state_survives_kill9_of_the_raffle_actor_during_sales(raffles) -> None:
 
     def buyer(user: str) -> None:
         try:
-            for k in range(5):
+            for k in range(10):
                 answers[(user, k)] = send(r, cfg, "buy", user_id=user, key=f"{user}-{k}", tickets=2)
         except BaseException as err:  # pragma: no cover - reported below
             errors.append(err)
@@ -99,7 +106,7 @@ def test_state_survives_kill9_of_the_raffle_actor_during_sales(raffles) -> None:
     threads = [threading.Thread(target=buyer, args=(u,)) for u in members]
     for t in threads:
         t.start()
-    time.sleep(0.3)
+    wait_for(lambda: len(answers) >= 20)
     answered_before_kill = len(answers)
     old = client.kill9("raffle")
     for t in threads:
@@ -113,7 +120,7 @@ def test_state_survives_kill9_of_the_raffle_actor_during_sales(raffles) -> None:
         assert ok(send(r, cfg, "buy", user_id=u, key=f"{u}-0", tickets=2))["tickets"] == 2
     raffle = load_raffle(r, RaffleKeys(Keys(cfg.namespace)), "n", "r1")
     assert raffle is not None
-    assert {u: h.tickets for u, h in raffle.holdings.items()} == dict.fromkeys(members, 10)
+    assert {u: h.tickets for u, h in raffle.holdings.items()} == dict.fromkeys(members, 20)
 
 
 def test_automatic_close_through_the_durable_scheduler(raffles) -> None:
@@ -257,7 +264,7 @@ def test_kill9_during_paid_ticket_sales(raffles, victims: tuple[str, ...]) -> No
     threads = [threading.Thread(target=buyer, args=(u,)) for u in members]
     for t in threads:
         t.start()
-    time.sleep(0.5)
+    wait_for(lambda: len(answers) >= 20)
     answered_before_kill = len(answers)
     old = {v: client.kill9(v) for v in victims}
     for t in threads:
