@@ -73,7 +73,7 @@ class RaffleRefused(GatewayError):
     def __init__(self, reply: Reply) -> None:
         super().__init__(reply.message or reply.code, field=reply.field or None, code=reply.code)
         self.status = STATUS_OF.get(reply.code, 400)
-        self.body = reply.body
+        self.extra = dict(reply.body)  # e.g. the balance of insufficient_points
 
 
 class Raffles:

@@ -149,6 +149,10 @@ def test_raffle_end_to_end(dep: Deployment, tmp_path) -> None:
     assert codes == [201] * 3 + [409] * 17, results
     assert {b["error"] for s, b in results if s == 409} <= {"ticket_limit", "limit_reached"}
     assert balance(d, "bob") == BASE - 5 * 25
+    status, body = call(
+        url, "POST", buy, {"tickets": 1}, headers=member("erin", "e1"), signed=False
+    )
+    assert (status, body["error"], body["balance"]) == (409, "insufficient_points", 0)
 
     status, body = call(url, "GET", "/v1/members/bob/raffles?network=tv",
                         headers={"Authorization": member("bob", "-")["Authorization"]}, signed=False)  # fmt: skip
