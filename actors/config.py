@@ -32,8 +32,6 @@ class RuntimeConfig(msgspec.Struct, frozen=True, kw_only=True):
     """How often the scheduler advances every channel's clock; 0 turns it off."""
     streak_rollover: bool = True
     member_cache_max: int = 2_000_000
-    ledger_recent: int = 100
-    """Ledger entries kept in Redis per member (the newest); older pages come from the archive."""
     archive_path: str = ""
     """The DuckDB ledger archive; "" = none: no ledger sink runs and ledgerlog is never trimmed."""
     trim_interval_s: float = 1.0

@@ -16,7 +16,6 @@ presence:{nc}         hash; user_id -> display name, viewers present in channel 
 chatters:{nc}         zset; user_id -> ts of last chat in channel nc.
 mstate                hash; network:user -> msgpack MemberState.
 ledgerlog:{m}         stream; one entry per member-shard commit: field `l` = msgpack list[Entry] (the ledger of record).
-ledger:{nu}           list; msgpack Entry, oldest first, of member nu (network:user): projected from ledgerlog.
 treasury              hash; network -> balance of the network treasury (negative of points issued).
 lb:{nc}:all           zset; user_id -> points earned in channel nc, all time.
 lb:{nc}:d:{yyyymmdd}  zset; user_id -> points earned in channel nc on that UTC day.
@@ -35,10 +34,13 @@ wmark                 hash; "channel:{p}" / "member:{m}" -> msgpack event-time p
 spendrec:{n}:{nu}:{key}  string; the record (engine.spend.Record: payload digest + result) of the
                       transfer `key` of member nu (n = len(nu)), written by its member shard in the
                       commit that applied it; TTL [limits] spend_record_ttl_s.
-spendreply:{id}       stream; results of transfers submitted by one SpendClient (field k = record key,
-                      r = msgpack Result), written in the member shard's commit; expires when unused.
+spendreply:{id}       stream; results of transfers submitted by one SpendClient (field rs = msgpack
+                      list of (record key, Result)), written in the member shard's commit; expires when unused.
 accounts              hash; account ("store:{net}", "raffle:{net}:{id}", ...) -> balance, for every
                       account other than members and treasuries, kept in the member shards' commits.
+store:...             the reward store's keys (gateway/store.py StoreKeys): per network the items
+                      (hash id -> JSON), stock, last redemption time, the reservations held, each
+                      redemption (string JSON) and its indexes (all, per member, still reserving).
 pending:{kind}:{i}    stream; what shard i holds back until its watermark passes it (events of a
                       channel shard, credits of a member shard), appended per commit with the id of
                       the input entry it came from; the shard trims what it has released.
@@ -108,9 +110,6 @@ class Keys:
 
     def ledgerlog(self, m: int) -> str:
         return self.k("ledgerlog", m)
-
-    def ledger(self, nu: str) -> str:
-        return self.k("ledger", nu)
 
     @property
     def treasury(self) -> str:

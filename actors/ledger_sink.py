@@ -17,12 +17,14 @@ import os
 import threading
 import time
 
+import msgspec
 import redis
 
 from actors.config import RuntimeConfig
 from actors.keys import Keys
-from actors.stream import SOCKET_TIMEOUT_S, Entry, ensure_group
+from actors.stream import SOCKET_TIMEOUT_S, Entry, ensure_group, parse_id
 from analytics.archive import LedgerArchive, LogEntry
+from engine.ledger import Entry as LedgerEntry
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,41 @@ READ_COUNT = 20
 """Stream entries read per stream at once: each carries up to 5,000 ledger entries
 (actors.shards.CREDITS_PER_ENTRY), so one read stays near FLUSH_ROWS even after a backlog."""
 ACK_CHUNK = 10_000
+
+
+TAIL_READ = 100
+"""Ledger log entries one XRANGE of the unarchived tail reads at a time."""
+_ledger_list = msgspec.msgpack.Decoder(list[LedgerEntry])
+
+
+def ledger_tail(
+    r: redis.Redis, keys: Keys, member_shards: int, account: str, offsets: dict[str, str]
+) -> list[LedgerEntry]:
+    """The entries crediting or debiting `account` that the ledger logs hold past `offsets`
+    (stream -> last entry id the archive holds; a stream missing there: all of it), in the
+    archive's order (stream entry id, then place in the entry). Every stream is read: a
+    transfer between two members is logged once, by the shard of the member it starts from."""
+    found: list[tuple[tuple[int, int], int, LedgerEntry]] = []
+    for m in range(member_shards):
+        stream = keys.ledgerlog(m)
+        start = offsets.get(stream)
+        lo = "-" if start is None else f"({start}"
+        while True:
+            got = r.xrange(stream, lo, "+", count=TAIL_READ)
+            for eid, fields in got:
+                blob = fields.get(b"l")
+                if blob is None:
+                    continue
+                at = parse_id(eid)
+                for pos, e in enumerate(_ledger_list.decode(blob)):
+                    if account in (e.credit, e.debit):
+                        found.append((at, pos, e))
+            if len(got) < TAIL_READ:
+                break
+            ms, seq = parse_id(got[-1][0])
+            lo = f"({ms}-{seq}"
+    found.sort(key=lambda x: (x[0], x[1]))
+    return [e for _, _, e in found]
 
 
 def archive_offset_field(stream: str) -> str:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
+import numpy as np
 import redis
 
 from actors.config import RuntimeConfig
@@ -32,6 +33,7 @@ from actors.lua import Arg, Commit
 from actors.stream import Entry, StreamShard, parse_id
 from engine.channel import Changes, Channel, channel_decoder, channel_encoder
 from engine.dedupe import (
+    BUCKET_S,
     Fresh,
     SeenWindow,
     bucket_of,
@@ -42,7 +44,7 @@ from engine.dedupe import (
 )
 from engine.events import Event, decode_events
 from engine.ledger import Entry as LedgerEntry
-from engine.ledger import entry_encoder
+from engine.ledger import entry_encoder, treasury_account
 from engine.member import (
     Applied,
     Credit,
@@ -58,12 +60,14 @@ from engine.routing import shard_of
 from engine.rules import EarnRules, NetworkRules, RuleBook
 from engine.spend import (
     Record,
+    Result,
     Transfer,
     account_delta,
     apply_transfer,
     digest,
     record_decoder,
     replay,
+    replies_encoder,
     transfer_decoder,
 )
 from engine.spend import encode as spend_encode
@@ -74,6 +78,8 @@ log = logging.getLogger(__name__)
 DAY_S = 86_400
 NOTICES_MAXLEN = 100_000
 DAY_BOARD_TTL_S = 40 * DAY_S
+TREASURY_PREFIX = treasury_account("")
+"""Entries debiting a treasury are points earned."""
 DROP_CHUNKS_MAX = 256
 """Most dedupe strings (512 KB each) one commit deletes."""
 LOAD_CHUNKS_MAX = 64
@@ -86,6 +92,8 @@ REPLY_MAXLEN = 10_000
 """Results kept on a caller's reply stream (its reader consumes them as they come)."""
 REPLY_TTL_S = 3_600
 """A reply stream nobody reads any more (its gateway process is gone) expires."""
+RECORDS_PER_READ = 5_000
+"""Spend records one MGET reads."""
 credit_encoder = entry_encoder  # one msgpack encoder serves every Struct
 ledger_encoder = entry_encoder
 ledger_decoder = msgspec.msgpack.Decoder(list[LedgerEntry])
@@ -257,7 +265,7 @@ class ChannelShard(StreamShard):
                 {k.decode(): float(s) for k, s in chatters},
             )
 
-    def _dedupe(self, events: list[Event]) -> tuple[Fresh, list[int]]:
+    def _dedupe(self, events: list[Event], ids: list[str]) -> tuple[Fresh, list[int]]:
         """Which events are new in the window (engine/dedupe.py). After a restart every
         bucket Redis holds is loaded first, LOAD_CHUNKS_MAX strings a round trip."""
         missing = self.seen.to_load()
@@ -278,8 +286,7 @@ class ChannelShard(StreamShard):
                     if len(got[b]) == chunks[b]:  # complete: into the set, bytes freed
                         self.seen.load(b, b"".join(got.pop(b)))
         buckets = [bucket_of(e.ts) for e in events]
-        hashes = id_hashes(event_key(e) for e in events)
-        return self.seen.check(hashes, buckets, self.progress.newest), buckets
+        return self.seen.check(id_hashes(ids), buckets, self.progress.newest), buckets
 
     def _admit(self, entries: Sequence[Entry]) -> tuple[list[tuple[Event, int]], Admitted]:
         """Read the log in order: deduplicate, hold back, and move the watermark. Returns the
@@ -291,31 +298,40 @@ class ChannelShard(StreamShard):
             events = decode_events(blob) if blob is not None else []
             decoded.append((parse_id(entry_id)[0], events, fields))
             everything.extend(events)
-        checked, buckets = self._dedupe(everything)
+        ids = [f"{e.network}:{e.id}" for e in everything]  # engine.reference.event_key
+        checked, buckets = self._dedupe(everything, ids)
         fresh = checked.fresh.tolist()
         window_s = self.cfg.dedupe_window_s
+        lateness_s = self.cfg.lateness_s
         held, progress = self.held, self.progress
         new: list[tuple[Event, int]] = []
+        pushed: list[tuple[float, str, tuple[Event, int]]] = []
         i = late = expired = 0
         for ms, events, fields in decoded:
             accepted_s = ms / 1000
+            newest, watermark = progress.newest, held.watermark
             for ev in events:
                 ok, bucket = fresh[i], buckets[i]
                 i += 1
-                if expires_at(bucket, window_s) <= progress.newest:
+                if (bucket + 1) * BUCKET_S + window_s <= newest:  # dedupe.expires_at
                     expired += 1  # its duplicates are no longer known: never applied
                     continue
                 if not ok:
                     continue
-                observed = min(ev.ts, accepted_s)
-                ts, is_late = held.admit(ev.ts)
-                if is_late:
+                ts = ev.ts
+                observed = ts if ts < accepted_s else accepted_s
+                if ts < watermark:  # late (ReorderBuffer.admit): retimed to the watermark
                     late += 1
+                    ts = watermark
                     ev = msgspec.structs.replace(ev, ts=ts)
-                held.push(ts, event_key(ev), (ev, ms))
-                new.append((ev, ms))
-                held.observe(observed)
-                progress.newest = max(progress.newest, observed)
+                item = (ev, ms)
+                pushed.append((ts, ids[i - 1], item))
+                new.append(item)
+                if observed - lateness_s > watermark:  # ReorderBuffer.observe
+                    watermark = observed - lateness_s
+                if observed > newest:
+                    newest = observed
+            progress.newest, held.watermark = newest, watermark
             for mark in (fields.get(b"f"), fields.get(b"clock")):
                 if mark is not None:
                     t = float(mark)
@@ -324,6 +340,7 @@ class ChannelShard(StreamShard):
             flush = fields.get(b"flush")
             if flush is not None:  # a watermark set from outside; event time itself stays
                 held.advance_to(float(flush))
+        held.push_all(pushed)
         return new, Admitted(len(everything), len(new), expired, late, checked)
 
     def process(self, entries: Sequence[Entry]) -> None:
@@ -547,7 +564,9 @@ class MemberShard(StreamShard):
     ) -> tuple[list[tuple[Credit, int]], int]:
         held, parts = self.held, self.progress.partitions
         new: list[tuple[Credit, int]] = []
+        pushed: list[tuple[float, str, tuple[Credit, int]]] = []
         late = 0
+        watermark = held.watermark  # only advance_to below moves it, after the loop
         for _, fields in entries:
             command = fields.get(b"s")
             if command is not None:
@@ -559,17 +578,20 @@ class MemberShard(StreamShard):
                 credits = credits_decoder.decode(blob)
                 accepted = accepted_decoder.decode(fields[b"a"])
                 for cr, ms in zip(credits, accepted, strict=True):
-                    ts, is_late = held.admit(cr.ts)
-                    if is_late:  # a channel shard never sends one: its watermark covers it
-                        late += 1
+                    ts = cr.ts
+                    if ts < watermark:  # late; a channel shard never sends one: its
+                        late += 1  # watermark covers it (ReorderBuffer.admit)
+                        ts = watermark
                         cr = msgspec.structs.replace(cr, ts=ts)
-                    held.push(ts, credit_key(cr), (cr, ms))
-                    new.append((cr, ms))
+                    item = (cr, ms)
+                    pushed.append((ts, f"{cr.network}:{cr.id}", item))  # reference.credit_key
+                    new.append(item)
             mark = fields.get(b"w")
             if mark is not None:
                 p = int(fields[b"p"])
                 if p < len(parts):
                     parts[p] = max(parts[p], float(mark))
+        held.push_all(pushed)
         held.advance_to(min(parts))
         return new, late
 
@@ -606,7 +628,7 @@ class MemberShard(StreamShard):
         c.cmd("HSET", self.keys.wmark, self.progress_field, progress_encoder.encode(self.progress))
         if late:
             c.cmd("HINCRBY", self.keys.stats, "credits_late", late)
-        self._count(c, len(released), len(out.entries), [(ms, 1) for _, ms in released])
+        self._count(c, len(released), len(out.entries), [ms for _, ms in released])
         self.commit(c, entries)
 
     def _spend(self, spends: list[Spend], out: Applied, changed: set[str]) -> Spent:
@@ -619,14 +641,12 @@ class MemberShard(StreamShard):
             self.keys.spend_record(f"{sp.transfer.network}:{sp.transfer.user_id}", sp.transfer.key)
             for sp in spends
         ]
-        pipe = self.r.pipeline(transaction=False)
-        for k in rkeys:
-            pipe.get(k)
-        known: dict[str, Record] = {
-            k: record_decoder.decode(raw)
-            for k, raw in zip(rkeys, pipe.execute(), strict=True)
-            if raw is not None
-        }
+        known: dict[str, Record] = {}
+        for start in range(0, len(rkeys), RECORDS_PER_READ):
+            chunk = rkeys[start : start + RECORDS_PER_READ]
+            for k, raw in zip(chunk, self.r.mget(chunk), strict=True):
+                if raw is not None:
+                    known[k] = record_decoder.decode(raw)
         for sp, rkey in zip(spends, rkeys, strict=True):
             t = sp.transfer
             nu = f"{t.network}:{t.user_id}"
@@ -648,17 +668,18 @@ class MemberShard(StreamShard):
         """Idempotency records (new ones only; a replay's digest is empty), other accounts'
         balances, and each result on its caller's reply stream."""
         keys, ttl = self.keys, self.cfg.spend_record_ttl_s
-        replies: set[str] = set()
+        replies: dict[str, list[tuple[str, Result]]] = {}
         for rkey, record, reply_to in spent.records:
             if record.digest:
                 c.cmd("SET", rkey, spend_encode(record), "EX", ttl)
             if reply_to:
+                replies.setdefault(reply_to, []).append((rkey, record.result))
+        for reply_to, results in sorted(replies.items()):
+            for i in range(0, len(results), CREDITS_PER_ENTRY):
                 c.cmd(
                     "XADD", reply_to, "MAXLEN", "~", REPLY_MAXLEN, "*",
-                    "k", rkey, "r", spend_encode(record.result),
+                    "rs", replies_encoder.encode(results[i : i + CREDITS_PER_ENTRY]),
                 )  # fmt: skip
-                replies.add(reply_to)
-        for reply_to in sorted(replies):
             c.cmd("EXPIRE", reply_to, REPLY_TTL_S)
         for account, delta in sorted(spent.accounts.items()):
             if delta:
@@ -700,7 +721,7 @@ class MemberShard(StreamShard):
 
     def _write(self, c: Commit, changed: set[str], out: Applied) -> None:
         """Member state and the batch's ledger entries (one blob on ledgerlog:{m}); the
-        per-member ledger lists and leaderboards are projected from it by LedgerProjector."""
+        leaderboards are projected from it by LedgerProjector, and the ledger sink archives it."""
         keys = self.keys
         fields = list(changed)
         c.pairs(
@@ -722,34 +743,32 @@ class MemberShard(StreamShard):
                 "tier", credit_encoder.encode(tc),
             )  # fmt: skip
 
-    def _count(self, c: Commit, credits: int, entries: int, lat: list[tuple[int, int]]) -> None:
+    def _count(self, c: Commit, credits: int, entries: int, accepted_ms: list[int]) -> None:
+        """Counters, and the ingest->credit latency of each credit applied (histogram)."""
         c.cmd("HINCRBY", self.keys.stats, "credits_applied", credits)
         c.cmd("HINCRBY", self.keys.stats, "entries", entries)
-        if not lat:
+        if not accepted_ms:
             return
-        now_ms = int(time.time() * 1000)
-        buckets: dict[str, int] = {}
-        worst = 0
-        total = 0
-        for t_ms, n in lat:
-            ms = max(0, now_ms - t_ms)
-            worst = max(worst, ms)
-            total += ms * n
-            bucket = next((str(b) for b in LATENCY_BUCKETS_MS if ms <= b), "inf")
-            buckets[bucket] = buckets.get(bucket, 0) + n
-        for bucket, n in buckets.items():
-            c.cmd("HINCRBY", self.keys.latency, bucket, n)
-        c.cmd("HINCRBY", self.keys.latency, "sum_ms", total)
-        c.cmd("HINCRBY", self.keys.latency, "count", sum(n for _, n in lat))
-        c.cmd("HMAX", self.keys.latency, "max_ms", worst)
+        lat = np.maximum(0, int(time.time() * 1000) - np.asarray(accepted_ms, dtype=np.int64))
+        counts = np.bincount(np.searchsorted(_BUCKETS_MS, lat), minlength=len(_BUCKETS_MS) + 1)
+        for i in np.flatnonzero(counts).tolist():  # the first bucket whose bound is >= ms
+            bucket = str(LATENCY_BUCKETS_MS[i]) if i < len(LATENCY_BUCKETS_MS) else "inf"
+            c.cmd("HINCRBY", self.keys.latency, bucket, int(counts[i]))
+        c.cmd("HINCRBY", self.keys.latency, "sum_ms", int(lat.sum()))
+        c.cmd("HINCRBY", self.keys.latency, "count", len(lat))
+        c.cmd("HMAX", self.keys.latency, "max_ms", int(lat.max()))
+
+
+_BUCKETS_MS = np.asarray(LATENCY_BUCKETS_MS, dtype=np.int64)
 
 
 class LedgerProjector(StreamShard):
-    """Projects the ledger log of member shard m (ledgerlog:{m}) into what readers page and
-    rank: each member's most recent ledger entries (`ledger_recent` of them; the archive
-    holds them all), the channel leaderboards (all time and by day) and each member's
-    standing per channel. Exactly once, like the shards: offset and writes commit
-    together. Balances never wait for it; history and leaderboards trail by a batch."""
+    """Projects the ledger log of member shard m (ledgerlog:{m}) into what readers rank:
+    the channel leaderboards (all time and by day) and each member's standing per channel,
+    from the points members earned (entries from a treasury; spends and transfers are not
+    earnings). Exactly once, like the shards: offset and writes commit together. Balances
+    never wait for it; leaderboards trail by a batch. Ledger pages are not projected: they
+    are read from the archive and the log's unarchived tail (gateway/reads.py)."""
 
     kind = "ledger"
     group = "projector"
@@ -764,28 +783,16 @@ class LedgerProjector(StreamShard):
 
     def process(self, entries: Sequence[Entry]) -> None:
         keys = self.keys
-        ledgers: dict[str, list[bytes]] = {}
         earned: dict[tuple[str, str, int], int] = {}  # (member, channel, day) -> points
-        encode = entry_encoder.encode
         count = 0
         for _, fields in entries:
             for e in ledger_decoder.decode(fields[b"l"]):
                 count += 1
-                earning = e.debit.startswith("treasury:")
-                # "member:{network}:{user}": the member's side (a spend debits the member)
-                nu = e.credit[7:] if earning or e.credit.startswith("member:") else e.debit[7:]
-                blobs = ledgers.get(nu)
-                if blobs is None:
-                    blobs = ledgers[nu] = []
-                blobs.append(encode(e))
-                if earning:  # leaderboards rank what was earned, not spends or refunds
-                    k = (nu, e.channel, int(e.ts // DAY_S))
-                    earned[k] = earned.get(k, 0) + e.amount
+                if not e.debit.startswith(TREASURY_PREFIX):
+                    continue
+                k = (e.credit[7:], e.channel, int(e.ts // DAY_S))  # "member:{network}:{user}"
+                earned[k] = earned.get(k, 0) + e.amount
         c = Commit()
-        recent = self.cfg.ledger_recent
-        for nu, blobs in ledgers.items():
-            c.push(keys.ledger(nu), blobs[-recent:])
-            c.cmd("LTRIM", keys.ledger(nu), -recent, -1)  # older pages: the archive
         all_time: dict[tuple[str, str], int] = {}
         day_keys: set[str] = set()
         for (nu, channel, day), amount in earned.items():

@@ -31,7 +31,7 @@ import fcntl
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -264,39 +264,39 @@ class LedgerArchive:
             assert got is not None
             return int(got[0]), int(got[1])
 
-    def page(
-        self, account: str, before_id: str | None, skip: int, limit: int
-    ) -> tuple[list[Entry], bool] | None:
-        """Entries crediting or debiting `account`, newest first: those older than the entry `before_id`
-        (None: from the newest), skipping `skip`, at most `limit`; and whether more follow.
-        None if `before_id` is not archived yet (the archive trails the caller)."""
-        with self._reader() as con:
-            if con is None:
-                return None if before_id is not None else ([], False)
-            where = "(credit = $account OR debit = $account)"
-            params: dict[str, Any] = {"account": account, "limit": limit + 1, "skip": skip}
-            if before_id is not None:
-                params["before"] = before_id
-                mark = con.execute(
-                    "SELECT entry_ms, entry_seq, pos FROM ledger "
-                    "WHERE (credit = $account OR debit = $account) AND id = $before",
-                    {"account": account, "before": before_id},
-                ).fetchone()
-                if mark is None:
-                    return None
-                del params["before"]
-                params |= {"ms": mark[0], "seq": mark[1], "pos": mark[2]}
-                where += (
-                    " AND (entry_ms < $ms OR (entry_ms = $ms AND (entry_seq < $seq"
-                    " OR (entry_seq = $seq AND pos < $pos))))"
-                )
-            rows = con.execute(
-                f"SELECT {ENTRY_COLUMNS} FROM ledger WHERE {where} "
-                f"ORDER BY {NEWEST_FIRST} LIMIT $limit OFFSET $skip",
-                params,
-            ).fetchall()
-        entries = [Entry(*row) for row in rows[:limit]]
-        return entries, len(rows) > limit
+    def member_page(
+        self, account: str, skip: int, limit: int, tail: Callable[[dict[str, str]], list[Entry]]
+    ) -> tuple[list[Entry], bool]:
+        """A page of the ledger of record for `account` (entries crediting or debiting it),
+        newest first: skipping `skip` entries, at most `limit`, and whether more follow.
+
+        The newest entries may not be archived yet: `tail(offsets)` returns the account's
+        entries that the ledger log holds past `offsets` (stream -> last archived entry id),
+        oldest first. It runs while this process holds the archive, so no entry can move
+        from the log into the archive in between: the page misses and repeats nothing."""
+        try:
+            with self._reader() as con:
+                offsets: dict[str, str] = {}
+                if con is not None:
+                    con.execute("BEGIN TRANSACTION")
+                    offsets = dict(
+                        con.execute("SELECT stream, entry_id FROM archive_offsets").fetchall()
+                    )
+                recent = tail(offsets)[::-1]
+                page = recent[skip : skip + limit]
+                more = len(recent) > skip + limit
+                if con is None or more:
+                    return page, more
+                want = limit - len(page)
+                rows = con.execute(
+                    f"SELECT {ENTRY_COLUMNS} FROM ledger WHERE credit = $a OR debit = $a "
+                    f"ORDER BY {NEWEST_FIRST} LIMIT $limit OFFSET $skip",
+                    {"a": account, "limit": want + 1, "skip": max(0, skip - len(recent))},
+                ).fetchall()
+        except duckdb.Error as err:
+            raise ArchiveError(f"reading the ledger archive failed: {err}") from err
+        page += [Entry(*row) for row in rows[:want]]
+        return page, len(rows) > want
 
 
 def ledger_record(archive: LedgerArchive | None, log: Sequence[LogEntry]) -> Record:

@@ -395,9 +395,14 @@ PIPELINE = ("events_in", "events_applied", "events_dup", "credits_applied")
 
 
 def settled(prev: dict[str, Any], cur: dict[str, Any]) -> bool:
-    """The pipeline applied everything it accepted, and nothing moved since `prev`."""
-    caught_up = cur.get("events_applied", 0) + cur.get("events_dup", 0) >= cur.get("events_in", 0)
-    still = all(cur.get(k) == prev.get(k) for k in ("events_applied", "credits_applied"))
+    """The pipeline applied everything it accepted, the ledger projectors projected every
+    ledger entry (so a figure measured next is not behind their backlog), and nothing moved
+    since `prev`."""
+    caught_up = cur.get("events_applied", 0) + cur.get("events_dup", 0) >= cur.get(
+        "events_in", 0
+    ) and cur.get("entries_projected", 0) >= cur.get("entries", 0)
+    keys = ("events_applied", "credits_applied", "entries_projected")
+    still = all(cur.get(k) == prev.get(k) for k in keys)
     return caught_up and still
 
 

@@ -125,15 +125,16 @@ def apply_credit(
     """
     if credit.user_name:
         state.name = credit.user_name
-    uid = f"{credit.network}:{credit.user_id}"
     tier_before = state.tier
     if state.last_day < 0:
+        uid = f"{credit.network}:{credit.user_id}"
         _post(state, out, credit, "welcome", earn.welcome_points, f"{uid}/welcome")
-    day = day_of(credit.ts)
+    day = int(credit.ts // DAY_S)  # day_of
     if day > state.last_day:
         state.streak = state.streak + 1 if state.last_day == day - 1 else 1
         state.last_day = day
         bonus = rules.streak.bonus(state.streak)
+        uid = f"{credit.network}:{credit.user_id}"
         _post(state, out, credit, "streak", bonus, f"{uid}/streak/{day}")
     points = _chat_points(state, credit, earn, day) if credit.rule == "chat" else credit.points
     if points > 0:

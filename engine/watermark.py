@@ -61,6 +61,19 @@ class ReorderBuffer(Generic[T]):
         heapq.heappush(self._heap, (ts, key, self._seq, item))
         self._seq += 1
 
+    def push_all(self, items: list[tuple[float, str, T]]) -> None:
+        """push(ts, key, item) for each of `items`, in order (one heapify when they
+        outnumber what is held)."""
+        heap, seq = self._heap, self._seq
+        if len(items) > len(heap):
+            heap.extend([(ts, key, seq + i, item) for i, (ts, key, item) in enumerate(items)])
+            heapq.heapify(heap)
+        else:
+            push = heapq.heappush
+            for i, (ts, key, item) in enumerate(items):
+                push(heap, (ts, key, seq + i, item))
+        self._seq = seq + len(items)
+
     def release(self) -> list[T]:
         """Everything strictly older than the watermark, in (ts, key) order."""
         out: list[T] = []

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
 import msgspec
+import redis
 import redis.asyncio as aioredis
 from aiohttp import WSMsgType, web
 from redis.exceptions import RedisError
@@ -314,6 +315,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     yield
     await gw.writer.close()
     await gw.redis.aclose()
+    app[READER].sync_redis.close()
 
 
 def create_app(
@@ -361,7 +363,10 @@ def create_app(
         default_network=settings.default_network(),
         clock=clock,
         archive=LedgerArchive(settings.archive_path()),
-        ledger_recent=lim.ledger_recent,
+        sync_redis=redis.Redis.from_url(
+            redis_url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S
+        ),
+        member_shards=settings.shards.member,
     )
     app.cleanup_ctx.append(_lifecycle)
     app.cleanup_ctx.append(app[ADMISSION].running)

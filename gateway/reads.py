@@ -1,5 +1,5 @@
 """Reads of committed state, straight from Redis (written by the member and channel shards),
-and older ledger pages from the DuckDB ledger archive. Every read is authorised by ACCESS
+and ledger pages from the DuckDB ledger archive plus the ledger log's unarchived tail. Every read is authorised by ACCESS
 (gateway.auth.ReadAccess): an API key covering the network, a member token for its own
 member, or nothing for the leaderboards and stats of a public network."""
 
@@ -10,14 +10,16 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any, cast
 
+import redis
 import redis.asyncio as aioredis
 from aiohttp import web
 
 from actors.keys import Keys, yyyymmdd
+from actors.ledger_sink import ledger_tail
 from analytics.archive import ArchiveError, LedgerArchive
 from engine.channel import ChannelState, channel_decoder, events_per_s
 from engine.events import channel_key, member_key
-from engine.ledger import Entry, entry_decoder, member_account
+from engine.ledger import Entry, member_account
 from engine.member import MemberState, day_of, effective_streak, state_decoder
 from engine.rules import RuleBook
 from gateway.auth import Principal, ReadAccess
@@ -72,12 +74,15 @@ class Reader:
         page_max: int,
         default_network: str | None,
         clock: Callable[[], float],
-        archive: LedgerArchive | None = None,
-        ledger_recent: int = 100,
+        archive: LedgerArchive,
+        sync_redis: redis.Redis,
+        member_shards: int,
     ) -> None:
         self.redis = client
         self.archive = archive
-        self.ledger_recent = ledger_recent
+        self.sync_redis = sync_redis
+        """For the unarchived ledger tail, read in a worker thread under the archive's lock."""
+        self.member_shards = member_shards
         self.keys = keys
         self.rules = rules
         self.page_max = page_max
@@ -144,47 +149,26 @@ class Reader:
         }
 
     async def ledger(self, network: str, user_id: str, limit: int, cursor: int) -> dict[str, Any]:
-        """Entries newest first; `cursor` counts entries from the newest. Redis holds the
-        newest `ledger_recent` of a member's entries; pages past them come from the archive
-        (entries older than the oldest one Redis holds). A page may come back short while
-        the archive trails the projection (its `next_cursor` then resumes right after it);
-        the last page may be empty."""
-        key = self.keys.ledger(member_key(network, user_id))
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.llen(key)
-            pipe.lrange(key, -(cursor + limit), -(cursor + 1))
-            pipe.lindex(key, 0)
-            held, raws, oldest = await pipe.execute()
-        page = [entry_decoder.decode(raw) for raw in reversed(raws)]
-        more = cursor + limit < held
-        older = self.archive is not None and held >= self.ledger_recent
-        if older and len(page) < limit:
-            before = None if oldest is None else entry_decoder.decode(oldest).id
-            got = await self._archived(
-                member_account(network, user_id), before, max(0, cursor - held), limit - len(page)
+        """Entries crediting or debiting the member, newest first; `cursor` counts entries
+        from the newest. The ledger of record: the DuckDB archive plus the ledger log
+        entries it does not hold yet, read together (analytics.archive.member_page)."""
+        account = member_account(network, user_id)
+
+        def tail(offsets: dict[str, str]) -> list[Entry]:
+            return ledger_tail(self.sync_redis, self.keys, self.member_shards, account, offsets)
+
+        try:
+            page, more = await asyncio.to_thread(
+                self.archive.member_page, account, cursor, limit, tail
             )
-            if got is not None:
-                page += got[0]
-                more = got[1]
-            elif not page:
-                raise Unavailable("the ledger archive is catching up with this member's history")
-            else:  # the archive trails the list: the next page resumes right after this one
-                more = True
-        elif older and cursor + limit == held:
-            more = True  # maybe older entries in the archive: the next page may be empty
+        except ArchiveError as err:
+            raise Unavailable(f"the ledger archive cannot be read: {err}") from err
+        except redis.RedisError as err:
+            raise Unavailable(f"the ledger log cannot be read: {err}") from err
         return {
             "entries": [entry_json(e) for e in page],
             "next_cursor": cursor + len(page) if more else None,
         }
-
-    async def _archived(
-        self, account: str, before: str | None, skip: int, limit: int
-    ) -> tuple[list[Entry], bool] | None:
-        assert self.archive is not None
-        try:
-            return await asyncio.to_thread(self.archive.page, account, before, skip, limit)
-        except ArchiveError as err:
-            raise Unavailable(f"the ledger archive cannot be read: {err}") from err
 
     async def leaderboard(
         self, network: str, channel: str, period: str, limit: int

@@ -107,8 +107,6 @@ class LimitSettings(_Section):
     """Age of the oldest ingest or credits entry not yet applied beyond which the gateway
     sheds ingest the same way; 0 = no bound."""
     page_max: int = Field(default=500, ge=1)
-    ledger_recent: int = Field(default=100, ge=1)
-    """Ledger entries kept in Redis per member; older pages are read from the archive."""
     trim_interval_s: float = Field(default=1.0, ge=0)
     """How often streams are trimmed to what every consumer has committed; 0 = never."""
     member_cache_max: int = Field(default=2_000_000, ge=1)
@@ -308,7 +306,6 @@ class Settings(_Section):
             watch_clock_interval_s=self.clock.watch_interval_s,
             streak_rollover=self.clock.streak_rollover,
             member_cache_max=lim.member_cache_max,
-            ledger_recent=lim.ledger_recent,
             archive_path=str(self.archive_path().resolve()),
             trim_interval_s=lim.trim_interval_s,
             spend_record_ttl_s=self.spend.record_ttl_s,

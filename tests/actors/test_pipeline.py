@@ -5,7 +5,9 @@ from __future__ import annotations
 import redis
 
 from actors.keys import Keys
+from actors.ledger_sink import ledger_tail
 from engine.events import Chat, Join, Online
+from engine.ledger import member_account
 from engine.member import state_decoder
 from engine.reference import Reference
 from engine.rules import RuleBook
@@ -55,7 +57,8 @@ def test_shards_match_reference_and_retries_count_once(rally, redis_server) -> N
         got = state_decoder.decode(raw)
         assert got.balance == expected.balance, uid
         assert got.tier == expected.tier
-        assert r.llen(keys.ledger(f"{network}:{uid}")) == len(ref.ledger[(network, uid)])
+        logged = ledger_tail(r, keys, cfg.member_shards, member_account(network, uid), {})
+        assert [e.id for e in logged] == [e.id for e in ref.ledger[(network, uid)]], uid
     stats = {k.decode(): int(v) for k, v in r.hgetall(keys.stats).items()}
     assert stats["events_applied"] == len(events)
     assert stats["events_dup"] == 100

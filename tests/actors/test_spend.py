@@ -11,8 +11,8 @@ import redis
 import redis.asyncio as aioredis
 
 from actors.keys import Keys
+from actors.shards import ledger_decoder
 from actors.spend import SpendClient, SyncSpendClient
-from engine.ledger import entry_decoder
 from engine.member import state_decoder
 from engine.rules import RuleBook
 from engine.spend import CONFLICT, INSUFFICIENT_POINTS, LIMIT_REACHED, OK, Guard, Transfer
@@ -71,7 +71,12 @@ def test_spends_apply_once_and_the_audit_stays_clean(rally, redis_server) -> Non
     assert int(r.hget(keys.accounts, STORE)) == 1
 
     assert client.wait_idle(60)
-    rows = [entry_decoder.decode(b) for b in r.lrange(keys.ledger(f"{NET}:u1"), 0, -1)]
+    rows = [
+        e
+        for m in range(cfg.member_shards)
+        for _, fields in r.xrange(keys.ledgerlog(m))
+        for e in ledger_decoder.decode(fields[b"l"])
+    ]
     spends = [e for e in rows if e.rule in ("store_redeem", "refund")]
     assert [(e.id, e.debit, e.credit, e.amount) for e in spends] == [
         (f"{NET}:u1/x/buy-1", f"member:{NET}:u1", STORE, 10),

@@ -49,20 +49,45 @@ def test_append_is_exactly_once_by_stream_offset(archive: LedgerArchive) -> None
     assert archive.append(log).rows == 0
 
 
-def test_pages_newest_first_before_an_entry(archive: LedgerArchive) -> None:
+def test_pages_newest_first_with_the_unarchived_tail(archive: LedgerArchive) -> None:
     archive.append([log_entry(ms, entries("a", 10 * ms, 10)) for ms in range(1, 4)])
     acct = member_account("n", "a")
-    page, more = archive.page(acct, None, 0, 4)  # type: ignore[misc]
-    assert [e.id for e in page] == ["a/39", "a/38", "a/37", "a/36"]
+    seen: list[dict[str, str]] = []
+
+    def tail(offsets: dict[str, str]) -> list[Entry]:  # the log past the archive, oldest first
+        seen.append(offsets)
+        return entries("a", 40, 3)
+
+    page, more = archive.member_page(acct, 0, 4, tail)
+    assert [e.id for e in page] == ["a/42", "a/41", "a/40", "a/39"]
     assert more
-    page, more = archive.page(acct, "a/25", 2, 3)  # type: ignore[misc]
-    assert [e.id for e in page] == ["a/22", "a/21", "a/20"]
+    assert seen == [{STREAM: "3-0"}]
+    page, more = archive.member_page(acct, 5, 3, tail)
+    assert [e.id for e in page] == ["a/37", "a/36", "a/35"]
     assert more
-    page, more = archive.page(acct, "a/12", 0, 5)  # type: ignore[misc]
-    assert [e.id for e in page] == ["a/11", "a/10"]
+    page, more = archive.member_page(acct, 30, 5, tail)
+    assert [e.id for e in page] == ["a/12", "a/11", "a/10"]
     assert not more
-    assert archive.page(acct, "a/99", 0, 5) is None  # not archived yet
-    assert archive.page(member_account("n", "zz"), None, 0, 5) == ([], False)
+    assert archive.member_page(acct, 1, 2, lambda _: []) == (
+        entries("a", 37, 2)[::-1],
+        True,
+    )
+    assert archive.member_page(member_account("n", "zz"), 0, 5, lambda _: []) == ([], False)
+
+
+def test_pages_hold_entries_debiting_the_account_too(archive: LedgerArchive) -> None:
+    acct = member_account("n", "a")
+    spend = Entry("a/spend", 5.0, "n", acct, "store:n", 3, "store_redeem", "")
+    archive.append([log_entry(1, [*entries("a", 0, 2), spend])])
+    page, more = archive.member_page(acct, 0, 10, lambda _: [])
+    assert [e.id for e in page] == ["a/spend", "a/1", "a/0"]
+    assert not more
+
+
+def test_pages_without_an_archive_file_come_from_the_log(tmp_path: Path) -> None:
+    missing = LedgerArchive(tmp_path / "none.duckdb")
+    page, more = missing.member_page("member:n:a", 1, 1, lambda o: entries("a", 0, 3))
+    assert ([e.id for e in page], more) == (["a/1"], True)
 
 
 def test_record_adds_the_unarchived_log_and_finds_duplicates(archive: LedgerArchive) -> None:
@@ -160,6 +185,6 @@ def test_every_commit_is_seen_and_kept_with_writers_and_readers_in_processes(
     assert not stale, stale[:5]
     assert archive.count() == (WRITERS * BATCHES, WRITERS * BATCHES)
     for w in range(WRITERS):
-        page, more = archive.page(member_account("n", f"u{w}"), None, 0, BATCHES)  # type: ignore[misc]
+        page, more = archive.member_page(member_account("n", f"u{w}"), 0, BATCHES, lambda _: [])
         assert [e.id for e in page] == [f"u{w}/{i}" for i in range(BATCHES, 0, -1)]
         assert not more

@@ -22,7 +22,7 @@ def test_audit_reads_the_archive_and_catches_tampering(
     ray_cluster: None, redis_server, namespace: str, tmp_path: Path
 ) -> None:
     archive = LedgerArchive(tmp_path / "ledger.duckdb")
-    cfg = make_cfg(redis_server.url, namespace, archive_path=str(archive.path), ledger_recent=3)
+    cfg = make_cfg(redis_server.url, namespace, archive_path=str(archive.path))
     client = RallyClient(cfg).start(scheduler=False)
     r = redis.Redis.from_url(redis_server.url)
     keys = Keys(namespace)

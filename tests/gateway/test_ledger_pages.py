@@ -1,5 +1,5 @@
-"""Ledger pages through the gateway across the boundary between the newest entries Redis
-keeps per member and the DuckDB archive that holds the rest."""
+"""Ledger pages through the gateway across the boundary between the ledger log's entries
+the archive does not hold yet and the DuckDB archive that holds the rest."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ import redis
 
 from actors.client import RallyClient
 from actors.keys import Keys
+from actors.shards import ledger_encoder
 from actors.trim import trim_streams
 from engine.events import Chat, Event, Join, Online
+from engine.ledger import Entry, member_account, treasury_account
 from engine.reference import Reference
 from gateway.redis_server import RedisServer
 from tests.actors.conftest import append
@@ -36,12 +38,10 @@ def traffic(chats: int) -> list[Event]:
     return events
 
 
-def test_pages_cross_from_redis_into_the_archive(
+def test_pages_cross_from_the_log_into_the_archive(
     ray_cluster: None, redis_server: RedisServer, namespace: str, tmp_path: Path
 ) -> None:
-    settings = make_settings(namespace, ledger_recent=RECENT).model_copy(
-        update={"data_dir": tmp_path}
-    )
+    settings = make_settings(namespace).model_copy(update={"data_dir": tmp_path})
     cfg = settings.runtime(redis_server.url)
     client = RallyClient(cfg).start(scheduler=False)
     r = redis.Redis.from_url(redis_server.url)
@@ -57,9 +57,26 @@ def test_pages_cross_from_redis_into_the_archive(
     ref = Reference(settings.rulebook(), settings.limits.lateness_s)
     ref.ingest(events, 0.0)
     ref.finish()
-    expected = [e.id for e in reversed(ref.ledger[("demo", "u1")])]
-    assert len(expected) > 4 * RECENT
-    assert r.llen(keys.ledger("demo:u1")) == RECENT
+    archived = [e.id for e in reversed(ref.ledger[("demo", "u1")])]
+    assert len(archived) > 4 * RECENT
+    # the sink is stopped: entries logged now stay in the log, the page's unarchived tail
+    account = member_account("demo", "u1")
+    fresh = [
+        Entry(
+            f"late{i}",
+            T0 + 10_000 + i,
+            "demo",
+            treasury_account("demo"),
+            account,
+            1,
+            "custom",
+            "c1",
+        )
+        for i in range(RECENT)
+    ]
+    r.xadd(keys.ledgerlog(0), {"l": ledger_encoder.encode(fresh[:2]), "n": 2})
+    r.xadd(keys.ledgerlog(1), {"l": ledger_encoder.encode(fresh[2:]), "n": RECENT - 2})
+    expected = [e.id for e in reversed(fresh)] + archived
 
     async def go() -> None:
         async with serve(settings, redis_server.url) as http:
@@ -77,7 +94,7 @@ def test_pages_cross_from_redis_into_the_archive(
                     got += [e["id"] for e in p["entries"]]
                     cursor = p["next_cursor"]
                 assert got == expected, limit
-            straddle = await page(f"limit=4&cursor={RECENT - 2}")  # 2 from Redis, 2 archived
+            straddle = await page(f"limit=4&cursor={RECENT - 2}")  # 2 from the log, 2 archived
             assert [e["id"] for e in straddle["entries"]] == expected[RECENT - 2 : RECENT + 2]
             assert straddle["entries"][2]["credit"] == "member:demo:u1"
             past = await page(f"limit=3&cursor={len(expected) - 1}")

@@ -9,8 +9,9 @@ import pytest
 import redis
 
 from actors.keys import Keys
+from actors.shards import ledger_encoder
 from engine.channel import RATE_WINDOW_S, ChannelState, channel_encoder
-from engine.ledger import Entry, entry_encoder, member_account, treasury_account
+from engine.ledger import Entry, member_account, treasury_account
 from engine.member import MemberState, day_of, state_encoder
 from gateway.reads import yyyymmdd
 from gateway.redis_server import RedisServer
@@ -119,7 +120,8 @@ def test_ledger_pages_newest_first(
         )
         for i in range(7)
     ]
-    redis_client.rpush(keys.ledger("demo:u1"), *(entry_encoder.encode(e) for e in entries))
+    redis_client.xadd(keys.ledgerlog(1), {"l": ledger_encoder.encode(entries[:3]), "n": 3})
+    redis_client.xadd(keys.ledgerlog(0), {"l": ledger_encoder.encode(entries[3:]), "n": 4})
     (s1, p1), (s2, p2), (s3, p3), (s4, p4), (s5, p5) = _read(
         redis_server,
         namespace,

@@ -1,0 +1,158 @@
+"""`python -m benchmarks.stages`: where an event's time goes, stage by stage, without Ray or HTTP.
+
+Appends a seeded chat workload to `ingest:0` of a fresh `redis-server` (AOF, fsync always)
+the way the gateway does (1,000 events an entry), then runs the real shard classes'
+`process()` in this process, one stage after the other: channel shard (ingest -> credits),
+member shard (credits -> ledger log), ledger projector (ledger log -> leaderboards).
+For each stage it reports microseconds per event of Python (this process's CPU time)
+and of Redis (the server's own `INFO commandstats` usec, which is single-threaded time no
+other client gets). The sum bounds what one core each for Python and Redis can credit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import pstats
+import random
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from actors.config import RuntimeConfig
+from actors.keys import Keys
+from actors.shards import ChannelShard, LedgerProjector, MemberShard
+from actors.stream import StreamShard
+from engine.events import Chat, Event, Online, encode_events
+from engine.rules import RuleBook
+from gateway.redis_server import RedisServer
+
+
+def workload(n: int, members: int, channels: int, t0: float, seed: int) -> list[Event]:
+    """`n` chats from `members` members over `channels` channels, within 250 s of event time."""
+    span_s = 250.0
+    rng = random.Random(seed)
+    events: list[Event] = [Online(f"on{c}", "acme", f"c{c}", t0) for c in range(channels)]
+    for i in range(n):
+        u = rng.randrange(members)
+        events.append(Chat(f"e{i}", "acme", f"c{rng.randrange(channels)}", t0 + i * span_s / n,
+                           f"u{u}", f"user{u}", "hi"))  # fmt: skip
+    return events
+
+
+@contextmanager
+def no_threads() -> Iterator[None]:
+    """Shards start their loop thread in __init__: here the harness drives them."""
+    start = threading.Thread.start
+    threading.Thread.start = lambda self: None  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        threading.Thread.start = start  # type: ignore[method-assign]
+
+
+def redis_usec(r: redis.Redis) -> int:
+    return sum(int(v["usec"]) for v in r.info("commandstats").values())
+
+
+def drive(shard: StreamShard, r: redis.Redis) -> tuple[int, float, float, int]:
+    """Run `shard` over its whole stream; returns (entries, wall s, CPU s of this process,
+    Redis usec)."""
+    entries_done = 0
+    r.config_resetstat()
+    u0 = redis_usec(r)
+    t0 = time.perf_counter()
+    c0 = time.process_time()
+    while True:
+        got = r.xreadgroup(shard.group, shard.consumer, {shard.stream: ">"},
+                           count=shard.cfg.read_count)  # fmt: skip
+        entries = got[0][1] if got else []
+        if not entries:
+            break
+        for run in shard.groups(entries):
+            shard.process(run)
+            shard._applied(run)
+        entries_done += len(entries)
+    cpu_s = time.process_time() - c0
+    return entries_done, time.perf_counter() - t0, cpu_s, redis_usec(r) - u0
+
+
+def stage(
+    name: str, make: Callable[[], StreamShard], r: redis.Redis, n: int, profile: bool = False
+) -> dict[str, Any]:
+    with no_threads():
+        shard = make()
+    prof = cProfile.Profile() if profile else None
+    if prof is not None:
+        prof.enable()
+    entries, wall_s, cpu_s, usec = drive(shard, r)
+    if prof is not None:
+        prof.disable()
+        pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+    python_us = cpu_s * 1e6 / n
+    return {"stage": name, "entries": entries, "wall_s": round(wall_s, 3),
+            "python_us_per_event": round(python_us, 2),
+            "redis_us_per_event": round(usec / n, 2)}  # fmt: skip
+
+
+def run(
+    n: int, members: int, channels: int, seed: int, data_dir: Path, profile: str = ""
+) -> list[dict[str, Any]]:
+    with RedisServer(data_dir).start() as server:
+        r = redis.Redis.from_url(server.url)
+        cfg = RuntimeConfig(
+            redis_url=server.url, channel_shards=1, member_shards=1, watch_clock_interval_s=0,
+            streak_rollover=False, rules=RuleBook({}).to_builtins(),
+        )  # fmt: skip
+        keys = Keys(cfg.namespace)
+        # all within one 5-minute watch interval: this measures the per-event path (the
+        # watch tick has its own benchmark, `rally bench watch-tick`)
+        t0 = (time.time() - 900) // 300 * 300 + 1
+        events = workload(n, members, channels, t0, seed)
+        for i in range(0, len(events), 1_000):
+            r.xadd(keys.ingest(0), {"e": encode_events(events[i : i + 1_000]),
+                                    "n": len(events[i : i + 1_000])})  # fmt: skip
+        clock = events[-1].ts + cfg.lateness_s + 1  # releases what lateness holds back
+        r.xadd(keys.ingest(0), {"clock": repr(clock)})
+        out = [
+            stage("channel shard", lambda: ChannelShard(cfg, 0), r, n, profile == "channel"),
+            stage("member shard", lambda: MemberShard(cfg, 0), r, n, profile == "member"),
+            stage("ledger projector", lambda: LedgerProjector(cfg, 0), r, n, profile == "ledger"),
+        ]
+        r.close()
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.stages", description=__doc__)
+    p.add_argument("--events", type=int, default=200_000)
+    p.add_argument("--members", type=int, default=50_000)
+    p.add_argument("--channels", type=int, default=20)
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--profile", choices=["channel", "member", "ledger"], default="",
+                   help="print cProfile's top functions of one stage")  # fmt: skip
+    a = p.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = run(a.events, a.members, a.channels, a.seed, Path(tmp), a.profile)
+    if a.json:
+        print(json.dumps(rows, indent=2))
+        return
+    total_py = sum(x["python_us_per_event"] for x in rows)
+    total_redis = sum(x["redis_us_per_event"] for x in rows)
+    print(f"{'stage':<18} {'entries':>8} {'wall s':>8} {'python us/ev':>13} {'redis us/ev':>12}")
+    for x in rows:
+        print(f"{x['stage']:<18} {x['entries']:>8} {x['wall_s']:>8} "
+              f"{x['python_us_per_event']:>13} {x['redis_us_per_event']:>12}")  # fmt: skip
+    print(f"{'total':<18} {'':>8} {'':>8} {total_py:>13.2f} {total_redis:>12.2f}")
+
+
+if __name__ == "__main__":
+    main()
