@@ -28,13 +28,17 @@ rfwon:{net}          hash; user_id -> when they last won (winner cooldown).
 rfreply:{id}         stream; replies to one client (field k = request id, r = msgpack Reply).
 rfkw                 hash; "{net}:{channel}|{id}" -> msgpack (keyword, opened_at) of every open
                      keyword raffle: what the keyword feed looks for.
+rfsub:{net}          hash; user_id -> unix seconds until which the member counts as a subscriber
+                     (SUBSCRIBER_S after their latest `sub` event), kept by the keyword feed:
+                     the gateway gives subscriber luck by it.
 
 Keyword raffles: RaffleFeed p (a thread of the raffle actor's process) reads ingest:{p}
 through its own consumer group `raffle` (offsets in `offsets:raffle`, known to the stream
 trimmer). While a keyword raffle is open in a channel, a chat there whose first word is the
 keyword (exactly), dated at or after the open, becomes an `enter` command (key "keyword":
 duplicates and repeats answer as recorded), appended in the feed's commit with its offset.
-While none is open the feed only moves its offset (no decoding).
+While none is open the feed decodes only entries holding a `sub` event: it records who
+subscribes (rfsub), for subscriber luck.
 """
 
 from __future__ import annotations
@@ -61,7 +65,7 @@ from actors.spend import SpendTimeout, SyncSpendClient
 from actors.stream import Entry, StreamShard
 from actors.trim import FEED_GROUP, feed_offsets
 from engine import raffle as eng
-from engine.events import Chat, decode_events
+from engine.events import Chat, Subscription, decode_events
 from engine.member import MemberState, state_decoder
 from engine.raffle import Beacon, Raffle, RaffleError, Terms
 from engine.spend import Guard, Transfer
@@ -75,6 +79,10 @@ GUARD_KEEP_S = 400 * 86_400
 """How long a member shard keeps a raffle's ticket counter after the last purchase."""
 REPLY_TTL_S = 3_600
 CMD_STREAM_MAXLEN = 1_000_000
+SUBSCRIBER_S = 31 * 86_400
+"""A `sub` event makes its member a subscriber for this long (luck_subscriber_pct)."""
+SUB_NEEDLE = b"\xa4kind\xa3sub"
+"""How a `sub` event's tag looks in an ingest entry (msgpack): entries without it hold none."""
 
 
 class Command(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -145,6 +153,9 @@ class RaffleKeys:
 
     def reply(self, client: str) -> str:
         return self.keys.k("rfreply", client)
+
+    def subscribers(self, net: str) -> str:
+        return self.keys.k("rfsub", net)
 
     @property
     def keywords(self) -> str:
@@ -561,21 +572,29 @@ class RaffleFeed(StreamShard):
     def process(self, entries: Sequence[Entry]) -> None:
         c = Commit()
         wanted = self._open_keywords()
-        if wanted:
-            needles = {kw.encode() for found in wanted.values() for _, kw, _ in found}
-            hits: list[tuple[Chat, str]] = []
-            for _, fields in entries:
-                blob = fields.get(b"e")
-                if blob is None or not any(n in blob for n in needles):
+        needles = {kw.encode() for found in wanted.values() for _, kw, _ in found}
+        hits: list[tuple[Chat, str]] = []
+        subs: dict[tuple[str, str], int] = {}
+        for _, fields in entries:
+            blob = fields.get(b"e")
+            if blob is None:
+                continue
+            has_sub = SUB_NEEDLE in blob
+            if not has_sub and not any(n in blob for n in needles):
+                continue
+            for ev in decode_events(blob):
+                if isinstance(ev, Subscription):
+                    k = (ev.network, ev.user_id)
+                    subs[k] = max(subs.get(k, 0), int(ev.ts) + SUBSCRIBER_S)
+                if not isinstance(ev, Chat) or not ev.text.strip():
                     continue
-                for ev in decode_events(blob):
-                    if not isinstance(ev, Chat) or not ev.text:
-                        continue
-                    first = ev.text.split(maxsplit=1)[0] if ev.text.strip() else ""
-                    for rid, kw, opened in wanted.get(f"{ev.network}:{ev.channel}", ()):
-                        if first == kw and ev.ts >= opened:
-                            hits.append((ev, rid))
-            self._enter(c, hits)
+                first = ev.text.split(maxsplit=1)[0]
+                for rid, kw, opened in wanted.get(f"{ev.network}:{ev.channel}", ()):
+                    if first == kw and ev.ts >= opened:
+                        hits.append((ev, rid))
+        self._enter(c, hits)
+        for (net, user), until in sorted(subs.items()):
+            c.cmd("HMAX", self.rk.subscribers(net), user, until)
         self.commit(c, entries)
 
     def _enter(self, c: Commit, hits: list[tuple[Chat, str]]) -> None:

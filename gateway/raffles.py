@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
@@ -275,8 +276,12 @@ async def buy_tickets(request: web.Request) -> web.Response:
         raise BadRequest(f"tickets must be 1 to {eng.MAX_TICKETS_PER_MEMBER}", field="tickets",
                          code="bad_tickets")  # fmt: skip
     raffles = request.app[RAFFLES]
-    raw = await raffles.redis.hget(raffles.keys.mstate, f"{network}:{user_id}")
+    async with raffles.redis.pipeline(transaction=False) as pipe:
+        pipe.hget(raffles.keys.mstate, f"{network}:{user_id}")
+        pipe.hget(raffles.rk.subscribers(network), user_id)
+        raw, sub_until = await pipe.execute()
     tier = state_decoder.decode(raw).tier if raw else 0
+    subscriber = subscriber or (sub_until is not None and float(sub_until) > time.time())
     cmd = Command(op="buy", network=network, raffle=rid, ts=0.0, user_id=user_id, key=key,
                   tickets=buy.tickets, tier=tier, subscriber=subscriber)  # fmt: skip
     return json_response(await raffles.send(cmd), status=201)

@@ -247,3 +247,30 @@ def test_rally_raffle_admin_cli(dep: Deployment, tmp_path) -> None:
     done = rally_cli("raffle", "create", str(bad), *base)
     assert done.returncode == 2
     assert "winners" in done.stderr
+
+
+def test_subscribers_get_their_luck(dep: Deployment) -> None:
+    """A `sub` event makes its member a subscriber (the raffle actor's feed records it): their
+    tickets weigh luck_subscriber_pct, whoever buys them."""
+    d, url = dep, dep.url
+    fund(d, ["sam", "nat"])
+    now = time.time()
+    sub = {"kind": "sub", "id": "s-sam", "network": "tv", "channel": "c1", "user_id": "sam",
+           "ts": now}  # fmt: skip
+    assert post(d.url, [sub])[0] == 202
+    assert d.client.wait_idle(60)
+    terms = {
+        "id": "lucky",
+        "network": "tv",
+        "luck_subscriber_pct": 300,
+        "max_tickets_per_member": 2,
+    }
+    assert call(url, "POST", "/v1/raffles?network=tv", terms)[0] == 201
+    assert call(url, "POST", "/v1/raffles/lucky/open?network=tv")[0] == 200
+    buy = "/v1/raffles/lucky/tickets?network=tv"
+    lucks = {}
+    for u in ("sam", "nat"):
+        status, body = call(url, "POST", buy, {"tickets": 1}, headers=member(u, "1"), signed=False)
+        assert status == 201, body
+        lucks[u] = body["luck_pct"]
+    assert lucks == {"sam": 300, "nat": 100}
