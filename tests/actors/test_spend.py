@@ -51,7 +51,7 @@ def test_spends_apply_once_and_the_audit_stays_clean(rally, redis_server) -> Non
     r = redis.Redis.from_url(redis_server.url)
     keys = Keys(cfg.namespace)
     balances = seed(client, cfg, r)
-    sc = SyncSpendClient(r, keys, cfg.member_shards, timeout_s=30)
+    sc = SyncSpendClient(r, keys, cfg.member_shards, timeout_s=120)
     have = balances["u1"]
     assert have > 10
 
@@ -101,7 +101,7 @@ def test_concurrent_spends_of_one_member_never_overdraw(rally, redis_server) -> 
 
     async def storm() -> list[str]:
         ar = aioredis.Redis.from_url(redis_server.url)
-        sc = SpendClient(ar, keys, cfg.member_shards, timeout_s=30)
+        sc = SpendClient(ar, keys, cfg.member_shards, timeout_s=120)
         try:
             results = await asyncio.gather(
                 *[sc.submit(spend(f"s{i}", "u7", price)) for i in range(60)]

@@ -44,6 +44,15 @@ def shards(ray_cluster: None, redis_server: RedisServer, namespace: str) -> Iter
     rally.stop()
 
 
+def store_settings(namespace: str, spend_timeout_s: float = 120.0) -> Any:
+    """The test settings, with member tokens and a patient spend timeout (a loaded machine
+    may take long to answer; no test asserts a speed)."""
+    base = make_settings(namespace, auth={"token_secret": TOKEN_SECRET})
+    return base.model_copy(
+        update={"spend": base.spend.model_copy(update={"timeout_s": spend_timeout_s})}
+    )
+
+
 def give(rally: RallyClient, r: redis.Redis, points: dict[str, int]) -> None:
     """Members earn `points` each (a custom action, plus the welcome bonus of 100)."""
     now = time.time()
@@ -106,7 +115,7 @@ def run(settings: Any, redis_url: str, body: Any) -> Any:
 def test_catalog_redeem_fulfil_refund_and_every_refusal(
     shards: RallyClient, redis_server: RedisServer, redis_client: redis.Redis, namespace: str
 ) -> None:
-    settings = make_settings(namespace, auth={"token_secret": TOKEN_SECRET})
+    settings = store_settings(namespace)
     give(shards, redis_client, {"alice": 900, "bob": 0})  # + welcome 100 and a streak day
     had = balance(redis_client, namespace, "alice")
     assert 1_000 <= had < 1_100
@@ -211,7 +220,7 @@ def test_catalog_redeem_fulfil_refund_and_every_refusal(
 def test_100_concurrent_requests_for_the_last_10_items(
     shards: RallyClient, redis_server: RedisServer, redis_client: redis.Redis, namespace: str
 ) -> None:
-    settings = make_settings(namespace, auth={"token_secret": TOKEN_SECRET})
+    settings = store_settings(namespace)
     users = [f"v{i}" for i in range(100)]
     give(shards, redis_client, dict.fromkeys(users, 400))  # about 500 each
     before = {u: balance(redis_client, namespace, u) for u in users}
@@ -250,8 +259,7 @@ def test_a_redemption_left_half_done_is_finished_by_a_retry_or_the_sweeper(
     its debit gets no answer (503 spend_pending) and it stays `reserving`. Once the shards
     are back, a retry with the same Idempotency-Key finishes one, the sweeper the other:
     each debited once, the stock taken once, the audit clean."""
-    base = make_settings(namespace, auth={"token_secret": TOKEN_SECRET})
-    settings = base.model_copy(update={"spend": base.spend.model_copy(update={"timeout_s": 0.5})})
+    settings = store_settings(namespace, spend_timeout_s=0.5)
     give(shards, redis_client, {"ann": 500, "ben": 500})
     had = {u: balance(redis_client, namespace, u) for u in ("ann", "ben")}
     cfg = shards.cfg
@@ -295,7 +303,7 @@ def test_a_redemption_left_half_done_is_finished_by_a_retry_or_the_sweeper(
 def test_per_stream_limits_and_cooldowns(
     shards: RallyClient, redis_server: RedisServer, redis_client: redis.Redis, namespace: str
 ) -> None:
-    settings = make_settings(namespace, auth={"token_secret": TOKEN_SECRET})
+    settings = store_settings(namespace)
     give(shards, redis_client, {"cat": 900, "dan": 900, "eve": 900})
 
     def stream(kind: type[Online] | type[Offline]) -> None:
