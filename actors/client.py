@@ -19,6 +19,7 @@ import redis
 from actors.config import RuntimeConfig
 from actors.keys import Keys
 from actors.ledger_sink import LedgerSink
+from actors.raffle import RaffleShard
 from actors.scheduler import Scheduler
 from actors.shards import ChannelShard, LedgerProjector, MemberShard, channel_progress_decoder
 from actors.stream import parse_id
@@ -36,6 +37,7 @@ MemberShardActor = ray.remote(MemberShard)
 SchedulerActor = ray.remote(Scheduler)
 LedgerProjectorActor = ray.remote(LedgerProjector)
 LedgerSinkActor = ray.remote(LedgerSink)
+RaffleActor = ray.remote(RaffleShard)
 
 
 def streams(keys: Keys, cfg: RuntimeConfig) -> list[str]:
@@ -128,6 +130,7 @@ class RallyClient:
         self.projectors: list[Any] = []
         self.scheduler: Any = None
         self.sink: Any = None
+        self.raffle: Any = None
 
     def start(self, *, scheduler: bool = True) -> RallyClient:
         ns = self.cfg.namespace
@@ -143,6 +146,7 @@ class RallyClient:
             ChannelShardActor.options(name=f"{ns}-channel-{i}", **_OPTIONS).remote(self.cfg, i)
             for i in range(self.cfg.channel_shards)
         ]
+        self.raffle = RaffleActor.options(name=f"{ns}-raffle", **_OPTIONS).remote(self.cfg, 0)
         if self.cfg.archive_path:
             self.sink = LedgerSinkActor.options(name=f"{ns}-archive", **_OPTIONS).remote(self.cfg)
         if scheduler:
@@ -154,13 +158,15 @@ class RallyClient:
         return self
 
     def actors(self) -> list[Any]:
-        extra = [a for a in (self.sink, self.scheduler) if a is not None]
+        extra = [a for a in (self.raffle, self.sink, self.scheduler) if a is not None]
         return [*self.channel_shards, *self.member_shards, *self.projectors, *extra]
 
     def pids(self) -> dict[str, int]:
         out = {f"channel-{i}": ray.get(a.pid.remote()) for i, a in enumerate(self.channel_shards)}
         out |= {f"member-{i}": ray.get(a.pid.remote()) for i, a in enumerate(self.member_shards)}
         out |= {f"ledger-{i}": ray.get(a.pid.remote()) for i, a in enumerate(self.projectors)}
+        if self.raffle is not None:
+            out["raffle"] = ray.get(self.raffle.pid.remote())
         if self.sink is not None:
             out["archive"] = ray.get(self.sink.pid.remote())
         if self.scheduler is not None:
@@ -197,3 +203,4 @@ class RallyClient:
         self.channel_shards, self.member_shards, self.projectors = [], [], []
         self.scheduler = None
         self.sink = None
+        self.raffle = None

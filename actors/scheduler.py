@@ -36,6 +36,7 @@ class Job(msgspec.Struct, frozen=True):
 
 
 _job_encoder = msgspec.msgpack.Encoder()
+job_encoder = _job_encoder
 _job_decoder = msgspec.msgpack.Decoder(Job)
 
 CLAIM = r"""
@@ -139,6 +140,7 @@ class Scheduler:
             "streak_rollover": self._streak_rollover,
             "incr": self._incr,
             "trim": self._trim,
+            "raffle_close": self._raffle_close,
         }
         self.handlers.update(handlers or {})
         self.runs = 0
@@ -200,6 +202,15 @@ class Scheduler:
 
     def _trim(self, job: Job, due: float) -> None:
         trim_streams(self.r, self.keys, self.cfg)
+
+    def _raffle_close(self, job: Job, due: float) -> None:
+        """A raffle's automatic close: a close command in the raffle actor's log (which
+        applies it once, after every purchase appended before it; closing twice is refused
+        the second time)."""
+        from actors.raffle import Command, append_command
+
+        net, rid = str(job.payload["network"]), str(job.payload["raffle"])
+        append_command(self.r, self.keys, Command(op="close", network=net, raffle=rid, ts=due))
 
     def _incr(self, job: Job, due: float) -> None:
         """A test and diagnostics job: count a run in a Redis hash."""

@@ -95,6 +95,12 @@ class StreamShard:
     group = "shards"
     kind = "shard"
 
+    @property
+    def offsets_key(self) -> str:
+        """The hash holding this consumer's committed offset (field: the stream). A second
+        consumer group of a stream keeps its own hash (actors/trim.py knows where)."""
+        return self.keys.offsets
+
     def __init__(self, cfg: RuntimeConfig, index: int, stream: str) -> None:
         self.cfg = cfg
         self.index = index
@@ -109,7 +115,7 @@ class StreamShard:
         self.epoch_key = health.epoch_key(self.keys, self.kind, index)
         self.epoch = int(self.r.incr(self.epoch_key))
         ensure_group(self.r, stream, self.group)
-        raw = self.r.hget(self.keys.offsets, stream)
+        raw = self.r.hget(self.offsets_key, stream)
         self.offset = parse_id(raw) if raw else (0, 0)
         self.batches = 0
         self.errors = 0
@@ -178,7 +184,7 @@ class StreamShard:
     def _reload(self) -> None:
         """Drop what memory holds and take the committed offset again (under self.lock)."""
         self.reset()
-        raw = self.r.hget(self.keys.offsets, self.stream)
+        raw = self.r.hget(self.offsets_key, self.stream)
         self.offset = parse_id(raw) if raw else (0, 0)
 
     def reset(self) -> None:
@@ -304,7 +310,7 @@ class StreamShard:
         one fenced atomic script call (actors/lua.py COMMIT)."""
         ids = [eid for eid, _ in entries]
         args = c.args(
-            self.epoch_key, self.epoch, self.stream, self.group, self.keys.offsets, ids[-1], ids
+            self.epoch_key, self.epoch, self.stream, self.group, self.offsets_key, ids[-1], ids
         )
         try:
             self.script(args=args)

@@ -72,6 +72,9 @@ class Options:
     overload_rate: float = 0.0
     """Events/s offered in overload; 0 = twice the capacity measured."""
     overload_max_lag_s: float = 2.0
+    draw_tickets: int = 1_000_000
+    draw_members: int = 100_000
+    draw_repeats: int = 3
     spend_rate: float = 1_000.0
     """Spends/s submitted in the spend scenario ..."""
     spend_credit_rate: float = 20_000.0

@@ -18,6 +18,7 @@ from benchmarks.bench import (
     wait_drained,
     wait_until,
 )
+from benchmarks.draw import draw_scenario
 from benchmarks.overload import overload
 from benchmarks.plan import Burst, Phase
 from benchmarks.report import SMOOTH_SAMPLES, smooth
@@ -429,7 +430,7 @@ SCENARIOS: dict[str, Scenario] = {
     "bot": unavailable(
         "the chat connector (bot command replies)", ("gateway.connectors", "gateway.bot")
     ),
-    "draw": unavailable("raffles", ("engine.raffle", "actors.raffle")),
+    "draw": draw_scenario,
     "kpis": unavailable("analytics", ("analytics.kpis", "analytics.queries")),
     "batches": batches,
     "spend": spend,

@@ -42,6 +42,7 @@ from gateway.errors import (
 )
 from gateway.ingest import Idempotency, IngestWriter
 from gateway.metrics import METRICS, GatewayMetrics, get_metrics, get_readyz, new_metrics
+from gateway.raffles import add_raffle_routes
 from gateway.reads import ACCESS, READER, Reader, add_routes, parse_id
 from gateway.redis_server import _die_with_parent
 from gateway.routes_store import setup_store
@@ -373,6 +374,7 @@ def create_app(
     app.router.add_get("/v1/stream", ws_stream)
     app.router.add_post("/v1/members/{user_id}/token", post_member_token)
     add_routes(app)
+    add_raffle_routes(app, client, keys)
     install_spends(app, settings, redis_url, keys, clock)
     setup_store(app, settings, clock)
     app.router.add_get("/healthz", healthz)

@@ -299,6 +299,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return asyncio.run(run_demo(settings, seconds=args.seconds, rate=args.rate, batch=args.batch))
 
 
+def cmd_raffle(args: argparse.Namespace) -> int:
+    from gateway.raffle_cli import run
+
+    return run(args, _settings, CliError)
+
+
 def cmd_bench(args: argparse.Namespace, rest: list[str]) -> int:
     from benchmarks.__main__ import main as bench_main
 
@@ -370,6 +376,9 @@ def parser() -> argparse.ArgumentParser:
     )
     dl_retry.add_argument("--all", action="store_true", help="every dead letter (of --stream)")
     sub.add_parser("bench", help="the benchmark suite (rally bench --help)", add_help=False)
+    from gateway.raffle_cli import add_parser as add_raffle_parser
+
+    add_raffle_parser(sub, common)
     return p
 
 
@@ -381,6 +390,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = {
         "serve": cmd_serve, "gateway": cmd_gateway, "demo": cmd_demo, "audit": cmd_audit,
         "status": cmd_status, "deadletter": cmd_deadletter, "token": cmd_token,
+        "raffle": cmd_raffle,
     }  # fmt: skip
     try:
         return commands[args.command](args)

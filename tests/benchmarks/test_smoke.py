@@ -25,6 +25,7 @@ TINY = [
     "--watch-sizes", "500,1500", "--batch-sizes", "1,100", "--batch-duration", "1",
     "--memory-members", "1000", "--soak-seconds", "4", "--soak-sample", "1", "--soak-warmup", "1",
     "--overload-seconds", "3", "--overload-lag", "0.5",
+    "--draw-tickets", "20000", "--draw-members", "2000", "--draw-repeats", "1",
     "--spend-rate", "50", "--spend-credit-rate", "400", "--spend-members", "20",
 ]  # fmt: skip
 
@@ -139,8 +140,12 @@ def test_scenario_summaries(results: dict[str, Any]) -> None:
     labels = [run["label"] for run in sc["batches"]["runs"]]
     assert "rally websocket 1/frame" in labels
     assert {"naive batch 1", "strong batch 100"} <= set(labels)
+    draw = sc["draw"]["summary"]
+    assert (draw["tickets"], draw["members"]) == (20_000, 2_000)
+    for place in ("winners_1", "winners_10"):
+        assert 0 < draw[place]["close_s"] <= draw[place]["close_and_draw_s"]
     goals = {g["goal"]: g for g in results["goals"]}
-    assert len(goals) == 8
+    assert len(goals) == 9
     assert all(g["met"] in (True, False, None) for g in goals.values())
 
 
