@@ -31,6 +31,13 @@ epoch:{kind}:{i}      string; fencing epoch of shard i: a commit from an older i
 chanidx:{p}           set; network:channel of every channel hosted by channel partition p.
 wmark                 hash; "channel:{p}" / "member:{m}" -> msgpack event-time progress of that shard
                       (watermark, newest time seen; a member shard: every partition's watermark).
+vbatch:{net}          hash; voucher batch id -> msgpack engine.voucher.Batch, written once when minted.
+vclaim:{net}:{batch}  hash; serial -> JSON claim {"u": user_id, "t": claimed at, "s": "pending"|"done",
+                      "e": ledger entry id} of each code scanned with success (actors/vouchers.py);
+                      expires 30 days after the batch does.
+vredeemed:{net}       hash; voucher batch id -> codes redeemed.
+vattempts:{net}       stream (capped, [vouchers] attempts_kept); every voucher scan: field `o` = outcome,
+                      `a` = msgpack engine.voucher.Attempt.
 pending:{kind}:{i}    stream; what shard i holds back until its watermark passes it (events of a
                       channel shard, credits of a member shard), appended per commit with the id of
                       the input entry it came from; the shard trims what it has released.
@@ -116,6 +123,18 @@ class Keys:
 
     def member_channels(self, nu: str) -> str:
         return self.k("mch", nu)
+
+    def voucher_batches(self, network: str) -> str:
+        return self.k("vbatch", network)
+
+    def voucher_claims(self, network: str, batch: str) -> str:
+        return self.k("vclaim", network, batch)  # batch ids hold no ':'
+
+    def voucher_redeemed(self, network: str) -> str:
+        return self.k("vredeemed", network)
+
+    def voucher_attempts(self, network: str) -> str:
+        return self.k("vattempts", network)
 
     @property
     def notices(self) -> str:

@@ -43,6 +43,7 @@ from gateway.ingest import Idempotency, IngestWriter
 from gateway.metrics import METRICS, GatewayMetrics, get_metrics, get_readyz, new_metrics
 from gateway.reads import ACCESS, READER, Reader, add_routes, parse_id
 from gateway.redis_server import _die_with_parent
+from gateway.routes import vouchers
 from gateway.settings import ApiKey, Settings
 
 log = logging.getLogger(__name__)
@@ -366,6 +367,7 @@ def create_app(
     app.router.add_get("/v1/stream", ws_stream)
     app.router.add_post("/v1/members/{user_id}/token", post_member_token)
     add_routes(app)
+    vouchers.install(app, settings, client, keys, clock, credit=None)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", get_readyz)
     app.router.add_get("/metrics", get_metrics)

@@ -67,9 +67,11 @@ class Authenticator:
             raise Unauthorized("bad signature", field=SIG_HEADER)
         return key
 
-    def verify_target(self, headers: Mapping[str, str], method: str, target: str) -> ApiKey:
-        """The key that signed `method target` (a request without a signed body)."""
-        return self.verify(headers, request_message(method, target))
+    def verify_target(
+        self, headers: Mapping[str, str], method: str, target: str, body: bytes = b""
+    ) -> ApiKey:
+        """The key that signed `method target` (and the body, if any: signing.request_message)."""
+        return self.verify(headers, request_message(method, target, body))
 
 
 def check_networks(key: ApiKey, events: Sequence[Event]) -> None:
@@ -178,11 +180,14 @@ class ReadAccess:
     ) -> ReadAccess:
         return cls(auth, TokenSigner.from_settings(settings, clock), settings.auth.public_networks)
 
-    def principal(self, headers: Mapping[str, str], method: str, target: str) -> Principal:
-        """The API key that signed the request, or the member token it presents (401)."""
+    def principal(
+        self, headers: Mapping[str, str], method: str, target: str, body: bytes = b""
+    ) -> Principal:
+        """The API key that signed the request (and its body), or the member token it
+        presents (401)."""
         authorization = headers.get(AUTHORIZATION)
         if authorization is None:
-            return self.auth.verify_target(headers, method, target)
+            return self.auth.verify_target(headers, method, target, body)
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthorized("Authorization must be 'Bearer <member token>'", field=AUTHORIZATION)

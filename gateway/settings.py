@@ -161,6 +161,28 @@ class AuthSettings(_Section):
         return value
 
 
+class VoucherSettings(_Section):
+    signing_key: str = ""
+    """Ed25519 seed (base64url, 32 bytes; `rally vouchers keygen`) that signs voucher codes;
+    "" = one generated once and kept in data_dir/vouchers/signing.key."""
+    verify_keys: list[Annotated[str, Field(min_length=43, max_length=44)]] = []
+    """Public keys (base64url) of earlier signing keys: the codes they signed still verify."""
+    max_batch_codes: int = Field(default=10_000, ge=1, le=1_000_000)
+    """Most codes minted in one batch."""
+    attempts_kept: int = Field(default=10_000, ge=100)
+    """Redemption attempts kept per network (GET /v1/vouchers/attempts), newest first."""
+    resume_after_s: float = Field(default=30.0, gt=0)
+    """A scan that claimed a code and never finished (its process died) may be finished by
+    its member's next scan after this long; until then that scan gets voucher_pending."""
+
+    @field_validator("signing_key")
+    @classmethod
+    def _seed(cls, value: str) -> str:
+        if value and len(value) not in (43, 44):
+            raise ValueError("must be empty (generated) or 32 bytes in base64url (43 characters)")
+        return value
+
+
 class ApiKey(_Section):
     key: Name
     secrets: list[Annotated[str, Field(min_length=16, max_length=256)]] = Field(min_length=1)
@@ -224,6 +246,7 @@ class Settings(_Section):
     clock: ClockSettings = ClockSettings()
     analytics: AnalyticsSettings = AnalyticsSettings()
     auth: AuthSettings = AuthSettings()
+    vouchers: VoucherSettings = VoucherSettings()
     networks: dict[Name, Any] = {}
     """Network name -> engine.rules.NetworkRules (validated with msgspec)."""
     api_keys: list[ApiKey] = []

@@ -4,7 +4,10 @@ A signed request carries X-Rally-Key, X-Rally-Timestamp (unix seconds, as a stri
 X-Rally-Signature = hex HMAC-SHA256(secret, f"{ts}." + message), where message is
 - for `POST /v1/events`: the body, byte for byte;
 - for every other request (reads, token requests, the WebSocket handshake): the method and
-  the request target as sent, path and query string: b"GET /v1/members/u1?network=acme".
+  the request target as sent, path and query string: b"GET /v1/members/u1?network=acme";
+  and when such a request has a body (minting vouchers, a member's voucher scan), a newline
+  and the body after it: b"POST /v1/vouchers/batches?network=acme\n{...}". A target never
+  holds a newline, so the two forms cannot be passed off as each other.
   (A batch body is a JSON object and never starts with a method, so neither signature can be
   passed off as the other.)
 The WebSocket handshake is a signed `GET /v1/stream?nonce=N`: the gateway refuses a nonce it
@@ -27,9 +30,11 @@ def sign(secret: str, ts: str, body: bytes) -> str:
     return hmac.digest(secret.encode(), f"{ts}.".encode() + body, "sha256").hex()
 
 
-def request_message(method: str, target: str) -> bytes:
-    """What a request without a signed body signs: b"GET /v1/members/u1?network=acme"."""
-    return f"{method.upper()} {target}".encode()
+def request_message(method: str, target: str, body: bytes = b"") -> bytes:
+    """What a request other than an event batch signs: b"GET /v1/members/u1?network=acme",
+    followed by b"\n" and its body if it has one."""
+    head = f"{method.upper()} {target}".encode()
+    return head + b"\n" + body if body else head
 
 
 def signed_headers(
@@ -42,10 +47,10 @@ def signed_headers(
     method: str = "GET",
 ) -> dict[str, str]:
     """The three auth headers, signed at `now` (default: the wall clock): over `body` (a POST
-    of events), or, given `target` (path and query string as sent), over `method target`."""
+    of events), or, given `target` (path and query string as sent), over `method target`
+    (and the body, if any)."""
     if target is not None:
-        assert not body, "a request signed by its target has no body"
-        body = request_message(method, target)
+        body = request_message(method, target, body)
     ts = str(int(time.time() if now is None else now))
     return {KEY_HEADER: key, TS_HEADER: ts, SIG_HEADER: sign(secret, ts, body)}
 
