@@ -38,5 +38,7 @@ class RuntimeConfig(msgspec.Struct, frozen=True, kw_only=True):
     """The DuckDB ledger archive; "" = none: no ledger sink runs and ledgerlog is never trimmed."""
     trim_interval_s: float = 1.0
     """How often the scheduler trims the streams to what every consumer committed; 0 = never."""
+    spend_record_ttl_s: int = 7 * 86_400
+    """How long a member shard remembers a transfer's key and result (engine/spend.py)."""
     rules: dict[str, Any] = {}
     """engine.rules.RuleBook.to_builtins()"""

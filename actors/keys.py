@@ -2,7 +2,8 @@
 
 ingest:{p}            stream; one entry per accepted (part of a) batch: field `e` = msgpack list[Event],
                       or field `clock` = now (a watch-clock tick from the scheduler). p = partition of channel.
-credits:{m}           stream; one entry per channel-shard commit: field `c` = msgpack list[Credit].
+credits:{m}           stream; one entry per channel-shard commit: field `c` = msgpack list[Credit];
+                      or one spend command: field `s` = msgpack engine.spend.Transfer, `r` = reply stream.
 offsets               hash; stream name -> last applied entry id (committed with the state it produced).
 seenh:{p}:{b}:{k}     string; packed little-endian uint64 hashes of the event ids (network:id) that channel
                       partition p applied with ts in minute b (ts // 60), chunk k (engine/dedupe.py).
@@ -31,6 +32,13 @@ epoch:{kind}:{i}      string; fencing epoch of shard i: a commit from an older i
 chanidx:{p}           set; network:channel of every channel hosted by channel partition p.
 wmark                 hash; "channel:{p}" / "member:{m}" -> msgpack event-time progress of that shard
                       (watermark, newest time seen; a member shard: every partition's watermark).
+spendrec:{n}:{nu}:{key}  string; the record (engine.spend.Record: payload digest + result) of the
+                      transfer `key` of member nu (n = len(nu)), written by its member shard in the
+                      commit that applied it; TTL [limits] spend_record_ttl_s.
+spendreply:{id}       stream; results of transfers submitted by one SpendClient (field k = record key,
+                      r = msgpack Result), written in the member shard's commit; expires when unused.
+accounts              hash; account ("store:{net}", "raffle:{net}:{id}", ...) -> balance, for every
+                      account other than members and treasuries, kept in the member shards' commits.
 vbatch:{net}          hash; voucher batch id -> msgpack engine.voucher.Batch, written once when minted.
 vclaim:{net}:{batch}  hash; serial -> JSON claim {"u": user_id, "t": claimed at, "s": "pending"|"done",
                       "e": ledger entry id} of each code scanned with success (actors/vouchers.py);
@@ -123,6 +131,16 @@ class Keys:
 
     def member_channels(self, nu: str) -> str:
         return self.k("mch", nu)
+
+    def spend_record(self, nu: str, key: str) -> str:
+        return self.k("spendrec", len(nu), nu, key)  # the length: user ids may hold ':'
+
+    def spend_reply(self, client_id: str) -> str:
+        return self.k("spendreply", client_id)
+
+    @property
+    def accounts(self) -> str:
+        return self.k("accounts")
 
     def voucher_batches(self, network: str) -> str:
         return self.k("vbatch", network)

@@ -56,6 +56,17 @@ from engine.member import (
 from engine.reference import credit_key, event_key
 from engine.routing import shard_of
 from engine.rules import EarnRules, NetworkRules, RuleBook
+from engine.spend import (
+    Record,
+    Transfer,
+    account_delta,
+    apply_transfer,
+    digest,
+    record_decoder,
+    replay,
+    transfer_decoder,
+)
+from engine.spend import encode as spend_encode
 from engine.watermark import NEVER, ReorderBuffer
 
 log = logging.getLogger(__name__)
@@ -71,6 +82,10 @@ window."""
 CREDITS_PER_ENTRY = 5_000
 """Credits (or ledger entries) per stream entry: a 1M-viewer watch tick becomes 200 entries,
 which the next shard commits in bounded runs (StreamShard.max_items_per_commit)."""
+REPLY_MAXLEN = 10_000
+"""Results kept on a caller's reply stream (its reader consumes them as they come)."""
+REPLY_TTL_S = 3_600
+"""A reply stream nobody reads any more (its gateway process is gone) expires."""
 credit_encoder = entry_encoder  # one msgpack encoder serves every Struct
 ledger_encoder = entry_encoder
 ledger_decoder = msgspec.msgpack.Decoder(list[LedgerEntry])
@@ -453,9 +468,30 @@ class ChannelShard(StreamShard):
                 c.cmd("XADD", self.keys.credits(m), "*", *fields)
 
 
+@dataclass(slots=True)
+class Spend:
+    """A transfer command read from credits:{m} (field `s`), with where to send its result."""
+
+    transfer: Transfer
+    reply_to: str
+
+
+@dataclass(slots=True)
+class Spent:
+    """What a batch's spends produced: results to record and send, other accounts' deltas."""
+
+    records: list[tuple[str, Record, str]]
+    """(member key, record, reply stream) per spend, in stream order."""
+    accounts: dict[str, int]
+
+
 class MemberShard(StreamShard):
     """Reads credits:{m}; holds credits back until every channel partition's watermark has
-    passed them, then applies them to its members in (ts, network, id) order."""
+    passed them, then applies them to its members in (ts, network, id) order. Spend commands
+    (field `s`, engine/spend.py) on the same stream apply when read, after the batch's
+    released credits, in stream order: each is recorded under its key (so a replay or retry
+    has one effect), and its result is sent to the caller's reply stream, in the same commit
+    as its state and ledger entry."""
 
     kind = "member"
     max_items_per_commit = 100_000  # state and a ledger log append: cheap per item
@@ -506,11 +542,18 @@ class MemberShard(StreamShard):
                 if key not in keys:
                     del self.members[key]
 
-    def _admit(self, entries: Sequence[Entry]) -> tuple[list[tuple[Credit, int]], int]:
+    def _admit(
+        self, entries: Sequence[Entry], spends: list[Spend]
+    ) -> tuple[list[tuple[Credit, int]], int]:
         held, parts = self.held, self.progress.partitions
         new: list[tuple[Credit, int]] = []
         late = 0
         for _, fields in entries:
+            command = fields.get(b"s")
+            if command is not None:
+                reply = fields.get(b"r", b"")
+                spends.append(Spend(transfer_decoder.decode(command), reply.decode()))
+                continue
             blob = fields.get(b"c")
             if blob is not None:
                 credits = credits_decoder.decode(blob)
@@ -532,10 +575,12 @@ class MemberShard(StreamShard):
 
     def process(self, entries: Sequence[Entry]) -> None:
         self._ensure_loaded()
-        new, late = self._admit(entries)
+        spends: list[Spend] = []
+        new, late = self._admit(entries, spends)
         watermark = self.held.watermark
         released = self.held.release()
-        self._load({f"{cr.network}:{cr.user_id}" for cr, _ in released})
+        spenders = {f"{sp.transfer.network}:{sp.transfer.user_id}" for sp in spends}
+        self._load({f"{cr.network}:{cr.user_id}" for cr, _ in released} | spenders)
         out = Applied()
         changed: set[str] = set()
         book, members = self.book, self.members
@@ -548,10 +593,12 @@ class MemberShard(StreamShard):
                 rules[(cr.network, cr.channel)] = found
             apply_credit(members[key], cr, found[0], found[1], out)
             changed.add(key)
+        spent = self._spend(spends, out, changed)
         self.progress.watermark = watermark
         changed |= self._roll_over(watermark)
         c = Commit()
         self._write(c, changed, out)
+        self._write_spent(c, spent)
         last_id = entries[-1][0]
         still = [(cr, ms) for cr, ms in new if cr.ts >= watermark]
         self.pending.append(c, last_id, [cr for cr, _ in still], [ms for _, ms in still])
@@ -561,6 +608,63 @@ class MemberShard(StreamShard):
             c.cmd("HINCRBY", self.keys.stats, "credits_late", late)
         self._count(c, len(released), len(out.entries), [(ms, 1) for _, ms in released])
         self.commit(c, entries)
+
+    def _spend(self, spends: list[Spend], out: Applied, changed: set[str]) -> Spent:
+        """Apply the batch's transfers in stream order: a key recorded before (in Redis, or
+        earlier in this batch) gets its recorded result (or `conflict`) and changes nothing."""
+        spent = Spent([], {})
+        if not spends:
+            return spent
+        rkeys = [
+            self.keys.spend_record(f"{sp.transfer.network}:{sp.transfer.user_id}", sp.transfer.key)
+            for sp in spends
+        ]
+        pipe = self.r.pipeline(transaction=False)
+        for k in rkeys:
+            pipe.get(k)
+        known: dict[str, Record] = {
+            k: record_decoder.decode(raw)
+            for k, raw in zip(rkeys, pipe.execute(), strict=True)
+            if raw is not None
+        }
+        for sp, rkey in zip(spends, rkeys, strict=True):
+            t = sp.transfer
+            nu = f"{t.network}:{t.user_id}"
+            before = known.get(rkey)
+            if before is not None:
+                spent.records.append((rkey, Record(b"", replay(before, t)), sp.reply_to))
+                continue
+            result, entry = apply_transfer(self.members[nu], t)
+            record = Record(digest(t), result)
+            known[rkey] = record
+            spent.records.append((rkey, record, sp.reply_to))
+            if entry is not None:
+                out.entries.append(entry)
+                changed.add(nu)
+                spent.accounts[t.account] = spent.accounts.get(t.account, 0) + account_delta(t)
+        return spent
+
+    def _write_spent(self, c: Commit, spent: Spent) -> None:
+        """Idempotency records (new ones only; a replay's digest is empty), other accounts'
+        balances, and each result on its caller's reply stream."""
+        keys, ttl = self.keys, self.cfg.spend_record_ttl_s
+        replies: set[str] = set()
+        for rkey, record, reply_to in spent.records:
+            if record.digest:
+                c.cmd("SET", rkey, spend_encode(record), "EX", ttl)
+            if reply_to:
+                c.cmd(
+                    "XADD", reply_to, "MAXLEN", "~", REPLY_MAXLEN, "*",
+                    "k", rkey, "r", spend_encode(record.result),
+                )  # fmt: skip
+                replies.add(reply_to)
+        for reply_to in sorted(replies):
+            c.cmd("EXPIRE", reply_to, REPLY_TTL_S)
+        for account, delta in sorted(spent.accounts.items()):
+            if delta:
+                c.cmd("HINCRBY", keys.accounts, account, delta)
+        if spent.records:
+            c.cmd("HINCRBY", keys.stats, "spends_applied", len(spent.records))
 
     def _roll_over(self, watermark: float) -> set[str]:
         """The daily streak rollover, once the watermark enters a new UTC day: members who
@@ -608,7 +712,8 @@ class MemberShard(StreamShard):
             c.cmd("XADD", keys.ledgerlog(self.index), "*", "l", blob, "n", len(chunk))
         treasury: dict[str, int] = {}
         for e in out.entries:
-            treasury[e.network] = treasury.get(e.network, 0) - e.amount
+            if e.debit.startswith("treasury:"):
+                treasury[e.network] = treasury.get(e.network, 0) - e.amount
         for network, amount in treasury.items():
             c.cmd("HINCRBY", keys.treasury, network, amount)
         for tc in out.tier_changes:
@@ -666,13 +771,16 @@ class LedgerProjector(StreamShard):
         for _, fields in entries:
             for e in ledger_decoder.decode(fields[b"l"]):
                 count += 1
-                nu = e.credit[7:]  # "member:{network}:{user}"
+                earning = e.debit.startswith("treasury:")
+                # "member:{network}:{user}": the member's side (a spend debits the member)
+                nu = e.credit[7:] if earning or e.credit.startswith("member:") else e.debit[7:]
                 blobs = ledgers.get(nu)
                 if blobs is None:
                     blobs = ledgers[nu] = []
                 blobs.append(encode(e))
-                k = (nu, e.channel, int(e.ts // DAY_S))
-                earned[k] = earned.get(k, 0) + e.amount
+                if earning:  # leaderboards rank what was earned, not spends or refunds
+                    k = (nu, e.channel, int(e.ts // DAY_S))
+                    earned[k] = earned.get(k, 0) + e.amount
         c = Commit()
         recent = self.cfg.ledger_recent
         for nu, blobs in ledgers.items():

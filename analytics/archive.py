@@ -267,19 +267,19 @@ class LedgerArchive:
     def page(
         self, account: str, before_id: str | None, skip: int, limit: int
     ) -> tuple[list[Entry], bool] | None:
-        """Entries crediting `account`, newest first: those older than the entry `before_id`
+        """Entries crediting or debiting `account`, newest first: those older than the entry `before_id`
         (None: from the newest), skipping `skip`, at most `limit`; and whether more follow.
         None if `before_id` is not archived yet (the archive trails the caller)."""
         with self._reader() as con:
             if con is None:
                 return None if before_id is not None else ([], False)
-            where = "credit = $account"
+            where = "(credit = $account OR debit = $account)"
             params: dict[str, Any] = {"account": account, "limit": limit + 1, "skip": skip}
             if before_id is not None:
                 params["before"] = before_id
                 mark = con.execute(
                     "SELECT entry_ms, entry_seq, pos FROM ledger "
-                    "WHERE credit = $account AND id = $before",
+                    "WHERE (credit = $account OR debit = $account) AND id = $before",
                     {"account": account, "before": before_id},
                 ).fetchone()
                 if mark is None:

@@ -26,6 +26,15 @@ class Credit(msgspec.Struct, frozen=True, array_like=True):
     points: int
 
 
+class Use(msgspec.Struct, array_like=True):
+    """What a member has taken of one spend guard's counter (engine/spend.py Guard)."""
+
+    n: int = 0
+    last_ts: float = -1e18
+    until: float = 0.0
+    """When the counter is forgotten (0: never)."""
+
+
 class MemberState(msgspec.Struct, array_like=True, gc=False):
     """What Rallypoint knows about one member of one network."""
 
@@ -39,6 +48,8 @@ class MemberState(msgspec.Struct, array_like=True, gc=False):
     chat_day: int = -1
     chat_day_points: int = 0
     entries: int = 0
+    uses: dict[str, Use] = {}
+    """Spend guard counters (engine/spend.py), by guard key; empty for most members."""
 
 
 class TierChange(msgspec.Struct, frozen=True, array_like=True):

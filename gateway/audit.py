@@ -6,7 +6,8 @@ audit never reads them. For every member: balance = sum of their entries, the en
 matches, the tier follows the lifetime points. Across the record: entry ids are unique,
 amounts positive, and nothing is missing between the archive and the log (every stream
 entry ever appended is in one of them). For every network: the treasury balance equals
-minus the points in circulation (credits - debits), so all postings sum to zero.
+minus the points in circulation (credits - debits) and in the other accounts (raffle pools,
+the store, vouchers: each equal to its own ledger balance), so all postings sum to zero.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ class AuditReport:
     """Of `entries`, how many were read from the archive."""
     circulation: dict[str, int] = field(default_factory=dict)
     treasury: dict[str, int] = field(default_factory=dict)
+    accounts: dict[str, int] = field(default_factory=dict)
+    """Other accounts (raffle pools, the store, vouchers) and their balances in Redis."""
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -80,14 +83,35 @@ def audit(
             rep.problem(f"{account} has ledger entries but no member state")
     raw_treasury = r.hgetall(keys.treasury)
     rep.treasury = {k.decode(): int(v) for k, v in raw_treasury.items()}
-    for network in set(rep.treasury) | set(rep.circulation):
+    held = _check_accounts(r, keys, record, rep)
+    for network in set(rep.treasury) | set(rep.circulation) | set(held):
         t, c = rep.treasury.get(network, 0), rep.circulation.get(network, 0)
-        if t + c != 0:
-            rep.problem(f"network {network}: treasury {t} + circulation {c} != 0")
+        o = held.get(network, 0)
+        if t + c + o != 0:
+            rep.problem(f"network {network}: treasury {t} + circulation {c} + accounts {o} != 0")
         in_ledger = record.balance.get(treasury_account(network), 0)
         if in_ledger != t:
             rep.problem(f"network {network}: treasury {t} but its ledger account says {in_ledger}")
     return rep
+
+
+def _check_accounts(r: redis.Redis, keys: Keys, record: Record, rep: AuditReport) -> dict[str, int]:
+    """Every other account (raffle pools, the store, vouchers: `accounts` in Redis) equals
+    its ledger balance. Returns what they hold per network."""
+    raw = r.hgetall(keys.accounts)
+    rep.accounts = {k.decode(): int(v) for k, v in raw.items()}
+    for account in record.balance:
+        kind = account.partition(":")[0]
+        if kind not in ("member", "treasury") and account not in rep.accounts:
+            rep.accounts[account] = 0  # the ledger moved points there; Redis never heard of it
+    held: dict[str, int] = {}
+    for account, balance in sorted(rep.accounts.items()):
+        in_ledger = record.balance.get(account, 0)
+        if in_ledger != balance:
+            rep.problem(f"account {account}: balance {balance} but its ledger says {in_ledger}")
+        network = account.split(":")[1] if account.count(":") else ""
+        held[network] = held.get(network, 0) + balance
+    return held
 
 
 def read_ledger_logs(r: redis.Redis, keys: Keys) -> LogRead:
@@ -146,6 +170,8 @@ def _check_member(
     count = record.entries.get(account, 0)
     if balance != state.balance:
         rep.problem(f"member {nu}: balance {state.balance} != ledger {balance}")
+    if state.balance < 0:
+        rep.problem(f"member {nu}: negative balance {state.balance}")
     if count != state.entries:
         rep.problem(f"member {nu}: {state.entries} entries recorded, {count} in ledger")
     tier = book.network(network).tiers.tier_for(state.lifetime)

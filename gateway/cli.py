@@ -181,7 +181,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     console.print(
         f"audited {report.members} members, {report.entries} ledger entries "
         f"({report.archived} from the archive); "
-        f"circulation {report.circulation}, treasury {report.treasury}"
+        f"circulation {report.circulation}, treasury {report.treasury}, "
+        f"{len(report.accounts)} other accounts holding {sum(report.accounts.values())}"
     )
     for problem in report.problems:
         console.print(f"[red]MISMATCH[/red] {problem}")

@@ -1,0 +1,247 @@
+"""Submitting spends (engine/spend.py transfers) to the member shards and awaiting results.
+
+A transfer is appended to its member shard's own stream `credits:{m}` (field `s`, with the
+caller's reply stream in `r`), so it is durable before it is processed and ordered with the
+credits. The shard applies it, records the result under its key and appends the result to
+the reply stream, all in its fenced commit. `SpendClient` (asyncio: the gateway) runs one
+reader task per client that resolves the waiting futures; `SyncSpendClient` (threads: the
+actors) reads its own reply stream while it waits. If a reply does not come in time, the
+durable record is read; if there is none yet, `SpendTimeout`: the transfer may still apply,
+and resubmitting it with the same key is always safe.
+
+No Ray here: gateway processes import this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import cast
+
+import msgspec
+import redis
+import redis.asyncio as aioredis
+
+from actors.keys import Keys
+from engine.routing import shard_of
+from engine.spend import Result, Transfer, digest, encode, record_decoder, result_decoder, validate
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT_S = 30.0
+"""Long enough for Ray to restart a killed member shard and for it to catch up."""
+READ_BLOCK_MS = 1_000
+READ_COUNT = 1_000
+
+
+class SpendTimeout(Exception):
+    """No result within the timeout: the transfer may still apply; resubmit the same key."""
+
+
+def shard_stream(keys: Keys, member_shards: int, t: Transfer) -> str:
+    """The stream of the member shard that owns the transfer's member."""
+    return keys.credits(shard_of(f"{t.network}:{t.user_id}", member_shards))
+
+
+def record_key(keys: Keys, t: Transfer) -> str:
+    return keys.spend_record(f"{t.network}:{t.user_id}", t.key)
+
+
+def _stamp(t: Transfer, clock: Callable[[], float]) -> Transfer:
+    validate(t)
+    return t if t.ts else msgspec.structs.replace(t, ts=clock())
+
+
+def _from_record(raw: bytes | None, t: Transfer) -> Result | None:
+    if raw is None:
+        return None
+    record = record_decoder.decode(raw)
+    if record.digest != digest(t):
+        return Result(t.key, "conflict", record.result.balance)
+    return record.result
+
+
+class SpendClient:
+    """Submit transfers from asyncio code and await their results (one per gateway process)."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        keys: Keys,
+        member_shards: int,
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.redis = client
+        self.keys = keys
+        self.member_shards = member_shards
+        self.timeout_s = timeout_s
+        self.clock = clock
+        self.reply_to = keys.spend_reply(uuid.uuid4().hex)
+        self._waiting: dict[str, list[asyncio.Future[Result]]] = {}
+        self._reader: asyncio.Task[None] | None = None
+
+    async def submit(self, t: Transfer, timeout_s: float | None = None) -> Result:
+        """Apply `t` (exactly once per key) and return its result; raises SpendTimeout, or
+        engine.spend.SpendError for a transfer that can never apply."""
+        return (await self.submit_many([t], timeout_s))[0]
+
+    async def submit_many(
+        self, transfers: Sequence[Transfer], timeout_s: float | None = None
+    ) -> list[Result]:
+        """Submit several transfers in one round trip; results in the same order."""
+        stamped = [_stamp(t, self.clock) for t in transfers]
+        self._ensure_reader()
+        loop = asyncio.get_running_loop()
+        rkeys = [record_key(self.keys, t) for t in stamped]
+        futures: list[asyncio.Future[Result]] = []
+        for rkey in rkeys:
+            fut: asyncio.Future[Result] = loop.create_future()
+            self._waiting.setdefault(rkey, []).append(fut)
+            futures.append(fut)
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for t in stamped:
+                    stream = shard_stream(self.keys, self.member_shards, t)
+                    pipe.xadd(stream, {"s": encode(t), "r": self.reply_to, "n": 1})
+                await pipe.execute()
+            timeout = self.timeout_s if timeout_s is None else timeout_s
+            done, _ = await asyncio.wait(futures, timeout=timeout)
+            out: list[Result] = []
+            for t, rkey, fut in zip(stamped, rkeys, futures, strict=True):
+                if fut in done:
+                    out.append(fut.result())
+                    continue
+                got = _from_record(cast("bytes | None", await self.redis.get(rkey)), t)
+                if got is None:
+                    raise SpendTimeout(f"no result for transfer {t.key!r} in {timeout} s")
+                out.append(got)
+            return out
+        finally:
+            for rkey, fut in zip(rkeys, futures, strict=True):
+                waiting = self._waiting.get(rkey)
+                if waiting is not None:
+                    with contextlib.suppress(ValueError):
+                        waiting.remove(fut)
+                    if not waiting:
+                        del self._waiting[rkey]
+
+    async def result_of(self, t: Transfer) -> Result | None:
+        """The recorded result of `t`'s key, if it applied (None: not applied, or forgotten)."""
+        return _from_record(cast("bytes | None", await self.redis.get(record_key(self.keys, t))), t)
+
+    def _ensure_reader(self) -> None:
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.create_task(self._read(), name="spend-replies")
+
+    async def _read(self) -> None:
+        last = "0-0"
+        while True:
+            try:
+                got = await self.redis.xread(
+                    {self.reply_to: last}, count=READ_COUNT, block=READ_BLOCK_MS
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:  # Redis away: the waiters fall back to the records
+                log.warning("spend_reply_read_failed error=%r", err)
+                await asyncio.sleep(0.2)
+                continue
+            for _, entries in got or []:
+                for entry_id, fields in entries:
+                    last = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+                    rkey = fields[b"k"].decode()
+                    result = result_decoder.decode(fields[b"r"])
+                    for fut in self._waiting.pop(rkey, []):
+                        if not fut.done():
+                            fut.set_result(result)
+            if got:
+                with contextlib.suppress(Exception):
+                    await self.redis.xtrim(self.reply_to, minid=last)
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reader
+            self._reader = None
+        with contextlib.suppress(Exception):
+            await self.redis.delete(self.reply_to)
+
+
+class SyncSpendClient:
+    """Submit transfers from threaded code (actors: raffle refunds and prizes) and wait.
+
+    One call at a time per client (a lock serialises them); each reads its own reply stream.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        member_shards: int,
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.redis = client
+        self.keys = keys
+        self.member_shards = member_shards
+        self.timeout_s = timeout_s
+        self.clock = clock
+        self.reply_to = keys.spend_reply(uuid.uuid4().hex)
+        self._last = "0-0"
+        self._lock = threading.Lock()
+
+    def submit(self, t: Transfer, timeout_s: float | None = None) -> Result:
+        return self.submit_many([t], timeout_s)[0]
+
+    def submit_many(
+        self, transfers: Sequence[Transfer], timeout_s: float | None = None
+    ) -> list[Result]:
+        """Submit transfers in one round trip and wait for every result (same order)."""
+        stamped = [_stamp(t, self.clock) for t in transfers]
+        rkeys = [record_key(self.keys, t) for t in stamped]
+        with self._lock:
+            pipe = self.redis.pipeline(transaction=False)
+            for t in stamped:
+                stream = shard_stream(self.keys, self.member_shards, t)
+                pipe.xadd(stream, {"s": encode(t), "r": self.reply_to, "n": 1})
+            pipe.execute()
+            timeout = self.timeout_s if timeout_s is None else timeout_s
+            deadline = time.monotonic() + timeout
+            wanted = set(rkeys)
+            got: dict[str, Result] = {}
+            while wanted - got.keys():
+                left_ms = int((deadline - time.monotonic()) * 1000)
+                if left_ms <= 0:
+                    break
+                reply = self.redis.xread(
+                    {self.reply_to: self._last}, count=READ_COUNT, block=min(left_ms, READ_BLOCK_MS)
+                )
+                for _, entries in reply or []:
+                    for entry_id, fields in entries:
+                        self._last = entry_id.decode()
+                        rkey = fields[b"k"].decode()
+                        if rkey in wanted:
+                            got[rkey] = result_decoder.decode(fields[b"r"])
+            out: list[Result] = []
+            for t, rkey in zip(stamped, rkeys, strict=True):
+                result = got.get(rkey)
+                if result is None:
+                    result = _from_record(cast("bytes | None", self.redis.get(rkey)), t)
+                if result is None:
+                    raise SpendTimeout(f"no result for transfer {t.key!r} in {timeout} s")
+                out.append(result)
+            self.redis.xtrim(self.reply_to, minid=self._last)
+            return out
+
+    def close(self) -> None:
+        with contextlib.suppress(redis.RedisError):
+            self.redis.delete(self.reply_to)

@@ -1,0 +1,253 @@
+"""engine/spend.py: transfers, guards, idempotency by key; hypothesis properties: a balance
+never goes negative, the same key twice has one effect, balance = sum of the ledger."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine.ledger import Entry, balance_of, balances, member_account
+from engine.member import MemberState, state_decoder, state_encoder
+from engine.spend import (
+    CONFLICT,
+    COOLDOWN,
+    INSUFFICIENT_POINTS,
+    LIMIT_REACHED,
+    OK,
+    Guard,
+    Record,
+    Result,
+    SpendError,
+    Transfer,
+    apply_transfer,
+    digest,
+    encode,
+    entry_id,
+    forget_expired,
+    record_decoder,
+    replay,
+    transfer_decoder,
+    validate,
+)
+
+NET = "acme"
+ME = member_account(NET, "u1")
+
+
+def debit(key: str, amount: int, ts: float = 100.0, **kw: object) -> Transfer:
+    kw.setdefault("account", f"store:{NET}")
+    kw.setdefault("rule", "store_redeem")
+    return Transfer(key, NET, "u1", amount, "debit", ts=ts, **kw)  # type: ignore[arg-type]
+
+
+def credit(key: str, amount: int, ts: float = 100.0, **kw: object) -> Transfer:
+    kw.setdefault("account", f"store:{NET}")
+    kw.setdefault("rule", "refund")
+    return Transfer(key, NET, "u1", amount, "credit", ts=ts, **kw)  # type: ignore[arg-type]
+
+
+def test_a_debit_moves_points_from_the_member_to_the_account() -> None:
+    state = MemberState(balance=100, lifetime=100)
+    result, entry = apply_transfer(state, debit("k1", 30, ref="item9", channel="c1"))
+    assert result == Result("k1", OK, 70, entry_id=f"{NET}:u1/x/k1")
+    assert entry == Entry(
+        f"{NET}:u1/x/k1", 100.0, NET, ME, f"store:{NET}", 30, "store_redeem", "c1"
+    )
+    assert (state.balance, state.lifetime, state.entries) == (70, 100, 1)
+
+
+def test_a_credit_moves_points_to_the_member_and_leaves_lifetime_alone() -> None:
+    state = MemberState(balance=5, lifetime=5)
+    result, entry = apply_transfer(state, credit("r1", 30))
+    assert result.code == OK
+    assert result.balance == 35
+    assert entry is not None
+    assert (entry.debit, entry.credit) == (f"store:{NET}", ME)
+    assert state.lifetime == 5
+
+
+def test_a_short_balance_is_refused_and_changes_nothing() -> None:
+    state = MemberState(balance=29)
+    before = state_encoder.encode(state)
+    result, entry = apply_transfer(state, debit("k1", 30, guards=(Guard("item9", limit=1),)))
+    assert (result.code, result.balance, entry) == (INSUFFICIENT_POINTS, 29, None)
+    assert state_encoder.encode(state) == before
+
+
+def test_a_limit_counts_uses_and_refuses_past_it() -> None:
+    state = MemberState(balance=1_000)
+    g = Guard("raffle:r1", limit=3, add=2)
+    assert apply_transfer(state, debit("a", 10, guards=(g,)))[0].code == OK
+    refused, _ = apply_transfer(state, debit("b", 10, guards=(g,)))
+    assert (refused.code, refused.guard) == (LIMIT_REACHED, "raffle:r1")
+    assert apply_transfer(state, debit("c", 10, guards=(Guard("raffle:r1", 3, 1),)))[0].ok
+    assert state.uses["raffle:r1"].n == 3
+    assert state.balance == 980
+
+
+def test_a_limit_smaller_than_one_use_refuses_the_first() -> None:
+    state = MemberState(balance=1_000)
+    result, _ = apply_transfer(state, debit("a", 10, guards=(Guard("g", limit=1, add=2),)))
+    assert result.code == LIMIT_REACHED
+
+
+def test_a_cooldown_refuses_until_it_has_passed() -> None:
+    state = MemberState(balance=1_000)
+    g = Guard("item9", cooldown_s=60)
+    assert apply_transfer(state, debit("a", 1, ts=100, guards=(g,)))[0].ok
+    refused, _ = apply_transfer(state, debit("b", 1, ts=159.5, guards=(g,)))
+    assert (refused.code, refused.retry_at) == (COOLDOWN, 160.0)
+    assert apply_transfer(state, debit("c", 1, ts=160, guards=(g,)))[0].ok
+
+
+def test_a_negative_add_gives_uses_back_and_is_never_refused() -> None:
+    state = MemberState(balance=100)
+    g = Guard("item9", limit=1)
+    assert apply_transfer(state, debit("a", 10, guards=(g,)))[0].ok
+    assert apply_transfer(state, debit("b", 10, guards=(g,)))[0].code == LIMIT_REACHED
+    back = Guard("item9", limit=1, add=-1)
+    assert apply_transfer(state, credit("refund-a", 10, guards=(back,)))[0].ok
+    assert apply_transfer(state, debit("c", 10, guards=(g,)))[0].ok
+
+
+def test_counters_are_forgotten_after_keep_s() -> None:
+    state = MemberState(balance=100)
+    g = Guard("raffle:r1", limit=1, keep_s=50)
+    assert apply_transfer(state, debit("a", 1, ts=100, guards=(g,)))[0].ok
+    assert apply_transfer(state, debit("b", 1, ts=149, guards=(g,)))[0].code == LIMIT_REACHED
+    assert apply_transfer(state, debit("c", 1, ts=150, guards=(g,)))[0].ok
+    assert not forget_expired(state, 199)
+    assert forget_expired(state, 200)
+    assert state.uses == {}
+
+
+def test_a_replay_returns_the_recorded_result_and_a_changed_payload_conflicts() -> None:
+    state = MemberState(balance=100)
+    t = debit("k1", 30)
+    result, _ = apply_transfer(state, t)
+    record = record_decoder.decode(encode(Record(digest(t), result)))
+    assert replay(record, msgspec.structs.replace(t, ts=999.0)) == result  # time is not payload
+    assert replay(record, debit("k1", 31)).code == CONFLICT
+    assert replay(record, debit("k1", 30, ref="other")).code == CONFLICT
+
+
+def test_transfers_and_states_survive_the_wire() -> None:
+    t = debit("k1", 30, guards=(Guard("g", 2, 1, 5.0, 60.0),), ref="item9")
+    assert transfer_decoder.decode(encode(t)) == t
+    state = MemberState(balance=100)
+    apply_transfer(state, t)
+    assert state_decoder.decode(state_encoder.encode(state)) == state
+
+
+def test_an_old_member_state_without_uses_still_decodes() -> None:
+    old = msgspec.msgpack.encode(["n", 5, 5, 0, 0, -1, -1e18, -1, 0, 0])
+    assert state_decoder.decode(old).uses == {}
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"amount": 0}, "amount"),
+        ({"amount": -5}, "amount"),
+        ({"key": ""}, "key"),
+        ({"account": "member:acme:u2"}, "account"),
+        ({"account": "treasury:acme"}, "account"),
+        ({"account": "store:other"}, "account"),
+        ({"rule": ""}, "rule"),
+        ({"guards": (Guard("g", limit=-1),)}, "guards"),
+    ],
+)
+def test_malformed_transfers_are_refused_naming_the_field(
+    change: dict[str, object], field: str
+) -> None:
+    with pytest.raises(SpendError) as err:
+        validate(msgspec.structs.replace(debit("k", 1), **change))
+    assert err.value.field == field
+
+
+# -- properties -------------------------------------------------------------------------------
+class Ledger:
+    """A member and the entries of what was applied, deduplicated by key as the shard does."""
+
+    def __init__(self, balance: int) -> None:
+        self.state = MemberState(balance=balance, lifetime=balance)
+        self.entries = [Entry("seed", 0.0, NET, f"treasury:{NET}", ME, balance, "seed", "")]
+        self.records: dict[str, Record] = {}
+
+    def submit(self, t: Transfer) -> Result:
+        known = self.records.get(t.key)
+        if known is not None:
+            return replay(known, t)
+        result, entry = apply_transfer(self.state, t)
+        self.records[t.key] = Record(digest(t), result)
+        if entry is not None:
+            self.entries.append(entry)
+        return result
+
+
+transfers = st.builds(
+    lambda key, amount, is_debit, limit, cooldown, ts: Transfer(
+        f"k{key}",
+        NET,
+        "u1",
+        amount,
+        "debit" if is_debit else "credit",
+        f"raffle:{NET}:r1",
+        "raffle_ticket",
+        guards=(Guard("r1", limit=limit, cooldown_s=cooldown),),
+        ts=ts,
+    ),
+    st.integers(0, 30),
+    st.integers(1, 80),
+    st.booleans(),
+    st.integers(0, 5),
+    st.sampled_from([0.0, 0.0, 10.0]),
+    st.floats(0, 1_000, allow_nan=False),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 200), st.lists(transfers, max_size=60))
+def test_balances_never_go_negative_and_equal_the_ledger(start: int, ts: list[Transfer]) -> None:
+    book = Ledger(start)
+    for t in ts:
+        result = book.submit(t)
+        assert book.state.balance >= 0
+        assert result.code in (OK, INSUFFICIENT_POINTS, LIMIT_REACHED, COOLDOWN, CONFLICT)
+    assert balance_of(ME, book.entries) == book.state.balance
+    assert sum(balances(book.entries).values()) == 0
+    assert book.state.entries == len(book.entries) - 1
+    assert len({e.id for e in book.entries}) == len(book.entries)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 200), st.lists(transfers, max_size=40), st.data())
+def test_the_same_key_twice_has_one_effect(
+    start: int, ts: list[Transfer], data: st.DataObject
+) -> None:
+    once = Ledger(start)
+    results = {}
+    for t in ts:
+        results.setdefault(t.key, once.submit(t))
+    noisy = list(ts)
+    for _ in range(data.draw(st.integers(0, 20))):
+        if not ts:
+            break
+        i = data.draw(st.integers(0, len(ts) - 1))
+        at = data.draw(st.integers(noisy.index(ts[i]) + 1, len(noisy)))
+        noisy.insert(at, ts[i])
+    twice = Ledger(start)
+    for t in noisy:
+        got = twice.submit(t)
+        if t == next(x for x in ts if x.key == t.key):
+            assert got == results[t.key]
+    assert twice.entries == once.entries
+    assert twice.state == once.state
+
+
+def test_entry_ids_derive_from_member_and_key() -> None:
+    assert entry_id(debit("k", 1)) == f"{NET}:u1/x/k"
+    other = Transfer("k", NET, "u2", 1, "debit", f"store:{NET}", "store_redeem")
+    assert entry_id(other) != entry_id(debit("k", 1))
