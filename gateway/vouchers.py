@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -18,8 +19,10 @@ from typing import Any
 
 import msgspec
 
+from actors.spend import SpendClient, SpendTimeout
 from actors.vouchers import RESUME, BatchExists, VoucherStore
 from engine import voucher as vc
+from engine.spend import Transfer
 from engine.voucher import Attempt, Batch, Voucher, VoucherError, VoucherScanned
 from gateway.errors import BadRequest, Conflict, GatewayError, Unavailable
 from gateway.voucher_keys import VoucherKeys
@@ -95,6 +98,7 @@ TimeoutError when no result came in time (resubmitting the same key is safe)."""
 MINT_DECODER = msgspec.json.Decoder(MintRequest)
 SCAN_DECODER = msgspec.json.Decoder(ScanRequest)
 MAX_NOTE_CHARS = 200
+_FIELD = re.compile(r"at `\$\.([A-Za-z_]+)`|field `([A-Za-z_]+)`")
 
 
 def decode_body(decoder: msgspec.json.Decoder[Any], body: bytes) -> Any:
@@ -103,8 +107,9 @@ def decode_body(decoder: msgspec.json.Decoder[Any], body: bytes) -> Any:
         return decoder.decode(body)
     except msgspec.ValidationError as err:
         text = str(err)
-        field = text.rsplit("$.", 1)[1].rstrip("`") if "$." in text else "body"
-        raise BadRequest(text.split(" - at ")[0], field=field) from None
+        named = _FIELD.search(text)
+        field = named.group(1) or named.group(2) if named else "body"
+        raise BadRequest(text.split(" - at ")[0].replace("`", ""), field=field) from None
     except msgspec.DecodeError as err:
         raise BadRequest(f"malformed JSON: {err}", field="body", code="malformed_json") from None
 
@@ -261,6 +266,24 @@ class VoucherService:
             "network": v.network, "user_id": scan.user_id, "points": v.points,
             "balance": done.balance, "entry_id": done.entry_id,
         }  # fmt: skip
+
+
+def credit_through(spends: SpendClient) -> Credit:
+    """`Credit` by the spend path: a "credit" transfer from the batch's account, rule
+    "voucher", keyed by the code (applied once per member and key)."""
+
+    async def credit(order: CreditOrder) -> Credited:
+        t = Transfer(
+            order.key, order.network, order.user_id, order.points, "credit", order.account,
+            "voucher", ref=order.ref,
+        )  # fmt: skip
+        try:
+            result = await spends.submit(t)
+        except SpendTimeout as err:
+            raise TimeoutError(str(err)) from err
+        return Credited(result.code, result.balance, result.entry_id)
+
+    return credit
 
 
 def batch_json(batch: Batch, redeemed: int | None = None) -> dict[str, Any]:
