@@ -83,7 +83,7 @@ class SpendClient:
         self.member_shards = member_shards
         self.timeout_s = timeout_s
         self.clock = clock
-        self.reply_to = keys.spend_reply(uuid.uuid4().hex)
+        self._reply_to = ""
         self._waiting: dict[str, list[asyncio.Future[Result]]] = {}
         self._reader: asyncio.Task[None] | None = None
 
@@ -97,6 +97,7 @@ class SpendClient:
     ) -> list[Result]:
         """Submit several transfers in one round trip; results in the same order."""
         stamped = [_stamp(t, self.clock) for t in transfers]
+        reply_to = self.reply_to
         self._ensure_reader()
         loop = asyncio.get_running_loop()
         rkeys = [record_key(self.keys, t) for t in stamped]
@@ -109,7 +110,7 @@ class SpendClient:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for t in stamped:
                     stream = shard_stream(self.keys, self.member_shards, t)
-                    pipe.xadd(stream, {"s": encode(t), "r": self.reply_to, "n": 1})
+                    pipe.xadd(stream, {"s": encode(t), "r": reply_to, "n": 1})
                 await pipe.execute()
             timeout = self.timeout_s if timeout_s is None else timeout_s
             done, _ = await asyncio.wait(futures, timeout=timeout)
@@ -131,6 +132,13 @@ class SpendClient:
                         waiting.remove(fut)
                     if not waiting:
                         del self._waiting[rkey]
+
+    @property
+    def reply_to(self) -> str:
+        """This client's reply stream (named on first use: one per client, never shared)."""
+        if not self._reply_to:
+            self._reply_to = self.keys.spend_reply(uuid.uuid4().hex)
+        return self._reply_to
 
     async def result_of(self, t: Transfer) -> Result | None:
         """The recorded result of `t`'s key, if it applied (None: not applied, or forgotten)."""
@@ -171,8 +179,9 @@ class SpendClient:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._reader
             self._reader = None
-        with contextlib.suppress(Exception):
-            await self.redis.delete(self.reply_to)
+        if self._reply_to:
+            with contextlib.suppress(Exception):
+                await self.redis.delete(self._reply_to)
 
 
 class SyncSpendClient:

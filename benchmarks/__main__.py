@@ -90,6 +90,12 @@ def parser() -> argparse.ArgumentParser:
                    help="events/s offered in overload (default: twice the capacity measured)")  # fmt: skip
     p.add_argument("--overload-lag", type=_positive(float), default=d.overload_max_lag_s,
                    help="seconds of pipeline lag beyond which overload's gateway sheds load")  # fmt: skip
+    p.add_argument("--spend-rate", type=_positive(float), default=d.spend_rate,
+                   help="spends/s submitted in the spend scenario")  # fmt: skip
+    p.add_argument("--spend-credit-rate", type=_positive(float), default=d.spend_credit_rate,
+                   help="events/s offered for crediting while the spend scenario spends")  # fmt: skip
+    p.add_argument("--spend-members", type=_positive(int), default=d.spend_members,
+                   help="members who spend in the spend scenario")  # fmt: skip
     p.add_argument(
         "--url", help="benchmark a running Rallypoint at this URL instead of starting one"
     )
@@ -133,6 +139,9 @@ def options(args: argparse.Namespace) -> Options:
         overload_s=args.overload_seconds,
         overload_rate=args.overload_rate or 0.0,
         overload_max_lag_s=args.overload_lag,
+        spend_rate=args.spend_rate,
+        spend_credit_rate=args.spend_credit_rate,
+        spend_members=args.spend_members,
         url=args.url,
         runtime=args.runtime,
         config=args.config,

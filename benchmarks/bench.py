@@ -72,6 +72,11 @@ class Options:
     overload_rate: float = 0.0
     """Events/s offered in overload; 0 = twice the capacity measured."""
     overload_max_lag_s: float = 2.0
+    spend_rate: float = 1_000.0
+    """Spends/s submitted in the spend scenario ..."""
+    spend_credit_rate: float = 20_000.0
+    """... while this many events/s are offered for crediting."""
+    spend_members: int = 1_000
     url: str | None = None
     runtime: Path | None = None
     config: Path | None = None

@@ -22,6 +22,7 @@ from benchmarks.overload import overload
 from benchmarks.plan import Burst, Phase
 from benchmarks.report import SMOOTH_SAMPLES, smooth
 from benchmarks.soak import soak
+from benchmarks.spend import spend
 from benchmarks.target import redis_memory
 from gateway.simulator import channel_name
 
@@ -431,6 +432,7 @@ SCENARIOS: dict[str, Scenario] = {
     "draw": unavailable("raffles", ("engine.raffle", "actors.raffle")),
     "kpis": unavailable("analytics", ("analytics.kpis", "analytics.queries")),
     "batches": batches,
+    "spend": spend,
     "soak": soak,
     "watch-tick": watch_tick,
 }

@@ -49,6 +49,9 @@ class ChannelState(msgspec.Struct, array_like=True):
     active_ts: float = -1e18
     """Event time of the channel's newest event: presence older than max_catchup_ticks
     intervals before a tick is stale and earns nothing."""
+    live_since: float = 0.0
+    """Event time of the `online` that started the current (or last) stream: its identity
+    for the reward store's per-stream limits."""
 
 
 class Changes(msgspec.Struct):
@@ -155,6 +158,8 @@ class Channel:
             for v in ev.viewers:
                 self._join(v.id, v.name or self.present.get(v.id, ""), ch)
         elif isinstance(ev, Online):
+            if not self.state.live:
+                self.state.live_since = ev.ts
             self.state.live = True
         elif isinstance(ev, Offline):
             self.state.live = False

@@ -23,7 +23,6 @@ from aiohttp import WSMsgType, web
 from redis.exceptions import RedisError
 
 from actors.keys import Keys
-from actors.spend import SpendClient
 from analytics.archive import LedgerArchive
 from engine.events import BatchError, Event, decode_json_batch, encode_events
 from gateway.admission import ADMISSION, Admission
@@ -45,7 +44,9 @@ from gateway.metrics import METRICS, GatewayMetrics, get_metrics, get_readyz, ne
 from gateway.reads import ACCESS, READER, Reader, add_routes, parse_id
 from gateway.redis_server import _die_with_parent
 from gateway.routes import vouchers
+from gateway.routes_store import setup_store
 from gateway.settings import ApiKey, Settings
+from gateway.spends import SPENDS, install_spends
 from gateway.vouchers import credit_through
 
 log = logging.getLogger(__name__)
@@ -316,14 +317,6 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     await gw.redis.aclose()
 
 
-def _spends_closed(spends: SpendClient) -> Callable[[web.Application], AsyncIterator[None]]:
-    async def running(app: web.Application) -> AsyncIterator[None]:
-        yield
-        await spends.close()
-
-    return running
-
-
 def create_app(
     settings: Settings, redis_url: str, *, clock: Callable[[], float] = time.time
 ) -> web.Application:
@@ -377,9 +370,9 @@ def create_app(
     app.router.add_get("/v1/stream", ws_stream)
     app.router.add_post("/v1/members/{user_id}/token", post_member_token)
     add_routes(app)
-    spends = SpendClient(client, keys, settings.shards.member, clock=clock)
-    app.cleanup_ctx.append(_spends_closed(spends))
-    vouchers.install(app, settings, client, keys, clock, credit=credit_through(spends))
+    install_spends(app, settings, redis_url, keys, clock)
+    setup_store(app, settings, clock)
+    vouchers.install(app, settings, client, keys, clock, credit=credit_through(app[SPENDS]))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", get_readyz)
     app.router.add_get("/metrics", get_metrics)

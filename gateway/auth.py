@@ -70,7 +70,7 @@ class Authenticator:
     def verify_target(
         self, headers: Mapping[str, str], method: str, target: str, body: bytes = b""
     ) -> ApiKey:
-        """The key that signed `method target` (and the body, if any: signing.request_message)."""
+        """The key that signed `method target` (and `body`, if the request has one)."""
         return self.verify(headers, request_message(method, target, body))
 
 

@@ -32,6 +32,8 @@ class GatewayError(Exception):
         if code is not None:
             self.code = code
         self.headers = dict(headers or {})
+        self.extra: dict[str, object] = {}
+        """More fields of the body (e.g. `retry_at`), after the four every error has."""
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -39,6 +41,7 @@ class GatewayError(Exception):
             "message": self.message,
             "field": self.field,
             "index": self.index,
+            **self.extra,
         }
 
 
@@ -134,13 +137,21 @@ def error_response(
     field: str | None = None,
     index: int | None = None,
     headers: Mapping[str, str] | None = None,
+    extra: Mapping[str, object] | None = None,
 ) -> web.Response:
-    """The one shape of every error body: {"error", "message", "field", "index"}."""
-    body = {"error": code, "message": message, "field": field, "index": index}
+    """The one shape of every error body: {"error", "message", "field", "index"}, then any
+    fields the error adds (`extra`)."""
+    body = {"error": code, "message": message, "field": field, "index": index, **(extra or {})}
     return json_response(body, status=status, headers=headers)
 
 
 def error_of(err: GatewayError) -> web.Response:
     return error_response(
-        err.status, err.code, err.message, field=err.field, index=err.index, headers=err.headers
+        err.status,
+        err.code,
+        err.message,
+        field=err.field,
+        index=err.index,
+        headers=err.headers,
+        extra=err.extra,
     )

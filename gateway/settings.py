@@ -145,6 +145,22 @@ class AnalyticsSettings(_Section):
     relative to data_dir, or absolute; "" = analytics/ledger.duckdb."""
 
 
+class SpendSettings(_Section):
+    record_ttl_s: int = Field(default=7 * 86_400, ge=60)
+    """How long a member shard remembers a spend's key and result (retries within it are safe)."""
+    timeout_s: float = Field(default=30.0, gt=0, le=3_600)
+    """How long the gateway waits for a spend's result (then 503; retrying is safe)."""
+
+
+class StoreSettings(_Section):
+    failed_ttl_s: int = Field(default=86_400, ge=60)
+    """How long a refused redemption is remembered (a retry of its Idempotency-Key)."""
+    sweep_interval_s: float = Field(default=5.0, ge=0)
+    """How often each gateway process drives redemptions left half done; 0 = never."""
+    stale_after_s: float = Field(default=60.0, gt=0)
+    """A redemption still `reserving` after this long is driven by the sweeper."""
+
+
 class AuthSettings(_Section):
     token_secret: str = ""
     """Signs member tokens (POST /v1/members/{id}/token, `rally token`); "" = no tokens."""
@@ -246,6 +262,8 @@ class Settings(_Section):
     clock: ClockSettings = ClockSettings()
     analytics: AnalyticsSettings = AnalyticsSettings()
     auth: AuthSettings = AuthSettings()
+    spend: SpendSettings = SpendSettings()
+    store: StoreSettings = StoreSettings()
     vouchers: VoucherSettings = VoucherSettings()
     networks: dict[Name, Any] = {}
     """Network name -> engine.rules.NetworkRules (validated with msgspec)."""
@@ -316,6 +334,7 @@ class Settings(_Section):
             ledger_recent=lim.ledger_recent,
             archive_path=str(self.archive_path().resolve()),
             trim_interval_s=lim.trim_interval_s,
+            spend_record_ttl_s=self.spend.record_ttl_s,
             rules=self.rulebook().to_builtins(),
         )
 

@@ -5,9 +5,7 @@ X-Rally-Signature = hex HMAC-SHA256(secret, f"{ts}." + message), where message i
 - for `POST /v1/events`: the body, byte for byte;
 - for every other request (reads, token requests, the WebSocket handshake): the method and
   the request target as sent, path and query string: b"GET /v1/members/u1?network=acme";
-  and when such a request has a body (minting vouchers, a member's voucher scan), a newline
-  and the body after it: b"POST /v1/vouchers/batches?network=acme\n{...}". A target never
-  holds a newline, so the two forms cannot be passed off as each other.
+  with a body (the store's writes), then a newline and the body byte for byte.
   (A batch body is a JSON object and never starts with a method, so neither signature can be
   passed off as the other.)
 The WebSocket handshake is a signed `GET /v1/stream?nonce=N`: the gateway refuses a nonce it
@@ -31,8 +29,9 @@ def sign(secret: str, ts: str, body: bytes) -> str:
 
 
 def request_message(method: str, target: str, body: bytes = b"") -> bytes:
-    """What a request other than an event batch signs: b"GET /v1/members/u1?network=acme",
-    followed by b"\n" and its body if it has one."""
+    """What a request signs besides a batch: b"GET /v1/members/u1?network=acme"; a request
+    with a JSON body (the store's, raffles', vouchers' writes) adds a newline and the body
+    byte for byte: b"PUT /v1/store/items/i1?network=acme\n{...}" (a target has no newline)."""
     head = f"{method.upper()} {target}".encode()
     return head + b"\n" + body if body else head
 
@@ -48,7 +47,7 @@ def signed_headers(
 ) -> dict[str, str]:
     """The three auth headers, signed at `now` (default: the wall clock): over `body` (a POST
     of events), or, given `target` (path and query string as sent), over `method target`
-    (and the body, if any)."""
+    (and, when `body` is given too, a newline and the body)."""
     if target is not None:
         body = request_message(method, target, body)
     ts = str(int(time.time() if now is None else now))

@@ -25,6 +25,7 @@ TINY = [
     "--watch-sizes", "500,1500", "--batch-sizes", "1,100", "--batch-duration", "1",
     "--memory-members", "1000", "--soak-seconds", "4", "--soak-sample", "1", "--soak-warmup", "1",
     "--overload-seconds", "3", "--overload-lag", "0.5",
+    "--spend-rate", "50", "--spend-credit-rate", "400", "--spend-members", "20",
 ]  # fmt: skip
 
 pytestmark = pytest.mark.timeout(400)
@@ -128,6 +129,11 @@ def test_scenario_summaries(results: dict[str, Any]) -> None:
     assert 0 < over["events_accepted"] <= over["events_in"] == over["events_credited"]
     assert over["events_shed"] + over["events_accepted"] <= over["events_sent"]
     assert over["ingest_to_credit_p99_ms"] is not None
+    spend = sc["spend"]["summary"]
+    assert spend["spends"] > 0
+    assert spend["spends_ok"] == spend["spends"]
+    assert spend["spend_errors"] == 0
+    assert 0 < spend["spend_latency_ms_p50"] <= spend["spend_latency_ms_p99"]
     mem = sc["batches"]["memory"]
     assert mem["memory_new_members"] >= 1000
     labels = [run["label"] for run in sc["batches"]["runs"]]

@@ -25,8 +25,10 @@ from gateway.app import ADMISSION, GATEWAY, create_app
 from gateway.metrics import METRICS
 from gateway.reads import ACCESS, READER
 from gateway.routes.vouchers import VOUCHERS
+from gateway.routes_store import STORE
 from gateway.runtime import GatewayPool, Runtime
 from gateway.settings import ApiKey, Settings, settings_from_dict
+from gateway.spends import SPENDS
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "rally.example.toml"
 REDIS_URL = "redis://127.0.0.1:1/0"
@@ -146,6 +148,8 @@ def built(settings: Settings) -> dict[str, Any]:
         "access": plain(app[ACCESS]),
         "admission": plain(app[ADMISSION]),
         "metrics": plain(app[METRICS]),
+        "spends": plain(app[SPENDS]),
+        "store": plain(app[STORE]),
         "vouchers": plain(app[VOUCHERS]),
         "max_body": app._client_max_size,
         "runtime": plain(Runtime(settings)),
