@@ -44,6 +44,8 @@ vclaim:{net}:{batch}  hash; serial -> JSON claim {"u": user_id, "t": claimed at,
                       "e": ledger entry id} of each code scanned with success (actors/vouchers.py);
                       expires 30 days after the batch does.
 vredeemed:{net}       hash; voucher batch id -> codes redeemed.
+vpending              zset; JSON [network, batch, serial] -> claim time, of every voucher claim not
+                      yet finished (the gateways' sweepers finish the stale ones).
 vattempts:{net}       stream (capped, [vouchers] attempts_kept); every voucher scan: field `o` = outcome,
                       `a` = msgpack engine.voucher.Attempt.
 pending:{kind}:{i}    stream; what shard i holds back until its watermark passes it (events of a
@@ -153,6 +155,10 @@ class Keys:
 
     def voucher_attempts(self, network: str) -> str:
         return self.k("vattempts", network)
+
+    @property
+    def voucher_pending(self) -> str:
+        return self.k("vpending")
 
     @property
     def notices(self) -> str:

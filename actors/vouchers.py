@@ -11,6 +11,10 @@ claim: the same member's next scan, `resume_after_s` later, takes it over and su
 same transfer again (the spend path applies a key once), so the member is credited exactly
 once whatever crashed.
 
+Pending claims are indexed in `vpending` (by claim time): every gateway process sweeps
+those older than `resume_after_s` and finishes them the same way, so a member is credited
+even without scanning again.
+
 Every scan is appended to `vattempts:{net}` (capped) with its outcome: by CLAIM and FINISH
 themselves for the outcomes they decide, by `record` for the others.
 
@@ -19,6 +23,7 @@ No Ray here: gateway processes import this module.
 
 from __future__ import annotations
 
+import json
 from typing import Any, cast
 
 import msgspec
@@ -65,13 +70,15 @@ end
 if outcome == 'claimed' or outcome == 'resume' then
   redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(claim))
   redis.call('EXPIREAT', KEYS[1], ARGV[5])
-else
+  redis.call('ZADD', KEYS[3], now, ARGV[8])
+elseif ARGV[9] == '1' then
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'o', outcome, 'a', ARGV[7])
 end
 return {outcome, claim.u, claim.s, claim.e or ''}
 """
-"""KEYS: vclaim:{net}:{batch}, vattempts:{net}. ARGV: serial, user_id, now, resume_after_s,
-claims expire at, attempts kept, attempt blob. -> {outcome, holder, state, entry id}."""
+"""KEYS: vclaim:{net}:{batch}, vattempts:{net}, vpending. ARGV: serial, user_id, now,
+resume_after_s, claims expire at, attempts kept, attempt blob, pending member, "1" to record
+a refusal. -> {outcome, holder, state, entry id}."""
 
 FINISH = """
 local claim = cjson.decode(redis.call('HGET', KEYS[1], ARGV[1]))
@@ -84,17 +91,25 @@ if first then
   redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(claim))
   redis.call('HINCRBY', KEYS[2], ARGV[5], 1)
   redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[9], '*', 'voucher_scanned', ARGV[8])
+  redis.call('ZREM', KEYS[5], ARGV[10])
 else
   outcome = 'voucher_used'
 end
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*', 'o', outcome, 'a', ARGV[7])
 return first and 1 or 0
 """
-"""KEYS: vclaim:{net}:{batch}, vredeemed:{net}, vattempts:{net}, notices. ARGV: serial,
-user_id, entry id, outcome, batch, attempts kept, attempt blob, notice blob, notices cap.
+"""KEYS: vclaim:{net}:{batch}, vredeemed:{net}, vattempts:{net}, notices, vpending. ARGV:
+serial, user_id, entry id, outcome, batch, attempts kept, attempt blob, notice blob, notices
+cap, pending member.
 -> 1 if this call redeemed the code, 0 if it had been redeemed already."""
 
 _encoder = msgspec.msgpack.Encoder()
+_pending_decoder = msgspec.json.Decoder(tuple[str, str, int])
+
+
+def pending_member(network: str, batch: str, serial: int) -> str:
+    """A pending claim's member in the `vpending` index."""
+    return msgspec.json.encode((network, batch, serial)).decode()
 
 
 class Claim(msgspec.Struct, frozen=True):
@@ -147,15 +162,19 @@ class VoucherStore:
     # -- scans -----------------------------------------------------------------------------
     async def claim(
         self, network: str, batch: str, serial: int, user_id: str, *, now: float,
-        resume_after_s: float, expires_at: int, attempt: Attempt,
+        resume_after_s: float, expires_at: int, attempt: Attempt, record: bool = True,
     ) -> Claim:  # fmt: skip
         """Claim a code for `user_id` (see the module doc); a refusal is recorded as an
-        attempt by the same script."""
+        attempt by the same script (unless `record` is False: the sweeper)."""
         got = await self._claim(
-            keys=[self.keys.voucher_claims(network, batch), self.keys.voucher_attempts(network)],
+            keys=[
+                self.keys.voucher_claims(network, batch), self.keys.voucher_attempts(network),
+                self.keys.voucher_pending,
+            ],
             args=[
                 serial, user_id, repr(now), repr(resume_after_s),
                 expires_at + CLAIMS_KEPT_AFTER_EXPIRY_S, self.attempts_kept, _encoder.encode(attempt),
+                pending_member(network, batch, serial), "1" if record else "0",
             ],
         )  # fmt: skip
         outcome, holder, state, entry = (x.decode() for x in cast("list[bytes]", got))
@@ -175,13 +194,32 @@ class VoucherStore:
                 self.keys.voucher_redeemed(network),
                 self.keys.voucher_attempts(network),
                 self.keys.notices,
+                self.keys.voucher_pending,
             ],
             args=[
                 serial, user_id, entry_id, attempt.outcome, attempt.batch, self.attempts_kept,
                 _encoder.encode(attempt), _encoder.encode(notice), NOTICES_MAXLEN,
+                pending_member(network, attempt.batch, serial),
             ],
         )  # fmt: skip
         return bool(got)
+
+    async def stale_claims(self, older_than: float, most: int) -> list[tuple[str, str, int, str]]:
+        """Pending claims made before `older_than`: (network, batch, serial, holder), at most
+        `most`; those finished meanwhile are dropped from the index."""
+        raws = await self.redis.zrangebyscore(
+            self.keys.voucher_pending, "-inf", older_than, start=0, num=most
+        )
+        out = []
+        for raw in raws:
+            network, batch, serial = _pending_decoder.decode(raw)
+            claim = await self.redis.hget(self.keys.voucher_claims(network, batch), serial)
+            state = None if claim is None else json.loads(claim)
+            if state is None or state["s"] == "done":
+                await self.redis.zrem(self.keys.voucher_pending, raw)
+                continue
+            out.append((network, batch, serial, str(state["u"])))
+        return out
 
     async def record(self, attempt: Attempt) -> None:
         """Append an attempt decided outside the scripts (a bad code, an unknown batch, ...)."""

@@ -189,7 +189,11 @@ class VoucherSettings(_Section):
     """Redemption attempts kept per network (GET /v1/vouchers/attempts), newest first."""
     resume_after_s: float = Field(default=30.0, gt=0)
     """A scan that claimed a code and never finished (its process died) may be finished by
-    its member's next scan after this long; until then that scan gets voucher_pending."""
+    its member's next scan, or by a gateway's sweeper, after this long; until then that
+    member's scans get voucher_pending."""
+    sweep_interval_s: float = Field(default=10.0, ge=0)
+    """How often each gateway process finishes claims pending longer than resume_after_s;
+    0 = never (only the member's next scan does)."""
 
     @field_validator("signing_key")
     @classmethod

@@ -40,6 +40,8 @@ STATUS: dict[str, int] = {
 }
 """The HTTP status of each way a scan is refused."""
 ITEM_UNSUPPORTED = "voucher_item_unsupported"
+SWEEP_MOST = 100
+"""Stale claims one sweep finishes at most."""
 CREDIT_UNAVAILABLE = "unavailable"
 
 
@@ -137,7 +139,8 @@ class Scan:
     def attempt(self, now: float, outcome: str, v: Voucher | None, detail: str = "") -> Attempt:
         return Attempt(
             ts=now, network=self.network, user_id=self.user_id, outcome=outcome,
-            code_sha256=vc.code_digest(self.text), code_id=v.code_id if v else "",
+            code_sha256=vc.code_digest(self.text) if self.text else "",
+            code_id=v.code_id if v else "",
             batch=v.batch if v else "", by=self.by, remote=self.remote, detail=detail[:200],
         )  # fmt: skip
 
@@ -152,6 +155,7 @@ class VoucherService:
         *,
         max_batch_codes: int,
         resume_after_s: float,
+        sweep_interval_s: float = 0.0,
         clock: Callable[[], float] = time.time,
         credit: Credit | None = None,
     ) -> None:
@@ -159,6 +163,7 @@ class VoucherService:
         self.store = store
         self.max_batch_codes = max_batch_codes
         self.resume_after_s = resume_after_s
+        self.sweep_interval_s = sweep_interval_s
         self.clock = clock
         self.credit = credit
 
@@ -227,6 +232,36 @@ class VoucherService:
         if not claim.granted:
             raise self._refusal(claim.outcome, claim.holder == scan.user_id)
         return await self._credit(scan, v, now, resumed=claim.outcome == RESUME)
+
+    async def sweep(self, most: int = SWEEP_MOST) -> int:
+        """Finish claims left pending longer than `resume_after_s` (their gateway died), as
+        their member's next scan would; returns how many this call finished."""
+        now = self.clock()
+        finished = 0
+        for network, batch_id, serial, holder in await self.store.stale_claims(
+            now - self.resume_after_s, most
+        ):
+            batch = await self.store.batch(network, batch_id)
+            if batch is None or batch.item:
+                continue
+            v = Voucher(
+                bytes.fromhex(batch.key_id), network, batch_id, serial, batch.expires_at,
+                batch.points, batch.item,
+            )  # fmt: skip
+            scan = Scan(network, holder, "", "sweeper", "")
+            claim = await self.store.claim(
+                network, batch_id, serial, holder, now=now, resume_after_s=self.resume_after_s,
+                expires_at=v.expires_at, attempt=scan.attempt(now, "", v), record=False,
+            )  # fmt: skip
+            if claim.outcome != RESUME:
+                continue  # finished, or taken over by another process, meanwhile
+            try:
+                await self._credit(scan, v, now, resumed=True)
+            except GatewayError as err:
+                log.warning("voucher_sweep_failed code_id=%s error=%s", v.code_id, err.code)
+                continue
+            finished += 1
+        return finished
 
     def _refusal(self, outcome: str, yours: bool) -> VoucherRefused:
         if outcome == vc.PENDING:

@@ -12,6 +12,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import re
 from collections.abc import AsyncIterator, Callable
 
@@ -34,6 +36,8 @@ from gateway.vouchers import (
     batch_json,
     decode_body,
 )
+
+log = logging.getLogger(__name__)
 
 VOUCHERS = web.AppKey("vouchers", VoucherService)
 MAX_BODY_BYTES = 4_096
@@ -103,10 +107,28 @@ async def post_scan(request: web.Request) -> web.Response:
     return json_response(await request.app[VOUCHERS].scan(scan))
 
 
-async def _keys_loaded(app: web.Application) -> AsyncIterator[None]:
-    """Load (or generate) the signing key before serving: a bad key stops the start."""
-    await asyncio.to_thread(app[VOUCHERS].keys.load)
+async def _sweeper(svc: VoucherService) -> None:
+    while True:
+        await asyncio.sleep(svc.sweep_interval_s)
+        try:
+            await svc.sweep()
+        except Exception:
+            log.exception("voucher_sweep_failed")
+
+
+async def _running(app: web.Application) -> AsyncIterator[None]:
+    """Load (or generate) the signing key before serving (a bad key stops the start); sweep
+    stale claims while serving."""
+    svc = app[VOUCHERS]
+    await asyncio.to_thread(svc.keys.load)
+    task = None
+    if svc.sweep_interval_s > 0:
+        task = asyncio.create_task(_sweeper(svc), name="voucher-sweep")
     yield
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def install(
@@ -124,10 +146,11 @@ def install(
         VoucherStore(client, keys, attempts_kept=vs.attempts_kept),
         max_batch_codes=vs.max_batch_codes,
         resume_after_s=vs.resume_after_s,
+        sweep_interval_s=vs.sweep_interval_s,
         clock=clock,
         credit=credit,
     )
-    app.cleanup_ctx.append(_keys_loaded)
+    app.cleanup_ctx.append(_running)
     app.router.add_post("/v1/vouchers/batches", post_batch)
     app.router.add_get("/v1/vouchers/batches", get_batches)
     app.router.add_get("/v1/vouchers/attempts", get_attempts)

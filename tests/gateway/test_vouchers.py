@@ -52,7 +52,8 @@ def deployment(
     ray_cluster: None, redis_server: RedisServer, namespace: str, tmp_path: Path
 ) -> Iterator[tuple[Settings, RallyClient]]:
     settings = make_settings(namespace, auth={"token_secret": TOKEN_SECRET})
-    settings = settings.model_copy(update={"data_dir": tmp_path})
+    no_sweeper = settings.vouchers.model_copy(update={"sweep_interval_s": 0.0})
+    settings = settings.model_copy(update={"data_dir": tmp_path, "vouchers": no_sweeper})
     client = RallyClient(settings.runtime(redis_server.url)).start(scheduler=False)
     yield settings, client
     client.stop()
@@ -265,27 +266,30 @@ def test_a_claim_left_pending_is_finished_by_its_member_once(
     deployment: tuple[Settings, RallyClient], redis_server: RedisServer, redis_client: redis.Redis
 ) -> None:
     """A gateway that died after claiming (and maybe after crediting) leaves a pending claim:
-    the member's next scan finishes it once `resume_after_s` passed; the points arrive once."""
+    the member's next scan, or a gateway's sweeper, finishes it once `resume_after_s` passed;
+    the points arrive once."""
     settings, r, clock = deployment[0], redis_client, Clock()
     keys = Keys(settings.namespace)
 
     async def go() -> None:
         async with serve(settings, redis_server.url, clock) as client:
-            _, codes = await mint(client, count=2, points=70, batch="crash")
+            _, codes = await mint(client, count=4, points=70, batch="crash")
             svc = client.app[VOUCHERS]
-            for serial, credited in ((0, False), (1, True)):
+            left = ((0, "dana", False), (1, "dana", True), (2, "hal", False), (3, "ivy", True))
+            for serial, user, credited in left:
                 v = vc.decode(codes[serial])[0]
-                attempt = Attempt(clock.now, NET, "dana", "", "x")
+                attempt = Attempt(clock.now, NET, user, "", "x")
                 claim = await svc.store.claim(
-                    NET, "crash", serial, "dana", now=clock.now, resume_after_s=30,
+                    NET, "crash", serial, user, now=clock.now, resume_after_s=30,
                     expires_at=v.expires_at, attempt=attempt,
                 )  # fmt: skip
                 assert claim.outcome == "claimed"
                 if credited:  # it died after the spend path applied the credit
                     spends = SyncSpendClient(r, keys, settings.shards.member)
-                    t = Transfer(f"voucher:crash/{serial}", NET, "dana", 70, "credit",
+                    t = Transfer(f"voucher:crash/{serial}", NET, user, 70, "credit",
                                  f"voucher:{NET}:crash", "voucher", ref=f"crash/{serial}")  # fmt: skip
                     assert (await asyncio.to_thread(spends.submit, t)).code == "ok"
+            assert await svc.sweep() == 0, "nothing is stale yet"
             for serial in (0, 1):
                 status, body = await scan(client, settings, clock, "dana", codes[serial])
                 assert (status, body["error"]) == (409, "voucher_pending")
@@ -297,10 +301,24 @@ def test_a_claim_left_pending_is_finished_by_its_member_once(
                 assert (status, body["resumed"]) == (200, True), body
                 status, body = await scan(client, settings, clock, "dana", codes[serial])
                 assert (status, body["error"]) == (409, "voucher_used")
+            # hal and ivy never scan again: a sweeper finishes their claims, once
+            assert await svc.sweep() == 2
+            assert await svc.sweep() == 0
+            status, body = await scan(client, settings, clock, "hal", codes[2])
+            assert (status, body["error"]) == (409, "voucher_used")
+            _, page = await call(client, "GET", f"/v1/vouchers/attempts?network={NET}")
+            swept = [a for a in page["attempts"] if a["by"] == "sweeper"]
+            assert sorted((a["user_id"], a["outcome"]) for a in swept) == [
+                ("hal", "resumed"),
+                ("ivy", "resumed"),
+            ]
+            assert not await svc.store.redis.zcard(keys.voucher_pending)
 
     asyncio.run(go())
     assert balance(r, keys, "dana") == 140
-    assert len(scanned_notices(r, keys)) == 2
+    assert balance(r, keys, "hal") == 70
+    assert balance(r, keys, "ivy") == 70
+    assert len(scanned_notices(r, keys)) == 4
     assert not audited(deployment, r)
 
 
