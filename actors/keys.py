@@ -35,10 +35,13 @@ wmark                 hash; "channel:{p}" / "member:{m}" -> msgpack event-time p
 spendrec:{n}:{nu}:{key}  string; the record (engine.spend.Record: payload digest + result) of the
                       transfer `key` of member nu (n = len(nu)), written by its member shard in the
                       commit that applied it; TTL [limits] spend_record_ttl_s.
-spendreply:{id}       stream; results of transfers submitted by one SpendClient (field k = record key,
-                      r = msgpack Result), written in the member shard's commit; expires when unused.
+spendreply:{id}       stream; results of transfers submitted by one SpendClient (field rs = msgpack
+                      list of (record key, Result)), written in the member shard's commit; expires when unused.
 accounts              hash; account ("store:{net}", "raffle:{net}:{id}", ...) -> balance, for every
                       account other than members and treasuries, kept in the member shards' commits.
+store:...             the reward store's keys (gateway/store.py StoreKeys): per network the items
+                      (hash id -> JSON), stock, last redemption time, the reservations held, each
+                      redemption (string JSON) and its indexes (all, per member, still reserving).
 vbatch:{net}          hash; voucher batch id -> msgpack engine.voucher.Batch, written once when minted.
 vclaim:{net}:{batch}  hash; serial -> JSON claim {"u": user_id, "t": claimed at, "s": "pending"|"done",
                       "e": ledger entry id} of each code scanned with success (actors/vouchers.py);

@@ -58,12 +58,14 @@ from engine.routing import shard_of
 from engine.rules import EarnRules, NetworkRules, RuleBook
 from engine.spend import (
     Record,
+    Result,
     Transfer,
     account_delta,
     apply_transfer,
     digest,
     record_decoder,
     replay,
+    replies_encoder,
     transfer_decoder,
 )
 from engine.spend import encode as spend_encode
@@ -85,6 +87,8 @@ which the next shard commits in bounded runs (StreamShard.max_items_per_commit).
 REPLY_MAXLEN = 10_000
 """Results kept on a caller's reply stream (its reader consumes them as they come)."""
 REPLY_TTL_S = 3_600
+RECORDS_PER_READ = 5_000
+"""Spend records one MGET reads."""
 """A reply stream nobody reads any more (its gateway process is gone) expires."""
 credit_encoder = entry_encoder  # one msgpack encoder serves every Struct
 ledger_encoder = entry_encoder
@@ -619,14 +623,12 @@ class MemberShard(StreamShard):
             self.keys.spend_record(f"{sp.transfer.network}:{sp.transfer.user_id}", sp.transfer.key)
             for sp in spends
         ]
-        pipe = self.r.pipeline(transaction=False)
-        for k in rkeys:
-            pipe.get(k)
-        known: dict[str, Record] = {
-            k: record_decoder.decode(raw)
-            for k, raw in zip(rkeys, pipe.execute(), strict=True)
-            if raw is not None
-        }
+        known: dict[str, Record] = {}
+        for start in range(0, len(rkeys), RECORDS_PER_READ):
+            chunk = rkeys[start : start + RECORDS_PER_READ]
+            for k, raw in zip(chunk, self.r.mget(chunk), strict=True):
+                if raw is not None:
+                    known[k] = record_decoder.decode(raw)
         for sp, rkey in zip(spends, rkeys, strict=True):
             t = sp.transfer
             nu = f"{t.network}:{t.user_id}"
@@ -648,17 +650,18 @@ class MemberShard(StreamShard):
         """Idempotency records (new ones only; a replay's digest is empty), other accounts'
         balances, and each result on its caller's reply stream."""
         keys, ttl = self.keys, self.cfg.spend_record_ttl_s
-        replies: set[str] = set()
+        replies: dict[str, list[tuple[str, Result]]] = {}
         for rkey, record, reply_to in spent.records:
             if record.digest:
                 c.cmd("SET", rkey, spend_encode(record), "EX", ttl)
             if reply_to:
+                replies.setdefault(reply_to, []).append((rkey, record.result))
+        for reply_to, results in sorted(replies.items()):
+            for i in range(0, len(results), CREDITS_PER_ENTRY):
                 c.cmd(
                     "XADD", reply_to, "MAXLEN", "~", REPLY_MAXLEN, "*",
-                    "k", rkey, "r", spend_encode(record.result),
+                    "rs", replies_encoder.encode(results[i : i + CREDITS_PER_ENTRY]),
                 )  # fmt: skip
-                replies.add(reply_to)
-        for reply_to in sorted(replies):
             c.cmd("EXPIRE", reply_to, REPLY_TTL_S)
         for account, delta in sorted(spent.accounts.items()):
             if delta:

@@ -21,6 +21,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import cast
 
 import msgspec
@@ -29,7 +30,15 @@ import redis.asyncio as aioredis
 
 from actors.keys import Keys
 from engine.routing import shard_of
-from engine.spend import Result, Transfer, digest, encode, record_decoder, result_decoder, validate
+from engine.spend import (
+    Result,
+    Transfer,
+    digest,
+    encode,
+    record_decoder,
+    replies_decoder,
+    validate,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +46,8 @@ DEFAULT_TIMEOUT_S = 30.0
 """Long enough for Ray to restart a killed member shard and for it to catch up."""
 READ_BLOCK_MS = 1_000
 READ_COUNT = 1_000
+OUTBOX_MAX = 1_000
+"""Most commands one pipeline carries."""
 
 
 class SpendTimeout(Exception):
@@ -66,6 +77,14 @@ def _from_record(raw: bytes | None, t: Transfer) -> Result | None:
     return record.result
 
 
+@dataclass(slots=True)
+class _Outbox:
+    """Commands queued by concurrent callers, sent in one pipeline."""
+
+    commands: list[tuple[str, bytes, str]]
+    sent: asyncio.Future[None]
+
+
 class SpendClient:
     """Submit transfers from asyncio code and await their results (one per gateway process)."""
 
@@ -86,6 +105,8 @@ class SpendClient:
         self._reply_to = ""
         self._waiting: dict[str, list[asyncio.Future[Result]]] = {}
         self._reader: asyncio.Task[None] | None = None
+        self._outbox: _Outbox | None = None
+        self._sending: set[asyncio.Task[None]] = set()
 
     async def submit(self, t: Transfer, timeout_s: float | None = None) -> Result:
         """Apply `t` (exactly once per key) and return its result; raises SpendTimeout, or
@@ -107,11 +128,10 @@ class SpendClient:
             self._waiting.setdefault(rkey, []).append(fut)
             futures.append(fut)
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for t in stamped:
-                    stream = shard_stream(self.keys, self.member_shards, t)
-                    pipe.xadd(stream, {"s": encode(t), "r": reply_to, "n": 1})
-                await pipe.execute()
+            await self._append(
+                [(shard_stream(self.keys, self.member_shards, t), encode(t)) for t in stamped],
+                reply_to,
+            )
             timeout = self.timeout_s if timeout_s is None else timeout_s
             done, _ = await asyncio.wait(futures, timeout=timeout)
             out: list[Result] = []
@@ -132,6 +152,35 @@ class SpendClient:
                         waiting.remove(fut)
                     if not waiting:
                         del self._waiting[rkey]
+
+    async def _append(self, commands: list[tuple[str, bytes]], reply_to: str) -> None:
+        """Append commands to their streams; concurrent callers share one round trip (the
+        outbox is sent once the callers queued in this loop iteration have added theirs)."""
+        box = self._outbox
+        if box is None:
+            box = self._outbox = _Outbox([], asyncio.get_running_loop().create_future())
+            asyncio.get_running_loop().call_soon(self._send_soon, box)
+        box.commands.extend((stream, blob, reply_to) for stream, blob in commands)
+        await asyncio.shield(box.sent)
+
+    def _send_soon(self, box: _Outbox) -> None:
+        self._outbox = None
+        task = asyncio.ensure_future(self._send(box))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _send(self, box: _Outbox) -> None:
+        try:
+            for start in range(0, len(box.commands), OUTBOX_MAX):
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for stream, blob, reply_to in box.commands[start : start + OUTBOX_MAX]:
+                        pipe.xadd(stream, {"s": blob, "r": reply_to, "n": 1})
+                    await pipe.execute()
+        except Exception as err:
+            box.sent.set_exception(err)
+            box.sent.exception()  # retrieved here too: every caller re-raises it
+        else:
+            box.sent.set_result(None)
 
     @property
     def reply_to(self) -> str:
@@ -164,11 +213,10 @@ class SpendClient:
             for _, entries in got or []:
                 for entry_id, fields in entries:
                     last = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-                    rkey = fields[b"k"].decode()
-                    result = result_decoder.decode(fields[b"r"])
-                    for fut in self._waiting.pop(rkey, []):
-                        if not fut.done():
-                            fut.set_result(result)
+                    for rkey, result in replies_decoder.decode(fields[b"rs"]):
+                        for fut in self._waiting.pop(rkey, []):
+                            if not fut.done():
+                                fut.set_result(result)
             if got:
                 with contextlib.suppress(Exception):
                     await self.redis.xtrim(self.reply_to, minid=last)
@@ -237,9 +285,9 @@ class SyncSpendClient:
                 for _, entries in reply or []:
                     for entry_id, fields in entries:
                         self._last = entry_id.decode()
-                        rkey = fields[b"k"].decode()
-                        if rkey in wanted:
-                            got[rkey] = result_decoder.decode(fields[b"r"])
+                        for rkey, result in replies_decoder.decode(fields[b"rs"]):
+                            if rkey in wanted:
+                                got[rkey] = result
             out: list[Result] = []
             for t, rkey in zip(stamped, rkeys, strict=True):
                 result = got.get(rkey)

@@ -113,6 +113,9 @@ _encoder = msgspec.msgpack.Encoder()
 transfer_decoder = msgspec.msgpack.Decoder(Transfer)
 result_decoder = msgspec.msgpack.Decoder(Result)
 record_decoder = msgspec.msgpack.Decoder(Record)
+replies_encoder = msgspec.msgpack.Encoder()
+replies_decoder = msgspec.msgpack.Decoder(list[tuple[str, Result]])
+"""A reply stream entry (field `rs`): (record key, result) of each transfer a commit answered."""
 
 
 def encode(obj: Transfer | Result | Record) -> bytes:

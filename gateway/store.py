@@ -189,6 +189,11 @@ class Store:
         self._finish = client.register_script(FINISH)
         self._transition = client.register_script(TRANSITION)
 
+    @property
+    def networks_key(self) -> str:
+        """Set of the networks that have a catalog (the sweeper's list)."""
+        return self.keys.k("store", "networks")
+
     def keys_of(self, network: str) -> StoreKeys:
         return StoreKeys(self.keys, network)
 
@@ -206,6 +211,7 @@ class Store:
     async def put_item(self, item: Item, stock: int | None) -> None:
         sk = StoreKeys(self.keys, item.network)
         async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.sadd(self.networks_key, item.network)
             pipe.hset(sk.items, item.id, item_encoder.encode(item))
             if stock is not None:
                 pipe.hset(sk.stock, item.id, stock)
@@ -325,16 +331,9 @@ class Store:
         """Drive every redemption left `reserving` for longer than `older_than_s` (its
         gateway died, or its debit timed out) to its end. Returns how many were driven."""
         driven = 0
-        cursor = 0
-        while True:
-            cursor, keys = await self.redis.scan(
-                cursor, match=self.keys.k("store", "*", "reserving"), count=200
-            )
-            for raw_key in keys:
-                network = raw_key.decode()[len(self.keys.k("store")) + 1 :].rpartition(":")[0]
-                driven += await self._sweep_network(network, older_than_s)
-            if cursor == 0:
-                return driven
+        for raw in sorted(await self.redis.smembers(self.networks_key)):
+            driven += await self._sweep_network(raw.decode(), older_than_s)
+        return driven
 
     async def _sweep_network(self, network: str, older_than_s: float) -> int:
         sk = StoreKeys(self.keys, network)
