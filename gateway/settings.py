@@ -183,7 +183,7 @@ class VoucherSettings(_Section):
     "" = one generated once and kept in data_dir/vouchers/signing.key."""
     verify_keys: list[Annotated[str, Field(min_length=43, max_length=44)]] = []
     """Public keys (base64url) of earlier signing keys: the codes they signed still verify."""
-    max_batch_codes: int = Field(default=10_000, ge=1, le=1_000_000)
+    max_batch_codes: int = Field(default=10_000, ge=1, le=100_000)
     """Most codes minted in one batch."""
     attempts_kept: int = Field(default=10_000, ge=100)
     """Redemption attempts kept per network (GET /v1/vouchers/attempts), newest first."""

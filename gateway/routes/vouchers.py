@@ -19,11 +19,12 @@ from collections.abc import AsyncIterator, Callable
 
 import redis.asyncio as aioredis
 from aiohttp import web
+from redis.exceptions import RedisError
 
 from actors.keys import Keys
 from actors.vouchers import VoucherStore
 from gateway.auth import MemberToken, check_network
-from gateway.errors import BadRequest, PayloadTooLarge, json_response
+from gateway.errors import BadRequest, PayloadTooLarge, Unavailable, json_response
 from gateway.reads import ACCESS, READER, parse_id
 from gateway.settings import Settings
 from gateway.voucher_keys import VoucherKeys
@@ -68,7 +69,10 @@ async def post_batch(request: web.Request) -> web.Response:
     svc = request.app[VOUCHERS]
     body = await _body(request)
     network = _admin_network(request, body)
-    batch, codes = await svc.mint(network, decode_body(MINT_DECODER, body))
+    try:
+        batch, codes = await svc.mint(network, decode_body(MINT_DECODER, body))
+    except (RedisError, OSError) as err:
+        raise Unavailable("the voucher store (redis) is unavailable") from err
     out = {"batch": batch_json(batch, 0), "codes": codes, "public_keys": svc.keys.public_keys()}
     return json_response(out, status=201)
 
@@ -104,7 +108,10 @@ async def post_scan(request: web.Request) -> web.Response:
     req = decode_body(SCAN_DECODER, body)
     by = "token" if isinstance(who, MemberToken) else f"key:{who.key}"
     scan = Scan(network, user_id, req.code, by, request.remote or "")
-    return json_response(await request.app[VOUCHERS].scan(scan))
+    try:
+        return json_response(await request.app[VOUCHERS].scan(scan))
+    except (RedisError, OSError) as err:
+        raise Unavailable("the voucher store (redis) is unavailable: scan again") from err
 
 
 async def _sweeper(svc: VoucherService) -> None:

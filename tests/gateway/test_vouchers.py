@@ -341,3 +341,24 @@ def test_the_audit_catches_a_code_credited_twice(
     asyncio.run(go())
     problems = audited(deployment, r)
     assert any("voucher:demo:twice" in p for p in problems), problems
+
+
+def test_redis_down_is_503_not_500(namespace: str, tmp_path: Path) -> None:
+    settings = make_settings(namespace, auth={"token_secret": TOKEN_SECRET})
+    settings = settings.model_copy(update={"data_dir": tmp_path})
+    clock = Clock()
+
+    async def go() -> None:
+        async with serve(settings, "redis://127.0.0.1:1/0", clock) as client:
+            svc = client.app[VOUCHERS]
+            batch = Batch("b", NET, 1, int(clock.now) + 60, svc.keys.key_id.hex(), 0, 5)
+            code = vc.mint(batch, svc.keys.key_id, svc.keys.sign)[0]
+            status, body = await scan(client, settings, clock, "zed", code)
+            assert (status, body["error"]) == (503, "unavailable"), body
+            status, body = await call(
+                client, "POST", f"/v1/vouchers/batches?network={NET}",
+                {"count": 1, "points": 5, "expires_in_s": 60},
+            )  # fmt: skip
+            assert (status, body["error"]) == (503, "unavailable"), body
+
+    asyncio.run(go())
