@@ -41,6 +41,15 @@ accounts              hash; account ("store:{net}", "raffle:{net}:{id}", ...) ->
 store:...             the reward store's keys (gateway/store.py StoreKeys): per network the items
                       (hash id -> JSON), stock, last redemption time, the reservations held, each
                       redemption (string JSON) and its indexes (all, per member, still reserving).
+vbatch:{net}          hash; voucher batch id -> msgpack engine.voucher.Batch, written once when minted.
+vclaim:{net}:{batch}  hash; serial -> JSON claim {"u": user_id, "t": claimed at, "s": "pending"|"done",
+                      "e": ledger entry id} of each code scanned with success (actors/vouchers.py);
+                      expires 30 days after the batch does.
+vredeemed:{net}       hash; voucher batch id -> codes redeemed.
+vpending              zset; JSON [network, batch, serial] -> claim time, of every voucher claim not
+                      yet finished (the gateways' sweepers finish the stale ones).
+vattempts:{net}       stream (capped, [vouchers] attempts_kept); every voucher scan: field `o` = outcome,
+                      `a` = msgpack engine.voucher.Attempt.
 pending:{kind}:{i}    stream; what shard i holds back until its watermark passes it (events of a
                       channel shard, credits of a member shard), appended per commit with the id of
                       the input entry it came from; the shard trims what it has released.
@@ -133,6 +142,22 @@ class Keys:
     @property
     def accounts(self) -> str:
         return self.k("accounts")
+
+    def voucher_batches(self, network: str) -> str:
+        return self.k("vbatch", network)
+
+    def voucher_claims(self, network: str, batch: str) -> str:
+        return self.k("vclaim", network, batch)  # batch ids hold no ':'
+
+    def voucher_redeemed(self, network: str) -> str:
+        return self.k("vredeemed", network)
+
+    def voucher_attempts(self, network: str) -> str:
+        return self.k("vattempts", network)
+
+    @property
+    def voucher_pending(self) -> str:
+        return self.k("vpending")
 
     @property
     def notices(self) -> str:

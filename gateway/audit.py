@@ -12,6 +12,7 @@ the store, vouchers: each equal to its own ledger balance), so all postings sum 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 import redis
@@ -21,6 +22,7 @@ from analytics.archive import LedgerArchive, LogEntry, Record, ledger_record, pa
 from engine.ledger import member_account, treasury_account
 from engine.member import state_decoder
 from engine.rules import RuleBook
+from engine.voucher import batch_decoder
 
 SCAN_COUNT = 1_000
 XRANGE_COUNT = 1_000
@@ -84,6 +86,7 @@ def audit(
     raw_treasury = r.hgetall(keys.treasury)
     rep.treasury = {k.decode(): int(v) for k, v in raw_treasury.items()}
     held = _check_accounts(r, keys, record, rep)
+    _check_vouchers(r, keys, rep)
     for network in set(rep.treasury) | set(rep.circulation) | set(held):
         t, c = rep.treasury.get(network, 0), rep.circulation.get(network, 0)
         o = held.get(network, 0)
@@ -112,6 +115,32 @@ def _check_accounts(r: redis.Redis, keys: Keys, record: Record, rep: AuditReport
         network = account.split(":")[1] if account.count(":") else ""
         held[network] = held.get(network, 0) + balance
     return held
+
+
+def _check_vouchers(r: redis.Redis, keys: Keys, rep: AuditReport) -> None:
+    """Each voucher batch's account issued its points once per code claimed: at most once
+    per code, never more codes than the batch has, at least the codes marked redeemed, and
+    the redeemed counter agrees with the claims (actors/vouchers.py)."""
+    for raw in sorted(r.scan_iter(match=keys.voucher_batches("*"), count=SCAN_COUNT)):
+        network = raw.decode()[len(keys.voucher_batches("")) :]
+        redeemed = r.hgetall(keys.voucher_redeemed(network))
+        for bid, blob in r.hgetall(raw).items():
+            batch = batch_decoder.decode(blob)
+            account = f"voucher:{network}:{batch.id}"
+            issued = -rep.accounts.get(account, 0)
+            claims = [json.loads(c) for c in r.hvals(keys.voucher_claims(network, batch.id))]
+            done = sum(1 for c in claims if c["s"] == "done")
+            counted = int(redeemed.get(bid, 0))
+            if counted != done:
+                rep.problem(f"{account}: {counted} redeemed counted but {done} claims done")
+            if not batch.points:
+                continue
+            codes, rest = divmod(issued, batch.points)
+            if rest or not done <= codes <= min(batch.count, len(claims) or codes):
+                rep.problem(
+                    f"{account}: issued {issued} points ({batch.points} a code) for "
+                    f"{len(claims)} codes claimed, {done} redeemed, of {batch.count}"
+                )
 
 
 def read_ledger_logs(r: redis.Redis, keys: Keys) -> LogRead:

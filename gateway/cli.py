@@ -1,4 +1,5 @@
-"""The `rally` command line: serve, gateway, demo, audit, status, deadletter, token, bench."""
+"""The `rally` command line: serve, gateway, demo, audit, status, deadletter, token,
+vouchers, bench."""
 
 from __future__ import annotations
 
@@ -284,6 +285,73 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- vouchers ---------------------------------------------------------------------------------
+def cmd_vouchers(args: argparse.Namespace) -> int:
+    """rally vouchers mint | verify | batches | attempts | keygen (gateway/voucher_cli.py)."""
+    from gateway import voucher_cli
+    from gateway.errors import GatewayError
+    from gateway.voucher_keys import VoucherKeyError, new_signing_key
+
+    if args.action == "keygen":
+        print(new_signing_key())
+        print("put it in [vouchers] signing_key; keep it secret", file=sys.stderr)
+        return 0
+    settings = _settings(args)
+    try:
+        if args.action == "verify":
+            return _verify_voucher(args, settings)
+        network = args.network or settings.default_network()
+        if network is None:
+            raise CliError("--network is required (several networks are configured)")
+        with _redis(settings, own_if_stopped=True) as (url, _own):
+            if args.action == "mint":
+                batch, manifest = voucher_cli.mint(args, settings, url)
+                value = f"{batch.points} points" if batch.points else f"item {batch.item!r}"
+                print(f"minted batch {batch.id!r} of network {batch.network!r}: {batch.count} "
+                      f"codes worth {value}, expiring at unix {batch.expires_at}")  # fmt: skip
+                print(f"wrote {manifest.parent}/codes.csv, png/, svg/ and {manifest.name}")
+            elif args.action == "batches":
+                for b, redeemed in asyncio.run(
+                    voucher_cli.list_batches(url, settings.namespace, network)
+                ):
+                    value = f"{b.points} points" if b.points else f"item {b.item}"
+                    print(f"{b.id}\t{value}\t{redeemed}/{b.count} redeemed\t"
+                          f"expires {b.expires_at}\tkey {b.key_id}\t{b.note}")  # fmt: skip
+            else:
+                for a in asyncio.run(
+                    voucher_cli.list_attempts(url, settings.namespace, network, args.limit)
+                ):
+                    print(f"{a['id']}\t{a['outcome']}\t{a['user_id']}\t{a.get('code_id', '')}"
+                          f"\t{a.get('by', '')}\t{a.get('detail', '')}")  # fmt: skip
+    except (ValueError, VoucherKeyError) as err:
+        raise CliError(str(err)) from None
+    except GatewayError as err:
+        raise CliError(f"{err.code}: {err.message}") from None
+    return 0
+
+
+def _verify_voucher(args: argparse.Namespace, settings: Settings) -> int:
+    """Offline: exit 0 if the code is genuine and unexpired, 1 if not (with the reason)."""
+    from engine.voucher import VoucherError
+    from gateway import voucher_cli
+    from gateway.voucher_keys import VoucherKeys
+
+    public = args.public_key
+    if not public:
+        vs = settings.vouchers
+        keys = VoucherKeys.from_settings(vs.signing_key, settings.data_dir, vs.verify_keys)
+        public = [str(k["public_key"]) for k in keys.public_keys()]
+    try:
+        v = voucher_cli.verify(args.code, public, args.network, time.time())
+    except VoucherError as err:
+        print(f"{err.code}: {err.message}")
+        return 1
+    value = f"{v.points} points" if v.points else f"item {v.item!r}"
+    print(f"genuine: {v.code_id} of network {v.network!r}, {value}, expires at unix "
+          f"{v.expires_at} (whether it was used is known only to the deployment)")  # fmt: skip
+    return 0
+
+
 # -- demo -------------------------------------------------------------------------------------
 def cmd_demo(args: argparse.Namespace) -> int:
     from gateway.demo import run_demo
@@ -324,6 +392,42 @@ def positive(kind: type) -> Any:
         return value
 
     return parse
+
+
+def _voucher_parsers(sub: Any, common: Any) -> None:
+    v = sub.add_parser("vouchers", help="mint signed voucher codes (QR), verify, list attempts")
+    v_sub = v.add_subparsers(dest="action", required=True)
+    m = v_sub.add_parser("mint", help="record a batch and write its codes, QR PNG/SVG, CSV")
+    common(m)
+    m.add_argument("--redis-url")
+    m.add_argument("--network", help="default: the only network configured")
+    m.add_argument("--count", type=positive(int), required=True)
+    m.add_argument("--out", required=True, help="a new or empty directory for the files")
+    value = m.add_mutually_exclusive_group(required=True)
+    value.add_argument("--points", type=positive(int), help="points each code credits")
+    value.add_argument("--item", help="store item id each code is worth")
+    m.add_argument(
+        "--expires", required=True, help="30d, 12h, 2027-01-31 (through that UTC day), "
+        "2027-01-31T18:00:00Z or unix seconds",
+    )  # fmt: skip
+    m.add_argument("--batch", help="batch id (1-32 of A-Z a-z 0-9 _ -); default: random")
+    m.add_argument("--note", help="a note kept with the batch")
+    ver = v_sub.add_parser("verify", help="check a code offline: signature, network, expiry")
+    common(ver)
+    ver.add_argument("code", metavar="CODE")
+    ver.add_argument("--network", help="the network the code must be of (default: its own)")
+    ver.add_argument(
+        "--public-key", action="append", help="a public key (base64url; repeatable); "
+        "default: the deployment's keys",
+    )  # fmt: skip
+    for name, text in (("batches", "list the batches minted"), ("attempts", "recent scans")):
+        sp = v_sub.add_parser(name, help=text)
+        common(sp)
+        sp.add_argument("--redis-url")
+        sp.add_argument("--network", help="default: the only network configured")
+        if name == "attempts":
+            sp.add_argument("--limit", type=positive(int), default=50)
+    v_sub.add_parser("keygen", help="print a new signing key for [vouchers] signing_key")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -375,6 +479,7 @@ def parser() -> argparse.ArgumentParser:
         "ids", nargs="*", metavar="ID", help="dead letter ids (rally deadletter list)"
     )
     dl_retry.add_argument("--all", action="store_true", help="every dead letter (of --stream)")
+    _voucher_parsers(sub, common)
     sub.add_parser("bench", help="the benchmark suite (rally bench --help)", add_help=False)
     from gateway.raffle_cli import add_parser as add_raffle_parser
 
@@ -391,6 +496,7 @@ def main(argv: list[str] | None = None) -> int:
         "serve": cmd_serve, "gateway": cmd_gateway, "demo": cmd_demo, "audit": cmd_audit,
         "status": cmd_status, "deadletter": cmd_deadletter, "token": cmd_token,
         "raffle": cmd_raffle,
+        "vouchers": cmd_vouchers,
     }  # fmt: skip
     try:
         return commands[args.command](args)

@@ -175,6 +175,32 @@ class AuthSettings(_Section):
         return value
 
 
+class VoucherSettings(_Section):
+    signing_key: str = ""
+    """Ed25519 seed (base64url, 32 bytes; `rally vouchers keygen`) that signs voucher codes;
+    "" = one generated once and kept in data_dir/vouchers/signing.key."""
+    verify_keys: list[Annotated[str, Field(min_length=43, max_length=44)]] = []
+    """Public keys (base64url) of earlier signing keys: the codes they signed still verify."""
+    max_batch_codes: int = Field(default=10_000, ge=1, le=100_000)
+    """Most codes minted in one batch."""
+    attempts_kept: int = Field(default=10_000, ge=100)
+    """Redemption attempts kept per network (GET /v1/vouchers/attempts), newest first."""
+    resume_after_s: float = Field(default=30.0, gt=0)
+    """A scan that claimed a code and never finished (its process died) may be finished by
+    its member's next scan, or by a gateway's sweeper, after this long; until then that
+    member's scans get voucher_pending."""
+    sweep_interval_s: float = Field(default=10.0, ge=0)
+    """How often each gateway process finishes claims pending longer than resume_after_s;
+    0 = never (only the member's next scan does)."""
+
+    @field_validator("signing_key")
+    @classmethod
+    def _seed(cls, value: str) -> str:
+        if value and len(value) not in (43, 44):
+            raise ValueError("must be empty (generated) or 32 bytes in base64url (43 characters)")
+        return value
+
+
 class ApiKey(_Section):
     key: Name
     secrets: list[Annotated[str, Field(min_length=16, max_length=256)]] = Field(min_length=1)
@@ -240,6 +266,7 @@ class Settings(_Section):
     auth: AuthSettings = AuthSettings()
     spend: SpendSettings = SpendSettings()
     store: StoreSettings = StoreSettings()
+    vouchers: VoucherSettings = VoucherSettings()
     networks: dict[Name, Any] = {}
     """Network name -> engine.rules.NetworkRules (validated with msgspec)."""
     api_keys: list[ApiKey] = []

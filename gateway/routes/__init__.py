@@ -1,0 +1,1 @@
+"""HTTP routes, one module per area; gateway/app.py wires them."""

@@ -1,0 +1,364 @@
+"""Vouchers through the real gateway, Redis and Ray member shards: admins mint batches, members
+scan codes; each code credits its points exactly once through the spend path, however many
+scans race for it; every refusal has its own 4xx; every attempt is listed; the audit stays
+clean."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+import redis
+from aiohttp.test_utils import TestClient
+
+from actors.client import RallyClient
+from actors.keys import Keys
+from actors.spend import SyncSpendClient
+from analytics.archive import LedgerArchive
+from engine import voucher as vc
+from engine.ledger import entry_decoder
+from engine.member import state_decoder
+from engine.spend import Transfer
+from engine.voucher import Attempt, Batch
+from gateway.audit import audit
+from gateway.auth import TokenSigner
+from gateway.redis_server import RedisServer
+from gateway.routes.vouchers import VOUCHERS
+from gateway.settings import Settings
+from gateway.signing import bearer, signed_headers
+
+from .helpers import ADMIN_SECRET, SECRET, make_settings, serve
+
+TOKEN_SECRET = "voucher-token-secret-0123456789"
+NET = "demo"
+
+
+class Clock:
+    def __init__(self) -> None:
+        import time
+
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def deployment(
+    ray_cluster: None, redis_server: RedisServer, namespace: str, tmp_path: Path
+) -> Iterator[tuple[Settings, RallyClient]]:
+    settings = make_settings(namespace, auth={"token_secret": TOKEN_SECRET})
+    no_sweeper = settings.vouchers.model_copy(update={"sweep_interval_s": 0.0})
+    settings = settings.model_copy(update={"data_dir": tmp_path, "vouchers": no_sweeper})
+    client = RallyClient(settings.runtime(redis_server.url)).start(scheduler=False)
+    yield settings, client
+    client.stop()
+
+
+async def call(
+    client: TestClient, method: str, target: str, body: object = None, *,
+    key: str = "admin", secret: str = ADMIN_SECRET, headers: dict[str, str] | None = None,
+) -> tuple[int, Any]:  # fmt: skip
+    """A request signed with an API key (over target and body) unless `headers` are given."""
+    data = b"" if body is None else msgspec.json.encode(body)
+    if headers is None:
+        headers = signed_headers(key, secret, data, target=target, method=method)
+    async with client.request(
+        method, target, data=data, headers={"Content-Type": "application/json", **headers}
+    ) as resp:
+        assert resp.content_type == "application/json", await resp.text()
+        return resp.status, await resp.json()
+
+
+async def mint(
+    client: TestClient, network: str = NET, **req: Any
+) -> tuple[dict[str, Any], list[str]]:
+    req.setdefault("count", 3)
+    req.setdefault("points", 250)
+    req.setdefault("expires_in_s", 3_600)
+    status, body = await call(client, "POST", f"/v1/vouchers/batches?network={network}", req)
+    assert status == 201, body
+    return body["batch"], body["codes"]
+
+
+def token(settings: Settings, clock: Clock, user: str, network: str = NET) -> dict[str, str]:
+    signer = TokenSigner.from_settings(settings, clock)
+    assert signer is not None
+    return bearer(signer.issue(network, user)[0])
+
+
+async def scan(
+    client: TestClient, settings: Settings, clock: Clock, user: str, code: str, **kw: Any
+) -> tuple[int, Any]:
+    target = f"/v1/members/{user}/vouchers?network={kw.pop('network', NET)}"
+    if kw.pop("as_key", False):
+        return await call(client, "POST", target, {"code": code}, key="k1", secret=SECRET)
+    return await call(client, "POST", target, {"code": code}, headers=token(settings, clock, user))
+
+
+def balance(r: redis.Redis, keys: Keys, user: str) -> int:
+    raw = r.hget(keys.mstate, f"{NET}:{user}")
+    return 0 if raw is None else int(state_decoder.decode(raw).balance)
+
+
+def scanned_notices(r: redis.Redis, keys: Keys) -> list[vc.VoucherScanned]:
+    dec = msgspec.msgpack.Decoder(vc.VoucherScanned)
+    return [dec.decode(f[b"voucher_scanned"]) for _, f in r.xrange(keys.notices)
+            if b"voucher_scanned" in f]  # fmt: skip
+
+
+def audited(deployment: tuple[Settings, RallyClient], r: redis.Redis) -> list[str]:
+    """The audit's problems, once the deployment is idle."""
+    settings, rally = deployment
+    assert rally.wait_idle(60)
+    rep = audit(
+        r, Keys(settings.namespace), settings.rulebook(), LedgerArchive(settings.archive_path())
+    )
+    return rep.problems
+
+
+def test_mint_scan_and_every_refusal(
+    deployment: tuple[Settings, RallyClient], redis_server: RedisServer, redis_client: redis.Redis
+) -> None:
+    settings, r, clock = deployment[0], redis_client, Clock()
+    keys = Keys(settings.namespace)
+
+    async def go() -> None:
+        async with serve(settings, redis_server.url, clock) as client:
+            batch, codes = await mint(client, batch="party", note="launch stream")
+            assert batch["account"] == f"voucher:{NET}:party"
+            # redeemed once, credited through the spend path
+            status, body = await scan(client, settings, clock, "alice", codes[0])
+            assert status == 200, body
+            assert body["points"] == 250
+            assert body["balance"] == 250
+            assert body["code_id"] == "party/0"
+            assert not body["resumed"]
+            # by an API key covering the network, on behalf of a member
+            status, body = await scan(client, settings, clock, "bob", codes[1], as_key=True)
+            assert (status, body["balance"]) == (200, 250)
+            refusals = [
+                (await scan(client, settings, clock, "alice", codes[0]), 409, "voucher_used"),
+                (await scan(client, settings, clock, "carol", codes[0]), 409, "voucher_used"),
+                (await scan(client, settings, clock, "carol", "RV1:NOPE"), 400, "voucher_malformed"),
+                (await scan(client, settings, clock, "carol", "hello"), 400, "voucher_malformed"),
+                (await scan(client, settings, clock, "carol", forge(codes[2])), 422, "voucher_forged"),
+            ]  # fmt: skip
+            _, other_codes = await mint(client, network="other", count=1)
+            refusals.append(
+                (await scan(client, settings, clock, "carol", other_codes[0]), 422,
+                 "voucher_wrong_network")
+            )  # fmt: skip
+            svc = client.app[VOUCHERS]
+            unknown = Batch("ghost", NET, 1, int(clock.now) + 60, svc.keys.key_id.hex(), 0, 5)
+            ghost = vc.mint(unknown, svc.keys.key_id, svc.keys.sign)[0]
+            refusals.append(
+                (await scan(client, settings, clock, "carol", ghost), 404, "voucher_unknown_batch")
+            )
+            _, soon = await mint(client, count=1, expires_in_s=60, batch="soon")
+            clock.now += 61
+            refusals.append(
+                (await scan(client, settings, clock, "carol", soon[0]), 410, "voucher_expired")
+            )
+            for (status, body), want_status, want_code in refusals:
+                assert (status, body["error"]) == (want_status, want_code), body
+                assert body["field"] == "code"
+            # bad requests are not scans
+            status, body = await call(
+                client, "POST", f"/v1/members/carol/vouchers?network={NET}", {"kode": "x"},
+                headers=token(settings, clock, "carol"),
+            )  # fmt: skip
+            assert (status, body["field"]) == (400, "kode")
+            status, body = await scan(client, settings, clock, "carol", codes[2], network="other")
+            assert status == 403, "a member token scans only for its own member and network"
+            # admins see every attempt, newest first, paged
+            status, body = await call(client, "GET", f"/v1/vouchers/attempts?network={NET}&limit=5")
+            assert status == 200
+            page1 = body["attempts"]
+            status, body2 = await call(
+                client, "GET", f"/v1/vouchers/attempts?network={NET}&before={body['next_before']}"
+            )
+            outcomes = [a["outcome"] for a in page1 + body2["attempts"]]
+            assert outcomes == [
+                "voucher_expired", "voucher_unknown_batch", "voucher_wrong_network", "voucher_forged",
+                "voucher_malformed", "voucher_malformed", "voucher_used", "voucher_used",
+                "redeemed", "redeemed",
+            ]  # fmt: skip
+            assert body2["next_before"] is None
+            forged = page1[3]
+            assert (forged["user_id"], forged["code_id"], forged["by"]) == (
+                "carol",
+                "party/2",
+                "token",
+            )
+            assert page1[-1]["user_id"] == "carol"  # voucher_malformed: no code id
+            assert [a["by"] for a in body2["attempts"][-2:]] == ["key:k1", "token"]
+            assert (await call(client, "GET", f"/v1/vouchers/attempts?network={NET}",
+                               key="k1", secret=SECRET))[0] == 200  # fmt: skip
+            assert (await call(client, "GET", "/v1/vouchers/attempts?network=other",
+                               key="k1", secret=SECRET))[0] == 403  # fmt: skip
+            status, body = await call(client, "GET", f"/v1/vouchers/batches?network={NET}")
+            assert {b["id"]: b["redeemed"] for b in body["batches"]} == {"party": 2, "soon": 0}
+            async with client.get("/v1/vouchers/keys") as resp:
+                assert [k["current"] for k in (await resp.json())["keys"]] == [True]
+
+    asyncio.run(go())
+    assert not audited(deployment, r)
+    assert balance(r, keys, "alice") == 250
+    assert balance(r, keys, "bob") == 250
+    notices = scanned_notices(r, keys)
+    assert sorted((n.user_id, n.code_id) for n in notices) == [
+        ("alice", "party/0"),
+        ("bob", "party/1"),
+    ]
+    ledger = [entry_decoder.decode(b) for b in r.lrange(keys.ledger(f"{NET}:alice"), 0, -1)]
+    assert [(e.debit, e.credit, e.amount, e.rule) for e in ledger] == [
+        (f"voucher:{NET}:party", f"member:{NET}:alice", 250, "voucher")
+    ]
+    assert int(r.hget(keys.accounts, f"voucher:{NET}:party")) == -500
+
+
+def forge(code: str) -> str:
+    """The same code with one signature character changed (still canonical base32)."""
+    i = len(code) - 10
+    return code[:i] + ("A" if code[i] != "A" else "B") + code[i + 1 :]
+
+
+def test_concurrent_scans_redeem_each_code_once(
+    deployment: tuple[Settings, RallyClient], redis_server: RedisServer, redis_client: redis.Redis
+) -> None:
+    settings, r, clock = deployment[0], redis_client, Clock()
+    keys = Keys(settings.namespace)
+    users = [f"m{i}" for i in range(40)]
+
+    async def go() -> list[list[tuple[int, Any]]]:
+        async with serve(settings, redis_server.url, clock) as client:
+            _, codes = await mint(client, count=3, points=100, batch="race")
+            # code 0: 40 members at once; code 1: one member 30 times at once;
+            # code 2: both, interleaved
+            return [
+                await asyncio.gather(*(scan(client, settings, clock, u, codes[0]) for u in users)),
+                await asyncio.gather(
+                    *(scan(client, settings, clock, "solo", codes[1]) for _ in range(30))
+                ),
+                await asyncio.gather(
+                    *(scan(client, settings, clock, u, codes[2]) for u in users[:20] * 2)
+                ),
+            ]
+
+    for results in asyncio.run(go()):
+        ok = [body for status, body in results if status == 200]
+        assert len(ok) == 1, [b for _, b in results if "error" not in b]
+        refused = {(status, body["error"]) for status, body in results if status != 200}
+        assert refused <= {(409, "voucher_used"), (409, "voucher_pending")}, refused
+    total = sum(balance(r, keys, u) for u in [*users, "solo"])
+    assert total == 300
+    assert len(scanned_notices(r, keys)) == 3
+    assert not audited(deployment, r)
+    assert int(r.hget(keys.accounts, f"voucher:{NET}:race")) == -300
+
+
+def test_a_claim_left_pending_is_finished_by_its_member_once(
+    deployment: tuple[Settings, RallyClient], redis_server: RedisServer, redis_client: redis.Redis
+) -> None:
+    """A gateway that died after claiming (and maybe after crediting) leaves a pending claim:
+    the member's next scan, or a gateway's sweeper, finishes it once `resume_after_s` passed;
+    the points arrive once."""
+    settings, r, clock = deployment[0], redis_client, Clock()
+    keys = Keys(settings.namespace)
+
+    async def go() -> None:
+        async with serve(settings, redis_server.url, clock) as client:
+            _, codes = await mint(client, count=4, points=70, batch="crash")
+            svc = client.app[VOUCHERS]
+            left = ((0, "dana", False), (1, "dana", True), (2, "hal", False), (3, "ivy", True))
+            for serial, user, credited in left:
+                v = vc.decode(codes[serial])[0]
+                attempt = Attempt(clock.now, NET, user, "", "x")
+                claim = await svc.store.claim(
+                    NET, "crash", serial, user, now=clock.now, resume_after_s=30,
+                    expires_at=v.expires_at, attempt=attempt,
+                )  # fmt: skip
+                assert claim.outcome == "claimed"
+                if credited:  # it died after the spend path applied the credit
+                    spends = SyncSpendClient(r, keys, settings.shards.member)
+                    t = Transfer(f"voucher:crash/{serial}", NET, user, 70, "credit",
+                                 f"voucher:{NET}:crash", "voucher", ref=f"crash/{serial}")  # fmt: skip
+                    assert (await asyncio.to_thread(spends.submit, t)).code == "ok"
+            assert await svc.sweep() == 0, "nothing is stale yet"
+            for serial in (0, 1):
+                status, body = await scan(client, settings, clock, "dana", codes[serial])
+                assert (status, body["error"]) == (409, "voucher_pending")
+                status, body = await scan(client, settings, clock, "erin", codes[serial])
+                assert (status, body["error"]) == (409, "voucher_used")
+            clock.now += 31
+            for serial in (0, 1):
+                status, body = await scan(client, settings, clock, "dana", codes[serial])
+                assert (status, body["resumed"]) == (200, True), body
+                status, body = await scan(client, settings, clock, "dana", codes[serial])
+                assert (status, body["error"]) == (409, "voucher_used")
+            # hal and ivy never scan again: a sweeper finishes their claims, once
+            assert await svc.sweep() == 2
+            assert await svc.sweep() == 0
+            status, body = await scan(client, settings, clock, "hal", codes[2])
+            assert (status, body["error"]) == (409, "voucher_used")
+            _, page = await call(client, "GET", f"/v1/vouchers/attempts?network={NET}")
+            swept = [a for a in page["attempts"] if a["by"] == "sweeper"]
+            assert sorted((a["user_id"], a["outcome"]) for a in swept) == [
+                ("hal", "resumed"),
+                ("ivy", "resumed"),
+            ]
+            assert not await svc.store.redis.zcard(keys.voucher_pending)
+
+    asyncio.run(go())
+    assert balance(r, keys, "dana") == 140
+    assert balance(r, keys, "hal") == 70
+    assert balance(r, keys, "ivy") == 70
+    assert len(scanned_notices(r, keys)) == 4
+    assert not audited(deployment, r)
+
+
+def test_the_audit_catches_a_code_credited_twice(
+    deployment: tuple[Settings, RallyClient], redis_server: RedisServer, redis_client: redis.Redis
+) -> None:
+    """Bypassing the claim, one code credited to two members shows up in `rally audit`."""
+    settings, r, clock = deployment[0], redis_client, Clock()
+    keys = Keys(settings.namespace)
+
+    async def go() -> None:
+        async with serve(settings, redis_server.url, clock) as client:
+            _, codes = await mint(client, count=1, points=10, batch="twice")
+            assert (await scan(client, settings, clock, "fay", codes[0]))[0] == 200
+            spends = SyncSpendClient(r, keys, settings.shards.member)
+            t = Transfer("voucher:twice/0", NET, "gus", 10, "credit", f"voucher:{NET}:twice",
+                         "voucher", ref="twice/0")  # fmt: skip
+            assert (await asyncio.to_thread(spends.submit, t)).code == "ok"
+
+    asyncio.run(go())
+    problems = audited(deployment, r)
+    assert any("voucher:demo:twice" in p for p in problems), problems
+
+
+def test_redis_down_is_503_not_500(namespace: str, tmp_path: Path) -> None:
+    settings = make_settings(namespace, auth={"token_secret": TOKEN_SECRET})
+    settings = settings.model_copy(update={"data_dir": tmp_path})
+    clock = Clock()
+
+    async def go() -> None:
+        async with serve(settings, "redis://127.0.0.1:1/0", clock) as client:
+            svc = client.app[VOUCHERS]
+            batch = Batch("b", NET, 1, int(clock.now) + 60, svc.keys.key_id.hex(), 0, 5)
+            code = vc.mint(batch, svc.keys.key_id, svc.keys.sign)[0]
+            status, body = await scan(client, settings, clock, "zed", code)
+            assert (status, body["error"]) == (503, "unavailable"), body
+            status, body = await call(
+                client, "POST", f"/v1/vouchers/batches?network={NET}",
+                {"count": 1, "points": 5, "expires_in_s": 60},
+            )  # fmt: skip
+            assert (status, body["error"]) == (503, "unavailable"), body
+
+    asyncio.run(go())
