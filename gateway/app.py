@@ -19,6 +19,7 @@ from multiprocessing.connection import Connection
 
 import msgspec
 import redis.asyncio as aioredis
+import uvloop
 from aiohttp import WSMsgType, web
 from redis.exceptions import RedisError
 
@@ -440,7 +441,7 @@ def serve_worker(
     Sends ("ready", pid) or ("error", message) on `ready` once it listens (or cannot).
     Lives here, not in runtime.py, so that a spawned worker does not import Ray."""
     _die_with_parent()
-    asyncio.run(_serve_worker(settings, redis_url, host, port, ready))
+    uvloop.run(_serve_worker(settings, redis_url, host, port, ready))
 
 
 async def _serve_worker(
