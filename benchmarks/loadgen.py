@@ -28,11 +28,19 @@ from dataclasses import dataclass, field
 
 import msgspec
 import redis.asyncio as aioredis
+import uvloop
 from redis.exceptions import RedisError
 
 from benchmarks.plan import CLOSED_LOOP_GUESS_PER_S, Plan, Schedule, Templates
-from benchmarks.wire import HttpConnection, WireError, WsConnection, ack_decoder, ws_frame
-from gateway.simulator import MAX_BATCH_EVENTS, signed_headers
+from benchmarks.wire import (
+    HttpConnection,
+    SignedPost,
+    WireError,
+    WsConnection,
+    ack_decoder,
+    ws_frame,
+)
+from gateway.simulator import MAX_BATCH_EVENTS
 
 PROGRESS_EVERY_S = 0.5
 PROBE_POLL_S = 0.005
@@ -159,6 +167,8 @@ class _Worker:
         self.t0 = 0.0
         self.next_item = 0
         self.sending = True
+        ep = plan.endpoint
+        self.signer = SignedPost(ep.host, ep.port, ep.path, ep.key, ep.secret)
 
     # ---- scheduling ---------------------------------------------------------------------
 
@@ -215,13 +225,12 @@ class _Worker:
 
     async def _post(self, conn: HttpConnection, body: bytes, n: int, scheduled: float) -> bool:
         """Send one batch; True if the gateway shed it (503 "overloaded")."""
-        ep = self.plan.endpoint
         res = self.res
-        headers = {"Content-Type": "application/json", **signed_headers(ep.key, ep.secret, body)}
+        request = self.signer.request(body, time.time())
         res.requests += 1
         res.events_sent += n
         try:
-            status, answer = await conn.post(ep.path, body, headers)
+            status, answer = await conn.send(request)
         except (OSError, WireError, asyncio.IncompleteReadError) as err:
             res.errors += 1
             res.last_error = f"{type(err).__name__}: {err}"
@@ -434,7 +443,7 @@ def worker_main(
         worker = _Worker(plan, progress, stop.is_set)
         progress.put(("ready", plan.worker, worker.tmpl.events_per_cycle))
         go.wait()
-        result = asyncio.run(worker.run(start_at.value))
+        result = uvloop.run(worker.run(start_at.value))
         progress.put(("result", plan.worker, result))
     except BaseException as err:  # reported to the parent, which decides
         progress.put(("failed", plan.worker, f"{type(err).__name__}: {err}"))

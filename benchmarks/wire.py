@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hmac
 import os
+from typing import cast
 
 import msgspec
 
-from gateway.signing import ws_handshake
+from gateway.signing import KEY_HEADER, SIG_HEADER, TS_HEADER, ws_handshake
 
 MAX_RESPONSE_BYTES = 1 << 20
 """A larger response (or header block) is a protocol error here."""
@@ -24,80 +26,159 @@ class WireError(Exception):
     """The server broke the protocol or closed the connection."""
 
 
+class _HttpClient(asyncio.Protocol):
+    """The response side of one connection: bytes in, (status, body) out for each waiter."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray()
+        self.waiter: asyncio.Future[tuple[int, bytes]] | None = None
+        self.close_after = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        if self.waiter is not None:
+            self._answer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(WireError("connection closed before a response"))
+
+    def _answer(self) -> None:
+        """Resolve the waiter once a whole response is buffered."""
+        buf = self.buf
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            if len(buf) > MAX_RESPONSE_BYTES:
+                self._fail(WireError("response header too large"))
+            return
+        head = bytes(buf[:end]).lower()
+        status_line = head.split(b"\r\n", 1)[0].split(b" ", 2)
+        if len(status_line) < 2 or not status_line[1].isdigit():
+            self._fail(WireError(f"bad status line {status_line!r}"))
+            return
+        start = end + 4
+        at = head.find(b"\r\ncontent-length:")
+        if at >= 0:
+            stop = head.find(b"\r\n", at + 2)
+            size = int(head[at + 17 : stop if stop >= 0 else len(head)])
+            if len(buf) < start + size:
+                return
+            body, rest = bytes(buf[start : start + size]), start + size
+        elif b"\r\ntransfer-encoding: chunked" in head:
+            found = _dechunk(buf, start)
+            if found is None:
+                return
+            body, rest = found
+        else:
+            body, rest = b"", start
+        del buf[:rest]
+        self.close_after = b"\r\nconnection: close" in head
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result((int(status_line[1]), body))
+
+    def _fail(self, err: Exception) -> None:
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(err)
+        if self.transport is not None:
+            self.transport.close()
+
+
+def _dechunk(buf: bytearray, start: int) -> tuple[bytes, int] | None:
+    """A chunked body from `start`, and where it ends; None while incomplete."""
+    out = bytearray()
+    at = start
+    while True:
+        eol = buf.find(b"\r\n", at)
+        if eol < 0:
+            return None
+        size = int(bytes(buf[at:eol]).split(b";")[0], 16)
+        if size == 0:
+            if len(buf) < eol + 4:
+                return None
+            return bytes(out), eol + 4
+        if len(buf) < eol + 2 + size + 2:
+            return None
+        out += buf[eol + 2 : eol + 2 + size]
+        at = eol + 2 + size + 2
+        if len(out) > MAX_RESPONSE_BYTES:
+            raise WireError("response too large")
+
+
 class HttpConnection:
-    """One keep-alive HTTP/1.1 connection; one request at a time."""
+    """One keep-alive HTTP/1.1 connection; one request at a time. An asyncio Protocol, not
+    streams: a request is one write and one future."""
 
     def __init__(self, host: str, port: int) -> None:
         self.host = host
         self.port = port
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
+        self._proto: _HttpClient | None = None
 
     async def open(self) -> None:
-        self.reader, self.writer = await asyncio.open_connection(
-            self.host, self.port, limit=1 << 20
-        )
+        loop = asyncio.get_running_loop()
+        _, self._proto = await loop.create_connection(_HttpClient, self.host, self.port)
 
     async def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            try:
-                await self.writer.wait_closed()
-            except (ConnectionError, OSError):
-                pass
-            self.writer = self.reader = None
+        proto, self._proto = self._proto, None
+        if proto is not None and proto.transport is not None:
+            proto.transport.close()
 
     async def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
         """POST `body`; (status, response body). Reconnects once if the server closed."""
-        if self.writer is None:
-            await self.open()
         head = [f"POST {path} HTTP/1.1", f"Host: {self.host}:{self.port}"]
         head += [f"{k}: {v}" for k, v in headers.items()]
         head.append(f"Content-Length: {len(body)}")
-        request = ("\r\n".join(head) + "\r\n\r\n").encode() + body
-        assert self.writer is not None
-        self.writer.write(request)
-        await self.writer.drain()
-        return await self._response()
+        return await self.send(("\r\n".join(head) + "\r\n\r\n").encode() + body)
 
-    async def _response(self) -> tuple[int, bytes]:
-        assert self.reader is not None
+    async def send(self, request: bytes) -> tuple[int, bytes]:
+        """Send one whole request (head and body); (status, response body)."""
+        proto = self._proto
+        if proto is None or proto.transport is None:
+            await self.open()
+            proto = self._proto
+        assert proto is not None
+        assert proto.transport is not None
+        waiter = asyncio.get_running_loop().create_future()
+        proto.waiter = waiter
+        proto.transport.write(request)
+        if proto.buf:
+            proto._answer()
         try:
-            head = await self.reader.readuntil(b"\r\n\r\n")
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError) as err:
-            await self.close()
-            raise WireError("connection closed before a response") from err
-        lines = head.decode("latin-1").split("\r\n")
-        parts = lines[0].split(" ", 2)
-        if len(parts) < 2 or not parts[1].isdigit():
-            raise WireError(f"bad status line {lines[0]!r}")
-        status = int(parts[1])
-        fields = {}
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            fields[name.strip().lower()] = value.strip()
-        if "content-length" in fields:
-            body = await self.reader.readexactly(int(fields["content-length"]))
-        elif fields.get("transfer-encoding", "").lower() == "chunked":
-            body = await self._chunked()
-        else:
-            body = b""
-        if fields.get("connection", "").lower() == "close":
-            await self.close()
-        return status, body
+            return await waiter
+        finally:
+            if proto.close_after or proto.transport is None:
+                await self.close()
 
-    async def _chunked(self) -> bytes:
-        assert self.reader is not None
-        out = bytearray()
-        while True:
-            size = int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16)
-            if size == 0:
-                await self.reader.readuntil(b"\r\n")
-                return bytes(out)
-            out += await self.reader.readexactly(size)
-            await self.reader.readexactly(2)
-            if len(out) > MAX_RESPONSE_BYTES:
-                raise WireError("response too large")
+
+class SignedPost:
+    """Signed `POST path` requests as single byte strings, the head built once: per request
+    only the timestamp (cached per second), the HMAC and the length change."""
+
+    def __init__(self, host: str, port: int, path: str, key: str, secret: str) -> None:
+        self._head = (
+            f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+            f"Content-Type: application/json\r\n{KEY_HEADER}: {key}\r\n{TS_HEADER}: "
+        ).encode()
+        self._sig = f"\r\n{SIG_HEADER}: ".encode()
+        self._secret = secret.encode()
+        self._second = -1
+        self._ts = b""
+
+    def request(self, body: bytes, now: float) -> bytes:
+        """The whole request, signed at `now` as gateway.signing.sign does."""
+        second = int(now)
+        if second != self._second:
+            self._second, self._ts = second, b"%d" % second
+        ts = self._ts
+        mac = hmac.digest(self._secret, ts + b"." + body, "sha256").hex().encode()
+        length = b"\r\nContent-Length: %d\r\n\r\n" % len(body)
+        return b"".join((self._head, ts, self._sig, mac, length, body))
 
 
 def ws_frame(payload: bytes, opcode: int = 0x1) -> bytes:
@@ -120,6 +201,7 @@ class WsConnection:
         self.port = port
         self.reader: asyncio.StreamReader
         self.writer: asyncio.StreamWriter
+        self._buf = bytearray()
 
     async def open(self, path: str, key: str, secret: str) -> None:
         self.reader, self.writer = await asyncio.open_connection(
@@ -149,27 +231,53 @@ class WsConnection:
         await self.writer.drain()
 
     async def read(self) -> tuple[int, bytes]:
-        """The next (opcode, payload); answers pings itself."""
+        """The next (opcode, payload); answers pings itself. Reads what the socket has in one
+        go and parses frames from that buffer: one await per read, not three per frame."""
         while True:
-            b0, b1 = await self.reader.readexactly(2)
-            n = b1 & 0x7F
-            if n == 126:
-                n = int.from_bytes(await self.reader.readexactly(2), "big")
-            elif n == 127:
-                n = int.from_bytes(await self.reader.readexactly(8), "big")
-            if n > MAX_RESPONSE_BYTES * 16:
-                raise WireError("frame too large")
-            mask = await self.reader.readexactly(4) if b1 & 0x80 else b""
-            payload = await self.reader.readexactly(n)
-            if mask:
-                payload = bytes(c ^ mask[i % 4] for i, c in enumerate(payload))
-            opcode = b0 & 0x0F
+            frame = self._frame()
+            if frame is None:
+                data = await self.reader.read(1 << 16)
+                if not data:
+                    raise asyncio.IncompleteReadError(bytes(self._buf), None)
+                self._buf += data
+                continue
+            opcode, payload = frame
             if opcode == 0x9:
                 self.write(ws_frame(payload, 0xA))
                 continue
             if opcode == 0xA:
                 continue
             return opcode, payload
+
+    def _frame(self) -> tuple[int, bytes] | None:
+        """The first whole frame of the buffer, taken out of it; None while incomplete."""
+        buf = self._buf
+        if len(buf) < 2:
+            return None
+        b0, b1 = buf[0], buf[1]
+        n, at = b1 & 0x7F, 2
+        if n == 126:
+            if len(buf) < 4:
+                return None
+            n, at = int.from_bytes(buf[2:4], "big"), 4
+        elif n == 127:
+            if len(buf) < 10:
+                return None
+            n, at = int.from_bytes(buf[2:10], "big"), 10
+        if n > MAX_RESPONSE_BYTES * 16:
+            raise WireError("frame too large")
+        mask = b""
+        if b1 & 0x80:
+            if len(buf) < at + 4:
+                return None
+            mask, at = bytes(buf[at : at + 4]), at + 4
+        if len(buf) < at + n:
+            return None
+        payload = bytes(buf[at : at + n])
+        del buf[: at + n]
+        if mask:
+            payload = bytes(c ^ mask[i % 4] for i, c in enumerate(payload))
+        return b0 & 0x0F, payload
 
     async def close(self) -> None:
         try:

@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import uvloop
+
 from gateway.settings import Settings, SettingsError, demo_settings_toml, load_settings
 
 EXIT_USAGE = 2
@@ -108,12 +110,12 @@ async def _serve(settings: Settings, with_actors: bool) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    asyncio.run(_serve(_settings(args), with_actors=True))
+    uvloop.run(_serve(_settings(args), with_actors=True))
     return 0
 
 
 def cmd_gateway(args: argparse.Namespace) -> int:
-    asyncio.run(_serve(_settings(args), with_actors=False))
+    uvloop.run(_serve(_settings(args), with_actors=False))
     return 0
 
 

@@ -75,10 +75,11 @@ async def start_gateway(
     settings: Settings, redis_url: str, host: str, port: int
 ) -> tuple[web.AppRunner, int]:
     """Serve the gateway on host:port (0 = a free port); returns the runner and the port."""
-    from gateway.app import create_app
+    from gateway.app import create_app, quiet_gc
 
     runner = web.AppRunner(create_app(settings, redis_url), access_log=None)
     await runner.setup()
+    quiet_gc()
     site = web.TCPSite(runner, host, port, backlog=2048)
     await site.start()
     sockets = getattr(site._server, "sockets", None) or []  # an asyncio Server
