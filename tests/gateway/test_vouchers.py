@@ -20,11 +20,11 @@ from actors.keys import Keys
 from actors.spend import SyncSpendClient
 from analytics.archive import LedgerArchive
 from engine import voucher as vc
-from engine.ledger import entry_decoder
+from engine.ledger import Entry
 from engine.member import state_decoder
 from engine.spend import Transfer
 from engine.voucher import Attempt, Batch
-from gateway.audit import audit
+from gateway.audit import audit, read_ledger_logs
 from gateway.auth import TokenSigner
 from gateway.redis_server import RedisServer
 from gateway.routes.vouchers import VOUCHERS
@@ -34,6 +34,7 @@ from gateway.signing import bearer, signed_headers
 from .helpers import ADMIN_SECRET, SECRET, make_settings, serve
 
 TOKEN_SECRET = "voucher-token-secret-0123456789"
+entries_decoder = msgspec.msgpack.Decoder(list[Entry])
 NET = "demo"
 
 
@@ -215,7 +216,10 @@ def test_mint_scan_and_every_refusal(
         ("alice", "party/0"),
         ("bob", "party/1"),
     ]
-    ledger = [entry_decoder.decode(b) for b in r.lrange(keys.ledger(f"{NET}:alice"), 0, -1)]
+    logged = [
+        e for le in read_ledger_logs(r, keys).entries for e in entries_decoder.decode(le.blob)
+    ]
+    ledger = [e for e in logged if f"member:{NET}:alice" in (e.debit, e.credit)]
     assert [(e.debit, e.credit, e.amount, e.rule) for e in ledger] == [
         (f"voucher:{NET}:party", f"member:{NET}:alice", 250, "voucher")
     ]
