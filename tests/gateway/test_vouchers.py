@@ -23,6 +23,7 @@ from engine import voucher as vc
 from engine.ledger import Entry
 from engine.member import state_decoder
 from engine.spend import Transfer
+from engine.store import redemption_id
 from engine.voucher import Attempt, Batch
 from gateway.audit import audit, read_ledger_logs
 from gateway.auth import TokenSigner
@@ -517,4 +518,56 @@ def test_concurrent_scans_of_item_codes_make_one_redemption_each(
     ]  # fmt: skip
     assert len(redeemed_notices(r, keys)) == 3
     assert len(scanned_notices(r, keys)) == 3
+    assert not audited(deployment, r)
+
+
+def test_an_item_claim_left_pending_is_finished_once_by_a_resume_or_the_sweeper(
+    deployment: tuple[Settings, RallyClient], redis_server: RedisServer, redis_client: redis.Redis
+) -> None:
+    """A gateway that died after claiming an item code (before or after making the free
+    redemption) leaves a pending claim: the member's next scan or a sweeper finishes it with
+    the same redemption, never a second one."""
+    settings, r, clock = deployment[0], redis_client, Clock()
+    keys = Keys(settings.namespace)
+
+    async def go() -> None:
+        async with serve(settings, redis_server.url, clock) as client:
+            await put_item(client, "tee", name="Tee", cost=80, stock=10)
+            _, codes = await mint(client, count=3, points=0, item="tee", batch="crash")
+            svc = client.app[VOUCHERS]
+            assert svc.shop is not None
+            item = await svc.shop.item(NET, "tee")
+            assert item is not None
+            made = {}
+            for serial, user, redeemed in ((0, "dana", False), (1, "dana", True), (2, "hal", True)):
+                v = vc.decode(codes[serial])[0]
+                claim = await svc.store.claim(
+                    NET, "crash", serial, user, now=clock.now, resume_after_s=30,
+                    expires_at=v.expires_at, attempt=Attempt(clock.now, NET, user, "", "x"),
+                )  # fmt: skip
+                assert (claim.outcome, claim.n) == ("claimed", 1)
+                if redeemed:  # it died after the store made the redemption
+                    rid = redemption_id(NET, user, f"voucher:{v.code_id}#1")
+                    red, _, _ = await svc.shop.redeem(item[0], user, rid, voucher=v.code_id)
+                    assert red.status == "pending"
+                    made[serial] = rid
+            status, body = await scan(client, settings, clock, "dana", codes[0])
+            assert (status, body["error"]) == (409, "voucher_pending")
+            clock.now += 31
+            status, body = await scan(client, settings, clock, "dana", codes[0])
+            assert (status, body["resumed"], body["redemption"]["status"]) == (200, True, "pending")
+            status, body = await scan(client, settings, clock, "dana", codes[1])
+            assert (status, body["redemption"]["id"]) == (200, made[1]), body
+            assert await svc.sweep() == 1
+            assert await svc.sweep() == 0
+            status, body = await scan(client, settings, clock, "hal", codes[2])
+            assert (status, body["error"]) == (409, "voucher_used")
+            reds = await redemptions(client, settings, clock)
+            assert sorted(x["user_id"] for x in reds) == ["dana", "dana", "hal"]
+            assert made[2] in {x["id"] for x in reds}
+            assert await stock(client, "tee") == 7
+
+    asyncio.run(go())
+    assert len(scanned_notices(r, keys)) == 3
+    assert len(redeemed_notices(r, keys)) == 3
     assert not audited(deployment, r)
