@@ -2,7 +2,8 @@
 
 `VoucherService` joins the pure code checks (engine/voucher.py), the Ed25519 keys
 (gateway/voucher_keys.py), the claims in Redis (actors/vouchers.py) and the spend path that
-credits the points (`credit`, a SpendClient in the gateway). The HTTP routes are in
+credits the points (`credit`, a SpendClient in the gateway), or, for a code worth a store
+item, the reward store (`shop`, gateway/store.py) that makes a free redemption of it. The HTTP routes are in
 gateway/routes/vouchers.py and the CLI in gateway/voucher_cli.py.
 """
 
