@@ -333,11 +333,12 @@ class VoucherService:
         if shop is None:
             raise Unavailable("the reward store is not available in this gateway")
         rid = redemption_id(v.network, scan.user_id, f"voucher:{v.code_id}#{claim.n}")
+        retry_at: float | None = None
         try:
             red = await shop.redemption(v.network, rid)
             if red is None:
                 try:
-                    red = await self._new_redemption(shop, scan, v, rid, now)
+                    red, retry_at = await self._new_redemption(shop, scan, v, rid, now)
                 except _ItemRefused as err:
                     red = await shop.abandon(self._stub(scan, v, rid, now), err.code)
                     if red.status == "failed" and red.reason == err.code:
@@ -356,7 +357,7 @@ class VoucherService:
             code = SPEND_CODES.get(red.reason, red.reason)
             message = MESSAGES.get(code, f"the store refused the item: {code}")
             await self._release(scan, v, now, claim, code, message)
-            raise self._item_refusal(code, message)
+            raise self._item_refusal(code, message, retry_at)
         notice = VoucherScanned(now, v.network, scan.user_id, v.code_id, v.batch, 0, v.item)
         first = await self.store.finish(
             v.network, v.serial, scan.user_id, red.id,
@@ -372,8 +373,9 @@ class VoucherService:
 
     async def _new_redemption(
         self, shop: Store, scan: Scan, v: Voucher, rid: str, now: float
-    ) -> Redemption:
-        """Check the item's rules and reserve it at no cost; raises _ItemRefused."""
+    ) -> tuple[Redemption, float | None]:
+        """Check the item's rules and reserve it at no cost: the redemption (maybe `failed`
+        by a member guard) and, for a member cooldown, when it ends; raises _ItemRefused."""
         try:
             found = await shop.item(v.network, v.item)
             if found is None:
@@ -382,12 +384,12 @@ class VoucherService:
             tiers = self.tiers_of(v.network) if self.tiers_of else ("",)
             rank = await shop.member_tier(v.network, scan.user_id)
             check_redeemable(item, tiers[min(rank, len(tiers) - 1)], tiers, now)
-            red, _, _ = await shop.redeem(item, scan.user_id, rid, voucher=v.code_id)
+            red, _, result = await shop.redeem(item, scan.user_id, rid, voucher=v.code_id)
         except StoreError as err:
             raise _ItemRefused(err.code, err.message) from None
         except StoreRefused as err:
             raise _ItemRefused(err.code, err.message, err.retry_at) from None
-        return red
+        return red, (result.retry_at or None) if result is not None else None
 
     @staticmethod
     def _stub(scan: Scan, v: Voucher, rid: str, now: float) -> Redemption:

@@ -468,6 +468,19 @@ def test_an_item_voucher_redeems_a_free_pending_redemption_or_answers_the_stores
             status, body = await call(client, "GET", f"/v1/vouchers/batches?network={NET}")
             assert {b["id"]: b["redeemed"] for b in body["batches"]}["mugs"] == 3
             assert not await client.app[VOUCHERS].store.redis.zcard(keys.voucher_pending)
+            # the member's cooldown: 429 naming member_cooldown_s, with Retry-After
+            await put_item(client, "pin", name="Pin", cost=10, member_cooldown_s=3_600)
+            _, pins = await mint(client, count=2, points=0, item="pin", batch="pins")
+            assert (await scan(client, settings, clock, "erin", pins[0]))[0] == 200
+            target = f"/v1/members/erin/vouchers?network={NET}"
+            async with client.post(
+                target, json={"code": pins[1]}, headers=token(settings, clock, "erin")
+            ) as resp:
+                body = await resp.json()
+                assert (resp.status, body["error"], body["field"]) == (
+                    429, "member_cooldown", "member_cooldown_s",
+                ), body  # fmt: skip
+                assert 3_500 <= int(resp.headers["Retry-After"]) <= 3_600
 
     asyncio.run(go())
     assert not audited(deployment, r)
@@ -475,9 +488,11 @@ def test_an_item_voucher_redeems_a_free_pending_redemption_or_answers_the_stores
         "alice": 0, "bob": 0, "carol": 0,
     }  # fmt: skip
     assert sorted((n.user_id, n.item, n.points) for n in scanned_notices(r, keys)) == [
-        ("alice", "mug", 0), ("bob", "mug", 0), ("carol", "mug", 0),
+        ("alice", "mug", 0), ("bob", "mug", 0), ("carol", "mug", 0), ("erin", "pin", 0),
     ]  # fmt: skip
-    assert sorted(n["user_id"] for n in redeemed_notices(r, keys)) == ["alice", "bob", "carol"]
+    assert sorted(n["user_id"] for n in redeemed_notices(r, keys)) == [
+        "alice", "bob", "carol", "erin",
+    ]  # fmt: skip
 
 
 def test_concurrent_scans_of_item_codes_make_one_redemption_each(
