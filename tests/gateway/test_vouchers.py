@@ -31,6 +31,7 @@ from gateway.redis_server import RedisServer
 from gateway.routes.vouchers import VOUCHERS
 from gateway.settings import Settings
 from gateway.signing import bearer, signed_headers
+from gateway.store import StoreKeys
 
 from .helpers import ADMIN_SECRET, SECRET, make_settings, serve
 
@@ -586,3 +587,24 @@ def test_an_item_claim_left_pending_is_finished_once_by_a_resume_or_the_sweeper(
     assert len(scanned_notices(r, keys)) == 3
     assert len(redeemed_notices(r, keys)) == 3
     assert not audited(deployment, r)
+
+
+def test_the_audit_catches_an_item_code_redeemed_without_its_redemption(
+    deployment: tuple[Settings, RallyClient], redis_server: RedisServer, redis_client: redis.Redis
+) -> None:
+    settings, r, clock = deployment[0], redis_client, Clock()
+
+    async def go() -> str:
+        async with serve(settings, redis_server.url, clock) as client:
+            await put_item(client, "hat", name="Hat", cost=40)
+            _, codes = await mint(client, count=1, points=0, item="hat", batch="hats")
+            status, body = await scan(client, settings, clock, "fay", codes[0])
+            assert status == 200, body
+            return str(body["redemption"]["id"])
+
+    rid = asyncio.run(go())
+    assert not audited(deployment, r)
+    r.delete(StoreKeys(Keys(settings.namespace), NET).redemption(rid))
+    assert audited(deployment, r) == [
+        f"voucher:{NET}:hats: code hats/0 redeemed without its free redemption"
+    ]
