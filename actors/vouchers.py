@@ -18,6 +18,12 @@ even without scanning again.
 Every scan is appended to `vattempts:{net}` (capped) with its outcome: by CLAIM and FINISH
 themselves for the outcomes they decide, by `record` for the others.
 
+A code worth a store item is claimed the same way; its claimant creates a free store
+redemption (id a function of the member, the code and the claim number `n`) and FINISH
+follows when it is `pending`. When the store refuses (out of stock, a limit, the tier, the
+window), RELEASE frees the claim (state *released*, attempt recorded with the store's code):
+the code may be scanned again later, and its next claim has the next number.
+
 No Ray here: gateway processes import this module.
 """
 
@@ -53,11 +59,12 @@ CLAIM = """
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
 local now = tonumber(ARGV[3])
 local claim, outcome
-if not raw then
-  claim = {u = ARGV[2], t = now, s = 'pending', e = ''}
+local prev = raw and cjson.decode(raw)
+if not prev or prev.s == 'released' then
+  claim = {u = ARGV[2], t = now, s = 'pending', e = '', n = (prev and prev.n or 0) + 1}
   outcome = 'claimed'
 else
-  claim = cjson.decode(raw)
+  claim = prev
   if claim.s == 'done' or claim.u ~= ARGV[2] then
     outcome = 'voucher_used'
   elseif now - tonumber(claim.t) >= tonumber(ARGV[4]) then
@@ -74,11 +81,29 @@ if outcome == 'claimed' or outcome == 'resume' then
 elseif ARGV[9] == '1' then
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'o', outcome, 'a', ARGV[7])
 end
-return {outcome, claim.u, claim.s, claim.e or ''}
+return {outcome, claim.u, claim.s, claim.e or '', tostring(claim.n or 1)}
 """
 """KEYS: vclaim:{net}:{batch}, vattempts:{net}, vpending. ARGV: serial, user_id, now,
 resume_after_s, claims expire at, attempts kept, attempt blob, pending member, "1" to record
-a refusal. -> {outcome, holder, state, entry id}."""
+a refusal. -> {outcome, holder, state, entry id, claim number}. A *released* claim (an item
+voucher the store refused) is free again: the next scan claims it with the next number."""
+
+RELEASE = """
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if not raw then return 0 end
+local claim = cjson.decode(raw)
+if claim.s ~= 'pending' or claim.u ~= ARGV[2] or tostring(claim.n or 1) ~= ARGV[3] then
+  return 0
+end
+claim.s = 'released'
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(claim))
+redis.call('ZREM', KEYS[3], ARGV[6])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'o', ARGV[7], 'a', ARGV[5])
+return 1
+"""
+"""KEYS: vclaim:{net}:{batch}, vattempts:{net}, vpending. ARGV: serial, user_id, claim number,
+attempts kept, attempt blob, pending member, outcome. -> 1 if this call released the claim
+(pending, held by user_id, that number), else 0."""
 
 FINISH = """
 local claim = cjson.decode(redis.call('HGET', KEYS[1], ARGV[1]))
@@ -119,6 +144,8 @@ class Claim(msgspec.Struct, frozen=True):
     holder: str
     state: str
     entry_id: str
+    n: int = 1
+    """The claim's number: 1, then one more each time the code was released and claimed."""
 
     @property
     def granted(self) -> bool:
@@ -138,6 +165,7 @@ class VoucherStore:
         self.attempts_kept = attempts_kept
         self._claim = client.register_script(CLAIM)
         self._finish = client.register_script(FINISH)
+        self._release = client.register_script(RELEASE)
 
     # -- batches ---------------------------------------------------------------------------
     async def add_batch(self, batch: Batch) -> None:
@@ -177,9 +205,27 @@ class VoucherStore:
                 pending_member(network, batch, serial), "1" if record else "0",
             ],
         )  # fmt: skip
-        outcome, holder, state, entry = (x.decode() for x in cast("list[bytes]", got))
+        outcome, holder, state, entry, n = (x.decode() for x in cast("list[bytes]", got))
         assert outcome in (CLAIMED, RESUME, USED, PENDING), outcome
-        return Claim(outcome, holder, state, entry)
+        return Claim(outcome, holder, state, entry, int(n))
+
+    async def release(
+        self, network: str, serial: int, user_id: str, n: int, attempt: Attempt
+    ) -> bool:
+        """Free claim number `n` of a code (the store refused its item) and record the
+        attempt; False if that claim was no longer pending (finished or released already)."""
+        assert attempt.batch, "a released attempt names its batch"
+        got = await self._release(
+            keys=[
+                self.keys.voucher_claims(network, attempt.batch),
+                self.keys.voucher_attempts(network), self.keys.voucher_pending,
+            ],
+            args=[
+                serial, user_id, n, self.attempts_kept, _encoder.encode(attempt),
+                pending_member(network, attempt.batch, serial), attempt.outcome,
+            ],
+        )  # fmt: skip
+        return bool(got)
 
     async def finish(
         self, network: str, serial: int, user_id: str, entry_id: str, attempt: Attempt,
@@ -215,7 +261,7 @@ class VoucherStore:
             network, batch, serial = _pending_decoder.decode(raw)
             claim = await self.redis.hget(self.keys.voucher_claims(network, batch), serial)
             state = None if claim is None else json.loads(claim)
-            if state is None or state["s"] == "done":
+            if state is None or state["s"] in ("done", "released"):
                 await self.redis.zrem(self.keys.voucher_pending, raw)
                 continue
             out.append((network, batch, serial, str(state["u"])))

@@ -2,7 +2,9 @@
 
 A `Transfer` is a command on one member: move `amount` points from the member to `account`
 (direction "debit": a raffle ticket, a store redemption) or from `account` to the member
-("credit": a refund, a prize, a voucher). Its `key` is the idempotency key: the ledger entry
+("credit": a refund, a prize, a voucher). An `amount` of 0 with guards is a guard-only
+transfer (an item a voucher pays for): its guards are checked and taken, no point moves and
+no ledger entry is posted. Its `key` is the idempotency key: the ledger entry
 id derives from it, and the member shard records every outcome under it, so the same key
 applied twice has one effect and the same key with another payload is a `conflict`.
 
@@ -145,8 +147,10 @@ def validate(t: Transfer) -> Transfer:
     _text(t.network, "network")
     _text(t.user_id, "user_id")
     _text(t.rule, "rule", 64)
-    if type(t.amount) is not int or not 0 < t.amount <= MAX_AMOUNT:
+    if type(t.amount) is not int or not 0 <= t.amount <= MAX_AMOUNT:
         raise SpendError(f"amount must be an integer from 1 to {MAX_AMOUNT}", "amount")
+    if t.amount == 0 and not t.guards:
+        raise SpendError("amount 0 is for a guard-only transfer: give guards", "amount")
     if t.direction not in ("debit", "credit"):
         raise SpendError("direction must be debit or credit", "direction")
     kind, _, rest = t.account.partition(":")
@@ -214,6 +218,8 @@ def apply_transfer(state: MemberState, t: Transfer) -> tuple[Result, Entry | Non
     if refused is not None:
         return refused, None
     _take(state, t)
+    if t.amount == 0:  # guard-only (a free store item): no points move, no entry
+        return Result(t.key, OK, state.balance), None
     member = member_account(t.network, t.user_id)
     if t.direction == "debit":
         state.balance -= t.amount

@@ -107,6 +107,8 @@ class Redemption(msgspec.Struct, frozen=True):
     refund_entry_id: str = ""
     reason: str = ""
     """Why it failed (a spend result code), or an admin's note on fulfil or refund."""
+    voucher: str = ""
+    """The code id of the voucher that paid for it (then `cost` is 0: no point moves)."""
 
 
 item_encoder = msgspec.json.Encoder()
@@ -248,6 +250,12 @@ def member_guard(item: Item, add: int = 1) -> tuple[Guard, ...]:
     if item.per_member_limit == 0:  # a cooldown only: the counter may go once it has passed
         g = msgspec.structs.replace(g, keep_s=item.member_cooldown_s)
     return (g,)
+
+
+def needs_spend(t: Transfer) -> bool:
+    """False for a free redemption (or its refund) with no member guard: nothing for the
+    member's shard to do."""
+    return t.amount > 0 or bool(t.guards)
 
 
 def redeem_transfer(item: Item, red: Redemption) -> Transfer:

@@ -22,7 +22,9 @@ from analytics.archive import LedgerArchive, LogEntry, Record, ledger_record, pa
 from engine.ledger import member_account, treasury_account
 from engine.member import state_decoder
 from engine.rules import RuleBook
+from engine.store import redemption_decoder
 from engine.voucher import batch_decoder
+from gateway.store import StoreKeys
 
 SCAN_COUNT = 1_000
 XRANGE_COUNT = 1_000
@@ -128,11 +130,15 @@ def _check_vouchers(r: redis.Redis, keys: Keys, rep: AuditReport) -> None:
             batch = batch_decoder.decode(blob)
             account = f"voucher:{network}:{batch.id}"
             issued = -rep.accounts.get(account, 0)
-            claims = [json.loads(c) for c in r.hvals(keys.voucher_claims(network, batch.id))]
+            by_serial = r.hgetall(keys.voucher_claims(network, batch.id))
+            claims = [json.loads(c) for c in by_serial.values()]
             done = sum(1 for c in claims if c["s"] == "done")
             counted = int(redeemed.get(bid, 0))
             if counted != done:
                 rep.problem(f"{account}: {counted} redeemed counted but {done} claims done")
+            if batch.item:
+                _check_item_vouchers(r, keys, rep, batch.id, network, issued, by_serial)
+                continue
             if not batch.points:
                 continue
             codes, rest = divmod(issued, batch.points)
@@ -141,6 +147,27 @@ def _check_vouchers(r: redis.Redis, keys: Keys, rep: AuditReport) -> None:
                     f"{account}: issued {issued} points ({batch.points} a code) for "
                     f"{len(claims)} codes claimed, {done} redeemed, of {batch.count}"
                 )
+
+
+def _check_item_vouchers(
+    r: redis.Redis, keys: Keys, rep: AuditReport, batch: str, network: str, issued: int,
+    claims: dict[bytes, bytes],
+) -> None:  # fmt: skip
+    """A batch worth an item moves no points; each code redeemed names a free redemption of
+    that code (gateway/vouchers.py)."""
+    account = f"voucher:{network}:{batch}"
+    if issued:
+        rep.problem(f"{account}: a batch worth an item issued {issued} points")
+    sk = StoreKeys(keys, network)
+    for serial, blob in claims.items():
+        claim = json.loads(blob)
+        if claim["s"] != "done":
+            continue
+        raw = r.get(sk.redemption(claim["e"]))
+        red = None if raw is None else redemption_decoder.decode(raw)
+        code_id = f"{batch}/{serial.decode()}"
+        if red is None or red.voucher != code_id or red.cost != 0:
+            rep.problem(f"{account}: code {code_id} redeemed without its free redemption")
 
 
 def read_ledger_logs(r: redis.Redis, keys: Keys) -> LogRead:

@@ -31,6 +31,7 @@ from engine.store import (
     Redemption,
     item_decoder,
     item_encoder,
+    needs_spend,
     redeem_transfer,
     redemption_decoder,
     refund_transfer,
@@ -248,11 +249,12 @@ class Store:
         return None if raw is None else redemption_decoder.decode(raw)
 
     async def redeem(
-        self, item: Item, user_id: str, rid: str
+        self, item: Item, user_id: str, rid: str, *, voucher: str = ""
     ) -> tuple[Redemption, bool, Result | None]:
         """Reserve and debit: the redemption, True if this call created it, and the debit's
         result (if this call submitted it). Raises StoreRefused (out of stock, cooldown,
-        stream limit); the debit's refusal ends the redemption `failed`."""
+        stream limit); the debit's refusal ends the redemption `failed`. With `voucher` (a
+        code id) the item is free: cost 0, and only the member's guards go to the shard."""
         sk = StoreKeys(self.keys, item.network)
         now = self.clock()
         skey = ""
@@ -266,8 +268,8 @@ class Store:
                 )
             skey = sk.stream_count(item.id, since)
         red = Redemption(
-            rid, item.network, user_id, item.id, item.name, item.cost, item.channel,
-            "reserving", now, now, f"store/{rid}",
+            rid, item.network, user_id, item.id, item.name, 0 if voucher else item.cost,
+            item.channel, "reserving", now, now, f"store/{rid}", voucher=voucher,
         )  # fmt: skip
         got = cast(
             "list[bytes]",
@@ -306,8 +308,20 @@ class Store:
         """Take a `reserving` redemption to `pending` or `failed` (idempotent)."""
         if red.status != "reserving":
             return red, None
-        result = await self.spends.submit(redeem_transfer(item, red))
+        t = redeem_transfer(item, red)
+        result = await self.spends.submit(t) if needs_spend(t) else Result(t.key, OK)
         return await self._finish_with(red, result), result
+
+    async def abandon(self, red: Redemption, reason: str) -> Redemption:
+        """Mark redemption `red.id` `failed` for `reason` unless it exists: a voucher whose
+        scan was refused is released only once no late retry can still create this
+        redemption. Returns the redemption as it stands (`failed`, or whatever existed)."""
+        key = StoreKeys(self.keys, red.network).redemption(red.id)
+        gone = msgspec.structs.replace(red, status="failed", reason=reason)
+        if await self.redis.set(key, _json.encode(gone), nx=True, ex=self.failed_ttl_s):
+            return gone
+        raw = await self.redis.get(key)
+        return gone if raw is None else redemption_decoder.decode(raw)
 
     async def _finish_with(self, red: Redemption, result: Result) -> Redemption:
         sk = StoreKeys(self.keys, red.network)
@@ -383,9 +397,8 @@ class Store:
         if red.status != "refunding":
             return red
         found = await self.item(red.network, red.item_id)
-        result = await self.spends.submit(
-            refund_transfer(None if found is None else found[0], red, self.clock())
-        )
+        t = refund_transfer(None if found is None else found[0], red, self.clock())
+        result = await self.spends.submit(t) if needs_spend(t) else Result(t.key, OK)
         if result.code != OK:  # a credit is refused only on a key conflict: a broken invariant
             raise RuntimeError(f"refund of {red.id} refused: {result.code}")
         code, red = await self.set_status(

@@ -2,7 +2,8 @@
 
 `VoucherService` joins the pure code checks (engine/voucher.py), the Ed25519 keys
 (gateway/voucher_keys.py), the claims in Redis (actors/vouchers.py) and the spend path that
-credits the points (`credit`, a SpendClient in the gateway). The HTTP routes are in
+credits the points (`credit`, a SpendClient in the gateway), or, for a code worth a store
+item, the reward store (`shop`, gateway/store.py) that makes a free redemption of it. The HTTP routes are in
 gateway/routes/vouchers.py and the CLI in gateway/voucher_cli.py.
 """
 
@@ -20,11 +21,14 @@ from typing import Any
 import msgspec
 
 from actors.spend import SpendClient, SpendTimeout
-from actors.vouchers import RESUME, BatchExists, VoucherStore
+from actors.vouchers import RESUME, BatchExists, Claim, VoucherStore
 from engine import voucher as vc
 from engine.spend import Transfer
+from engine.store import Redemption, StoreError, check_redeemable, redemption_id
 from engine.voucher import Attempt, Batch, Voucher, VoucherError, VoucherScanned
 from gateway.errors import BadRequest, Conflict, GatewayError, Unavailable
+from gateway.routes_store import MESSAGES, REFUSALS, SPEND_CODES, redemption_json
+from gateway.store import Store, StoreRefused
 from gateway.voucher_keys import VoucherKeys
 
 log = logging.getLogger(__name__)
@@ -38,8 +42,7 @@ STATUS: dict[str, int] = {
     vc.USED: 409,
     vc.PENDING: 409,
 }
-"""The HTTP status of each way a scan is refused."""
-ITEM_UNSUPPORTED = "voucher_item_unsupported"
+"""The HTTP status of each way a scan is refused (an item voucher: also the store's REFUSALS)."""
 SWEEP_MOST = 100
 """Stale claims one sweep finishes at most."""
 CREDIT_UNAVAILABLE = "unavailable"
@@ -49,11 +52,22 @@ class VoucherRefused(GatewayError):
     """A scan refused for a reason of its own (engine.voucher.FAILURES and a few more)."""
 
     def __init__(
-        self, status: int, code: str, message: str, *, retry_after_s: int | None = None
-    ) -> None:
+        self, status: int, code: str, message: str, *, retry_after_s: int | None = None,
+        field: str = "code",
+    ) -> None:  # fmt: skip
         headers = {"Retry-After": str(retry_after_s)} if retry_after_s else None
-        super().__init__(message, field="code", code=code, headers=headers)
+        super().__init__(message, field=field, code=code, headers=headers)
         self.status = status
+
+
+class _ItemRefused(Exception):
+    """The store refused a voucher's item: its code, message and when to retry."""
+
+    def __init__(self, code: str, message: str, retry_at: float | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.retry_at = retry_at
 
 
 class MintRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -158,8 +172,13 @@ class VoucherService:
         sweep_interval_s: float = 0.0,
         clock: Callable[[], float] = time.time,
         credit: Credit | None = None,
+        shop: Store | None = None,
+        tiers_of: Callable[[str], tuple[str, ...]] | None = None,
     ) -> None:
         self.keys = keys
+        self.shop = shop
+        """The reward store, for codes worth an item (None: such scans are 503)."""
+        self.tiers_of = tiers_of
         self.store = store
         self.max_batch_codes = max_batch_codes
         self.resume_after_s = resume_after_s
@@ -220,10 +239,6 @@ class VoucherService:
         except VoucherError as err:
             await self.store.record(scan.attempt(now, err.code, err.voucher, err.message))
             raise VoucherRefused(STATUS[err.code], err.code, err.message) from None
-        if batch.item:
-            detail = "vouchers worth a store item cannot be redeemed yet"
-            await self.store.record(scan.attempt(now, ITEM_UNSUPPORTED, v, detail))
-            raise VoucherRefused(501, ITEM_UNSUPPORTED, detail)
         claim = await self.store.claim(
             v.network, v.batch, v.serial, scan.user_id, now=now,
             resume_after_s=self.resume_after_s, expires_at=v.expires_at,
@@ -231,6 +246,8 @@ class VoucherService:
         )  # fmt: skip
         if not claim.granted:
             raise self._refusal(claim.outcome, claim.holder == scan.user_id)
+        if batch.item:
+            return await self._redeem_item(scan, v, now, claim)
         return await self._credit(scan, v, now, resumed=claim.outcome == RESUME)
 
     async def sweep(self, most: int = SWEEP_MOST) -> int:
@@ -242,7 +259,7 @@ class VoucherService:
             now - self.resume_after_s, most
         ):
             batch = await self.store.batch(network, batch_id)
-            if batch is None or batch.item:
+            if batch is None:
                 continue
             v = Voucher(
                 bytes.fromhex(batch.key_id), network, batch_id, serial, batch.expires_at,
@@ -256,7 +273,10 @@ class VoucherService:
             if claim.outcome != RESUME:
                 continue  # finished, or taken over by another process, meanwhile
             try:
-                await self._credit(scan, v, now, resumed=True)
+                if batch.item:
+                    await self._redeem_item(scan, v, now, claim)
+                else:
+                    await self._credit(scan, v, now, resumed=True)
             except GatewayError as err:
                 log.warning("voucher_sweep_failed code_id=%s error=%s", v.code_id, err.code)
                 continue
@@ -301,6 +321,96 @@ class VoucherService:
             "network": v.network, "user_id": scan.user_id, "points": v.points,
             "balance": done.balance, "entry_id": done.entry_id,
         }  # fmt: skip
+
+    async def _redeem_item(
+        self, scan: Scan, v: Voucher, now: float, claim: Claim
+    ) -> dict[str, Any]:
+        """A free store redemption of the code's item for the member: `pending` -> the code
+        is redeemed (FINISH); refused by the store -> the claim is released (the code stays
+        usable) and the scan answers the store's code. Resumable: the redemption's id is a
+        function of the member, the code and the claim's number."""
+        shop = self.shop
+        if shop is None:
+            raise Unavailable("the reward store is not available in this gateway")
+        rid = redemption_id(v.network, scan.user_id, f"voucher:{v.code_id}#{claim.n}")
+        retry_at: float | None = None
+        try:
+            red = await shop.redemption(v.network, rid)
+            if red is None:
+                try:
+                    red, retry_at = await self._new_redemption(shop, scan, v, rid, now)
+                except _ItemRefused as err:
+                    red = await shop.abandon(self._stub(scan, v, rid, now), err.code)
+                    if red.status == "failed" and red.reason == err.code:
+                        await self._release(scan, v, now, claim, err.code, err.message)
+                        raise self._item_refusal(err.code, err.message, err.retry_at) from None
+            if red.status == "reserving":
+                found = await shop.item(v.network, red.item_id)
+                if found is None:
+                    raise Unavailable("the item of a half-made redemption is gone; retry later")
+                red, _ = await shop.drive(found[0], red)
+        except SpendTimeout:
+            detail = "no answer from the spend path in time; scan again to finish"
+            await self.store.record(scan.attempt(now, CREDIT_UNAVAILABLE, v, detail))
+            raise Unavailable(detail, retry_after_s=max(1, round(self.resume_after_s))) from None
+        if red.status == "failed":
+            code = SPEND_CODES.get(red.reason, red.reason)
+            message = MESSAGES.get(code, f"the store refused the item: {code}")
+            await self._release(scan, v, now, claim, code, message)
+            raise self._item_refusal(code, message, retry_at)
+        notice = VoucherScanned(now, v.network, scan.user_id, v.code_id, v.batch, 0, v.item)
+        first = await self.store.finish(
+            v.network, v.serial, scan.user_id, red.id,
+            scan.attempt(now, vc.RESUMED if claim.outcome == RESUME else vc.REDEEMED, v), notice,
+        )  # fmt: skip
+        if not first:
+            raise self._refusal(vc.USED, yours=True)
+        return {
+            "redeemed": True, "resumed": claim.outcome == RESUME, "code_id": v.code_id,
+            "batch": v.batch, "network": v.network, "user_id": scan.user_id, "points": 0,
+            "item": v.item, "redemption": redemption_json(red),
+        }  # fmt: skip
+
+    async def _new_redemption(
+        self, shop: Store, scan: Scan, v: Voucher, rid: str, now: float
+    ) -> tuple[Redemption, float | None]:
+        """Check the item's rules and reserve it at no cost: the redemption (maybe `failed`
+        by a member guard) and, for a member cooldown, when it ends; raises _ItemRefused."""
+        try:
+            found = await shop.item(v.network, v.item)
+            if found is None:
+                raise _ItemRefused("item_not_found", f"no item {v.item!r} in the store")
+            item = found[0]
+            tiers = self.tiers_of(v.network) if self.tiers_of else ("",)
+            rank = await shop.member_tier(v.network, scan.user_id)
+            check_redeemable(item, tiers[min(rank, len(tiers) - 1)], tiers, now)
+            red, _, result = await shop.redeem(item, scan.user_id, rid, voucher=v.code_id)
+        except StoreError as err:
+            raise _ItemRefused(err.code, err.message) from None
+        except StoreRefused as err:
+            raise _ItemRefused(err.code, err.message, err.retry_at) from None
+        return red, (result.retry_at or None) if result is not None else None
+
+    @staticmethod
+    def _stub(scan: Scan, v: Voucher, rid: str, now: float) -> Redemption:
+        return Redemption(
+            rid, v.network, scan.user_id, v.item, "", 0, "", "failed", now, now, f"store/{rid}",
+            voucher=v.code_id,
+        )  # fmt: skip
+
+    async def _release(
+        self, scan: Scan, v: Voucher, now: float, claim: Claim, code: str, message: str
+    ) -> None:
+        await self.store.release(
+            v.network, v.serial, scan.user_id, claim.n, scan.attempt(now, code, v, message)
+        )
+
+    def _item_refusal(
+        self, code: str, message: str, retry_at: float | None = None
+    ) -> VoucherRefused:
+        status, field = REFUSALS.get(code, (409, "item_id"))
+        wait = max(1, int(retry_at - self.clock() + 0.999)) if retry_at is not None else None
+        return VoucherRefused(status, code, message, retry_after_s=wait, field=field)
 
 
 def credit_through(spends: SpendClient) -> Credit:

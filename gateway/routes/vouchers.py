@@ -26,6 +26,7 @@ from actors.vouchers import VoucherStore
 from gateway.auth import MemberToken, check_network
 from gateway.errors import BadRequest, PayloadTooLarge, Unavailable, json_response
 from gateway.reads import ACCESS, READER, parse_id
+from gateway.routes_store import STORE
 from gateway.settings import Settings
 from gateway.voucher_keys import VoucherKeys
 from gateway.vouchers import (
@@ -156,6 +157,8 @@ def install(
         sweep_interval_s=vs.sweep_interval_s,
         clock=clock,
         credit=credit,
+        shop=app.get(STORE),
+        tiers_of=lambda network: tuple(app[READER].rules.network(network).tiers.names),
     )
     app.cleanup_ctx.append(_running)
     app.router.add_post("/v1/vouchers/batches", post_batch)

@@ -93,6 +93,20 @@ def test_a_limit_smaller_than_one_use_refuses_the_first() -> None:
     assert result.code == LIMIT_REACHED
 
 
+def test_a_guard_only_transfer_takes_its_guards_and_moves_no_point() -> None:
+    """Amount 0 with guards (an item a voucher pays for): limits apply, no entry is posted."""
+    state = MemberState(balance=0, lifetime=0)
+    g = Guard("store:mug", limit=1)
+    result, entry = apply_transfer(state, validate(debit("k1", 0, guards=(g,))))
+    assert (result, entry) == (Result("k1", OK, 0), None)
+    assert (state.balance, state.entries, state.uses["store:mug"].n) == (0, 0, 1)
+    result, entry = apply_transfer(state, debit("k2", 0, guards=(g,)))
+    assert (result.code, entry) == (LIMIT_REACHED, None)
+    back = Guard("store:mug", limit=1, add=-1)
+    assert apply_transfer(state, validate(credit("k3", 0, guards=(back,))))[0].code == OK
+    assert state.uses.get("store:mug") is None or state.uses["store:mug"].n == 0
+
+
 def test_a_cooldown_refuses_until_it_has_passed() -> None:
     state = MemberState(balance=1_000)
     g = Guard("item9", cooldown_s=60)

@@ -20,20 +20,23 @@ from actors.keys import Keys
 from actors.spend import SyncSpendClient
 from analytics.archive import LedgerArchive
 from engine import voucher as vc
-from engine.ledger import entry_decoder
+from engine.ledger import Entry
 from engine.member import state_decoder
 from engine.spend import Transfer
+from engine.store import redemption_id
 from engine.voucher import Attempt, Batch
-from gateway.audit import audit
+from gateway.audit import audit, read_ledger_logs
 from gateway.auth import TokenSigner
 from gateway.redis_server import RedisServer
 from gateway.routes.vouchers import VOUCHERS
 from gateway.settings import Settings
 from gateway.signing import bearer, signed_headers
+from gateway.store import StoreKeys
 
 from .helpers import ADMIN_SECRET, SECRET, make_settings, serve
 
 TOKEN_SECRET = "voucher-token-secret-0123456789"
+entries_decoder = msgspec.msgpack.Decoder(list[Entry])
 NET = "demo"
 
 
@@ -215,7 +218,10 @@ def test_mint_scan_and_every_refusal(
         ("alice", "party/0"),
         ("bob", "party/1"),
     ]
-    ledger = [entry_decoder.decode(b) for b in r.lrange(keys.ledger(f"{NET}:alice"), 0, -1)]
+    logged = [
+        e for le in read_ledger_logs(r, keys).entries for e in entries_decoder.decode(le.blob)
+    ]
+    ledger = [e for e in logged if f"member:{NET}:alice" in (e.debit, e.credit)]
     assert [(e.debit, e.credit, e.amount, e.rule) for e in ledger] == [
         (f"voucher:{NET}:party", f"member:{NET}:alice", 250, "voucher")
     ]
@@ -362,3 +368,243 @@ def test_redis_down_is_503_not_500(namespace: str, tmp_path: Path) -> None:
             assert (status, body["error"]) == (503, "unavailable"), body
 
     asyncio.run(go())
+
+
+# -- vouchers worth a store item ----------------------------------------------------------------
+async def put_item(client: TestClient, item_id: str, **spec: Any) -> None:
+    status, body = await call(client, "PUT", f"/v1/store/items/{item_id}?network={NET}", spec)
+    assert status == 201, body
+
+
+async def stock(client: TestClient, item_id: str) -> int | None:
+    status, body = await call(client, "GET", f"/v1/store/items/{item_id}?network={NET}")
+    assert status == 200, body
+    return body["stock"]  # type: ignore[no-any-return]
+
+
+async def redemptions(
+    client: TestClient, settings: Settings, clock: Clock, user: str | None = None
+) -> list[dict[str, Any]]:
+    if user is None:
+        status, body = await call(client, "GET", f"/v1/store/redemptions?network={NET}")
+    else:
+        target = f"/v1/members/{user}/redemptions?network={NET}"
+        status, body = await call(client, "GET", target, headers=token(settings, clock, user))
+    assert status == 200, body
+    return body["redemptions"]  # type: ignore[no-any-return]
+
+
+def redeemed_notices(r: redis.Redis, keys: Keys) -> list[dict[str, Any]]:
+    return [msgspec.json.decode(f[b"item_redeemed"]) for _, f in r.xrange(keys.notices)
+            if b"item_redeemed" in f]  # fmt: skip
+
+
+def test_an_item_voucher_redeems_a_free_pending_redemption_or_answers_the_stores_refusal(
+    deployment: tuple[Settings, RallyClient], redis_server: RedisServer, redis_client: redis.Redis
+) -> None:
+    """A code worth an item: a free store redemption (stock taken, limits applied, pending
+    until fulfilled); a refusal by the store releases the code, which works again later."""
+    settings, r, clock = deployment[0], redis_client, Clock()
+    keys = Keys(settings.namespace)
+
+    async def go() -> None:
+        async with serve(settings, redis_server.url, clock) as client:
+            await put_item(client, "mug", name="Mug", cost=300, stock=2, per_member_limit=1)
+            await put_item(client, "gold", name="Gold only", cost=5, min_tier="Gold")
+            _, codes = await mint(client, count=4, points=0, item="mug", batch="mugs")
+            status, body = await scan(client, settings, clock, "alice", codes[0])
+            assert status == 200, body
+            red = body["redemption"]
+            assert (body["item"], body["points"], body["code_id"]) == ("mug", 0, "mugs/0")
+            assert (red["status"], red["cost"], red["voucher"], red["user_id"]) == (
+                "pending", 0, "mugs/0", "alice",
+            )  # fmt: skip
+            assert await stock(client, "mug") == 1
+            assert [x["id"] for x in await redemptions(client, settings, clock, "alice")] == [
+                red["id"]
+            ]
+            assert [x["id"] for x in await redemptions(client, settings, clock)] == [red["id"]]
+            # the item's per-member limit: refused with the store's code; the code is released
+            status, body = await scan(client, settings, clock, "alice", codes[1])
+            assert (status, body["error"], body["field"]) == (
+                409, "member_limit_reached", "per_member_limit",
+            ), body  # fmt: skip
+            status, body = await scan(client, settings, clock, "bob", codes[1])
+            assert (status, body["redemption"]["status"]) == (200, "pending"), body
+            bob_rid = body["redemption"]["id"]
+            assert await stock(client, "mug") == 0
+            # out of stock: 409 naming item_id; the code stays usable
+            status, body = await scan(client, settings, clock, "carol", codes[2])
+            assert (status, body["error"], body["field"]) == (409, "out_of_stock", "item_id")
+            status, body = await scan(client, settings, clock, "carol", codes[2])
+            assert (status, body["error"]) == (409, "out_of_stock")
+            # a refund of a free redemption gives the stock back and credits nothing
+            status, body = await call(
+                client, "POST", f"/v1/store/redemptions/{red['id']}/refund?network={NET}"
+            )
+            assert (status, body["redemption"]["status"]) == (200, "refunded"), body
+            assert await stock(client, "mug") == 1
+            status, body = await scan(client, settings, clock, "carol", codes[2])
+            assert (status, body["redemption"]["status"]) == (200, "pending"), body
+            status, body = await call(
+                client, "POST", f"/v1/store/redemptions/{bob_rid}/fulfil?network={NET}"
+            )
+            assert (status, body["redemption"]["status"]) == (200, "fulfilled"), body
+            # a used item code is used; the tier and a missing item answer the store's codes
+            status, body = await scan(client, settings, clock, "dan", codes[1])
+            assert (status, body["error"]) == (409, "voucher_used")
+            _, gold = await mint(client, count=1, points=0, item="gold", batch="golds")
+            status, body = await scan(client, settings, clock, "dan", gold[0])
+            assert (status, body["error"], body["field"]) == (403, "tier_too_low", "min_tier")
+            _, ghost = await mint(client, count=1, points=0, item="ghost", batch="ghosts")
+            status, body = await scan(client, settings, clock, "dan", ghost[0])
+            assert (status, body["error"], body["field"]) == (404, "item_not_found", "item_id")
+            # every attempt is recorded with its outcome
+            _, page = await call(client, "GET", f"/v1/vouchers/attempts?network={NET}&limit=20")
+            assert [(a["user_id"], a["outcome"]) for a in reversed(page["attempts"])] == [
+                ("alice", "redeemed"), ("alice", "member_limit_reached"), ("bob", "redeemed"),
+                ("carol", "out_of_stock"), ("carol", "out_of_stock"), ("carol", "redeemed"),
+                ("dan", "voucher_used"), ("dan", "tier_too_low"), ("dan", "item_not_found"),
+            ]  # fmt: skip
+            status, body = await call(client, "GET", f"/v1/vouchers/batches?network={NET}")
+            assert {b["id"]: b["redeemed"] for b in body["batches"]}["mugs"] == 3
+            assert not await client.app[VOUCHERS].store.redis.zcard(keys.voucher_pending)
+            # the member's cooldown: 429 naming member_cooldown_s, with Retry-After
+            await put_item(client, "pin", name="Pin", cost=10, member_cooldown_s=3_600)
+            _, pins = await mint(client, count=2, points=0, item="pin", batch="pins")
+            assert (await scan(client, settings, clock, "erin", pins[0]))[0] == 200
+            target = f"/v1/members/erin/vouchers?network={NET}"
+            async with client.post(
+                target, json={"code": pins[1]}, headers=token(settings, clock, "erin")
+            ) as resp:
+                body = await resp.json()
+                assert (resp.status, body["error"], body["field"]) == (
+                    429, "member_cooldown", "member_cooldown_s",
+                ), body  # fmt: skip
+                assert 3_500 <= int(resp.headers["Retry-After"]) <= 3_600
+
+    asyncio.run(go())
+    assert not audited(deployment, r)
+    assert {u: balance(r, keys, u) for u in ("alice", "bob", "carol")} == {
+        "alice": 0, "bob": 0, "carol": 0,
+    }  # fmt: skip
+    assert sorted((n.user_id, n.item, n.points) for n in scanned_notices(r, keys)) == [
+        ("alice", "mug", 0), ("bob", "mug", 0), ("carol", "mug", 0), ("erin", "pin", 0),
+    ]  # fmt: skip
+    assert sorted(n["user_id"] for n in redeemed_notices(r, keys)) == [
+        "alice", "bob", "carol", "erin",
+    ]  # fmt: skip
+
+
+def test_concurrent_scans_of_item_codes_make_one_redemption_each(
+    deployment: tuple[Settings, RallyClient], redis_server: RedisServer, redis_client: redis.Redis
+) -> None:
+    settings, r, clock = deployment[0], redis_client, Clock()
+    keys = Keys(settings.namespace)
+    users = [f"m{i}" for i in range(40)]
+
+    async def go() -> tuple[list[list[tuple[int, Any]]], list[tuple[int, Any]], int | None]:
+        async with serve(settings, redis_server.url, clock) as client:
+            await put_item(client, "cap", name="Cap", cost=50, stock=100)
+            await put_item(client, "last", name="Last one", cost=50, stock=1)
+            _, codes = await mint(client, count=2, points=0, item="cap", batch="caps")
+            _, lasts = await mint(client, count=2, points=0, item="last", batch="lasts")
+            races = [
+                await asyncio.gather(*(scan(client, settings, clock, u, codes[0]) for u in users)),
+                await asyncio.gather(
+                    *(scan(client, settings, clock, "solo", codes[1]) for _ in range(30))
+                ),
+            ]
+            # two codes, one item left: one redemption, one out_of_stock
+            last = await asyncio.gather(
+                scan(client, settings, clock, "p", lasts[0]),
+                scan(client, settings, clock, "q", lasts[1]),
+            )
+            return races, last, await stock(client, "cap")
+
+    races, last, left = asyncio.run(go())
+    for results in races:
+        ok = [body for status, body in results if status == 200]
+        assert len(ok) == 1, [b for _, b in results if "error" not in b]
+        refused = {(status, body["error"]) for status, body in results if status != 200}
+        assert refused <= {(409, "voucher_used"), (409, "voucher_pending")}, refused
+    assert left == 98
+    assert sorted((status, body.get("error", "")) for status, body in last) == [
+        (200, ""), (409, "out_of_stock"),
+    ]  # fmt: skip
+    assert len(redeemed_notices(r, keys)) == 3
+    assert len(scanned_notices(r, keys)) == 3
+    assert not audited(deployment, r)
+
+
+def test_an_item_claim_left_pending_is_finished_once_by_a_resume_or_the_sweeper(
+    deployment: tuple[Settings, RallyClient], redis_server: RedisServer, redis_client: redis.Redis
+) -> None:
+    """A gateway that died after claiming an item code (before or after making the free
+    redemption) leaves a pending claim: the member's next scan or a sweeper finishes it with
+    the same redemption, never a second one."""
+    settings, r, clock = deployment[0], redis_client, Clock()
+    keys = Keys(settings.namespace)
+
+    async def go() -> None:
+        async with serve(settings, redis_server.url, clock) as client:
+            await put_item(client, "tee", name="Tee", cost=80, stock=10)
+            _, codes = await mint(client, count=3, points=0, item="tee", batch="crash")
+            svc = client.app[VOUCHERS]
+            assert svc.shop is not None
+            item = await svc.shop.item(NET, "tee")
+            assert item is not None
+            made = {}
+            for serial, user, redeemed in ((0, "dana", False), (1, "dana", True), (2, "hal", True)):
+                v = vc.decode(codes[serial])[0]
+                claim = await svc.store.claim(
+                    NET, "crash", serial, user, now=clock.now, resume_after_s=30,
+                    expires_at=v.expires_at, attempt=Attempt(clock.now, NET, user, "", "x"),
+                )  # fmt: skip
+                assert (claim.outcome, claim.n) == ("claimed", 1)
+                if redeemed:  # it died after the store made the redemption
+                    rid = redemption_id(NET, user, f"voucher:{v.code_id}#1")
+                    red, _, _ = await svc.shop.redeem(item[0], user, rid, voucher=v.code_id)
+                    assert red.status == "pending"
+                    made[serial] = rid
+            status, body = await scan(client, settings, clock, "dana", codes[0])
+            assert (status, body["error"]) == (409, "voucher_pending")
+            clock.now += 31
+            status, body = await scan(client, settings, clock, "dana", codes[0])
+            assert (status, body["resumed"], body["redemption"]["status"]) == (200, True, "pending")
+            status, body = await scan(client, settings, clock, "dana", codes[1])
+            assert (status, body["redemption"]["id"]) == (200, made[1]), body
+            assert await svc.sweep() == 1
+            assert await svc.sweep() == 0
+            status, body = await scan(client, settings, clock, "hal", codes[2])
+            assert (status, body["error"]) == (409, "voucher_used")
+            reds = await redemptions(client, settings, clock)
+            assert sorted(x["user_id"] for x in reds) == ["dana", "dana", "hal"]
+            assert made[2] in {x["id"] for x in reds}
+            assert await stock(client, "tee") == 7
+
+    asyncio.run(go())
+    assert len(scanned_notices(r, keys)) == 3
+    assert len(redeemed_notices(r, keys)) == 3
+    assert not audited(deployment, r)
+
+
+def test_the_audit_catches_an_item_code_redeemed_without_its_redemption(
+    deployment: tuple[Settings, RallyClient], redis_server: RedisServer, redis_client: redis.Redis
+) -> None:
+    settings, r, clock = deployment[0], redis_client, Clock()
+
+    async def go() -> str:
+        async with serve(settings, redis_server.url, clock) as client:
+            await put_item(client, "hat", name="Hat", cost=40)
+            _, codes = await mint(client, count=1, points=0, item="hat", batch="hats")
+            status, body = await scan(client, settings, clock, "fay", codes[0])
+            assert status == 200, body
+            return str(body["redemption"]["id"])
+
+    rid = asyncio.run(go())
+    assert not audited(deployment, r)
+    r.delete(StoreKeys(Keys(settings.namespace), NET).redemption(rid))
+    assert audited(deployment, r) == [
+        f"voucher:{NET}:hats: code hats/0 redeemed without its free redemption"
+    ]
