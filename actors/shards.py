@@ -298,7 +298,7 @@ class ChannelShard(StreamShard):
             events = decode_events(blob) if blob is not None else []
             decoded.append((parse_id(entry_id)[0], events, fields))
             everything.extend(events)
-        ids = [f"{e.network}:{e.id}" for e in everything]  # engine.reference.event_key
+        ids = [event_key(e) for e in everything]
         checked, buckets = self._dedupe(everything, ids)
         fresh = checked.fresh.tolist()
         window_s = self.cfg.dedupe_window_s
@@ -584,7 +584,7 @@ class MemberShard(StreamShard):
                         ts = watermark
                         cr = msgspec.structs.replace(cr, ts=ts)
                     item = (cr, ms)
-                    pushed.append((ts, f"{cr.network}:{cr.id}", item))  # reference.credit_key
+                    pushed.append((ts, credit_key(cr), item))
                     new.append(item)
             mark = fields.get(b"w")
             if mark is not None:
