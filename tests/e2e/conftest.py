@@ -61,7 +61,7 @@ class Gateway:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout_s: float = 30.0) -> Gateway:
+    def start(self, timeout_s: float = 90.0) -> Gateway:
         cmd = [sys.executable, "-m", "gateway.cli", "gateway", "--config", str(self.config),
                "--redis-url", self.redis_url, "--port", str(self.port)]  # fmt: skip
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
