@@ -35,7 +35,7 @@ COOLDOWN = "cooldown"
 CONFLICT = "conflict"
 CODES = (OK, INSUFFICIENT_POINTS, LIMIT_REACHED, COOLDOWN, CONFLICT)
 """Every outcome of a transfer: stable codes that the gateway maps to HTTP statuses."""
-ACCOUNT_KINDS = ("raffle", "store", "voucher")
+ACCOUNT_KINDS = ("raffle", "store", "voucher", "payout")
 """Kinds of account a transfer may move points to or from: `{kind}:{network}[:{id}]`.
 Member-to-member transfers and the treasury are not transfer targets (yet)."""
 MAX_AMOUNT = 10**12
