@@ -19,6 +19,7 @@ import redis
 from actors.config import RuntimeConfig
 from actors.keys import Keys
 from actors.ledger_sink import LedgerSink
+from actors.payout import PayoutService
 from actors.raffle import RaffleShard
 from actors.scheduler import Scheduler
 from actors.shards import ChannelShard, LedgerProjector, MemberShard, channel_progress_decoder
@@ -38,6 +39,7 @@ SchedulerActor = ray.remote(Scheduler)
 LedgerProjectorActor = ray.remote(LedgerProjector)
 LedgerSinkActor = ray.remote(LedgerSink)
 RaffleActor = ray.remote(RaffleShard)
+PayoutActor = ray.remote(PayoutService)
 
 
 def streams(keys: Keys, cfg: RuntimeConfig) -> list[str]:
@@ -131,6 +133,7 @@ class RallyClient:
         self.scheduler: Any = None
         self.sink: Any = None
         self.raffle: Any = None
+        self.payouts: Any = None
 
     def start(self, *, scheduler: bool = True) -> RallyClient:
         ns = self.cfg.namespace
@@ -149,6 +152,8 @@ class RallyClient:
         self.raffle = RaffleActor.options(name=f"{ns}-raffle", **_OPTIONS).remote(self.cfg, 0)
         if self.cfg.archive_path:
             self.sink = LedgerSinkActor.options(name=f"{ns}-archive", **_OPTIONS).remote(self.cfg)
+        if self.cfg.payouts is not None and self.cfg.payouts.enabled:
+            self.payouts = PayoutActor.options(name=f"{ns}-payouts", **_OPTIONS).remote(self.cfg)
         if scheduler:
             self.scheduler = SchedulerActor.options(name=f"{ns}-scheduler", **_OPTIONS).remote(
                 self.cfg
@@ -158,7 +163,7 @@ class RallyClient:
         return self
 
     def actors(self) -> list[Any]:
-        extra = [a for a in (self.raffle, self.sink, self.scheduler) if a is not None]
+        extra = [a for a in (self.raffle, self.sink, self.scheduler, self.payouts) if a is not None]
         return [*self.channel_shards, *self.member_shards, *self.projectors, *extra]
 
     def pids(self) -> dict[str, int]:
@@ -171,6 +176,8 @@ class RallyClient:
             out["archive"] = ray.get(self.sink.pid.remote())
         if self.scheduler is not None:
             out["scheduler"] = ray.get(self.scheduler.pid.remote())
+        if self.payouts is not None:
+            out["payouts"] = ray.get(self.payouts.pid.remote())
         return out
 
     def kill9(self, name: str) -> int:
@@ -204,3 +211,4 @@ class RallyClient:
         self.scheduler = None
         self.sink = None
         self.raffle = None
+        self.payouts = None

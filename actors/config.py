@@ -40,3 +40,20 @@ class RuntimeConfig(msgspec.Struct, frozen=True, kw_only=True):
     """How long a member shard remembers a transfer's key and result (engine/spend.py)."""
     rules: dict[str, Any] = {}
     """engine.rules.RuleBook.to_builtins()"""
+    payouts: PayoutConfig | None = None
+    """The payout actor's settings; None: no payout actor runs."""
+
+
+class PayoutConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """The payout actor's settings ([payouts]; engine.payout.PayoutRules as builtins)."""
+
+    enabled: bool = True
+    rules: dict[str, Any] = {}
+    parallelism: int = 16
+    """Most deliveries in flight at once."""
+    tick_s: float = 0.05
+    """How long the payout loop waits when nothing is due."""
+    webhook_secret: str = ""
+    webhook_timeout_s: float = 10.0
+    jitter_seed: int = 0
+    """Seed of the backoff jitter draws (0: from the process id and the time)."""

@@ -43,7 +43,7 @@ DAY_S = 86_400
 TRANSITIONS: dict[str, frozenset[str]] = {
     "requested": frozenset({"reserved", "voided"}),
     "reserved": frozenset({"sending", "voided"}),
-    "sending": frozenset({"settled", "reserved", "dead"}),
+    "sending": frozenset({"sending", "settled", "reserved", "dead"}),
     "dead": frozenset({"reserved", "voided"}),
     "settled": frozenset(),
     "voided": frozenset(),
@@ -229,6 +229,9 @@ def move(p: Payout, to: Status, now: float, **changes: object) -> Payout:
 
 def reserved(p: Payout, now: float) -> Payout:
     """Its points are reserved: due to be sent now."""
+    if p.status != "requested":
+        raise PayoutError(f"payout {p.id} is {p.status}: only a requested payout is reserved",
+                          "status", BAD_TRANSITION)  # fmt: skip
     return move(p, "reserved", now, next_at=now, reason="")
 
 
@@ -239,6 +242,18 @@ def refused(p: Payout, now: float, reason: str) -> Payout:
 
 def sending(rules: PayoutRules, p: Payout, now: float) -> Payout:
     """Handed to the sink: one more attempt, leased until now + lease_s."""
+    if p.status != "reserved":
+        raise PayoutError(f"payout {p.id} is {p.status}: only a reserved payout is sent", "status",
+                          BAD_TRANSITION)  # fmt: skip
+    return move(p, "sending", now, attempts=p.attempts + 1, next_at=now + rules.lease_s)
+
+
+def resent(rules: PayoutRules, p: Payout, now: float) -> Payout:
+    """A payout whose lease passed without an outcome (its sender died): sent again, as one
+    more attempt (the sink dedupes by payout id, so it is paid once)."""
+    if p.status != "sending" or now < p.next_at:
+        raise PayoutError(f"payout {p.id} is not a sending payout past its lease", "status",
+                          BAD_TRANSITION)  # fmt: skip
     return move(p, "sending", now, attempts=p.attempts + 1, next_at=now + rules.lease_s)
 
 
@@ -260,6 +275,9 @@ def failed(
 ) -> Payout:
     """The sink failed: retried after a backoff, or dead with the reason after
     max_attempts failures (or at once when `final`: the receiver said 410 Gone)."""
+    if p.status != "sending":
+        raise PayoutError(f"payout {p.id} is {p.status}: only a sending payout fails", "status",
+                          BAD_TRANSITION)  # fmt: skip
     if final or p.attempts >= rules.max_attempts:
         return move(p, "dead", now, next_at=0.0, reason=reason)
     return move(

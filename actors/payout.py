@@ -1,0 +1,458 @@
+"""Payouts in Redis (PayoutStore) and the payout actor that drives them (PayoutService).
+
+engine/payout.py holds the rules and the state machine; this module keeps each payout's
+state in Redis and moves it with compare-and-swap (SWAP: the stored bytes must be the ones
+the mover read), so the actor, a restarted actor and admins (CLI, HTTP) never overwrite
+each other's moves. The queues are indexes kept by the same script:
+
+po:{id}        string; msgpack engine.payout.Payout.
+poidx          zset; id -> created_at (every payout; listing).
+poreq          zset; id -> created_at of payouts `requested` (their points not reserved yet).
+poq            zset; id -> next_at of payouts `reserved` (due then) or `sending` (leased until then).
+porefund       zset; id -> voided at, of voided payouts whose refund is owed.
+podead         zset; id -> died at, of `dead` payouts.
+poday:{n}:{nu}:{day}  string; points member nu requested on that UTC day (daily limit); TTL 2 days.
+
+The actor's loop, every tick: reserve the requested payouts (one spend per payout, debit
+member -> payout:{network}, key `payout:{id}`, submitted in one round trip), refund the
+voided ones (credit, key `payout-void:{id}`), then claim the due payouts (reserved, or
+sending with an expired lease: the sender died), mark them `sending` and deliver them with
+at most `parallelism` in flight; each outcome moves the payout to settled, reserved (retry
+after a backoff with jitter) or dead. Every spend is keyed, every delivery carries the
+payout id for the sink to dedupe on: a kill -9 at any point repeats work, never effects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import aiohttp
+import msgspec
+import redis
+
+from actors.config import PayoutConfig, RuntimeConfig
+from actors.keys import Keys
+from actors.spend import SpendTimeout, SyncSpendClient
+from engine import payout as eng
+from engine import webhook
+from engine.payout import Payout, PayoutError, PayoutRules, Request
+from engine.spend import OK as SPEND_OK
+from engine.spend import Transfer
+
+log = logging.getLogger(__name__)
+
+DAY_TTL_S = 2 * 86_400
+LIST_MAX = 1_000
+SPENDS_PER_SUBMIT = 2_000
+
+SWAP = r"""
+local cur = redis.call('GET', KEYS[1])
+if ARGV[1] == '' then
+  if cur then return 0 end
+elseif cur ~= ARGV[1] then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[2])
+local id, status = ARGV[3], ARGV[4]
+local req, q, refund, dead = KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+if status == 'requested' then redis.call('ZADD', req, ARGV[5], id) else redis.call('ZREM', req, id) end
+if status == 'reserved' or status == 'sending' then
+  redis.call('ZADD', q, ARGV[6], id) else redis.call('ZREM', q, id) end
+if ARGV[7] == '1' then redis.call('ZADD', refund, ARGV[8], id) else redis.call('ZREM', refund, id) end
+if status == 'dead' then redis.call('ZADD', dead, ARGV[8], id) else redis.call('ZREM', dead, id) end
+return 1
+"""
+"""KEYS: po:{id}, poreq, poq, porefund, podead. ARGV: expected bytes ('' = must not exist),
+new bytes, id, new status, created_at, next_at, '1' if a refund is owed, updated_at.
+-> 1 if swapped, 0 if the payout changed meanwhile."""
+
+
+class PayoutNotFound(LookupError):
+    """No payout has that id."""
+
+
+@dataclass(frozen=True, slots=True)
+class PayoutKeys:
+    keys: Keys
+
+    def payout(self, pid: str) -> str:
+        return self.keys.k("po", pid)
+
+    @property
+    def index(self) -> str:
+        return self.keys.k("poidx")
+
+    @property
+    def requested(self) -> str:
+        return self.keys.k("poreq")
+
+    @property
+    def queue(self) -> str:
+        return self.keys.k("poq")
+
+    @property
+    def refunds(self) -> str:
+        return self.keys.k("porefund")
+
+    @property
+    def dead(self) -> str:
+        return self.keys.k("podead")
+
+    def day(self, network: str, user_id: str, day: int) -> str:
+        nu = f"{network}:{user_id}"
+        return self.keys.k("poday", len(nu), nu, day)
+
+
+def _owes_refund(p: Payout) -> bool:
+    return p.status == "voided" and p.refund
+
+
+class PayoutStore:
+    """Payouts in Redis: create (admitted by engine.payout), read, list, and move by CAS."""
+
+    def __init__(self, r: redis.Redis, keys: Keys, rules: PayoutRules) -> None:
+        self.r = r
+        self.pk = PayoutKeys(keys)
+        self.rules = rules
+        self._swap = r.register_script(SWAP)
+
+    # -- reads ----------------------------------------------------------------------------
+    def get(self, pid: str) -> Payout | None:
+        raw = self.r.get(self.pk.payout(pid))
+        return None if raw is None else eng.payout_decoder.decode(raw)  # type: ignore[arg-type]
+
+    def get_raw(self, pids: Sequence[str]) -> list[bytes | None]:
+        if not pids:
+            return []
+        return self.r.mget([self.pk.payout(p) for p in pids])  # type: ignore[return-value]
+
+    def list(self, status: str = "", limit: int = 100, offset: int = 0) -> list[Payout]:
+        """Newest first; `status` filters (dead payouts come from their own index)."""
+        limit = max(1, min(limit, LIST_MAX))
+        if status == "dead":
+            ids = self.r.zrevrange(self.pk.dead, offset, offset + limit - 1)
+            return [p for p in self._load(ids) if p.status == "dead"]
+        out: list[Payout] = []
+        start = offset
+        while len(out) < limit:
+            ids = self.r.zrevrange(self.pk.index, start, start + LIST_MAX - 1)
+            if not ids:
+                break
+            start += len(ids)
+            out.extend(p for p in self._load(ids) if not status or p.status == status)
+        return out[:limit]
+
+    def counts(self) -> dict[str, int]:
+        """How many payouts are in each status, and their points."""
+        out: dict[str, int] = {}
+        start = 0
+        while True:
+            ids = self.r.zrange(self.pk.index, start, start + LIST_MAX - 1)
+            if not ids:
+                return out
+            start += len(ids)
+            for p in self._load(ids):
+                out[p.status] = out.get(p.status, 0) + 1
+                out[f"{p.status}_points"] = out.get(f"{p.status}_points", 0) + p.points
+
+    def _load(self, ids: Iterable[bytes | str]) -> list[Payout]:
+        raws = self.get_raw([i.decode() if isinstance(i, bytes) else i for i in ids])
+        return [eng.payout_decoder.decode(raw) for raw in raws if raw is not None]
+
+    # -- writes ---------------------------------------------------------------------------
+    def swap(self, old: Payout | None, new: Payout) -> bool:
+        """Store `new` if the payout is still `old` (None: if it does not exist yet)."""
+        pk = self.pk
+        return bool(
+            self._swap(
+                keys=[pk.payout(new.id), pk.requested, pk.queue, pk.refunds, pk.dead],
+                args=[
+                    b"" if old is None else eng.payout_encoder.encode(old),
+                    eng.payout_encoder.encode(new),
+                    new.id,
+                    new.status,
+                    new.created_at,
+                    new.next_at,
+                    "1" if _owes_refund(new) else "0",
+                    new.updated_at,
+                ],
+            )
+        )
+
+    def create(self, reqs: Sequence[Request], now: float) -> list[tuple[str, Payout | None]]:
+        """Admit and record a batch of requests (each: its code and payout). The daily
+        counters and the payouts are read, decided by the engine, and written in one
+        optimistic transaction (retried if another writer touched them meanwhile)."""
+        for req in reqs:
+            eng.validate(req)
+        day = eng.day_of(now)
+        members = sorted({(q.network, q.user_id) for q in reqs})
+        pids = sorted({eng.payout_id(q.network, q.key) for q in reqs})
+        day_keys = [self.pk.day(n, u, day) for n, u in members]
+        po_keys = [self.pk.payout(p) for p in pids]
+        while True:
+            with self.r.pipeline(transaction=True) as pipe:
+                try:
+                    pipe.watch(*day_keys, *po_keys)
+                    used = pipe.mget(day_keys) if day_keys else []
+                    raws = pipe.mget(po_keys) if po_keys else []
+                    today = {m: int(v or 0) for m, v in zip(members, used, strict=True)}
+                    existing = {
+                        pid: eng.payout_decoder.decode(raw)
+                        for pid, raw in zip(pids, raws, strict=True)
+                        if raw is not None
+                    }
+                    out = eng.admit_many(self.rules, reqs, now, today, existing)
+                    pipe.multi()
+                    added: dict[tuple[str, str], int] = {}
+                    for code, p in out:
+                        if code != eng.OK or p is None or p.id in existing:
+                            continue
+                        existing[p.id] = p
+                        m = (p.network, p.user_id)
+                        added[m] = added.get(m, 0) + p.points
+                        pipe.set(self.pk.payout(p.id), eng.payout_encoder.encode(p))
+                        pipe.zadd(self.pk.index, {p.id: p.created_at})
+                        pipe.zadd(self.pk.requested, {p.id: p.created_at})
+                    for (n, u), pts in added.items():
+                        key = self.pk.day(n, u, day)
+                        pipe.incrby(key, pts)
+                        pipe.expire(key, DAY_TTL_S)
+                    pipe.execute()
+                    return out
+                except redis.WatchError:
+                    continue
+
+    def update(self, pid: str, change: object, now: float) -> Payout:
+        """Apply an admin move (`change(payout, now)`: engine.payout.retried or voided) by
+        CAS, reading again if the payout moved meanwhile; PayoutError if it cannot apply."""
+        while True:
+            p = self.get(pid)
+            if p is None:
+                raise PayoutNotFound(f"no payout {pid!r}")
+            new = change(p, now)  # type: ignore[operator]
+            if self.swap(p, new):
+                return new  # type: ignore[no-any-return]
+
+    def due(self, now: float, limit: int) -> list[Payout]:
+        ids = self.r.zrangebyscore(self.pk.queue, "-inf", now, start=0, num=limit)
+        return self._load(ids)
+
+    def pending(self, index: str, limit: int) -> list[Payout]:
+        return self._load(self.r.zrange(index, 0, limit - 1))
+
+
+# -- sinks -----------------------------------------------------------------------------------
+class Outcome(msgspec.Struct, frozen=True):
+    """What a sink said about one payout: ok, or why not (`final`: never retry)."""
+
+    ok: bool
+    reason: str = ""
+    final: bool = False
+
+
+class WebhookSink:
+    """Cashback: a signed POST (engine/webhook.py) per payout to its destination URL. A 2xx
+    within the timeout settles; 410 Gone is final; anything else is retried."""
+
+    def __init__(self, secret: str, timeout_s: float) -> None:
+        self.secret = secret
+        self.timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self.timeout_s = timeout_s
+        self.session: aiohttp.ClientSession | None = None
+
+    @staticmethod
+    def body(p: Payout) -> bytes:
+        data = {
+            "id": p.id,
+            "network": p.network,
+            "user_id": p.user_id,
+            "points": p.points,
+            "amount": p.units,
+            "key": p.key,
+        }
+        return msgspec.json.encode({"type": "payout.cashback", "data": data})
+
+    async def send(self, p: Payout, now: float) -> Outcome:
+        if self.session is None:
+            self.session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0), timeout=self.timeout
+            )
+        body = self.body(p)
+        hdrs = webhook.headers(self.secret, p.id, int(now), body)
+        try:
+            async with self.session.post(p.destination, data=body, headers=hdrs) as resp:
+                await resp.read()
+                if 200 <= resp.status < 300:
+                    return Outcome(True)
+                return Outcome(False, f"HTTP {resp.status}", final=resp.status == 410)
+        except TimeoutError:
+            return Outcome(False, f"timeout after {self.timeout_s} s")
+        except aiohttp.ClientError as err:
+            return Outcome(False, f"{type(err).__name__}: {err}"[:300])
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
+
+
+# -- the actor ---------------------------------------------------------------------------------
+class PayoutService:
+    """The payout actor (Ray: actors/client.py PayoutActor): one loop thread."""
+
+    def __init__(self, cfg: RuntimeConfig) -> None:
+        assert cfg.payouts is not None, "the payout actor needs [payouts] settings"
+        self.cfg = cfg
+        self.pc: PayoutConfig = cfg.payouts
+        self.rules = msgspec.convert(self.pc.rules, PayoutRules)
+        self.keys = Keys(cfg.namespace)
+        self.r = redis.Redis.from_url(cfg.redis_url, socket_timeout=60)
+        self.store = PayoutStore(self.r, self.keys, self.rules)
+        self.spends = SyncSpendClient(self.r, self.keys, cfg.member_shards, timeout_s=60)
+        seed = self.pc.jitter_seed or (os.getpid() ^ time.time_ns())
+        self.rng = random.Random(seed)
+        self.sink = WebhookSink(self.pc.webhook_secret, self.pc.webhook_timeout_s)
+        self.stats = {"settled": 0, "failed": 0, "dead": 0, "reserved": 0, "refunded": 0}
+        self.owner = f"payout-{uuid.uuid4().hex[:8]}"
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=self.owner, daemon=True)
+        self.thread.start()
+
+    # ray methods
+    def pid(self) -> int:
+        return os.getpid()
+
+    def ping(self) -> bool:
+        return self.thread.is_alive()
+
+    def info(self) -> dict[str, object]:
+        return {"owner": self.owner, "alive": self.thread.is_alive(), **self.stats}
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(timeout=30)
+
+    # the loop
+    def _run(self) -> None:
+        asyncio.run(self._loop())
+
+    async def _loop(self) -> None:
+        try:
+            while not self.stopping.is_set():
+                try:
+                    busy = await asyncio.to_thread(self._reserve) + await asyncio.to_thread(
+                        self._refund
+                    )
+                    busy += await self._deliver()
+                except (redis.RedisError, SpendTimeout) as err:
+                    log.warning("payout_loop_error error=%r", err)
+                    busy = 0
+                    await asyncio.sleep(0.5)
+                if not busy:
+                    await asyncio.sleep(self.pc.tick_s)
+        finally:
+            await self.sink.close()
+
+    def _reserve(self) -> int:
+        """Reserve the points of requested payouts (debit member -> payout:{network})."""
+        todo = self.store.pending(self.store.pk.requested, SPENDS_PER_SUBMIT)
+        todo = [p for p in todo if p.status == "requested"]
+        if not todo:
+            return 0
+        transfers = [
+            Transfer(
+                eng.reserve_key(p),
+                p.network,
+                p.user_id,
+                p.points,
+                "debit",
+                eng.account(p.network),
+                "payout",
+                ref=p.id,
+            )
+            for p in todo
+        ]
+        results = self.spends.submit_many(transfers)
+        now = time.time()
+        for p, res in zip(todo, results, strict=True):
+            new = eng.reserved(p, now) if res.code == SPEND_OK else eng.refused(p, now, res.code)
+            if self.store.swap(p, new) and new.status == "reserved":
+                self.stats["reserved"] += 1
+        return len(todo)
+
+    def _refund(self) -> int:
+        """Credit back the points of voided payouts that had them reserved (once: keyed)."""
+        todo = [p for p in self.store.pending(self.store.pk.refunds, SPENDS_PER_SUBMIT)
+                if _owes_refund(p)]  # fmt: skip
+        if not todo:
+            return 0
+        transfers = [
+            Transfer(
+                eng.refund_key(p),
+                p.network,
+                p.user_id,
+                p.points,
+                "credit",
+                eng.account(p.network),
+                "payout_void",
+                ref=p.id,
+            )
+            for p in todo
+        ]
+        results = self.spends.submit_many(transfers)
+        now = time.time()
+        for p, res in zip(todo, results, strict=True):
+            if res.code != SPEND_OK:
+                log.error("payout_refund_refused id=%s code=%s", p.id, res.code)
+                continue
+            done = msgspec.structs.replace(p, refund=False, updated_at=now,
+                                           reason=f"{p.reason}; refunded")  # fmt: skip
+            if self.store.swap(p, done):
+                self.stats["refunded"] += 1
+        return len(todo)
+
+    async def _deliver(self) -> int:
+        now = time.time()
+        due = await asyncio.to_thread(self.store.due, now, self.rules.batch_size)
+        claimed: list[Payout] = []
+        for p in due:
+            try:
+                new = (eng.resent if p.status == "sending" else eng.sending)(self.rules, p, now)
+            except PayoutError:
+                continue
+            if await asyncio.to_thread(self.store.swap, p, new):
+                claimed.append(new)
+        if not claimed:
+            return 0
+        gate = asyncio.Semaphore(self.pc.parallelism)
+
+        async def one(p: Payout) -> tuple[Payout, Outcome]:
+            async with gate:
+                if p.sink == "webhook":
+                    return p, await self.sink.send(p, time.time())
+                return p, Outcome(False, f"no {p.sink} sink configured")
+
+        outcomes = await asyncio.gather(*(one(p) for p in claimed))
+        await asyncio.to_thread(self._settle, outcomes)
+        return len(claimed)
+
+    def _settle(self, outcomes: Sequence[tuple[Payout, Outcome]]) -> None:
+        now = time.time()
+        for p, out in outcomes:
+            if out.ok:
+                new = eng.settled(p, now)
+            else:
+                new = eng.failed(self.rules, p, now, out.reason, self.rng.random(),
+                                 final=out.final)  # fmt: skip
+            if self.store.swap(p, new):
+                key = "settled" if out.ok else ("dead" if new.status == "dead" else "failed")
+                self.stats[key] += 1
