@@ -24,8 +24,9 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from actors.config import RuntimeConfig
+from actors.config import PayoutConfig, RuntimeConfig
 from engine.dedupe import default_window_s, min_window_s
+from engine.payout import PayoutRules
 from engine.rules import EarnRules, NetworkRules, RuleBook
 
 ENV_OVERRIDES: dict[str, tuple[str, str]] = {
@@ -201,6 +202,75 @@ class VoucherSettings(_Section):
         return value
 
 
+class PayoutSettings(_Section):
+    enabled: bool = True
+    """Run the payout actor (rally serve); false: payouts are refused (503)."""
+    units_per_point_num: int = Field(default=1, ge=1)
+    units_per_point_den: int = Field(default=1, ge=1)
+    """Conversion: a payout of p points pays p * num // den units (cents, token base units)."""
+    min_points: int = Field(default=100, ge=1)
+    """Smallest payout, in points."""
+    daily_limit_points: int = Field(default=100_000, ge=0)
+    """Most points one member may request per UTC day; 0 = no limit."""
+    max_attempts: int = Field(default=8, ge=1, le=100)
+    """Deliveries tried before a payout is dead (listed with its reason for an admin)."""
+    backoff_base_s: float = Field(default=1.0, gt=0)
+    backoff_max_s: float = Field(default=300.0, gt=0)
+    """Retry n waits min(max, base * 2^(n-1)), half of it fixed and half random (jitter)."""
+    lease_s: float = Field(default=60.0, gt=0)
+    """A payout sent without an outcome for this long (its sender died) is sent again."""
+    batch_size: int = Field(default=500, ge=1, le=10_000)
+    """Most payouts claimed and sent in one round."""
+    parallelism: int = Field(default=32, ge=1, le=1_024)
+    """Most deliveries in flight at once."""
+    webhook_secret: str = ""
+    """Signs cashback webhooks (whsec_ + base64, >= 16 bytes); "" = webhook payouts refused."""
+    webhook_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    """A receiver's 2xx must arrive within this; otherwise the attempt failed."""
+    max_request_payouts: int = Field(default=10_000, ge=1, le=100_000)
+    """Most payouts in one POST /v1/payouts."""
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _secret(cls, value: str) -> str:
+        if value:
+            from engine.webhook import WebhookError, secret_bytes
+
+            try:
+                secret_bytes(value)
+            except WebhookError as err:
+                raise ValueError(str(err)) from None
+        return value
+
+    @model_validator(mode="after")
+    def _lease_outlives_timeout(self) -> PayoutSettings:
+        if self.lease_s <= self.webhook_timeout_s:
+            raise _path_error("lease_s", "must be longer than webhook_timeout_s")
+        return self
+
+    def rules(self) -> PayoutRules:
+        return PayoutRules(
+            units_per_point_num=self.units_per_point_num,
+            units_per_point_den=self.units_per_point_den,
+            min_points=self.min_points,
+            daily_limit_points=self.daily_limit_points,
+            max_attempts=self.max_attempts,
+            backoff_base_s=self.backoff_base_s,
+            backoff_max_s=self.backoff_max_s,
+            lease_s=self.lease_s,
+            batch_size=self.batch_size,
+        )
+
+    def runtime(self) -> PayoutConfig:
+        return PayoutConfig(
+            enabled=self.enabled,
+            rules=msgspec.to_builtins(self.rules()),
+            parallelism=self.parallelism,
+            webhook_secret=self.webhook_secret,
+            webhook_timeout_s=self.webhook_timeout_s,
+        )
+
+
 class ApiKey(_Section):
     key: Name
     secrets: list[Annotated[str, Field(min_length=16, max_length=256)]] = Field(min_length=1)
@@ -267,6 +337,7 @@ class Settings(_Section):
     spend: SpendSettings = SpendSettings()
     store: StoreSettings = StoreSettings()
     vouchers: VoucherSettings = VoucherSettings()
+    payouts: PayoutSettings = PayoutSettings()
     networks: dict[Name, Any] = {}
     """Network name -> engine.rules.NetworkRules (validated with msgspec)."""
     api_keys: list[ApiKey] = []
@@ -337,6 +408,7 @@ class Settings(_Section):
             trim_interval_s=lim.trim_interval_s,
             spend_record_ttl_s=self.spend.record_ttl_s,
             rules=self.rulebook().to_builtins(),
+            payouts=self.payouts.runtime(),
         )
 
 

@@ -24,6 +24,7 @@ from engine.rules import EarnRules, StreakRules, TierRules
 from gateway.app import ADMISSION, GATEWAY, create_app
 from gateway.metrics import METRICS
 from gateway.reads import ACCESS, READER
+from gateway.routes.payouts import PAYOUTS
 from gateway.routes.vouchers import VOUCHERS
 from gateway.routes_store import STORE
 from gateway.runtime import GatewayPool, Runtime
@@ -47,6 +48,7 @@ SPECIAL: dict[str, Any] = {
     "limits.dedupe_window_s": 7_200.0,
     "vouchers.signing_key": "VOhJ6kRQa2tDKXnkiVE8lm7wiI-IFEVKuMDmvhpHQ9U",
     "vouchers.verify_keys": ["F5kkgwAME3MTqnd5rPv5AE9bw1qR78peXu6xC2_tiRc"],
+    "payouts.webhook_secret": "whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM=",
 }
 """New values for keys whose type alone does not give a valid different value."""
 
@@ -151,6 +153,7 @@ def built(settings: Settings) -> dict[str, Any]:
         "spends": plain(app[SPENDS]),
         "store": plain(app[STORE]),
         "vouchers": plain(app[VOUCHERS]),
+        "payouts": plain(app[PAYOUTS]),
         "max_body": app._client_max_size,
         "runtime": plain(Runtime(settings)),
         "listen": plain(GatewayPool.from_settings(settings, REDIS_URL)),
