@@ -51,7 +51,7 @@ class PayoutConfig(msgspec.Struct, frozen=True, kw_only=True):
     rules: dict[str, Any] = {}
     parallelism: int = 16
     """Most deliveries in flight at once."""
-    tick_s: float = 0.05
+    tick_s: float = 0.2
     """How long the payout loop waits when nothing is due."""
     webhook_secret: str = ""
     webhook_timeout_s: float = 10.0

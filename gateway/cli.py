@@ -1,5 +1,5 @@
 """The `rally` command line: serve, gateway, demo, audit, status, deadletter, token,
-vouchers, bench."""
+vouchers, payouts, bench."""
 
 from __future__ import annotations
 
@@ -375,6 +375,14 @@ def cmd_raffle(args: argparse.Namespace) -> int:
     return run(args, _settings, CliError)
 
 
+def cmd_payouts(args: argparse.Namespace) -> int:
+    from gateway.payout_cli import run
+
+    settings = _settings(args)
+    with _redis(settings, own_if_stopped=False) as (url, _own):
+        return run(args, settings, url, CliError)
+
+
 def cmd_bench(args: argparse.Namespace, rest: list[str]) -> int:
     from benchmarks.__main__ import main as bench_main
 
@@ -486,6 +494,9 @@ def parser() -> argparse.ArgumentParser:
     from gateway.raffle_cli import add_parser as add_raffle_parser
 
     add_raffle_parser(sub, common)
+    from gateway.payout_cli import add_parser as add_payout_parser
+
+    add_payout_parser(sub, common)
     return p
 
 
@@ -498,7 +509,7 @@ def main(argv: list[str] | None = None) -> int:
         "serve": cmd_serve, "gateway": cmd_gateway, "demo": cmd_demo, "audit": cmd_audit,
         "status": cmd_status, "deadletter": cmd_deadletter, "token": cmd_token,
         "raffle": cmd_raffle,
-        "vouchers": cmd_vouchers,
+        "vouchers": cmd_vouchers, "payouts": cmd_payouts,
     }  # fmt: skip
     try:
         return commands[args.command](args)
