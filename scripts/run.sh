@@ -49,12 +49,35 @@ ensure_redis() {
   exit 1
 }
 
+# Node packages of chain/contracts (package.json pins them): solc-js to rebuild and check the
+# token's committed artifact, anvil (a real EVM node) for the chain tests. Without Node the
+# embedded EVM still works (the artifact is committed); the chain tests need anvil.
+ensure_chain_npm() {
+  local dir="$ROOT/chain/contracts"
+  if [ -x "$dir/node_modules/.bin/anvil" ] && [ -d "$dir/node_modules/solc" ] &&
+     [ -d "$dir/node_modules/@openzeppelin/contracts" ]; then return 0; fi
+  if ! command -v npm >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      say "npm not found: installing Debian's nodejs and npm"
+      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm) >/dev/null 2>&1 ||
+        say "apt-get could not install nodejs/npm"
+    fi
+  fi
+  if ! command -v npm >/dev/null 2>&1; then
+    say "no npm: chain/contracts cannot get solc-js and anvil (install nodejs and npm)"
+    return 0
+  fi
+  say "installing solc-js, OpenZeppelin and anvil into chain/contracts/node_modules (npm)"
+  (cd "$dir" && npm install --no-audit --no-fund --loglevel=error >/dev/null) ||
+    say "npm install in chain/contracts failed: the chain tests against anvil will fail"
+}
+
 cmd=${1:-}
 [ -n "$cmd" ] && shift
 case "$cmd" in
   demo)  ensure_venv; ensure_redis; exec "$VENV/bin/rally" demo "$@" ;;
-  test)  ensure_venv; ensure_redis; exec "$VENV/bin/python" -m pytest "$@" ;;
+  test)  ensure_venv; ensure_redis; ensure_chain_npm; exec "$VENV/bin/python" -m pytest "$@" ;;
   rally) ensure_venv; ensure_redis; exec "$VENV/bin/rally" "$@" ;;
-  setup) ensure_venv; ensure_redis ;;
+  setup) ensure_venv; ensure_redis; ensure_chain_npm ;;
   *) echo "usage: scripts/run.sh demo|test|rally|setup [args...]" >&2; exit 2 ;;
 esac
