@@ -57,3 +57,12 @@ class PayoutConfig(msgspec.Struct, frozen=True, kw_only=True):
     webhook_timeout_s: float = 10.0
     jitter_seed: int = 0
     """Seed of the backoff jitter draws (0: from the process id and the time)."""
+    chain_rpc: str = ""
+    """A JSON-RPC node; "" = the embedded EVM (in the payout actor's process)."""
+    chain_private_key: str = ""
+    """The minter's key on chain_rpc (the embedded EVM uses its first funded account)."""
+    token_address: str = ""
+    """The deployed RallyToken; "" = deployed at start (once per chain: kept in Redis)."""
+    confirmations: int = 1
+    chain_batch: int = 200
+    """Most payouts one mintBatch carries."""

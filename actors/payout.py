@@ -33,6 +33,7 @@ import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 import msgspec
@@ -322,6 +323,7 @@ class PayoutService:
         self.rng = random.Random(seed)
         self.sink = WebhookSink(self.pc.webhook_secret, self.pc.webhook_timeout_s)
         self.stats = {"settled": 0, "failed": 0, "dead": 0, "reserved": 0, "refunded": 0}
+        self.chain: Any = None
         self.owner = f"payout-{uuid.uuid4().hex[:8]}"
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, name=self.owner, daemon=True)
@@ -441,9 +443,31 @@ class PayoutService:
                     return p, await self.sink.send(p, time.time())
                 return p, Outcome(False, f"no {p.sink} sink configured")
 
-        outcomes = await asyncio.gather(*(one(p) for p in claimed))
+        webhooks = [p for p in claimed if p.sink != "chain"]
+        on_chain = [p for p in claimed if p.sink == "chain"]
+        pending = [asyncio.to_thread(self._mint, on_chain)] if on_chain else []
+        done = await asyncio.gather(*(one(p) for p in webhooks), *pending)
+        outcomes = [x for x in done if isinstance(x, tuple)]
+        for minted in (x for x in done if isinstance(x, list)):
+            outcomes.extend(minted)
         await asyncio.to_thread(self._settle, outcomes)
         return len(claimed)
+
+    def _mint(self, ps: Sequence[Payout]) -> list[tuple[Payout, Outcome]]:
+        """Chain payouts through the chain sink (started on first use: the embedded EVM
+        lives in this process)."""
+        from actors.chain_sink import ChainSink
+        from chain.client import ChainError
+
+        if self.chain is None:
+            try:
+                self.chain = ChainSink(self.r, self.keys, self.pc)
+            except ChainError as err:
+                return [(p, Outcome(False, f"chain: {err}"[:300])) for p in ps]
+        got = self.chain.send(ps)
+        self.stats["chain_gas"] = self.chain.gas_used
+        self.stats["chain_batches"] = self.chain.batches
+        return [(p, Outcome(*got[p.id])) for p in ps]
 
     def _settle(self, outcomes: Sequence[tuple[Payout, Outcome]]) -> None:
         now = time.time()

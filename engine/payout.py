@@ -129,6 +129,14 @@ def _text(value: str, field: str, limit: int = MAX_TEXT) -> None:
         raise PayoutError(f"{field} must be 1-{limit} printable characters", field)
 
 
+def _is_address(text: str) -> bool:
+    return (
+        len(text) == 42
+        and text[:2] == "0x"
+        and all(c in "0123456789abcdefABCDEF" for c in text[2:])
+    )
+
+
 def validate(req: Request) -> Request:
     """`req` if well formed; PayoutError naming the field otherwise."""
     _text(req.network, "network")
@@ -140,6 +148,11 @@ def validate(req: Request) -> Request:
         raise PayoutError(f"sink must be one of {', '.join(SINKS)}", "sink")
     if req.sink == "webhook" and not req.destination.startswith(("http://", "https://")):
         raise PayoutError("a webhook payout needs an http(s) destination URL", "destination")
+    if req.sink == "chain" and req.destination and not _is_address(req.destination):
+        raise PayoutError(
+            "a chain payout's destination is 0x + 40 hex (or \"\": the member's linked wallet)",
+            "destination",
+        )
     if len(req.destination) > 2_000:
         raise PayoutError("destination is at most 2000 characters", "destination")
     return req

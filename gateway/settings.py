@@ -1,6 +1,6 @@
 """Settings: one pydantic object built once at start from one TOML file plus the environment.
 
-Only `load_settings` reads the environment (RALLY_REDIS_URL, RALLY_RAY_ADDRESS); everything else receives plain values from the `Settings` it builds.
+Only `load_settings` reads the environment (RALLY_REDIS_URL, RALLY_RAY_ADDRESS, RALLY_CHAIN_RPC); everything else receives plain values from the `Settings` it builds.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from engine.rules import EarnRules, NetworkRules, RuleBook
 ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "RALLY_REDIS_URL": ("redis", "url"),
     "RALLY_RAY_ADDRESS": ("ray", "address"),
+    "RALLY_CHAIN_RPC": ("chain", "rpc"),
 }
 """Environment variable -> (section, key) it overrides."""
 
@@ -271,6 +272,27 @@ class PayoutSettings(_Section):
         )
 
 
+class ChainSettings(_Section):
+    rpc: str = ""
+    """A JSON-RPC node (RALLY_CHAIN_RPC); "" = the embedded EVM in the payout actor."""
+    private_key: str = ""
+    """The minter's key (0x + 64 hex) on `rpc`; the embedded EVM uses its own funded account."""
+    token_address: str = ""
+    """The deployed RallyToken; "" = deployed at start (remembered in Redis per chain)."""
+    confirmations: int = Field(default=1, ge=1, le=64)
+    """Blocks a mint waits for before its payouts settle."""
+    batch_size: int = Field(default=200, ge=1, le=1_000)
+    """Most payouts one mintBatch carries (the contract takes at most 1000)."""
+
+    @model_validator(mode="after")
+    def _key_for_rpc(self) -> ChainSettings:
+        if self.rpc and not re.fullmatch(r"0x[0-9a-fA-F]{64}", self.private_key):
+            raise _path_error("private_key", "a JSON-RPC node needs the minter's key (0x + 64 hex)")
+        if self.token_address and not re.fullmatch(r"0x[0-9a-fA-F]{40}", self.token_address):
+            raise _path_error("token_address", "must be 0x + 40 hex")
+        return self
+
+
 class ApiKey(_Section):
     key: Name
     secrets: list[Annotated[str, Field(min_length=16, max_length=256)]] = Field(min_length=1)
@@ -338,6 +360,7 @@ class Settings(_Section):
     store: StoreSettings = StoreSettings()
     vouchers: VoucherSettings = VoucherSettings()
     payouts: PayoutSettings = PayoutSettings()
+    chain: ChainSettings = ChainSettings()
     networks: dict[Name, Any] = {}
     """Network name -> engine.rules.NetworkRules (validated with msgspec)."""
     api_keys: list[ApiKey] = []
@@ -408,7 +431,14 @@ class Settings(_Section):
             trim_interval_s=lim.trim_interval_s,
             spend_record_ttl_s=self.spend.record_ttl_s,
             rules=self.rulebook().to_builtins(),
-            payouts=self.payouts.runtime(),
+            payouts=msgspec.structs.replace(
+                self.payouts.runtime(),
+                chain_rpc=self.chain.rpc,
+                chain_private_key=self.chain.private_key,
+                token_address=self.chain.token_address,
+                confirmations=self.chain.confirmations,
+                chain_batch=self.chain.batch_size,
+            ),
         )
 
 

@@ -120,9 +120,6 @@ def _requests(pay: Payouts, network: str, body: bytes) -> list[Request]:
         if req.sink == "webhook" and not pay.webhooks:
             raise BadRequest("webhook payouts need [payouts] webhook_secret", field="payouts.sink",
                              index=i, code="sink_unavailable")  # fmt: skip
-        if req.sink == "chain":
-            raise BadRequest("no chain sink is configured", field="payouts.sink", index=i,
-                             code="sink_unavailable")  # fmt: skip
         reqs.append(req)
     return reqs
 

@@ -49,10 +49,14 @@ SPECIAL: dict[str, Any] = {
     "vouchers.signing_key": "VOhJ6kRQa2tDKXnkiVE8lm7wiI-IFEVKuMDmvhpHQ9U",
     "vouchers.verify_keys": ["F5kkgwAME3MTqnd5rPv5AE9bw1qR78peXu6xC2_tiRc"],
     "payouts.webhook_secret": "whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM=",
+    "chain.private_key": "0x" + "11" * 32,
+    "chain.rpc": "http://127.0.0.1:8545",
+    "chain.token_address": "0x" + "22" * 20,
 }
 """New values for keys whose type alone does not give a valid different value."""
 
 CONTEXT: dict[str, dict[tuple[str | int, ...], Any]] = {
+    "chain.rpc": {("chain", "private_key"): "0x" + "11" * 32},
     "auth.token_ttl_s": {("auth", "token_secret"): SPECIAL["auth.token_secret"]},
 }
 """Keys that only act alongside another: both sides of the comparison set these first
@@ -167,7 +171,6 @@ KEYS = list(leaves(BASE))
 def test_the_example_has_the_keys_this_test_walks() -> None:
     names = {_name(p) for p in KEYS}
     assert {"server.workers", "auth.token_secret", "limits.signature_skew_s"} <= names
-    assert "chain.rpc" not in names  # removed until an issue needs it
     assert not set(SPECIAL) - names, "SPECIAL names keys the example no longer has"
 
 

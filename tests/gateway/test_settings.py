@@ -125,11 +125,13 @@ def test_env_overrides_apply(tmp_path: Path) -> None:
     env = {
         "RALLY_REDIS_URL": "redis://env:2/0",
         "RALLY_RAY_ADDRESS": "ray://env:10001",
-        "RALLY_CHAIN_RPC": "ignored: no [chain] until an issue needs one",
+        "RALLY_CHAIN_RPC": "http://env:8545",
         "RALLY_OTHER": "ignored",
     }
+    path.write_text(path.read_text() + '[chain]\nprivate_key = "0x' + "11" * 32 + '"\n')
     s = load_settings(path, env)
     assert (s.redis.url, s.ray.address) == ("redis://env:2/0", "ray://env:10001")
+    assert s.chain.rpc == "http://env:8545"
     assert load_settings(path, {}).redis.url == "redis://file:1/0"
 
 

@@ -1,0 +1,158 @@
+"""The chain sink: payouts minted as loyalty tokens to the member's wallet, in batches, once.
+
+A batch's on-chain payoutId is keccak of its payout ids (chain.client.batch_id). Before a
+batch is sent, its composition (ids, recipients, amounts) is written to Redis and each
+payout is tied to it, in one transaction; a payout sent again (a retry, or a restarted
+actor) is sent in the very same batch, so the contract's `minted[payoutId]` makes the mint
+happen once: a batch found minted (or refused as PayoutAlreadyMinted) settles its payouts.
+
+Redis (under the namespace):
+pochain:{pid}     string; the batch id (hex) a chain payout was put in.
+pobatch:{bid}     string; JSON {"ids": [...], "to": [...], "amounts": [...]} of a batch.
+chain:token:{chain id}  string; the token's address when deployed at start.
+wallets:{net}     hash; user_id -> JSON list of the member's linked wallets (first: payouts).
+
+Known limit: voiding one dead payout of a batch and retrying the others mints the voided
+one's tokens too (the batch is sent whole); void or retry a dead chain batch as a whole.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+
+from actors.config import PayoutConfig
+from actors.keys import Keys
+from engine.payout import Payout
+
+log = logging.getLogger(__name__)
+
+
+def wallets_key(keys: Keys, network: str) -> str:
+    return keys.k("wallets", network)
+
+
+def linked_wallets(r: redis.Redis, keys: Keys, network: str, user_id: str) -> list[str]:
+    raw = r.hget(wallets_key(keys, network), user_id)
+    return list(json.loads(raw)) if raw else []
+
+
+def link_wallet(r: redis.Redis, keys: Keys, network: str, user_id: str, address: str) -> list[str]:
+    """Add `address` to the member's wallets (kept once, in linking order)."""
+    key = wallets_key(keys, network)
+    while True:
+        with r.pipeline(transaction=True) as pipe:
+            try:
+                pipe.watch(key)
+                raw = pipe.hget(key, user_id)
+                have: list[str] = json.loads(raw) if raw else []
+                if address.lower() in (a.lower() for a in have):
+                    return have
+                have.append(address)
+                pipe.multi()
+                pipe.hset(key, user_id, json.dumps(have))
+                pipe.execute()
+                return have
+            except redis.WatchError:
+                continue
+
+
+class ChainSink:
+    """Mints chain payouts through chain.client.TokenClient (built in the actor's process)."""
+
+    def __init__(self, r: redis.Redis, keys: Keys, pc: PayoutConfig) -> None:
+        from chain.client import TokenClient, embedded_web3, rpc_web3
+
+        self.r = r
+        self.keys = keys
+        self.max_batch = pc.chain_batch
+        if pc.chain_rpc:
+            w3, signer = rpc_web3(pc.chain_rpc, pc.chain_private_key)
+        else:
+            w3, signer = embedded_web3()
+        address = pc.token_address
+        if not address:
+            remembered = keys.k("chain", "token", w3.eth.chain_id)
+            got = r.get(remembered) if pc.chain_rpc else None
+            if got is not None and w3.eth.get_code(got.decode()):
+                address = got.decode()
+            else:
+                address = TokenClient.deploy(w3, signer).address
+                if pc.chain_rpc:
+                    r.set(remembered, address)
+        self.token = TokenClient(w3, signer, address, confirmations=pc.confirmations)
+        self.gas_used = 0
+        self.batches = 0
+
+    def _batch_of(self, pid: str) -> str:
+        return self.keys.k("pochain", pid)
+
+    def _batch(self, bid: str) -> str:
+        return self.keys.k("pobatch", bid)
+
+    def _assign(self, ps: Sequence[Payout]) -> tuple[dict[str, list[Payout]], dict[str, str]]:
+        """Batches of the claimed payouts (existing ones kept; new ones formed and stored)
+        and the failure reason of payouts that cannot go yet (no wallet)."""
+        from chain.client import batch_id
+
+        have = self.r.mget([self._batch_of(p.id) for p in ps]) if ps else []
+        groups: dict[str, list[Payout]] = {}
+        fresh: list[tuple[Payout, str]] = []
+        failed: dict[str, str] = {}
+        for p, bid in zip(ps, have, strict=True):
+            if bid is not None:
+                groups.setdefault(bid.decode(), []).append(p)
+                continue
+            to = p.destination or next(
+                iter(linked_wallets(self.r, self.keys, p.network, p.user_id)), ""
+            )
+            if not to:
+                failed[p.id] = "no linked wallet"
+            else:
+                fresh.append((p, to))
+        for i in range(0, len(fresh), self.max_batch):
+            chunk = fresh[i : i + self.max_batch]
+            ids = [p.id for p, _ in chunk]
+            bid = batch_id(ids).hex()
+            record = json.dumps({"ids": ids, "to": [to for _, to in chunk],
+                                 "amounts": [p.units for p, _ in chunk]})  # fmt: skip
+            with self.r.pipeline(transaction=True) as pipe:
+                pipe.set(self._batch(bid), record, nx=True)
+                for pid in ids:
+                    pipe.set(self._batch_of(pid), bid)
+                pipe.execute()
+            groups[bid] = [p for p, _ in chunk]
+        return groups, failed
+
+    def send(self, ps: Sequence[Payout]) -> dict[str, tuple[bool, str]]:
+        """Mint the payouts: payout id -> (ok, reason)."""
+        from chain.client import AlreadyMinted, ChainError
+
+        groups, failed = self._assign(ps)
+        out: dict[str, tuple[bool, str]] = {pid: (False, why) for pid, why in failed.items()}
+        for bid, members in groups.items():
+            raw = self.r.get(self._batch(bid))
+            assert raw is not None, "a payout's batch is stored before it is sent"
+            batch: dict[str, Any] = json.loads(raw)
+            result: tuple[bool, str]
+            try:
+                if self.token.minted(bytes.fromhex(bid)):
+                    result = (True, "")
+                else:
+                    minted = self.token.mint_batch(
+                        bytes.fromhex(bid), batch["to"], batch["amounts"]
+                    )
+                    self.gas_used += minted.gas_used
+                    self.batches += 1
+                    result = (True, "")
+            except AlreadyMinted:
+                result = (True, "")
+            except ChainError as err:
+                result = (False, f"chain: {err}"[:300])
+            for p in members:
+                out[p.id] = result
+        return out
