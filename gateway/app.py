@@ -47,7 +47,7 @@ from gateway.metrics import METRICS, GatewayMetrics, get_metrics, get_readyz, ne
 from gateway.raffles import add_raffle_routes
 from gateway.reads import ACCESS, READER, Reader, add_routes, parse_id
 from gateway.redis_server import _die_with_parent
-from gateway.routes import payouts, vouchers
+from gateway.routes import payouts, vouchers, wallets
 from gateway.routes_store import setup_store
 from gateway.settings import ApiKey, Settings
 from gateway.spends import SPENDS, install_spends
@@ -445,6 +445,7 @@ def create_app(
     setup_store(app, settings, clock)
     vouchers.install(app, settings, client, keys, clock, credit=credit_through(app[SPENDS]))
     payouts.install(app, settings, redis_url, keys, clock)
+    wallets.install(app, settings, redis_url, keys, clock)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", get_readyz)
     app.router.add_get("/metrics", get_metrics)

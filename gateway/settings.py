@@ -293,6 +293,17 @@ class ChainSettings(_Section):
         return self
 
 
+class WalletSettings(_Section):
+    domain: str = Field(default="localhost", min_length=1, max_length=253)
+    """The domain a Sign-In with Ethereum message must name (the member portal's host)."""
+    uri: str = Field(default="http://localhost", min_length=1)
+    """The URI the message names."""
+    chain_id: int = Field(default=31_337, ge=1)
+    """The chain id members sign for (the chain payouts mint on)."""
+    nonce_ttl_s: int = Field(default=300, ge=10, le=86_400)
+    """A nonce (and the message signed with it) expires after this long; each is used once."""
+
+
 class ApiKey(_Section):
     key: Name
     secrets: list[Annotated[str, Field(min_length=16, max_length=256)]] = Field(min_length=1)
@@ -361,6 +372,7 @@ class Settings(_Section):
     vouchers: VoucherSettings = VoucherSettings()
     payouts: PayoutSettings = PayoutSettings()
     chain: ChainSettings = ChainSettings()
+    wallets: WalletSettings = WalletSettings()
     networks: dict[Name, Any] = {}
     """Network name -> engine.rules.NetworkRules (validated with msgspec)."""
     api_keys: list[ApiKey] = []

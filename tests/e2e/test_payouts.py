@@ -130,3 +130,48 @@ def test_payouts_over_http_and_cli(dep: Deployment, receiver: Receiver) -> None:
     listed = json.loads(rally_cli("payouts", "list", "--json", "--config", cfg).stdout)
     assert listed["counts"]["settled"] == 2
     assert listed["counts"]["voided"] == 1
+
+
+def test_wallet_linking_with_siwe_then_a_chain_payout(dep: Deployment) -> None:
+    from eth_account import Account
+    from eth_account.messages import encode_defunct
+
+    acct = Account.create()
+    events = [{"kind": "follow", "id": "f-w", "network": "tv", "channel": "c1", "user_id": "w",
+               "ts": time.time()}]  # fmt: skip
+    assert post(dep.url, events)[0] == 202
+    assert dep.client.wait_idle(60)
+
+    code, issued = call(dep.url, "POST", "/v1/members/w/wallets/nonce?network=tv")
+    assert code == 200, issued
+    text = issued["message"].replace("0x{address}", acct.address)
+    sig = acct.sign_message(encode_defunct(text=text)).signature.hex()
+    code, body = call(
+        dep.url, "POST", "/v1/members/w/wallets?network=tv", {"message": text, "signature": sig}
+    )
+    assert code == 200, body
+    assert body["wallets"] == [acct.address]
+    replay = call(
+        dep.url, "POST", "/v1/members/w/wallets?network=tv", {"message": text, "signature": sig}
+    )
+    assert (replay[0], replay[1]["error"]) == (409, "nonce_used")
+
+    _, issued = call(dep.url, "POST", "/v1/members/w/wallets/nonce?network=tv")
+    wrong = (
+        issued["message"]
+        .replace("0x{address}", acct.address)
+        .replace("Chain ID: 31337", "Chain ID: 1")
+    )
+    sig = acct.sign_message(encode_defunct(text=wrong)).signature.hex()
+    code, body = call(
+        dep.url, "POST", "/v1/members/w/wallets?network=tv", {"message": wrong, "signature": sig}
+    )
+    assert (code, body["error"], body["field"]) == (400, "chain_id", "message")
+    assert call(dep.url, "GET", "/v1/members/w/wallets?network=tv")[1]["wallets"] == [acct.address]
+
+    # a chain payout to the linked wallet, minted on the embedded EVM of the payout actor
+    code, body = call(dep.url, "POST", "/v1/payouts?network=tv",
+                      {"payouts": [{"user_id": "w", "points": 20, "key": "tok-w", "sink": "chain"}]})  # fmt: skip
+    assert code == 200, body
+    assert body["results"][0]["code"] == "ok"
+    assert wait_status(dep, body["results"][0]["id"], "settled", 60)["status"] == "settled"

@@ -26,6 +26,7 @@ from gateway.metrics import METRICS
 from gateway.reads import ACCESS, READER
 from gateway.routes.payouts import PAYOUTS
 from gateway.routes.vouchers import VOUCHERS
+from gateway.routes.wallets import WALLETS
 from gateway.routes_store import STORE
 from gateway.runtime import GatewayPool, Runtime
 from gateway.settings import ApiKey, Settings, settings_from_dict
@@ -158,6 +159,7 @@ def built(settings: Settings) -> dict[str, Any]:
         "store": plain(app[STORE]),
         "vouchers": plain(app[VOUCHERS]),
         "payouts": plain(app[PAYOUTS]),
+        "wallets": plain(app[WALLETS]),
         "max_body": app._client_max_size,
         "runtime": plain(Runtime(settings)),
         "listen": plain(GatewayPool.from_settings(settings, REDIS_URL)),
