@@ -283,6 +283,8 @@ class WebhookSink:
         return msgspec.json.encode({"type": "payout.cashback", "data": data})
 
     async def send(self, p: Payout, now: float) -> Outcome:
+        if not self.secret:
+            return Outcome(False, "no [payouts] webhook_secret configured")
         if self.session is None:
             self.session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=0), timeout=self.timeout

@@ -102,6 +102,10 @@ def parser() -> argparse.ArgumentParser:
                    help="events/s offered for crediting while the spend scenario spends")  # fmt: skip
     p.add_argument("--spend-members", type=_positive(int), default=d.spend_members,
                    help="members who spend in the spend scenario")  # fmt: skip
+    p.add_argument("--payouts", type=_positive(int), default=d.payouts,
+                   help="payouts in the payouts scenario")  # fmt: skip
+    p.add_argument("--payout-batch", type=_positive(int), default=d.payout_batch,
+                   help="payouts per mintBatch in the payouts scenario (at most 1000)")  # fmt: skip
     p.add_argument(
         "--url", help="benchmark a running Rallypoint at this URL instead of starting one"
     )
@@ -151,6 +155,8 @@ def options(args: argparse.Namespace) -> Options:
         spend_rate=args.spend_rate,
         spend_credit_rate=args.spend_credit_rate,
         spend_members=args.spend_members,
+        payouts=args.payouts,
+        payout_batch=min(args.payout_batch, 1_000),
         url=args.url,
         runtime=args.runtime,
         config=args.config,

@@ -80,6 +80,10 @@ class Options:
     spend_credit_rate: float = 20_000.0
     """... while this many events/s are offered for crediting."""
     spend_members: int = 1_000
+    payouts: int = 5_000
+    """Payouts in the payouts scenario (chain mints and cashback webhooks)."""
+    payout_batch: int = 200
+    """Payouts per mintBatch in the payouts scenario."""
     url: str | None = None
     runtime: Path | None = None
     config: Path | None = None

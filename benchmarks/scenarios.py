@@ -20,6 +20,7 @@ from benchmarks.bench import (
 )
 from benchmarks.draw import draw_scenario
 from benchmarks.overload import overload
+from benchmarks.payouts import payouts
 from benchmarks.plan import Burst, Phase
 from benchmarks.report import SMOOTH_SAMPLES, smooth
 from benchmarks.soak import soak
@@ -434,6 +435,7 @@ SCENARIOS: dict[str, Scenario] = {
     "kpis": unavailable("analytics", ("analytics.kpis", "analytics.queries")),
     "batches": batches,
     "spend": spend,
+    "payouts": payouts,
     "soak": soak,
     "watch-tick": watch_tick,
 }

@@ -43,12 +43,16 @@ WATCH_NETWORK = "watchbench"
 def settings_text() -> str:
     """The embedded defaults: the demo configuration (network "demo", key "demo-key"), plus
     a network whose watch ticks come every 5 s, for the watch-tick scenario."""
+    from benchmarks.payouts import WEBHOOK_SECRET
     from gateway.settings import demo_settings_toml
 
     demo = demo_settings_toml(key_networks=("demo", WATCH_NETWORK))
     return demo + (
         f"\n[networks.{WATCH_NETWORK}.earn]   # rally bench watch-tick: one tick every 5 s\n"
         "watch_interval_s = 5\nwatch_points_live = 10\n"
+        "\n[payouts]   # rally bench payouts: a quick retry schedule, the bench receiver's secret\n"
+        f'webhook_secret = "{WEBHOOK_SECRET}"\nmin_points = 1\nwebhook_timeout_s = 1.0\n'
+        "backoff_base_s = 0.2\nbackoff_max_s = 2.0\nlease_s = 10.0\n"
     )
 
 

@@ -22,7 +22,7 @@ from engine.rules import RuleBook
 from gateway.audit import audit
 from tests.actors.conftest import make_cfg
 from tests.actors.test_spend import balance, seed
-from tests.receiver import Receiver
+from benchmarks.receiver import Receiver
 
 SECRET = webhook.new_secret(b"0123456789abcdef0123")
 RULES = PayoutRules(min_points=1, daily_limit_points=10_000, max_attempts=6,

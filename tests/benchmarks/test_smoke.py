@@ -27,6 +27,7 @@ TINY = [
     "--overload-seconds", "3", "--overload-lag", "0.5",
     "--draw-tickets", "20000", "--draw-members", "2000", "--draw-repeats", "1",
     "--spend-rate", "50", "--spend-credit-rate", "400", "--spend-members", "20",
+    "--payouts", "200", "--payout-batch", "50",
 ]  # fmt: skip
 
 pytestmark = pytest.mark.timeout(400)
@@ -118,6 +119,8 @@ def test_scenario_summaries(results: dict[str, Any]) -> None:
     sc = results["scenarios"]
     assert sc["steady"]["summary"]["ratio_vs_naive"] > 0
     assert sc["peak"]["summary"]["best_step_credited_eps"] > 0
+    assert sc["payouts"]["summary"]["webhook"]["lost"] == 0
+    assert sc["payouts"]["summary"]["embedded"]["gas_per_payout"] > 0
     raid = sc["raid"]["summary"]
     assert raid["all_present_after_s"] is not None
     assert raid["present_peak"] >= 1000

@@ -18,7 +18,7 @@ from engine.member import state_decoder
 from gateway.settings import load_settings
 from tests.e2e.conftest import CONFIG, KEY, SECRET, Deployment, Gateway, post, rally_cli
 from tests.e2e.test_raffles import call
-from tests.receiver import Receiver
+from benchmarks.receiver import Receiver
 
 HOOK_SECRET = webhook.new_secret(b"e2e-webhook-secret-0123")
 PAYOUTS = f"""
