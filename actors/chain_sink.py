@@ -84,7 +84,8 @@ class ChainSink:
                 address = TokenClient.deploy(w3, signer).address
                 if pc.chain_rpc:
                     r.set(remembered, address)
-        self.token = TokenClient(w3, signer, address, confirmations=pc.confirmations)
+        self.token = TokenClient(w3, signer, address, confirmations=pc.confirmations,
+                                 estimate=bool(pc.chain_rpc))  # fmt: skip
         self.gas_used = 0
         self.batches = 0
 

@@ -34,6 +34,10 @@ DEFAULT_THRESHOLDS = (0, 500, 2_000, 10_000)
 TIER_NAMES = ("Bronze", "Silver", "Gold", "Diamond")
 DECIMALS = 18
 RECEIPT_TIMEOUT_S = 120.0
+GAS_PER_MINT = 80_000
+GAS_BASE = 150_000
+"""The gas limit of a mintBatch sent without an estimate: a fresh holder's mint with its
+tier costs ~51k gas; the limit is generous, only gas used is paid."""
 
 
 class ChainError(Exception):
@@ -147,13 +151,22 @@ class TokenClient:
     """The RallyToken contract at `address`, driven by `signer`."""
 
     def __init__(
-        self, w3: Web3, signer: LocalAccount, address: str, *, confirmations: int = 1
+        self,
+        w3: Web3,
+        signer: LocalAccount,
+        address: str,
+        *,
+        confirmations: int = 1,
+        estimate: bool = True,
     ) -> None:
         self.w3 = w3
         self.signer = signer
         self.artifact = Artifact.load()
         self.contract = w3.eth.contract(address=to_checksum_address(address), abi=self.artifact.abi)
         self.confirmations = max(1, confirmations)
+        self.estimate = estimate
+        """False: mints carry a fixed gas limit instead of an estimate (the embedded EVM,
+        where estimating runs the whole batch a second time; its reverts come at send)."""
         self.chain_id = w3.eth.chain_id
         self._lock = threading.Lock()
         self._nonce: int | None = None
@@ -169,6 +182,7 @@ class TokenClient:
         symbol: str = "RALLY",
         thresholds: Sequence[int] = DEFAULT_THRESHOLDS,
         confirmations: int = 1,
+        estimate: bool = True,
     ) -> TokenClient:
         art = Artifact.load()
         factory = w3.eth.contract(abi=art.abi, bytecode=art.bytecode)
@@ -182,7 +196,8 @@ class TokenClient:
             }
         )
         receipt = cls._send_signed(w3, signer, tx)
-        return cls(w3, signer, receipt["contractAddress"], confirmations=confirmations)
+        return cls(w3, signer, receipt["contractAddress"], confirmations=confirmations,
+                   estimate=estimate)  # fmt: skip
 
     @staticmethod
     def _send_signed(w3: Web3, signer: LocalAccount, tx: dict[str, Any]) -> Any:
@@ -203,16 +218,21 @@ class TokenClient:
         return str(self.contract.address)
 
     # -- writes ---------------------------------------------------------------------------
-    def _transact(self, fn: Any) -> Minted:
+    def _transact(self, fn: Any, gas: int | None = None) -> Minted:
         """Build, sign and send `fn` with the next nonce; wait for its receipt and the
         confirmations. A revert at estimation or in the block maps to Reverted."""
         with self._lock:
             if self._nonce is None:
                 self._nonce = self.w3.eth.get_transaction_count(self.signer.address, "pending")
             try:
-                tx = fn.build_transaction(
-                    {"from": self.signer.address, "nonce": self._nonce, "chainId": self.chain_id}
-                )
+                fields = {
+                    "from": self.signer.address,
+                    "nonce": self._nonce,
+                    "chainId": self.chain_id,
+                }
+                if gas is not None and not self.estimate:
+                    fields["gas"] = gas
+                tx = fn.build_transaction(fields)
             except Exception as err:
                 if _is_revert(err):
                     raise map_revert(err) from err
@@ -231,9 +251,18 @@ class TokenClient:
         except Exception as err:
             raise ChainUnavailable(f"no receipt for {h.hex()}: {err}") from err
         if receipt["status"] != 1:
-            raise Reverted("reverted", f"transaction {h.hex()} reverted")
+            raise self._why(fn, h.hex())
         self._await_confirmations(receipt["blockNumber"])
         return Minted(h.hex(), int(receipt["blockNumber"]), int(receipt["gasUsed"]))
+
+    def _why(self, fn: Any, tx_hash: str) -> Reverted:
+        """Why a mined transaction reverted: the call replayed on the latest state."""
+        try:
+            fn.call({"from": self.signer.address})
+        except Exception as err:
+            if _is_revert(err):
+                return map_revert(err)
+        return Reverted("reverted", f"transaction {tx_hash} reverted")
 
     def _await_confirmations(self, block: int) -> None:
         deadline = time.monotonic() + RECEIPT_TIMEOUT_S
@@ -248,7 +277,7 @@ class TokenClient:
         fn = self.contract.functions.mintBatch(
             payout_id, [to_checksum_address(a) for a in to], list(amounts)
         )
-        return self._transact(fn)
+        return self._transact(fn, gas=GAS_PER_MINT * len(to) + GAS_BASE)
 
     def pause(self) -> Minted:
         return self._transact(self.contract.functions.pause())

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from eth_account import Account
 
-from chain.client import ARTIFACT, AlreadyMinted, Reverted, TokenClient, batch_id
+from chain.client import ARTIFACT, AlreadyMinted, Reverted, TokenClient, batch_id, embedded_web3
 
 TOKEN = 10**18
 CONTRACTS = ARTIFACT.parent
@@ -86,3 +86,17 @@ def test_the_committed_artifact_matches_its_source() -> None:
     out = subprocess.run(["node", str(CONTRACTS / "compile.js"), "--check"], capture_output=True,
                          text=True, timeout=120)  # fmt: skip
     assert out.returncode == 0, out.stderr
+
+
+def test_embedded_mints_without_an_estimate_still_map_reverts() -> None:
+    w3, signer = embedded_web3()
+    tok = TokenClient.deploy(w3, signer, estimate=False)
+    to = [Account.create().address for _ in range(2)]
+    tok.mint_batch(batch_id(["e"]), to, [TOKEN, TOKEN])
+    with pytest.raises(AlreadyMinted):
+        tok.mint_batch(batch_id(["e"]), to, [TOKEN, TOKEN])
+    tok.pause()
+    with pytest.raises(Reverted) as err:
+        tok.mint_batch(batch_id(["f"]), to, [TOKEN, TOKEN])
+    assert err.value.code == "paused"
+    assert [tok.balance_of(a) for a in to] == [TOKEN, TOKEN]
