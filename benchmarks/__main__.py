@@ -105,7 +105,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--payouts", type=_positive(int), default=d.payouts,
                    help="payouts in the payouts scenario")  # fmt: skip
     p.add_argument("--payout-batch", type=_positive(int), default=d.payout_batch,
-                   help="payouts per mintBatch in the payouts scenario (at most 1000)")  # fmt: skip
+                   help="payouts per mintBatch in the payouts scenario (at most 500)")  # fmt: skip
     p.add_argument(
         "--url", help="benchmark a running Rallypoint at this URL instead of starting one"
     )
@@ -156,7 +156,7 @@ def options(args: argparse.Namespace) -> Options:
         spend_credit_rate=args.spend_credit_rate,
         spend_members=args.spend_members,
         payouts=args.payouts,
-        payout_batch=min(args.payout_batch, 1_000),
+        payout_batch=min(args.payout_batch, 500),
         url=args.url,
         runtime=args.runtime,
         config=args.config,

@@ -165,6 +165,7 @@ class TokenClient:
         self.contract = w3.eth.contract(address=to_checksum_address(address), abi=self.artifact.abi)
         self.confirmations = max(1, confirmations)
         self.estimate = estimate
+        self.block_gas = int(w3.eth.get_block("latest")["gasLimit"])
         """False: mints carry a fixed gas limit instead of an estimate (the embedded EVM,
         where estimating runs the whole batch a second time; its reverts come at send)."""
         self.chain_id = w3.eth.chain_id
@@ -277,7 +278,7 @@ class TokenClient:
         fn = self.contract.functions.mintBatch(
             payout_id, [to_checksum_address(a) for a in to], list(amounts)
         )
-        return self._transact(fn, gas=GAS_PER_MINT * len(to) + GAS_BASE)
+        return self._transact(fn, gas=min(GAS_PER_MINT * len(to) + GAS_BASE, self.block_gas))
 
     def pause(self) -> Minted:
         return self._transact(self.contract.functions.pause())

@@ -281,8 +281,8 @@ class ChainSettings(_Section):
     """The deployed RallyToken; "" = deployed at start (remembered in Redis per chain)."""
     confirmations: int = Field(default=1, ge=1, le=64)
     """Blocks a mint waits for before its payouts settle."""
-    batch_size: int = Field(default=200, ge=1, le=1_000)
-    """Most payouts one mintBatch carries (the contract takes at most 1000)."""
+    batch_size: int = Field(default=200, ge=1, le=500)
+    """Most payouts one mintBatch carries (500 new holders use ~26M gas, near a 30M block)."""
 
     @model_validator(mode="after")
     def _key_for_rpc(self) -> ChainSettings:
