@@ -15,6 +15,7 @@ from actors.client import RallyClient
 from actors.config import PayoutConfig
 from actors.keys import Keys
 from actors.payout import PayoutStore
+from benchmarks.receiver import Receiver
 from engine import payout as eng
 from engine import webhook
 from engine.payout import PayoutRules, Request
@@ -22,7 +23,6 @@ from engine.rules import RuleBook
 from gateway.audit import audit
 from tests.actors.conftest import make_cfg
 from tests.actors.test_spend import balance, seed
-from benchmarks.receiver import Receiver
 
 SECRET = webhook.new_secret(b"0123456789abcdef0123")
 RULES = PayoutRules(min_points=1, daily_limit_points=10_000, max_attempts=6,
@@ -68,6 +68,7 @@ def test_5000_payouts_through_failures_and_kill9(payouts, redis_server, receiver
     per_user = -(-N // len(users))
     assert min(before.values()) >= per_user, "every member can afford its payouts"
     store = PayoutStore(r, keys, RULES)
+    check_refusals(store, r, keys, before, receiver.url)
     reqs = [
         Request(
             network="n",
@@ -128,18 +129,16 @@ def test_5000_payouts_through_failures_and_kill9(payouts, redis_server, receiver
         assert balance(r, keys, u) == before[u] - paid
 
 
-def test_daily_limit_minimum_and_refusals(payouts, redis_server, receiver) -> None:
-    client, cfg = payouts
-    r = redis.Redis.from_url(redis_server.url)
-    keys = Keys(cfg.namespace)
-    before = seed(client, cfg, r, n_batches=3)
-    store = PayoutStore(r, keys, RULES)
+def check_refusals(
+    store: PayoutStore, r: redis.Redis, keys: Keys, before: dict[str, int], url: str
+) -> None:
+    """The daily limit refuses at once; a payout beyond the balance is voided, nothing moved."""
     now = time.time()
     rich = max(before, key=before.__getitem__)
     big = Request(network="n", user_id=rich, points=before[rich] + 1, key="too-much",
-                  destination=receiver.url)  # fmt: skip
+                  destination=url)  # fmt: skip
     over = Request(network="n", user_id="u1", points=RULES.daily_limit_points + 1, key="over",
-                   destination=receiver.url)  # fmt: skip
+                   destination=url)  # fmt: skip
     [(code_big, p_big), (code_over, _)] = store.create([big, over], now)
     assert code_over == eng.DAILY_LIMIT
     assert code_big == eng.OK

@@ -27,7 +27,7 @@ from tests.chain.conftest import ANVIL_KEY, anvil_url  # noqa: F401 - the fixtur
 RULES = PayoutRules(units_per_point_num=10**16, min_points=1, daily_limit_points=10_000,
                     max_attempts=8, backoff_base_s=0.05, backoff_max_s=0.5, lease_s=3.0,
                     batch_size=400)  # fmt: skip
-N = 1_200
+N = 800
 
 
 @pytest.fixture

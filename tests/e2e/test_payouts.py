@@ -1,6 +1,7 @@
 """Payouts as a network and its admins drive them: signed POST /v1/payouts to a real webhook
 receiver, read back over HTTP, bad input named, a 410 receiver's payouts dead with the
-reason, then `rally payouts list / retry / void` (the void refunds the member)."""
+reason, then `rally payouts list / retry / void` (the void refunds the member); wallets
+linked with Sign-In with Ethereum and a chain payout minted to one (one deployment)."""
 
 from __future__ import annotations
 
@@ -13,12 +14,12 @@ import redis
 
 from actors.client import RallyClient
 from actors.keys import Keys
+from benchmarks.receiver import Receiver
 from engine import webhook
 from engine.member import state_decoder
 from gateway.settings import load_settings
 from tests.e2e.conftest import CONFIG, KEY, SECRET, Deployment, Gateway, post, rally_cli
 from tests.e2e.test_raffles import call
-from benchmarks.receiver import Receiver
 
 HOOK_SECRET = webhook.new_secret(b"e2e-webhook-secret-0123")
 PAYOUTS = f"""
@@ -131,8 +132,11 @@ def test_payouts_over_http_and_cli(dep: Deployment, receiver: Receiver) -> None:
     assert listed["counts"]["settled"] == 2
     assert listed["counts"]["voided"] == 1
 
+    check_wallet_linking_then_a_chain_payout(dep)
 
-def test_wallet_linking_with_siwe_then_a_chain_payout(dep: Deployment) -> None:
+
+def check_wallet_linking_then_a_chain_payout(dep: Deployment) -> None:
+    """SIWE: link a wallet; a replay and another chain id are refused; a chain payout to it."""
     from eth_account import Account
     from eth_account.messages import encode_defunct
 
