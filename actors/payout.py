@@ -361,6 +361,11 @@ class PayoutService:
                     log.warning("payout_loop_error error=%r", err)
                     busy = 0
                     await asyncio.sleep(0.5)
+                except Exception:  # a bug must not stop every payout: logged, retried later
+                    log.exception("payout_loop_failed")
+                    self.stats["loop_errors"] = self.stats.get("loop_errors", 0) + 1
+                    busy = 0
+                    await asyncio.sleep(1.0)
                 if not busy:
                     await asyncio.sleep(self.pc.tick_s)
         finally:
