@@ -141,6 +141,8 @@ class AnalyticsSettings(_Section):
     archive: str = ""
     """The DuckDB ledger archive (the ledger of record once ledgerlog is trimmed); a path
     relative to data_dir, or absolute; "" = analytics/ledger.duckdb."""
+    chat_text: bool = False
+    """Land chat messages' text in the archive's events (else only kind, channel, member, time)."""
 
 
 class SpendSettings(_Section):
@@ -334,6 +336,7 @@ class Settings(_Section):
             streak_rollover=self.clock.streak_rollover,
             member_cache_max=lim.member_cache_max,
             archive_path=str(self.archive_path().resolve()),
+            archive_chat_text=self.analytics.chat_text,
             trim_interval_s=lim.trim_interval_s,
             spend_record_ttl_s=self.spend.record_ttl_s,
             rules=self.rulebook().to_builtins(),

@@ -66,6 +66,22 @@ def test_sink_kill9_under_load_stores_every_entry_once(
         report = audit(r, keys, RuleBook({}), LedgerArchive(archive_path))
         assert report.ok, report.problems
         assert report.entries == report.archived == total
+        # the accepted events and the tier changes landed beside the ledger, once each
+        sent = [e for b in batches for e in b]
+        arch = LedgerArchive(archive_path)
+        assert arch.scalar("SELECT count(*) FROM events") == len(sent)
+        assert arch.scalar("SELECT count(DISTINCT stream || entry_id || pos) FROM events") == len(
+            sent
+        )
+        assert arch.scalar("SELECT count(DISTINCT id) FROM events") == len({e.id for e in sent})
+        assert arch.scalar("SELECT count(*) FROM events WHERE text IS NOT NULL") == 0
+        tiers = [f for _, f in r.xrange(keys.notices) if b"tier" in f]
+        poll(lambda: arch.scalar("SELECT count(*) FROM tier_changes") == len(tiers),
+             what="every tier change landed")  # fmt: skip
+        assert len(tiers) > 0
+        assert arch.scalar(
+            "SELECT count(*) FROM (SELECT DISTINCT network, user_id, new_tier FROM tier_changes)"
+        ) == len(tiers)
     finally:
         client.stop()
 
