@@ -25,6 +25,7 @@ import redis
 from actors.config import RuntimeConfig
 from actors.keys import Keys
 from actors.stream import SOCKET_TIMEOUT_S, Entry, ensure_group, parse_id
+from analytics import snapshot
 from analytics.archive import LedgerArchive, LogEntry
 from analytics.landing import FeedEntry
 from engine.ledger import Entry as LedgerEntry
@@ -107,6 +108,8 @@ class LedgerSink:
         self.archive.create()
         self.rows = 0
         self.feed_rows = 0
+        self.snapshots = 0
+        self.last_snapshot = time.monotonic()
         self.batches = 0
         self.errors = 0
         self.stopping = threading.Event()
@@ -170,6 +173,7 @@ class LedgerSink:
                 last_flush = time.monotonic()
                 self._flush(batch)
                 batch = Batch(self.ledger_streams)
+            self._maybe_snapshot()
         if batch.ids:
             self._flush(batch)
 
@@ -188,6 +192,26 @@ class LedgerSink:
         self.feed_rows += done.feed_rows
         self.batches += 1
 
+    def _maybe_snapshot(self) -> None:
+        """A periodic snapshot, when one is due (between two commits: it reads the archive)."""
+        every = self.cfg.snapshot_interval_s
+        if not (self.cfg.snapshot_dir and every > 0):
+            return
+        if time.monotonic() - self.last_snapshot < every:
+            return
+        self.last_snapshot = time.monotonic()
+        self.snapshot()
+
+    def snapshot(self) -> dict[str, object]:
+        """Take a snapshot now; its manifest."""
+        if not self.cfg.snapshot_dir:
+            raise ValueError("the ledger sink has no RuntimeConfig.snapshot_dir")
+        man = snapshot.take(
+            self.archive, self.cfg.snapshot_dir, time.time(), self.cfg.snapshots_kept
+        )
+        self.snapshots += 1
+        return {"id": man.id, "rows": man.rows, "path": man.path}
+
     # -- actor methods --------------------------------------------------------------------
     def pid(self) -> int:
         return os.getpid()
@@ -200,6 +224,7 @@ class LedgerSink:
             "consumer": self.kind,
             "rows": self.rows,
             "feed_rows": self.feed_rows,
+            "snapshots": self.snapshots,
             "batches": self.batches,
             "errors": self.errors,
             "alive": self.thread.is_alive(),
