@@ -23,6 +23,7 @@ DAY_S = 86_400
 RETENTION_DAYS = (1, 7, 14, 30)
 STREAK_MIN_DAYS = 7
 TOP_CHANNELS = 10
+DEFAULT_WATCH_S = 300
 
 Params = dict[str, Any]
 
@@ -35,8 +36,10 @@ class Scope:
     last_day: int
     network: str | None = None
     channel: str | None = None
-    watch_interval_s: int = 300
-    """The length of one paid watch tick ([networks.*.earn] watch_interval_s)."""
+    watch_intervals: tuple[tuple[str, str, int], ...] = ()
+    """(network, channel or '' for the network's default, seconds): the length of one paid
+    watch tick ([networks.*.earn] watch_interval_s and its channel overrides); DEFAULT_WATCH_S
+    where none is given."""
 
     def params(self) -> Params:
         return {"d0": self.first_day, "d1": self.last_day, "net": self.network,
@@ -201,15 +204,24 @@ def top_channels(s: Scope) -> tuple[str, Params]:
 
 
 def watch_time(s: Scope) -> tuple[str, Params]:
-    """Average watch time per viewer in the period, in seconds: paid watch ticks times the
-    watch interval, divided by the members paid at least one tick."""
+    """Average watch time per viewer in the period, in seconds: the paid watch ticks (ledger
+    entries of rule 'watch'), each counted as its channel's watch interval, summed and
+    divided by the members paid at least one tick."""
     sql = f"""
+    WITH iv AS (SELECT unnest($iv_net) AS network, unnest($iv_chan) AS channel,
+                       unnest($iv_s) AS secs)
     SELECT count(*) AS ticks,
-           count(DISTINCT (network, credit)) AS viewers,
-           count(*) * $interval / nullif(count(DISTINCT (network, credit)), 0) AS avg_watch_s
-    FROM ledger WHERE rule = 'watch' AND starts_with(credit, 'member:')
-      AND floor(ts / {DAY_S}) BETWEEN $d0 AND $d1 AND {_where()}"""
-    return sql, {**s.params(), "interval": s.watch_interval_s}
+           count(DISTINCT (l.network, l.credit)) AS viewers,
+           sum(coalesce(c.secs, n.secs, {DEFAULT_WATCH_S}))
+               / nullif(count(DISTINCT (l.network, l.credit)), 0) AS avg_watch_s
+    FROM ledger l
+    LEFT JOIN iv c ON c.network = l.network AND c.channel = l.channel
+    LEFT JOIN iv n ON n.network = l.network AND n.channel = ''
+    WHERE l.rule = 'watch' AND starts_with(l.credit, 'member:')
+      AND floor(l.ts / {DAY_S}) BETWEEN $d0 AND $d1 AND {_where("l")}"""
+    iv = s.watch_intervals or (("", "", DEFAULT_WATCH_S),)
+    return sql, {**s.params(), "iv_net": [x[0] for x in iv], "iv_chan": [x[1] for x in iv],
+                 "iv_s": [x[2] for x in iv]}  # fmt: skip
 
 
 def attendance(s: Scope) -> tuple[str, Params]:
@@ -223,10 +235,31 @@ def attendance(s: Scope) -> tuple[str, Params]:
     return sql, s.params()
 
 
+def daily(s: Scope) -> tuple[str, Params]:
+    """Per day of the period: active members, chatters, points issued and spent (as in
+    active_members, chat_active and points)."""
+    sql = f"""
+    WITH {ACTIVITY},
+    act AS (SELECT day, count(DISTINCT (network, user_id)) AS active,
+                   count(DISTINCT (network, user_id)) FILTER (WHERE kind = 'chat') AS chatters
+            FROM activity WHERE day BETWEEN $d0 AND $d1 GROUP BY day),
+    pts AS (SELECT CAST(floor(ts / {DAY_S}) AS BIGINT) AS day,
+                   sum(amount) FILTER (WHERE starts_with(debit, 'treasury:')) AS issued,
+                   sum(amount) FILTER (WHERE starts_with(debit, 'member:')
+                                         AND NOT starts_with(credit, 'member:')) AS spent
+            FROM ledger WHERE floor(ts / {DAY_S}) BETWEEN $d0 AND $d1 AND {_where()}
+            GROUP BY 1)
+    SELECT d.day, coalesce(active, 0) AS active, coalesce(chatters, 0) AS chatters,
+           coalesce(issued, 0) AS issued, coalesce(spent, 0) AS spent
+    FROM range($d0, $d1 + 1) d(day) LEFT JOIN act USING (day) LEFT JOIN pts USING (day)
+    ORDER BY d.day"""
+    return sql, s.params()
+
+
 SINGLE = {"active": active_members, "chat": chat_active, "streaks": streaks,
           "points": points, "watch": watch_time}  # fmt: skip
 TABLES = {"retention": retention, "tiers": tier_distribution, "tier_upgrades": tier_upgrades,
-          "top_channels": top_channels, "attendance": attendance}  # fmt: skip
+          "top_channels": top_channels, "attendance": attendance, "daily": daily}  # fmt: skip
 
 
 def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: Params) -> list[dict[str, Any]]:

@@ -1,5 +1,5 @@
 """The `rally` command line: serve, gateway, demo, audit, status, deadletter, token,
-vouchers, bench."""
+vouchers, raffle, analytics, bench."""
 
 from __future__ import annotations
 
@@ -375,6 +375,12 @@ def cmd_raffle(args: argparse.Namespace) -> int:
     return run(args, _settings, CliError)
 
 
+def cmd_analytics(args: argparse.Namespace) -> int:
+    from gateway.analytics_cli import run
+
+    return run(args, _settings, CliError)
+
+
 def cmd_bench(args: argparse.Namespace, rest: list[str]) -> int:
     from benchmarks.__main__ import main as bench_main
 
@@ -486,6 +492,9 @@ def parser() -> argparse.ArgumentParser:
     from gateway.raffle_cli import add_parser as add_raffle_parser
 
     add_raffle_parser(sub, common)
+    from gateway.analytics_cli import add_parser as add_analytics_parser
+
+    add_analytics_parser(sub, common)
     return p
 
 
@@ -498,7 +507,7 @@ def main(argv: list[str] | None = None) -> int:
         "serve": cmd_serve, "gateway": cmd_gateway, "demo": cmd_demo, "audit": cmd_audit,
         "status": cmd_status, "deadletter": cmd_deadletter, "token": cmd_token,
         "raffle": cmd_raffle,
-        "vouchers": cmd_vouchers,
+        "vouchers": cmd_vouchers, "analytics": cmd_analytics,
     }  # fmt: skip
     try:
         return commands[args.command](args)
