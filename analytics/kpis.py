@@ -14,6 +14,7 @@ ledger entry of rule 'watch'). Every KPI that counts members counts distinct
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +41,8 @@ class Scope:
     """(network, channel or '' for the network's default, seconds): the length of one paid
     watch tick ([networks.*.earn] watch_interval_s and its channel overrides); DEFAULT_WATCH_S
     where none is given."""
+    materialized: bool = False
+    """The scope's activity is in the temporary table MATERIALIZED (see `report`)."""
 
     def params(self) -> Params:
         return {"d0": self.first_day, "d1": self.last_day, "net": self.network,
@@ -51,32 +54,41 @@ def _where(alias: str = "") -> str:
     return f"($net IS NULL OR {a}network = $net) AND ($chan IS NULL OR {a}channel = $chan)"
 
 
-ACTIVITY = f"""
-activity AS (
-    SELECT DISTINCT network, channel, user_id, CAST(floor(ts / {DAY_S}) AS BIGINT) AS day, kind
+ACTIVITY_SELECT = f"""
+    SELECT DISTINCT network, channel, user_id, network || chr(31) || user_id AS member,
+           CAST(floor(ts / {DAY_S}) AS BIGINT) AS day, kind
     FROM (
         SELECT network, channel, user_id, ts, kind FROM events WHERE user_id <> ''
         UNION ALL
         SELECT network, channel, substr(credit, length('member:' || network || ':') + 1),
                ts, 'watch' FROM ledger WHERE rule = 'watch' AND starts_with(credit, 'member:'))
-    WHERE {_where()}
-)"""
+    WHERE {_where()}"""
+"""Who was active where, on which day, doing what: one row per distinct (network, channel,
+user, day, kind); `member` = network and user id in one value (for counting members)."""
+MATERIALIZED = "kpi_activity"
+"""The temporary table `report` fills with ACTIVITY_SELECT once for all KPIs of a scope."""
+
+
+def _activity(s: Scope) -> str:
+    """The `activity` CTE of the KPIs of `s`."""
+    body = f"SELECT * FROM {MATERIALIZED}" if s.materialized else ACTIVITY_SELECT
+    return f"activity AS ({body})"
 
 
 def active_members(s: Scope) -> tuple[str, Params]:
     """DAU (mean over the period's days, and on its last day), WAU (the 7 days ending on
     the last day), MAU (the 30 days ending on the last day), and DAU/MAU."""
     sql = f"""
-    WITH {ACTIVITY},
+    WITH {_activity(s)},
     daily AS (
-        SELECT d.day, count(DISTINCT (a.network, a.user_id)) FILTER (WHERE a.day IS NOT NULL) AS n
+        SELECT d.day, count(DISTINCT a.member) FILTER (WHERE a.day IS NOT NULL) AS n
         FROM range($d0, $d1 + 1) d(day) LEFT JOIN activity a ON a.day = d.day GROUP BY d.day)
     SELECT
         (SELECT avg(n) FROM daily) AS dau,
         (SELECT n FROM daily WHERE day = $d1) AS dau_last_day,
-        (SELECT count(DISTINCT (network, user_id)) FROM activity
+        (SELECT count(DISTINCT member) FROM activity
          WHERE day BETWEEN $d1 - 6 AND $d1) AS wau,
-        (SELECT count(DISTINCT (network, user_id)) FROM activity
+        (SELECT count(DISTINCT member) FROM activity
          WHERE day BETWEEN $d1 - 29 AND $d1) AS mau"""
     return sql, s.params()
 
@@ -85,13 +97,13 @@ def chat_active(s: Scope) -> tuple[str, Params]:
     """Chat DAU (mean over the period's days of members who chatted that day) and chat MAU
     (members who chatted in the 30 days ending on the last day)."""
     sql = f"""
-    WITH {ACTIVITY},
+    WITH {_activity(s)},
     chat AS (SELECT * FROM activity WHERE kind = 'chat'),
     daily AS (
-        SELECT d.day, count(DISTINCT (c.network, c.user_id)) FILTER (WHERE c.day IS NOT NULL) AS n
+        SELECT d.day, count(DISTINCT c.member) FILTER (WHERE c.day IS NOT NULL) AS n
         FROM range($d0, $d1 + 1) d(day) LEFT JOIN chat c ON c.day = d.day GROUP BY d.day)
     SELECT (SELECT avg(n) FROM daily) AS chat_dau,
-           (SELECT count(DISTINCT (network, user_id)) FROM chat
+           (SELECT count(DISTINCT member) FROM chat
             WHERE day BETWEEN $d1 - 29 AND $d1) AS chat_mau"""
     return sql, s.params()
 
@@ -101,19 +113,23 @@ def retention(s: Scope) -> tuple[str, Params]:
     scope's network/channel, over all time); cohorts are the join days within the period.
     For k in RETENTION_DAYS: the share of the cohort active on join day + k, for cohorts
     whose join day + k is not after the period's last day (else NULL)."""
+    ks = ", ".join(map(str, RETENTION_DAYS))
     cols = ", ".join(
-        f"CASE WHEN cohort + {k} <= $d1 THEN count(DISTINCT (r.network, r.user_id))"
-        f" FILTER (WHERE r.day = cohort + {k}) / count(DISTINCT (j.network, j.user_id)) END"
-        f" AS day_{k}"
+        f"CASE WHEN z.cohort + {k} <= $d1 THEN"
+        f" coalesce(max(r.n) FILTER (WHERE r.k = {k}), 0) / z.members END AS day_{k}"
         for k in RETENTION_DAYS
     )
     sql = f"""
-    WITH {ACTIVITY},
-    joined AS (SELECT network, user_id, min(day) AS cohort FROM activity GROUP BY ALL)
-    SELECT cohort, count(DISTINCT (j.network, j.user_id)) AS members, {cols}
-    FROM joined j LEFT JOIN activity r USING (network, user_id)
-    WHERE cohort BETWEEN $d0 AND $d1
-    GROUP BY cohort ORDER BY cohort"""
+    WITH {_activity(s)},
+    joined AS (SELECT member, min(day) AS cohort FROM activity GROUP BY member),
+    cohorts AS (SELECT * FROM joined WHERE cohort BETWEEN $d0 AND $d1),
+    days AS (SELECT DISTINCT member, day FROM activity WHERE day BETWEEN $d0 AND $d1),
+    back AS (SELECT c.cohort, d.day - c.cohort AS k FROM cohorts c JOIN days d USING (member)
+             WHERE d.day - c.cohort IN ({ks})),
+    r AS (SELECT cohort, k, count(*) AS n FROM back GROUP BY ALL),
+    z AS (SELECT cohort, count(*) AS members FROM cohorts GROUP BY cohort)
+    SELECT z.cohort, z.members, {cols}
+    FROM z LEFT JOIN r USING (cohort) GROUP BY z.cohort, z.members ORDER BY z.cohort"""
     return sql, s.params()
 
 
@@ -122,7 +138,7 @@ def tier_distribution(s: Scope) -> tuple[str, Params]:
     their last tier change on or before it (0 without one); the members counted are those
     active (in scope) on any day up to the last day."""
     sql = f"""
-    WITH {ACTIVITY},
+    WITH {_activity(s)},
     who AS (SELECT DISTINCT network, user_id FROM activity WHERE day <= $d1),
     tier AS (SELECT network, user_id, arg_max(new_tier, ts) AS tier FROM tier_changes
              WHERE floor(ts / {DAY_S}) <= $d1 GROUP BY ALL)
@@ -151,21 +167,20 @@ def streaks(s: Scope) -> tuple[str, Params]:
     consecutive active days ending on the last day, or on the day before it (a streak not
     yet continued today is still alive)."""
     sql = f"""
-    WITH {ACTIVITY},
-    days AS (SELECT DISTINCT network, user_id, day FROM activity
-             WHERE day BETWEEN $d1 - 400 AND $d1),
-    runs AS (SELECT network, user_id, day, day - row_number() OVER
-                 (PARTITION BY network, user_id ORDER BY day) AS run FROM days),
-    last_run AS (SELECT network, user_id, max(day) AS last_day, count(*) AS streak
-                 FROM runs GROUP BY network, user_id, run),
-    cur AS (SELECT network, user_id, max(streak) FILTER (WHERE last_day >= $d1 - 1) AS streak
+    WITH {_activity(s)},
+    days AS (SELECT DISTINCT member, day FROM activity WHERE day BETWEEN $d1 - 400 AND $d1),
+    runs AS (SELECT member, day, day - row_number() OVER
+                 (PARTITION BY member ORDER BY day) AS run FROM days),
+    last_run AS (SELECT member, max(day) AS last_day, count(*) AS streak
+                 FROM runs GROUP BY member, run),
+    cur AS (SELECT member, max(streak) FILTER (WHERE last_day >= $d1 - 1) AS streak
             FROM last_run GROUP BY ALL),
-    mau AS (SELECT DISTINCT network, user_id FROM days WHERE day >= $d1 - 29)
+    mau AS (SELECT DISTINCT member FROM days WHERE day >= $d1 - 29)
     SELECT count(*) AS members,
            count(*) FILTER (WHERE coalesce(c.streak, 0) >= {STREAK_MIN_DAYS}) AS streak_7,
            count(*) FILTER (WHERE coalesce(c.streak, 0) >= {STREAK_MIN_DAYS})
                / nullif(count(*), 0) AS share
-    FROM mau LEFT JOIN cur c USING (network, user_id)"""
+    FROM mau LEFT JOIN cur c USING (member)"""
     return sql, s.params()
 
 
@@ -191,7 +206,7 @@ def top_channels(s: Scope) -> tuple[str, Params]:
     """Channels of the period by engaged members (distinct members active in the channel)
     and by points issued there; the TOP_CHANNELS first by engaged members."""
     sql = f"""
-    WITH {ACTIVITY},
+    WITH {_activity(s)},
     eng AS (SELECT network, channel, count(DISTINCT user_id) AS engaged FROM activity
             WHERE day BETWEEN $d0 AND $d1 GROUP BY ALL),
     pts AS (SELECT network, channel, sum(amount) AS points FROM ledger
@@ -211,9 +226,9 @@ def watch_time(s: Scope) -> tuple[str, Params]:
     WITH iv AS (SELECT unnest($iv_net) AS network, unnest($iv_chan) AS channel,
                        unnest($iv_s) AS secs)
     SELECT count(*) AS ticks,
-           count(DISTINCT (l.network, l.credit)) AS viewers,
+           count(DISTINCT l.credit) AS viewers,
            sum(coalesce(c.secs, n.secs, {DEFAULT_WATCH_S}))
-               / nullif(count(DISTINCT (l.network, l.credit)), 0) AS avg_watch_s
+               / nullif(count(DISTINCT l.credit), 0) AS avg_watch_s
     FROM ledger l
     LEFT JOIN iv c ON c.network = l.network AND c.channel = l.channel
     LEFT JOIN iv n ON n.network = l.network AND n.channel = ''
@@ -228,7 +243,7 @@ def attendance(s: Scope) -> tuple[str, Params]:
     """Event attendance: per custom action, the distinct members who took it and the
     events, in the period."""
     sql = f"""
-    SELECT action, count(DISTINCT (network, user_id)) AS members, count(*) AS events
+    SELECT action, count(DISTINCT network || chr(31) || user_id) AS members, count(*) AS events
     FROM events WHERE kind = 'custom' AND user_id <> ''
       AND floor(ts / {DAY_S}) BETWEEN $d0 AND $d1 AND {_where()}
     GROUP BY action ORDER BY members DESC, action"""
@@ -239,9 +254,9 @@ def daily(s: Scope) -> tuple[str, Params]:
     """Per day of the period: active members, chatters, points issued and spent (as in
     active_members, chat_active and points)."""
     sql = f"""
-    WITH {ACTIVITY},
-    act AS (SELECT day, count(DISTINCT (network, user_id)) AS active,
-                   count(DISTINCT (network, user_id)) FILTER (WHERE kind = 'chat') AS chatters
+    WITH {_activity(s)},
+    act AS (SELECT day, count(DISTINCT member) AS active,
+                   count(DISTINCT member) FILTER (WHERE kind = 'chat') AS chatters
             FROM activity WHERE day BETWEEN $d0 AND $d1 GROUP BY day),
     pts AS (SELECT CAST(floor(ts / {DAY_S}) AS BIGINT) AS day,
                    sum(amount) FILTER (WHERE starts_with(debit, 'treasury:')) AS issued,
@@ -268,9 +283,17 @@ def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: Params) -> list[dict
     return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
 
+def _activity_table(s: Scope) -> tuple[str, Params]:
+    """Fill the temporary table MATERIALIZED with the activity of `s` (a connection's own)."""
+    return f"CREATE OR REPLACE TEMP TABLE {MATERIALIZED} AS {ACTIVITY_SELECT}", s.params()
+
+
 def report(con: duckdb.DuckDBPyConnection, s: Scope) -> dict[str, Any]:
     """Every KPI of `s` on `con` (a snapshot): one dict per single-row KPI, lists of rows
     for the tables."""
+    sql, params = _activity_table(s)
+    con.execute(sql, {k: v for k, v in params.items() if f"${k}" in sql})
+    s = dataclasses.replace(s, materialized=True)
     scope = {"first_day": s.first_day, "last_day": s.last_day}
     out: dict[str, Any] = {"scope": {**scope, "network": s.network, "channel": s.channel}}
     for name, fn in SINGLE.items():
