@@ -58,13 +58,15 @@ ACTIVITY_SELECT = f"""
     SELECT DISTINCT network, channel, user_id, network || chr(31) || user_id AS member,
            CAST(floor(ts / {DAY_S}) AS BIGINT) AS day, kind
     FROM (
-        SELECT network, channel, user_id, ts, kind FROM events WHERE user_id <> ''
+        SELECT network, channel, user_id, ts, kind FROM events_raw WHERE user_id <> ''
         UNION ALL
         SELECT network, channel, substr(credit, length('member:' || network || ':') + 1),
                ts, 'watch' FROM ledger WHERE rule = 'watch' AND starts_with(credit, 'member:'))
     WHERE {_where()}"""
 """Who was active where, on which day, doing what: one row per distinct (network, channel,
-user, day, kind); `member` = network and user id in one value (for counting members)."""
+user, day, kind); `member` = network and user id in one value (for counting members).
+It reads `events_raw`: a re-sent event id is the same event, and DISTINCT drops it (the
+`events` view's per-id window over every event would cost more than all the KPIs)."""
 MATERIALIZED = "kpi_activity"
 """The temporary table `report` fills with ACTIVITY_SELECT once for all KPIs of a scope."""
 
@@ -156,7 +158,7 @@ def tier_upgrades(s: Scope) -> tuple[str, Params]:
     WHERE new_tier > old_tier AND floor(ts / {DAY_S}) BETWEEN $d0 AND $d1
       AND ($net IS NULL OR network = $net)
       AND ($chan IS NULL OR (network, user_id) IN (
-          SELECT (network, user_id) FROM events WHERE channel = $chan))
+          SELECT (network, user_id) FROM events_raw WHERE channel = $chan))
     GROUP BY ALL ORDER BY month"""
     return sql, s.params()
 
@@ -243,8 +245,9 @@ def attendance(s: Scope) -> tuple[str, Params]:
     """Event attendance: per custom action, the distinct members who took it and the
     events, in the period."""
     sql = f"""
-    SELECT action, count(DISTINCT network || chr(31) || user_id) AS members, count(*) AS events
-    FROM events WHERE kind = 'custom' AND user_id <> ''
+    SELECT action, count(DISTINCT network || chr(31) || user_id) AS members,
+           count(DISTINCT network || chr(31) || id) AS events
+    FROM events_raw WHERE kind = 'custom' AND user_id <> ''
       AND floor(ts / {DAY_S}) BETWEEN $d0 AND $d1 AND {_where()}
     GROUP BY action ORDER BY members DESC, action"""
     return sql, s.params()
@@ -307,7 +310,7 @@ def data_days(con: duckdb.DuckDBPyConnection) -> tuple[int, int] | None:
     """The first and last day any event or ledger entry of the snapshot falls on."""
     got = con.execute(
         f"SELECT min(d), max(d) FROM (SELECT floor(ts / {DAY_S}) AS d FROM ledger"
-        f" UNION ALL SELECT floor(ts / {DAY_S}) FROM events)"
+        f" UNION ALL SELECT floor(ts / {DAY_S}) FROM events_raw)"
     ).fetchone()
     if got is None or got[0] is None:
         return None
