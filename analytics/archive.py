@@ -88,7 +88,8 @@ ENTRY_COLUMNS = "id, ts, network, debit, credit, amount, rule, channel"
 NEWEST_FIRST = "entry_ms DESC, entry_seq DESC, pos DESC"
 LOCK_RETRY_S = 0.005
 
-_entries_decoder = msgspec.msgpack.Decoder(list[Entry])
+_entry_rows = msgspec.msgpack.Decoder(list[tuple[str, float, str, str, str, int, str, str]])
+"""The same blobs as rows: engine.ledger.Entry is array_like (its fields in order)."""
 
 
 _file_locks: dict[Path, threading.Lock] = {}
@@ -449,30 +450,28 @@ def _after(entry_id: str, offset: str) -> bool:
 
 def _arrow(log: Sequence[LogEntry]) -> tuple[pa.Table, dict[str, int]]:
     """The Arrow table of every ledger entry in `log` (columns of ARROW_SCHEMA), and how
-    many rows each stream gave."""
+    many rows each stream gave. Entries are decoded as plain tuples (Entry is array_like)
+    and turned into columns at once."""
     counts: dict[str, int] = {}
-    cols: list[list[Any]] = [[] for _ in ARROW_SCHEMA]
-    (c_id, c_ts, c_net, c_deb, c_cred, c_amt, c_rule, c_chan,
-     c_stream, c_eid, c_ms, c_seq, c_pos) = cols  # fmt: skip
+    rows: list[tuple[Any, ...]] = []
+    c_stream: list[str] = []
+    c_eid: list[str] = []
+    c_ms: list[int] = []
+    c_seq: list[int] = []
+    c_pos: list[int] = []
     for x in log:
-        entries = _entries_decoder.decode(x.blob)
+        entries = _entry_rows.decode(x.blob)
         n = len(entries)
         ms, seq = parse_id(x.entry_id)
-        for e in entries:
-            c_id.append(e.id)
-            c_ts.append(e.ts)
-            c_net.append(e.network)
-            c_deb.append(e.debit)
-            c_cred.append(e.credit)
-            c_amt.append(e.amount)
-            c_rule.append(e.rule)
-            c_chan.append(e.channel)
+        rows += entries
         c_stream += [x.stream] * n
         c_eid += [x.entry_id] * n
         c_ms += [ms] * n
         c_seq += [seq] * n
         c_pos += range(n)
         counts[x.stream] = counts.get(x.stream, 0) + n
+    entry_cols: list[Any] = list(zip(*rows, strict=True)) if rows else [()] * 8
+    cols = [*entry_cols, c_stream, c_eid, c_ms, c_seq, c_pos]
     table = pa.Table.from_arrays(
         [pa.array(c, type=f.type) for c, f in zip(cols, ARROW_SCHEMA, strict=True)],
         schema=ARROW_SCHEMA,
