@@ -66,3 +66,19 @@ def test_an_empty_archive_snapshots_to_empty_views(archive: LedgerArchive, tmp_p
     with snapshot.connect(tmp_path / "s") as con:
         assert con.execute("SELECT count(*) FROM members").fetchone() == (0,)
         assert con.execute("SELECT count(*) FROM events").fetchone() == (0,)
+
+
+def test_a_failed_snapshot_leaves_the_latest_one_whole(
+    archive: LedgerArchive, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "snaps"
+    archive.append([log_entry(1, entries("a", 0, 3))])
+    first = snapshot.take(archive, root, now=1_800_000_000.0)
+    archive.append([log_entry(2, entries("a", 3, 2))])
+    monkeypatch.setitem(snapshot.VIEWS, "broken", "SELECT nope FROM ledger")
+    with pytest.raises(duckdb.Error):  # fails after its Parquet files were written
+        snapshot.take(archive, root, now=1_800_000_001.0)
+    assert snapshot.latest(root).id == first.id
+    assert sorted(p.name for p in root.iterdir()) == sorted([".snapshot.lock", "LATEST", first.id])
+    with snapshot.connect(root) as con:
+        assert con.execute("SELECT count(*) FROM ledger").fetchone() == (3,)
