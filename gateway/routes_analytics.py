@@ -21,8 +21,8 @@ from aiohttp import web
 
 from analytics import query, snapshot
 from analytics.intervals import watch_intervals
-from gateway.errors import BadRequest, NotFound, Unavailable
-from gateway.reads import ACCESS, READER, json_response, parse_id, principal_of
+from gateway.errors import BadRequest, NotFound, Unavailable, json_response
+from gateway.reads import ACCESS, READER, parse_id, principal_of
 from gateway.settings import Settings
 
 ROOT = web.AppKey("analytics_root", Path)
