@@ -133,6 +133,8 @@ class Landed:
     tiers: pa.Table
     notices: pa.Table
     rows: dict[str, int]
+    skipped: int = 0
+    """Stream entries that did not decode (poison: dead-lettered by the shards too)."""
 
 
 def _id(entry_id: str) -> tuple[int, int]:
@@ -146,17 +148,24 @@ def land(feed: Sequence[FeedEntry], chat_text: bool) -> Landed:
     tiers: list[list[Any]] = [[] for _ in TIERS_ARROW]
     notes: list[list[Any]] = [[] for _ in NOTICES_ARROW]
     rows: dict[str, int] = {}
+    skipped = 0
     for x in feed:
         n = 0
         blob = x.fields.get(b"e")
-        if blob is not None:
-            n = _events(x, ev.decode_events(blob), chat_text, evs)
-        elif x.stream.rpartition(":")[2] == "notices":
-            n = _notices(x, tiers, notes)
-        # else an ingest entry without events (clock, flush): no row
+        try:
+            if blob is not None:
+                n = _events(x, ev.decode_events(blob), chat_text, evs)
+            elif x.stream.rpartition(":")[2] == "notices":
+                n = _notices(x, tiers, notes)
+            # else an ingest entry without events (clock, flush): no row
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            # an entry the channel shards dead-letter too: never applied, never landed (rows
+            # are appended only once the entry's blob decoded: nothing of it is half in)
+            skipped += 1
+            n = 0
         rows[x.stream] = rows.get(x.stream, 0) + n
     return Landed(_table(evs, EVENTS_ARROW), _table(tiers, TIERS_ARROW),
-                  _table(notes, NOTICES_ARROW), rows)  # fmt: skip
+                  _table(notes, NOTICES_ARROW), rows, skipped)  # fmt: skip
 
 
 def _events(x: FeedEntry, events: list[ev.Event], chat_text: bool, cols: list[list[Any]]) -> int:

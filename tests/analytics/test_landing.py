@@ -73,3 +73,15 @@ def test_chat_text_lands_only_when_configured(tmp_path: Path) -> None:
     archive.create()
     archive.append([], traffic())
     assert archive.scalar("SELECT text FROM events WHERE kind = 'chat'") == "hello"
+
+
+def test_an_entry_that_does_not_decode_is_skipped_not_fatal(tmp_path: Path) -> None:
+    """A poison ingest entry (the channel shards dead-letter it) must not stop the sink."""
+    archive = LedgerArchive(tmp_path / "a.duckdb")
+    archive.create()
+    feed = traffic()
+    poison = FeedEntry(INGEST, "2-5", {b"e": b"\xc1 not msgpack"})
+    got = archive.append([], [*feed[:2], poison, *feed[2:]])
+    assert got.feed_rows == 6
+    assert archive.feed_offsets()[INGEST] == "3-0"
+    assert archive.scalar("SELECT count(*) FROM events") == 3
