@@ -179,6 +179,8 @@ class LedgerSink:
 
     def _flush(self, batch: Batch) -> None:
         done = self.archive.append(batch.log, batch.feed)
+        if done.skipped:
+            log.warning("ledger sink skipped %d stream entries that did not decode", done.skipped)
         with self.r.pipeline(transaction=True) as pipe:
             for stream, ids in batch.ids.items():
                 for i in range(0, len(ids), ACK_CHUNK):

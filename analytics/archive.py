@@ -135,6 +135,8 @@ class Appended:
     offsets: dict[str, str] = field(default_factory=dict)
     feed_rows: int = 0
     """Events and notices landed."""
+    skipped: int = 0
+    """Ingest or notices entries that did not decode (analytics/landing.py)."""
 
 
 @dataclass
@@ -442,6 +444,7 @@ def _append_feed(
         )
         out.offsets[s] = e
     out.feed_rows += sum(got.rows.values())
+    out.skipped += got.skipped
 
 
 def _after(entry_id: str, offset: str) -> bool:
