@@ -34,6 +34,13 @@ class RuntimeConfig(msgspec.Struct, frozen=True, kw_only=True):
     member_cache_max: int = 2_000_000
     archive_path: str = ""
     """The DuckDB ledger archive; "" = none: no ledger sink runs and ledgerlog is never trimmed."""
+    archive_chat_text: bool = False
+    """The ledger sink lands chat messages' text with the events (else NULL)."""
+    snapshot_dir: str = ""
+    """Where the ledger sink writes analytics snapshots (analytics/snapshot.py); "" = none."""
+    snapshot_interval_s: float = 0.0
+    """How often the ledger sink takes a snapshot; 0 = never (only when asked)."""
+    snapshots_kept: int = 3
     trim_interval_s: float = 1.0
     """How often the scheduler trims the streams to what every consumer committed; 0 = never."""
     spend_record_ttl_s: int = 7 * 86_400

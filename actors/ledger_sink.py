@@ -1,7 +1,9 @@
 """The ledger sink: the one writer of the DuckDB ledger archive (analytics/archive.py).
 
-It reads every ledger log stream (`ledgerlog:{m}`) through its own consumer group
-("archive") and lands the entries in the archive in Arrow batches, exactly once: the
+It reads every ledger log stream (`ledgerlog:{m}`), every ingest stream (`ingest:{p}`: the
+accepted events) and the `notices` stream (tier changes, voucher scans, raffle draws, store
+redemptions) through its own consumer group ("archive") and lands their rows in the archive
+in Arrow batches (analytics/landing.py for events and notices), exactly once: the
 archive stores the last stream id per stream in the same DuckDB transaction as the rows,
 and on every (re)start the sink re-reads its pending entries, of which those at or below
 that id are acknowledged without being stored again. After the DuckDB commit it
@@ -23,7 +25,9 @@ import redis
 from actors.config import RuntimeConfig
 from actors.keys import Keys
 from actors.stream import SOCKET_TIMEOUT_S, Entry, ensure_group, parse_id
+from analytics import snapshot
 from analytics.archive import LedgerArchive, LogEntry
+from analytics.landing import FeedEntry
 from engine.ledger import Entry as LedgerEntry
 
 log = logging.getLogger(__name__)
@@ -94,12 +98,18 @@ class LedgerSink:
         self.r = redis.Redis.from_url(
             cfg.redis_url, socket_keepalive=True, socket_timeout=SOCKET_TIMEOUT_S
         )
+        self.ledger_streams = {self.keys.ledgerlog(m) for m in range(cfg.member_shards)}
         self.streams = [self.keys.ledgerlog(m) for m in range(cfg.member_shards)]
+        self.streams += [self.keys.ingest(p) for p in range(cfg.channel_shards)]
+        self.streams.append(self.keys.notices)
         for stream in self.streams:
             ensure_group(self.r, stream, GROUP)
-        self.archive = LedgerArchive(cfg.archive_path)
+        self.archive = LedgerArchive(cfg.archive_path, chat_text=cfg.archive_chat_text)
         self.archive.create()
         self.rows = 0
+        self.feed_rows = 0
+        self.snapshots = 0
+        self.last_snapshot = time.monotonic()
         self.batches = 0
         self.errors = 0
         self.stopping = threading.Event()
@@ -138,7 +148,7 @@ class LedgerSink:
         the archive's offsets decide what is stored and what only acknowledged."""
         start = dict.fromkeys(self.streams, "0")
         while not self.stopping.is_set():
-            batch = Batch()
+            batch = Batch(self.ledger_streams)
             for stream, entries in self._read(start, None):
                 for eid, fields in entries:
                     batch.add(stream, eid, fields)
@@ -151,7 +161,7 @@ class LedgerSink:
     def _follow(self) -> None:
         """New entries, in commits of at most FLUSH_ROWS rows at most every FLUSH_INTERVAL_S."""
         start = dict.fromkeys(self.streams, ">")
-        batch = Batch()
+        batch = Batch(self.ledger_streams)
         last_flush = time.monotonic()
         while not self.stopping.is_set():
             for stream, entries in self._read(start, self.cfg.block_ms):
@@ -162,12 +172,15 @@ class LedgerSink:
             ):
                 last_flush = time.monotonic()
                 self._flush(batch)
-                batch = Batch()
+                batch = Batch(self.ledger_streams)
+            self._maybe_snapshot()
         if batch.ids:
             self._flush(batch)
 
     def _flush(self, batch: Batch) -> None:
-        done = self.archive.append(batch.log)
+        done = self.archive.append(batch.log, batch.feed)
+        if done.skipped:
+            log.warning("ledger sink skipped %d stream entries that did not decode", done.skipped)
         with self.r.pipeline(transaction=True) as pipe:
             for stream, ids in batch.ids.items():
                 for i in range(0, len(ids), ACK_CHUNK):
@@ -175,9 +188,35 @@ class LedgerSink:
                 if stream in done.offsets:
                     pipe.hset(self.keys.offsets, archive_offset_field(stream), done.offsets[stream])
             pipe.hincrby(self.keys.stats, "entries_archived", done.rows)
+            pipe.hincrby(self.keys.stats, "feed_rows_archived", done.feed_rows)
             pipe.execute()
         self.rows += done.rows
+        self.feed_rows += done.feed_rows
         self.batches += 1
+
+    def _maybe_snapshot(self) -> None:
+        """A periodic snapshot, when one is due (between two commits: it reads the archive)."""
+        every = self.cfg.snapshot_interval_s
+        if not (self.cfg.snapshot_dir and every > 0):
+            return
+        if time.monotonic() - self.last_snapshot < every:
+            return
+        self.last_snapshot = time.monotonic()
+        try:
+            self.snapshot()
+        except (snapshot.SnapshotError, OSError):  # the archive itself is fine: keep landing
+            self.errors += 1
+            log.exception("ledger sink could not take the periodic snapshot")
+
+    def snapshot(self) -> dict[str, object]:
+        """Take a snapshot now; its manifest."""
+        if not self.cfg.snapshot_dir:
+            raise ValueError("the ledger sink has no RuntimeConfig.snapshot_dir")
+        man = snapshot.take(
+            self.archive, self.cfg.snapshot_dir, time.time(), self.cfg.snapshots_kept
+        )
+        self.snapshots += 1
+        return {"id": man.id, "rows": man.rows, "path": man.path}
 
     # -- actor methods --------------------------------------------------------------------
     def pid(self) -> int:
@@ -190,6 +229,8 @@ class LedgerSink:
         return {
             "consumer": self.kind,
             "rows": self.rows,
+            "feed_rows": self.feed_rows,
+            "snapshots": self.snapshots,
             "batches": self.batches,
             "errors": self.errors,
             "alive": self.thread.is_alive(),
@@ -202,15 +243,24 @@ class LedgerSink:
 
 
 class Batch:
-    """Stream entries read but not yet archived: their ledger blobs and ids per stream."""
+    """Stream entries read but not yet archived: their ledger blobs, the ingest and notices
+    entries, and the ids per stream."""
 
-    def __init__(self) -> None:
+    def __init__(self, ledger_streams: set[str]) -> None:
+        self.ledger_streams = ledger_streams
         self.log: list[LogEntry] = []
+        self.feed: list[FeedEntry] = []
         self.ids: dict[str, list[bytes]] = {}
         self.rows = 0
 
     def add(self, stream: str, eid: bytes, fields: dict[bytes, bytes] | None) -> None:
         self.ids.setdefault(stream, []).append(eid)
+        if stream not in self.ledger_streams:
+            if fields:  # a deleted pending entry: trimmed, so archived before
+                self.feed.append(FeedEntry(stream, eid.decode(), fields))
+                # events are not decoded here: some 64 bytes of msgpack each, for FLUSH_ROWS
+                self.rows += 1 if b"e" not in fields else max(1, len(fields[b"e"]) // 64)
+            return
         blob = (fields or {}).get(b"l")
         if blob is None:  # a deleted pending entry: trimmed, so archived before
             return

@@ -10,6 +10,7 @@ committed.
     ingest:{p}      group "shards"     offsets[ingest:{p}]
     credits:{m}     group "shards"     offsets[credits:{m}]
     ingest:{p}      group "raffle"     offsets:raffle[ingest:{p}]  (the keyword feed)
+    ingest:{p}      group "archive"    offsets[ingest:{p}|archive] (the sink's events)
     ledgerlog:{m}   group "projector"  offsets[ledgerlog:{m}]
                     group "archive"    offsets[ledgerlog:{m}|archive]
 
@@ -54,7 +55,7 @@ def _field(stream: str, group: str, ledger_log: bool) -> str | None:
         return f"{FEED_GROUP}|{stream}"
     if ledger_log and group == LedgerProjector.group:
         return stream
-    if ledger_log and group == ARCHIVE_GROUP:
+    if group == ARCHIVE_GROUP:  # the ledger sink: ledger logs and accepted events
         return archive_offset_field(stream)
     return None
 

@@ -40,6 +40,7 @@ import duckdb
 import msgspec
 import pyarrow as pa
 
+from analytics.landing import FEED_SCHEMA, FeedEntry, land
 from engine.ledger import Entry
 
 SCHEMA = """
@@ -87,7 +88,8 @@ ENTRY_COLUMNS = "id, ts, network, debit, credit, amount, rule, channel"
 NEWEST_FIRST = "entry_ms DESC, entry_seq DESC, pos DESC"
 LOCK_RETRY_S = 0.005
 
-_entries_decoder = msgspec.msgpack.Decoder(list[Entry])
+_entry_rows = msgspec.msgpack.Decoder(list[tuple[str, float, str, str, str, int, str, str]])
+"""The same blobs as rows: engine.ledger.Entry is array_like (its fields in order)."""
 
 
 _file_locks: dict[Path, threading.Lock] = {}
@@ -131,6 +133,10 @@ class Appended:
 
     rows: int = 0
     offsets: dict[str, str] = field(default_factory=dict)
+    feed_rows: int = 0
+    """Events and notices landed."""
+    skipped: int = 0
+    """Ingest or notices entries that did not decode (analytics/landing.py)."""
 
 
 @dataclass
@@ -156,9 +162,13 @@ class Record:
 class LedgerArchive:
     """The archive file at `path`: `append` (the one writer), `page` and `totals` (readers)."""
 
-    def __init__(self, path: str | Path, lock_timeout_s: float = 30.0) -> None:
+    def __init__(
+        self, path: str | Path, lock_timeout_s: float = 30.0, chat_text: bool = False
+    ) -> None:
         self.path = Path(path)
         self.lock_timeout_s = lock_timeout_s
+        self.chat_text = chat_text
+        """Land chat messages' text with the events (else NULL)."""
 
     # -- connections ----------------------------------------------------------------------
     @contextlib.contextmanager
@@ -236,15 +246,20 @@ class LedgerArchive:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._open(read_only=False) as con:
             con.execute(SCHEMA)
+            con.execute(FEED_SCHEMA)
 
     # -- the writer -----------------------------------------------------------------------
-    def append(self, log: Sequence[LogEntry]) -> Appended:
-        """Store the ledger entries of `log` (stream entries in stream order) exactly once:
-        entries at or below a stream's archived offset are skipped; the rows and the new
-        offsets commit in one transaction."""
+    def append(self, log: Sequence[LogEntry], feed: Sequence[FeedEntry] = ()) -> Appended:
+        """Store the ledger entries of `log` and the events and notices of `feed` (stream
+        entries in stream order) exactly once: entries at or below a stream's archived offset
+        are skipped; the rows and the new offsets commit in one transaction."""
         try:
             with self._open(read_only=False) as con:
-                return _append(con, log)
+                con.execute("BEGIN TRANSACTION")
+                out = _append(con, log)
+                _append_feed(con, feed, self.chat_text, out)
+                con.execute("COMMIT")
+                return out
         except duckdb.Error as err:
             raise ArchiveError(f"archiving {len(log)} ledger log entries failed: {err}") from err
 
@@ -254,6 +269,21 @@ class LedgerArchive:
             if con is None:
                 return {}
             return dict(con.execute("SELECT stream, entry_id FROM archive_offsets").fetchall())
+
+    def feed_offsets(self) -> dict[str, str]:
+        """stream -> the last ingest or notices entry landed."""
+        with self._reader() as con:
+            if con is None:
+                return {}
+            return dict(con.execute("SELECT stream, entry_id FROM feed_offsets").fetchall())
+
+    def scalar(self, sql: str) -> Any:
+        """The first column of the first row of a read-only query (tests, the CLI)."""
+        with self._reader() as con:
+            if con is None:
+                return None
+            got = con.execute(sql).fetchone()
+            return None if got is None else got[0]
 
     def count(self) -> tuple[int, int]:
         """(rows, distinct entry ids)."""
@@ -348,8 +378,7 @@ def ledger_record(archive: LedgerArchive | None, log: Sequence[LogEntry]) -> Rec
 
 
 def _append(con: duckdb.DuckDBPyConnection, log: Sequence[LogEntry]) -> Appended:
-    """LedgerArchive.append on an open read-write connection: one transaction."""
-    con.execute("BEGIN TRANSACTION")
+    """The ledger part of LedgerArchive.append, inside its transaction."""
     done = {
         s: (e, k, n)
         for s, e, k, n in con.execute(
@@ -376,8 +405,46 @@ def _append(con: duckdb.DuckDBPyConnection, log: Sequence[LogEntry]) -> Appended
             )
             out.offsets[s] = e
         out.rows = rows.num_rows
-    con.execute("COMMIT")
     return out
+
+
+def _append_feed(
+    con: duckdb.DuckDBPyConnection, feed: Sequence[FeedEntry], chat_text: bool, out: Appended
+) -> None:
+    """The feed part of LedgerArchive.append, inside its transaction: events, tier changes
+    and notices past each stream's landed offset (analytics/landing.py)."""
+    done = {
+        s: (e, k, n)
+        for s, e, k, n in con.execute(
+            "SELECT stream, entry_id, entries, rows FROM feed_offsets"
+        ).fetchall()
+    }
+    for s, d in done.items():
+        out.offsets[s] = d[0]
+    fresh = [x for x in feed if x.stream not in done or _after(x.entry_id, done[x.stream][0])]
+    if not fresh:
+        return
+    got = land(fresh, chat_text)
+    for name, table in (("events", got.events), ("tier_changes", got.tiers),
+                        ("notices", got.notices)):  # fmt: skip
+        if table.num_rows:
+            con.register("incoming", table)
+            con.execute(f"INSERT INTO {name} SELECT * FROM incoming")
+            con.unregister("incoming")
+    last: dict[str, str] = {}
+    added: dict[str, int] = {}
+    for x in fresh:
+        last[x.stream] = x.entry_id
+        added[x.stream] = added.get(x.stream, 0) + 1
+    for s, e in last.items():
+        _, k, n = done.get(s, ("", 0, 0))
+        con.execute(
+            "INSERT OR REPLACE INTO feed_offsets VALUES (?, ?, ?, ?)",
+            [s, e, k + added[s], n + got.rows.get(s, 0)],
+        )
+        out.offsets[s] = e
+    out.feed_rows += sum(got.rows.values())
+    out.skipped += got.skipped
 
 
 def _after(entry_id: str, offset: str) -> bool:
@@ -386,30 +453,28 @@ def _after(entry_id: str, offset: str) -> bool:
 
 def _arrow(log: Sequence[LogEntry]) -> tuple[pa.Table, dict[str, int]]:
     """The Arrow table of every ledger entry in `log` (columns of ARROW_SCHEMA), and how
-    many rows each stream gave."""
+    many rows each stream gave. Entries are decoded as plain tuples (Entry is array_like)
+    and turned into columns at once."""
     counts: dict[str, int] = {}
-    cols: list[list[Any]] = [[] for _ in ARROW_SCHEMA]
-    (c_id, c_ts, c_net, c_deb, c_cred, c_amt, c_rule, c_chan,
-     c_stream, c_eid, c_ms, c_seq, c_pos) = cols  # fmt: skip
+    rows: list[tuple[Any, ...]] = []
+    c_stream: list[str] = []
+    c_eid: list[str] = []
+    c_ms: list[int] = []
+    c_seq: list[int] = []
+    c_pos: list[int] = []
     for x in log:
-        entries = _entries_decoder.decode(x.blob)
+        entries = _entry_rows.decode(x.blob)
         n = len(entries)
         ms, seq = parse_id(x.entry_id)
-        for e in entries:
-            c_id.append(e.id)
-            c_ts.append(e.ts)
-            c_net.append(e.network)
-            c_deb.append(e.debit)
-            c_cred.append(e.credit)
-            c_amt.append(e.amount)
-            c_rule.append(e.rule)
-            c_chan.append(e.channel)
+        rows += entries
         c_stream += [x.stream] * n
         c_eid += [x.entry_id] * n
         c_ms += [ms] * n
         c_seq += [seq] * n
         c_pos += range(n)
         counts[x.stream] = counts.get(x.stream, 0) + n
+    entry_cols: list[Any] = list(zip(*rows, strict=True)) if rows else [()] * 8
+    cols = [*entry_cols, c_stream, c_eid, c_ms, c_seq, c_pos]
     table = pa.Table.from_arrays(
         [pa.array(c, type=f.type) for c, f in zip(cols, ARROW_SCHEMA, strict=True)],
         schema=ARROW_SCHEMA,

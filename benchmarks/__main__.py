@@ -96,6 +96,10 @@ def parser() -> argparse.ArgumentParser:
                    help="members holding them (at most the tickets)")  # fmt: skip
     p.add_argument("--draw-repeats", type=_positive(int), default=d.draw_repeats,
                    help="timed repetitions of the draw (the best is reported)")  # fmt: skip
+    p.add_argument("--kpis-rows", type=_positive(int), default=d.kpis_rows,
+                   help="ledger rows generated for the kpis scenario's KPI report")  # fmt: skip
+    p.add_argument("--kpis-sink-rows", type=_positive(int), default=d.kpis_sink_rows,
+                   help="rows pushed through the ledger sink's append in the kpis scenario")  # fmt: skip
     p.add_argument("--spend-rate", type=_positive(float), default=d.spend_rate,
                    help="spends/s submitted in the spend scenario")  # fmt: skip
     p.add_argument("--spend-credit-rate", type=_positive(float), default=d.spend_credit_rate,
@@ -152,6 +156,8 @@ def options(args: argparse.Namespace) -> Options:
         draw_tickets=args.draw_tickets,
         draw_members=min(args.draw_members, args.draw_tickets),
         draw_repeats=args.draw_repeats,
+        kpis_rows=args.kpis_rows,
+        kpis_sink_rows=args.kpis_sink_rows,
         spend_rate=args.spend_rate,
         spend_credit_rate=args.spend_credit_rate,
         spend_members=args.spend_members,

@@ -75,6 +75,10 @@ class Options:
     draw_tickets: int = 1_000_000
     draw_members: int = 100_000
     draw_repeats: int = 3
+    kpis_rows: int = 10_000_000
+    """Ledger rows generated for the kpis scenario's KPI report ..."""
+    kpis_sink_rows: int = 1_000_000
+    """... and rows (ledger, then events) pushed through the sink's append."""
     spend_rate: float = 1_000.0
     """Spends/s submitted in the spend scenario ..."""
     spend_credit_rate: float = 20_000.0

@@ -19,6 +19,7 @@ from benchmarks.bench import (
     wait_until,
 )
 from benchmarks.draw import draw_scenario
+from benchmarks.kpis import kpis_scenario
 from benchmarks.overload import overload
 from benchmarks.payouts import payouts
 from benchmarks.plan import Burst, Phase
@@ -432,7 +433,7 @@ SCENARIOS: dict[str, Scenario] = {
         "the chat connector (bot command replies)", ("gateway.connectors", "gateway.bot")
     ),
     "draw": draw_scenario,
-    "kpis": unavailable("analytics", ("analytics.kpis", "analytics.queries")),
+    "kpis": kpis_scenario,
     "batches": batches,
     "spend": spend,
     "payouts": payouts,

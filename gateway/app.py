@@ -48,6 +48,7 @@ from gateway.raffles import add_raffle_routes
 from gateway.reads import ACCESS, READER, Reader, add_routes, parse_id
 from gateway.redis_server import _die_with_parent
 from gateway.routes import payouts, vouchers, wallets
+from gateway.routes_analytics import add_routes as add_analytics_routes
 from gateway.routes_store import setup_store
 from gateway.settings import ApiKey, Settings
 from gateway.spends import SPENDS, install_spends
@@ -440,6 +441,7 @@ def create_app(
     app.router.add_get("/v1/stream", ws_stream)
     app.router.add_post("/v1/members/{user_id}/token", post_member_token)
     add_routes(app)
+    add_analytics_routes(app, settings)
     add_raffle_routes(app, client, keys)
     install_spends(app, settings, redis_url, keys, clock)
     setup_store(app, settings, clock)

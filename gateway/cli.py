@@ -1,5 +1,5 @@
 """The `rally` command line: serve, gateway, demo, audit, status, deadletter, token,
-vouchers, payouts, bench."""
+vouchers, raffle, payouts, analytics, bench."""
 
 from __future__ import annotations
 
@@ -383,6 +383,12 @@ def cmd_payouts(args: argparse.Namespace) -> int:
         return run(args, settings, url, CliError)
 
 
+def cmd_analytics(args: argparse.Namespace) -> int:
+    from gateway.analytics_cli import run
+
+    return run(args, _settings, CliError)
+
+
 def cmd_bench(args: argparse.Namespace, rest: list[str]) -> int:
     from benchmarks.__main__ import main as bench_main
 
@@ -497,6 +503,9 @@ def parser() -> argparse.ArgumentParser:
     from gateway.payout_cli import add_parser as add_payout_parser
 
     add_payout_parser(sub, common)
+    from gateway.analytics_cli import add_parser as add_analytics_parser
+
+    add_analytics_parser(sub, common)
     return p
 
 
@@ -509,7 +518,7 @@ def main(argv: list[str] | None = None) -> int:
         "serve": cmd_serve, "gateway": cmd_gateway, "demo": cmd_demo, "audit": cmd_audit,
         "status": cmd_status, "deadletter": cmd_deadletter, "token": cmd_token,
         "raffle": cmd_raffle,
-        "vouchers": cmd_vouchers, "payouts": cmd_payouts,
+        "vouchers": cmd_vouchers, "payouts": cmd_payouts, "analytics": cmd_analytics,
     }  # fmt: skip
     try:
         return commands[args.command](args)

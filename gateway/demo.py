@@ -146,6 +146,7 @@ async def run_demo(settings: Settings, *, seconds: float, rate: float, batch: in
         )
         for p in report.problems[:20]:
             console.print(f"  [red]{p}[/red]")
+        await loop.run_in_executor(None, _kpi_line, console, settings)
         return 0 if report.ok and counts.accepted > 0 else 1
     finally:
         if poster is not None and not poster.done():
@@ -153,3 +154,24 @@ async def run_demo(settings: Settings, *, seconds: float, rate: float, batch: in
         if runner is not None:
             await runner.cleanup()
         await loop.run_in_executor(None, runtime.stop)
+
+
+def _kpi_line(console: Console, settings: Settings) -> None:
+    """A snapshot and one line of KPIs; a failure here only prints a note."""
+    from analytics import snapshot
+    from analytics.archive import ArchiveError
+    from analytics.query import kpi_report
+
+    try:
+        snapshot.take(LedgerArchive(settings.archive_path()), settings.snapshot_dir(),
+                      time.time(), settings.analytics.snapshots_kept)  # fmt: skip
+        rep = kpi_report(settings.snapshot_dir())
+    except (snapshot.SnapshotError, ArchiveError, OSError) as err:
+        console.print(f"[yellow]analytics snapshot skipped[/yellow]: {err}")
+        return
+    a, p = rep["active"], rep["points"]
+    console.print(
+        f"analytics: DAU {a['dau_last_day']:,}, chat MAU {rep['chat']['chat_mau']:,}, "
+        f"points issued {p['issued']:,}, outstanding {p['outstanding']:,} "
+        "(rally analytics kpis --config ... for the rest)"
+    )

@@ -143,6 +143,14 @@ class AnalyticsSettings(_Section):
     archive: str = ""
     """The DuckDB ledger archive (the ledger of record once ledgerlog is trimmed); a path
     relative to data_dir, or absolute; "" = analytics/ledger.duckdb."""
+    chat_text: bool = False
+    """Land chat messages' text in the archive's events (else only kind, channel, member, time)."""
+    snapshots: str = ""
+    """Where snapshots go; relative to data_dir, or absolute; "" = analytics/snapshots."""
+    snapshot_interval_s: float = Field(default=3_600.0, ge=0)
+    """How often the ledger sink takes a snapshot; 0 = only `rally analytics snapshot`."""
+    snapshots_kept: int = Field(default=3, ge=1, le=1_000)
+    """How many snapshots are kept (the oldest are deleted)."""
 
 
 class SpendSettings(_Section):
@@ -421,6 +429,10 @@ class Settings(_Section):
         """The DuckDB ledger archive file."""
         return Path(self.data_dir) / (self.analytics.archive or "analytics/ledger.duckdb")
 
+    def snapshot_dir(self) -> Path:
+        """Where analytics snapshots go."""
+        return Path(self.data_dir) / (self.analytics.snapshots or "analytics/snapshots")
+
     def runtime(self, redis_url: str) -> RuntimeConfig:
         """The plain values the actors run with."""
         lim = self.limits
@@ -440,6 +452,10 @@ class Settings(_Section):
             streak_rollover=self.clock.streak_rollover,
             member_cache_max=lim.member_cache_max,
             archive_path=str(self.archive_path().resolve()),
+            archive_chat_text=self.analytics.chat_text,
+            snapshot_dir=str(self.snapshot_dir().resolve()),
+            snapshot_interval_s=self.analytics.snapshot_interval_s,
+            snapshots_kept=self.analytics.snapshots_kept,
             trim_interval_s=lim.trim_interval_s,
             spend_record_ttl_s=self.spend.record_ttl_s,
             rules=self.rulebook().to_builtins(),

@@ -16,6 +16,7 @@ from actors.client import LedgerSinkActor, RallyClient
 from actors.keys import Keys
 from actors.ledger_sink import CONSUMER, GROUP, archive_offset_field
 from actors.stream import ensure_group
+from analytics import snapshot
 from analytics.archive import LedgerArchive, LogEntry
 from engine.member import state_decoder
 from engine.rules import RuleBook
@@ -47,7 +48,9 @@ def archive_path(tmp_path: Path) -> Path:
 def test_sink_kill9_under_load_stores_every_entry_once(
     ray_cluster: None, redis_server, namespace: str, archive_path: Path
 ) -> None:
-    cfg = make_cfg(redis_server.url, namespace, archive_path=str(archive_path))
+    snaps = archive_path.parent / "snapshots"
+    cfg = make_cfg(redis_server.url, namespace, archive_path=str(archive_path),
+                   snapshot_dir=str(snaps), snapshot_interval_s=0.5)  # fmt: skip
     client = RallyClient(cfg).start(scheduler=False)
     r = redis.Redis.from_url(redis_server.url)
     keys = Keys(namespace)
@@ -66,6 +69,31 @@ def test_sink_kill9_under_load_stores_every_entry_once(
         report = audit(r, keys, RuleBook({}), LedgerArchive(archive_path))
         assert report.ok, report.problems
         assert report.entries == report.archived == total
+        # the accepted events and the tier changes landed beside the ledger, once each
+        sent = [e for b in batches for e in b]
+        arch = LedgerArchive(archive_path)
+        assert arch.scalar("SELECT count(*) FROM events") == len(sent)
+        assert arch.scalar("SELECT count(DISTINCT stream || entry_id || pos) FROM events") == len(
+            sent
+        )
+        assert arch.scalar("SELECT count(DISTINCT id) FROM events") == len({e.id for e in sent})
+        assert arch.scalar("SELECT count(*) FROM events WHERE text IS NOT NULL") == 0
+        tiers = [f for _, f in r.xrange(keys.notices) if b"tier" in f]
+        poll(lambda: arch.scalar("SELECT count(*) FROM tier_changes") == len(tiers),
+             what="every tier change landed")  # fmt: skip
+        assert len(tiers) > 0
+        assert arch.scalar(
+            "SELECT count(*) FROM (SELECT DISTINCT network, user_id, new_tier FROM tier_changes)"
+        ) == len(tiers)
+        # the sink snapshots periodically; a snapshot taken now covers everything
+        poll(lambda: (snaps / "LATEST").exists(), what="a periodic snapshot")
+        before = snapshot.latest(snaps).id
+        poll(lambda: snapshot.latest(snaps).id != before, what="a snapshot after the drain")
+        with snapshot.connect(snaps) as con:
+            assert con.execute("SELECT count(*) FROM ledger").fetchone() == (total,)
+            assert con.execute("SELECT count(*) FROM events").fetchone() == (
+                len({e.id for e in sent}),
+            )
     finally:
         client.stop()
 

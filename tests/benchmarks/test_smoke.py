@@ -26,6 +26,7 @@ TINY = [
     "--memory-members", "1000", "--soak-seconds", "4", "--soak-sample", "1", "--soak-warmup", "1",
     "--overload-seconds", "3", "--overload-lag", "0.5",
     "--draw-tickets", "20000", "--draw-members", "2000", "--draw-repeats", "1",
+    "--kpis-rows", "20000", "--kpis-sink-rows", "10000",
     "--spend-rate", "50", "--spend-credit-rate", "400", "--spend-members", "20",
     "--payouts", "200", "--payout-batch", "50",
 ]  # fmt: skip

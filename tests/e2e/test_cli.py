@@ -132,3 +132,4 @@ def test_demo_runs_and_audits_clean(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "audit passed" in done.stdout
     assert "Top members of demo" in done.stdout
+    assert "analytics: DAU" in done.stdout  # a snapshot taken, its KPIs read

@@ -43,6 +43,7 @@ SPECIAL: dict[str, Any] = {
     "redis.url": "redis://elsewhere:6380/0",
     "ray.address": "auto",
     "analytics.archive": "other/ledger.duckdb",
+    "analytics.snapshots": "other/snapshots",
     "auth.token_secret": "another-token-secret-0123456789",
     "auth.public_networks": ["acme"],
     "api_keys.1.networks": ["acme"],

@@ -1,0 +1,249 @@
+"""Snapshots analysts open while the engine writes: Parquet by day, a read-only DuckDB file.
+
+A snapshot is a directory `{root}/{id}/`:
+
+    ledger/day=YYYY-MM-DD/*.parquet        every archived ledger entry (day: UTC day of ts)
+    events/day=.../*.parquet               every accepted event
+    tier_changes/day=.../*.parquet         every tier change
+    notices/day=.../*.parquet              voucher scans, raffle draws, store notices
+    snapshot.duckdb                        views over the Parquet files (VIEWS below)
+    manifest.json                          what it covers: the archive offsets of every
+                                           stream (ledger and feed), rows per table, time
+
+It is written under a temporary name (`{root}/.tmp-{id}`) and renamed into place when
+complete, and only then does `{root}/LATEST` (replaced atomically) name it: a reader never
+sees half a snapshot. Readers open snapshot.duckdb read-only; it holds nothing but views,
+so any number of analysts may keep it open, and the archive's writer never waits for them
+(the export itself reads the archive in one transaction, as any archive reader does).
+The newest `kept` snapshots are kept; older ones are deleted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import duckdb
+
+from analytics.archive import ArchiveError, LedgerArchive
+
+TABLES = ("ledger", "events", "tier_changes", "notices")
+DAY = "strftime(make_timestamp(CAST(ts * 1000000 AS BIGINT)), '%Y-%m-%d')"
+
+VIEWS = {
+    # the first row of each event id: an id re-sent in a later batch was acknowledged twice
+    "events": """
+        SELECT * EXCLUDE (rn) FROM (
+            SELECT *, row_number() OVER (PARTITION BY network, id
+                                         ORDER BY entry_ms, entry_seq, pos) AS rn
+            FROM events_raw) WHERE rn = 1""",
+    "members": """
+        WITH acct AS (
+            SELECT network, credit AS account, amount, ts,
+                   starts_with(debit, 'treasury:') AS earned FROM ledger
+            UNION ALL
+            SELECT network, debit, -amount, ts, false FROM ledger),
+        m AS (
+            SELECT network, substr(account, length('member:' || network || ':') + 1) AS user_id,
+                   sum(amount) AS balance,
+                   sum(amount) FILTER (WHERE earned) AS lifetime_points,
+                   min(ts) AS first_ts, max(ts) AS last_ts
+            FROM acct WHERE starts_with(account, 'member:') GROUP BY ALL),
+        e AS (
+            SELECT network, user_id, min(ts) AS first_ts, max(ts) AS last_ts
+            FROM events WHERE user_id <> '' GROUP BY ALL),
+        t AS (
+            SELECT network, user_id, arg_max(new_tier, ts) AS tier
+            FROM tier_changes GROUP BY ALL)
+        SELECT coalesce(m.network, e.network) AS network,
+               coalesce(m.user_id, e.user_id) AS user_id,
+               coalesce(m.balance, 0) AS balance,
+               coalesce(m.lifetime_points, 0) AS lifetime_points,
+               coalesce(t.tier, 0) AS tier,
+               least(m.first_ts, e.first_ts) AS joined_ts,
+               greatest(m.last_ts, e.last_ts) AS last_ts
+        FROM m FULL JOIN e USING (network, user_id)
+        LEFT JOIN t ON t.network = coalesce(m.network, e.network)
+                   AND t.user_id = coalesce(m.user_id, e.user_id)""",
+    "channels": """
+        WITH ev AS (
+            SELECT network, channel, count(*) AS events,
+                   count(DISTINCT user_id) FILTER (WHERE user_id <> '') AS members,
+                   min(ts) AS first_ts, max(ts) AS last_ts
+            FROM events GROUP BY ALL),
+        pts AS (
+            SELECT network, channel, sum(amount) AS points_issued
+            FROM ledger WHERE starts_with(debit, 'treasury:') AND channel <> '' GROUP BY ALL)
+        SELECT network, channel, coalesce(ev.events, 0) AS events,
+               coalesce(ev.members, 0) AS members,
+               coalesce(pts.points_issued, 0) AS points_issued, first_ts, last_ts
+        FROM ev FULL JOIN pts USING (network, channel)""",
+    "spends": """
+        SELECT * FROM ledger WHERE starts_with(debit, 'member:')""",
+    "store_redemptions": """
+        SELECT ts, network, json_extract_string(body, '$.user_id') AS user_id,
+               json_extract_string(body, '$.item') AS item,
+               json_extract_string(body, '$.id') AS redemption,
+               body FROM notices WHERE kind = 'item_redeemed'""",
+    "raffle_entries": """
+        SELECT * FROM ledger WHERE rule IN ('raffle_ticket', 'raffle_entry')""",
+    "raffle_draws": """
+        SELECT ts, network, json_extract_string(body, '$.raffle') AS raffle,
+               json_extract_string(body, '$.channel') AS channel,
+               json_extract(body, '$.winners') AS winners,
+               CAST(json_extract(body, '$.prize_points') AS BIGINT) AS prize_points
+        FROM notices WHERE kind = 'raffle_drawn'""",
+    "voucher_scans": """
+        SELECT ts, network, user_id, json_extract_string(body, '$.code_id') AS code_id,
+               json_extract_string(body, '$.batch') AS batch,
+               CAST(json_extract(body, '$.points') AS BIGINT) AS points,
+               json_extract_string(body, '$.item') AS item
+        FROM notices WHERE kind = 'voucher_scanned'""",
+}
+"""Views over the base tables (ledger, events_raw, tier_changes, notices)."""
+
+
+class SnapshotError(Exception):
+    """No snapshot could be taken or opened."""
+
+
+class NoSnapshot(SnapshotError):
+    """No snapshot has been taken yet."""
+
+
+@dataclass
+class Manifest:
+    id: str
+    taken_at: float
+    offsets: dict[str, str] = field(default_factory=dict)
+    """stream -> the last entry the snapshot covers (ledger logs, ingest logs, notices)."""
+    rows: dict[str, int] = field(default_factory=dict)
+    path: str = ""
+
+
+@contextlib.contextmanager
+def _exclusive(root: Path) -> Iterator[None]:
+    """One snapshot at a time per root (the sink's periodic ones, `rally analytics snapshot`)."""
+    fd = os.open(root / ".snapshot.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def take(archive: LedgerArchive, root: str | Path, now: float, kept: int = 3) -> Manifest:
+    """Export the archive as a new snapshot under `root`, make it the latest, keep `kept`."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    with _exclusive(root):
+        sid = (
+            time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f"-{int(now * 1e6) % 1_000_000:06d}"
+        )
+        final = (root / sid).resolve()
+        tmp = root / f".tmp-{sid}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        try:
+            man = _export(archive, tmp, final, sid, now)
+            (tmp / "manifest.json").write_text(json.dumps(asdict(man), indent=1))
+            os.rename(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        _write_atomic(root / "LATEST", sid)
+        _prune(root, kept)
+        return man
+
+
+def _export(archive: LedgerArchive, tmp: Path, final: Path, sid: str, now: float) -> Manifest:
+    man = Manifest(id=sid, taken_at=now, path=str(final))
+    empty: dict[str, str] = {}
+    try:
+        with archive._reader() as con:
+            if con is None:
+                raise NoSnapshot(f"the archive {archive.path} does not exist yet")
+            con.execute("BEGIN TRANSACTION")
+            for table in ("archive_offsets", "feed_offsets"):
+                man.offsets.update(
+                    dict(con.execute(f"SELECT stream, entry_id FROM {table}").fetchall())
+                )
+            for table in TABLES:
+                n = con.execute(f"SELECT count(*) FROM {table}").fetchone()
+                man.rows[table] = int(n[0]) if n else 0
+                if man.rows[table]:
+                    con.execute(
+                        f"COPY (SELECT *, {DAY} AS day FROM {table}) TO '{tmp / table}'"
+                        " (FORMAT parquet, PARTITION_BY (day), COMPRESSION zstd)"
+                    )
+                else:  # no Parquet to read: an empty table of the same columns in the file
+                    cols = con.execute(f"DESCRIBE {table}").fetchall()
+                    empty[table] = ", ".join(f'"{c[0]}" {c[1]}' for c in cols) + ", day DATE"
+            con.execute("COMMIT")
+    except duckdb.Error as err:
+        raise SnapshotError(f"exporting the archive failed: {err}") from err
+    except ArchiveError as err:
+        raise SnapshotError(str(err)) from err
+    # DuckDB binds a view when it is created: its Parquet files must be found under the
+    # final path by then. That path is a symbolic link to the temporary directory while the
+    # views are made (nothing names the snapshot yet: LATEST is written after the rename).
+    os.symlink(tmp.resolve(), final)
+    db = duckdb.connect(str(tmp / "snapshot.duckdb"))
+    try:
+        for table in TABLES:
+            name = "events_raw" if table == "events" else table
+            if table in empty:
+                db.execute(f"CREATE TABLE {name} ({empty[table]})")
+            else:
+                glob = final / table / "*" / "*.parquet"
+                db.execute(
+                    f"CREATE VIEW {name} AS SELECT * FROM read_parquet('{glob}',"
+                    " hive_partitioning = true)"
+                )
+        for name, sql in VIEWS.items():
+            db.execute(f"CREATE VIEW {name} AS {sql}")
+        db.execute("CREATE TABLE manifest AS SELECT ? AS id, ? AS taken_at", [sid, now])
+    finally:
+        db.close()
+        os.unlink(final)
+    return man
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _prune(root: Path, kept: int) -> None:
+    done = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    for old in done[: max(0, len(done) - max(1, kept))]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def latest(root: str | Path) -> Manifest:
+    """The manifest of the latest snapshot under `root`; NoSnapshot if none."""
+    root = Path(root)
+    try:
+        sid = (root / "LATEST").read_text().strip()
+        raw = json.loads((root / sid / "manifest.json").read_text())
+    except FileNotFoundError as err:
+        raise NoSnapshot(f"no analytics snapshot under {root} yet") from err
+    return Manifest(**raw)
+
+
+def connect(root: str | Path) -> duckdb.DuckDBPyConnection:
+    """A read-only connection to the latest snapshot (views: members, ledger, events,
+    channels, tier_changes, notices and the spending tables)."""
+    man = latest(root)
+    try:
+        return duckdb.connect(str(Path(man.path) / "snapshot.duckdb"), read_only=True)
+    except duckdb.Error as err:
+        raise SnapshotError(f"cannot open snapshot {man.id}: {err}") from err

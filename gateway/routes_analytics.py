@@ -1,0 +1,102 @@
+"""Analytics routes, served from the latest snapshot (analytics/snapshot.py):
+
+    GET /v1/analytics/kpis?network=&channel=&from=&to=    every KPI of the scope
+    GET /v1/analytics/channels/{channel}?network=&from=&to=  the channel's row and its KPIs
+
+Authenticated like the channel reads, by an API key covering the network (public networks
+included: analytics are never public). No snapshot yet: 404 `no_snapshot`; a snapshot that
+cannot be read: 503. `from`/`to` are UTC days (YYYY-MM-DD); by default the 30 days ending
+on the newest day holding data. DuckDB runs in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from analytics import query, snapshot
+from analytics.intervals import watch_intervals
+from gateway.errors import BadRequest, NotFound, Unavailable, json_response
+from gateway.reads import ACCESS, READER, parse_id, principal_of
+from gateway.settings import Settings
+
+ROOT = web.AppKey("analytics_root", Path)
+INTERVALS = web.AppKey("analytics_intervals", tuple)
+
+
+def _day(query_: Mapping[str, str], name: str) -> int | None:
+    text = query_.get(name)
+    if not text:
+        return None
+    try:
+        return (dt.date.fromisoformat(text) - dt.date(1970, 1, 1)).days
+    except ValueError:
+        raise BadRequest(f"{name} must be a day YYYY-MM-DD, got {text!r}", field=name) from None
+
+
+def _network(request: web.Request) -> str:
+    network = request.app[READER].network_of(request.query)
+    request.app[ACCESS].channel(principal_of(request), network)
+    return network
+
+
+async def _report(request: web.Request, network: str, channel: str | None) -> dict[str, Any]:
+    first, last = _day(request.query, "from"), _day(request.query, "to")
+    root = request.app[ROOT]
+    try:
+        return await asyncio.to_thread(
+            query.kpi_report, root, first, last, network, channel, request.app[INTERVALS]
+        )
+    except snapshot.NoSnapshot as err:
+        raise NotFound(str(err), code="no_snapshot") from None
+    except query.QueryRefused as err:
+        raise BadRequest(str(err), field="from") from None
+    except snapshot.SnapshotError as err:
+        raise Unavailable(
+            f"the analytics snapshot cannot be read: {err}", retry_after_s=5
+        ) from None
+
+
+async def get_kpis(request: web.Request) -> web.Response:
+    network = _network(request)
+    channel = request.query.get("channel")
+    rep = await _report(request, network, parse_id(channel, "channel") if channel else None)
+    return json_response(rep)
+
+
+async def get_channel(request: web.Request) -> web.Response:
+    network = _network(request)
+    channel = parse_id(request.match_info["channel"], "channel")
+    rep = await _report(request, network, channel)
+    try:
+        row = await asyncio.to_thread(_channel_row, request.app[ROOT], network, channel)
+    except snapshot.SnapshotError as err:
+        raise Unavailable(
+            f"the analytics snapshot cannot be read: {err}", retry_after_s=5
+        ) from None
+    if row is None:
+        raise NotFound(f"no channel {channel!r} in network {network!r} in the snapshot",
+                       field="channel")  # fmt: skip
+    return json_response({"channel": row, "kpis": rep})
+
+
+def _channel_row(root: Path, network: str, channel: str) -> dict[str, Any] | None:
+    with snapshot.connect(root) as con:
+        cur = con.execute(
+            "SELECT * FROM channels WHERE network = ? AND channel = ?", [network, channel]
+        )
+        names = [d[0] for d in cur.description or []]
+        got = cur.fetchone()
+    return None if got is None else dict(zip(names, got, strict=True))
+
+
+def add_routes(app: web.Application, settings: Settings) -> None:
+    app[ROOT] = settings.snapshot_dir()
+    app[INTERVALS] = watch_intervals(settings.rulebook())
+    app.router.add_get("/v1/analytics/kpis", get_kpis)
+    app.router.add_get("/v1/analytics/channels/{channel}", get_channel)
