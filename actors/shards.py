@@ -55,6 +55,7 @@ from engine.member import (
     state_decoder,
     state_encoder,
 )
+from engine.migration import retier
 from engine.reference import credit_key, event_key
 from engine.routing import shard_of
 from engine.rules import EarnRules, NetworkRules, RuleBook
@@ -654,7 +655,14 @@ class MemberShard(StreamShard):
             if before is not None:
                 spent.records.append((rkey, Record(b"", replay(before, t)), sp.reply_to))
                 continue
-            result, entry = apply_transfer(self.members[nu], t)
+            state = self.members[nu]
+            result, entry = apply_transfer(state, t)
+            if t.lifetime and result.ok:
+                tiers = self.book.network(t.network).tiers
+                change = retier(state, t.network, t.user_id, tiers, t.ts)
+                changed.add(nu)
+                if change is not None:
+                    out.tier_changes.append(change)
             record = Record(digest(t), result)
             known[rkey] = record
             spent.records.append((rkey, record, sp.reply_to))
