@@ -102,6 +102,8 @@ def parser() -> argparse.ArgumentParser:
                    help="events/s offered for crediting while the spend scenario spends")  # fmt: skip
     p.add_argument("--spend-members", type=_positive(int), default=d.spend_members,
                    help="members who spend in the spend scenario")  # fmt: skip
+    p.add_argument("--import-members", type=_positive(int), default=d.import_members,
+                   help="opening balances imported by the import scenario")  # fmt: skip
     p.add_argument(
         "--url", help="benchmark a running Rallypoint at this URL instead of starting one"
     )
@@ -151,6 +153,7 @@ def options(args: argparse.Namespace) -> Options:
         spend_rate=args.spend_rate,
         spend_credit_rate=args.spend_credit_rate,
         spend_members=args.spend_members,
+        import_members=args.import_members,
         url=args.url,
         runtime=args.runtime,
         config=args.config,

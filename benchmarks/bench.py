@@ -80,6 +80,8 @@ class Options:
     spend_credit_rate: float = 20_000.0
     """... while this many events/s are offered for crediting."""
     spend_members: int = 1_000
+    import_members: int = 1_000_000
+    """Opening balances imported by the import scenario (`rally import`)."""
     url: str | None = None
     runtime: Path | None = None
     config: Path | None = None

@@ -19,6 +19,7 @@ from benchmarks.bench import (
     wait_until,
 )
 from benchmarks.draw import draw_scenario
+from benchmarks.migration import import_scenario
 from benchmarks.overload import overload
 from benchmarks.plan import Burst, Phase
 from benchmarks.report import SMOOTH_SAMPLES, smooth
@@ -434,6 +435,7 @@ SCENARIOS: dict[str, Scenario] = {
     "kpis": unavailable("analytics", ("analytics.kpis", "analytics.queries")),
     "batches": batches,
     "spend": spend,
+    "import": import_scenario,
     "soak": soak,
     "watch-tick": watch_tick,
 }
