@@ -27,10 +27,26 @@ class EarnRules(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     raid_points_per_viewer: int = 0
     welcome_points: int = 100
     ignore: frozenset[str] = frozenset()
+    attendance_min_s: int = 900
+    """Presence during one live stream that earns `attendance_points` (engine/attendance.py)."""
+    attendance_points: int = 0
+    """0: no attendance reward."""
+    attendance_milestones_s: tuple[int, ...] = (1_800, 3_600, 5_400)
+    attendance_milestone_points: tuple[int, ...] = (0, 0, 0)
+    """Points for reaching each of `attendance_milestones_s` (same length)."""
 
     def __post_init__(self) -> None:
         if self.watch_interval_s <= 0:
             raise ValueError("watch_interval_s must be positive")
+        if len(self.attendance_milestones_s) != len(self.attendance_milestone_points):
+            raise ValueError(
+                "attendance_milestones_s and attendance_milestone_points differ in length"
+            )
+        if self.attendance_min_s <= 0 or any(s <= 0 for s in self.attendance_milestones_s):
+            raise ValueError("attendance_min_s and attendance_milestones_s must be positive")
+        for name in ("attendance_milestones_s", "attendance_milestone_points"):
+            if any(v < 0 for v in getattr(self, name)):
+                raise ValueError(f"{name} must not be negative")
         for name in self.__struct_fields__:
             value = getattr(self, name)
             if isinstance(value, int) and value < 0:
