@@ -23,6 +23,9 @@ import redis
 from actors.config import RuntimeConfig
 from actors.keys import Keys
 from actors.trim import trim_streams
+from engine.member import DAY_S, state_decoder
+from engine.rules import RuleBook, StreakRules
+from engine.streak import at_risk, first_due, notice, notice_encoder
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +66,49 @@ end
 redis.call('DEL', lease)
 return 1
 """
+
+
+RISK_NOTICES = r"""
+local done, notices, ttl = KEYS[1], KEYS[2], ARGV[1]
+local n = 0
+for i = 2, #ARGV, 2 do
+  if redis.call('SADD', done, ARGV[i]) == 1 then
+    redis.call('XADD', notices, 'MAXLEN', '~', 100000, '*', 'streak_at_risk', ARGV[i + 1])
+    n = n + 1
+  end
+end
+redis.call('EXPIRE', done, ttl)
+return n
+"""
+"""KEYS: the day's set of members notified, notices; ARGV: ttl, then (user, notice) pairs.
+A member already in the set is skipped, so a job re-run after a crash notifies nobody twice."""
+RISK_SCAN_COUNT = 2_000
+
+
+def streak_risk_notices(
+    r: redis.Redis, keys: Keys, network: str, rules: StreakRules, today: int
+) -> int:
+    """Append a `streak_at_risk` notice for every member of `network` at risk `today`
+    (engine/streak.py), once per member and day; returns how many were appended."""
+    script = r.register_script(RISK_NOTICES)
+    done = keys.k("streakrisk", network, str(today))
+    prefix = f"{network}:"
+    sent = 0
+    batch: list[bytes | str] = []
+    for raw_key, raw in r.hscan_iter(keys.mstate, match=f"{network}:*", count=RISK_SCAN_COUNT):
+        nu = raw_key.decode()
+        if not nu.startswith(prefix):
+            continue
+        state = state_decoder.decode(raw)
+        if at_risk(state, today, rules):
+            user = nu[len(prefix) :]
+            batch += [user, notice_encoder.encode(notice(network, user, state, today))]
+        if len(batch) >= 2 * RISK_SCAN_COUNT:
+            sent += int(script(keys=[done, keys.notices], args=[2 * DAY_S, *batch]))
+            batch = []
+    if batch:
+        sent += int(script(keys=[done, keys.notices], args=[2 * DAY_S, *batch]))
+    return sent
 
 
 class JobStore:
@@ -141,6 +187,7 @@ class Scheduler:
             "incr": self._incr,
             "trim": self._trim,
             "raffle_close": self._raffle_close,
+            "streak_risk": self._streak_risk,
         }
         self.handlers.update(handlers or {})
         self.runs = 0
@@ -158,6 +205,14 @@ class Scheduler:
         if self.cfg.trim_interval_s > 0:
             job = Job("system:trim", "trim", self.cfg.trim_interval_s)
             self.store.add(job, now + self.cfg.trim_interval_s)
+        book = RuleBook.from_builtins(self.cfg.rules)
+        for network, rules in sorted(book.networks.items()):
+            job_id = f"system:streak_risk:{network}"
+            if rules.streak.at_risk_min_days <= 0:
+                self.store.remove(job_id)
+                continue
+            job = Job(job_id, "streak_risk", DAY_S, {"network": network})
+            self.store.add(job, first_due(now, rules.streak))
 
     def run_due(self, now: float | None = None) -> int:
         """Claim and run every due job once; returns how many ran."""
@@ -199,6 +254,12 @@ class Scheduler:
         """Retired: member shards roll streaks over on their watermark. A deployment that
         still has the job drops it."""
         self.store.remove(job.id)
+
+    def _streak_risk(self, job: Job, due: float) -> None:
+        """Notices for the network's members whose streak is at risk on the day of `due`."""
+        network = str(job.payload["network"])
+        rules = RuleBook.from_builtins(self.cfg.rules).network(network).streak
+        streak_risk_notices(self.r, self.keys, network, rules, int(due // DAY_S))
 
     def _trim(self, job: Job, due: float) -> None:
         trim_streams(self.r, self.keys, self.cfg)

@@ -86,6 +86,17 @@ class StreakRules(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     points_per_day: int = 5
     cap_days: int = 30
     divisor: int = 10
+    at_risk_min_days: int = 3
+    """Members with a streak this long get a `streak_at_risk` notice (engine/streak.py);
+    0 = no notices."""
+    at_risk_hour_utc: int = 20
+    """... when they have not been active by this hour (UTC) of the day."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.at_risk_hour_utc <= 23:
+            raise ValueError("at_risk_hour_utc must be 0-23")
+        if self.at_risk_min_days < 0:
+            raise ValueError("at_risk_min_days must not be negative")
 
     def bonus(self, streak: int) -> int:
         return -(-self.points_per_day * min(streak, self.cap_days) // self.divisor)
