@@ -23,8 +23,10 @@ import redis
 from actors.config import RuntimeConfig
 from actors.keys import Keys
 from actors.trim import trim_streams
+from engine import weekly
 from engine.member import DAY_S, state_decoder
-from engine.rules import RuleBook, StreakRules
+from engine.rules import RuleBook, StreakRules, WeeklyRules
+from engine.spend import Transfer
 from engine.streak import at_risk, first_due, notice, notice_encoder
 
 log = logging.getLogger(__name__)
@@ -111,6 +113,53 @@ def streak_risk_notices(
     return sent
 
 
+BONUS_WINDOW = 5_000
+BONUS_TIMEOUT_S = 120.0
+
+
+def pay_weekly_bonus(
+    r: redis.Redis, keys: Keys, cfg: RuntimeConfig, network: str, rules: WeeklyRules, due: float
+) -> tuple[int, int]:
+    """Credit every member of `network` their bonus for the week paid at `due` (engine/
+    weekly.py) through the spend path, keyed by the week: a re-run pays nobody twice.
+    Returns (members paid, points)."""
+    from actors.spend import SyncSpendClient
+
+    week = weekly.week_paid_at(due, rules)
+    prefix = f"{network}:"
+    client = SyncSpendClient(r, keys, cfg.member_shards, timeout_s=BONUS_TIMEOUT_S)
+    paid = points = 0
+    batch: list[Transfer] = []
+
+    def flush() -> None:
+        nonlocal paid, points
+        for t, res in zip(batch, client.submit_many(batch), strict=True):
+            if res.ok:
+                paid += 1
+                points += t.amount
+        batch.clear()
+
+    try:
+        for raw_key, raw in r.hscan_iter(keys.mstate, match=f"{network}:*", count=RISK_SCAN_COUNT):
+            nu = raw_key.decode()
+            if not nu.startswith(prefix):
+                continue
+            b = weekly.breakdown(state_decoder.decode(raw), week, rules)
+            if b.bonus_points > 0:
+                batch.append(Transfer(
+                    f"weekly:{week}", network, nu[len(prefix):], b.bonus_points, "credit",
+                    f"bonus:{network}", weekly.RULE, ref=str(week), ts=due,
+                ))  # fmt: skip
+            if len(batch) >= BONUS_WINDOW:
+                flush()
+        if batch:
+            flush()
+    finally:
+        client.close()
+    log.info("weekly_bonus network=%s week=%d paid=%d points=%d", network, week, paid, points)
+    return paid, points
+
+
 class JobStore:
     """The jobs in Redis: add, claim, complete."""
 
@@ -188,6 +237,7 @@ class Scheduler:
             "trim": self._trim,
             "raffle_close": self._raffle_close,
             "streak_risk": self._streak_risk,
+            "weekly_bonus": self._weekly_bonus,
         }
         self.handlers.update(handlers or {})
         self.runs = 0
@@ -210,9 +260,15 @@ class Scheduler:
             job_id = f"system:streak_risk:{network}"
             if rules.streak.at_risk_min_days <= 0:
                 self.store.remove(job_id)
+            else:
+                job = Job(job_id, "streak_risk", DAY_S, {"network": network})
+                self.store.add(job, first_due(now, rules.streak))
+            bonus_id = f"system:weekly_bonus:{network}"
+            if rules.weekly.bonus_points <= 0:
+                self.store.remove(bonus_id)
                 continue
-            job = Job(job_id, "streak_risk", DAY_S, {"network": network})
-            self.store.add(job, first_due(now, rules.streak))
+            job = Job(bonus_id, "weekly_bonus", weekly.WEEK_S, {"network": network})
+            self.store.add(job, weekly.first_due(now, rules.weekly))
 
     def run_due(self, now: float | None = None) -> int:
         """Claim and run every due job once; returns how many ran."""
@@ -260,6 +316,12 @@ class Scheduler:
         network = str(job.payload["network"])
         rules = RuleBook.from_builtins(self.cfg.rules).network(network).streak
         streak_risk_notices(self.r, self.keys, network, rules, int(due // DAY_S))
+
+    def _weekly_bonus(self, job: Job, due: float) -> None:
+        """Pay the network's weekly bonus for the week that ended before `due`."""
+        network = str(job.payload["network"])
+        rules = RuleBook.from_builtins(self.cfg.rules).network(network).weekly
+        pay_weekly_bonus(self.r, self.keys, self.cfg, network, rules, due)
 
     def _trim(self, job: Job, due: float) -> None:
         trim_streams(self.r, self.keys, self.cfg)

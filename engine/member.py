@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 
 from engine.ledger import Entry, member_account, treasury_account
-from engine.rules import EarnRules, NetworkRules
+from engine.rules import EarnRules, NetworkRules, WeeklyRules
 
 DAY_S = 86_400
 
@@ -35,6 +35,21 @@ class Use(msgspec.Struct, array_like=True):
     """When the counter is forgotten (0: never)."""
 
 
+WATCHED, ATTENDED, STREAK = 1, 2, 4
+"""WeekActivity.flags: the features of the weekly bonus (engine/weekly.py)."""
+EPOCH_MONDAY_DAYS = 3
+"""1970-01-01 was a Thursday: day d is in week (d + 3) // 7, weeks starting on Monday."""
+
+
+class WeekActivity(msgspec.Struct, array_like=True):
+    """What a member did in one week (kept in MemberState for this week and the last)."""
+
+    week: int = -1
+    flags: int = 0
+    chat_days: int = 0
+    last_chat_day: int = -1
+
+
 class MemberState(msgspec.Struct, array_like=True, gc=False):
     """What Rallypoint knows about one member of one network."""
 
@@ -50,6 +65,9 @@ class MemberState(msgspec.Struct, array_like=True, gc=False):
     entries: int = 0
     uses: dict[str, Use] = {}
     """Spend guard counters (engine/spend.py), by guard key; empty for most members."""
+    week_now: WeekActivity = msgspec.field(default_factory=lambda: WeekActivity())
+    week_before: WeekActivity = msgspec.field(default_factory=lambda: WeekActivity())
+    """What the member did this week and the week before (the weekly bonus)."""
 
 
 class TierChange(msgspec.Struct, frozen=True, array_like=True):
@@ -115,6 +133,33 @@ def _chat_points(state: MemberState, credit: Credit, earn: EarnRules, day: int) 
     return points
 
 
+def week_of_day(day: int) -> int:
+    return (day + EPOCH_MONDAY_DAYS) // 7
+
+
+def _current(state: MemberState, week: int) -> WeekActivity:
+    cur = state.week_now
+    if cur.week != week:
+        if cur.week >= 0:
+            state.week_before = cur
+        cur = state.week_now = WeekActivity(week)
+    return cur
+
+
+def note_week(state: MemberState, rule: str, day: int, rules: WeeklyRules) -> None:
+    """Note what a credit of `rule` on `day` (applied to `state`) says about this week."""
+    cur = _current(state, week_of_day(day))
+    if rule == "watch":
+        cur.flags |= WATCHED
+    elif rule == "attendance":
+        cur.flags |= ATTENDED
+    elif rule == "chat" and cur.last_chat_day != day:
+        cur.last_chat_day = day
+        cur.chat_days += 1
+    if state.streak >= rules.streak_days > 0:
+        cur.flags |= STREAK
+
+
 def apply_credit(
     state: MemberState, credit: Credit, rules: NetworkRules, earn: EarnRules, out: Applied
 ) -> None:
@@ -142,6 +187,7 @@ def apply_credit(
         _post(
             state, out, credit, credit.rule, amount, f"{credit.network}:{credit.id}/{credit.rule}"
         )
+    note_week(state, credit.rule, day, rules.weekly)
     tier = rules.tiers.tier_for(state.lifetime)
     if tier != tier_before:
         state.tier = tier

@@ -102,10 +102,28 @@ class StreakRules(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
         return -(-self.points_per_day * min(streak, self.cap_days) // self.divisor)
 
 
+class WeeklyRules(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The weekly bonus: `bonus_points` times the multiplier of the features used."""
+
+    bonus_points: int = 50
+    """0: no weekly bonus."""
+    multipliers_pct: tuple[int, int, int, int] = (100, 150, 200, 300)
+    chat_days: int = 3
+    streak_days: int = 7
+    pay_delay_s: int = 3_600
+
+    def __post_init__(self) -> None:
+        if min(self.bonus_points, self.chat_days, self.streak_days, self.pay_delay_s) < 0:
+            raise ValueError("weekly: values must not be negative")
+        if any(m < 0 for m in self.multipliers_pct):
+            raise ValueError("weekly: multipliers_pct must not be negative")
+
+
 class NetworkRules(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     earn: EarnRules = EarnRules()
     tiers: TierRules = TierRules()
     streak: StreakRules = StreakRules()
+    weekly: WeeklyRules = WeeklyRules()
     channels: dict[str, dict[str, Any]] = {}
     """Per-channel overrides of `earn` fields, by channel id."""
 

@@ -36,7 +36,7 @@ COOLDOWN = "cooldown"
 CONFLICT = "conflict"
 CODES = (OK, INSUFFICIENT_POINTS, LIMIT_REACHED, COOLDOWN, CONFLICT)
 """Every outcome of a transfer: stable codes that the gateway maps to HTTP statuses."""
-ACCOUNT_KINDS = ("raffle", "store", "voucher", "migration")
+ACCOUNT_KINDS = ("raffle", "store", "voucher", "migration", "bonus")
 """Kinds of account a transfer may move points to or from: `{kind}:{network}[:{id}]`.
 Member-to-member transfers and the treasury are not transfer targets (yet)."""
 MAX_AMOUNT = 10**12

@@ -10,6 +10,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any, cast
 
+import msgspec
 import redis
 import redis.asyncio as aioredis
 from aiohttp import web
@@ -17,6 +18,7 @@ from aiohttp import web
 from actors.keys import Keys, yyyymmdd
 from actors.ledger_sink import ledger_tail
 from analytics.archive import ArchiveError, LedgerArchive
+from engine import weekly
 from engine.channel import ChannelState, channel_decoder, events_per_s
 from engine.events import channel_key, member_key
 from engine.ledger import Entry, member_account
@@ -124,7 +126,18 @@ class Reader:
                 max(0, tiers.thresholds[tier + 1] - state.lifetime) if has_next else None
             ),
             "streak": effective_streak(state, day_of(self.clock())),
+            "weekly_bonus": self.weekly(network, state),
             "channels": await self.standings(network, user_id),
+        }
+
+    def weekly(self, network: str, state: MemberState) -> dict[str, Any]:
+        """The cross-feature weekly bonus: this week so far, and the week before."""
+        rules = self.rules.network(network).weekly
+        week = weekly.week_of_day(day_of(self.clock()))
+        return {
+            "this_week": msgspec.to_builtins(weekly.breakdown(state, week, rules)),
+            "last_week": msgspec.to_builtins(weekly.breakdown(state, week - 1, rules)),
+            "bonus_points": rules.bonus_points,
         }
 
     async def standings(self, network: str, user_id: str, most: int = 50) -> dict[str, Any]:
