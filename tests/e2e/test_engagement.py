@@ -1,0 +1,54 @@
+"""Engagement rules through a deployment: the cross-feature weekly bonus is noted as credits
+apply, shown on the member endpoint, paid once by the scheduler's job; `rally audit` passes."""
+
+from __future__ import annotations
+
+import time
+
+import redis
+
+from actors.keys import Keys
+from actors.scheduler import pay_weekly_bonus
+from engine import weekly
+from engine.member import DAY_S
+from tests.e2e.conftest import Deployment, get, post, rally_cli
+
+NET = "tv"
+
+
+def test_weekly_bonus_breakdown_and_payout(deployment: Deployment) -> None:
+    this_week = weekly.week_of_day(int(time.time() // DAY_S))
+    monday = weekly.week_start(this_week - 1)  # last week: wholly in the past
+    events = [{"kind": "online", "id": "on", "network": NET, "channel": "c2", "ts": monday + 5},
+              {"kind": "join", "id": "j", "network": NET, "channel": "c2", "ts": monday + 10,
+               "user_id": "ann", "user_name": "Ann"}]  # fmt: skip
+    for d in range(3):  # chats on three days: a feature; watching: another
+        events.append({"kind": "chat", "id": f"c{d}", "network": NET, "channel": "c2",
+                       "ts": monday + d * DAY_S + 100, "user_id": "ann", "text": "hi"})  # fmt: skip
+    status, body = post(deployment.url, events)
+    assert status == 202, body
+    assert deployment.client.wait_idle(60)
+    status, member = get(deployment.url, f"/v1/members/ann?network={NET}")
+    assert status == 200, member
+    last = member["weekly_bonus"]["last_week"]
+    assert (last["watched"], last["chat_days"], last["chatted"], last["attended"]) == (
+        True, 3, True, False
+    )  # fmt: skip
+    assert (last["features"], last["multiplier_pct"], last["bonus_points"]) == (2, 150, 75)
+    assert member["weekly_bonus"]["this_week"]["features"] == 0
+    before = member["balance"]
+
+    rules = deployment.settings.rulebook().network(NET).weekly
+    cfg = deployment.settings.runtime(deployment.gateway.redis_url)
+    r = redis.Redis.from_url(deployment.gateway.redis_url)
+    due = weekly.first_due(monday, rules)
+    assert pay_weekly_bonus(r, Keys(cfg.namespace), cfg, NET, rules, due) == (1, 75)
+    pay_weekly_bonus(r, Keys(cfg.namespace), cfg, NET, rules, due)  # a re-run: paid once
+    status, member = get(deployment.url, f"/v1/members/ann?network={NET}")
+    assert member["balance"] == before + 75
+    status, ledger = get(deployment.url, f"/v1/members/ann/ledger?network={NET}&limit=5")
+    assert status == 200, ledger
+    bonus = [e for e in ledger["entries"] if e["rule"] == "weekly_bonus"]
+    assert [(e["amount"], e["debit"]) for e in bonus] == [(75, f"bonus:{NET}")]
+    audit = rally_cli("audit", "--config", str(deployment.config))
+    assert audit.returncode == 0, audit.stdout + audit.stderr
