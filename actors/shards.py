@@ -56,6 +56,7 @@ from engine.member import (
     state_encoder,
 )
 from engine.migration import retier
+from engine.quality import Flag, flag_encoder
 from engine.reference import credit_key, event_key
 from engine.routing import shard_of
 from engine.rules import EarnRules, NetworkRules, RuleBook
@@ -745,6 +746,16 @@ class MemberShard(StreamShard):
                 treasury[e.network] = treasury.get(e.network, 0) - e.amount
         for network, amount in treasury.items():
             c.cmd("HINCRBY", keys.treasury, network, amount)
+        flagged: dict[tuple[str, str], Flag] = {}
+        for f in out.flags:
+            flagged[(f.network, f.user_id)] = f
+        for (network, user), f in sorted(flagged.items()):
+            if f.reasons:
+                c.cmd("HSET", keys.k("quality", network), user, flag_encoder.encode(f))
+            else:
+                c.cmd("HDEL", keys.k("quality", network), user)
+        if out.withheld:
+            c.cmd("HINCRBY", keys.stats, "watch_points_withheld", out.withheld)
         for tc in out.tier_changes:
             c.cmd(
                 "XADD", keys.notices, "MAXLEN", "~", NOTICES_MAXLEN, "*",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
+from engine import quality
 from engine.ledger import Entry, member_account, treasury_account
 from engine.rules import EarnRules, NetworkRules, WeeklyRules
 
@@ -68,6 +69,8 @@ class MemberState(msgspec.Struct, array_like=True, gc=False):
     week_now: WeekActivity = msgspec.field(default_factory=lambda: WeekActivity())
     week_before: WeekActivity = msgspec.field(default_factory=lambda: WeekActivity())
     """What the member did this week and the week before (the weekly bonus)."""
+    presence: quality.Presence = msgspec.field(default_factory=lambda: quality.Presence())
+    """Presence-quality signals (anti-farming, engine/quality.py)."""
 
 
 class TierChange(msgspec.Struct, frozen=True, array_like=True):
@@ -86,6 +89,10 @@ class Applied(msgspec.Struct):
 
     entries: list[Entry] = msgspec.field(default_factory=list)
     tier_changes: list[TierChange] = msgspec.field(default_factory=list)
+    flags: list[quality.Flag] = msgspec.field(default_factory=list)
+    """Members flagged (or cleared) by the presence-quality score, for the admin view."""
+    withheld: int = 0
+    """Watch points withheld by the presence-quality score (before multipliers)."""
 
 
 def day_of(ts: float) -> int:
@@ -182,6 +189,21 @@ def apply_credit(
         uid = f"{credit.network}:{credit.user_id}"
         _post(state, out, credit, "streak", bonus, f"{uid}/streak/{day}")
     points = _chat_points(state, credit, earn, day) if credit.rule == "chat" else credit.points
+    pres = state.presence
+    before = pres.flags
+    if credit.rule == "watch":
+        offered = points
+        points, pres.flags = quality.watch_points(pres, credit.ts, points, rules.quality)
+        out.withheld += offered - points
+    else:
+        quality.activity(pres, credit.rule)
+    if pres.flags or pres.flags != before:
+        out.flags.append(
+            quality.Flag(
+                credit.network, credit.user_id, quality.score(pres, rules.quality),
+                quality.reasons(pres.flags), pres.idle, pres.withheld, credit.ts,
+            )
+        )  # fmt: skip
     if points > 0:
         amount = points * rules.tiers.multipliers_pct[state.tier] // 100
         _post(

@@ -119,11 +119,33 @@ class WeeklyRules(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
             raise ValueError("weekly: multipliers_pct must not be negative")
 
 
+class QualityRules(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The presence-quality score that scales or withholds watch points (engine/quality.py)."""
+
+    max_channels_at_once: int = 4
+    """Watch credits of one tick from more channels than this are withheld; 0 = no limit."""
+    idle_ticks: int = 144
+    """Consecutive watch ticks without other activity before the score drops; 0 = never."""
+    left_after_s: int = 900
+    """A gap this long between two watch ticks means the member left: the idle run restarts."""
+    scale_below: int = 60
+    """A score below this scales watch points by score/100 ..."""
+    withhold_below: int = 30
+    """... and below this withholds them."""
+
+    def __post_init__(self) -> None:
+        if min(self.max_channels_at_once, self.idle_ticks, self.left_after_s) < 0:
+            raise ValueError("quality: values must not be negative")
+        if not 0 <= self.withhold_below <= self.scale_below <= 100:
+            raise ValueError("quality: need 0 <= withhold_below <= scale_below <= 100")
+
+
 class NetworkRules(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     earn: EarnRules = EarnRules()
     tiers: TierRules = TierRules()
     streak: StreakRules = StreakRules()
     weekly: WeeklyRules = WeeklyRules()
+    quality: QualityRules = QualityRules()
     channels: dict[str, dict[str, Any]] = {}
     """Per-channel overrides of `earn` fields, by channel id."""
 
