@@ -4,6 +4,7 @@ apply, shown on the member endpoint, paid once by the scheduler's job; `rally au
 from __future__ import annotations
 
 import time
+import urllib.request
 
 import redis
 
@@ -52,3 +53,40 @@ def test_weekly_bonus_breakdown_and_payout(deployment: Deployment) -> None:
     assert [(e["amount"], e["debit"]) for e in bonus] == [(75, f"bonus:{NET}")]
     audit = rally_cli("audit", "--config", str(deployment.config))
     assert audit.returncode == 0, audit.stdout + audit.stderr
+
+
+def test_a_farm_in_every_channel_is_flagged_ordinary_viewers_are_not(
+    deployment: Deployment,
+) -> None:
+    t0 = weekly.week_start(weekly.week_of_day(int(time.time() // DAY_S)) - 2)
+    channels = [f"f{i}" for i in range(6)]
+    events: list[dict] = []
+    for ch in channels:
+        events.append({"kind": "online", "id": f"on-{ch}", "network": NET, "channel": ch, "ts": t0})
+        for b in ("farm1", "farm2"):
+            events.append({"kind": "join", "id": f"j-{ch}-{b}", "network": NET, "channel": ch,
+                           "ts": t0 + 1, "user_id": b})  # fmt: skip
+    events.append({"kind": "join", "id": "j-human", "network": NET, "channel": "f0",
+                   "ts": t0 + 1, "user_id": "human"})  # fmt: skip
+    for k in range(1, 4):  # keep the channels' presence fresh for three ticks
+        for ch in channels:
+            events.append({"kind": "follow", "id": f"x-{ch}-{k}", "network": NET, "channel": ch,
+                           "ts": t0 + k * 300 + 5, "user_id": f"fan-{ch}"})  # fmt: skip
+    status, body = post(deployment.url, events)
+    assert status == 202, body
+    assert deployment.client.wait_idle(60)
+    status, view = get(deployment.url, f"/v1/quality/flagged?network={NET}")
+    assert status == 200, view
+    flagged = {m["user_id"]: m for m in view["members"]}
+    assert set(flagged) == {"farm1", "farm2"}
+    assert flagged["farm1"]["reasons"] == ["multi_channel"]
+    assert flagged["farm1"]["withheld"] > 0
+    status, human = get(deployment.url, f"/v1/members/human?network={NET}")
+    status, farm = get(deployment.url, f"/v1/members/farm1?network={NET}")
+    # the farm earns from at most max_channels_at_once (4) of its six channels
+    assert farm["channels"]
+    assert len(farm["channels"]) == 4
+    assert human["balance"] > 0
+    with urllib.request.urlopen(deployment.url + "/metrics", timeout=30) as resp:
+        metrics = resp.read().decode()
+    assert "rally_watch_points_withheld" in metrics
