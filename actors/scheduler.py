@@ -23,6 +23,11 @@ import redis
 from actors.config import RuntimeConfig
 from actors.keys import Keys
 from actors.trim import trim_streams
+from engine import weekly
+from engine.member import DAY_S, state_decoder
+from engine.rules import RuleBook, StreakRules, WeeklyRules
+from engine.spend import Transfer
+from engine.streak import at_risk, first_due, notice, notice_encoder
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +68,96 @@ end
 redis.call('DEL', lease)
 return 1
 """
+
+
+RISK_NOTICES = r"""
+local done, notices, ttl = KEYS[1], KEYS[2], ARGV[1]
+local n = 0
+for i = 2, #ARGV, 2 do
+  if redis.call('SADD', done, ARGV[i]) == 1 then
+    redis.call('XADD', notices, 'MAXLEN', '~', 100000, '*', 'streak_at_risk', ARGV[i + 1])
+    n = n + 1
+  end
+end
+redis.call('EXPIRE', done, ttl)
+return n
+"""
+"""KEYS: the day's set of members notified, notices; ARGV: ttl, then (user, notice) pairs.
+A member already in the set is skipped, so a job re-run after a crash notifies nobody twice."""
+RISK_SCAN_COUNT = 2_000
+
+
+def streak_risk_notices(
+    r: redis.Redis, keys: Keys, network: str, rules: StreakRules, today: int
+) -> int:
+    """Append a `streak_at_risk` notice for every member of `network` at risk `today`
+    (engine/streak.py), once per member and day; returns how many were appended."""
+    script = r.register_script(RISK_NOTICES)
+    done = keys.k("streakrisk", network, str(today))
+    prefix = f"{network}:"
+    sent = 0
+    batch: list[bytes | str] = []
+    for raw_key, raw in r.hscan_iter(keys.mstate, match=f"{network}:*", count=RISK_SCAN_COUNT):
+        nu = raw_key.decode()
+        if not nu.startswith(prefix):
+            continue
+        state = state_decoder.decode(raw)
+        if at_risk(state, today, rules):
+            user = nu[len(prefix) :]
+            batch += [user, notice_encoder.encode(notice(network, user, state, today))]
+        if len(batch) >= 2 * RISK_SCAN_COUNT:
+            sent += int(script(keys=[done, keys.notices], args=[2 * DAY_S, *batch]))
+            batch = []
+    if batch:
+        sent += int(script(keys=[done, keys.notices], args=[2 * DAY_S, *batch]))
+    return sent
+
+
+BONUS_WINDOW = 5_000
+BONUS_TIMEOUT_S = 120.0
+
+
+def pay_weekly_bonus(
+    r: redis.Redis, keys: Keys, cfg: RuntimeConfig, network: str, rules: WeeklyRules, due: float
+) -> tuple[int, int]:
+    """Credit every member of `network` their bonus for the week paid at `due` (engine/
+    weekly.py) through the spend path, keyed by the week: a re-run pays nobody twice.
+    Returns (members paid, points)."""
+    from actors.spend import SyncSpendClient
+
+    week = weekly.week_paid_at(due, rules)
+    prefix = f"{network}:"
+    client = SyncSpendClient(r, keys, cfg.member_shards, timeout_s=BONUS_TIMEOUT_S)
+    paid = points = 0
+    batch: list[Transfer] = []
+
+    def flush() -> None:
+        nonlocal paid, points
+        for t, res in zip(batch, client.submit_many(batch), strict=True):
+            if res.ok:
+                paid += 1
+                points += t.amount
+        batch.clear()
+
+    try:
+        for raw_key, raw in r.hscan_iter(keys.mstate, match=f"{network}:*", count=RISK_SCAN_COUNT):
+            nu = raw_key.decode()
+            if not nu.startswith(prefix):
+                continue
+            b = weekly.breakdown(state_decoder.decode(raw), week, rules)
+            if b.bonus_points > 0:
+                batch.append(Transfer(
+                    f"weekly:{week}", network, nu[len(prefix):], b.bonus_points, "credit",
+                    f"bonus:{network}", weekly.RULE, ref=str(week), ts=due,
+                ))  # fmt: skip
+            if len(batch) >= BONUS_WINDOW:
+                flush()
+        if batch:
+            flush()
+    finally:
+        client.close()
+    log.info("weekly_bonus network=%s week=%d paid=%d points=%d", network, week, paid, points)
+    return paid, points
 
 
 class JobStore:
@@ -141,6 +236,8 @@ class Scheduler:
             "incr": self._incr,
             "trim": self._trim,
             "raffle_close": self._raffle_close,
+            "streak_risk": self._streak_risk,
+            "weekly_bonus": self._weekly_bonus,
         }
         self.handlers.update(handlers or {})
         self.runs = 0
@@ -158,6 +255,20 @@ class Scheduler:
         if self.cfg.trim_interval_s > 0:
             job = Job("system:trim", "trim", self.cfg.trim_interval_s)
             self.store.add(job, now + self.cfg.trim_interval_s)
+        book = RuleBook.from_builtins(self.cfg.rules)
+        for network, rules in sorted(book.networks.items()):
+            job_id = f"system:streak_risk:{network}"
+            if rules.streak.at_risk_min_days <= 0:
+                self.store.remove(job_id)
+            else:
+                job = Job(job_id, "streak_risk", DAY_S, {"network": network})
+                self.store.add(job, first_due(now, rules.streak))
+            bonus_id = f"system:weekly_bonus:{network}"
+            if rules.weekly.bonus_points <= 0:
+                self.store.remove(bonus_id)
+                continue
+            job = Job(bonus_id, "weekly_bonus", weekly.WEEK_S, {"network": network})
+            self.store.add(job, weekly.first_due(now, rules.weekly))
 
     def run_due(self, now: float | None = None) -> int:
         """Claim and run every due job once; returns how many ran."""
@@ -199,6 +310,18 @@ class Scheduler:
         """Retired: member shards roll streaks over on their watermark. A deployment that
         still has the job drops it."""
         self.store.remove(job.id)
+
+    def _streak_risk(self, job: Job, due: float) -> None:
+        """Notices for the network's members whose streak is at risk on the day of `due`."""
+        network = str(job.payload["network"])
+        rules = RuleBook.from_builtins(self.cfg.rules).network(network).streak
+        streak_risk_notices(self.r, self.keys, network, rules, int(due // DAY_S))
+
+    def _weekly_bonus(self, job: Job, due: float) -> None:
+        """Pay the network's weekly bonus for the week that ended before `due`."""
+        network = str(job.payload["network"])
+        rules = RuleBook.from_builtins(self.cfg.rules).network(network).weekly
+        pay_weekly_bonus(self.r, self.keys, self.cfg, network, rules, due)
 
     def _trim(self, job: Job, due: float) -> None:
         trim_streams(self.r, self.keys, self.cfg)

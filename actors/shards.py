@@ -55,6 +55,8 @@ from engine.member import (
     state_decoder,
     state_encoder,
 )
+from engine.migration import retier
+from engine.quality import Flag, flag_encoder
 from engine.reference import credit_key, event_key
 from engine.routing import shard_of
 from engine.rules import EarnRules, NetworkRules, RuleBook
@@ -654,7 +656,14 @@ class MemberShard(StreamShard):
             if before is not None:
                 spent.records.append((rkey, Record(b"", replay(before, t)), sp.reply_to))
                 continue
-            result, entry = apply_transfer(self.members[nu], t)
+            state = self.members[nu]
+            result, entry = apply_transfer(state, t)
+            if t.lifetime and result.ok:
+                tiers = self.book.network(t.network).tiers
+                change = retier(state, t.network, t.user_id, tiers, t.ts)
+                changed.add(nu)
+                if change is not None:
+                    out.tier_changes.append(change)
             record = Record(digest(t), result)
             known[rkey] = record
             spent.records.append((rkey, record, sp.reply_to))
@@ -737,6 +746,16 @@ class MemberShard(StreamShard):
                 treasury[e.network] = treasury.get(e.network, 0) - e.amount
         for network, amount in treasury.items():
             c.cmd("HINCRBY", keys.treasury, network, amount)
+        flagged: dict[tuple[str, str], Flag] = {}
+        for f in out.flags:
+            flagged[(f.network, f.user_id)] = f
+        for (network, user), f in sorted(flagged.items()):
+            if f.reasons:
+                c.cmd("HSET", keys.k("quality", network), user, flag_encoder.encode(f))
+            else:
+                c.cmd("HDEL", keys.k("quality", network), user)
+        if out.withheld:
+            c.cmd("HINCRBY", keys.stats, "watch_points_withheld", out.withheld)
         for tc in out.tier_changes:
             c.cmd(
                 "XADD", keys.notices, "MAXLEN", "~", NOTICES_MAXLEN, "*",

@@ -110,6 +110,8 @@ def parser() -> argparse.ArgumentParser:
                    help="payouts in the payouts scenario")  # fmt: skip
     p.add_argument("--payout-batch", type=_positive(int), default=d.payout_batch,
                    help="payouts per mintBatch in the payouts scenario (at most 500)")  # fmt: skip
+    p.add_argument("--import-members", type=_positive(int), default=d.import_members,
+                   help="opening balances imported by the import scenario")  # fmt: skip
     p.add_argument(
         "--url", help="benchmark a running Rallypoint at this URL instead of starting one"
     )
@@ -163,6 +165,7 @@ def options(args: argparse.Namespace) -> Options:
         spend_members=args.spend_members,
         payouts=args.payouts,
         payout_batch=min(args.payout_batch, 500),
+        import_members=args.import_members,
         url=args.url,
         runtime=args.runtime,
         config=args.config,

@@ -88,6 +88,8 @@ class Options:
     """Payouts in the payouts scenario (chain mints and cashback webhooks)."""
     payout_batch: int = 200
     """Payouts per mintBatch in the payouts scenario."""
+    import_members: int = 1_000_000
+    """Opening balances imported by the import scenario (`rally import`)."""
     url: str | None = None
     runtime: Path | None = None
     config: Path | None = None

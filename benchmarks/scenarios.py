@@ -20,6 +20,7 @@ from benchmarks.bench import (
 )
 from benchmarks.draw import draw_scenario
 from benchmarks.kpis import kpis_scenario
+from benchmarks.migration import import_scenario
 from benchmarks.overload import overload
 from benchmarks.payouts import payouts
 from benchmarks.plan import Burst, Phase
@@ -437,6 +438,7 @@ SCENARIOS: dict[str, Scenario] = {
     "batches": batches,
     "spend": spend,
     "payouts": payouts,
+    "import": import_scenario,
     "soak": soak,
     "watch-tick": watch_tick,
 }

@@ -13,6 +13,7 @@ import math
 
 import msgspec
 
+from engine import attendance
 from engine.events import (
     Chat,
     Cheer,
@@ -52,6 +53,9 @@ class ChannelState(msgspec.Struct, array_like=True):
     live_since: float = 0.0
     """Event time of the `online` that started the current (or last) stream: its identity
     for the reward store's per-stream limits."""
+    attend: dict[str, int] = msgspec.field(default_factory=dict)
+    """Seconds each viewer was present in the current live stream (engine/attendance.py);
+    kept only while attendance is configured, emptied when a stream starts or ends."""
 
 
 class Changes(msgspec.Struct):
@@ -107,11 +111,15 @@ class Channel:
         first = st.last_tick + 1
         st.last_tick = tick
         base = earn.watch_points_live if st.live else earn.watch_points_offline
-        if base <= 0 or not self.present:
+        attend = st.live and attendance.enabled(earn)
+        if (base <= 0 and not attend) or not self.present:
             return True
         last = min(tick, math.floor(st.active_ts / interval) + earn.max_catchup_ticks)
         for t in range(first, last + 1):
-            self._pay_tick(t, base, earn, out)
+            if base > 0:
+                self._pay_tick(t, base, earn, out)
+            if attend:
+                self._attend_tick(t, earn, out)
         return True
 
     def next_tick_ts(self, earn: EarnRules) -> float:
@@ -133,6 +141,24 @@ class Channel:
             last = chatters.get(uid)
             points = base + bonus if last is not None and last >= recent else base
             out.append(Credit(prefix + uid, network, channel, uid, name, tick_ts, "watch", points))
+
+    def _attend_tick(self, tick: int, earn: EarnRules, out: list[Credit]) -> None:
+        """Add one tick of presence to every viewer present; pay the thresholds crossed."""
+        step = earn.watch_interval_s
+        tick_ts = float(tick * step)
+        marks = attendance.thresholds(earn)
+        counts, st, ignore = self.state.attend, self.state, earn.ignore
+        network, channel = self.network, self.channel
+        for uid, name in self.present.items():
+            if uid in ignore:
+                continue
+            before = counts.get(uid, 0)
+            counts[uid] = before + step
+            for secs, points in attendance.crossed(before, before + step, marks):
+                cid = attendance.credit_id(network, channel, st.live_since, secs, uid)
+                out.append(
+                    Credit(cid, network, channel, uid, name, tick_ts, attendance.RULE, points)
+                )
 
     def apply(self, ev: Event, earn: EarnRules, now: float, ch: Changes, out: list[Credit]) -> None:
         """Apply one deduplicated event: credits go to `out`, persisted changes to `ch`."""
@@ -160,9 +186,11 @@ class Channel:
         elif isinstance(ev, Online):
             if not self.state.live:
                 self.state.live_since = ev.ts
+                self.state.attend.clear()
             self.state.live = True
         elif isinstance(ev, Offline):
             self.state.live = False
+            self.state.attend.clear()
         elif isinstance(ev, Follow):
             self._credit(ev, "follow", earn.follow_points, earn, out)
         elif isinstance(ev, Subscription):

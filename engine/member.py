@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import msgspec
 
+from engine import quality
 from engine.ledger import Entry, member_account, treasury_account
-from engine.rules import EarnRules, NetworkRules
+from engine.rules import EarnRules, NetworkRules, WeeklyRules
 
 DAY_S = 86_400
 
@@ -35,6 +36,21 @@ class Use(msgspec.Struct, array_like=True):
     """When the counter is forgotten (0: never)."""
 
 
+WATCHED, ATTENDED, STREAK = 1, 2, 4
+"""WeekActivity.flags: the features of the weekly bonus (engine/weekly.py)."""
+EPOCH_MONDAY_DAYS = 3
+"""1970-01-01 was a Thursday: day d is in week (d + 3) // 7, weeks starting on Monday."""
+
+
+class WeekActivity(msgspec.Struct, array_like=True):
+    """What a member did in one week (kept in MemberState for this week and the last)."""
+
+    week: int = -1
+    flags: int = 0
+    chat_days: int = 0
+    last_chat_day: int = -1
+
+
 class MemberState(msgspec.Struct, array_like=True, gc=False):
     """What Rallypoint knows about one member of one network."""
 
@@ -50,6 +66,11 @@ class MemberState(msgspec.Struct, array_like=True, gc=False):
     entries: int = 0
     uses: dict[str, Use] = {}
     """Spend guard counters (engine/spend.py), by guard key; empty for most members."""
+    week_now: WeekActivity = msgspec.field(default_factory=lambda: WeekActivity())
+    week_before: WeekActivity = msgspec.field(default_factory=lambda: WeekActivity())
+    """What the member did this week and the week before (the weekly bonus)."""
+    presence: quality.Presence = msgspec.field(default_factory=lambda: quality.Presence())
+    """Presence-quality signals (anti-farming, engine/quality.py)."""
 
 
 class TierChange(msgspec.Struct, frozen=True, array_like=True):
@@ -68,6 +89,10 @@ class Applied(msgspec.Struct):
 
     entries: list[Entry] = msgspec.field(default_factory=list)
     tier_changes: list[TierChange] = msgspec.field(default_factory=list)
+    flags: list[quality.Flag] = msgspec.field(default_factory=list)
+    """Members flagged (or cleared) by the presence-quality score, for the admin view."""
+    withheld: int = 0
+    """Watch points withheld by the presence-quality score (before multipliers)."""
 
 
 def day_of(ts: float) -> int:
@@ -115,6 +140,33 @@ def _chat_points(state: MemberState, credit: Credit, earn: EarnRules, day: int) 
     return points
 
 
+def week_of_day(day: int) -> int:
+    return (day + EPOCH_MONDAY_DAYS) // 7
+
+
+def _current(state: MemberState, week: int) -> WeekActivity:
+    cur = state.week_now
+    if cur.week != week:
+        if cur.week >= 0:
+            state.week_before = cur
+        cur = state.week_now = WeekActivity(week)
+    return cur
+
+
+def note_week(state: MemberState, rule: str, day: int, rules: WeeklyRules) -> None:
+    """Note what a credit of `rule` on `day` (applied to `state`) says about this week."""
+    cur = _current(state, week_of_day(day))
+    if rule == "watch":
+        cur.flags |= WATCHED
+    elif rule == "attendance":
+        cur.flags |= ATTENDED
+    elif rule == "chat" and cur.last_chat_day != day:
+        cur.last_chat_day = day
+        cur.chat_days += 1
+    if state.streak >= rules.streak_days > 0:
+        cur.flags |= STREAK
+
+
 def apply_credit(
     state: MemberState, credit: Credit, rules: NetworkRules, earn: EarnRules, out: Applied
 ) -> None:
@@ -137,11 +189,27 @@ def apply_credit(
         uid = f"{credit.network}:{credit.user_id}"
         _post(state, out, credit, "streak", bonus, f"{uid}/streak/{day}")
     points = _chat_points(state, credit, earn, day) if credit.rule == "chat" else credit.points
+    pres = state.presence
+    before = pres.flags
+    if credit.rule == "watch":
+        offered = points
+        points, pres.flags = quality.watch_points(pres, credit.ts, points, rules.quality)
+        out.withheld += offered - points
+    else:
+        quality.activity(pres, credit.rule)
+    if pres.flags or pres.flags != before:
+        out.flags.append(
+            quality.Flag(
+                credit.network, credit.user_id, quality.score(pres, rules.quality),
+                quality.reasons(pres.flags), pres.idle, pres.withheld, credit.ts,
+            )
+        )  # fmt: skip
     if points > 0:
         amount = points * rules.tiers.multipliers_pct[state.tier] // 100
         _post(
             state, out, credit, credit.rule, amount, f"{credit.network}:{credit.id}/{credit.rule}"
         )
+    note_week(state, credit.rule, day, rules.weekly)
     tier = rules.tiers.tier_for(state.lifetime)
     if tier != tier_before:
         state.tier = tier

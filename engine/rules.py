@@ -27,10 +27,26 @@ class EarnRules(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     raid_points_per_viewer: int = 0
     welcome_points: int = 100
     ignore: frozenset[str] = frozenset()
+    attendance_min_s: int = 900
+    """Presence during one live stream that earns `attendance_points` (engine/attendance.py)."""
+    attendance_points: int = 0
+    """0: no attendance reward."""
+    attendance_milestones_s: tuple[int, ...] = (1_800, 3_600, 5_400)
+    attendance_milestone_points: tuple[int, ...] = (0, 0, 0)
+    """Points for reaching each of `attendance_milestones_s` (same length)."""
 
     def __post_init__(self) -> None:
         if self.watch_interval_s <= 0:
             raise ValueError("watch_interval_s must be positive")
+        if len(self.attendance_milestones_s) != len(self.attendance_milestone_points):
+            raise ValueError(
+                "attendance_milestones_s and attendance_milestone_points differ in length"
+            )
+        if self.attendance_min_s <= 0 or any(s <= 0 for s in self.attendance_milestones_s):
+            raise ValueError("attendance_min_s and attendance_milestones_s must be positive")
+        for name in ("attendance_milestones_s", "attendance_milestone_points"):
+            if any(v < 0 for v in getattr(self, name)):
+                raise ValueError(f"{name} must not be negative")
         for name in self.__struct_fields__:
             value = getattr(self, name)
             if isinstance(value, int) and value < 0:
@@ -70,15 +86,66 @@ class StreakRules(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     points_per_day: int = 5
     cap_days: int = 30
     divisor: int = 10
+    at_risk_min_days: int = 3
+    """Members with a streak this long get a `streak_at_risk` notice (engine/streak.py);
+    0 = no notices."""
+    at_risk_hour_utc: int = 20
+    """... when they have not been active by this hour (UTC) of the day."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.at_risk_hour_utc <= 23:
+            raise ValueError("at_risk_hour_utc must be 0-23")
+        if self.at_risk_min_days < 0:
+            raise ValueError("at_risk_min_days must not be negative")
 
     def bonus(self, streak: int) -> int:
         return -(-self.points_per_day * min(streak, self.cap_days) // self.divisor)
+
+
+class WeeklyRules(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The weekly bonus: `bonus_points` times the multiplier of the features used."""
+
+    bonus_points: int = 50
+    """0: no weekly bonus."""
+    multipliers_pct: tuple[int, int, int, int] = (100, 150, 200, 300)
+    chat_days: int = 3
+    streak_days: int = 7
+    pay_delay_s: int = 3_600
+
+    def __post_init__(self) -> None:
+        if min(self.bonus_points, self.chat_days, self.streak_days, self.pay_delay_s) < 0:
+            raise ValueError("weekly: values must not be negative")
+        if any(m < 0 for m in self.multipliers_pct):
+            raise ValueError("weekly: multipliers_pct must not be negative")
+
+
+class QualityRules(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The presence-quality score that scales or withholds watch points (engine/quality.py)."""
+
+    max_channels_at_once: int = 4
+    """Watch credits of one tick from more channels than this are withheld; 0 = no limit."""
+    idle_ticks: int = 144
+    """Consecutive watch ticks without other activity before the score drops; 0 = never."""
+    left_after_s: int = 900
+    """A gap this long between two watch ticks means the member left: the idle run restarts."""
+    scale_below: int = 60
+    """A score below this scales watch points by score/100 ..."""
+    withhold_below: int = 30
+    """... and below this withholds them."""
+
+    def __post_init__(self) -> None:
+        if min(self.max_channels_at_once, self.idle_ticks, self.left_after_s) < 0:
+            raise ValueError("quality: values must not be negative")
+        if not 0 <= self.withhold_below <= self.scale_below <= 100:
+            raise ValueError("quality: need 0 <= withhold_below <= scale_below <= 100")
 
 
 class NetworkRules(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     earn: EarnRules = EarnRules()
     tiers: TierRules = TierRules()
     streak: StreakRules = StreakRules()
+    weekly: WeeklyRules = WeeklyRules()
+    quality: QualityRules = QualityRules()
     channels: dict[str, dict[str, Any]] = {}
     """Per-channel overrides of `earn` fields, by channel id."""
 

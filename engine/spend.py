@@ -13,8 +13,9 @@ with the debit (tickets bought in a raffle <= max, redemptions of an item <= lim
 before" cooldowns), so no limit needs a lock across actors. Time is an argument (`ts` of
 the transfer, stamped when it was submitted); this module does no I/O.
 
-Transfers never change `lifetime` (tiers follow what a member earned) and never take a
-balance below zero.
+Transfers never take a balance below zero, and change `lifetime` (tiers follow what a
+member earned) only by their `lifetime` field: points earned elsewhere that an opening
+balance imported from another bot brings along (engine/migration.py).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ COOLDOWN = "cooldown"
 CONFLICT = "conflict"
 CODES = (OK, INSUFFICIENT_POINTS, LIMIT_REACHED, COOLDOWN, CONFLICT)
 """Every outcome of a transfer: stable codes that the gateway maps to HTTP statuses."""
-ACCOUNT_KINDS = ("raffle", "store", "voucher", "payout")
+ACCOUNT_KINDS = ("raffle", "store", "voucher", "payout", "migration", "bonus")
 """Kinds of account a transfer may move points to or from: `{kind}:{network}[:{id}]`.
 Member-to-member transfers and the treasury are not transfer targets (yet)."""
 MAX_AMOUNT = 10**12
@@ -84,6 +85,9 @@ class Transfer(msgspec.Struct, frozen=True, array_like=True, forbid_unknown_fiel
     ts: float = 0.0
     """When it was submitted: the ledger entry's time and the clock of the guards. Not part
     of the payload a retry must repeat (see `digest`)."""
+    lifetime: int = 0
+    """Lifetime points an accepted credit adds (an imported opening balance); the caller
+    moves the member's tier (engine/migration.py `retier`)."""
 
 
 class Result(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True):
@@ -126,9 +130,10 @@ def encode(obj: Transfer | Result | Record) -> bytes:
 
 def digest(t: Transfer) -> bytes:
     """The payload a retry must repeat: everything but the submission time."""
-    return hashlib.blake2b(
-        _encoder.encode(msgspec.structs.replace(t, ts=0.0)), digest_size=16
-    ).digest()
+    fields = msgspec.structs.astuple(msgspec.structs.replace(t, ts=0.0))
+    if not t.lifetime:  # the digest of a transfer made before `lifetime` existed
+        fields = fields[:-1]
+    return hashlib.blake2b(_encoder.encode(fields), digest_size=16).digest()
 
 
 def entry_id(t: Transfer) -> str:
@@ -153,6 +158,10 @@ def validate(t: Transfer) -> Transfer:
         raise SpendError("amount 0 is for a guard-only transfer: give guards", "amount")
     if t.direction not in ("debit", "credit"):
         raise SpendError("direction must be debit or credit", "direction")
+    if type(t.lifetime) is not int or not 0 <= t.lifetime <= MAX_AMOUNT:
+        raise SpendError(f"lifetime must be an integer from 0 to {MAX_AMOUNT}", "lifetime")
+    if t.lifetime and t.direction != "credit":
+        raise SpendError("only a credit adds lifetime points", "lifetime")
     kind, _, rest = t.account.partition(":")
     network, _, _ = rest.partition(":")
     if kind not in ACCOUNT_KINDS or network != t.network:
@@ -218,6 +227,7 @@ def apply_transfer(state: MemberState, t: Transfer) -> tuple[Result, Entry | Non
     if refused is not None:
         return refused, None
     _take(state, t)
+    state.lifetime += t.lifetime
     if t.amount == 0:  # guard-only (a free store item): no points move, no entry
         return Result(t.key, OK, state.balance), None
     member = member_account(t.network, t.user_id)

@@ -1,5 +1,5 @@
 """The `rally` command line: serve, gateway, demo, audit, status, deadletter, token,
-vouchers, raffle, payouts, analytics, bench."""
+vouchers, raffle, payouts, analytics, import, export, bench."""
 
 from __future__ import annotations
 
@@ -389,6 +389,20 @@ def cmd_analytics(args: argparse.Namespace) -> int:
     return run(args, _settings, CliError)
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    """rally import --from SOURCE FILE (gateway/migrate_cli.py)."""
+    from gateway.migrate_cli import run_import
+
+    return run_import(args, _settings(args), _redis, CliError)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """rally export --network N --out FILE (gateway/migrate_cli.py)."""
+    from gateway.migrate_cli import run_export
+
+    return run_export(args, _settings(args), _redis, CliError)
+
+
 def cmd_bench(args: argparse.Namespace, rest: list[str]) -> int:
     from benchmarks.__main__ import main as bench_main
 
@@ -506,6 +520,9 @@ def parser() -> argparse.ArgumentParser:
     from gateway.analytics_cli import add_parser as add_analytics_parser
 
     add_analytics_parser(sub, common)
+    from gateway.migrate_cli import add_parser as add_migrate_parsers
+
+    add_migrate_parsers(sub, common)
     return p
 
 
@@ -519,6 +536,7 @@ def main(argv: list[str] | None = None) -> int:
         "status": cmd_status, "deadletter": cmd_deadletter, "token": cmd_token,
         "raffle": cmd_raffle,
         "vouchers": cmd_vouchers, "payouts": cmd_payouts, "analytics": cmd_analytics,
+        "import": cmd_import, "export": cmd_export,
     }  # fmt: skip
     try:
         return commands[args.command](args)

@@ -10,6 +10,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any, cast
 
+import msgspec
 import redis
 import redis.asyncio as aioredis
 from aiohttp import web
@@ -17,6 +18,7 @@ from aiohttp import web
 from actors.keys import Keys, yyyymmdd
 from actors.ledger_sink import ledger_tail
 from analytics.archive import ArchiveError, LedgerArchive
+from engine import quality, weekly
 from engine.channel import ChannelState, channel_decoder, events_per_s
 from engine.events import channel_key, member_key
 from engine.ledger import Entry, member_account
@@ -60,6 +62,10 @@ def parse_id(value: str, field: str) -> str:
     if not _ID.fullmatch(value):
         raise BadRequest(f"{field} must be 1-128 characters of A-Z a-z 0-9 _ . : -", field=field)
     return value
+
+
+FLAGGED_SCAN_MAX = 100_000
+"""Most flagged members read to sort (the view shows the lowest scores among them)."""
 
 
 class Reader:
@@ -124,7 +130,30 @@ class Reader:
                 max(0, tiers.thresholds[tier + 1] - state.lifetime) if has_next else None
             ),
             "streak": effective_streak(state, day_of(self.clock())),
+            "weekly_bonus": self.weekly(network, state),
             "channels": await self.standings(network, user_id),
+        }
+
+    async def flagged(self, network: str, limit: int) -> dict[str, Any]:
+        """Flagged members of `network` (the member shards keep one hash per network)."""
+        key = self.keys.k("quality", network)
+        flags: list[dict[str, Any]] = []
+        total = int(await self.redis.hlen(key))
+        async for _, raw in self.redis.hscan_iter(key, count=1_000):
+            flags.append(msgspec.to_builtins(quality.flag_decoder.decode(raw)))
+            if len(flags) >= FLAGGED_SCAN_MAX:
+                break
+        flags.sort(key=lambda f: (f["score"], -f["withheld"], f["user_id"]))
+        return {"network": network, "flagged": total, "members": flags[:limit]}
+
+    def weekly(self, network: str, state: MemberState) -> dict[str, Any]:
+        """The cross-feature weekly bonus: this week so far, and the week before."""
+        rules = self.rules.network(network).weekly
+        week = weekly.week_of_day(day_of(self.clock()))
+        return {
+            "this_week": msgspec.to_builtins(weekly.breakdown(state, week, rules)),
+            "last_week": msgspec.to_builtins(weekly.breakdown(state, week - 1, rules)),
+            "bonus_points": rules.bonus_points,
         }
 
     async def standings(self, network: str, user_id: str, most: int = 50) -> dict[str, Any]:
@@ -285,7 +314,18 @@ async def get_channel_stats(request: web.Request) -> web.Response:
     return json_response(await request.app[READER].channel_stats(network, channel))
 
 
+async def get_flagged(request: web.Request) -> web.Response:
+    """GET /v1/quality/flagged?network=N&limit=: members the presence-quality score flags
+    (an API key covering N), lowest score first, with the reasons."""
+    reader = request.app[READER]
+    network = reader.network_of(request.query)
+    request.app[ACCESS].channel(principal_of(request), network)
+    limit = reader.limit_of(request.query)
+    return json_response(await reader.flagged(network, limit))
+
+
 def add_routes(app: web.Application) -> None:
+    app.router.add_get("/v1/quality/flagged", get_flagged)
     app.router.add_get("/v1/members/{user_id}", get_member)
     app.router.add_get("/v1/members/{user_id}/ledger", get_ledger)
     app.router.add_get("/v1/channels/{channel}/leaderboard", get_leaderboard)

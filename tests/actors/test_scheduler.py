@@ -84,3 +84,40 @@ def test_watch_clock_pays_a_quiet_live_channel(ray_cluster, redis_server, namesp
         assert state.entries >= 2
     finally:
         client.stop()
+
+
+def test_streak_at_risk_notices_once_per_member_and_day(redis_server, namespace) -> None:
+    from actors.scheduler import streak_risk_notices
+    from engine.member import MemberState, state_encoder
+    from engine.rules import NetworkRules, RuleBook, StreakRules
+    from engine.streak import notice_decoder
+
+    book = RuleBook(
+        {"acme": NetworkRules(), "quiet": NetworkRules(streak=StreakRules(at_risk_min_days=0))}
+    )
+    cfg = make_cfg(redis_server.url, namespace, book=book)
+    keys = Keys(namespace)
+    r = redis.Redis.from_url(redis_server.url)
+    today = 20_000
+    states = {
+        "acme:keen": MemberState(streak=5, last_day=today - 1),  # at risk
+        "acme:done": MemberState(streak=6, last_day=today),  # active today already
+        "acme:new": MemberState(streak=2, last_day=today - 1),  # too short a streak
+        "acme:lapsed": MemberState(streak=9, last_day=today - 3),  # already lost it
+        "other:keen": MemberState(streak=5, last_day=today - 1),  # another network
+    }
+    r.hset(keys.mstate, mapping={k: state_encoder.encode(v) for k, v in states.items()})
+    rules = StreakRules(at_risk_min_days=3)
+    assert streak_risk_notices(r, keys, "acme", rules, today) == 1
+    assert streak_risk_notices(r, keys, "acme", rules, today) == 0  # a re-run: nobody twice
+    notices = [f for _, f in r.xrange(keys.notices) if b"streak_at_risk" in f]
+    got = [notice_decoder.decode(f[b"streak_at_risk"]) for f in notices]
+    assert [(n.network, n.user_id, n.streak, n.day) for n in got] == [("acme", "keen", 5, today)]
+    # the job is scheduled for every network with notices on, at the configured hour
+    s = Scheduler(cfg, poll_s=0.02, start=False)
+    s.ensure_system_jobs(time.time())
+    store = JobStore(r, keys)
+    due = store.due_time("system:streak_risk:acme")
+    assert due is not None
+    assert due % 86_400 == 20 * 3_600
+    assert store.due_time("system:streak_risk:quiet") is None  # notices off

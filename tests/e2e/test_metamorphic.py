@@ -70,10 +70,15 @@ chat_cooldown_s = 30
 chat_daily_cap = 20
 raid_points_per_viewer = 5
 ignore = ["botty"]
+attendance_min_s = 1800
+attendance_points = 40
+attendance_milestones_s = [3600, 7200]
+attendance_milestone_points = [25, 0]
 [networks.{net}.tiers]
 thresholds = [0, 800, 3000, 10000]
 [networks.{net}.channels.bravo]
 chat_points = 3
+attendance_points = 70
 chat_cooldown_s = 60
 """
 

@@ -78,6 +78,10 @@ def test_member(redis_server: RedisServer, redis_client: redis.Redis, namespace:
         "/v1/members/u1",
     )
     assert s1 == 200
+    bonus = m1.pop("weekly_bonus")  # a member with no credit noted: no feature either week
+    assert bonus["bonus_points"] == 50
+    assert bonus["this_week"]["features"] == bonus["last_week"]["features"] == 0
+    assert bonus["this_week"]["week"] == bonus["last_week"]["week"] + 1
     assert m1 == {
         "network": "demo",
         "user_id": "u1",
