@@ -47,7 +47,7 @@ from gateway.metrics import METRICS, GatewayMetrics, get_metrics, get_readyz, ne
 from gateway.raffles import add_raffle_routes
 from gateway.reads import ACCESS, READER, Reader, add_routes, parse_id
 from gateway.redis_server import _die_with_parent
-from gateway.routes import vouchers
+from gateway.routes import feed, vouchers
 from gateway.routes_store import setup_store
 from gateway.settings import ApiKey, Settings
 from gateway.spends import SPENDS, install_spends
@@ -444,6 +444,7 @@ def create_app(
     install_spends(app, settings, redis_url, keys, clock)
     setup_store(app, settings, clock)
     vouchers.install(app, settings, client, keys, clock, credit=credit_through(app[SPENDS]))
+    feed.install(app, client, keys, settings.feed)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", get_readyz)
     app.router.add_get("/metrics", get_metrics)
