@@ -97,7 +97,8 @@ def test_feed_live_member_filter_resume_gap_and_gauge(
             assert [(await next_notice(again))["id"] for _ in range(2)] == net_ids[1:]
             assert (await api.redeem("alice", "mug", idem="r3"))[0] == 201
             live = await next_notice(again)
-            assert live["kind"] == "item_redeemed" and live["id"] not in net_ids
+            assert live["kind"] == "item_redeemed"
+            assert live["id"] not in net_ids
 
             # further behind than backlog_max (2): told of the gap, then the newest two
             target = f"/v1/feed?network={NET}&after=0-0"
@@ -125,13 +126,15 @@ def test_decode_notice_every_writer() -> None:
 
     enc = msgspec.msgpack.Encoder()
     tier = decode_notice(b"1-0", {b"tier": enc.encode(TierChange("n", "u", 0, 1, 5.0, 600))})
-    assert tier is not None and (tier.kind, tier.user_ids, tier.body["new_tier"]) == (
-        "tier_changed", ("u",), 1)  # fmt: skip
+    assert tier is not None
+    assert (tier.kind, tier.user_ids, tier.body["new_tier"]) == ("tier_changed", ("u",), 1)
     scan = VoucherScanned(ts=1.0, network="n", user_id="v", code_id="c", batch="b", points=5)
     voucher = decode_notice(b"2-0", {b"voucher_scanned": enc.encode(scan)})
-    assert voucher is not None and (voucher.kind, voucher.body["points"]) == ("voucher_scanned", 5)
+    assert voucher is not None
+    assert (voucher.kind, voucher.body["points"]) == ("voucher_scanned", 5)
     drawn = {"network": "n", "raffle": "r", "winners": ["a", "b"], "ts": 1}
     raffle = decode_notice(b"3-0", {b"raffle_drawn": json.dumps(drawn).encode()})
-    assert raffle is not None and raffle.user_ids == ("a", "b")
+    assert raffle is not None
+    assert raffle.user_ids == ("a", "b")
     assert decode_notice(b"4-0", {b"tier": b"junk"}) is None
     assert Keys("x").notices == "x:notices"
