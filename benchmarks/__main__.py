@@ -96,6 +96,10 @@ def parser() -> argparse.ArgumentParser:
                    help="members holding them (at most the tickets)")  # fmt: skip
     p.add_argument("--draw-repeats", type=_positive(int), default=d.draw_repeats,
                    help="timed repetitions of the draw (the best is reported)")  # fmt: skip
+    p.add_argument("--feed-clients", type=_positive(int), default=d.feed_clients,
+                   help="WebSockets on GET /v1/feed in the feed scenario")  # fmt: skip
+    p.add_argument("--feed-messages", type=_positive(int), default=d.feed_messages,
+                   help="notices fanned out to every feed client")  # fmt: skip
     p.add_argument("--spend-rate", type=_positive(float), default=d.spend_rate,
                    help="spends/s submitted in the spend scenario")  # fmt: skip
     p.add_argument("--spend-credit-rate", type=_positive(float), default=d.spend_credit_rate,
@@ -148,6 +152,8 @@ def options(args: argparse.Namespace) -> Options:
         draw_tickets=args.draw_tickets,
         draw_members=min(args.draw_members, args.draw_tickets),
         draw_repeats=args.draw_repeats,
+        feed_clients=args.feed_clients,
+        feed_messages=args.feed_messages,
         spend_rate=args.spend_rate,
         spend_credit_rate=args.spend_credit_rate,
         spend_members=args.spend_members,

@@ -75,6 +75,10 @@ class Options:
     draw_tickets: int = 1_000_000
     draw_members: int = 100_000
     draw_repeats: int = 3
+    feed_clients: int = 1_000
+    """Feed WebSockets connected in the feed scenario."""
+    feed_messages: int = 200
+    """Notices appended in the feed scenario (each reaches every client)."""
     spend_rate: float = 1_000.0
     """Spends/s submitted in the spend scenario ..."""
     spend_credit_rate: float = 20_000.0

@@ -19,6 +19,7 @@ from benchmarks.bench import (
     wait_until,
 )
 from benchmarks.draw import draw_scenario
+from benchmarks.feed import feed_scenario
 from benchmarks.overload import overload
 from benchmarks.plan import Burst, Phase
 from benchmarks.report import SMOOTH_SAMPLES, smooth
@@ -431,6 +432,7 @@ SCENARIOS: dict[str, Scenario] = {
         "the chat connector (bot command replies)", ("gateway.connectors", "gateway.bot")
     ),
     "draw": draw_scenario,
+    "feed": feed_scenario,
     "kpis": unavailable("analytics", ("analytics.kpis", "analytics.queries")),
     "batches": batches,
     "spend": spend,

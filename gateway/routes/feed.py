@@ -168,8 +168,7 @@ def _subscriber(request: web.Request) -> Client:
     a member token (or portal session) its own notices and its network's raffles."""
     access = request.app[ACCESS]
     who = access.principal(request.headers, request.method, request.raw_path)
-    cfg = request.app[FEED].cfg
-    queue: asyncio.Queue[tuple[tuple[int, int], bytes]] = asyncio.Queue(cfg.client_queue_max + 1)
+    queue: asyncio.Queue[tuple[tuple[int, int], bytes]] = asyncio.Queue()  # bounded by publish
     if isinstance(who, MemberToken):
         return Client(who.network, who.user_id, queue)
     assert isinstance(who, ApiKey)
@@ -198,7 +197,7 @@ async def get_feed(request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=4096)
         await ws.prepare(request)
         for frame in frames:
-            await ws.send_str(frame.decode())
+            await ws.send_frame(frame, WSMsgType.TEXT)
         await _pump(ws, client, sent_to)
     finally:
         hub.remove(client)
@@ -207,33 +206,35 @@ async def get_feed(request: web.Request) -> web.WebSocketResponse:
 
 async def _pump(ws: web.WebSocketResponse, client: Client, sent_to: tuple[int, int]) -> None:
     """Send queued notices newer than `sent_to` until the socket closes or overflows."""
-    reader = asyncio.create_task(_drain_incoming(ws))
+    reader = asyncio.create_task(_drain_incoming(ws, client))
     try:
-        while not ws.closed:
-            getter = asyncio.create_task(client.queue.get())
-            done, _ = await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
-            if getter not in done:
-                getter.cancel()
-                break
-            key, frame = getter.result()
-            if client.overflowed:
-                await ws.close(code=SLOW_CLIENT_CLOSE, message=b"too slow: resume with ?after=")
+        while True:
+            key, frame = await client.queue.get()
+            if not frame:  # a sentinel: the socket closed, or the client overflowed
+                if client.overflowed and not ws.closed:
+                    await ws.close(code=SLOW_CLIENT_CLOSE, message=b"too slow: resume with ?after=")
                 break
             if key <= sent_to:
                 continue
-            with contextlib.suppress(ConnectionError, RuntimeError):
-                await ws.send_str(frame.decode())
+            try:
+                await ws.send_frame(frame, WSMsgType.TEXT)
+            except (ConnectionError, RuntimeError):
+                break
     finally:
         reader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await reader
 
 
-async def _drain_incoming(ws: web.WebSocketResponse) -> None:
-    """Clients send nothing; read until the socket closes (pings are answered by aiohttp)."""
-    async for msg in ws:
-        if msg.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
-            break
+async def _drain_incoming(ws: web.WebSocketResponse, client: Client) -> None:
+    """Clients send nothing; read until the socket closes (pings are answered by aiohttp),
+    then wake the sender with a sentinel."""
+    try:
+        async for msg in ws:
+            if msg.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
+                break
+    finally:
+        client.queue.put_nowait(((0, 0), b""))
 
 
 def install(app: web.Application, client: aioredis.Redis, keys: Keys, cfg: FeedSettings) -> None:
