@@ -48,7 +48,9 @@ from gateway.raffles import add_raffle_routes
 from gateway.reads import ACCESS, READER, Reader, add_routes, parse_id
 from gateway.redis_server import _die_with_parent
 from gateway.routes import feed, vouchers
+from gateway.routes import web as web_routes
 from gateway.routes_store import setup_store
+from gateway.sessions import Sessions, session_middleware
 from gateway.settings import ApiKey, Settings
 from gateway.spends import SPENDS, install_spends
 from gateway.vouchers import credit_through
@@ -404,7 +406,9 @@ def create_app(
         on_flush=ctx.metrics.observe_flush,
     )
     ctx.metrics.queue_events.set_function(lambda: writer.queued_events)
-    app = web.Application(client_max_size=lim.max_body_bytes, middlewares=[edge_middleware])
+    app = web.Application(
+        client_max_size=lim.max_body_bytes, middlewares=[edge_middleware, session_middleware]
+    )
     auth = Authenticator.from_settings(settings, clock)
     app[GATEWAY] = Gateway(
         keys=keys,
@@ -445,6 +449,7 @@ def create_app(
     setup_store(app, settings, clock)
     vouchers.install(app, settings, client, keys, clock, credit=credit_through(app[SPENDS]))
     feed.install(app, client, keys, settings.feed)
+    web_routes.install(app, Sessions.from_settings(settings, clock))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", get_readyz)
     app.router.add_get("/metrics", get_metrics)

@@ -67,15 +67,18 @@ class FeedHub:
 
     redis: aioredis.Redis
     keys: Keys
-    cfg: FeedSettings
+    backlog_max: int
+    max_clients: int
+    client_queue_max: int
+    block_ms: int
     clients: set[Client] = field(default_factory=set)
     last_id: str = "$"
     sent: int = 0
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
 
     def add(self, client: Client) -> None:
-        if len(self.clients) >= self.cfg.max_clients:
-            raise Unavailable(f"this gateway serves at most {self.cfg.max_clients} feed clients")
+        if len(self.clients) >= self.max_clients:
+            raise Unavailable(f"this gateway serves at most {self.max_clients} feed clients")
         self.clients.add(client)
         self._wake.set()
 
@@ -89,7 +92,7 @@ class FeedHub:
             if c.overflowed or not c.wants(notice):
                 continue
             frame = frame if frame is not None else frame_of(notice)
-            if c.queue.qsize() >= self.cfg.client_queue_max:
+            if c.queue.qsize() >= self.client_queue_max:
                 c.overflowed = True
                 c.queue.put_nowait(((0, 0), b""))  # wakes the sender, which closes
                 continue
@@ -106,7 +109,7 @@ class FeedHub:
                 if self.last_id == "$":  # pin the position first, so no entry slips by
                     self.last_id = await self.tip()
                 got = await self.redis.xread(
-                    {self.keys.notices: self.last_id}, count=500, block=self.cfg.block_ms
+                    {self.keys.notices: self.last_id}, count=500, block=self.block_ms
                 )
             except (RedisError, OSError):
                 log.warning("feed_read_failed", exc_info=True)
@@ -128,13 +131,13 @@ class FeedHub:
         """(frames after `after` for `client`, id of the last entry looked at, gap?)."""
         try:
             entries = await self.redis.xrange(
-                self.keys.notices, min=f"({after}", max="+", count=self.cfg.backlog_max + 1
+                self.keys.notices, min=f"({after}", max="+", count=self.backlog_max + 1
             )
             first = await self.redis.xrange(self.keys.notices, min="-", max="+", count=1)
         except (RedisError, OSError) as err:
             raise Unavailable("notices stream (redis) unavailable") from err
-        gap = len(entries) > self.cfg.backlog_max
-        entries = entries[: self.cfg.backlog_max]
+        gap = len(entries) > self.backlog_max
+        entries = entries[: self.backlog_max]
         if first and stream_id(first[0][0]) > stream_id(after) and after != "0-0":
             gap = True  # the stream was trimmed past what the client had seen
         frames: list[bytes] = []
@@ -238,7 +241,8 @@ async def _drain_incoming(ws: web.WebSocketResponse, client: Client) -> None:
 
 
 def install(app: web.Application, client: aioredis.Redis, keys: Keys, cfg: FeedSettings) -> None:
-    hub = FeedHub(client, keys, cfg)
+    hub = FeedHub(client, keys, cfg.backlog_max, cfg.max_clients, cfg.client_queue_max,
+                  cfg.block_ms)  # fmt: skip
     app[FEED] = hub
     registry = app[METRICS].metrics.registry
     Gauge("rally_feed_clients", "Feed WebSockets connected to this gateway process.",
