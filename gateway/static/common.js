@@ -69,16 +69,18 @@ const Rally = (() => {
     setTimeout(() => { banner.remove(); box.replaceChildren(); }, 3500);
   }
   const when = (ts) => new Date(ts * 1000).toLocaleString();
+  let tierNames = null;
+  const setTierNames = (names) => { tierNames = names; };
   const describe = (n) => {
     switch (n.kind) {
-      case "item_redeemed": return `🎁 ${n.user_id} redeemed ${n.item_name || n.item_id}${n.cost ? ` for ${n.cost} points` : ""}`;
-      case "item_refunded": return `↩ ${n.user_id}'s ${n.item_name || n.item_id} was refunded`;
-      case "tier_changed": return `⭐ ${n.user_id} reached tier ${n.new_tier}`;
-      case "raffle_drawn": return `🎉 raffle ${n.title || n.raffle}: ${(n.winners || []).join(", ") || "no winner"}`;
-      case "voucher_scanned": return `🎟 ${n.user_id} scanned a voucher${n.points ? ` (+${n.points})` : ""}${n.item ? ` for ${n.item}` : ""}`;
+      case "item_redeemed": return `${n.user_id} redeemed ${n.item_name || n.item_id}${n.cost ? ` for ${n.cost} points` : ""}`;
+      case "item_refunded": return `${n.user_id}'s ${n.item_name || n.item_id} was refunded`;
+      case "tier_changed": return `${n.user_id} reached ${(tierNames && tierNames[n.new_tier]) || "tier " + n.new_tier}`;
+      case "raffle_drawn": return `Raffle ${n.title || n.raffle}: ${(n.winners || []).join(", ") || "no winner"}`;
+      case "voucher_scanned": return `${n.user_id} scanned a voucher${n.points ? ` (+${n.points})` : ""}${n.item ? ` for ${n.item}` : ""}`;
       default: return `${n.kind}${n.user_id ? " · " + n.user_id : ""}`;
     }
   };
   const celebrates = (n) => n.kind === "item_redeemed" || (n.kind === "raffle_drawn" && (n.winners || []).length > 0);
-  return { $, el, api, session, signIn, signOut, feed, celebrate, when, describe, celebrates };
+  return { $, el, api, session, signIn, signOut, feed, celebrate, when, describe, celebrates, setTierNames };
 })();

@@ -23,9 +23,10 @@
     $("#shards").replaceChildren(...o.shards.map((s) => el("tr", {}, el("td", {}, s.shard),
       el("td", {}, el("span", { class: `pill ${s.state === "running" ? "ok" : s.state === "absent" ? "" : "warn"}` }, s.state)),
       el("td", {}, `lag ${s.lag}`))));
+    Rally.setTierNames(Object.keys(o.tiers));
     const total = Object.values(o.tiers).reduce((a, b) => a + b, 0) || 1;
     $("#tier-mix").replaceChildren(...Object.entries(o.tiers).map(([name, n]) => el("div", {},
-      el("div", { class: "row" }, el("span", {}, name), el("span", { class: "dim" }, n)),
+      el("div", { class: "row" }, el("span", {}, name), el("span", { class: "dim", "data-tier": name }, n)),
       (() => { const bar = el("div", { class: "bar" }, el("div")); bar.firstChild.style.width = `${(100 * n) / total}%`; return bar; })())));
     const sel = $("#channel");
     if (sel.options.length !== o.channels.length) {
@@ -128,11 +129,12 @@
   function live() {
     Rally.feed({ network: net }, (n) => {
       if (n.gap) { $("#feed").prepend(el("li", {}, "… older notices skipped")); return; }
-      const li = el("li", { class: Rally.celebrates(n) ? "celebrate" : "", "data-kind": n.kind }, Rally.describe(n));
+      const li = el("li", { class: Rally.celebrates(n) ? "celebrate" : "", "data-kind": n.kind },
+                    el("span", { class: "pill" }, n.kind.replace("_", " ")), " ", Rally.describe(n));
       $("#feed").prepend(li);
       while ($("#feed").children.length > 200) $("#feed").lastChild.remove();
-      if (n.kind === "item_redeemed") Rally.celebrate(`🎁 ${n.user_id} redeemed ${n.item_name || n.item_id}!`);
-      if (n.kind === "raffle_drawn" && (n.winners || []).length) Rally.celebrate(`🎉 ${n.winners.join(", ")} won ${n.title || n.raffle}!`);
+      if (n.kind === "item_redeemed") Rally.celebrate(`${n.user_id} redeemed ${n.item_name || n.item_id}!`);
+      if (n.kind === "raffle_drawn" && (n.winners || []).length) Rally.celebrate(`${n.winners.join(", ")} won ${n.title || n.raffle}!`);
       if (n.kind.startsWith("raffle_")) raffles();
     }, (state) => { $("#feed-state").textContent = state; $("#feed-state").className = `pill ${state === "live" ? "ok" : "warn"}`; });
   }

@@ -52,7 +52,7 @@
       const key = `portal-${crypto.randomUUID ? crypto.randomUUID() : Date.now() + Math.random()}`;
       await api("POST", `${base()}/redemptions?${q()}`, { item_id: item.id }, { "Idempotency-Key": key });
       msg.className = "msg good"; msg.textContent = `Redeemed ${item.name}!`;
-      Rally.celebrate(`🎁 ${item.name}!`);
+      Rally.celebrate(`${item.name} is yours!`);
       await Promise.all([loadMember(), loadItems(), loadLedger(0)]);
     } catch (e) {
       msg.className = "msg bad"; msg.textContent = e.message;
@@ -84,8 +84,9 @@
   function live() {
     Rally.feed({}, (n) => {
       if (n.gap) return;
-      $("#feed").prepend(el("li", { class: Rally.celebrates(n) ? "celebrate" : "" }, Rally.describe(n)));
-      if (n.kind === "raffle_drawn" && (n.winners || []).includes(me.user_id)) Rally.celebrate("🎉 You won!");
+      $("#feed").prepend(el("li", { class: Rally.celebrates(n) ? "celebrate" : "", "data-kind": n.kind },
+                            el("span", { class: "pill" }, n.kind.replace("_", " ")), " ", Rally.describe(n)));
+      if (n.kind === "raffle_drawn" && (n.winners || []).includes(me.user_id)) Rally.celebrate("You won!");
       loadMember();
     }, (state) => { $("#feed-state").textContent = state; });
   }

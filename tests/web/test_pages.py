@@ -1,0 +1,123 @@
+"""The member portal and the admin dashboard in headless Chromium, against a real gateway,
+Redis and Ray: the portal shows the balance after earning and after a redemption made on the
+page; the dashboard's live feed shows events as they are posted, and a redemption's
+celebration. Screenshots go to the test artifacts."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from playwright.sync_api import Page, expect
+
+from gateway.auth import TokenSigner
+from gateway.signing import bearer, signed_headers
+from tests.e2e.conftest import post, rally_cli
+
+from .conftest import ADMIN_KEY, ADMIN_SECRET, KEY, NET, SECRET, Site
+
+WAIT_MS = 60_000
+seq = iter(range(10**6))
+
+
+def earn(site: Site, points: dict[str, int]) -> None:
+    now = time.time()
+    events = [{"kind": "custom", "id": f"w{next(seq)}-{now}", "network": NET, "channel": "c1",
+               "user_id": u, "user_name": u.title(), "ts": now, "points": p}
+              for u, p in points.items()]  # fmt: skip
+    status, body = post(site.url, events, key=KEY, secret=SECRET)
+    assert status == 202, body
+    assert site.client.wait_idle(120)
+
+
+def call(site: Site, method: str, target: str, body: Any = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:  # fmt: skip
+    raw = b"" if body is None else msgspec.json.encode(body)
+    h = headers or signed_headers(ADMIN_KEY, ADMIN_SECRET, raw, target=target, method=method)
+    req = urllib.request.Request(site.url + target, data=raw if body is not None else None,
+                                 headers={**h, "Content-Type": "application/json"}, method=method)  # fmt: skip
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"{}")
+
+
+def balance(site: Site, user: str) -> int:
+    status, m = call(site, "GET", f"/v1/members/{user}?network={NET}")
+    assert status == 200, m
+    return int(m["balance"])
+
+
+def put_item(site: Site, item_id: str, name: str, cost: int) -> None:
+    status, item = call(site, "PUT", f"/v1/store/items/{item_id}?network={NET}",
+                        {"name": name, "cost": cost, "stock": 50})  # fmt: skip
+    assert status in (200, 201), item
+
+
+def test_portal_shows_balance_after_earning_and_spending(
+    site: Site, page: Page, artifacts: Path
+) -> None:
+    put_item(site, "mug", "Rally mug", 300)
+    earn(site, {"alice": 900})
+    had = balance(site, "alice")
+    assert had >= 900
+    done = rally_cli("portal-link", "--config", str(site.config), "--member", "alice",
+                     "--base-url", site.url)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    link = done.stdout.strip()
+    assert link.startswith(f"{site.url}/portal/#login=")
+
+    page.goto(link)
+    expect(page.get_by_test_id("balance")).to_have_text(f"{had:,}", timeout=WAIT_MS)
+    assert "#login" not in page.url  # the token left the address bar
+    expect(page.locator("#tier")).to_have_text("Silver")
+    expect(page.locator("#ledger tr")).not_to_have_count(0)
+    page.screenshot(path=str(artifacts / "portal-before.png"), full_page=True)
+
+    page.locator('button[data-item="mug"]').click()
+    expect(page.locator("[data-celebration]")).to_be_visible(timeout=WAIT_MS)
+    expect(page.locator("#store-msg")).to_have_text("Redeemed Rally mug!", timeout=WAIT_MS)
+    expect(page.get_by_test_id("balance")).to_have_text(f"{had - 300:,}", timeout=WAIT_MS)
+    expect(page.locator("#ledger")).to_contain_text("\u2212300", timeout=WAIT_MS)  # a minus sign
+    assert balance(site, "alice") == had - 300
+    page.screenshot(path=str(artifacts / "portal.png"), full_page=True)
+
+    # the session cookie is HttpOnly: the page's script cannot read it
+    assert page.evaluate("document.cookie") == ""
+
+
+def test_dashboard_feed_updates_and_celebrates_a_redemption(
+    site: Site, page: Page, artifacts: Path
+) -> None:
+    put_item(site, "hoodie", "Hoodie", 200)
+    earn(site, {"carol": 50, "dave": 20})
+    page.goto(f"{site.url}/dashboard/")
+    page.fill("#network", NET)
+    page.fill("#key", ADMIN_KEY)
+    page.fill("#secret", ADMIN_SECRET)
+    page.click("#signin-form button")
+    expect(page.locator("#feed-state")).to_have_text("live", timeout=WAIT_MS)
+    page.wait_for_selector("body[data-ready='1']", timeout=WAIT_MS)
+
+    # events posted now: bob crosses into Silver, which the feed shows
+    earn(site, {"bob": 600})
+    expect(page.locator("li[data-kind='tier_changed']")).to_contain_text("bob", timeout=WAIT_MS)
+
+    # bob redeems (from his own token, not the page): the dashboard celebrates
+    token = TokenSigner.from_settings(site.settings)
+    assert token is not None
+    target = f"/v1/members/bob/redemptions?network={NET}"
+    status, red = call(site, "POST", target, {"item_id": "hoodie"},
+                       headers={**bearer(token.issue(NET, "bob")[0]), "Idempotency-Key": "dash-1"})  # fmt: skip
+    assert status == 201, red
+    expect(page.locator("li[data-kind='item_redeemed']")).to_contain_text("Hoodie", timeout=WAIT_MS)
+    expect(page.locator("[data-celebration]")).to_contain_text("bob redeemed Hoodie")
+    expect(page.locator("li.celebrate")).to_have_count(1)
+    expect(page.locator("[data-tier='Silver']")).to_have_text("1", timeout=WAIT_MS)
+    expect(page.locator("#ready")).to_have_text("ready", timeout=WAIT_MS)
+    page.set_viewport_size({"width": 1200, "height": 900})
+    page.screenshot(path=str(artifacts / "dashboard.png"), full_page=True)
