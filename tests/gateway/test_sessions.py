@@ -170,3 +170,34 @@ def test_login_jwt_round_trip_and_cli_link(namespace: str) -> None:
     token = sessions.login_jwt(s.api_keys[0], "demo", "alice", 300)
     assert sessions.check_jwt(token) == ("demo", "alice")
     assert jwt.get_unverified_header(token)["alg"] == "HS256"
+
+
+def test_portal_link_cli(tmp_path: Any) -> None:
+    """rally portal-link prints a link whose JWT signs in; bad input: a message and exit 2."""
+    import subprocess
+    import sys
+
+    config = tmp_path / "rally.toml"
+    config.write_text(
+        '[auth]\ntoken_secret = "cli-token-secret-0123456789"\n[networks.demo]\n'
+        '[[api_keys]]\nkey = "k1"\nsecrets = ["' + SECRET + '"]\nnetworks = ["demo"]\n'
+    )
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "gateway.cli", "portal-link", "--config",
+                               str(config), *args], capture_output=True, text=True, timeout=60)  # fmt: skip
+
+    done = cli("--member", "alice", "--base-url", "https://rally.example")
+    assert done.returncode == 0, done.stderr
+    prefix = "https://rally.example/portal/#login="
+    assert done.stdout.startswith(prefix)
+    s = settings("x")
+    assert Sessions.from_settings(s).check_jwt(done.stdout.strip()[len(prefix) :]) == (
+        "demo",
+        "alice",
+    )
+    bad = cli("--member", "al ice")
+    assert (bad.returncode, "member" in bad.stderr) == (2, True)
+    assert "Traceback" not in bad.stderr
+    assert cli("--member", "alice", "--network", "nowhere").returncode == 2
+    assert cli("--member", "alice", "--key", "nobody").returncode == 2
