@@ -138,3 +138,26 @@ def test_decode_notice_every_writer() -> None:
     assert raffle.user_ids == ("a", "b")
     assert decode_notice(b"4-0", {b"tier": b"junk"}) is None
     assert Keys("x").notices == "x:notices"
+
+
+def test_a_slow_client_overflows_and_only_its_network_is_queued() -> None:
+    """publish() queues at most client_queue_max notices per client, then marks it overflowed
+    (its sender closes it with 4008 and it resumes with ?after=); other networks' notices
+    never reach it."""
+    from gateway.notices import Notice
+    from gateway.routes.feed import Client, FeedHub
+
+    hub = FeedHub(None, Keys("x"), backlog_max=10, max_clients=2, client_queue_max=2, block_ms=10)  # type: ignore[arg-type]
+    slow = Client("n", None, asyncio.Queue())
+    member = Client("n", "bob", asyncio.Queue())
+    hub.add(slow)
+    hub.add(member)
+    with pytest.raises(Exception, match="at most 2 feed clients"):
+        hub.add(Client("n", None, asyncio.Queue()))
+    for i in range(3):
+        hub.publish(Notice(f"{i + 1}-0", "item_redeemed", "n", ("alice",), {"id": f"{i + 1}-0"}))
+    hub.publish(Notice("9-0", "item_redeemed", "other", ("bob",), {"id": "9-0"}))
+    hub.publish(Notice("10-0", "raffle_drawn", "n", ("carol",), {"id": "10-0"}))
+    assert slow.overflowed
+    assert slow.queue.qsize() == 3  # two notices, then the sentinel
+    assert member.queue.qsize() == 1  # only the raffle notice of its network
