@@ -64,10 +64,10 @@
       };
       const beacon = { beacon: { source: "admin", value: `dash-${Date.now()}-${Math.random().toString(16).slice(2)}`, ref: "dashboard" } };
       const extra = [r.commitment ? `commitment ${String(r.commitment).slice(0, 16)}…` : "",
-                     r.merkle_root ? `root ${String(r.merkle_root).slice(0, 12)}…` : "",
+                     r.root ? `Merkle root ${String(r.root).slice(0, 12)}…` : "",
                      (r.winners || []).length ? `winners ${(r.winners || []).map((w) => w.user_id || w).join(", ")}` : ""].filter(Boolean).join(" · ");
-      return el("div", { class: "row" },
-        el("span", {}, el("strong", {}, (r.terms && r.terms.title) || id), " ", el("span", { class: "pill" }, r.status), el("br"),
+      return el("div", { class: "row", "data-raffle": id },
+        el("span", {}, el("strong", {}, (r.terms && r.terms.title) || id), " ", el("span", { class: "pill", "data-status": "1" }, r.status), el("br"),
            el("span", { class: "dim" }, extra)),
         el("span", {}, op("open"), " ", op("close"), " ", op("draw", beacon), " ",
            el("a", { href: `/v1/raffles/${encodeURIComponent(id)}/verify?${q()}`, target: "_blank", rel: "noopener" }, "verify")));

@@ -121,3 +121,54 @@ def test_dashboard_feed_updates_and_celebrates_a_redemption(
     expect(page.locator("#ready")).to_have_text("ready", timeout=WAIT_MS)
     page.set_viewport_size({"width": 1200, "height": 900})
     page.screenshot(path=str(artifacts / "dashboard.png"), full_page=True)
+
+
+def test_dashboard_runs_a_raffle_and_the_portal_links_its_verification(
+    site: Site, page: Page, browser: Any, artifacts: Path
+) -> None:
+    earn(site, {"alice": 200})
+    page.goto(f"{site.url}/dashboard/")
+    page.fill("#network", NET)
+    page.fill("#key", ADMIN_KEY)
+    page.fill("#secret", ADMIN_SECRET)
+    page.click("#signin-form button")
+    expect(page.locator("#feed-state")).to_have_text("live", timeout=WAIT_MS)
+
+    page.fill("#raffle-id", "spring")
+    page.fill("#raffle-title", "Spring draw")
+    page.click("#raffle-form button")
+    row = page.locator("[data-raffle='spring']")
+    expect(row).to_be_visible(timeout=WAIT_MS)
+    row.locator("[data-op='open']").click()
+    expect(row.locator("[data-status]")).to_have_text("open", timeout=WAIT_MS)
+    expect(row).to_contain_text("commitment")
+
+    token = TokenSigner.from_settings(site.settings)
+    assert token is not None
+    status, bought = call(site, "POST", f"/v1/raffles/spring/tickets?network={NET}", {"tickets": 2},
+                          headers={**bearer(token.issue(NET, "alice")[0]), "Idempotency-Key": "t1"})  # fmt: skip
+    assert status == 201, bought
+
+    row.locator("[data-op='close']").click()
+    expect(row.locator("[data-status]")).to_have_text("closed", timeout=WAIT_MS)
+    row.locator("[data-op='draw']").click()
+    expect(page.locator("li[data-kind='raffle_drawn']")).to_contain_text("alice", timeout=WAIT_MS)
+    expect(page.locator("[data-celebration]")).to_contain_text("alice won Spring draw")
+    expect(row.locator("[data-status]")).to_have_text("drawn", timeout=WAIT_MS)
+    expect(row).to_contain_text("winners alice")
+    page.screenshot(path=str(artifacts / "dashboard-raffle.png"), full_page=True)
+
+    # alice's portal lists her tickets, that she won, and links the public verification
+    done = rally_cli("portal-link", "--config", str(site.config), "--member", "alice",
+                     "--base-url", site.url)  # fmt: skip
+    link = done.stdout.strip()
+    portal = browser.new_context(viewport={"width": 412, "height": 915}).new_page()
+    portal.goto(link)
+    tickets = portal.locator("#tickets")
+    expect(tickets).to_contain_text("2 tickets", timeout=WAIT_MS)
+    expect(tickets).to_contain_text("you won!")
+    href = tickets.locator("a").get_attribute("href")
+    assert href == f"/v1/raffles/spring/verify?network={NET}"
+    with urllib.request.urlopen(site.url + href, timeout=30) as resp:
+        assert json.loads(resp.read())["ok"] is True
+    portal.context.close()
