@@ -70,6 +70,17 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+class Login(msgspec.Struct, frozen=True):
+    """A checked login JWT: whom it signs in, and what makes it single-use."""
+
+    network: str
+    user_id: str
+    issuer: str
+    jti: str
+    """The token's id ("" when it has none: then only its short life limits replays)."""
+    exp: int
+
+
 class Sessions:
     """Issues and opens session cookies; checks login JWTs and admin keys."""
 
@@ -137,11 +148,12 @@ class Sessions:
         """A login JWT for `user_id` of `network`, as a network issues it (and the CLI)."""
         now = int(self._clock())
         claims = {"iss": key.key, "aud": self.jwt_audience, "sub": user_id, "net": network,
-                  "iat": now, "exp": now + min(ttl_s, self.jwt_max_ttl_s)}  # fmt: skip
+                  "iat": now, "exp": now + min(ttl_s, self.jwt_max_ttl_s),
+                  "jti": secrets.token_urlsafe(16)}  # fmt: skip
         return jwt.encode(claims, key.secrets[0], algorithm="HS256", headers={"typ": "JWT"})
 
-    def check_jwt(self, token: str) -> tuple[str, str]:
-        """(network, user_id) of a valid login JWT; raises Unauthorized (401) naming `token`."""
+    def check_jwt(self, token: str) -> Login:
+        """Whom a valid login JWT signs in; raises Unauthorized (401) naming `token`."""
         try:
             header = jwt.get_unverified_header(token)
             unverified = jwt.decode(token, options={"verify_signature": False})
@@ -178,7 +190,10 @@ class Sessions:
             raise Unauthorized("login token names no configured network (net)", field="token")
         if not key.may_write(network):
             raise Forbidden(f"api key {key.key!r} may not sign in to {network!r}", field="token")
-        return network, str(user_id)
+        jti = claims.get("jti", "")
+        if not isinstance(jti, str) or len(jti) > 128:
+            raise Unauthorized("login token jti must be a string of at most 128", field="token")
+        return Login(network, str(user_id), key.key, jti, int(claims["exp"]))
 
     def check_admin(self, key_id: str, secret: str, network: str) -> ApiKey:
         """The API key of an admin sign-in; 401 unless its secret matches, 403 if it does not

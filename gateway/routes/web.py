@@ -31,7 +31,7 @@ from engine.member import state_decoder
 from gateway.errors import BadRequest, Forbidden, Unauthorized, Unavailable, json_response
 from gateway.metrics import METRICS
 from gateway.reads import ACCESS, READER
-from gateway.sessions import COOKIE, SESSIONS, Session, Sessions, session_of
+from gateway.sessions import COOKIE, JWT_LEEWAY_S, SESSIONS, Session, Sessions, session_of
 from gateway.settings import ApiKey
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
@@ -104,10 +104,20 @@ def _signed_in(sessions: Sessions, scope: Any, network: str, subject: str) -> we
 async def post_member_session(request: web.Request) -> web.Response:
     sessions = request.app[SESSIONS]
     body = await _json_body(request)
-    network, user_id = sessions.check_jwt(_text(body, "token"))
+    login = sessions.check_jwt(_text(body, "token"))
     if request.app[ACCESS].tokens is None:
         raise Forbidden("the member portal needs [auth] token_secret", field="token")
-    return _signed_in(sessions, "member", network, user_id)
+    if login.jti:  # single use: a copied link (history, a shoulder) signs in no one else
+        reader = request.app[READER]
+        used = reader.keys.k("portaljti", login.issuer, login.jti)
+        ttl_s = max(1, login.exp - int(time.time()) + JWT_LEEWAY_S + 1)
+        try:
+            fresh = await reader.redis.set(used, b"1", nx=True, ex=ttl_s)
+        except (RedisError, OSError) as err:
+            raise Unavailable("sign-in store (redis) unavailable") from err
+        if not fresh:
+            raise Unauthorized("this sign-in link was used already", field="token")
+    return _signed_in(sessions, "member", login.network, login.user_id)
 
 
 async def post_admin_session(request: web.Request) -> web.Response:
