@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import msgspec
 import redis.asyncio as aioredis
 from aiohttp import WSMsgType, web
-from prometheus_client import Gauge
+from prometheus_client import Counter, Gauge
 from redis.exceptions import RedisError
 
 from actors.keys import Keys
@@ -73,7 +73,8 @@ class FeedHub:
     block_ms: int
     clients: set[Client] = field(default_factory=set)
     last_id: str = "$"
-    sent: int = 0
+    sent: Counter | None = None
+    """rally_feed_messages_total: notices queued to clients (set by `install`)."""
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
 
     def add(self, client: Client) -> None:
@@ -88,6 +89,7 @@ class FeedHub:
     def publish(self, notice: Notice) -> None:
         frame: bytes | None = None
         key = stream_id(notice.id)
+        queued = 0
         for c in self.clients:
             if c.overflowed or not c.wants(notice):
                 continue
@@ -97,7 +99,9 @@ class FeedHub:
                 c.queue.put_nowait(((0, 0), b""))  # wakes the sender, which closes
                 continue
             c.queue.put_nowait((key, frame))
-            self.sent += 1
+            queued += 1
+        if queued and self.sent is not None:
+            self.sent.inc(queued)
 
     async def run(self) -> None:
         """Read the stream while anyone listens; a Redis outage is retried every second."""
@@ -247,8 +251,7 @@ def install(app: web.Application, client: aioredis.Redis, keys: Keys, cfg: FeedS
     registry = app[METRICS].metrics.registry
     Gauge("rally_feed_clients", "Feed WebSockets connected to this gateway process.",
           registry=registry).set_function(lambda: len(hub.clients))  # fmt: skip
-    Gauge("rally_feed_messages_sent", "Notices queued to feed clients since start.",
-          registry=registry).set_function(lambda: hub.sent)  # fmt: skip
+    hub.sent = Counter("rally_feed_messages", "Notices queued to feed clients.", registry=registry)
 
     async def running(app: web.Application) -> AsyncIterator[None]:
         task = asyncio.create_task(hub.run())
