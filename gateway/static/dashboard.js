@@ -88,6 +88,16 @@
       el("span", { class: "dim" }, `${b.redeemed ?? 0} redeemed`))));
   }
 
+  async function scans() {
+    const { attempts } = await api("GET", `/v1/vouchers/attempts?${q()}&limit=15`);
+    $("#scan-list").replaceChildren(...attempts.map((a) => {
+      const ok = a.outcome === "redeemed" || a.outcome === "resumed";
+      return el("tr", { "data-outcome": a.outcome }, el("td", {}, Rally.when(a.ts)), el("td", {}, a.user_id),
+        el("td", {}, el("span", { class: `pill ${ok ? "ok" : "err"}`, title: a.detail || "" }, ok ? a.outcome : `⚑ ${a.outcome}`)),
+        el("td", { class: "dim" }, a.code_sha256 || ""));
+    }));
+  }
+
   function forms() {
     $("#raffle-form").addEventListener("submit", async (ev) => {
       ev.preventDefault();
@@ -136,6 +146,7 @@
       if (n.kind === "item_redeemed") Rally.celebrate(`${n.user_id} redeemed ${n.item_name || n.item_id}!`);
       if (n.kind === "raffle_drawn" && (n.winners || []).length) Rally.celebrate(`${n.winners.join(", ")} won ${n.title || n.raffle}!`);
       if (n.kind.startsWith("raffle_")) raffles();
+      if (n.kind === "voucher_scanned") scans().catch(() => {});
     }, (state) => { $("#feed-state").textContent = state; $("#feed-state").className = `pill ${state === "live" ? "ok" : "warn"}`; });
   }
 
@@ -154,15 +165,16 @@
     }
     net = s.network;
     $("#who").textContent = `${s.key} · ${net}`;
-    show("#signout", "#live", "#health", "#tiers", "#top", "#raffles", "#store", "#vouchers");
+    show("#signout", "#live", "#health", "#tiers", "#top", "#raffles", "#store", "#vouchers", "#scans");
     $("#signout").addEventListener("click", async () => { await Rally.signOut(); location.reload(); });
     forms();
     live();
     const safe = (fn) => fn().catch((e) => console.warn(e));
-    await Promise.all([safe(overview), safe(raffles), safe(items), safe(batches)]);
+    await Promise.all([safe(overview), safe(raffles), safe(items), safe(batches), safe(scans)]);
     document.body.dataset.ready = "1";
     setInterval(() => safe(overview), 2000);
     setInterval(() => safe(leaders), 5000);
+    setInterval(() => safe(scans), 10000);  // refused scans (possible fraud) append no notice
   }
   start().catch((e) => { document.body.append(el("p", { class: "msg bad" }, e.message)); });
 })();

@@ -172,3 +172,39 @@ def test_dashboard_runs_a_raffle_and_the_portal_links_its_verification(
     with urllib.request.urlopen(site.url + href, timeout=30) as resp:
         assert json.loads(resp.read())["ok"] is True
     portal.context.close()
+
+
+def test_dashboard_mints_vouchers_to_a_qr_sheet_and_flags_forged_scans(
+    site: Site, page: Page, artifacts: Path
+) -> None:
+    earn(site, {"erin": 10})
+    page.goto(f"{site.url}/dashboard/")
+    page.fill("#network", NET)
+    page.fill("#key", ADMIN_KEY)
+    page.fill("#secret", ADMIN_SECRET)
+    page.click("#signin-form button")
+    expect(page.locator("#feed-state")).to_have_text("live", timeout=WAIT_MS)
+
+    page.fill("#voucher-count", "3")
+    with page.expect_download(timeout=WAIT_MS) as download:
+        page.click("#voucher-form button")
+    sheet = Path(download.value.path()).read_text()
+    assert sheet.count("<svg") == 3
+    expect(page.locator("#batch-list")).to_contain_text("3 codes", timeout=WAIT_MS)
+
+    status, minted = call(site, "POST", f"/v1/vouchers/batches?network={NET}",
+                          {"count": 1, "points": 25, "expires_in_s": 3_600})  # fmt: skip
+    assert status == 201, minted
+    token = TokenSigner.from_settings(site.settings)
+    assert token is not None
+    erin = bearer(token.issue(NET, "erin")[0])
+    scan = f"/v1/members/erin/vouchers?network={NET}"
+    status, refused = call(site, "POST", scan, {"code": "RP1-forged-code-0000"}, headers=erin)
+    assert 400 <= status < 500, refused
+    status, ok = call(site, "POST", scan, {"code": minted["codes"][0]}, headers=erin)
+    assert status in (200, 201), ok
+    expect(page.locator("li[data-kind='voucher_scanned']")).to_contain_text("erin", timeout=WAIT_MS)
+    expect(page.locator("#scan-list tr[data-outcome='redeemed']")).to_have_count(1, timeout=WAIT_MS)
+    flagged = page.locator("#scan-list tr:not([data-outcome='redeemed'])")
+    expect(flagged).to_have_count(1)
+    expect(flagged).to_contain_text("⚑")
