@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -98,8 +99,11 @@ class Site:
         return self.gateway.url
 
 
-@pytest.fixture
-def site(ray_cluster, redis_server, namespace, tmp_path) -> Iterator[Site]:  # type: ignore[no-untyped-def]
+@pytest.fixture(scope="module")
+def site(ray_cluster, redis_server, tmp_path_factory) -> Iterator[Site]:  # type: ignore[no-untyped-def]
+    """One deployment for the module's tests (each uses its own members, items and raffles)."""
+    namespace = f"t{uuid.uuid4().hex[:10]}"
+    tmp_path = tmp_path_factory.mktemp("web")
     config = tmp_path / "rally.toml"
     config.write_text(CONFIG.format(ns=namespace, data_dir=tmp_path, redis_url=redis_server.url,
                                     key=KEY, secret=SECRET, admin_key=ADMIN_KEY,
