@@ -126,6 +126,15 @@ class FeedHub:
                     if notice is not None:
                         self.publish(notice)
 
+    async def pin(self) -> None:
+        """Fix where the reader starts, before a first client registers: every entry after
+        the position a client starts from is then read by the hub (none slips between)."""
+        if self.last_id == "$":
+            try:
+                self.last_id = await self.tip()
+            except (RedisError, OSError) as err:
+                raise Unavailable("notices stream (redis) unavailable") from err
+
     async def tip(self) -> str:
         """The id of the newest notice ("0-0" when there is none)."""
         newest = await self.redis.xrevrange(self.keys.notices, count=1)
@@ -188,6 +197,7 @@ async def get_feed(request: web.Request) -> web.WebSocketResponse:
     hub = request.app[FEED]
     client = _subscriber(request)
     after = _after_of(request)
+    await hub.pin()
     hub.add(client)  # before reading the backlog: what comes after it is queued
     try:
         frames: list[bytes] = []
