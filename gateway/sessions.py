@@ -226,11 +226,14 @@ SESSIONS = web.AppKey("sessions", Sessions)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def _same_origin(request: web.Request) -> bool:
+def same_origin(request: web.Request) -> bool:
+    """The request's Origin (when sent) names the host it was sent to. The scheme is not
+    compared: behind a proxy that ends TLS the gateway itself sees http."""
     origin = request.headers.get("Origin")
     if origin is None:
         return True  # not sent by every browser on same-origin GETs; SameSite=Strict holds
-    return origin == f"{request.scheme}://{request.host}"
+    scheme, sep, host = origin.partition("://")
+    return bool(sep) and scheme in ("http", "https") and host == request.host
 
 
 def session_of(request: web.Request) -> Session | None:
@@ -266,7 +269,7 @@ async def session_middleware(request: web.Request, handler: Handler) -> web.Stre
     session = session_of(request)
     if session is None:
         return await handler(request)
-    if not _same_origin(request):
+    if not same_origin(request):
         raise Forbidden("cross-origin request with a session cookie", field="Origin", code="csrf")
     if request.method not in SAFE_METHODS and not hmac.compare_digest(
         request.headers.get(CSRF_HEADER, ""), session.csrf

@@ -31,7 +31,15 @@ from engine.member import state_decoder
 from gateway.errors import BadRequest, Forbidden, Unauthorized, Unavailable, json_response
 from gateway.metrics import METRICS
 from gateway.reads import ACCESS, READER
-from gateway.sessions import COOKIE, JWT_LEEWAY_S, SESSIONS, Session, Sessions, session_of
+from gateway.sessions import (
+    COOKIE,
+    JWT_LEEWAY_S,
+    SESSIONS,
+    Session,
+    Sessions,
+    same_origin,
+    session_of,
+)
 from gateway.settings import ApiKey
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
@@ -69,8 +77,7 @@ async def root(request: web.Request) -> web.Response:
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
-    origin = request.headers.get("Origin")
-    if origin is not None and origin != f"{request.scheme}://{request.host}":
+    if not same_origin(request):
         raise Forbidden("sign-in from another origin", field="Origin", code="csrf")
     body = await request.content.read(MAX_LOGIN_BYTES + 1)
     if len(body) > MAX_LOGIN_BYTES:

@@ -112,6 +112,9 @@ def test_member_and_admin_sessions_are_kept_apart(
                                       headers={**h, "Origin": "https://evil.example"},
                                       json={"item_id": "mug"})  # fmt: skip
             assert (cross.status, (await cross.json())["error"]) == (403, "csrf")
+            cross_login = await client.post("/v1/session/member", headers={"Origin": "null"},
+                                            json={"token": login_jwt({})})  # fmt: skip
+            assert (cross_login.status, (await cross_login.json())["error"]) == (403, "csrf")
             # a forged internal session header is stripped, not believed
             forged = await client.get("/v1/raffles?network=demo",
                                       headers={"X-Rally-Session": "admin anything"})  # fmt: skip
