@@ -53,6 +53,8 @@ vattempts:{net}       stream (capped, [vouchers] attempts_kept); every voucher s
 pending:{kind}:{i}    stream; what shard i holds back until its watermark passes it (events of a
                       channel shard, credits of a member shard), appended per commit with the id of
                       the input entry it came from; the shard trims what it has released.
+portaljti:{iss}:{jti} string; a member portal login JWT (issuer api key, token id) already used;
+                      expires with the token (gateway/routes/web.py).
 """
 
 from __future__ import annotations

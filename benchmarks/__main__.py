@@ -100,6 +100,10 @@ def parser() -> argparse.ArgumentParser:
                    help="ledger rows generated for the kpis scenario's KPI report")  # fmt: skip
     p.add_argument("--kpis-sink-rows", type=_positive(int), default=d.kpis_sink_rows,
                    help="rows pushed through the ledger sink's append in the kpis scenario")  # fmt: skip
+    p.add_argument("--feed-clients", type=_positive(int), default=d.feed_clients,
+                   help="WebSockets on GET /v1/feed in the feed scenario")  # fmt: skip
+    p.add_argument("--feed-messages", type=_positive(int), default=d.feed_messages,
+                   help="notices fanned out to every feed client")  # fmt: skip
     p.add_argument("--spend-rate", type=_positive(float), default=d.spend_rate,
                    help="spends/s submitted in the spend scenario")  # fmt: skip
     p.add_argument("--spend-credit-rate", type=_positive(float), default=d.spend_credit_rate,
@@ -160,6 +164,8 @@ def options(args: argparse.Namespace) -> Options:
         draw_repeats=args.draw_repeats,
         kpis_rows=args.kpis_rows,
         kpis_sink_rows=args.kpis_sink_rows,
+        feed_clients=args.feed_clients,
+        feed_messages=args.feed_messages,
         spend_rate=args.spend_rate,
         spend_credit_rate=args.spend_credit_rate,
         spend_members=args.spend_members,

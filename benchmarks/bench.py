@@ -79,6 +79,10 @@ class Options:
     """Ledger rows generated for the kpis scenario's KPI report ..."""
     kpis_sink_rows: int = 1_000_000
     """... and rows (ledger, then events) pushed through the sink's append."""
+    feed_clients: int = 1_000
+    """Feed WebSockets connected in the feed scenario."""
+    feed_messages: int = 200
+    """Notices appended in the feed scenario (each reaches every client)."""
     spend_rate: float = 1_000.0
     """Spends/s submitted in the spend scenario ..."""
     spend_credit_rate: float = 20_000.0

@@ -19,6 +19,7 @@ from benchmarks.bench import (
     wait_until,
 )
 from benchmarks.draw import draw_scenario
+from benchmarks.feed import feed_scenario
 from benchmarks.kpis import kpis_scenario
 from benchmarks.migration import import_scenario
 from benchmarks.overload import overload
@@ -435,6 +436,7 @@ SCENARIOS: dict[str, Scenario] = {
     ),
     "draw": draw_scenario,
     "kpis": kpis_scenario,
+    "feed": feed_scenario,
     "batches": batches,
     "spend": spend,
     "payouts": payouts,

@@ -47,9 +47,11 @@ from gateway.metrics import METRICS, GatewayMetrics, get_metrics, get_readyz, ne
 from gateway.raffles import add_raffle_routes
 from gateway.reads import ACCESS, READER, Reader, add_routes, parse_id
 from gateway.redis_server import _die_with_parent
-from gateway.routes import payouts, vouchers, wallets
+from gateway.routes import feed, payouts, vouchers, wallets
+from gateway.routes import web as web_routes
 from gateway.routes_analytics import add_routes as add_analytics_routes
 from gateway.routes_store import setup_store
+from gateway.sessions import Sessions, session_middleware
 from gateway.settings import ApiKey, Settings
 from gateway.spends import SPENDS, install_spends
 from gateway.vouchers import credit_through
@@ -405,7 +407,9 @@ def create_app(
         on_flush=ctx.metrics.observe_flush,
     )
     ctx.metrics.queue_events.set_function(lambda: writer.queued_events)
-    app = web.Application(client_max_size=lim.max_body_bytes, middlewares=[edge_middleware])
+    app = web.Application(
+        client_max_size=lim.max_body_bytes, middlewares=[edge_middleware, session_middleware]
+    )
     auth = Authenticator.from_settings(settings, clock)
     app[GATEWAY] = Gateway(
         keys=keys,
@@ -448,6 +452,8 @@ def create_app(
     vouchers.install(app, settings, client, keys, clock, credit=credit_through(app[SPENDS]))
     payouts.install(app, settings, redis_url, keys, clock)
     wallets.install(app, settings, redis_url, keys, clock)
+    feed.install(app, client, keys, settings.feed)
+    web_routes.install(app, Sessions.from_settings(settings, clock))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", get_readyz)
     app.router.add_get("/metrics", get_metrics)

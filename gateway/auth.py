@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import secrets
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 
@@ -17,6 +18,9 @@ from gateway.settings import ApiKey, Settings
 from gateway.signing import KEY_HEADER, SIG_HEADER, TS_HEADER, request_message
 
 AUTHORIZATION = "Authorization"
+SESSION_HEADER = "X-Rally-Session"
+"""Set only by gateway.sessions' middleware (stripped from every incoming request): an admin
+session of an API key sent this request. Its value carries a per-process secret."""
 TOKEN_VERSION = "rt1"
 
 
@@ -33,6 +37,12 @@ class Authenticator:
         self._secrets = {k: [s.encode() for s in key.secrets] for k, key in self._keys.items()}
         self.skew_s = skew_s
         self._clock = clock
+        self._session_mark = secrets.token_urlsafe(32)
+
+    def vouch(self, key_id: str) -> str:
+        """The SESSION_HEADER value that makes `verify` accept a request as sent by `key_id`
+        (for a dashboard session of that key, after its cookie and CSRF checks)."""
+        return f"{key_id} {self._session_mark}"
 
     @classmethod
     def from_settings(
@@ -42,7 +52,13 @@ class Authenticator:
         return cls(keys, settings.limits.signature_skew_s, clock)
 
     def verify(self, headers: Mapping[str, str], body: bytes) -> ApiKey:
-        """The key that signed `body`; raises Unauthorized (401)."""
+        """The key that signed `body` (or whose admin session sent it); raises Unauthorized."""
+        vouched = headers.get(SESSION_HEADER)
+        if vouched is not None:
+            key_id, _, mark = vouched.partition(" ")
+            if hmac.compare_digest(mark, self._session_mark) and key_id in self._keys:
+                return self._keys[key_id]
+            raise Unauthorized("bad session credential", field=SESSION_HEADER)
         key_id = headers.get(KEY_HEADER)
         ts = headers.get(TS_HEADER)
         signature = headers.get(SIG_HEADER)

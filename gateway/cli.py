@@ -1,5 +1,5 @@
 """The `rally` command line: serve, gateway, demo, audit, status, deadletter, token,
-vouchers, raffle, payouts, analytics, import, export, bench."""
+portal-link, vouchers, raffle, payouts, analytics, import, export, bench."""
 
 from __future__ import annotations
 
@@ -287,6 +287,45 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_portal_link(args: argparse.Namespace) -> int:
+    """Print a member portal sign-in link: {base}/portal/#login={JWT signed by the network's
+    api key} (the JWT rides in the fragment, so it reaches no server log)."""
+    from gateway.errors import BadRequest
+    from gateway.reads import parse_id
+    from gateway.sessions import Sessions
+
+    settings = _settings(args)
+    network = args.network or settings.default_network()
+    if network is None:
+        raise CliError("--network is required (several networks are configured)")
+    try:
+        user_id = parse_id(args.member, "member")
+        network = parse_id(network, "network")
+    except BadRequest as err:
+        raise CliError(err.message) from None
+    if network not in settings.networks:
+        raise CliError(f"no network {network!r} in the configuration")
+    if not settings.auth.token_secret:
+        raise CliError("the member portal needs [auth] token_secret in the configuration")
+    if args.key:
+        keys = [k for k in settings.api_keys if k.key == args.key]
+        if not keys:
+            raise CliError(f"no api key {args.key!r} in the configuration")
+    else:
+        keys = [k for k in settings.api_keys if k.may_write(network)]
+        if not keys:
+            raise CliError(f"no api key covers network {network!r}")
+    if not keys[0].may_write(network):
+        raise CliError(f"api key {keys[0].key!r} does not cover network {network!r}")
+    sessions = Sessions.from_settings(settings)
+    token = sessions.login_jwt(keys[0], network, user_id, args.ttl)
+    base = args.base_url or f"http://{settings.server.host}:{settings.server.port}"
+    print(f"{base.rstrip('/')}/portal/#login={token}")
+    ttl = min(args.ttl, settings.portal.jwt_max_ttl_s)
+    print(f"member {user_id!r} of network {network!r}, sign in within {ttl} s", file=sys.stderr)
+    return 0
+
+
 # -- vouchers ---------------------------------------------------------------------------------
 def cmd_vouchers(args: argparse.Namespace) -> int:
     """rally vouchers mint | verify | batches | attempts | keygen (gateway/voucher_cli.py)."""
@@ -483,6 +522,15 @@ def parser() -> argparse.ArgumentParser:
     common(t)
     t.add_argument("user_id", metavar="USER_ID")
     t.add_argument("--network", help="the member's network (default: the only one configured)")
+    pl = sub.add_parser("portal-link", help="print a signed member portal sign-in link")
+    common(pl)
+    pl.add_argument("--member", required=True, help="the member's user id")
+    pl.add_argument("--network", help="the member's network (default: the only one configured)")
+    pl.add_argument(
+        "--key", help="the api key that signs (default: the first covering the network)"
+    )
+    pl.add_argument("--ttl", type=positive(int), default=300, help="seconds to sign in")
+    pl.add_argument("--base-url", help="the gateway's public URL (default: [server] host:port)")
     d = sub.add_parser("demo", help="serve plus a simulated network, with a live table")
     d.add_argument("--seconds", type=positive(float), default=30.0)
     d.add_argument("--rate", type=positive(float), default=2_000.0, help="events per second")
@@ -534,7 +582,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = {
         "serve": cmd_serve, "gateway": cmd_gateway, "demo": cmd_demo, "audit": cmd_audit,
         "status": cmd_status, "deadletter": cmd_deadletter, "token": cmd_token,
-        "raffle": cmd_raffle,
+        "portal-link": cmd_portal_link, "raffle": cmd_raffle,
         "vouchers": cmd_vouchers, "payouts": cmd_payouts, "analytics": cmd_analytics,
         "import": cmd_import, "export": cmd_export,
     }  # fmt: skip

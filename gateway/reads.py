@@ -129,6 +129,8 @@ class Reader:
             "points_to_next_tier": (
                 max(0, tiers.thresholds[tier + 1] - state.lifetime) if has_next else None
             ),
+            "tier_threshold": tiers.thresholds[tier],
+            "next_tier_threshold": tiers.thresholds[tier + 1] if has_next else None,
             "streak": effective_streak(state, day_of(self.clock())),
             "weekly_bonus": self.weekly(network, state),
             "channels": await self.standings(network, user_id),

@@ -185,6 +185,37 @@ class AuthSettings(_Section):
         return value
 
 
+class FeedSettings(_Section):
+    backlog_max: int = Field(default=1_000, ge=1, le=100_000)
+    """Most notices replayed to a client that resumes (?after=ID); further behind, it is told."""
+    max_clients: int = Field(default=10_000, ge=1)
+    """Most feed WebSockets one gateway process serves at once (then 503)."""
+    client_queue_max: int = Field(default=1_000, ge=1)
+    """Notices waiting for one slow client before it is disconnected (it resumes)."""
+    block_ms: int = Field(default=1_000, ge=10, le=60_000)
+    """How long one read of the notices stream waits for new entries."""
+
+
+class PortalSettings(_Section):
+    session_secret: str = ""
+    """Signs portal and dashboard session cookies; "" = derived from the API key secrets."""
+    session_ttl_s: int = Field(default=3_600, ge=60, le=7 * 86_400)
+    """How long a portal or dashboard session lasts."""
+    jwt_audience: str = Field(default="rallypoint-portal", min_length=1)
+    """The `aud` a network's login JWT must carry."""
+    jwt_max_ttl_s: int = Field(default=600, ge=10, le=86_400)
+    """Longest lifetime (exp - iat) accepted for a login JWT."""
+    secure_cookies: bool = False
+    """Mark session cookies Secure (serve the gateway behind HTTPS)."""
+
+    @field_validator("session_secret")
+    @classmethod
+    def _long_enough(cls, value: str) -> str:
+        if value and len(value) < 16:
+            raise ValueError("must be empty (derived) or at least 16 characters")
+        return value
+
+
 class VoucherSettings(_Section):
     signing_key: str = ""
     """Ed25519 seed (base64url, 32 bytes; `rally vouchers keygen`) that signs voucher codes;
@@ -381,6 +412,8 @@ class Settings(_Section):
     payouts: PayoutSettings = PayoutSettings()
     chain: ChainSettings = ChainSettings()
     wallets: WalletSettings = WalletSettings()
+    feed: FeedSettings = FeedSettings()
+    portal: PortalSettings = PortalSettings()
     networks: dict[Name, Any] = {}
     """Network name -> engine.rules.NetworkRules (validated with msgspec)."""
     api_keys: list[ApiKey] = []

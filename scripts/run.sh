@@ -72,11 +72,24 @@ ensure_chain_npm() {
     say "npm install in chain/contracts failed: the chain tests against anvil will fail"
 }
 
+ensure_chromium() {
+  # Browser tests (tests/web) drive Debian's chromium through Playwright (never `playwright install`).
+  if command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ]; then return 0; fi
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "chromium not found: installing Debian's chromium (for the browser tests)"
+    if (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1; then
+      return 0
+    fi
+    say "apt-get could not install chromium"
+  fi
+  say "no chromium: the browser tests (tests/web) will fail; install it (apt-get install chromium)"
+}
+
 cmd=${1:-}
 [ -n "$cmd" ] && shift
 case "$cmd" in
   demo)  ensure_venv; ensure_redis; exec "$VENV/bin/rally" demo "$@" ;;
-  test)  ensure_venv; ensure_redis; ensure_chain_npm; exec "$VENV/bin/python" -m pytest "$@" ;;
+  test)  ensure_venv; ensure_redis; ensure_chain_npm; ensure_chromium; exec "$VENV/bin/python" -m pytest "$@" ;;
   rally) ensure_venv; ensure_redis; exec "$VENV/bin/rally" "$@" ;;
   setup) ensure_venv; ensure_redis; ensure_chain_npm ;;
   *) echo "usage: scripts/run.sh demo|test|rally|setup [args...]" >&2; exit 2 ;;

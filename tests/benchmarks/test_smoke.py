@@ -27,6 +27,7 @@ TINY = [
     "--overload-seconds", "3", "--overload-lag", "0.5",
     "--draw-tickets", "20000", "--draw-members", "2000", "--draw-repeats", "1",
     "--kpis-rows", "20000", "--kpis-sink-rows", "10000",
+    "--feed-clients", "20", "--feed-messages", "10",
     "--spend-rate", "50", "--spend-credit-rate", "400", "--spend-members", "20",
     "--payouts", "200", "--payout-batch", "50",
 ]  # fmt: skip
@@ -148,6 +149,9 @@ def test_scenario_summaries(results: dict[str, Any]) -> None:
     assert (draw["tickets"], draw["members"]) == (20_000, 2_000)
     for place in ("winners_1", "winners_10"):
         assert 0 < draw[place]["close_s"] <= draw[place]["close_and_draw_s"]
+    feed = sc["feed"]["summary"]
+    assert feed["delivered"] == 200
+    assert feed["messages_per_s"] > 0
     goals = {g["goal"]: g for g in results["goals"]}
     assert len(goals) == 9
     assert all(g["met"] in (True, False, None) for g in goals.values())

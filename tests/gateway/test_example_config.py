@@ -24,11 +24,13 @@ from engine.rules import EarnRules, StreakRules, TierRules
 from gateway.app import ADMISSION, GATEWAY, create_app
 from gateway.metrics import METRICS
 from gateway.reads import ACCESS, READER
+from gateway.routes.feed import FEED
 from gateway.routes.payouts import PAYOUTS
 from gateway.routes.vouchers import VOUCHERS
 from gateway.routes.wallets import WALLETS
 from gateway.routes_store import STORE
 from gateway.runtime import GatewayPool, Runtime
+from gateway.sessions import SESSIONS
 from gateway.settings import ApiKey, Settings, settings_from_dict
 from gateway.spends import SPENDS
 
@@ -48,6 +50,7 @@ SPECIAL: dict[str, Any] = {
     "auth.public_networks": ["acme"],
     "api_keys.1.networks": ["acme"],
     "limits.dedupe_window_s": 7_200.0,
+    "portal.session_secret": "another-session-secret-0123456789",
     "vouchers.signing_key": "VOhJ6kRQa2tDKXnkiVE8lm7wiI-IFEVKuMDmvhpHQ9U",
     "vouchers.verify_keys": ["F5kkgwAME3MTqnd5rPv5AE9bw1qR78peXu6xC2_tiRc"],
     "payouts.webhook_secret": "whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM=",
@@ -161,6 +164,8 @@ def built(settings: Settings) -> dict[str, Any]:
         "vouchers": plain(app[VOUCHERS]),
         "payouts": plain(app[PAYOUTS]),
         "wallets": plain(app[WALLETS]),
+        "feed": plain(app[FEED]),
+        "sessions": plain(app[SESSIONS]),
         "max_body": app._client_max_size,
         "runtime": plain(Runtime(settings)),
         "listen": plain(GatewayPool.from_settings(settings, REDIS_URL)),

@@ -93,6 +93,8 @@ def test_member(redis_server: RedisServer, redis_client: redis.Redis, namespace:
         "multiplier": 1.25,
         "next_tier": "Gold",
         "points_to_next_tier": 1100,
+        "tier_threshold": 500,
+        "next_tier_threshold": 2000,
         "streak": 4,
         "channels": {},
     }

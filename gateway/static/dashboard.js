@@ -1,0 +1,181 @@
+// The admin dashboard of one network: live feed with celebrations, pipeline health,
+// tier mix, top members, and managing raffles, store items and voucher batches.
+"use strict";
+(() => {
+  const { $, el, api } = Rally;
+  let net = "", lastStats = null, lastTs = 0;
+  const q = () => `network=${encodeURIComponent(net)}`;
+  const show = (...ids) => ids.forEach((id) => $(id).classList.remove("hidden"));
+  const say = (id, text, good) => { const m = $(id); m.className = `msg ${good ? "good" : "bad"}`; m.textContent = text; };
+
+  async function overview() {
+    const o = await api("GET", `/v1/admin/overview?${q()}`);
+    if (lastStats) {
+      const dt = o.ts - lastTs;
+      const eps = ((o.stats.events_in || 0) - (lastStats.events_in || 0)) / Math.max(dt, 0.001);
+      $("#eps").textContent = Math.max(0, eps).toFixed(0);
+    }
+    lastStats = o.stats; lastTs = o.ts;
+    $("#backlog").textContent = o.backlog.toLocaleString();
+    $("#dead").textContent = o.dead_letters;
+    $("#ready").textContent = o.ready ? "ready" : "not ready";
+    $("#ready").className = `pill ${o.ready ? "ok" : "err"}`;
+    $("#shards").replaceChildren(...o.shards.map((s) => el("tr", {}, el("td", {}, s.shard),
+      el("td", {}, el("span", { class: `pill ${s.state === "running" ? "ok" : s.state === "absent" ? "" : "warn"}` }, s.state)),
+      el("td", {}, `lag ${s.lag}`))));
+    Rally.setTierNames(Object.keys(o.tiers));
+    const total = Object.values(o.tiers).reduce((a, b) => a + b, 0) || 1;
+    $("#tier-mix").replaceChildren(...Object.entries(o.tiers).map(([name, n]) => el("div", {},
+      el("div", { class: "row" }, el("span", {}, name), el("span", { class: "dim", "data-tier": name }, n)),
+      (() => { const bar = el("div", { class: "bar" }, el("div")); bar.firstChild.style.width = `${(100 * n) / total}%`; return bar; })())));
+    const sel = $("#channel");
+    if (sel.options.length !== o.channels.length) {
+      const keep = sel.value;
+      sel.replaceChildren(...o.channels.map((c) => el("option", { value: c }, c)));
+      if (keep) sel.value = keep;
+      leaders();
+    }
+    const links = [];
+    if (o.panels.payouts) links.push(el("a", { href: `/v1/payouts?${q()}` }, "Payouts"));
+    if (o.panels.analytics) links.push(el("a", { href: `/v1/analytics?${q()}` }, "Analytics"));
+    if (links.length) { show("#extra"); $("#extra-links").replaceChildren(...links.flatMap((a) => [a, el("br")])); }
+  }
+
+  async function leaders() {
+    const c = $("#channel").value;
+    if (!c) return;
+    const lb = await api("GET", `/v1/channels/${encodeURIComponent(c)}/leaderboard?${q()}&limit=10`);
+    $("#leaders").replaceChildren(...lb.entries.map((e) => el("tr", {}, el("td", {}, `#${e.rank}`),
+      el("td", {}, e.name || e.user_id), el("td", {}, e.points.toLocaleString()))));
+  }
+
+  async function raffles() {
+    const { raffles: list } = await api("GET", `/v1/raffles?${q()}&limit=20`);
+    $("#raffle-list").replaceChildren(...list.map((r) => {
+      const id = r.raffle || (r.terms && r.terms.id);
+      const op = (name, body) => {
+        const b = el("button", { class: "ghost", "data-op": name }, name);
+        b.addEventListener("click", async () => {
+          try { await api("POST", `/v1/raffles/${encodeURIComponent(id)}/${name}?${q()}`, body); say("#raffle-msg", `${id}: ${name} done`, true); }
+          catch (e) { say("#raffle-msg", `${id}: ${e.message}`); }
+          raffles();
+        });
+        return b;
+      };
+      const beacon = { beacon: { source: "admin", value: `dash-${Date.now()}-${Math.random().toString(16).slice(2)}`, ref: "dashboard" } };
+      const extra = [r.commitment ? `commitment ${String(r.commitment).slice(0, 16)}…` : "",
+                     r.root ? `Merkle root ${String(r.root).slice(0, 12)}…` : "",
+                     (r.winners || []).length ? `winners ${(r.winners || []).map((w) => w.user_id || w).join(", ")}` : ""].filter(Boolean).join(" · ");
+      return el("div", { class: "row", "data-raffle": id },
+        el("span", {}, el("strong", {}, (r.terms && r.terms.title) || id), " ", el("span", { class: "pill", "data-status": "1" }, r.status), el("br"),
+           el("span", { class: "dim" }, extra)),
+        el("span", {}, op("open"), " ", op("close"), " ", op("draw", beacon), " ",
+           el("a", { href: `/v1/raffles/${encodeURIComponent(id)}/verify?${q()}`, target: "_blank", rel: "noopener" }, "verify")));
+    }));
+  }
+
+  async function items() {
+    const { items: list } = await api("GET", `/v1/store/items?${q()}`);
+    $("#item-list").replaceChildren(...list.map((it) => el("div", { class: "row" },
+      el("span", {}, el("strong", {}, it.name), " ", el("span", { class: "dim" }, it.id)),
+      el("span", { class: "dim" }, `${it.cost} pts · ${it.stock === null ? "∞" : it.stock} left${it.enabled ? "" : " · off"}`))));
+  }
+
+  async function batches() {
+    const { batches: list } = await api("GET", `/v1/vouchers/batches?${q()}`);
+    $("#batch-list").replaceChildren(...list.map((b) => el("div", { class: "row" },
+      el("span", {}, el("strong", {}, b.id || b.batch), " ", el("span", { class: "dim" }, `${b.count} codes`)),
+      el("span", { class: "dim" }, `${b.redeemed ?? 0} redeemed`))));
+  }
+
+  async function scans() {
+    const { attempts } = await api("GET", `/v1/vouchers/attempts?${q()}&limit=15`);
+    $("#scan-list").replaceChildren(...attempts.map((a) => {
+      const ok = a.outcome === "redeemed" || a.outcome === "resumed";
+      return el("tr", { "data-outcome": a.outcome }, el("td", {}, Rally.when(a.ts)), el("td", {}, a.user_id),
+        el("td", {}, el("span", { class: `pill ${ok ? "ok" : "err"}`, title: a.detail || "" }, ok ? a.outcome : `⚑ ${a.outcome}`)),
+        el("td", { class: "dim" }, a.code_sha256 || ""));
+    }));
+  }
+
+  function forms() {
+    $("#raffle-form").addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const terms = { id: $("#raffle-id").value.trim(), network: net, title: $("#raffle-title").value,
+                      price_points: Number($("#raffle-price").value || 0), winners: Number($("#raffle-winners").value || 1),
+                      max_tickets_per_member: 100 };
+      try { await api("POST", `/v1/raffles?${q()}`, terms); say("#raffle-msg", `created ${terms.id}`, true); }
+      catch (e) { say("#raffle-msg", e.message); }
+      raffles();
+    });
+    $("#item-form").addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const spec = { name: $("#item-name").value, cost: Number($("#item-cost").value) };
+      if ($("#item-stock").value !== "") spec.stock = Number($("#item-stock").value);
+      try { await api("PUT", `/v1/store/items/${encodeURIComponent($("#item-id").value.trim())}?${q()}`, spec); say("#item-msg", "saved", true); }
+      catch (e) { say("#item-msg", e.message); }
+      items();
+    });
+    $("#voucher-form").addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const req = { count: Number($("#voucher-count").value), points: Number($("#voucher-points").value),
+                    expires_in_s: Number($("#voucher-days").value) * 86400 };
+      try {
+        const minted = await api("POST", `/v1/vouchers/batches?${q()}`, req);
+        const sheet = await fetch(`/v1/admin/voucher-sheet?${q()}`, { method: "POST", credentials: "same-origin",
+          headers: { "Content-Type": "application/json", "X-CSRF-Token": (await Rally.session()).csrf },
+          body: JSON.stringify({ batch: minted.batch.id, codes: minted.codes }) });
+        if (!sheet.ok) throw new Error(`QR sheet: HTTP ${sheet.status}`);
+        const url = URL.createObjectURL(await sheet.blob());
+        const a = el("a", { href: url, download: `vouchers-${minted.batch.id}.html` }, "download");
+        document.body.append(a); a.click(); a.remove();
+        say("#voucher-msg", `minted ${minted.codes.length} codes (batch ${minted.batch.id})`, true);
+      } catch (e) { say("#voucher-msg", e.message); }
+      batches();
+    });
+    $("#channel").addEventListener("change", leaders);
+  }
+
+  function live() {
+    Rally.feed({ network: net }, (n) => {
+      if (n.gap) { $("#feed").prepend(el("li", {}, "… older notices skipped")); return; }
+      const li = el("li", { class: Rally.celebrates(n) ? "celebrate" : "", "data-kind": n.kind },
+                    el("span", { class: "pill" }, n.kind.replace("_", " ")), " ", Rally.describe(n));
+      $("#feed").prepend(li);
+      while ($("#feed").children.length > 200) $("#feed").lastChild.remove();
+      if (n.kind === "item_redeemed") Rally.celebrate(`${n.user_id} redeemed ${n.item_name || n.item_id}!`);
+      if (n.kind === "raffle_drawn" && (n.winners || []).length) Rally.celebrate(`${n.winners.join(", ")} won ${n.title || n.raffle}!`);
+      if (n.kind.startsWith("raffle_")) raffles();
+      if (n.kind === "voucher_scanned") scans().catch(() => {});
+      if (n.kind === "tier_changed") overview().catch(() => {});
+    }, (state) => { $("#feed-state").textContent = state; $("#feed-state").className = `pill ${state === "live" ? "ok" : "warn"}`; });
+  }
+
+  async function start() {
+    const s = await Rally.session();
+    if (!s || s.scope !== "admin") {
+      show("#signin");
+      $("#signin-form").addEventListener("submit", async (ev) => {
+        ev.preventDefault();
+        try {
+          await Rally.signIn("admin", { network: $("#network").value.trim(), key: $("#key").value.trim(), secret: $("#secret").value });
+          location.reload();
+        } catch (e) { $("#signin-msg").textContent = e.message; }
+      });
+      return;
+    }
+    net = s.network;
+    $("#who").textContent = `${s.key} · ${net}`;
+    show("#signout", "#live", "#health", "#tiers", "#top", "#raffles", "#store", "#vouchers", "#scans");
+    $("#signout").addEventListener("click", async () => { await Rally.signOut(); location.reload(); });
+    forms();
+    live();
+    const safe = (fn) => fn().catch((e) => console.warn(e));
+    await Promise.all([safe(overview), safe(raffles), safe(items), safe(batches), safe(scans)]);
+    document.body.dataset.ready = "1";
+    setInterval(() => safe(overview), 2000);
+    setInterval(() => safe(leaders), 5000);
+    setInterval(() => safe(scans), 10000);  // refused scans (possible fraud) append no notice
+  }
+  start().catch((e) => { document.body.append(el("p", { class: "msg bad" }, e.message)); });
+})();

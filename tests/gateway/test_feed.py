@@ -1,0 +1,163 @@
+"""GET /v1/feed through the real gateway, real Redis and real shards: a network's feed sees
+tier changes (msgpack, from the member shards) and store redemptions (JSON, from the store);
+a member's feed sees only its own notices; a client resuming with ?after= misses nothing and
+gets nothing twice; a client further behind than [feed] backlog_max is told of the gap; the
+gauge counts connected clients."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import msgspec
+import pytest
+import redis
+from aiohttp import ClientWebSocketResponse, WSMsgType
+
+from actors.client import RallyClient
+from actors.keys import Keys
+from gateway.notices import decode_notice
+from gateway.redis_server import RedisServer
+from gateway.signing import bearer, signed_headers
+
+from .helpers import ADMIN_SECRET, serve
+from .test_store import NET, Api, give, store_settings
+
+WAIT_S = 60.0
+
+
+@pytest.fixture
+def shards(ray_cluster: None, redis_server: RedisServer, namespace: str) -> Iterator[RallyClient]:
+    settings = store_settings(namespace)
+    cfg = msgspec.structs.replace(settings.runtime(redis_server.url), archive_path="",
+                                  watch_clock_interval_s=0.0, streak_rollover=False)  # fmt: skip
+    rally = RallyClient(cfg).start(scheduler=False)
+    yield rally
+    rally.stop()
+
+
+def feed_settings(namespace: str, **feed: Any) -> Any:
+    base = store_settings(namespace)
+    return base.model_copy(update={"feed": base.feed.model_copy(update=feed)})
+
+
+async def next_notice(ws: ClientWebSocketResponse) -> dict[str, Any]:
+    msg = await ws.receive(timeout=WAIT_S)
+    assert msg.type is WSMsgType.TEXT, msg
+    return json.loads(msg.data)  # type: ignore[no-any-return]
+
+
+def admin_feed(target: str) -> dict[str, str]:
+    return signed_headers("admin", ADMIN_SECRET, target=target, method="GET")
+
+
+def test_feed_live_member_filter_resume_gap_and_gauge(
+    shards: RallyClient, redis_server: RedisServer, redis_client: redis.Redis, namespace: str
+) -> None:
+    settings = feed_settings(namespace, backlog_max=2)
+
+    async def body() -> None:
+        async with serve(settings, redis_server.url) as client:
+            api = Api(client)
+            target = f"/v1/feed?network={NET}"
+            net_ws = await client.ws_connect(target, headers=admin_feed(target))
+            tokens = api.tokens
+            assert tokens is not None
+            bob_ws = await client.ws_connect(
+                "/v1/feed", headers=bearer(tokens.issue(NET, "bob")[0])
+            )
+            metrics = await (await client.get("/metrics")).text()
+            assert "rally_feed_clients 2.0" in metrics
+
+            # alice earns past the 500 threshold (a tier change from her member shard) ...
+            await asyncio.to_thread(give, shards, redis_client, {"alice": 900})
+            tier = await next_notice(net_ws)
+            assert (tier["kind"], tier["user_id"], tier["new_tier"]) == ("tier_changed", "alice", 1)
+            # ... and redeems a store item (JSON, from the store)
+            assert (await api.put_item("mug", name="Mug", cost=300, stock=5))[0] == 201
+            status, red = await api.redeem("alice", "mug", idem="r1")
+            assert status == 201, red
+            redeemed = await next_notice(net_ws)
+            assert (redeemed["kind"], redeemed["user_id"], redeemed["item_name"]) == (
+                "item_redeemed", "alice", "Mug")  # fmt: skip
+            assert redeemed["cost"] == 300
+
+            # bob's feed saw none of alice's notices; bob's own redemption reaches him
+            await asyncio.to_thread(give, shards, redis_client, {"bob": 250})
+            assert (await api.redeem("bob", "mug", idem="r2"))[0] == 201
+            seen = await next_notice(bob_ws)
+            assert (seen["kind"], seen["user_id"]) == ("item_redeemed", "bob")
+            net_ids = [tier["id"], redeemed["id"], (await next_notice(net_ws))["id"]]
+
+            # resume after the first: the two after it, once each, then live ones
+            target = f"/v1/feed?network={NET}&after={net_ids[0]}"
+            again = await client.ws_connect(target, headers=admin_feed(target))
+            assert [(await next_notice(again))["id"] for _ in range(2)] == net_ids[1:]
+            assert (await api.redeem("alice", "mug", idem="r3"))[0] == 201
+            live = await next_notice(again)
+            assert live["kind"] == "item_redeemed"
+            assert live["id"] not in net_ids
+
+            # further behind than backlog_max (2): told of the gap, then the newest two
+            target = f"/v1/feed?network={NET}&after=0-0"
+            behind = await client.ws_connect(target, headers=admin_feed(target))
+            assert (await next_notice(behind))["gap"] is True
+            await again.close()
+            await behind.close()
+            await bob_ws.close()
+            await net_ws.close()
+
+            # bad input names its field; a member token cannot read another network's feed
+            resp = await client.get(f"/v1/feed?network={NET}&after=nope",
+                                    headers=admin_feed(f"/v1/feed?network={NET}&after=nope"))  # fmt: skip
+            assert (resp.status, (await resp.json())["field"]) == (400, "after")
+            resp = await client.get("/v1/feed")
+            assert resp.status == 401
+
+    asyncio.run(body())
+
+
+def test_decode_notice_every_writer() -> None:
+    """Each writer's encoding decodes into the same flat shape."""
+    from engine.member import TierChange
+    from engine.voucher import VoucherScanned
+
+    enc = msgspec.msgpack.Encoder()
+    tier = decode_notice(b"1-0", {b"tier": enc.encode(TierChange("n", "u", 0, 1, 5.0, 600))})
+    assert tier is not None
+    assert (tier.kind, tier.user_ids, tier.body["new_tier"]) == ("tier_changed", ("u",), 1)
+    scan = VoucherScanned(ts=1.0, network="n", user_id="v", code_id="c", batch="b", points=5)
+    voucher = decode_notice(b"2-0", {b"voucher_scanned": enc.encode(scan)})
+    assert voucher is not None
+    assert (voucher.kind, voucher.body["points"]) == ("voucher_scanned", 5)
+    drawn = {"network": "n", "raffle": "r", "winners": ["a", "b"], "ts": 1}
+    raffle = decode_notice(b"3-0", {b"raffle_drawn": json.dumps(drawn).encode()})
+    assert raffle is not None
+    assert raffle.user_ids == ("a", "b")
+    assert decode_notice(b"4-0", {b"tier": b"junk"}) is None
+    assert Keys("x").notices == "x:notices"
+
+
+def test_a_slow_client_overflows_and_only_its_network_is_queued() -> None:
+    """publish() queues at most client_queue_max notices per client, then marks it overflowed
+    (its sender closes it with 4008 and it resumes with ?after=); other networks' notices
+    never reach it."""
+    from gateway.notices import Notice
+    from gateway.routes.feed import Client, FeedHub
+
+    hub = FeedHub(None, Keys("x"), backlog_max=10, max_clients=2, client_queue_max=2, block_ms=10)  # type: ignore[arg-type]
+    slow = Client("n", None, asyncio.Queue())
+    member = Client("n", "bob", asyncio.Queue())
+    hub.add(slow)
+    hub.add(member)
+    with pytest.raises(Exception, match="at most 2 feed clients"):
+        hub.add(Client("n", None, asyncio.Queue()))
+    for i in range(3):
+        hub.publish(Notice(f"{i + 1}-0", "item_redeemed", "n", ("alice",), {"id": f"{i + 1}-0"}))
+    hub.publish(Notice("9-0", "item_redeemed", "other", ("bob",), {"id": "9-0"}))
+    hub.publish(Notice("10-0", "raffle_drawn", "n", ("carol",), {"id": "10-0"}))
+    assert slow.overflowed
+    assert slow.queue.qsize() == 3  # two notices, then the sentinel
+    assert member.queue.qsize() == 1  # only the raffle notice of its network

@@ -1,0 +1,212 @@
+"""The member portal and the admin dashboard in headless Chromium, against a real gateway,
+Redis and Ray: the portal shows the balance after earning and after a redemption made on the
+page; the dashboard's live feed shows events as they are posted, and a redemption's
+celebration. Screenshots go to the test artifacts."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from playwright.sync_api import Page, expect
+
+from gateway.auth import TokenSigner
+from gateway.signing import bearer, signed_headers
+from tests.e2e.conftest import post, rally_cli
+
+from .conftest import ADMIN_KEY, ADMIN_SECRET, KEY, NET, SECRET, Site
+
+WAIT_MS = 60_000
+seq = iter(range(10**6))
+
+
+def earn(site: Site, points: dict[str, int]) -> None:
+    now = time.time()
+    events = [{"kind": "custom", "id": f"w{next(seq)}-{now}", "network": NET, "channel": "c1",
+               "user_id": u, "user_name": u.title(), "ts": now, "points": p}
+              for u, p in points.items()]  # fmt: skip
+    status, body = post(site.url, events, key=KEY, secret=SECRET)
+    assert status == 202, body
+    assert site.client.wait_idle(120)
+
+
+def call(site: Site, method: str, target: str, body: Any = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:  # fmt: skip
+    raw = b"" if body is None else msgspec.json.encode(body)
+    h = headers or signed_headers(ADMIN_KEY, ADMIN_SECRET, raw, target=target, method=method)
+    req = urllib.request.Request(site.url + target, data=raw if body is not None else None,
+                                 headers={**h, "Content-Type": "application/json"}, method=method)  # fmt: skip
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"{}")
+
+
+def balance(site: Site, user: str) -> int:
+    status, m = call(site, "GET", f"/v1/members/{user}?network={NET}")
+    assert status == 200, m
+    return int(m["balance"])
+
+
+def put_item(site: Site, item_id: str, name: str, cost: int) -> None:
+    status, item = call(site, "PUT", f"/v1/store/items/{item_id}?network={NET}",
+                        {"name": name, "cost": cost, "stock": 50})  # fmt: skip
+    assert status in (200, 201), item
+
+
+def test_portal_shows_balance_after_earning_and_spending(
+    site: Site, page: Page, artifacts: Path
+) -> None:
+    put_item(site, "mug", "Rally mug", 300)
+    earn(site, {"alice": 900})
+    had = balance(site, "alice")
+    assert had >= 900
+    done = rally_cli("portal-link", "--config", str(site.config), "--member", "alice",
+                     "--base-url", site.url)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    link = done.stdout.strip()
+    assert link.startswith(f"{site.url}/portal/#login=")
+
+    page.goto(link)
+    expect(page.get_by_test_id("balance")).to_have_text(f"{had:,}", timeout=WAIT_MS)
+    assert "#login" not in page.url  # the token left the address bar
+    expect(page.locator("#tier")).to_have_text("Silver")
+    expect(page.locator("#ledger tr")).not_to_have_count(0)
+    page.screenshot(path=str(artifacts / "portal-before.png"), full_page=True)
+
+    page.locator('button[data-item="mug"]').click()
+    expect(page.locator("[data-celebration]")).to_be_visible(timeout=WAIT_MS)
+    expect(page.locator("#store-msg")).to_have_text("Redeemed Rally mug!", timeout=WAIT_MS)
+    expect(page.get_by_test_id("balance")).to_have_text(f"{had - 300:,}", timeout=WAIT_MS)
+    expect(page.locator("#ledger")).to_contain_text("\u2212300", timeout=WAIT_MS)  # a minus sign
+    assert balance(site, "alice") == had - 300
+    page.screenshot(path=str(artifacts / "portal.png"), full_page=True)
+
+    # the session cookie is HttpOnly: the page's script cannot read it
+    assert page.evaluate("document.cookie") == ""
+
+
+def test_dashboard_feed_updates_and_celebrates_a_redemption(
+    site: Site, page: Page, artifacts: Path
+) -> None:
+    put_item(site, "hoodie", "Hoodie", 200)
+    earn(site, {"carol": 50, "dave": 20})
+    page.goto(f"{site.url}/dashboard/")
+    page.fill("#network", NET)
+    page.fill("#key", ADMIN_KEY)
+    page.fill("#secret", ADMIN_SECRET)
+    page.click("#signin-form button")
+    expect(page.locator("#feed-state")).to_have_text("live", timeout=WAIT_MS)
+    page.wait_for_selector("body[data-ready='1']", timeout=WAIT_MS)
+
+    # events posted now: bob crosses into Silver, which the feed shows
+    earn(site, {"bob": 600})
+    expect(page.locator("li[data-kind='tier_changed']")).to_contain_text("bob", timeout=WAIT_MS)
+
+    # bob redeems (from his own token, not the page): the dashboard celebrates
+    token = TokenSigner.from_settings(site.settings)
+    assert token is not None
+    target = f"/v1/members/bob/redemptions?network={NET}"
+    status, red = call(site, "POST", target, {"item_id": "hoodie"},
+                       headers={**bearer(token.issue(NET, "bob")[0]), "Idempotency-Key": "dash-1"})  # fmt: skip
+    assert status == 201, red
+    expect(page.locator("li[data-kind='item_redeemed']")).to_contain_text("Hoodie", timeout=WAIT_MS)
+    expect(page.locator("[data-celebration]")).to_contain_text("bob redeemed Hoodie")
+    expect(page.locator("li.celebrate")).to_have_count(1)
+    silver = sum(call(site, "GET", f"/v1/members/{u}?network={NET}")[1].get("tier") == "Silver"
+                 for u in ("alice", "bob", "carol", "dave"))  # fmt: skip
+    expect(page.locator("[data-tier='Silver']")).to_have_text(str(silver), timeout=WAIT_MS)
+    expect(page.locator("#ready")).to_have_text("ready", timeout=WAIT_MS)
+    page.set_viewport_size({"width": 1200, "height": 900})
+    page.screenshot(path=str(artifacts / "dashboard.png"), full_page=True)
+
+
+def test_dashboard_runs_a_raffle_and_the_portal_links_its_verification(
+    site: Site, page: Page, browser: Any, artifacts: Path
+) -> None:
+    earn(site, {"alice": 200})
+    page.goto(f"{site.url}/dashboard/")
+    page.fill("#network", NET)
+    page.fill("#key", ADMIN_KEY)
+    page.fill("#secret", ADMIN_SECRET)
+    page.click("#signin-form button")
+    expect(page.locator("#feed-state")).to_have_text("live", timeout=WAIT_MS)
+
+    page.fill("#raffle-id", "spring")
+    page.fill("#raffle-title", "Spring draw")
+    page.click("#raffle-form button")
+    row = page.locator("[data-raffle='spring']")
+    expect(row).to_be_visible(timeout=WAIT_MS)
+    row.locator("[data-op='open']").click()
+    expect(row.locator("[data-status]")).to_have_text("open", timeout=WAIT_MS)
+    expect(row).to_contain_text("commitment")
+
+    token = TokenSigner.from_settings(site.settings)
+    assert token is not None
+    status, bought = call(site, "POST", f"/v1/raffles/spring/tickets?network={NET}", {"tickets": 2},
+                          headers={**bearer(token.issue(NET, "alice")[0]), "Idempotency-Key": "t1"})  # fmt: skip
+    assert status == 201, bought
+
+    row.locator("[data-op='close']").click()
+    expect(row.locator("[data-status]")).to_have_text("closed", timeout=WAIT_MS)
+    row.locator("[data-op='draw']").click()
+    expect(page.locator("li[data-kind='raffle_drawn']")).to_contain_text("alice", timeout=WAIT_MS)
+    expect(page.locator("[data-celebration]")).to_contain_text("alice won Spring draw")
+    expect(row.locator("[data-status]")).to_have_text("drawn", timeout=WAIT_MS)
+    expect(row).to_contain_text("winners alice")
+    page.screenshot(path=str(artifacts / "dashboard-raffle.png"), full_page=True)
+
+    # alice's portal lists her tickets, that she won, and links the public verification
+    done = rally_cli("portal-link", "--config", str(site.config), "--member", "alice",
+                     "--base-url", site.url)  # fmt: skip
+    link = done.stdout.strip()
+    portal = browser.new_context(viewport={"width": 412, "height": 915}).new_page()
+    portal.goto(link)
+    tickets = portal.locator("#tickets")
+    expect(tickets).to_contain_text("2 tickets", timeout=WAIT_MS)
+    expect(tickets).to_contain_text("you won!")
+    href = tickets.locator("a").get_attribute("href")
+    assert href == f"/v1/raffles/spring/verify?network={NET}"
+    with urllib.request.urlopen(site.url + href, timeout=30) as resp:
+        assert json.loads(resp.read())["ok"] is True
+    portal.context.close()
+
+
+def test_dashboard_mints_vouchers_to_a_qr_sheet_and_flags_forged_scans(
+    site: Site, page: Page, artifacts: Path
+) -> None:
+    earn(site, {"erin": 10})
+    page.goto(f"{site.url}/dashboard/")
+    page.fill("#network", NET)
+    page.fill("#key", ADMIN_KEY)
+    page.fill("#secret", ADMIN_SECRET)
+    page.click("#signin-form button")
+    expect(page.locator("#feed-state")).to_have_text("live", timeout=WAIT_MS)
+
+    page.fill("#voucher-count", "3")
+    with page.expect_download(timeout=WAIT_MS) as download:
+        page.click("#voucher-form button")
+    sheet = Path(download.value.path()).read_text()
+    assert sheet.count("<svg") == 3
+    expect(page.locator("#batch-list")).to_contain_text("3 codes", timeout=WAIT_MS)
+
+    status, minted = call(site, "POST", f"/v1/vouchers/batches?network={NET}",
+                          {"count": 1, "points": 25, "expires_in_s": 3_600})  # fmt: skip
+    assert status == 201, minted
+    token = TokenSigner.from_settings(site.settings)
+    assert token is not None
+    erin = bearer(token.issue(NET, "erin")[0])
+    scan = f"/v1/members/erin/vouchers?network={NET}"
+    status, refused = call(site, "POST", scan, {"code": "RP1-forged-code-0000"}, headers=erin)
+    assert 400 <= status < 500, refused
+    status, ok = call(site, "POST", scan, {"code": minted["codes"][0]}, headers=erin)
+    assert status in (200, 201), ok
+    expect(page.locator("li[data-kind='voucher_scanned']")).to_contain_text("erin", timeout=WAIT_MS)
+    expect(page.locator("#scan-list tr[data-outcome='redeemed']")).to_have_count(1, timeout=WAIT_MS)
+    flagged = page.locator("#scan-list tr:not([data-outcome='redeemed'])")
+    expect(flagged).to_have_count(1)
+    expect(flagged).to_contain_text("⚑")
