@@ -7,8 +7,7 @@ again, and malformed or oversized lines are counted, never fatal."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import pytest
@@ -25,13 +24,6 @@ from tests.gateway.connectors.ircd import InspIRCd, Viewer
 
 T = TypeVar("T")
 SHARDS = 2
-
-
-@pytest.fixture(scope="module")
-def ircd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InspIRCd]:
-    server = InspIRCd(Path(tmp_path_factory.mktemp("ircd"))).start()
-    yield server
-    server.stop()
 
 
 def logged_events(client: redis.Redis, keys: Keys) -> list[Event]:
