@@ -100,7 +100,9 @@ class CommandBot:
         spec = self.table(line.channel).lookup(inv.name)
         now = self.clock()
         cooldowns = self._cooldowns.setdefault(line.channel, Cooldowns())
-        live = await self._live(line.channel) if spec is not None else False
+        live = False
+        if spec is not None and spec.availability != "always":
+            live = await self._live(line.channel)
         verdict = check(spec, cooldowns, line.user_id, line.role, live, now)
         if verdict != OK or spec is None:
             self.metrics.refused[verdict] = self.metrics.refused.get(verdict, 0) + 1

@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 TWITCH_CAPS = ("twitch.tv/tags", "twitch.tv/commands", "twitch.tv/membership")
 MAX_JOIN_LINE = 400
 MAX_LOGINS = 100_000
+READ_BYTES = 65_536
 
 Sink = Callable[[list[Event]], Awaitable[None]]
 ChatHandler = Callable[[ChatLine, IrcMessage], Awaitable[None]]
@@ -219,7 +220,7 @@ class IrcConnector:
 
     async def _session(self) -> None:
         cfg = self.cfg
-        reader, writer = await asyncio.open_connection(cfg.host, cfg.port, limit=MAX_LINE_BYTES)
+        reader, writer = await asyncio.open_connection(cfg.host, cfg.port)
         self._writer = writer
         self.metrics.connects += 1
         self.registered.clear()
@@ -232,24 +233,31 @@ class IrcConnector:
         hello += [f"NICK {cfg.nick}", f"USER {cfg.nick} 0 * :{cfg.nick}", "CAP END"]
         await self._send_raw("\r\n".join(hello))
         pinged = False
+        buf = b""
+        skipping = False  # inside a line longer than MAX_LINE_BYTES: dropped to its end
         try:
             while not self._stopping:
                 try:
-                    raw = await asyncio.wait_for(reader.readuntil(b"\n"), cfg.idle_ping_s)
+                    data = await asyncio.wait_for(reader.read(READ_BYTES), cfg.idle_ping_s)
                 except TimeoutError:
                     if pinged:
                         raise
                     pinged = True
                     await self._send_raw("PING :rally")
                     continue
-                except asyncio.LimitOverrunError as err:
-                    self.metrics.oversized += 1
-                    await reader.readexactly(err.consumed)  # skip the oversized part
-                    continue
-                if not raw:
+                if not data:
                     raise ConnectionError("closed by server")
                 pinged = False
-                await self._line(raw)
+                lines = (buf + data).split(b"\n")
+                buf = lines.pop()
+                for raw in lines:
+                    if skipping:
+                        skipping = False
+                        continue
+                    await self._line(raw)
+                if len(buf) > MAX_LINE_BYTES:
+                    self.metrics.oversized += 1
+                    buf, skipping = b"", True
                 if not self._room.is_set():
                     await self._room.wait()  # back-pressure: the log is behind
         finally:
@@ -259,6 +267,9 @@ class IrcConnector:
 
     async def _line(self, raw: bytes) -> None:
         self.metrics.lines_in += 1
+        if len(raw) > MAX_LINE_BYTES:
+            self.metrics.oversized += 1
+            return
         try:
             msg = parse_line(raw)
         except IrcParseError:

@@ -204,5 +204,6 @@ def test_malformed_and_oversized_lines_are_counted(
         await conn._line(b":x!x@x PRIVMSG #alpha :no user id\r\n")
 
     conn = run_with(redis_server, namespace, config(ircd), body)
-    assert conn.metrics.parse_errors == 3
+    assert conn.metrics.parse_errors == 2
+    assert conn.metrics.oversized == 1
     assert conn.metrics.events_out == 0
