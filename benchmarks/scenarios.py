@@ -402,6 +402,31 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 2)
 
 
+def bot_scenario(b: Bench) -> dict[str, Any]:
+    """Command reply latency through a real IRC server and `rally bot`, at 100 and 5,000
+    chat lines/s over 50 channels, plus a saturating 20,000 lines/s run for the lines/s one
+    connector ingests (benchmarks/botbench.py)."""
+    from benchmarks.botbench import measure
+
+    b.console.print("[bold]bot[/bold]: InspIRCd + rally bot, 50 channels")
+    res = measure(b.rally.redis_url, b.rally.namespace, b.opts.out / "bot",
+                  rates=(100.0, 5_000.0, 20_000.0), seconds=min(b.opts.duration_s, 10.0))  # fmt: skip
+    by_rate = {int(r["offered_lines_per_s"]): r for r in res["runs"]}
+    summary = {
+        f"reply_p{q}_ms_at_{rate}": by_rate[rate][f"reply_p{q}_ms"]
+        for rate in (100, 5_000) for q in (50, 99)
+    }  # fmt: skip
+    summary["ingested_lines_per_s_max"] = max(r["ingested_lines_per_s"] for r in res["runs"])
+    lines = [
+        f"{r['offered_lines_per_s']:,.0f} lines/s offered: reply p50 {r['reply_p50_ms']} ms, "
+        f"p99 {r['reply_p99_ms']} ms ({r['replies']}/{r['commands']} replies); "
+        f"ingested {r['ingested_lines_per_s']:,}/s"
+        for r in res["runs"]
+    ]
+    return {"status": "ok", "runs": [], "bot_runs": res["runs"], "summary": summary,
+            "lines": lines}  # fmt: skip
+
+
 def unavailable(capability: str, modules: tuple[str, ...]) -> Scenario:
     """A scenario whose capability has not landed: says so instead of failing."""
 
@@ -431,9 +456,7 @@ SCENARIOS: dict[str, Scenario] = {
     "peak": peak,
     "overload": overload,
     "raid": raid,
-    "bot": unavailable(
-        "the chat connector (bot command replies)", ("gateway.connectors", "gateway.bot")
-    ),
+    "bot": bot_scenario,
     "draw": draw_scenario,
     "kpis": kpis_scenario,
     "feed": feed_scenario,

@@ -67,6 +67,9 @@ async def _serve(settings: Settings, with_actors: bool) -> None:
     runtime = Runtime(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    if settings.bot.enabled:
+        _check_bot(settings)
+    bot_task: asyncio.Task[Any] | None = None
     if with_actors:
         runtime.start()  # in this thread: the redis-server it starts dies with its starter
     elif not settings.redis.url:
@@ -97,12 +100,20 @@ async def _serve(settings: Settings, with_actors: bool) -> None:
         record()
         procs = f", {pool.workers} gateway processes" if pool.workers > 1 else ""
         print(f"rally: serving on {url} (redis {redis_url}{procs})", flush=True)
+        if settings.bot.enabled:
+            from gateway.bot_runner import run_bot
+
+            bot_task = asyncio.create_task(run_bot(settings, redis_url, stop), name="bot")
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), WORKER_CHECK_S)
             if pool.workers > 1 and not stop.is_set() and pool.respawn_dead():
                 record()
     finally:
+        if bot_task is not None:
+            stop.set()
+            with contextlib.suppress(Exception):
+                await bot_task
         if runner is not None:
             await runner.cleanup()
         pool.stop()
@@ -116,6 +127,48 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_gateway(args: argparse.Namespace) -> int:
     uvloop.run(_serve(_settings(args), with_actors=False))
+    return 0
+
+
+# -- bot ------------------------------------------------------------------------------------
+def _check_bot(settings: Settings) -> None:
+    from gateway.bot_runner import BotConfigError, bot_parts
+
+    try:
+        parts = bot_parts(settings)
+    except BotConfigError as err:
+        raise CliError(str(err)) from None
+    if not parts.irc.channels:
+        raise CliError("[bot] channels is empty: nothing to join")
+
+
+def cmd_bot(args: argparse.Namespace) -> int:
+    """Run the chat bot against a running deployment's Redis until SIGINT/SIGTERM."""
+    settings = _settings(args)
+    if args.channel:
+        channels = [*settings.bot.channels, *args.channel]
+        settings = settings.model_copy(
+            update={"bot": settings.bot.model_copy(update={"channels": channels})}
+        )
+    _check_bot(settings)
+
+    async def go(url: str) -> None:
+        from gateway.bot_runner import run_bot
+
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        b = settings.bot
+        print(f"rally: bot {b.nick} on {b.host}:{b.port}, {len(settings.bot.channels)} channels",
+              flush=True)  # fmt: skip
+        conn = await run_bot(settings, url, stop)
+        m = conn.metrics
+        print(f"rally: bot stopped: {m.lines_in} lines, {m.events_out} events, "
+              f"{m.replies_sent} replies, {m.parse_errors} malformed", flush=True)  # fmt: skip
+
+    with _redis(settings, own_if_stopped=False) as (url, _):
+        uvloop.run(go(url))
     return 0
 
 
@@ -531,6 +584,10 @@ def parser() -> argparse.ArgumentParser:
     )
     pl.add_argument("--ttl", type=positive(int), default=300, help="seconds to sign in")
     pl.add_argument("--base-url", help="the gateway's public URL (default: [server] host:port)")
+    b = sub.add_parser("bot", help="run the chat bot (IRC connector and commands), [bot] settings")
+    common(b)
+    b.add_argument("--redis-url")
+    b.add_argument("--channel", action="append", default=[], help="join this channel too")
     d = sub.add_parser("demo", help="serve plus a simulated network, with a live table")
     d.add_argument("--seconds", type=positive(float), default=30.0)
     d.add_argument("--rate", type=positive(float), default=2_000.0, help="events per second")
@@ -582,7 +639,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = {
         "serve": cmd_serve, "gateway": cmd_gateway, "demo": cmd_demo, "audit": cmd_audit,
         "status": cmd_status, "deadletter": cmd_deadletter, "token": cmd_token,
-        "portal-link": cmd_portal_link, "raffle": cmd_raffle,
+        "portal-link": cmd_portal_link, "raffle": cmd_raffle, "bot": cmd_bot,
         "vouchers": cmd_vouchers, "payouts": cmd_payouts, "analytics": cmd_analytics,
         "import": cmd_import, "export": cmd_export,
     }  # fmt: skip

@@ -343,6 +343,49 @@ class WalletSettings(_Section):
     """A nonce (and the message signed with it) expires after this long; each is used once."""
 
 
+class BotSettings(_Section):
+    """The chat bot (`rally bot`; also run by `rally serve` when `enabled`)."""
+
+    enabled: bool = False
+    network: str = ""
+    host: str = "127.0.0.1"
+    port: int = Field(default=6667, ge=1, le=65_535)
+    nick: str = Field(default="rallybot", min_length=1, max_length=30)
+    password: str = ""
+    channels: list[Annotated[str, Field(pattern=r"^#?[A-Za-z0-9_]{1,64}$")]] = Field(
+        default=[], max_length=10_000
+    )
+    caps: list[str] = ["twitch.tv/tags", "twitch.tv/commands", "twitch.tv/membership"]
+    trust_client_tags: bool = False
+    moderator: bool = False
+    rate_limit: int = Field(default=20, ge=1, le=10_000)
+    rate_limit_moderator: int = Field(default=100, ge=1, le=10_000)
+    rate_window_s: float = Field(default=30.0, gt=0, le=3_600)
+    max_outbound_queue: int = Field(default=1_000, ge=1, le=1_000_000)
+    max_pending_events: int = Field(default=10_000, ge=1, le=10_000_000)
+    reconnect_max_s: float = Field(default=30.0, gt=0, le=3_600)
+    idle_ping_s: float = Field(default=60.0, gt=0, le=3_600)
+    prefix: str = Field(default="!", min_length=1, max_length=4)
+    commands: list[dict[str, Any]] = Field(default=[], max_length=10_000)
+    """Command specs (engine.commands.CommandSpec fields) plus `channel` ("*" = every one)."""
+
+    @field_validator("commands")
+    @classmethod
+    def _check_commands(cls, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        from engine.commands import CommandConfigError, specs_from_config
+
+        for i, item in enumerate(value):
+            spec = {k: v for k, v in item.items() if k != "channel"}
+            try:
+                specs_from_config([spec])
+            except msgspec.ValidationError as err:
+                sub, problem = _msgspec_problem(err)
+                raise _path_error(f"{i}.{sub.removeprefix('[0].')}".rstrip("."), problem) from err
+            except CommandConfigError as err:
+                raise _path_error(f"{i}.{err.field}", str(err)) from err
+        return value
+
+
 class ApiKey(_Section):
     key: Name
     secrets: list[Annotated[str, Field(min_length=16, max_length=256)]] = Field(min_length=1)
@@ -414,6 +457,7 @@ class Settings(_Section):
     wallets: WalletSettings = WalletSettings()
     feed: FeedSettings = FeedSettings()
     portal: PortalSettings = PortalSettings()
+    bot: BotSettings = BotSettings()
     networks: dict[Name, Any] = {}
     """Network name -> engine.rules.NetworkRules (validated with msgspec)."""
     api_keys: list[ApiKey] = []

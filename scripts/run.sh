@@ -85,11 +85,26 @@ ensure_chromium() {
   say "no chromium: the browser tests (tests/web) will fail; install it (apt-get install chromium)"
 }
 
+ensure_inspircd() {
+  # the chat bot's tests drive a real IRC server with IRCv3 message tags (shared/PEERS.md)
+  if command -v inspircd >/dev/null 2>&1 || [ -x /usr/sbin/inspircd ]; then return 0; fi
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "inspircd not found: installing Debian's inspircd (IRC server for the bot tests)"
+    if (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq inspircd) >/dev/null 2>&1; then
+      return 0
+    fi
+    say "apt-get could not install inspircd"
+  fi
+  say "inspircd not found: the IRC connector tests need it (apt-get install inspircd, as root)"
+  exit 1
+}
+
 cmd=${1:-}
 [ -n "$cmd" ] && shift
 case "$cmd" in
   demo)  ensure_venv; ensure_redis; exec "$VENV/bin/rally" demo "$@" ;;
-  test)  ensure_venv; ensure_redis; ensure_chain_npm; ensure_chromium; exec "$VENV/bin/python" -m pytest "$@" ;;
+  test)  ensure_venv; ensure_redis; ensure_chain_npm; ensure_chromium; ensure_inspircd
+         exec "$VENV/bin/python" -m pytest "$@" ;;
   rally) ensure_venv; ensure_redis; exec "$VENV/bin/rally" "$@" ;;
   setup) ensure_venv; ensure_redis; ensure_chain_npm ;;
   *) echo "usage: scripts/run.sh demo|test|rally|setup [args...]" >&2; exit 2 ;;

@@ -22,6 +22,7 @@ from pydantic import BaseModel
 
 from engine.rules import EarnRules, StreakRules, TierRules
 from gateway.app import ADMISSION, GATEWAY, create_app
+from gateway.bot_runner import bot_parts
 from gateway.metrics import METRICS
 from gateway.reads import ACCESS, READER
 from gateway.routes.feed import FEED
@@ -52,6 +53,10 @@ SPECIAL: dict[str, Any] = {
     "limits.dedupe_window_s": 7_200.0,
     "portal.session_secret": "another-session-secret-0123456789",
     "vouchers.signing_key": "VOhJ6kRQa2tDKXnkiVE8lm7wiI-IFEVKuMDmvhpHQ9U",
+    "bot.network": "elsewhere",
+    "bot.password": "oauth:x",
+    "bot.channels": ["lobby"],
+    "bot.commands": [{"channel": "*", "name": "hi", "response": "hello {user}"}],
     "vouchers.verify_keys": ["F5kkgwAME3MTqnd5rPv5AE9bw1qR78peXu6xC2_tiRc"],
     "payouts.webhook_secret": "whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM=",
     "chain.private_key": "0x" + "11" * 32,
@@ -169,6 +174,7 @@ def built(settings: Settings) -> dict[str, Any]:
         "max_body": app._client_max_size,
         "runtime": plain(Runtime(settings)),
         "listen": plain(GatewayPool.from_settings(settings, REDIS_URL)),
+        "bot": [plain(bot_parts(settings)), settings.bot.enabled],
     }
 
 

@@ -1,0 +1,200 @@
+"""The chat bot: answers commands seen by a connector, with the state the shards committed.
+
+`CommandBot.on_chat` parses `!name args`, looks the command up in the channel's table
+(config file commands over the built-ins), checks enabled / role / online-offline /
+cooldowns (engine.commands), and replies with the rendered template. Reads come straight
+from Redis, as the gateway's read routes do (member state, channel leaderboards, the
+channel's live flag). Built-ins answered today: !points [user], !rank, !top [n], !streak,
+!tier, and custom text commands. Anything refused or unknown is counted, never raised.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from actors.keys import Keys
+from engine.channel import channel_decoder
+from engine.commands import (
+    OK,
+    CommandSpec,
+    CommandTable,
+    Cooldowns,
+    Invocation,
+    check,
+    parse_command,
+    render,
+)
+from engine.events import channel_key, member_key
+from engine.irc import ChatLine, IrcMessage
+from engine.member import MemberState, day_of, effective_streak, state_decoder
+from engine.rules import RuleBook
+
+log = logging.getLogger(__name__)
+
+MAX_TOP = 10
+DEFAULT_REPLIES: dict[str, str] = {
+    "points": "@{user} has {points} points",
+    "rank": "@{user} is #{rank} in {channel} with {points} points",
+    "top": "Top {count}: {args}",
+    "streak": "@{user} has a {streak}-day streak",
+    "tier": "@{user} is {tier} ({points} lifetime points)",
+}
+UNKNOWN_MEMBER = "@{user} has no points yet"
+
+
+@dataclass(slots=True)
+class BotMetrics:
+    commands: int = 0
+    replies: int = 0
+    refused: dict[str, int] = field(default_factory=dict)
+    unsupported: int = 0
+    read_errors: int = 0
+
+
+class CommandBot:
+    """Commands of every channel a connector serves; `say(channel, text)` sends a reply."""
+
+    def __init__(
+        self,
+        redis_client: aioredis.Redis,
+        keys: Keys,
+        rules: RuleBook,
+        network: str,
+        commands: Mapping[str, list[CommandSpec]],
+        say: Callable[[str, str], bool],
+        *,
+        logins: Mapping[str, str] | None = None,
+        prefix: str = "!",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.redis = redis_client
+        self.keys = keys
+        self.rules = rules
+        self.network = network
+        self.say = say
+        self.prefix = prefix
+        self.logins: Mapping[str, str] = logins if logins is not None else {}
+        """login -> platform user id, as the connector learnt them (for `!points user`)."""
+        self.clock = clock
+        default = commands.get("*", [])
+        self._default_table = CommandTable(default)
+        self._tables = {ch: CommandTable([*default, *specs]) for ch, specs in commands.items()}
+        self._cooldowns: dict[str, Cooldowns] = {}
+        self.metrics = BotMetrics()
+
+    def table(self, channel: str) -> CommandTable:
+        return self._tables.get(channel, self._default_table)
+
+    async def on_chat(self, line: ChatLine, msg: IrcMessage) -> None:
+        inv = parse_command(line.text, self.prefix)
+        if inv is None:
+            return
+        self.metrics.commands += 1
+        spec = self.table(line.channel).lookup(inv.name)
+        now = self.clock()
+        cooldowns = self._cooldowns.setdefault(line.channel, Cooldowns())
+        live = False
+        if spec is not None and spec.availability != "always":
+            live = await self._live(line.channel)
+        verdict = check(spec, cooldowns, line.user_id, line.role, live, now)
+        if verdict != OK or spec is None:
+            self.metrics.refused[verdict] = self.metrics.refused.get(verdict, 0) + 1
+            return
+        try:
+            reply = await self._answer(spec, inv, line)
+        except RedisError as err:
+            self.metrics.read_errors += 1
+            log.warning("bot_read_failed command=%s error=%r", spec.name, err)
+            return
+        if reply is None:
+            self.metrics.unsupported += 1
+            return
+        cooldowns.record(spec, line.user_id, now)
+        if reply and self.say(line.channel, reply):
+            self.metrics.replies += 1
+
+    async def _live(self, channel: str) -> bool:
+        try:
+            raw = await self.redis.hget(self.keys.cstate, channel_key(self.network, channel))
+        except RedisError:
+            return False
+        return bool(raw) and channel_decoder.decode(cast("bytes", raw)).live
+
+    async def _answer(self, spec: CommandSpec, inv: Invocation, line: ChatLine) -> str | None:
+        base: dict[str, Any] = {
+            "user": line.display_name,
+            "channel": line.channel,
+            "args": inv.rest,
+            "touser": inv.touser or line.login,
+            "count": 0,
+        }
+        if not spec.builtin:
+            return render(spec.response, base)
+        name = spec.name
+        if name not in DEFAULT_REPLIES:
+            return None  # spends, transfers, raffles and store: not wired into the bot yet
+        template = spec.response or DEFAULT_REPLIES[name]
+        if name == "top":
+            count = _int_arg(inv.args, 5, 1, MAX_TOP)
+            top = await self._top(line.channel, count)
+            listing = ", ".join(f"{i + 1}. {n} ({p})" for i, (n, p) in enumerate(top))
+            return render(template, {**base, "count": len(top), "args": listing or "nobody yet"})
+        user_id, shown = line.user_id, line.display_name
+        if name == "points" and inv.touser:
+            shown = inv.touser
+            user_id = self.logins.get(inv.touser, "")
+            if not user_id:
+                return render(UNKNOWN_MEMBER, {**base, "user": shown})
+        state = await self._member(user_id)
+        if state is None:
+            return render(UNKNOWN_MEMBER, {**base, "user": shown})
+        base["user"] = shown
+        tiers = self.rules.network(self.network).tiers
+        variables = {
+            **base,
+            "points": state.balance if name != "tier" else state.lifetime,
+            "tier": tiers.names[min(state.tier, len(tiers.names) - 1)],
+            "streak": effective_streak(state, day_of(self.clock())),
+            "rank": "-",
+        }
+        if name == "rank":
+            nc = channel_key(self.network, line.channel)
+            rank = await self.redis.zrevrank(self.keys.lb_all(nc), user_id)
+            score = await self.redis.zscore(self.keys.lb_all(nc), user_id)
+            variables["rank"] = "-" if rank is None else rank + 1
+            variables["points"] = int(score or 0)
+        return render(template, variables)
+
+    async def _member(self, user_id: str) -> MemberState | None:
+        raw = await self.redis.hget(self.keys.mstate, member_key(self.network, user_id))
+        return None if raw is None else state_decoder.decode(cast("bytes", raw))
+
+    async def _top(self, channel: str, count: int) -> list[tuple[str, int]]:
+        nc = channel_key(self.network, channel)
+        pairs = cast(
+            "list[tuple[bytes, float]]",
+            await self.redis.zrevrange(self.keys.lb_all(nc), 0, count - 1, withscores=True),
+        )
+        if not pairs:
+            return []
+        fields = [member_key(self.network, uid.decode()) for uid, _ in pairs]
+        raws = cast("list[bytes | None]", await self.redis.hmget(self.keys.mstate, fields))
+        out = []
+        for (uid, score), raw in zip(pairs, raws, strict=True):
+            name = state_decoder.decode(raw).name if raw else ""
+            out.append((name or uid.decode(), int(score)))
+        return out
+
+
+def _int_arg(args: tuple[str, ...], default: int, lo: int, hi: int) -> int:
+    try:
+        return min(max(int(args[0]), lo), hi) if args else default
+    except ValueError:
+        return default

@@ -1,0 +1,110 @@
+"""Running the chat bot: settings -> IRC connector + command bot + the durable ingest append.
+
+`bot_parts(settings)` builds the plain pieces (connector config, command specs by channel,
+the network) once; `run_bot` runs them against a Redis URL until `stop` is set. Events are
+appended by the same `IngestWriter` the gateway uses (one MULTI/EXEC per flush; duplicate
+message ids are dropped by the channel shards' dedupe), so what the bot saw survives a
+crash of the bot or a shard once appended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+from actors.keys import Keys
+from engine.commands import CommandSpec, specs_from_config
+from engine.events import Event
+from gateway.bot import CommandBot
+from gateway.connectors.irc import IrcConfig, IrcConnector
+from gateway.ingest import IngestWriter
+from gateway.settings import Settings
+
+
+class BotConfigError(Exception):
+    """The [bot] settings cannot run a bot (no network, no channels)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BotParts:
+    irc: IrcConfig
+    commands: dict[str, list[CommandSpec]]
+    prefix: str
+
+
+def bot_parts(settings: Settings) -> BotParts:
+    b = settings.bot
+    network = b.network or settings.default_network() or ""
+    if not network:
+        raise BotConfigError("[bot] network is required (several or no networks are configured)")
+    irc = IrcConfig(
+        host=b.host,
+        port=b.port,
+        nick=b.nick,
+        network=network,
+        channels=tuple(c.lstrip("#").lower() for c in b.channels),
+        password=b.password,
+        caps=tuple(b.caps),
+        trust_client_tags=b.trust_client_tags,
+        moderator=b.moderator,
+        rate_limit=b.rate_limit,
+        rate_limit_moderator=b.rate_limit_moderator,
+        rate_window_s=b.rate_window_s,
+        max_outbound_queue=b.max_outbound_queue,
+        max_pending_events=b.max_pending_events,
+        reconnect_max_s=b.reconnect_max_s,
+        idle_ping_s=b.idle_ping_s,
+    )
+    commands: dict[str, list[CommandSpec]] = {}
+    for item in b.commands:
+        channel = str(item.get("channel", "*")).lstrip("#").lower()
+        spec = {k: v for k, v in item.items() if k != "channel"}
+        commands.setdefault(channel, []).extend(specs_from_config([spec]))
+    return BotParts(irc=irc, commands=commands, prefix=b.prefix)
+
+
+async def run_bot(settings: Settings, redis_url: str, stop: asyncio.Event) -> IrcConnector:
+    parts = bot_parts(settings)
+    if not parts.irc.channels:
+        raise BotConfigError("[bot] channels is empty: nothing to join")
+    client = aioredis.Redis.from_url(redis_url)
+    keys = Keys(settings.namespace)
+    lim = settings.limits
+    writer = IngestWriter(
+        client,
+        keys,
+        channel_shards=settings.shards.channel,
+        coalesce_window_ms=lim.coalesce_window_ms,
+        max_coalesce_events=lim.max_coalesce_events,
+        max_queue_events=lim.max_queue_events,
+    )
+    writer.start()
+
+    async def sink(events: list[Event]) -> None:
+        await writer.append(events)
+
+    conn = IrcConnector(parts.irc, sink)
+    bot = CommandBot(
+        client,
+        keys,
+        settings.rulebook(),
+        parts.irc.network,
+        parts.commands,
+        conn.say,
+        logins=conn.logins,
+        prefix=parts.prefix,
+    )
+    conn.on_chat = bot.on_chat
+    task = asyncio.create_task(conn.run(), name="irc-connector")
+    try:
+        await stop.wait()
+    finally:
+        await conn.stop()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, 10)
+        await writer.close()
+        await client.aclose()
+    return conn

@@ -1,0 +1,1 @@
+"""Chat connectors: IRC (Twitch-style) and WebSocket."""

@@ -1,0 +1,96 @@
+"""`rally bot` as a user runs it: a config file with [bot], a running Redis, a real
+InspIRCd; a viewer's command is answered, its chat lands in the ingest log, SIGTERM stops
+it with exit 0. Bad [bot] settings: a message naming the key and exit code 2."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import redis
+
+from actors.keys import Keys
+from engine.events import Chat
+from gateway.redis_server import RedisServer
+from gateway.settings import SettingsError, settings_from_dict
+from tests.gateway.connectors.ircd import InspIRCd, Viewer
+from tests.gateway.connectors.test_irc import logged_events
+
+CONFIG = """
+namespace = "{ns}"
+data_dir = "{data_dir}"
+[redis]
+url = "{redis_url}"
+[networks.tv.earn]
+chat_points = 1
+[bot]
+port = {port}
+channels = ["lobby", "#Other"]
+caps = ["message-tags"]
+trust_client_tags = true
+[[bot.commands]]
+channel = "lobby"
+name = "hello"
+aliases = ["hi"]
+response = "hello {{user}}, welcome to {{channel}}"
+"""
+
+
+def test_rally_bot_answers_and_ingests(
+    ircd: InspIRCd, redis_server: RedisServer, redis_client: redis.Redis, namespace: str,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    conf = tmp_path / "rally.toml"
+    conf.write_text(CONFIG.format(ns=namespace, data_dir=tmp_path, redis_url=redis_server.url,
+                                  port=ircd.port))  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "bot", "--config", str(conf)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+
+    async def chat() -> str:
+        erin = await Viewer(ircd.port, "erin").connect()
+        await erin.join("lobby")
+        for _ in range(200):  # the bot joins after its own registration
+            erin.send("NAMES #lobby")
+            names = await erin.expect(" 353 ")
+            if "rallybot" in names:
+                break
+            await asyncio.sleep(0.05)
+        erin.send("@+user-id=77;+id=hi-1;+display-name=Erin PRIVMSG #lobby :!hi")
+        reply = await erin.expect("PRIVMSG #lobby", timeout_s=20)
+        await erin.close()
+        return reply
+
+    try:
+        reply = asyncio.run(chat())
+        assert reply.endswith(":hello Erin, welcome to lobby")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err.decode()
+    assert b"1 replies" in out
+    chats = [e for e in logged_events(redis_client, Keys(namespace)) if isinstance(e, Chat)]
+    assert [(c.id, c.user_id, c.network, c.channel) for c in chats] == [
+        ("hi-1", "77", "tv", "lobby")
+    ]
+
+
+def test_bad_bot_settings_name_the_key(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError) as err:
+        settings_from_dict(
+            {"bot": {"commands": [{"name": "x", "min_role": "king", "response": "r"}]}}, {}
+        )
+    assert "bot.commands.0.min_role" in str(err.value)
+    with pytest.raises(SettingsError) as err:
+        settings_from_dict({"bot": {"commands": [{"name": "custom"}]}}, {})
+    assert "bot.commands.0.response" in str(err.value)
+    conf = tmp_path / "rally.toml"
+    conf.write_text("[networks.tv.earn]\n[bot]\nchannels = []\n")
+    done = subprocess.run([sys.executable, "-m", "gateway.cli", "bot", "--config", str(conf)],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 2
+    assert "[bot] channels is empty" in done.stderr
+    assert "Traceback" not in done.stderr
