@@ -6,7 +6,8 @@
 Authenticated like the channel reads, by an API key covering the network (public networks
 included: analytics are never public). No snapshot yet: 404 `no_snapshot`; a snapshot that
 cannot be read: 503. `from`/`to` are UTC days (YYYY-MM-DD); by default the 30 days ending
-on the newest day holding data. DuckDB runs in a worker thread.
+on the newest day holding data. DuckDB runs in a worker thread; a snapshot never changes,
+so each report is kept (per snapshot and scope, the CACHED newest) and served again.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ from gateway.settings import Settings
 
 ROOT = web.AppKey("analytics_root", Path)
 INTERVALS = web.AppKey("analytics_intervals", tuple)
+CACHE = web.AppKey("analytics_cache", dict)
+CACHED = 64
+"""Most KPI reports a gateway process keeps (by snapshot id and scope)."""
 
 
 def _day(query_: Mapping[str, str], name: str) -> int | None:
@@ -48,10 +52,19 @@ def _network(request: web.Request) -> str:
 async def _report(request: web.Request, network: str, channel: str | None) -> dict[str, Any]:
     first, last = _day(request.query, "from"), _day(request.query, "to")
     root = request.app[ROOT]
+    cache: dict[tuple[Any, ...], dict[str, Any]] = request.app[CACHE]
     try:
-        return await asyncio.to_thread(
+        key = (snapshot.latest(root).id, first, last, network, channel)
+        found = cache.get(key)
+        if found is not None:
+            return found
+        rep = await asyncio.to_thread(
             query.kpi_report, root, first, last, network, channel, request.app[INTERVALS]
         )
+        while len(cache) >= CACHED:
+            cache.pop(next(iter(cache)))
+        cache[(rep["snapshot"]["id"], *key[1:])] = rep  # the snapshot it was computed from
+        return rep
     except snapshot.NoSnapshot as err:
         raise NotFound(str(err), code="no_snapshot") from None
     except query.QueryRefused as err:
@@ -98,5 +111,6 @@ def _channel_row(root: Path, network: str, channel: str) -> dict[str, Any] | Non
 def add_routes(app: web.Application, settings: Settings) -> None:
     app[ROOT] = settings.snapshot_dir()
     app[INTERVALS] = watch_intervals(settings.rulebook())
+    app[CACHE] = {}
     app.router.add_get("/v1/analytics/kpis", get_kpis)
     app.router.add_get("/v1/analytics/channels/{channel}", get_channel)

@@ -142,6 +142,10 @@ def test_scenario_summaries(results: dict[str, Any]) -> None:
     assert 0 < spend["spend_latency_ms_p50"] <= spend["spend_latency_ms_p99"]
     mem = sc["batches"]["memory"]
     assert mem["memory_new_members"] >= 1000
+    kpis = sc["kpis"]["summary"]
+    assert kpis["snapshot_rows"]["ledger"] == kpis["ledger"] == 20_000
+    assert kpis["ledger_rows_per_s"] > 0
+    assert kpis["event_rows_per_s"] > 0
     labels = [run["label"] for run in sc["batches"]["runs"]]
     assert "rally websocket 1/frame" in labels
     assert {"naive batch 1", "strong batch 100"} <= set(labels)

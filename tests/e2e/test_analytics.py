@@ -76,6 +76,7 @@ def test_every_kpi_matches_plain_python(deployment) -> None:
     status, got = get(url, "/v1/analytics/kpis?network=tv")  # default: 30 days to the last
     assert status == 200, got
     same(got, model.report(last - 29, last, "tv", None), "kpis")
+    first_id = got["snapshot"]["id"]
     assert any(r["day_7"] for r in got["retention"])
     assert got["streaks"]["streak_7"] > 0
     assert got["watch"]["ticks"] > 0
@@ -93,6 +94,12 @@ def test_every_kpi_matches_plain_python(deployment) -> None:
     assert got["channel"]["members"] == len({e["user_id"] for e in wire
                                              if e["channel"] == "c1" and e["user_id"]})  # fmt: skip
     assert get(url, "/v1/analytics/channels/nope?network=tv")[0] == 404
+    # reports are kept per snapshot: the same again, until a newer snapshot exists
+    assert get(url, "/v1/analytics/kpis?network=tv")[1]["snapshot"]["id"] == first_id
+    assert rally_cli("analytics", "snapshot", "--config", config).returncode == 0
+    status, again = get(url, "/v1/analytics/kpis?network=tv")
+    assert again["snapshot"]["id"] != first_id
+    same(again, model.report(last - 29, last, "tv", None), "kpis again")
     assert get(url, "/v1/analytics/kpis?network=tv&from=2026-02-30")[1]["field"] == "from"
     assert get(url, "/v1/analytics/kpis?network=tv", headers={})[0] == 401
 
