@@ -48,6 +48,7 @@ from gateway.raffles import add_raffle_routes
 from gateway.reads import ACCESS, READER, Reader, add_routes, parse_id
 from gateway.redis_server import _die_with_parent
 from gateway.routes import vouchers
+from gateway.routes.commands import add_command_routes
 from gateway.routes_store import setup_store
 from gateway.settings import ApiKey, Settings
 from gateway.spends import SPENDS, install_spends
@@ -443,6 +444,7 @@ def create_app(
     add_raffle_routes(app, client, keys)
     install_spends(app, settings, redis_url, keys, clock)
     setup_store(app, settings, clock)
+    add_command_routes(app)
     vouchers.install(app, settings, client, keys, clock, credit=credit_through(app[SPENDS]))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", get_readyz)

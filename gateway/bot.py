@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -23,11 +23,13 @@ from actors.keys import Keys
 from engine.channel import channel_decoder
 from engine.commands import (
     OK,
+    CommandConfigError,
     CommandSpec,
     CommandTable,
     Cooldowns,
     Invocation,
     check,
+    decode_spec,
     parse_command,
     render,
 )
@@ -49,6 +51,16 @@ DEFAULT_REPLIES: dict[str, str] = {
 UNKNOWN_MEMBER = "@{user} has no points yet"
 
 
+def commands_key(keys: Keys, network: str, channel: str) -> str:
+    """The hash of a channel's commands stored through the admin API (name -> spec JSON)."""
+    return keys.k("botcmds", network, channel)
+
+
+def version_key(keys: Keys) -> str:
+    """Bumped by every admin API write: bots reload when it moves."""
+    return keys.k("botcmds", "version")
+
+
 @dataclass(slots=True)
 class BotMetrics:
     commands: int = 0
@@ -56,6 +68,7 @@ class BotMetrics:
     refused: dict[str, int] = field(default_factory=dict)
     unsupported: int = 0
     read_errors: int = 0
+    bad_stored: int = 0
 
 
 class CommandBot:
@@ -83,14 +96,50 @@ class CommandBot:
         self.logins: Mapping[str, str] = logins if logins is not None else {}
         """login -> platform user id, as the connector learnt them (for `!points user`)."""
         self.clock = clock
-        default = commands.get("*", [])
-        self._default_table = CommandTable(default)
-        self._tables = {ch: CommandTable([*default, *specs]) for ch, specs in commands.items()}
+        self._config = {ch: list(specs) for ch, specs in commands.items()}
+        self._stored: dict[str, list[CommandSpec]] = {}
+        self._version: bytes | None = None
+        self._default_table = CommandTable([])
+        self._tables: dict[str, CommandTable] = {}
+        self._rebuild()
         self._cooldowns: dict[str, Cooldowns] = {}
         self.metrics = BotMetrics()
 
     def table(self, channel: str) -> CommandTable:
         return self._tables.get(channel, self._default_table)
+
+    def _rebuild(self) -> None:
+        """Tables: config "*", stored "*", config channel, stored channel (later wins)."""
+        cfg, stored = self._config, self._stored
+        every = [*cfg.get("*", []), *stored.get("*", [])]
+        self._default_table = CommandTable(every)
+        self._tables = {
+            ch: CommandTable([*every, *cfg.get(ch, []), *stored.get(ch, [])])
+            for ch in {*cfg, *stored} - {"*"}
+        }
+
+    async def refresh(self, channels: Iterable[str]) -> bool:
+        """Reload the commands stored through the admin API when their version moved."""
+        version = cast("bytes | None", await self.redis.get(version_key(self.keys)))
+        if version == self._version:
+            return False
+        stored: dict[str, list[CommandSpec]] = {}
+        for ch in {"*", *channels}:
+            raw = cast(
+                "dict[bytes, bytes]",
+                await self.redis.hgetall(commands_key(self.keys, self.network, ch)),
+            )
+            specs = []
+            for blob in raw.values():
+                try:
+                    specs.append(decode_spec(blob))
+                except CommandConfigError:
+                    self.metrics.bad_stored += 1
+            if specs:
+                stored[ch] = specs
+        self._stored, self._version = stored, version
+        self._rebuild()
+        return True
 
     async def on_chat(self, line: ChatLine, msg: IrcMessage) -> None:
         inv = parse_command(line.text, self.prefix)

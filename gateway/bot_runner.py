@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from actors.keys import Keys
 from engine.commands import CommandSpec, specs_from_config
@@ -22,6 +24,10 @@ from gateway.bot import CommandBot
 from gateway.connectors.irc import IrcConfig, IrcConnector
 from gateway.ingest import IngestWriter
 from gateway.settings import Settings
+
+RELOAD_S = 1.0
+"""How often the bot checks for commands changed through the admin API."""
+log = logging.getLogger(__name__)
 
 
 class BotConfigError(Exception):
@@ -98,9 +104,16 @@ async def run_bot(settings: Settings, redis_url: str, stop: asyncio.Event) -> Ir
         prefix=parts.prefix,
     )
     conn.on_chat = bot.on_chat
+    await bot.refresh(parts.irc.channels)
     task = asyncio.create_task(conn.run(), name="irc-connector")
     try:
-        await stop.wait()
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), RELOAD_S)
+            try:
+                await bot.refresh(parts.irc.channels)
+            except RedisError as err:
+                log.warning("bot_reload_failed error=%r", err)
     finally:
         await conn.stop()
         with contextlib.suppress(asyncio.CancelledError):
