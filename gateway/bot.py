@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from actors.keys import Keys
+from actors.spend import SpendClient, SpendTimeout
 from engine.channel import channel_decoder
 from engine.commands import (
     OK,
@@ -37,6 +38,7 @@ from engine.events import channel_key, member_key
 from engine.irc import ChatLine, IrcMessage
 from engine.member import MemberState, day_of, effective_streak, state_decoder
 from engine.rules import RuleBook
+from engine.spend import INSUFFICIENT_POINTS, MAX_TEXT, Transfer
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +86,7 @@ class CommandBot:
         say: Callable[[str, str], bool],
         *,
         logins: Mapping[str, str] | None = None,
+        spends: SpendClient | None = None,
         prefix: str = "!",
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -93,6 +96,8 @@ class CommandBot:
         self.network = network
         self.say = say
         self.prefix = prefix
+        self.spends = spends
+        """The spend path (actors.spend) that charges a command's cost_points."""
         self.logins: Mapping[str, str] = logins if logins is not None else {}
         """login -> platform user id, as the connector learnt them (for `!points user`)."""
         self.clock = clock
@@ -157,6 +162,12 @@ class CommandBot:
             self.metrics.refused[verdict] = self.metrics.refused.get(verdict, 0) + 1
             return
         try:
+            if spec.cost_points > 0:
+                refusal = await self._charge(spec, line, now)
+                if refusal is not None:
+                    if refusal and self.say(line.channel, refusal):
+                        self.metrics.replies += 1
+                    return
             reply = await self._answer(spec, inv, line)
         except RedisError as err:
             self.metrics.read_errors += 1
@@ -168,6 +179,42 @@ class CommandBot:
         cooldowns.record(spec, line.user_id, now)
         if reply and self.say(line.channel, reply):
             self.metrics.replies += 1
+
+    async def _charge(self, spec: CommandSpec, line: ChatLine, now: float) -> str | None:
+        """Debit the command's cost (idempotent by the chat message id): None when paid,
+        else the reply to give ('' for none)."""
+        if self.spends is None or not line.msg_id:
+            self.metrics.refused["cost_unavailable"] = (
+                self.metrics.refused.get("cost_unavailable", 0) + 1
+            )
+            return ""
+        t = Transfer(
+            key=f"bot.{line.channel}.{line.msg_id}"[:MAX_TEXT],
+            network=self.network,
+            user_id=line.user_id,
+            amount=spec.cost_points,
+            direction="debit",
+            account=f"store:{self.network}",
+            rule="bot_command",
+            ref=spec.name,
+            channel=line.channel,
+            ts=now,
+        )
+        try:
+            result = await self.spends.submit(t)
+        except SpendTimeout:
+            self.metrics.refused["cost_timeout"] = self.metrics.refused.get("cost_timeout", 0) + 1
+            return ""
+        if result.code == OK:
+            return None
+        self.metrics.refused[result.code] = self.metrics.refused.get(result.code, 0) + 1
+        if result.code == INSUFFICIENT_POINTS:
+            return render(
+                "@{user} {count} costs {points} points; you have {args}",
+                {"user": line.display_name, "count": self.prefix + spec.name,
+                 "points": spec.cost_points, "args": result.balance},
+            )  # fmt: skip
+        return ""
 
     async def _live(self, channel: str) -> bool:
         try:

@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from actors.keys import Keys
+from actors.spend import SpendClient
 from engine.commands import CommandSpec, specs_from_config
 from engine.events import Event
 from gateway.bot import CommandBot
@@ -92,6 +93,7 @@ async def run_bot(settings: Settings, redis_url: str, stop: asyncio.Event) -> Ir
     async def sink(events: list[Event]) -> None:
         await writer.append(events)
 
+    spends = SpendClient(client, keys, settings.shards.member, timeout_s=settings.spend.timeout_s)
     conn = IrcConnector(parts.irc, sink)
     bot = CommandBot(
         client,
@@ -101,6 +103,7 @@ async def run_bot(settings: Settings, redis_url: str, stop: asyncio.Event) -> Ir
         parts.commands,
         conn.say,
         logins=conn.logins,
+        spends=spends,
         prefix=parts.prefix,
     )
     conn.on_chat = bot.on_chat
@@ -119,5 +122,6 @@ async def run_bot(settings: Settings, redis_url: str, stop: asyncio.Event) -> Ir
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(task, 10)
         await writer.close()
+        await spends.close()
         await client.aclose()
     return conn
