@@ -108,3 +108,42 @@ def test_pusher_connector(
     assert [(c.id, c.channel, c.user_id, c.text) for c in chats] == [
         ("k1", "1", "9", "hello"), ("k2", "2", "9", "again")]  # fmt: skip
     assert conn.metrics.unmapped == 1  # the broken data string
+
+
+def test_the_test_server_speaks_pusher_to_a_real_client(redis_server: RedisServer) -> None:
+    """pysher (a real Pusher client) connects, subscribes and receives an event from the
+    server the connector is tested against: the server is faithful to the protocol."""
+    import pysher
+
+    server = PusherServer()
+    got: list[str] = []
+
+    async def go() -> None:
+        app = web.Application()
+        app.router.add_get("/app/{key}", server.handler)
+        runner = web.AppRunner(app, shutdown_timeout=2)
+        await runner.setup()
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        client = pysher.Pusher("key", secure=False, port=port, custom_host="127.0.0.1",
+                               reconnect_interval=60, log_level=30)  # fmt: skip
+
+        def established(_: str) -> None:
+            channel = client.subscribe("chatrooms.5")
+            channel.bind(EVENT, got.append)
+
+        client.connection.bind("pusher:connection_established", established)
+        client.connect()
+        try:
+            await until(lambda: any("chatrooms.5" in s for _, s in server.sockets))
+            await server.push("chatrooms.5", {"id": "p1", "content": "from pysher's view",
+                                              "sender": {"id": 3}})  # fmt: skip
+            await until(lambda: got)
+        finally:
+            await asyncio.wait_for(asyncio.to_thread(client.disconnect, timeout=1), 10)
+            for ws, _ in server.sockets:
+                await asyncio.wait_for(ws.close(), 5)
+            await runner.cleanup()
+
+    asyncio.run(go())
+    assert json.loads(got[0])["content"] == "from pysher's view"
