@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
@@ -29,6 +30,20 @@ from gateway.settings import Settings
 RELOAD_S = 1.0
 """How often the bot checks for commands changed through the admin API."""
 log = logging.getLogger(__name__)
+
+
+METRICS_LOG_S = 60.0
+"""How often the bot logs its counters (lines, malformed, oversized, replies, refusals)."""
+
+
+def log_metrics(conn: IrcConnector, bot: CommandBot) -> None:
+    m, b = conn.metrics, bot.metrics
+    log.info(
+        "bot_metrics lines_in=%d parse_errors=%d oversized=%d events_out=%d sink_failures=%d "
+        "replies_sent=%d replies_dropped=%d connects=%d commands=%d refused=%s unsupported=%d",
+        m.lines_in, m.parse_errors, m.oversized, m.events_out, m.sink_failures,
+        m.replies_sent, m.replies_dropped, m.connects, b.commands, b.refused, b.unsupported,
+    )  # fmt: skip
 
 
 class BotConfigError(Exception):
@@ -110,9 +125,13 @@ async def run_bot(settings: Settings, redis_url: str, stop: asyncio.Event) -> Ir
     await bot.refresh(parts.irc.channels)
     task = asyncio.create_task(conn.run(), name="irc-connector")
     try:
+        last_report = time.monotonic()
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), RELOAD_S)
+            if time.monotonic() - last_report >= METRICS_LOG_S:
+                last_report = time.monotonic()
+                log_metrics(conn, bot)
             try:
                 await bot.refresh(parts.irc.channels)
             except RedisError as err:
