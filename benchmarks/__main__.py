@@ -246,6 +246,12 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
     add("≤300 bytes resident memory per member beyond a fixed base", v,
         bool(v is not None and v <= 300),
         f"{v} B/member RSS growth (Redis' used_memory: {mem.get('redis_bytes_per_member')} B/member)")  # fmt: skip
+    bot = sc.get("bot", {}).get("summary", {})
+    v = bot.get("reply_p99_ms_at_5000")
+    add("bot command reply p99 ≤50 ms at 5,000 chat lines/s over 50 channels", v,
+        bool(v is not None and v <= 50),
+        f"p99 {v} ms (p50 {bot.get('reply_p50_ms_at_5000')} ms); one connector ingests "
+        f"{bot.get('ingested_lines_per_s_max')} lines/s at most")  # fmt: skip
     return out
 
 

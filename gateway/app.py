@@ -49,6 +49,7 @@ from gateway.reads import ACCESS, READER, Reader, add_routes, parse_id
 from gateway.redis_server import _die_with_parent
 from gateway.routes import feed, payouts, vouchers, wallets
 from gateway.routes import web as web_routes
+from gateway.routes.commands import add_command_routes
 from gateway.routes_analytics import add_routes as add_analytics_routes
 from gateway.routes_store import setup_store
 from gateway.sessions import Sessions, session_middleware
@@ -449,6 +450,7 @@ def create_app(
     add_raffle_routes(app, client, keys)
     install_spends(app, settings, redis_url, keys, clock)
     setup_store(app, settings, clock)
+    add_command_routes(app)
     vouchers.install(app, settings, client, keys, clock, credit=credit_through(app[SPENDS]))
     payouts.install(app, settings, redis_url, keys, clock)
     wallets.install(app, settings, redis_url, keys, clock)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -20,14 +20,17 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from actors.keys import Keys
+from actors.spend import SpendClient, SpendTimeout
 from engine.channel import channel_decoder
 from engine.commands import (
     OK,
+    CommandConfigError,
     CommandSpec,
     CommandTable,
     Cooldowns,
     Invocation,
     check,
+    decode_spec,
     parse_command,
     render,
 )
@@ -35,6 +38,7 @@ from engine.events import channel_key, member_key
 from engine.irc import ChatLine, IrcMessage
 from engine.member import MemberState, day_of, effective_streak, state_decoder
 from engine.rules import RuleBook
+from engine.spend import INSUFFICIENT_POINTS, MAX_TEXT, Transfer
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +53,16 @@ DEFAULT_REPLIES: dict[str, str] = {
 UNKNOWN_MEMBER = "@{user} has no points yet"
 
 
+def commands_key(keys: Keys, network: str, channel: str) -> str:
+    """The hash of a channel's commands stored through the admin API (name -> spec JSON)."""
+    return keys.k("botcmds", network, channel)
+
+
+def version_key(keys: Keys) -> str:
+    """Bumped by every admin API write: bots reload when it moves."""
+    return keys.k("botcmds", "version")
+
+
 @dataclass(slots=True)
 class BotMetrics:
     commands: int = 0
@@ -56,6 +70,7 @@ class BotMetrics:
     refused: dict[str, int] = field(default_factory=dict)
     unsupported: int = 0
     read_errors: int = 0
+    bad_stored: int = 0
 
 
 class CommandBot:
@@ -71,6 +86,7 @@ class CommandBot:
         say: Callable[[str, str], bool],
         *,
         logins: Mapping[str, str] | None = None,
+        spends: SpendClient | None = None,
         prefix: str = "!",
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -80,17 +96,55 @@ class CommandBot:
         self.network = network
         self.say = say
         self.prefix = prefix
+        self.spends = spends
+        """The spend path (actors.spend) that charges a command's cost_points."""
         self.logins: Mapping[str, str] = logins if logins is not None else {}
         """login -> platform user id, as the connector learnt them (for `!points user`)."""
         self.clock = clock
-        default = commands.get("*", [])
-        self._default_table = CommandTable(default)
-        self._tables = {ch: CommandTable([*default, *specs]) for ch, specs in commands.items()}
+        self._config = {ch: list(specs) for ch, specs in commands.items()}
+        self._stored: dict[str, list[CommandSpec]] = {}
+        self._version: bytes | None = None
+        self._default_table = CommandTable([])
+        self._tables: dict[str, CommandTable] = {}
+        self._rebuild()
         self._cooldowns: dict[str, Cooldowns] = {}
         self.metrics = BotMetrics()
 
     def table(self, channel: str) -> CommandTable:
         return self._tables.get(channel, self._default_table)
+
+    def _rebuild(self) -> None:
+        """Tables: config "*", stored "*", config channel, stored channel (later wins)."""
+        cfg, stored = self._config, self._stored
+        every = [*cfg.get("*", []), *stored.get("*", [])]
+        self._default_table = CommandTable(every)
+        self._tables = {
+            ch: CommandTable([*every, *cfg.get(ch, []), *stored.get(ch, [])])
+            for ch in {*cfg, *stored} - {"*"}
+        }
+
+    async def refresh(self, channels: Iterable[str]) -> bool:
+        """Reload the commands stored through the admin API when their version moved."""
+        version = cast("bytes | None", await self.redis.get(version_key(self.keys)))
+        if version == self._version:
+            return False
+        stored: dict[str, list[CommandSpec]] = {}
+        for ch in {"*", *channels}:
+            raw = cast(
+                "dict[bytes, bytes]",
+                await self.redis.hgetall(commands_key(self.keys, self.network, ch)),
+            )
+            specs = []
+            for blob in raw.values():
+                try:
+                    specs.append(decode_spec(blob))
+                except CommandConfigError:
+                    self.metrics.bad_stored += 1
+            if specs:
+                stored[ch] = specs
+        self._stored, self._version = stored, version
+        self._rebuild()
+        return True
 
     async def on_chat(self, line: ChatLine, msg: IrcMessage) -> None:
         inv = parse_command(line.text, self.prefix)
@@ -108,6 +162,12 @@ class CommandBot:
             self.metrics.refused[verdict] = self.metrics.refused.get(verdict, 0) + 1
             return
         try:
+            if spec.cost_points > 0:
+                refusal = await self._charge(spec, line, now)
+                if refusal is not None:
+                    if refusal and self.say(line.channel, refusal):
+                        self.metrics.replies += 1
+                    return
             reply = await self._answer(spec, inv, line)
         except RedisError as err:
             self.metrics.read_errors += 1
@@ -119,6 +179,42 @@ class CommandBot:
         cooldowns.record(spec, line.user_id, now)
         if reply and self.say(line.channel, reply):
             self.metrics.replies += 1
+
+    async def _charge(self, spec: CommandSpec, line: ChatLine, now: float) -> str | None:
+        """Debit the command's cost (idempotent by the chat message id): None when paid,
+        else the reply to give ('' for none)."""
+        if self.spends is None or not line.msg_id:
+            self.metrics.refused["cost_unavailable"] = (
+                self.metrics.refused.get("cost_unavailable", 0) + 1
+            )
+            return ""
+        t = Transfer(
+            key=f"bot.{line.channel}.{line.msg_id}"[:MAX_TEXT],
+            network=self.network,
+            user_id=line.user_id,
+            amount=spec.cost_points,
+            direction="debit",
+            account=f"store:{self.network}",
+            rule="bot_command",
+            ref=spec.name,
+            channel=line.channel,
+            ts=now,
+        )
+        try:
+            result = await self.spends.submit(t)
+        except SpendTimeout:
+            self.metrics.refused["cost_timeout"] = self.metrics.refused.get("cost_timeout", 0) + 1
+            return ""
+        if result.code == OK:
+            return None
+        self.metrics.refused[result.code] = self.metrics.refused.get(result.code, 0) + 1
+        if result.code == INSUFFICIENT_POINTS:
+            return render(
+                "@{user} {count} costs {points} points; you have {args}",
+                {"user": line.display_name, "count": self.prefix + spec.name,
+                 "points": spec.cost_points, "args": result.balance},
+            )  # fmt: skip
+        return ""
 
     async def _live(self, channel: str) -> bool:
         try:

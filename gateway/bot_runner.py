@@ -11,17 +11,39 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import time
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from actors.keys import Keys
+from actors.spend import SpendClient
 from engine.commands import CommandSpec, specs_from_config
 from engine.events import Event
 from gateway.bot import CommandBot
 from gateway.connectors.irc import IrcConfig, IrcConnector
 from gateway.ingest import IngestWriter
 from gateway.settings import Settings
+
+RELOAD_S = 1.0
+"""How often the bot checks for commands changed through the admin API."""
+log = logging.getLogger(__name__)
+
+
+METRICS_LOG_S = 60.0
+"""How often the bot logs its counters (lines, malformed, oversized, replies, refusals)."""
+
+
+def log_metrics(conn: IrcConnector, bot: CommandBot) -> None:
+    m, b = conn.metrics, bot.metrics
+    log.info(
+        "bot_metrics lines_in=%d parse_errors=%d oversized=%d events_out=%d sink_failures=%d "
+        "replies_sent=%d replies_dropped=%d connects=%d commands=%d refused=%s unsupported=%d",
+        m.lines_in, m.parse_errors, m.oversized, m.events_out, m.sink_failures,
+        m.replies_sent, m.replies_dropped, m.connects, b.commands, b.refused, b.unsupported,
+    )  # fmt: skip
 
 
 class BotConfigError(Exception):
@@ -86,6 +108,7 @@ async def run_bot(settings: Settings, redis_url: str, stop: asyncio.Event) -> Ir
     async def sink(events: list[Event]) -> None:
         await writer.append(events)
 
+    spends = SpendClient(client, keys, settings.shards.member, timeout_s=settings.spend.timeout_s)
     conn = IrcConnector(parts.irc, sink)
     bot = CommandBot(
         client,
@@ -95,16 +118,29 @@ async def run_bot(settings: Settings, redis_url: str, stop: asyncio.Event) -> Ir
         parts.commands,
         conn.say,
         logins=conn.logins,
+        spends=spends,
         prefix=parts.prefix,
     )
     conn.on_chat = bot.on_chat
+    await bot.refresh(parts.irc.channels)
     task = asyncio.create_task(conn.run(), name="irc-connector")
     try:
-        await stop.wait()
+        last_report = time.monotonic()
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), RELOAD_S)
+            if time.monotonic() - last_report >= METRICS_LOG_S:
+                last_report = time.monotonic()
+                log_metrics(conn, bot)
+            try:
+                await bot.refresh(parts.irc.channels)
+            except RedisError as err:
+                log.warning("bot_reload_failed error=%r", err)
     finally:
         await conn.stop()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(task, 10)
         await writer.close()
+        await spends.close()
         await client.aclose()
     return conn

@@ -5,6 +5,8 @@ it with exit 0. Bad [bot] settings: a message naming the key and exit code 2."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import signal
 import subprocess
 import sys
@@ -15,6 +17,7 @@ import redis
 
 from actors.keys import Keys
 from engine.events import Chat
+from gateway.bot import commands_key, version_key
 from gateway.redis_server import RedisServer
 from gateway.settings import SettingsError, settings_from_dict
 from tests.gateway.connectors.ircd import InspIRCd, Viewer
@@ -61,6 +64,18 @@ def test_rally_bot_answers_and_ingests(
             await asyncio.sleep(0.05)
         erin.send("@+user-id=77;+id=hi-1;+display-name=Erin PRIVMSG #lobby :!hi")
         reply = await erin.expect("PRIVMSG #lobby", timeout_s=20)
+        # a command stored through the admin API (its hash + version) is picked up live
+        spec = {"name": "promo", "response": "promo for {user}"}
+        keys = Keys(namespace)
+        redis_client.hset(commands_key(keys, "tv", "lobby"), "promo", json.dumps(spec))
+        redis_client.incr(version_key(keys))
+        for i in range(100):
+            erin.send(f"@+user-id=77;+id=p-{i};+display-name=Erin PRIVMSG #lobby :!promo")
+            with contextlib.suppress(TimeoutError):
+                await erin.expect("promo for Erin", timeout_s=0.5)
+                break
+        else:
+            raise AssertionError("the stored command was never answered")
         await erin.close()
         return reply
 
@@ -71,11 +86,12 @@ def test_rally_bot_answers_and_ingests(
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err.decode()
-    assert b"1 replies" in out
+    assert b"2 replies" in out
     chats = [e for e in logged_events(redis_client, Keys(namespace)) if isinstance(e, Chat)]
-    assert [(c.id, c.user_id, c.network, c.channel) for c in chats] == [
-        ("hi-1", "77", "tv", "lobby")
-    ]
+    assert (chats[0].id, chats[0].user_id, chats[0].network, chats[0].channel) == (
+        "hi-1", "77", "tv", "lobby",
+    )  # fmt: skip
+    assert chats[-1].id.startswith("p-")
 
 
 def test_bad_bot_settings_name_the_key(tmp_path: Path) -> None:
