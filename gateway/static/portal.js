@@ -81,8 +81,17 @@
       el("a", { href: `/v1/raffles/${encodeURIComponent(r.raffle)}/verify?${q()}`, target: "_blank", rel: "noopener" }, "verify"))));
   }
 
+  async function loadWallets() {
+    let data;
+    try { data = await api("GET", `${base()}/wallets?${q()}`); } catch (e) { return; }  // no chain: no panel
+    show("#wallets");
+    if (!data.wallets.length) return;
+    $("#wallet-list").replaceChildren(...data.wallets.map((w, i) => el("div", { class: "row", "data-wallet": w },
+      el("code", {}, w), el("span", { class: "dim" }, i === 0 ? "payouts go here" : ""))));
+  }
+
   function live() {
-    Rally.feed({}, (n) => {
+    Rally.feed({ earnings: 1 }, (n) => {
       if (n.gap) return;
       $("#feed").prepend(el("li", { class: Rally.celebrates(n) ? "celebrate" : "", "data-kind": n.kind },
                             el("span", { class: "pill" }, n.kind.replace("_", " ")), " ", Rally.describe(n)));
@@ -113,7 +122,7 @@
     $("#who").textContent = `${s.user_id} · ${s.network}`;
     show("#signout", "#points", "#tier-card", "#store", "#raffles", "#history", "#live");
     $("#signout").addEventListener("click", async () => { await Rally.signOut(); location.reload(); });
-    await Promise.all([loadMember(), loadLedger(0), loadItems(), loadTickets()]);
+    await Promise.all([loadMember(), loadLedger(0), loadItems(), loadTickets(), loadWallets()]);
     document.body.dataset.ready = "1";
     live();
   }
