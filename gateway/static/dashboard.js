@@ -77,13 +77,14 @@
       if (Array.isArray(v)) {
         if (!v.length) continue;
         const keys = Object.keys(v[0]);
-        const num = keys.find((k) => typeof v[0][k] === "number" && !/day|ts|rank/.test(k));
-        const lab = keys.find((k) => k !== num) || num;
+        const dayLike = (k) => /day|cohort|^ts$/.test(k);
+        const lab = keys[0];
+        const num = keys.filter((k) => k !== lab && typeof v[0][k] === "number" && !dayLike(k) && !/rank|tier$|_id$/.test(k))[0];
         if (!num) continue;
-        const top = v.slice(0, 12), max = Math.max(...top.map((r) => Math.abs(r[num]) || 0), 1);
+        const top = dayLike(lab) ? v.slice(-12) : v.slice(0, 12), max = Math.max(...top.map((r) => Math.abs(r[num]) || 0), 1);
         charts.push(el("div", { class: "chart", "data-chart": name }, el("h3", {}, `${label(name)} · ${label(num)}`),
           ...top.map((r) => { const bar = el("div", { class: "bar" }, el("div")); bar.firstChild.style.width = `${(100 * Math.abs(r[num] || 0)) / max}%`;
-            return el("div", {}, el("div", { class: "row" }, el("span", {}, /day/.test(lab) && typeof r[lab] === "number" ? day(r[lab]) : String(r[lab])), el("span", { class: "dim" }, Number(r[num]).toLocaleString())), bar); })));
+            return el("div", {}, el("div", { class: "row" }, el("span", {}, dayLike(lab) && typeof r[lab] === "number" ? day(r[lab]) : String(r[lab])), el("span", { class: "dim" }, Number(r[num]).toLocaleString())), bar); })));
       } else if (typeof v === "object") {
         for (const [k, x] of Object.entries(v)) {
           if (typeof x !== "number") continue;
