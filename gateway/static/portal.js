@@ -85,9 +85,25 @@
     let data;
     try { data = await api("GET", `${base()}/wallets?${q()}`); } catch (e) { return; }  // no chain: no panel
     show("#wallets");
+    if (window.ethereum && !$("#wallet-link")) {  // an injected wallet: Sign-In with Ethereum
+      const b = el("button", { id: "wallet-link", class: "ghost" }, "Link a wallet");
+      b.addEventListener("click", () => linkWallet().catch((e) => { $("#wallet-msg").className = "msg bad"; $("#wallet-msg").textContent = e.message; }));
+      $("#wallets").append(b, el("p", { id: "wallet-msg", class: "msg" }));
+    }
     if (!data.wallets.length) return;
     $("#wallet-list").replaceChildren(...data.wallets.map((w, i) => el("div", { class: "row", "data-wallet": w },
       el("code", {}, w), el("span", { class: "dim" }, i === 0 ? "payouts go here" : ""))));
+  }
+
+  async function linkWallet() {
+    const [address] = await window.ethereum.request({ method: "eth_requestAccounts" });
+    const issued = await api("POST", `${base()}/wallets/nonce?${q()}`, {});
+    const message = issued.message.replace("0x{address}", address);
+    const hex = "0x" + Array.from(new TextEncoder().encode(message), (x) => x.toString(16).padStart(2, "0")).join("");
+    const signature = await window.ethereum.request({ method: "personal_sign", params: [hex, address] });
+    await api("POST", `${base()}/wallets?${q()}`, { message, signature });
+    $("#wallet-msg").className = "msg good"; $("#wallet-msg").textContent = `Linked ${address}`;
+    await loadWallets();
   }
 
   function live() {

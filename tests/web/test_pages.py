@@ -304,9 +304,21 @@ def test_portal_lists_linked_wallets_and_own_earnings(
     done = rally_cli("portal-link", "--config", str(site.config), "--member", "kate",
                      "--base-url", site.url)  # fmt: skip
     assert done.returncode == 0, done.stderr
+    # an injected wallet (window.ethereum) whose personal_sign is eth_account, in Python
+    from eth_account import Account
+    from eth_account.messages import encode_defunct
+
+    signer = Account.create()
+    page.expose_function("pySign", lambda data: "0x" + Account.sign_message(
+        encode_defunct(hexstr=data), signer.key).signature.hex().removeprefix("0x"))  # fmt: skip
+    page.add_init_script(f"""window.ethereum = {{ request: async ({{ method, params }}) =>
+        method === "eth_requestAccounts" ? ["{signer.address}"] : window.pySign(params[0]) }};""")
     page.goto(done.stdout.strip())
     expect(page.locator(f"[data-wallet='{address}']")).to_contain_text("payouts go here",
                                                                       timeout=WAIT_MS)  # fmt: skip
+    page.click("#wallet-link")
+    expect(page.locator(f"[data-wallet='{signer.address}']")).to_be_visible(timeout=WAIT_MS)
+    expect(page.locator("#wallet-msg")).to_contain_text("Linked")
     page.wait_for_selector("body[data-ready='1']", timeout=WAIT_MS)
     expect(page.locator("#feed-state")).to_have_text("live", timeout=WAIT_MS)
     had = balance(site, "kate")
