@@ -28,6 +28,7 @@
     }
   }
 
+  let shown = 0;
   async function loadLedger(i) {
     const page = await api("GET", `${base()}/ledger?${q()}&limit=${PAGE}&cursor=${cursors[i]}`);
     const rows = page.entries.map((e) => {
@@ -41,6 +42,7 @@
     $("#older").disabled = next === null;
     $("#newer").disabled = i === 0;
     $("#page").textContent = `page ${i + 1}`;
+    shown = i;
     $("#older").onclick = () => loadLedger(i + 1);
     $("#newer").onclick = () => loadLedger(i - 1);
   }
@@ -113,6 +115,7 @@
                             el("span", { class: "pill" }, n.kind.replace("_", " ")), " ", Rally.describe(n)));
       if (n.kind === "raffle_drawn" && (n.winners || []).includes(me.user_id)) Rally.celebrate("You won!");
       loadMember();
+      if (n.kind === "earned" && shown === 0) loadLedger(0).catch(() => {});  // the newest page shows it
     }, (state) => { $("#feed-state").textContent = state; });
   }
 

@@ -238,3 +238,28 @@ def test_feed_earnings_member_and_network_totals_resume_with_ledger_cursor(
             assert (resp.status, (await resp.json())["field"]) == (400, "ledger")
 
     asyncio.run(body())
+
+
+def test_earnings_of_many_credits_make_one_frame_per_network_and_member() -> None:
+    """10,000 credits in one interval: one `earnings` frame for the network (totals, top 3),
+    one `earned` frame per member; spends and transfers (not from a treasury) are not earnings."""
+    from engine.ledger import Entry
+    from gateway.routes.feed import Earnings
+
+    enc = msgspec.msgpack.Encoder()
+    paid = [Entry(f"e{i}", 1000.0 + i, "n", "treasury:n", f"member:n:u{i % 100}", 1 + i % 100 // 99,
+                  "chat", "ch" + str(i % 2)) for i in range(10_000)]  # fmt: skip
+    spent = [Entry("s", 5.0, "n", "member:n:u1", "store:n", 50, "redeem", "ch1")]
+    e = Earnings()
+    e.add(enc.encode(paid[:5_000]))
+    e.add(enc.encode(paid[5_000:] + spent))
+    networks, members = e.frames("7-0,8-0")
+    assert set(networks) == {"n"}
+    total = json.loads(networks["n"])
+    assert (total["points"], total["credits"], total["members"]) == (10_100, 10_000, 100)
+    assert total["top"][0] == {"user_id": "u99", "points": 200}
+    assert len(total["top"]) == 3
+    assert total["ledger"] == "7-0,8-0"
+    assert len(members) == 100
+    u1 = json.loads(members[("n", "u1")])
+    assert (u1["points"], u1["credits"], u1["channels"]) == (100, 100, {"ch1": 100})

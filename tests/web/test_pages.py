@@ -326,5 +326,6 @@ def test_portal_lists_linked_wallets_and_own_earnings(
     expect(page.locator("li[data-kind='earned']")).to_contain_text("kate earned 45 points",
                                                                   timeout=WAIT_MS)  # fmt: skip
     expect(page.get_by_test_id("balance")).to_have_text(f"{had + 45:,}", timeout=WAIT_MS)
+    expect(page.locator("#ledger")).to_contain_text("+45", timeout=WAIT_MS)
     expect(page.locator("li[data-kind='earned']")).not_to_contain_text("liam")
     page.screenshot(path=str(artifacts / "portal-wallets.png"), full_page=True)
