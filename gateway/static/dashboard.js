@@ -98,11 +98,14 @@
   }
 
   let earnedWindow = [];
-  function earnings(n) {
+  function earnedRate() {  // points/s over the last 5 s of `earnings` frames
     const now = Date.now() / 1000;
-    earnedWindow.push([now, n.points]);
     earnedWindow = earnedWindow.filter(([t]) => t > now - 5);
     $("#earned-rate").textContent = (earnedWindow.reduce((a, [, p]) => a + p, 0) / 5).toFixed(0);
+  }
+  function earnings(n) {
+    earnedWindow.push([Date.now() / 1000, n.points]);
+    earnedRate();
     $("#earners").textContent = (n.top || []).map((t) => `${t.user_id} +${t.points}`).join(", ") || "–";
   }
 
@@ -241,6 +244,7 @@
     await Promise.all([safe(overview), safe(raffles), safe(items), safe(batches), safe(scans)]);
     document.body.dataset.ready = "1";
     setInterval(() => safe(overview), 2000);
+    setInterval(earnedRate, 1000);
     setInterval(() => safe(leaders), 5000);
     setInterval(() => safe(scans), 10000);
     setInterval(() => { if (panels.payouts) safe(payouts); }, 5000);
