@@ -454,7 +454,7 @@ def create_app(
     vouchers.install(app, settings, client, keys, clock, credit=credit_through(app[SPENDS]))
     payouts.install(app, settings, redis_url, keys, clock)
     wallets.install(app, settings, redis_url, keys, clock)
-    feed.install(app, client, keys, settings.feed)
+    feed.install(app, client, keys, settings.feed, settings.shards.member)
     web_routes.install(app, Sessions.from_settings(settings, clock))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", get_readyz)

@@ -33,16 +33,18 @@ const Rally = (() => {
   async function signIn(kind, body) { const s = await api("POST", `/v1/session/${kind}`, body); csrf = s.csrf; return s; }
   async function signOut() { await api("POST", "/v1/session/logout", {}); csrf = ""; }
   function feed(query, onNotice, onState) {
-    let last = null, ws = null, stopped = false, delay = 500;
+    let last = null, ledger = null, ws = null, stopped = false, delay = 500;
     const open = () => {
       const q = new URLSearchParams(query);
       if (last) q.set("after", last);
+      if (ledger) q.set("ledger", ledger);
       const qs = q.toString();
       ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/v1/feed${qs ? "?" + qs : ""}`);
       ws.onopen = () => { delay = 500; onState && onState("live"); };
       ws.onmessage = (m) => {
         const n = JSON.parse(m.data);
         if (n.id) last = n.id;
+        if (n.ledger && !n.gap) ledger = n.ledger;  // earnings frames: resume the ledger logs here
         onNotice(n);
       };
       ws.onclose = () => {
@@ -77,6 +79,7 @@ const Rally = (() => {
       case "item_refunded": return `${n.user_id}'s ${n.item_name || n.item_id} was refunded`;
       case "tier_changed": return `${n.user_id} reached ${(tierNames && tierNames[n.new_tier]) || "tier " + n.new_tier}`;
       case "raffle_drawn": return `Raffle ${n.title || n.raffle}: ${(n.winners || []).join(", ") || "no winner"}`;
+      case "earned": return `${n.user_id} earned ${n.points} points`;
       case "voucher_scanned": return `${n.user_id} scanned a voucher${n.points ? ` (+${n.points})` : ""}${n.item ? ` for ${n.item}` : ""}`;
       default: return `${n.kind}${n.user_id ? " · " + n.user_id : ""}`;
     }

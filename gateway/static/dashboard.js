@@ -35,10 +35,78 @@
       if (keep) sel.value = keep;
       leaders();
     }
-    const links = [];
-    if (o.panels.payouts) links.push(el("a", { href: `/v1/payouts?${q()}` }, "Payouts"));
-    if (o.panels.analytics) links.push(el("a", { href: `/v1/analytics?${q()}` }, "Analytics"));
-    if (links.length) { show("#extra"); $("#extra-links").replaceChildren(...links.flatMap((a) => [a, el("br")])); }
+    if (o.panels.payouts && !panels.payouts) { panels.payouts = true; show("#payouts"); payouts().catch(() => {}); }
+    if (o.panels.analytics && !panels.analytics) { panels.analytics = true; show("#analytics"); analytics().catch(() => {}); }
+  }
+  const panels = { payouts: false, analytics: false };
+
+  async function payouts() {
+    const status = $("#payout-status").value;
+    const [{ payouts: list }, { payouts: dead }] = await Promise.all([
+      api("GET", `/v1/payouts?${q()}&limit=50${status ? "&status=" + status : ""}`),
+      api("GET", `/v1/payouts?${q()}&limit=1000&status=dead`)]);
+    $("#payout-dead").textContent = `${dead.length} dead`;
+    $("#payout-dead").className = `pill ${dead.length ? "err" : "ok"}`;
+    const op = (p, name) => {
+      const b = el("button", { class: "ghost", "data-op": name }, name);
+      b.addEventListener("click", async () => {
+        try { await api("POST", `/v1/payouts/${encodeURIComponent(p.id)}/${name}?${q()}`, {}); say("#payout-msg", `${p.id}: ${name} done`, true); }
+        catch (e) { say("#payout-msg", `${p.id}: ${e.message}`); }
+        payouts().catch(() => {});
+      });
+      return b;
+    };
+    $("#payout-list").replaceChildren(...list.map((p) => el("tr", { "data-payout": p.id },
+      el("td", {}, p.user_id), el("td", {}, `${p.points.toLocaleString()} pts`), el("td", { class: "dim" }, `${p.sink}${p.destination ? " → " + p.destination : ""}`),
+      el("td", {}, el("span", { class: `pill ${p.status === "dead" ? "err" : p.status === "settled" ? "ok" : ""}`, "data-status": "1", title: p.reason || "" }, p.status)),
+      el("td", { class: "dim" }, p.reason || ""),
+      el("td", {}, ...(p.status === "dead" ? [op(p, "retry"), " "] : []),
+         ...(["requested", "reserved", "dead"].includes(p.status) ? [op(p, "void")] : [])))));
+  }
+
+  const label = (k) => k.replace(/_/g, " ");
+  async function analytics() {
+    let rep;
+    try { rep = await api("GET", `/v1/analytics/kpis?${q()}`); }
+    catch (e) { $("#kpis").replaceChildren(el("p", { class: "dim" }, e.status === 404 ? "No analytics snapshot yet (rally analytics snapshot)." : e.message)); return; }
+    const day = (d) => new Date(d * 86400000).toISOString().slice(0, 10);
+    $("#analytics-scope").textContent = `${day(rep.scope.first_day)} – ${day(rep.scope.last_day)}`;
+    const rows = [], charts = [];
+    for (const [name, v] of Object.entries(rep)) {
+      if (name === "scope" || name === "snapshot" || v === null) continue;
+      if (Array.isArray(v)) {
+        if (!v.length) continue;
+        const keys = Object.keys(v[0]);
+        const dayLike = (k) => /day|cohort|^ts$/.test(k);
+        const lab = keys[0];
+        const num = keys.filter((k) => k !== lab && typeof v[0][k] === "number" && !dayLike(k) && !/rank|tier$|_id$/.test(k))[0];
+        if (!num) continue;
+        const top = dayLike(lab) ? v.slice(-12) : v.slice(0, 12), max = Math.max(...top.map((r) => Math.abs(r[num]) || 0), 1);
+        charts.push(el("div", { class: "chart", "data-chart": name }, el("h3", {}, `${label(name)} · ${label(num)}`),
+          ...top.map((r) => { const bar = el("div", { class: "bar" }, el("div")); bar.firstChild.style.width = `${(100 * Math.abs(r[num] || 0)) / max}%`;
+            return el("div", {}, el("div", { class: "row" }, el("span", {}, dayLike(lab) && typeof r[lab] === "number" ? day(r[lab]) : String(r[lab])), el("span", { class: "dim" }, Number(r[num]).toLocaleString())), bar); })));
+      } else if (typeof v === "object") {
+        for (const [k, x] of Object.entries(v)) {
+          if (typeof x !== "number") continue;
+          rows.push(el("div", { class: "row", "data-kpi": `${name}.${k}` }, el("span", {}, `${label(name)} · ${label(k)}`),
+            el("strong", {}, Number.isInteger(x) ? x.toLocaleString() : x.toFixed(3))));
+        }
+      }
+    }
+    $("#kpis").replaceChildren(...rows);
+    $("#charts").replaceChildren(...charts);
+  }
+
+  let earnedWindow = [];
+  function earnedRate() {  // points/s over the last 5 s of `earnings` frames
+    const now = Date.now() / 1000;
+    earnedWindow = earnedWindow.filter(([t]) => t > now - 5);
+    $("#earned-rate").textContent = (earnedWindow.reduce((a, [, p]) => a + p, 0) / 5).toFixed(0);
+  }
+  function earnings(n) {
+    earnedWindow.push([Date.now() / 1000, n.points]);
+    earnedRate();
+    $("#earners").textContent = (n.top || []).map((t) => `${t.user_id} +${t.points}`).join(", ") || "–";
   }
 
   async function leaders() {
@@ -134,11 +202,13 @@
       batches();
     });
     $("#channel").addEventListener("change", leaders);
+    $("#payout-status").addEventListener("change", () => payouts().catch((e) => say("#payout-msg", e.message)));
   }
 
   function live() {
-    Rally.feed({ network: net }, (n) => {
+    Rally.feed({ network: net, earnings: 1 }, (n) => {
       if (n.gap) { $("#feed").prepend(el("li", {}, "… older notices skipped")); return; }
+      if (n.kind === "earnings") { earnings(n); return; }  // summed per interval: a figure, not a line
       const li = el("li", { class: Rally.celebrates(n) ? "celebrate" : "", "data-kind": n.kind },
                     el("span", { class: "pill" }, n.kind.replace("_", " ")), " ", Rally.describe(n));
       $("#feed").prepend(li);
@@ -174,8 +244,11 @@
     await Promise.all([safe(overview), safe(raffles), safe(items), safe(batches), safe(scans)]);
     document.body.dataset.ready = "1";
     setInterval(() => safe(overview), 2000);
+    setInterval(earnedRate, 1000);
     setInterval(() => safe(leaders), 5000);
-    setInterval(() => safe(scans), 10000);  // refused scans (possible fraud) append no notice
+    setInterval(() => safe(scans), 10000);
+    setInterval(() => { if (panels.payouts) safe(payouts); }, 5000);
+    setInterval(() => { if (panels.analytics) safe(analytics); }, 60000);  // refused scans (possible fraud) append no notice
   }
   start().catch((e) => { document.body.append(el("p", { class: "msg bad" }, e.message)); });
 })();

@@ -28,6 +28,7 @@
     }
   }
 
+  let shown = 0;
   async function loadLedger(i) {
     const page = await api("GET", `${base()}/ledger?${q()}&limit=${PAGE}&cursor=${cursors[i]}`);
     const rows = page.entries.map((e) => {
@@ -41,6 +42,7 @@
     $("#older").disabled = next === null;
     $("#newer").disabled = i === 0;
     $("#page").textContent = `page ${i + 1}`;
+    shown = i;
     $("#older").onclick = () => loadLedger(i + 1);
     $("#newer").onclick = () => loadLedger(i - 1);
   }
@@ -81,13 +83,39 @@
       el("a", { href: `/v1/raffles/${encodeURIComponent(r.raffle)}/verify?${q()}`, target: "_blank", rel: "noopener" }, "verify"))));
   }
 
+  async function loadWallets() {
+    let data;
+    try { data = await api("GET", `${base()}/wallets?${q()}`); } catch (e) { return; }  // no chain: no panel
+    show("#wallets");
+    if (window.ethereum && !$("#wallet-link")) {  // an injected wallet: Sign-In with Ethereum
+      const b = el("button", { id: "wallet-link", class: "ghost" }, "Link a wallet");
+      b.addEventListener("click", () => linkWallet().catch((e) => { $("#wallet-msg").className = "msg bad"; $("#wallet-msg").textContent = e.message; }));
+      $("#wallets").append(b, el("p", { id: "wallet-msg", class: "msg" }));
+    }
+    if (!data.wallets.length) return;
+    $("#wallet-list").replaceChildren(...data.wallets.map((w, i) => el("div", { class: "row", "data-wallet": w },
+      el("code", {}, w), el("span", { class: "dim" }, i === 0 ? "payouts go here" : ""))));
+  }
+
+  async function linkWallet() {
+    const [address] = await window.ethereum.request({ method: "eth_requestAccounts" });
+    const issued = await api("POST", `${base()}/wallets/nonce?${q()}`, {});
+    const message = issued.message.replace("0x{address}", address);
+    const hex = "0x" + Array.from(new TextEncoder().encode(message), (x) => x.toString(16).padStart(2, "0")).join("");
+    const signature = await window.ethereum.request({ method: "personal_sign", params: [hex, address] });
+    await api("POST", `${base()}/wallets?${q()}`, { message, signature });
+    $("#wallet-msg").className = "msg good"; $("#wallet-msg").textContent = `Linked ${address}`;
+    await loadWallets();
+  }
+
   function live() {
-    Rally.feed({}, (n) => {
+    Rally.feed({ earnings: 1 }, (n) => {
       if (n.gap) return;
       $("#feed").prepend(el("li", { class: Rally.celebrates(n) ? "celebrate" : "", "data-kind": n.kind },
                             el("span", { class: "pill" }, n.kind.replace("_", " ")), " ", Rally.describe(n)));
       if (n.kind === "raffle_drawn" && (n.winners || []).includes(me.user_id)) Rally.celebrate("You won!");
       loadMember();
+      if (n.kind === "earned" && shown === 0) loadLedger(0).catch(() => {});  // the newest page shows it
     }, (state) => { $("#feed-state").textContent = state; });
   }
 
@@ -113,7 +141,7 @@
     $("#who").textContent = `${s.user_id} · ${s.network}`;
     show("#signout", "#points", "#tier-card", "#store", "#raffles", "#history", "#live");
     $("#signout").addEventListener("click", async () => { await Rally.signOut(); location.reload(); });
-    await Promise.all([loadMember(), loadLedger(0), loadItems(), loadTickets()]);
+    await Promise.all([loadMember(), loadLedger(0), loadItems(), loadTickets(), loadWallets()]);
     document.body.dataset.ready = "1";
     live();
   }

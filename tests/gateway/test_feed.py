@@ -20,6 +20,7 @@ from actors.client import RallyClient
 from actors.keys import Keys
 from gateway.notices import decode_notice
 from gateway.redis_server import RedisServer
+from gateway.routes.feed import FEED
 from gateway.signing import bearer, signed_headers
 
 from .helpers import ADMIN_SECRET, serve
@@ -161,3 +162,104 @@ def test_a_slow_client_overflows_and_only_its_network_is_queued() -> None:
     assert slow.overflowed
     assert slow.queue.qsize() == 3  # two notices, then the sentinel
     assert member.queue.qsize() == 1  # only the raffle notice of its network
+
+
+async def earned_until(
+    ws: ClientWebSocketResponse, kind: str, points: int
+) -> tuple[list[dict[str, Any]], int]:
+    """Frames of `kind` until their points add up to `points` (never more): (frames, sum)."""
+    got: list[dict[str, Any]] = []
+    total = 0
+    while total < points:
+        frame = await next_notice(ws)
+        if frame.get("kind") != kind:
+            continue
+        got.append(frame)
+        total += frame["points"]
+    return got, total
+
+
+def test_feed_earnings_member_and_network_totals_resume_with_ledger_cursor(
+    shards: RallyClient, redis_server: RedisServer, redis_client: redis.Redis, namespace: str
+) -> None:
+    """?earnings=1: a member's feed gets its own earnings (`earned`), a network's feed summed
+    totals (`earnings`, never one frame per credit), both read from the ledger logs; a member
+    resuming with the `ledger` cursor of its last frame gets what it missed once, then live."""
+    from .test_store import balance
+
+    settings = feed_settings(namespace)
+
+    async def body() -> None:
+        async with serve(settings, redis_server.url) as client:
+            api = Api(client)
+            assert api.tokens is not None
+            erin_token = api.tokens.issue(NET, "erin")[0]
+            target = f"/v1/feed?network={NET}&earnings=1"
+            net_ws = await client.ws_connect(target, headers=admin_feed(target))
+            erin_ws = await client.ws_connect("/v1/feed?earnings=1", headers=bearer(erin_token))
+
+            before = {u: balance(redis_client, namespace, u) for u in ("erin", "finn")}
+            await asyncio.to_thread(give, shards, redis_client, {"erin": 40, "finn": 60})
+            gained = {u: balance(redis_client, namespace, u) - before[u] for u in before}
+            frames, total = await earned_until(net_ws, "earnings", sum(gained.values()))
+            assert total == sum(gained.values())
+            assert sum(f["credits"] for f in frames) >= 2
+            tops = {t["user_id"] for f in frames for t in f["top"]}
+            assert tops
+            assert tops <= {"erin", "finn"}
+            mine, total = await earned_until(erin_ws, "earned", gained["erin"])
+            assert total == gained["erin"]
+            assert {f["user_id"] for f in mine} == {"erin"}
+            cursor = mine[-1]["ledger"]
+            assert len(cursor.split(",")) == settings.shards.member
+            await erin_ws.close()
+
+            # missed while away (the network feed keeps the hub reading): one catch-up frame
+            await asyncio.to_thread(give, shards, redis_client, {"erin": 25, "finn": 7})
+            await earned_until(net_ws, "earnings", 32)
+            target = f"/v1/feed?earnings=1&ledger={cursor}"
+            back = await client.ws_connect(target, headers=bearer(erin_token))
+            caught, total = await earned_until(back, "earned", 25)
+            assert (len(caught), total) == (1, 25)
+            await asyncio.to_thread(give, shards, redis_client, {"erin": 5})
+            _, total = await earned_until(back, "earned", 5)
+            assert total == 5  # nothing twice: the catch-up and the live frames do not overlap
+            await back.close()
+            await net_ws.close()
+            hub = client.server.app[FEED]
+            for _ in range(500):  # the server side of the sockets closes just after ours
+                if hub.ledger_pos is None:
+                    break
+                await asyncio.sleep(0.01)
+            assert hub.ledger_pos is None  # no earnings client left: the logs are not read
+
+            bad = "/v1/feed?earnings=1&ledger=nope"
+            resp = await client.get(bad, headers=bearer(erin_token))
+            assert (resp.status, (await resp.json())["field"]) == (400, "ledger")
+
+    asyncio.run(body())
+
+
+def test_earnings_of_many_credits_make_one_frame_per_network_and_member() -> None:
+    """10,000 credits in one interval: one `earnings` frame for the network (totals, top 3),
+    one `earned` frame per member; spends and transfers (not from a treasury) are not earnings."""
+    from engine.ledger import Entry
+    from gateway.routes.feed import Earnings
+
+    enc = msgspec.msgpack.Encoder()
+    paid = [Entry(f"e{i}", 1000.0 + i, "n", "treasury:n", f"member:n:u{i % 100}", 1 + i % 100 // 99,
+                  "chat", "ch" + str(i % 2)) for i in range(10_000)]  # fmt: skip
+    spent = [Entry("s", 5.0, "n", "member:n:u1", "store:n", 50, "redeem", "ch1")]
+    e = Earnings()
+    e.add(enc.encode(paid[:5_000]))
+    e.add(enc.encode(paid[5_000:] + spent))
+    networks, members = e.frames("7-0,8-0")
+    assert set(networks) == {"n"}
+    total = json.loads(networks["n"])
+    assert (total["points"], total["credits"], total["members"]) == (10_100, 10_000, 100)
+    assert total["top"][0] == {"user_id": "u99", "points": 200}
+    assert len(total["top"]) == 3
+    assert total["ledger"] == "7-0,8-0"
+    assert len(members) == 100
+    u1 = json.loads(members[("n", "u1")])
+    assert (u1["points"], u1["credits"], u1["channels"]) == (100, 100, {"ch1": 100})

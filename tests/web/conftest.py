@@ -40,6 +40,8 @@ streak_rollover = false
 token_secret = "web-token-secret-0123456789abcdef"
 [spend]
 timeout_s = 120.0
+[payouts]
+enabled = false
 [networks.tv.earn]
 chat_points = 2
 [[api_keys]]

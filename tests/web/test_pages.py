@@ -210,3 +210,122 @@ def test_dashboard_mints_vouchers_to_a_qr_sheet_and_flags_forged_scans(
     flagged = page.locator("#scan-list tr:not([data-outcome='redeemed'])")
     expect(flagged).to_have_count(1)
     expect(flagged).to_contain_text("⚑")
+
+
+def admin_signin(site: Site, page: Page) -> None:
+    page.goto(f"{site.url}/dashboard/")
+    page.fill("#network", NET)
+    page.fill("#key", ADMIN_KEY)
+    page.fill("#secret", ADMIN_SECRET)
+    page.click("#signin-form button")
+    expect(page.locator("#feed-state")).to_have_text("live", timeout=WAIT_MS)
+
+
+def test_dashboard_payouts_panel_retries_dead_letters_and_voids(
+    site: Site, page: Page, artifacts: Path
+) -> None:
+    """Payouts listed with their dead letters; retry moves a dead payout back to reserved,
+    void a requested one to voided (through the payout routes, as the admin session). The
+    network's earnings reach the page as summed totals (points/s, top earners)."""
+    import redis
+
+    from actors.keys import Keys
+    from actors.payout import PayoutStore
+    from engine import payout as eng
+
+    r = redis.Redis.from_url(site.gateway.redis_url)
+    store = PayoutStore(r, Keys(site.settings.namespace), site.settings.payouts.rules())
+    now = time.time()
+    reqs = [eng.Request(network=NET, user_id=u, points=150, key=f"k-{u}-{now}",
+                        destination="https://example.invalid/hook")
+            for u in ("gina", "hank")]  # fmt: skip
+    made = [p for _, p in store.create(reqs, now)]
+    assert all(made)
+    dead_id, open_id = made[0].id, made[1].id  # type: ignore[union-attr]
+    for to, extra in (("reserved", {}), ("sending", {}), ("dead", {"reason": "receiver said 500"})):
+        store.update(dead_id, lambda p, t, to=to, extra=extra: eng.move(p, to, t, **extra), now)
+    r.close()
+
+    admin_signin(site, page)
+    dead = page.locator(f"[data-payout='{dead_id}']")
+    expect(dead.locator("[data-status]")).to_have_text("dead", timeout=WAIT_MS)
+    expect(dead).to_contain_text("receiver said 500")
+    expect(page.locator("#payout-dead")).not_to_have_text("0 dead")
+    page.select_option("#payout-status", "dead")
+    expect(page.locator(f"[data-payout='{open_id}']")).to_have_count(0, timeout=WAIT_MS)
+    dead.locator("[data-op='retry']").click()
+    expect(page.locator("#payout-msg")).to_contain_text("retry done", timeout=WAIT_MS)
+    page.select_option("#payout-status", "")
+    expect(dead.locator("[data-status]")).to_have_text("reserved", timeout=WAIT_MS)
+    row = page.locator(f"[data-payout='{open_id}']")
+    row.locator("[data-op='void']").click()
+    expect(row.locator("[data-status]")).to_have_text("voided", timeout=WAIT_MS)
+    expect(row.locator("[data-op]")).to_have_count(0)
+
+    earn(site, {"ivy": 70})  # summed earnings: a figure on the page, not a feed line
+    expect(page.locator("#earners")).to_contain_text("ivy", timeout=WAIT_MS)
+    assert page.locator("li[data-kind='earnings']").count() == 0
+    page.set_viewport_size({"width": 1200, "height": 900})
+    page.screenshot(path=str(artifacts / "dashboard-payouts.png"), full_page=True)
+
+
+def test_dashboard_analytics_panel_shows_snapshot_kpis(
+    site: Site, page: Page, artifacts: Path
+) -> None:
+    earn(site, {"jack": 30})
+    done = rally_cli("analytics", "snapshot", "--config", str(site.config))
+    assert done.returncode == 0, done.stderr
+    status, rep = call(site, "GET", f"/v1/analytics/kpis?network={NET}")
+    assert status == 200, rep
+    admin_signin(site, page)
+    expect(page.locator("#analytics")).to_be_visible(timeout=WAIT_MS)
+    expect(page.locator("[data-kpi]").first).to_be_visible(timeout=WAIT_MS)
+    kpi = page.locator("[data-kpi]").first.get_attribute("data-kpi")
+    assert kpi is not None
+    name, field = kpi.split(".", 1)
+    assert isinstance(rep[name][field], (int, float))
+    page.set_viewport_size({"width": 1200, "height": 900})
+    page.screenshot(path=str(artifacts / "dashboard-analytics.png"), full_page=True)
+
+
+def test_portal_lists_linked_wallets_and_own_earnings(
+    site: Site, page: Page, artifacts: Path
+) -> None:
+    import redis
+
+    from actors.chain_sink import link_wallet
+    from actors.keys import Keys
+
+    address = "0x00000000000000000000000000000000000000aa"
+    r = redis.Redis.from_url(site.gateway.redis_url)
+    link_wallet(r, Keys(site.settings.namespace), NET, "kate", address)
+    r.close()
+    earn(site, {"kate": 10})
+    done = rally_cli("portal-link", "--config", str(site.config), "--member", "kate",
+                     "--base-url", site.url)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    # an injected wallet (window.ethereum) whose personal_sign is eth_account, in Python
+    from eth_account import Account
+    from eth_account.messages import encode_defunct
+
+    signer = Account.create()
+    page.expose_function("pySign", lambda data: "0x" + Account.sign_message(
+        encode_defunct(hexstr=data), signer.key).signature.hex().removeprefix("0x"))  # fmt: skip
+    page.add_init_script(f"""window.ethereum = {{ request: async ({{ method, params }}) =>
+        method === "eth_requestAccounts" ? ["{signer.address}"] : window.pySign(params[0]) }};""")
+    page.goto(done.stdout.strip())
+    expect(page.locator(f"[data-wallet='{address}']")).to_contain_text("payouts go here",
+                                                                      timeout=WAIT_MS)  # fmt: skip
+    page.click("#wallet-link")
+    expect(page.locator(f"[data-wallet='{signer.address}']")).to_be_visible(timeout=WAIT_MS)
+    expect(page.locator("#wallet-msg")).to_contain_text("Linked")
+    page.wait_for_selector("body[data-ready='1']", timeout=WAIT_MS)
+    expect(page.locator("#feed-state")).to_have_text("live", timeout=WAIT_MS)
+    had = balance(site, "kate")
+    earn(site, {"kate": 45, "liam": 45})
+    expect(page.locator("li[data-kind='earned']")).to_contain_text("kate earned 45 points",
+                                                                  timeout=WAIT_MS)  # fmt: skip
+    expect(page.get_by_test_id("balance")).to_have_text(f"{had + 45:,}", timeout=WAIT_MS)
+    expect(page.locator("#ledger")).to_contain_text("+45", timeout=WAIT_MS)
+    expect(page.locator("li[data-kind='earned']")).not_to_contain_text("liam")
+    page.screenshot(path=str(artifacts / "portal-wallets.png"), full_page=True)
