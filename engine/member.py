@@ -155,7 +155,9 @@ def _current(state: MemberState, week: int) -> WeekActivity:
 
 def note_week(state: MemberState, rule: str, day: int, rules: WeeklyRules) -> None:
     """Note what a credit of `rule` on `day` (applied to `state`) says about this week."""
-    cur = _current(state, week_of_day(day))
+    cur = state.week_now
+    if cur.week != (day + EPOCH_MONDAY_DAYS) // 7:  # week_of_day, inlined: a hot path
+        cur = _current(state, (day + EPOCH_MONDAY_DAYS) // 7)
     if rule == "watch":
         cur.flags |= WATCHED
     elif rule == "attendance":

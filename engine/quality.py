@@ -74,7 +74,8 @@ def watch_points(p: Presence, ts: float, points: int, rules: QualityRules) -> tu
         p.idle = 1 if away else p.idle + 1  # a gap: the member left, and came back
     p.tick_channels += 1
     flags = p.flags & ~IDLE
-    s = score(p, rules)
+    idle_ticks = rules.idle_ticks
+    s = 100 if idle_ticks <= 0 or p.idle <= idle_ticks else 100 * idle_ticks // p.idle  # score()
     if s < 100:
         flags |= IDLE
     if rules.max_channels_at_once and p.tick_channels > rules.max_channels_at_once:
