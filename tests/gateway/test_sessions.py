@@ -135,7 +135,7 @@ def test_member_and_admin_sessions_are_kept_apart(
             assert overview.status == 200
             o = await overview.json()
             assert set(o["tiers"]) == {"Bronze", "Silver", "Gold", "Diamond"}
-            assert o["panels"] == {"payouts": False, "analytics": False}
+            assert o["panels"] == {"payouts": True, "analytics": True}  # both installed here
             put = await client.put("/v1/store/items/mug?network=demo", headers=h,
                                    json={"name": "Mug", "cost": 5})  # fmt: skip
             assert put.status == 201, await put.text()
