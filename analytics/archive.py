@@ -31,10 +31,10 @@ import fcntl
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 import msgspec
@@ -377,33 +377,57 @@ def ledger_record(archive: LedgerArchive | None, log: Sequence[LogEntry]) -> Rec
         raise ArchiveError(f"reading the ledger archive failed: {err}") from err
 
 
+Landed = dict[str, tuple[str, int, int]]
+"""Per stream, what a table of offsets (archive_offsets, feed_offsets) says has landed:
+(last entry id, entries, rows)."""
+_E = TypeVar("_E", LogEntry, FeedEntry)
+
+
+def _landed(con: duckdb.DuckDBPyConnection, table: str) -> Landed:
+    rows = con.execute(f"SELECT stream, entry_id, entries, rows FROM {table}").fetchall()
+    return {s: (e, k, n) for s, e, k, n in rows}
+
+
+def _past(entries: Sequence[_E], done: Landed) -> list[_E]:
+    """The entries after their stream's landed offset (a replayed entry lands once)."""
+    return [x for x in entries if x.stream not in done or _after(x.entry_id, done[x.stream][0])]
+
+
+def _advance(
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    done: Landed,
+    fresh: Sequence[LogEntry] | Sequence[FeedEntry],
+    rows: Mapping[str, int],
+    out: Appended,
+) -> None:
+    """Moves each stream's offset in `table` past its fresh entries, in the same
+    transaction as their rows, and reports the new offsets in `out`."""
+    last: dict[str, str] = {}
+    added: dict[str, int] = {}
+    for x in fresh:
+        last[x.stream] = x.entry_id
+        added[x.stream] = added.get(x.stream, 0) + 1
+    for s, e in last.items():
+        _, k, n = done.get(s, ("", 0, 0))
+        con.execute(
+            f"INSERT OR REPLACE INTO {table} VALUES (?, ?, ?, ?)",
+            [s, e, k + added[s], n + rows.get(s, 0)],
+        )
+        out.offsets[s] = e
+
+
 def _append(con: duckdb.DuckDBPyConnection, log: Sequence[LogEntry]) -> Appended:
     """The ledger part of LedgerArchive.append, inside its transaction."""
-    done = {
-        s: (e, k, n)
-        for s, e, k, n in con.execute(
-            "SELECT stream, entry_id, entries, rows FROM archive_offsets"
-        ).fetchall()
-    }
+    done = _landed(con, "archive_offsets")
     out = Appended(offsets={s: d[0] for s, d in done.items()})
-    fresh = [x for x in log if x.stream not in done or _after(x.entry_id, done[x.stream][0])]
+    fresh = _past(log, done)
     if fresh:
         rows, counts = _arrow(fresh)
         con.register("incoming", rows)
         con.execute("INSERT INTO ledger SELECT * FROM incoming")
         con.unregister("incoming")
-        last: dict[str, str] = {}
-        added: dict[str, int] = {}
-        for x in fresh:
-            last[x.stream] = x.entry_id
-            added[x.stream] = added.get(x.stream, 0) + 1
-        for s, e in last.items():
-            _, k, n = done.get(s, ("", 0, 0))
-            con.execute(
-                "INSERT OR REPLACE INTO archive_offsets VALUES (?, ?, ?, ?)",
-                [s, e, k + added[s], n + counts[s]],
-            )
-            out.offsets[s] = e
+        _advance(con, "archive_offsets", done, fresh, counts, out)
         out.rows = rows.num_rows
     return out
 
@@ -413,15 +437,10 @@ def _append_feed(
 ) -> None:
     """The feed part of LedgerArchive.append, inside its transaction: events, tier changes
     and notices past each stream's landed offset (analytics/landing.py)."""
-    done = {
-        s: (e, k, n)
-        for s, e, k, n in con.execute(
-            "SELECT stream, entry_id, entries, rows FROM feed_offsets"
-        ).fetchall()
-    }
+    done = _landed(con, "feed_offsets")
     for s, d in done.items():
         out.offsets[s] = d[0]
-    fresh = [x for x in feed if x.stream not in done or _after(x.entry_id, done[x.stream][0])]
+    fresh = _past(feed, done)
     if not fresh:
         return
     got = land(fresh, chat_text)
@@ -431,18 +450,7 @@ def _append_feed(
             con.register("incoming", table)
             con.execute(f"INSERT INTO {name} SELECT * FROM incoming")
             con.unregister("incoming")
-    last: dict[str, str] = {}
-    added: dict[str, int] = {}
-    for x in fresh:
-        last[x.stream] = x.entry_id
-        added[x.stream] = added.get(x.stream, 0) + 1
-    for s, e in last.items():
-        _, k, n = done.get(s, ("", 0, 0))
-        con.execute(
-            "INSERT OR REPLACE INTO feed_offsets VALUES (?, ?, ?, ?)",
-            [s, e, k + added[s], n + got.rows.get(s, 0)],
-        )
-        out.offsets[s] = e
+    _advance(con, "feed_offsets", done, fresh, got.rows, out)
     out.feed_rows += sum(got.rows.values())
     out.skipped += got.skipped
 
