@@ -9,7 +9,7 @@ event-time order, so it scores presence from two signals:
   and the member is flagged `multi_channel`;
 - **idle presence** (never leaving): consecutive watch ticks with no other activity (a
   chat, a follow, a sub, a cheer, a raid, a custom action or attendance: anything but
-  watch, welcome and streak) and no gap of more than `left_after_s` between two ticks. Up to `idle_ticks` the score is 100; past it the score is
+  watch, welcome and streak) and no gap of `left_after_s` or more between two ticks. Up to `idle_ticks` the score is 100; past it the score is
   `100 * idle_ticks // run` (twice as long: 50, four times: 25), and the member is flagged
   `idle`. Any activity resets the run.
 
@@ -69,7 +69,7 @@ def watch_points(p: Presence, ts: float, points: int, rules: QualityRules) -> tu
     if ts != p.tick_ts:
         if p.tick_channels <= rules.max_channels_at_once or not rules.max_channels_at_once:
             p.flags &= ~MULTI_CHANNEL  # the tick before was within the limit
-        away = ts - p.tick_ts > rules.left_after_s
+        away = ts - p.tick_ts >= rules.left_after_s
         p.tick_ts, p.tick_channels = ts, 0
         p.idle = 1 if away else p.idle + 1  # a gap: the member left, and came back
     p.tick_channels += 1

@@ -26,7 +26,7 @@ class SlidingWindow:
         self._sent: deque[float] = deque()
 
     def _expire(self, now: float) -> None:
-        while self._sent and self._sent[0] <= now - self.window_s:
+        while self._sent and self._sent[0] + self.window_s <= now:  # as next_at reckons
             self._sent.popleft()
 
     def in_window(self, now: float) -> int:

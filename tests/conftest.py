@@ -9,8 +9,13 @@ from pathlib import Path
 
 import pytest
 import redis
+from hypothesis import settings
 
 from gateway.redis_server import RedisServer
+
+# `HYPOTHESIS_PROFILE=deep pytest tests/engine` searches ten times as far before a release
+settings.register_profile("deep", max_examples=1_000, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 @pytest.fixture(scope="session")

@@ -52,7 +52,8 @@ def test_rewards_follow_presence_not_how_the_clock_moved(viewers, cuts) -> None:
     for u, (a, b) in viewers.items():
         # a tick at T counts whoever is present once every event at <= T applied: the
         # minutes T with join <= T < leave while live (online at 0, offline at 4000)
-        present = sum(1 for k in range(4_001 // 60 + 1) if a <= k * 60 < min(b, 4_000.0)) * 60
+        ticks = [START + k * 60 for k in range(4_001 // 60 + 1)]  # absolute, as the channel sees
+        present = sum(1 for t in ticks if START + a <= t < START + min(b, 4_000.0)) * 60
         earned = sorted(p for _, uid, p in got if uid == u)
         assert earned == sorted(p for s, p in attendance.thresholds(EARN) if present >= s)
 

@@ -49,7 +49,7 @@ def test_an_idle_farm_earns_under_the_threshold() -> None:
 viewer_days = st.lists(
     st.tuples(
         st.integers(0, 6),  # day
-        st.integers(0, 200),  # first tick of the day's session
+        st.integers(0, 140),  # first tick of the day's session (it ends by 23:40)
         st.integers(1, 144),  # ticks watched (up to 12 h)
         st.integers(1, 3),  # channels at once
         st.lists(st.integers(0, 143), max_size=5),  # ticks (into the session) with a chat
