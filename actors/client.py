@@ -202,13 +202,30 @@ class RallyClient:
                 ray.get(self.sink.stop.remote(), timeout=30)
             except Exception:  # already gone
                 pass
-        for a in self.actors():
+        killed = self.actors()
+        for a in killed:
             try:
                 ray.kill(a, no_restart=True)
             except Exception:  # already gone
                 pass
+        _wait_dead(killed)
         self.channel_shards, self.member_shards, self.projectors = [], [], []
         self.scheduler = None
         self.sink = None
         self.raffle = None
         self.payouts = None
+
+
+def _wait_dead(actors: list[Any], timeout_s: float = 30.0) -> None:
+    """`ray.kill` only asks: wait until each actor is gone (a call on it fails), so a caller
+    that stopped the shards knows none of them still answers."""
+    deadline = time.monotonic() + timeout_s
+    for a in actors:
+        while time.monotonic() < deadline:
+            try:
+                ray.get(a.__ray_ready__.remote(), timeout=max(0.1, deadline - time.monotonic()))
+            except ray.exceptions.GetTimeoutError:
+                continue
+            except Exception:  # RayActorError: dead
+                break
+            time.sleep(0.05)
