@@ -85,6 +85,10 @@ class _Outbox:
     sent: asyncio.Future[None]
 
 
+CLOSE_WAIT_S = 2.0
+"""How long close() waits for the reply reader to end."""
+
+
 class SpendClient:
     """Submit transfers from asyncio code and await their results (one per gateway process)."""
 
@@ -224,8 +228,8 @@ class SpendClient:
     async def close(self) -> None:
         if self._reader is not None:
             self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._reader
+            # bounded: a cancelled blocking XREAD can hang in redis-py (redis/redis-py#2579)
+            await asyncio.wait({self._reader}, timeout=CLOSE_WAIT_S)
             self._reader = None
         if self._reply_to:
             with contextlib.suppress(Exception):
