@@ -11,6 +11,8 @@ poreq          zset; id -> created_at of payouts `requested` (their points not r
 poq            zset; id -> next_at of payouts `reserved` (due then) or `sending` (leased until then).
 porefund       zset; id -> voided at, of voided payouts whose refund is owed.
 podead         zset; id -> died at, of `dead` payouts.
+postats        hash; counters for the metrics: settled, retries, dead, reserved, refused,
+               refunded, latency_ms_sum / latency_count (created -> settled).
 poday:{n}:{nu}:{day}  string; points member nu requested on that UTC day (daily limit); TTL 2 days.
 
 The actor's loop, every tick: reserve the requested payouts (one spend per payout, debit
@@ -40,13 +42,14 @@ import msgspec
 import redis
 
 from actors.config import PayoutConfig, RuntimeConfig
+from actors.event_hooks import EventHooks, HookStore
 from actors.keys import Keys
 from actors.spend import SpendTimeout, SyncSpendClient
 from engine import payout as eng
 from engine import webhook
+from engine.event_hooks import Delivery, Subscription
 from engine.payout import Payout, PayoutError, PayoutRules, Request
 from engine.spend import OK as SPEND_OK
-from engine.spend import Transfer
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +109,10 @@ class PayoutKeys:
     @property
     def dead(self) -> str:
         return self.keys.k("podead")
+
+    @property
+    def stats(self) -> str:
+        return self.keys.k("postats")
 
     def day(self, network: str, user_id: str, day: int) -> str:
         nu = f"{network}:{user_id}"
@@ -243,6 +250,14 @@ class PayoutStore:
             if self.swap(p, new):
                 return new  # type: ignore[no-any-return]
 
+    def count(self, counts: dict[str, int]) -> None:
+        """Add to the payout counters (postats: the metrics endpoint reads them)."""
+        if counts:
+            pipe = self.r.pipeline(transaction=False)
+            for k, v in counts.items():
+                pipe.hincrby(self.pk.stats, k, v)
+            pipe.execute()
+
     def due(self, now: float, limit: int) -> list[Payout]:
         ids = self.r.zrangebyscore(self.pk.queue, "-inf", now, start=0, num=limit)
         return self._load(ids)
@@ -283,16 +298,22 @@ class WebhookSink:
         return msgspec.json.encode({"type": "payout.cashback", "data": data})
 
     async def send(self, p: Payout, now: float) -> Outcome:
-        if not self.secret:
+        return await self.post(p.destination, p.id, self.body(p), now)
+
+    async def post(
+        self, url: str, msg_id: str, body: bytes, now: float, secret: str = ""
+    ) -> Outcome:
+        """One signed POST (payouts and event webhooks alike): its outcome."""
+        secret = secret or self.secret
+        if not secret:
             return Outcome(False, "no [payouts] webhook_secret configured")
         if self.session is None:
             self.session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=0), timeout=self.timeout
             )
-        body = self.body(p)
-        hdrs = webhook.headers(self.secret, p.id, int(now), body)
+        hdrs = webhook.headers(secret, msg_id, int(now), body)
         try:
-            async with self.session.post(p.destination, data=body, headers=hdrs) as resp:
+            async with self.session.post(url, data=body, headers=hdrs) as resp:
                 await resp.read()
                 if 200 <= resp.status < 300:
                     return Outcome(True)
@@ -326,6 +347,9 @@ class PayoutService:
         self.sink = WebhookSink(self.pc.webhook_secret, self.pc.webhook_timeout_s)
         self.stats = {"settled": 0, "failed": 0, "dead": 0, "reserved": 0, "refunded": 0}
         self.chain: Any = None
+        subs = [msgspec.convert(x, Subscription) for x in self.pc.event_subscriptions]
+        self.hook_store = HookStore(self.r, self.keys, subs, self.pc.event_retention_s)
+        self.hooks = EventHooks(self.r, self.keys, self.hook_store, self.rules, self.rng)
         self.owner = f"payout-{uuid.uuid4().hex[:8]}"
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, name=self.owner, daemon=True)
@@ -339,7 +363,8 @@ class PayoutService:
         return self.thread.is_alive()
 
     def info(self) -> dict[str, object]:
-        return {"owner": self.owner, "alive": self.thread.is_alive(), **self.stats}
+        hooks = {f"hooks_{k}": v for k, v in self.hooks.stats.items()}
+        return {"owner": self.owner, "alive": self.thread.is_alive(), **self.stats, **hooks}
 
     def stop(self) -> None:
         self.stopping.set()
@@ -357,6 +382,8 @@ class PayoutService:
                         self._refund
                     )
                     busy += await self._deliver()
+                    busy += await asyncio.to_thread(self.hooks.consume)
+                    busy += await self._deliver_events()
                 except (redis.RedisError, SpendTimeout) as err:
                     log.warning("payout_loop_error error=%r", err)
                     busy = 0
@@ -377,25 +404,17 @@ class PayoutService:
         todo = [p for p in todo if p.status == "requested"]
         if not todo:
             return 0
-        transfers = [
-            Transfer(
-                eng.reserve_key(p),
-                p.network,
-                p.user_id,
-                p.points,
-                "debit",
-                eng.account(p.network),
-                "payout",
-                ref=p.id,
-            )
-            for p in todo
-        ]
+        transfers = [eng.reservation(p) for p in todo]
         results = self.spends.submit_many(transfers)
         now = time.time()
+        counts: dict[str, int] = {}
         for p, res in zip(todo, results, strict=True):
             new = eng.reserved(p, now) if res.code == SPEND_OK else eng.refused(p, now, res.code)
-            if self.store.swap(p, new) and new.status == "reserved":
-                self.stats["reserved"] += 1
+            if self.store.swap(p, new):
+                key = "reserved" if new.status == "reserved" else "refused"
+                self.stats[key] = self.stats.get(key, 0) + 1
+                counts[key] = counts.get(key, 0) + 1
+        self.store.count(counts)
         return len(todo)
 
     def _refund(self) -> int:
@@ -404,19 +423,7 @@ class PayoutService:
                 if _owes_refund(p)]  # fmt: skip
         if not todo:
             return 0
-        transfers = [
-            Transfer(
-                eng.refund_key(p),
-                p.network,
-                p.user_id,
-                p.points,
-                "credit",
-                eng.account(p.network),
-                "payout_void",
-                ref=p.id,
-            )
-            for p in todo
-        ]
+        transfers = [eng.refund(p) for p in todo]
         results = self.spends.submit_many(transfers)
         now = time.time()
         for p, res in zip(todo, results, strict=True):
@@ -427,6 +434,7 @@ class PayoutService:
                                            reason=f"{p.reason}; refunded")  # fmt: skip
             if self.store.swap(p, done):
                 self.stats["refunded"] += 1
+                self.store.count({"refunded": 1})
         return len(todo)
 
     async def _deliver(self) -> int:
@@ -460,6 +468,22 @@ class PayoutService:
         await asyncio.to_thread(self._settle, outcomes)
         return len(claimed)
 
+    async def _deliver_events(self) -> int:
+        """Due event webhooks: claimed, POSTed (at most `parallelism` at once), recorded."""
+        claimed = await asyncio.to_thread(self.hooks.claim, time.time(), self.rules.batch_size)
+        if not claimed:
+            return 0
+        gate = asyncio.Semaphore(self.pc.parallelism)
+
+        async def one(d: Delivery) -> None:
+            async with gate:
+                secret = self.hooks.secret_of(d, self.pc.webhook_secret)
+                out = await self.sink.post(d.url, d.id, d.body, time.time(), secret)
+            await asyncio.to_thread(self.hooks.record, d, out.ok, out.reason, out.final)
+
+        await asyncio.gather(*(one(d) for d in claimed))
+        return len(claimed)
+
     def _mint(self, ps: Sequence[Payout]) -> list[tuple[Payout, Outcome]]:
         """Chain payouts through the chain sink (started on first use: the embedded EVM
         lives in this process)."""
@@ -478,6 +502,7 @@ class PayoutService:
 
     def _settle(self, outcomes: Sequence[tuple[Payout, Outcome]]) -> None:
         now = time.time()
+        counts: dict[str, int] = {}
         for p, out in outcomes:
             if out.ok:
                 new = eng.settled(p, now)
@@ -487,3 +512,10 @@ class PayoutService:
             if self.store.swap(p, new):
                 key = "settled" if out.ok else ("dead" if new.status == "dead" else "failed")
                 self.stats[key] += 1
+                name = "retries" if key == "failed" else key
+                counts[name] = counts.get(name, 0) + 1
+                if out.ok:
+                    counts["latency_count"] = counts.get("latency_count", 0) + 1
+                    ms = int((now - p.created_at) * 1000)
+                    counts["latency_ms_sum"] = counts.get("latency_ms_sum", 0) + ms
+        self.store.count(counts)

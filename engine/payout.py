@@ -32,6 +32,8 @@ from typing import Literal
 
 import msgspec
 
+from engine.spend import Transfer
+
 Status = Literal["requested", "reserved", "sending", "settled", "voided", "dead"]
 STATUSES: tuple[Status, ...] = ("requested", "reserved", "sending", "settled", "voided", "dead")
 FINAL: frozenset[str] = frozenset({"settled", "voided"})
@@ -343,3 +345,19 @@ def refund_key(p: Payout) -> str:
 def account(network: str) -> str:
     """The account that holds points reserved for payouts and paid out."""
     return f"payout:{network}"
+
+
+def reservation(p: Payout) -> Transfer:
+    """The spend that reserves a payout's points: member -> payout:{network}, keyed by the
+    payout id (a repeat answers "exists", never debits twice)."""
+    return Transfer(reserve_key(p), p.network, p.user_id, p.points, "debit", account(p.network),
+                    "payout", ref=p.id)  # fmt: skip
+
+
+def refund(p: Payout) -> Transfer:
+    """The spend that gives a voided payout's reserved points back: payout:{network} ->
+    member, keyed by the payout id (made once)."""
+    assert p.status == "voided", "only a voided payout is refunded"
+    assert p.refund, "only a payout whose points were reserved is refunded"
+    return Transfer(refund_key(p), p.network, p.user_id, p.points, "credit", account(p.network),
+                    "payout_void", ref=p.id)  # fmt: skip
