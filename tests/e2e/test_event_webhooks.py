@@ -85,6 +85,7 @@ def test_tier_upgrades_are_delivered_signed_retried_and_deduped(
     events = [{"kind": "sub" if u != "low" else "follow", "id": f"s-{u}", "network": "tv",
                "channel": "c1", "user_id": u, "ts": time.time()} for u in users]  # fmt: skip
     assert post(dep.url, events)[0] == 202
+    assert dep.client.wait_idle(60), "credited (the watermark flushed: tiers move)"
 
     def delivered() -> list[str]:
         with receiver.lock:

@@ -168,6 +168,9 @@ def test_catalog_redeem_fulfil_refund_and_every_refusal(
         assert (status, err["error"]) == (409, "item_disabled")
         status, err = await api.redeem("alice", "gold", "k2")
         assert (status, err["error"], err["field"]) == (403, "tier_too_low", "min_tier")
+        assert (err["tier_required"], err["points_needed"]) == ("Gold", 2_000 - had), (
+            "the refusal says the tier and the lifetime points still needed"
+        )
         status, err = await api.redeem("bob", "mug", "k1")
         assert (status, err["error"], err["field"]) == (409, "insufficient_points", "cost")
         assert await api.redeem("bob", "mug", "k1") == (status, err), "a retry: the same refusal"
