@@ -5,7 +5,9 @@ state in Redis and moves it with compare-and-swap (SWAP: the stored bytes must b
 the mover read), so the actor, a restarted actor and admins (CLI, HTTP) never overwrite
 each other's moves. The queues are indexes kept by the same script:
 
-po:{id}        string; msgpack engine.payout.Payout.
+po:{id}        string; msgpack engine.payout.Payout; once final (settled, or voided and
+               refunded) it expires after [payouts] retention_s, and the actor drops it from
+               poidx: a key replayed after that is a new payout.
 poidx          zset; id -> created_at (every payout; listing).
 poreq          zset; id -> created_at of payouts `requested` (their points not reserved yet).
 poq            zset; id -> next_at of payouts `reserved` (due then) or `sending` (leased until then).
@@ -56,6 +58,8 @@ log = logging.getLogger(__name__)
 DAY_TTL_S = 2 * 86_400
 LIST_MAX = 1_000
 SPENDS_PER_SUBMIT = 2_000
+PRUNE_INTERVAL_S = 60.0
+"""How often the actor drops expired payouts from the listing index."""
 
 SWAP = r"""
 local cur = redis.call('GET', KEYS[1])
@@ -64,8 +68,12 @@ if ARGV[1] == '' then
 elseif cur ~= ARGV[1] then
   return 0
 end
-redis.call('SET', KEYS[1], ARGV[2])
 local id, status = ARGV[3], ARGV[4]
+if ARGV[9] ~= '0' and (status == 'settled' or (status == 'voided' and ARGV[7] == '0')) then
+  redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[9])
+else
+  redis.call('SET', KEYS[1], ARGV[2])
+end
 local req, q, refund, dead = KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 if status == 'requested' then redis.call('ZADD', req, ARGV[5], id) else redis.call('ZREM', req, id) end
 if status == 'reserved' or status == 'sending' then
@@ -75,7 +83,8 @@ if status == 'dead' then redis.call('ZADD', dead, ARGV[8], id) else redis.call('
 return 1
 """
 """KEYS: po:{id}, poreq, poq, porefund, podead. ARGV: expected bytes ('' = must not exist),
-new bytes, id, new status, created_at, next_at, '1' if a refund is owed, updated_at.
+new bytes, id, new status, created_at, next_at, '1' if a refund is owed, updated_at, retention
+in seconds of a payout that is final (settled, or voided and refunded; '0' = forever).
 -> 1 if swapped, 0 if the payout changed meanwhile."""
 
 
@@ -126,10 +135,14 @@ def _owes_refund(p: Payout) -> bool:
 class PayoutStore:
     """Payouts in Redis: create (admitted by engine.payout), read, list, and move by CAS."""
 
-    def __init__(self, r: redis.Redis, keys: Keys, rules: PayoutRules) -> None:
+    def __init__(
+        self, r: redis.Redis, keys: Keys, rules: PayoutRules, retention_s: float = 0.0
+    ) -> None:
         self.r = r
         self.pk = PayoutKeys(keys)
         self.rules = rules
+        self.retention_s = int(retention_s)
+        """A payout the actor makes final expires this long after (0: kept forever)."""
         self._swap = r.register_script(SWAP)
 
     # -- reads ----------------------------------------------------------------------------
@@ -191,6 +204,7 @@ class PayoutStore:
                     new.next_at,
                     "1" if _owes_refund(new) else "0",
                     new.updated_at,
+                    self.retention_s,
                 ],
             )
         )
@@ -249,6 +263,24 @@ class PayoutStore:
             new = change(p, now)  # type: ignore[operator]
             if self.swap(p, new):
                 return new  # type: ignore[no-any-return]
+
+    def prune(self, now: float) -> int:
+        """Drop from the listing index the payouts created before the retention window whose
+        record has expired; returns how many."""
+        if not self.retention_s:
+            return 0
+        dropped = 0
+        start = 0
+        while True:
+            ids = self.r.zrangebyscore(self.pk.index, "-inf", now - self.retention_s,
+                                       start=start, num=LIST_MAX)  # fmt: skip
+            if not ids:
+                return dropped
+            raws = self.get_raw([i.decode() for i in ids])
+            gone = [i for i, raw in zip(ids, raws, strict=True) if raw is None]
+            if gone:
+                dropped += int(self.r.zrem(self.pk.index, *gone))
+            start += len(ids) - len(gone)
 
     def count(self, counts: dict[str, int]) -> None:
         """Add to the payout counters (postats: the metrics endpoint reads them)."""
@@ -340,7 +372,8 @@ class PayoutService:
         self.rules = msgspec.convert(self.pc.rules, PayoutRules)
         self.keys = Keys(cfg.namespace)
         self.r = redis.Redis.from_url(cfg.redis_url, socket_timeout=60)
-        self.store = PayoutStore(self.r, self.keys, self.rules)
+        self.store = PayoutStore(self.r, self.keys, self.rules, self.pc.retention_s)
+        self.pruned_at = 0.0
         self.spends = SyncSpendClient(self.r, self.keys, cfg.member_shards, timeout_s=60)
         seed = self.pc.jitter_seed or (os.getpid() ^ time.time_ns())
         self.rng = random.Random(seed)
@@ -384,6 +417,9 @@ class PayoutService:
                     busy += await self._deliver()
                     busy += await asyncio.to_thread(self.hooks.consume)
                     busy += await self._deliver_events()
+                    if time.monotonic() - self.pruned_at > PRUNE_INTERVAL_S:
+                        self.pruned_at = time.monotonic()
+                        await asyncio.to_thread(self.store.prune, time.time())
                 except (redis.RedisError, SpendTimeout) as err:
                     log.warning("payout_loop_error error=%r", err)
                     busy = 0
@@ -501,9 +537,23 @@ class PayoutService:
         return [(p, Outcome(*got[p.id])) for p in ps]
 
     def _settle(self, outcomes: Sequence[tuple[Payout, Outcome]]) -> None:
+        """Record each outcome. A paid payout's points move pending -> paid first (keyed:
+        a repeat after a crash is a replay), and only a payout whose move is durable is
+        marked settled; the others stay `sending` and are sent again after their lease."""
+        paid = [p for p, out in outcomes if out.ok]
+        moved: set[str] = set()
+        if paid:
+            results = self.spends.submit_many([eng.payment(p) for p in paid])
+            for p, res in zip(paid, results, strict=True):
+                if res.code == SPEND_OK:
+                    moved.add(p.id)
+                else:
+                    log.error("payout_paid_move_refused id=%s code=%s", p.id, res.code)
         now = time.time()
         counts: dict[str, int] = {}
         for p, out in outcomes:
+            if out.ok and p.id not in moved:
+                continue
             if out.ok:
                 new = eng.settled(p, now)
             else:

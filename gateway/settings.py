@@ -269,6 +269,9 @@ class PayoutSettings(_Section):
     """A receiver's 2xx must arrive within this; otherwise the attempt failed."""
     max_request_payouts: int = Field(default=10_000, ge=1, le=100_000)
     """Most payouts in one POST /v1/payouts."""
+    retention_s: float = Field(default=30 * 86_400, ge=0)
+    """A final payout (settled, or voided and refunded) is kept this long, then dropped (its
+    key may then be used again); 0 = kept forever."""
 
     @field_validator("webhook_secret")
     @classmethod
@@ -308,6 +311,7 @@ class PayoutSettings(_Section):
             parallelism=self.parallelism,
             webhook_secret=self.webhook_secret,
             webhook_timeout_s=self.webhook_timeout_s,
+            retention_s=self.retention_s,
         )
 
 
