@@ -119,11 +119,13 @@ def test_5000_payouts_through_failures_and_kill9(payouts, redis_server, receiver
     assert store.update(other, eng.retried, time.time()).status == "reserved"
     assert wait_for(lambda: store.get(other).status == "dead", 30)  # type: ignore[union-attr]
 
-    # the ledger: payout:n holds every point reserved and not refunded
+    # the ledger: settled payouts' points moved pending -> paid; the dead one still pending;
+    # the voided one refunded
     assert client.wait_idle(60)
     report = audit(r, keys, RuleBook({}))
     assert report.ok, report.problems
-    assert report.accounts[eng.account("n")] == N - 1
+    assert report.accounts[eng.paid_account("n")] == N - len(gone)
+    assert report.accounts[eng.account("n")] == len(gone) - 1
     for u in users[:5]:
         paid = sum(1 for _, p in out if p is not None and p.user_id == u)
         assert balance(r, keys, u) == before[u] - paid
