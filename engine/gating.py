@@ -28,3 +28,9 @@ def shortfall(tiers: TierRules, required: int | str, rank: int, lifetime: int) -
     if rank >= need:
         return None
     return Shortfall(tiers.names[need], max(1, tiers.thresholds[need] - lifetime))
+
+
+def required_tier(names: tuple[str, ...], *minimums: str) -> str:
+    """The highest of several minimum tiers (an item's, its channel's); "" if none is set."""
+    set_ = [m for m in minimums if m]
+    return max(set_, key=names.index) if set_ else ""

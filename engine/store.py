@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from engine.gating import shortfall
+from engine.gating import required_tier, shortfall
 from engine.rules import TierRules
 from engine.spend import Guard, Transfer
 
@@ -233,10 +233,12 @@ def check_redeemable(
     now: float,
     rules: TierRules | None = None,
     lifetime: int = 0,
+    channel_min_tier: str = "",
 ) -> None:
     """What the gateway checks before reserving: enabled, in its window, tier high enough
-    (given the network's tier `rules` and the member's `lifetime` points, a refusal says
-    the tier required and the points still needed)."""
+    for the item and its channel (`channel_min_tier`); given the network's tier `rules` and
+    the member's `lifetime` points, a refusal says the tier required and the points still
+    needed."""
     if not item.enabled:
         raise StoreError(f"item {item.id!r} is not available", "item_id", "item_disabled")
     if item.available_from and now < item.available_from:
@@ -245,13 +247,14 @@ def check_redeemable(
         raise StoreError(
             f"item {item.id!r} is no longer available", "item_id", "no_longer_available"
         )
-    if item.min_tier and tiers.index(tier) < tiers.index(item.min_tier):
-        extra: dict[str, object] = {"tier_required": item.min_tier}
+    need = required_tier(tiers, item.min_tier, channel_min_tier)
+    if need and tiers.index(tier) < tiers.index(need):
+        extra: dict[str, object] = {"tier_required": need}
         if rules is not None:
-            short = shortfall(rules, item.min_tier, tiers.index(tier), lifetime)
+            short = shortfall(rules, need, tiers.index(tier), lifetime)
             extra["points_needed"] = short.points_needed if short else 0
         raise StoreError(
-            f"item {item.id!r} needs tier {item.min_tier} (member is {tier})",
+            f"item {item.id!r} needs tier {need} (member is {tier})",
             "min_tier",
             "tier_too_low",
             extra,

@@ -273,11 +273,13 @@ async def post_redemption(request: web.Request) -> web.Response:
         if found is None:
             raise refused("item_not_found", f"no item {item_id!r} in network {network!r}")
         item = found[0]
-        rules = request.app[READER].rules.network(network).tiers
+        book = request.app[READER].rules
+        rules = book.network(network).tiers
         tiers = tuple(rules.names)
         rank, lifetime = await store.member_standing(network, user_id)
         tier = tiers[min(rank, len(tiers) - 1)]
-        check_redeemable(item, tier, tiers, store.clock(), rules, lifetime)
+        gate = book.earn(network, item.channel).min_tier
+        check_redeemable(item, tier, tiers, store.clock(), rules, lifetime, gate)
         red, created, result = await store.redeem(item, user_id, rid)
     except StoreError as err:
         raise _store_error(err) from err
