@@ -41,11 +41,11 @@ from prometheus_client import Counter, Gauge
 from redis.exceptions import RedisError
 
 from actors.keys import Keys
+from actors.notices import Notice, decode_notice, stream_id
 from engine.ledger import Entry as LedgerEntry
 from gateway.auth import MemberToken
 from gateway.errors import BadRequest, Unavailable
 from gateway.metrics import METRICS
-from actors.notices import Notice, decode_notice, stream_id
 from gateway.reads import ACCESS, READER
 from gateway.settings import ApiKey, FeedSettings
 
