@@ -35,8 +35,9 @@ class EarnRules(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     attendance_milestone_points: tuple[int, ...] = (0, 0, 0)
     """Points for reaching each of `attendance_milestones_s` (same length)."""
     min_tier: str = ""
-    """A tier name: the least tier a member needs to redeem the channel's store items (on
-    top of an item's own `min_tier`); "" = none. Set per channel (engine/gating.py)."""
+    """A tier name: the least tier a member needs to redeem the channel's store items and buy
+    tickets of its raffles (on top of their own `min_tier`); "" = none. Set per channel
+    (engine/gating.py)."""
 
     def __post_init__(self) -> None:
         if self.watch_interval_s <= 0:
