@@ -73,3 +73,9 @@ class PayoutConfig(msgspec.Struct, frozen=True, kw_only=True):
     confirmations: int = 1
     chain_batch: int = 200
     """Most payouts one mintBatch carries."""
+    retention_s: float = 0.0
+    """A final payout (settled, or voided and refunded) is kept this long; 0 = forever."""
+    event_subscriptions: list[dict[str, Any]] = []
+    """[events] subscriptions: engine.event_hooks.Subscription fields."""
+    event_retention_s: float = 86_400.0
+    """A delivered event webhook is kept (for reading back) this long."""

@@ -5,12 +5,16 @@ state in Redis and moves it with compare-and-swap (SWAP: the stored bytes must b
 the mover read), so the actor, a restarted actor and admins (CLI, HTTP) never overwrite
 each other's moves. The queues are indexes kept by the same script:
 
-po:{id}        string; msgpack engine.payout.Payout.
+po:{id}        string; msgpack engine.payout.Payout; once final (settled, or voided and
+               refunded) it expires after [payouts] retention_s, and the actor drops it from
+               poidx: a key replayed after that is a new payout.
 poidx          zset; id -> created_at (every payout; listing).
 poreq          zset; id -> created_at of payouts `requested` (their points not reserved yet).
 poq            zset; id -> next_at of payouts `reserved` (due then) or `sending` (leased until then).
 porefund       zset; id -> voided at, of voided payouts whose refund is owed.
 podead         zset; id -> died at, of `dead` payouts.
+postats        hash; counters for the metrics: settled, retries, dead, reserved, refused,
+               refunded, latency_ms_sum / latency_count (created -> settled).
 poday:{n}:{nu}:{day}  string; points member nu requested on that UTC day (daily limit); TTL 2 days.
 
 The actor's loop, every tick: reserve the requested payouts (one spend per payout, debit
@@ -40,19 +44,22 @@ import msgspec
 import redis
 
 from actors.config import PayoutConfig, RuntimeConfig
+from actors.event_hooks import EventHooks, HookStore
 from actors.keys import Keys
 from actors.spend import SpendTimeout, SyncSpendClient
 from engine import payout as eng
 from engine import webhook
+from engine.event_hooks import Delivery, Subscription
 from engine.payout import Payout, PayoutError, PayoutRules, Request
 from engine.spend import OK as SPEND_OK
-from engine.spend import Transfer
 
 log = logging.getLogger(__name__)
 
 DAY_TTL_S = 2 * 86_400
 LIST_MAX = 1_000
 SPENDS_PER_SUBMIT = 2_000
+PRUNE_INTERVAL_S = 60.0
+"""How often the actor drops expired payouts from the listing index."""
 
 SWAP = r"""
 local cur = redis.call('GET', KEYS[1])
@@ -61,8 +68,12 @@ if ARGV[1] == '' then
 elseif cur ~= ARGV[1] then
   return 0
 end
-redis.call('SET', KEYS[1], ARGV[2])
 local id, status = ARGV[3], ARGV[4]
+if ARGV[9] ~= '0' and (status == 'settled' or (status == 'voided' and ARGV[7] == '0')) then
+  redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[9])
+else
+  redis.call('SET', KEYS[1], ARGV[2])
+end
 local req, q, refund, dead = KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 if status == 'requested' then redis.call('ZADD', req, ARGV[5], id) else redis.call('ZREM', req, id) end
 if status == 'reserved' or status == 'sending' then
@@ -72,7 +83,8 @@ if status == 'dead' then redis.call('ZADD', dead, ARGV[8], id) else redis.call('
 return 1
 """
 """KEYS: po:{id}, poreq, poq, porefund, podead. ARGV: expected bytes ('' = must not exist),
-new bytes, id, new status, created_at, next_at, '1' if a refund is owed, updated_at.
+new bytes, id, new status, created_at, next_at, '1' if a refund is owed, updated_at, retention
+in seconds of a payout that is final (settled, or voided and refunded; '0' = forever).
 -> 1 if swapped, 0 if the payout changed meanwhile."""
 
 
@@ -107,6 +119,10 @@ class PayoutKeys:
     def dead(self) -> str:
         return self.keys.k("podead")
 
+    @property
+    def stats(self) -> str:
+        return self.keys.k("postats")
+
     def day(self, network: str, user_id: str, day: int) -> str:
         nu = f"{network}:{user_id}"
         return self.keys.k("poday", len(nu), nu, day)
@@ -119,10 +135,14 @@ def _owes_refund(p: Payout) -> bool:
 class PayoutStore:
     """Payouts in Redis: create (admitted by engine.payout), read, list, and move by CAS."""
 
-    def __init__(self, r: redis.Redis, keys: Keys, rules: PayoutRules) -> None:
+    def __init__(
+        self, r: redis.Redis, keys: Keys, rules: PayoutRules, retention_s: float = 0.0
+    ) -> None:
         self.r = r
         self.pk = PayoutKeys(keys)
         self.rules = rules
+        self.retention_s = int(retention_s)
+        """A payout the actor makes final expires this long after (0: kept forever)."""
         self._swap = r.register_script(SWAP)
 
     # -- reads ----------------------------------------------------------------------------
@@ -184,6 +204,7 @@ class PayoutStore:
                     new.next_at,
                     "1" if _owes_refund(new) else "0",
                     new.updated_at,
+                    self.retention_s,
                 ],
             )
         )
@@ -243,6 +264,32 @@ class PayoutStore:
             if self.swap(p, new):
                 return new  # type: ignore[no-any-return]
 
+    def prune(self, now: float) -> int:
+        """Drop from the listing index the payouts created before the retention window whose
+        record has expired; returns how many."""
+        if not self.retention_s:
+            return 0
+        dropped = 0
+        start = 0
+        while True:
+            ids = self.r.zrangebyscore(self.pk.index, "-inf", now - self.retention_s,
+                                       start=start, num=LIST_MAX)  # fmt: skip
+            if not ids:
+                return dropped
+            raws = self.get_raw([i.decode() for i in ids])
+            gone = [i for i, raw in zip(ids, raws, strict=True) if raw is None]
+            if gone:
+                dropped += int(self.r.zrem(self.pk.index, *gone))
+            start += len(ids) - len(gone)
+
+    def count(self, counts: dict[str, int]) -> None:
+        """Add to the payout counters (postats: the metrics endpoint reads them)."""
+        if counts:
+            pipe = self.r.pipeline(transaction=False)
+            for k, v in counts.items():
+                pipe.hincrby(self.pk.stats, k, v)
+            pipe.execute()
+
     def due(self, now: float, limit: int) -> list[Payout]:
         ids = self.r.zrangebyscore(self.pk.queue, "-inf", now, start=0, num=limit)
         return self._load(ids)
@@ -283,16 +330,22 @@ class WebhookSink:
         return msgspec.json.encode({"type": "payout.cashback", "data": data})
 
     async def send(self, p: Payout, now: float) -> Outcome:
-        if not self.secret:
+        return await self.post(p.destination, p.id, self.body(p), now)
+
+    async def post(
+        self, url: str, msg_id: str, body: bytes, now: float, secret: str = ""
+    ) -> Outcome:
+        """One signed POST (payouts and event webhooks alike): its outcome."""
+        secret = secret or self.secret
+        if not secret:
             return Outcome(False, "no [payouts] webhook_secret configured")
         if self.session is None:
             self.session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=0), timeout=self.timeout
             )
-        body = self.body(p)
-        hdrs = webhook.headers(self.secret, p.id, int(now), body)
+        hdrs = webhook.headers(secret, msg_id, int(now), body)
         try:
-            async with self.session.post(p.destination, data=body, headers=hdrs) as resp:
+            async with self.session.post(url, data=body, headers=hdrs) as resp:
                 await resp.read()
                 if 200 <= resp.status < 300:
                     return Outcome(True)
@@ -319,13 +372,17 @@ class PayoutService:
         self.rules = msgspec.convert(self.pc.rules, PayoutRules)
         self.keys = Keys(cfg.namespace)
         self.r = redis.Redis.from_url(cfg.redis_url, socket_timeout=60)
-        self.store = PayoutStore(self.r, self.keys, self.rules)
+        self.store = PayoutStore(self.r, self.keys, self.rules, self.pc.retention_s)
+        self.pruned_at = 0.0
         self.spends = SyncSpendClient(self.r, self.keys, cfg.member_shards, timeout_s=60)
         seed = self.pc.jitter_seed or (os.getpid() ^ time.time_ns())
         self.rng = random.Random(seed)
         self.sink = WebhookSink(self.pc.webhook_secret, self.pc.webhook_timeout_s)
         self.stats = {"settled": 0, "failed": 0, "dead": 0, "reserved": 0, "refunded": 0}
         self.chain: Any = None
+        subs = [msgspec.convert(x, Subscription) for x in self.pc.event_subscriptions]
+        self.hook_store = HookStore(self.r, self.keys, subs, self.pc.event_retention_s)
+        self.hooks = EventHooks(self.r, self.keys, self.hook_store, self.rules, self.rng)
         self.owner = f"payout-{uuid.uuid4().hex[:8]}"
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, name=self.owner, daemon=True)
@@ -339,7 +396,8 @@ class PayoutService:
         return self.thread.is_alive()
 
     def info(self) -> dict[str, object]:
-        return {"owner": self.owner, "alive": self.thread.is_alive(), **self.stats}
+        hooks = {f"hooks_{k}": v for k, v in self.hooks.stats.items()}
+        return {"owner": self.owner, "alive": self.thread.is_alive(), **self.stats, **hooks}
 
     def stop(self) -> None:
         self.stopping.set()
@@ -357,6 +415,11 @@ class PayoutService:
                         self._refund
                     )
                     busy += await self._deliver()
+                    busy += await asyncio.to_thread(self.hooks.consume)
+                    busy += await self._deliver_events()
+                    if time.monotonic() - self.pruned_at > PRUNE_INTERVAL_S:
+                        self.pruned_at = time.monotonic()
+                        await asyncio.to_thread(self.store.prune, time.time())
                 except (redis.RedisError, SpendTimeout) as err:
                     log.warning("payout_loop_error error=%r", err)
                     busy = 0
@@ -377,25 +440,17 @@ class PayoutService:
         todo = [p for p in todo if p.status == "requested"]
         if not todo:
             return 0
-        transfers = [
-            Transfer(
-                eng.reserve_key(p),
-                p.network,
-                p.user_id,
-                p.points,
-                "debit",
-                eng.account(p.network),
-                "payout",
-                ref=p.id,
-            )
-            for p in todo
-        ]
+        transfers = [eng.reservation(p) for p in todo]
         results = self.spends.submit_many(transfers)
         now = time.time()
+        counts: dict[str, int] = {}
         for p, res in zip(todo, results, strict=True):
             new = eng.reserved(p, now) if res.code == SPEND_OK else eng.refused(p, now, res.code)
-            if self.store.swap(p, new) and new.status == "reserved":
-                self.stats["reserved"] += 1
+            if self.store.swap(p, new):
+                key = "reserved" if new.status == "reserved" else "refused"
+                self.stats[key] = self.stats.get(key, 0) + 1
+                counts[key] = counts.get(key, 0) + 1
+        self.store.count(counts)
         return len(todo)
 
     def _refund(self) -> int:
@@ -404,19 +459,7 @@ class PayoutService:
                 if _owes_refund(p)]  # fmt: skip
         if not todo:
             return 0
-        transfers = [
-            Transfer(
-                eng.refund_key(p),
-                p.network,
-                p.user_id,
-                p.points,
-                "credit",
-                eng.account(p.network),
-                "payout_void",
-                ref=p.id,
-            )
-            for p in todo
-        ]
+        transfers = [eng.refund(p) for p in todo]
         results = self.spends.submit_many(transfers)
         now = time.time()
         for p, res in zip(todo, results, strict=True):
@@ -427,6 +470,7 @@ class PayoutService:
                                            reason=f"{p.reason}; refunded")  # fmt: skip
             if self.store.swap(p, done):
                 self.stats["refunded"] += 1
+                self.store.count({"refunded": 1})
         return len(todo)
 
     async def _deliver(self) -> int:
@@ -460,6 +504,22 @@ class PayoutService:
         await asyncio.to_thread(self._settle, outcomes)
         return len(claimed)
 
+    async def _deliver_events(self) -> int:
+        """Due event webhooks: claimed, POSTed (at most `parallelism` at once), recorded."""
+        claimed = await asyncio.to_thread(self.hooks.claim, time.time(), self.rules.batch_size)
+        if not claimed:
+            return 0
+        gate = asyncio.Semaphore(self.pc.parallelism)
+
+        async def one(d: Delivery) -> None:
+            async with gate:
+                secret = self.hooks.secret_of(d, self.pc.webhook_secret)
+                out = await self.sink.post(d.url, d.id, d.body, time.time(), secret)
+            await asyncio.to_thread(self.hooks.record, d, out.ok, out.reason, out.final)
+
+        await asyncio.gather(*(one(d) for d in claimed))
+        return len(claimed)
+
     def _mint(self, ps: Sequence[Payout]) -> list[tuple[Payout, Outcome]]:
         """Chain payouts through the chain sink (started on first use: the embedded EVM
         lives in this process)."""
@@ -477,8 +537,23 @@ class PayoutService:
         return [(p, Outcome(*got[p.id])) for p in ps]
 
     def _settle(self, outcomes: Sequence[tuple[Payout, Outcome]]) -> None:
+        """Record each outcome. A paid payout's points move pending -> paid first (keyed:
+        a repeat after a crash is a replay), and only a payout whose move is durable is
+        marked settled; the others stay `sending` and are sent again after their lease."""
+        paid = [p for p, out in outcomes if out.ok]
+        moved: set[str] = set()
+        if paid:
+            results = self.spends.submit_many([eng.payment(p) for p in paid])
+            for p, res in zip(paid, results, strict=True):
+                if res.code == SPEND_OK:
+                    moved.add(p.id)
+                else:
+                    log.error("payout_paid_move_refused id=%s code=%s", p.id, res.code)
         now = time.time()
+        counts: dict[str, int] = {}
         for p, out in outcomes:
+            if out.ok and p.id not in moved:
+                continue
             if out.ok:
                 new = eng.settled(p, now)
             else:
@@ -487,3 +562,10 @@ class PayoutService:
             if self.store.swap(p, new):
                 key = "settled" if out.ok else ("dead" if new.status == "dead" else "failed")
                 self.stats[key] += 1
+                name = "retries" if key == "failed" else key
+                counts[name] = counts.get(name, 0) + 1
+                if out.ok:
+                    counts["latency_count"] = counts.get("latency_count", 0) + 1
+                    ms = int((now - p.created_at) * 1000)
+                    counts["latency_ms_sum"] = counts.get("latency_ms_sum", 0) + ms
+        self.store.count(counts)

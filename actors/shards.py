@@ -64,7 +64,7 @@ from engine.spend import (
     Record,
     Result,
     Transfer,
-    account_delta,
+    account_deltas,
     apply_transfer,
     digest,
     record_decoder,
@@ -670,7 +670,8 @@ class MemberShard(StreamShard):
             if entry is not None:
                 out.entries.append(entry)
                 changed.add(nu)
-                spent.accounts[t.account] = spent.accounts.get(t.account, 0) + account_delta(t)
+                for account, delta in account_deltas(t):
+                    spent.accounts[account] = spent.accounts.get(account, 0) + delta
         return spent
 
     def _write_spent(self, c: Commit, spent: Spent) -> None:

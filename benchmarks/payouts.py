@@ -9,6 +9,10 @@
    (benchmarks/receiver.py) that fails 10 % of first attempts (HTTP 500), holds 3 % past
    the sender's timeout and answers 10 % slowly, deduping by webhook-id. Reported: time
    until every payout settled, payouts/s, deliveries, none paid twice.
+3. events: a subscription (added as an admin's would be) to `raffle.drawn`, then --payouts
+   `raffle_drawn` notices appended to the notices stream; the payout actor delivers them as
+   event webhooks to the same failing receiver. Reported: time until every one was
+   delivered, events/s, deliveries, none lost.
 """
 
 from __future__ import annotations
@@ -19,12 +23,15 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from eth_account import Account
 
+from actors.event_hooks import HookStore
 from actors.payout import PayoutStore
 from benchmarks.bench import Bench, post_events, wait_drained
 from benchmarks.receiver import Receiver
 from chain.client import TokenClient, batch_id, embedded_web3, rpc_web3
+from engine.event_hooks import Subscription
 from engine.payout import PayoutRules, Request
 from gateway.redis_server import free_port
 
@@ -107,6 +114,44 @@ def _webhooks(b: Bench, n: int) -> dict[str, Any]:
         rec.stop()
 
 
+def _events(b: Bench, n: int) -> dict[str, Any]:
+    net = b.rally.config.network
+    r = b.r.client
+    rec = Receiver(WEBHOOK_SECRET, hang_s=2.0).start()
+    hooks = HookStore(r, b.rally.keys, [], 3_600)
+    sub = Subscription(id=f"bench-{b.token}", network=net, url=rec.url, events=("raffle.drawn",))
+    try:
+        hooks.subscribe(sub)
+        time.sleep(1.5)  # the actor reads the subscriptions about every second
+        start = int(hooks.counts().get("delivered", 0)) + int(hooks.counts().get("dead", 0))
+        t0 = time.perf_counter()
+        pipe = r.pipeline(transaction=False)
+        for i in range(n):
+            body = {
+                "network": net,
+                "raffle": f"bench-{b.token}-{i}",
+                "winners": [],
+                "ts": time.time(),
+            }
+            pipe.xadd(b.rally.keys.notices, {"raffle_drawn": msgspec.json.encode(body)})
+        pipe.execute()
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            c = hooks.counts()
+            if int(c.get("delivered", 0)) + int(c.get("dead", 0)) - start >= n:
+                break
+            time.sleep(0.2)
+        s = time.perf_counter() - t0
+        with rec.lock:
+            got = len(rec.paid)
+        return {"events": n, "seconds": round(s, 2), "events_per_s": round(n / s, 1),
+                "deliveries": sum(rec.deliveries.values()), "delivered_once": got,
+                "lost": n - got, "bad_signatures": rec.bad_signatures}  # fmt: skip
+    finally:
+        hooks.unsubscribe(sub.id)
+        rec.stop()
+
+
 def payouts(b: Bench) -> dict[str, Any]:
     o = b.opts
     n, batch = o.payouts, o.payout_batch
@@ -124,6 +169,7 @@ def payouts(b: Bench) -> dict[str, Any]:
             proc.terminate()
             proc.wait(10)
     summary["webhook"] = _webhooks(b, n)
+    summary["events"] = _events(b, n)
     e, wh = summary["embedded"], summary["webhook"]
     note = (f"{n:,} chain payouts, mintBatch of {batch}: embedded EVM {e['seconds']} s "
             f"({e['gas_per_payout']:,} gas/payout)")  # fmt: skip
@@ -131,5 +177,8 @@ def payouts(b: Bench) -> dict[str, Any]:
         note += f"; anvil {summary['anvil']['seconds']} s"
     note += (f"; webhooks with a failing receiver: {wh['payouts_per_s']}/s, {wh['deliveries']:,} "
              f"deliveries, {wh['lost']} lost, {wh['paid_once']:,} paid once")  # fmt: skip
+    ev = summary["events"]
+    note += (f"; event webhooks (raffle.drawn), same receiver: {ev['events_per_s']}/s, "
+             f"{ev['deliveries']:,} deliveries, {ev['lost']} lost")  # fmt: skip
     b.console.print(note)
     return {"status": "ok", "runs": [], "summary": summary, "lines": [note]}

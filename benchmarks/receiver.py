@@ -1,8 +1,8 @@
 """A real local webhook receiver (aiohttp, in a thread) that misbehaves on purpose.
 
 It verifies each delivery's Standard Webhooks signature, dedupes by webhook-id and counts:
-`paid` holds each id paid once (what a merchant's ledger would hold), `deliveries` every
-POST that reached it. By the payout id's hash it fails the first attempt (HTTP 500), times
+`paid` holds each id paid once (what a merchant's ledger would hold; an event webhook "pays"
+0), `deliveries` every POST that reached it, `bodies` the first body of each id. By the payout id's hash it fails the first attempt (HTTP 500), times
 out the first attempt (answers after `hang_s`), answers slowly (`slow_s`), and answers
 410 Gone for the user ids in `gone`.
 """
@@ -43,6 +43,8 @@ class Receiver:
         self.gone = gone
         self.paid: dict[str, int] = {}
         self.deliveries: Counter[str] = Counter()
+        self.bodies: dict[str, dict[str, object]] = {}
+        """The first verified body of each webhook-id (event webhooks: type and data)."""
         self.bad_signatures = 0
         self.lock = threading.Lock()
         self.port = 0
@@ -90,22 +92,24 @@ class Receiver:
             with self.lock:
                 self.bad_signatures += 1
             return web.Response(status=401)
-        data = json.loads(body)["data"]
+        payload = json.loads(body)
+        data = payload["data"]
         with self.lock:
+            self.bodies.setdefault(msg_id, payload)
             self.deliveries[msg_id] += 1
             n = self.deliveries[msg_id]
         b = _bucket(msg_id)
-        if data["user_id"] in self.gone:
+        if data.get("user_id") in self.gone:
             return web.Response(status=410)
         if n == 1 and b < self.fail_pct:
             return web.Response(status=500)
         if n == 1 and b >= 100 - self.hang_pct:
             await asyncio.sleep(self.hang_s)  # the sender gives up first, then retries:
             with self.lock:  # the receiver did pay, and dedupes the retry by its id
-                self.paid.setdefault(msg_id, data["amount"])
+                self.paid.setdefault(msg_id, data.get("amount", 0))
             return web.Response(status=200)
         if self.fail_pct <= b < self.fail_pct + self.slow_pct:
             await asyncio.sleep(self.slow_s)
         with self.lock:
-            self.paid.setdefault(msg_id, data["amount"])
+            self.paid.setdefault(msg_id, data.get("amount", 0))
         return web.Response(status=204)

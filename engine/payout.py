@@ -15,7 +15,8 @@ through one state machine:
 - `sending`: handed to the sink (webhook, chain); its outcome is not known yet. If the
   sender dies, the payout is sent again once `next_at` (the lease) passes: the sink
   dedupes by payout id (webhook-id, the token's payoutId), so it is paid once.
-- `settled`: the sink acknowledged it. Final.
+- `settled`: the sink acknowledged it; its points moved pending -> paid
+  (`payout:{network}` -> `payout:{network}:paid`, a keyed move) before it was marked. Final.
 - `voided`: refused at reservation (insufficient points) or voided by an admin; a voided
   payout whose points were reserved is refunded (payout:{network} -> member) once.
 - `dead`: failed `max_attempts` times (or the sink said never again, HTTP 410), with the
@@ -31,6 +32,8 @@ from collections.abc import Iterable, Sequence
 from typing import Literal
 
 import msgspec
+
+from engine.spend import Transfer
 
 Status = Literal["requested", "reserved", "sending", "settled", "voided", "dead"]
 STATUSES: tuple[Status, ...] = ("requested", "reserved", "sending", "settled", "voided", "dead")
@@ -341,5 +344,39 @@ def refund_key(p: Payout) -> str:
 
 
 def account(network: str) -> str:
-    """The account that holds points reserved for payouts and paid out."""
+    """The account that holds the points reserved for payouts not yet paid (pending)."""
     return f"payout:{network}"
+
+
+def paid_account(network: str) -> str:
+    """The account of the points paid out (settled payouts): the ledger's "paid"."""
+    return f"payout:{network}:paid"
+
+
+def paid_key(p: Payout) -> str:
+    """The spend key of a settled payout's move payout:{network} -> payout:{network}:paid."""
+    return f"payout-paid:{p.id}"
+
+
+def reservation(p: Payout) -> Transfer:
+    """The spend that reserves a payout's points: member -> payout:{network}, keyed by the
+    payout id (a repeat answers "exists", never debits twice)."""
+    return Transfer(reserve_key(p), p.network, p.user_id, p.points, "debit", account(p.network),
+                    "payout", ref=p.id)  # fmt: skip
+
+
+def refund(p: Payout) -> Transfer:
+    """The spend that gives a voided payout's reserved points back: payout:{network} ->
+    member, keyed by the payout id (made once)."""
+    assert p.status == "voided", "only a voided payout is refunded"
+    assert p.refund, "only a payout whose points were reserved is refunded"
+    return Transfer(refund_key(p), p.network, p.user_id, p.points, "credit", account(p.network),
+                    "payout_void", ref=p.id)  # fmt: skip
+
+
+def payment(p: Payout) -> Transfer:
+    """The move that records a payout as paid once its sink acknowledged it: its reserved
+    points go from pending (payout:{network}) to paid (payout:{network}:paid), keyed by the
+    payout id (made once, however often the settle is repeated)."""
+    return Transfer(paid_key(p), p.network, p.user_id, p.points, "move", account(p.network),
+                    "payout_paid", ref=p.id, to=paid_account(p.network))  # fmt: skip

@@ -34,6 +34,10 @@ class EarnRules(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     attendance_milestones_s: tuple[int, ...] = (1_800, 3_600, 5_400)
     attendance_milestone_points: tuple[int, ...] = (0, 0, 0)
     """Points for reaching each of `attendance_milestones_s` (same length)."""
+    min_tier: str = ""
+    """A tier name: the least tier a member needs to redeem the channel's store items and buy
+    tickets of its raffles (on top of their own `min_tier`); "" = none. Set per channel
+    (engine/gating.py)."""
 
     def __post_init__(self) -> None:
         if self.watch_interval_s <= 0:
@@ -148,6 +152,13 @@ class NetworkRules(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     quality: QualityRules = QualityRules()
     channels: dict[str, dict[str, Any]] = {}
     """Per-channel overrides of `earn` fields, by channel id."""
+
+    def __post_init__(self) -> None:
+        names = self.tiers.names
+        for where, tier in (("earn", self.earn.min_tier),
+                            *((f"channels.{c}", o.get("min_tier", "")) for c, o in self.channels.items())):  # fmt: skip
+            if tier and tier not in names:
+                raise ValueError(f"{where}.min_tier must be one of {', '.join(names)}")
 
 
 class RuleBook:

@@ -2,7 +2,9 @@
 
 A `Transfer` is a command on one member: move `amount` points from the member to `account`
 (direction "debit": a raffle ticket, a store redemption) or from `account` to the member
-("credit": a refund, a prize, a voucher). An `amount` of 0 with guards is a guard-only
+("credit": a refund, a prize, a voucher), or, on the member's behalf, from `account` to
+another account `to` ("move": a payout's reserved points become paid when it settles; the
+member's balance is not touched). An `amount` of 0 with guards is a guard-only
 transfer (an item a voucher pays for): its guards are checked and taken, no point moves and
 no ledger entry is posted. Its `key` is the idempotency key: the ledger entry
 id derives from it, and the member shard records every outcome under it, so the same key
@@ -28,7 +30,7 @@ import msgspec
 from engine.ledger import Entry, member_account
 from engine.member import MemberState, Use
 
-Direction = Literal["debit", "credit"]
+Direction = Literal["debit", "credit", "move"]
 OK = "ok"
 INSUFFICIENT_POINTS = "insufficient_points"
 LIMIT_REACHED = "limit_reached"
@@ -88,6 +90,8 @@ class Transfer(msgspec.Struct, frozen=True, array_like=True, forbid_unknown_fiel
     lifetime: int = 0
     """Lifetime points an accepted credit adds (an imported opening balance); the caller
     moves the member's tier (engine/migration.py `retier`)."""
+    to: str = ""
+    """The account a "move" credits (`account` is debited); "" for the other directions."""
 
 
 class Result(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True):
@@ -156,15 +160,19 @@ def validate(t: Transfer) -> Transfer:
         raise SpendError(f"amount must be an integer from 1 to {MAX_AMOUNT}", "amount")
     if t.amount == 0 and not t.guards:
         raise SpendError("amount 0 is for a guard-only transfer: give guards", "amount")
-    if t.direction not in ("debit", "credit"):
-        raise SpendError("direction must be debit or credit", "direction")
+    if t.direction not in ("debit", "credit", "move"):
+        raise SpendError("direction must be debit, credit or move", "direction")
+    if (t.direction == "move") != bool(t.to):
+        raise SpendError("a move (and only a move) names the account `to` credit", "to")
+    if t.direction == "move" and (
+        t.guards or t.to == t.account or not _account_ok(t.to, t.network)
+    ):
+        raise SpendError(f"to must be another {{kind}}:{t.network}[:id] account, no guards", "to")
     if type(t.lifetime) is not int or not 0 <= t.lifetime <= MAX_AMOUNT:
         raise SpendError(f"lifetime must be an integer from 0 to {MAX_AMOUNT}", "lifetime")
     if t.lifetime and t.direction != "credit":
         raise SpendError("only a credit adds lifetime points", "lifetime")
-    kind, _, rest = t.account.partition(":")
-    network, _, _ = rest.partition(":")
-    if kind not in ACCOUNT_KINDS or network != t.network:
+    if not _account_ok(t.account, t.network):
         raise SpendError(
             f"account must be {{{'|'.join(ACCOUNT_KINDS)}}}:{t.network}[:id]", "account"
         )
@@ -175,6 +183,11 @@ def validate(t: Transfer) -> Transfer:
         if g.limit < 0 or g.cooldown_s < 0 or g.keep_s < 0:
             raise SpendError("guard limit, cooldown_s and keep_s must be >= 0", "guards")
     return t
+
+
+def _account_ok(account: str, network: str) -> bool:
+    kind, _, rest = account.partition(":")
+    return kind in ACCOUNT_KINDS and rest.partition(":")[0] == network
 
 
 def _check(state: MemberState, t: Transfer) -> Result | None:
@@ -230,6 +243,10 @@ def apply_transfer(state: MemberState, t: Transfer) -> tuple[Result, Entry | Non
     state.lifetime += t.lifetime
     if t.amount == 0:  # guard-only (a free store item): no points move, no entry
         return Result(t.key, OK, state.balance), None
+    eid = entry_id(t)
+    if t.direction == "move":  # between two other accounts: the member's ledger is untouched
+        entry = Entry(eid, t.ts, t.network, t.account, t.to, t.amount, t.rule, t.channel)
+        return Result(t.key, OK, state.balance, entry_id=eid), entry
     member = member_account(t.network, t.user_id)
     if t.direction == "debit":
         state.balance -= t.amount
@@ -239,7 +256,6 @@ def apply_transfer(state: MemberState, t: Transfer) -> tuple[Result, Entry | Non
         debit, credit = t.account, member
     assert state.balance >= 0, "a transfer took a balance below zero"
     state.entries += 1
-    eid = entry_id(t)
     entry = Entry(eid, t.ts, t.network, debit, credit, t.amount, t.rule, t.channel)
     return Result(t.key, OK, state.balance, entry_id=eid), entry
 
@@ -252,6 +268,8 @@ def replay(record: Record, t: Transfer) -> Result:
     return record.result
 
 
-def account_delta(t: Transfer) -> int:
-    """What an accepted `t` adds to its other account's balance."""
-    return t.amount if t.direction == "debit" else -t.amount
+def account_deltas(t: Transfer) -> list[tuple[str, int]]:
+    """What an accepted `t` adds to the balances of its accounts other than the member."""
+    if t.direction == "move":
+        return [(t.account, -t.amount), (t.to, t.amount)]
+    return [(t.account, t.amount if t.direction == "debit" else -t.amount)]

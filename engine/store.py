@@ -19,6 +19,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from engine.gating import required_tier, shortfall
+from engine.rules import TierRules
 from engine.spend import Guard, Transfer
 
 Status = Literal["reserving", "pending", "fulfilled", "refunding", "refunded", "failed"]
@@ -36,11 +38,19 @@ UNLIMITED = -1
 class StoreError(ValueError):
     """An item definition or a redemption that cannot be accepted; names the field."""
 
-    def __init__(self, message: str, field: str, code: str = "invalid_item") -> None:
+    def __init__(
+        self,
+        message: str,
+        field: str,
+        code: str = "invalid_item",
+        extra: dict[str, object] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.field = field
         self.code = code
+        self.extra = extra or {}
+        """More of the refusal (tier_too_low: tier_required, points_needed)."""
 
 
 class ItemSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
@@ -216,8 +226,19 @@ def stock_of(spec: ItemSpec, creating: bool) -> int | None:
     return _int(spec.stock, "stock", 0, MAX_STOCK)
 
 
-def check_redeemable(item: Item, tier: str, tiers: tuple[str, ...], now: float) -> None:
-    """What the gateway checks before reserving: enabled, in its window, tier high enough."""
+def check_redeemable(
+    item: Item,
+    tier: str,
+    tiers: tuple[str, ...],
+    now: float,
+    rules: TierRules | None = None,
+    lifetime: int = 0,
+    channel_min_tier: str = "",
+) -> None:
+    """What the gateway checks before reserving: enabled, in its window, tier high enough
+    for the item and its channel (`channel_min_tier`); given the network's tier `rules` and
+    the member's `lifetime` points, a refusal says the tier required and the points still
+    needed."""
     if not item.enabled:
         raise StoreError(f"item {item.id!r} is not available", "item_id", "item_disabled")
     if item.available_from and now < item.available_from:
@@ -226,11 +247,17 @@ def check_redeemable(item: Item, tier: str, tiers: tuple[str, ...], now: float) 
         raise StoreError(
             f"item {item.id!r} is no longer available", "item_id", "no_longer_available"
         )
-    if item.min_tier and tiers.index(tier) < tiers.index(item.min_tier):
+    need = required_tier(tiers, item.min_tier, channel_min_tier)
+    if need and tiers.index(tier) < tiers.index(need):
+        extra: dict[str, object] = {"tier_required": need}
+        if rules is not None:
+            short = shortfall(rules, need, tiers.index(tier), lifetime)
+            extra["points_needed"] = short.points_needed if short else 0
         raise StoreError(
-            f"item {item.id!r} needs tier {item.min_tier} (member is {tier})",
+            f"item {item.id!r} needs tier {need} (member is {tier})",
             "min_tier",
             "tier_too_low",
+            extra,
         )
 
 

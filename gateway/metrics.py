@@ -133,6 +133,8 @@ class RedisSnapshot:
     """Shard health, stream lengths and every consumer group's lag (actors/health.py)."""
     stats: dict[str, int] = field(default_factory=dict)
     latency: dict[str, float] = field(default_factory=dict)
+    payouts: dict[str, int] = field(default_factory=dict)
+    """Payout and event-webhook counters (postats, hkstats) and queue lengths."""
 
 
 def _text(value: bytes | str) -> str:
@@ -151,7 +153,11 @@ async def scrape_redis(
         async with client.pipeline(transaction=False) as pipe:
             pipe.hgetall(keys.stats)
             pipe.hgetall(keys.latency)
-            stats, latency = await pipe.execute(raise_on_error=False)
+            for name in PAYOUT_HASHES:
+                pipe.hgetall(keys.k(name))
+            for name in PAYOUT_QUEUES:
+                pipe.zcard(keys.k(name))
+            stats, latency, *more = await pipe.execute(raise_on_error=False)
     except (RedisError, OSError) as err:
         log.warning("metrics_redis_scrape_failed error=%r", err)
         return snap
@@ -160,7 +166,50 @@ async def scrape_redis(
         snap.stats = {_text(k): int(v) for k, v in stats.items()}
     if isinstance(latency, dict):
         snap.latency = {_text(k): float(v) for k, v in latency.items()}
+    for name, got in zip((*PAYOUT_HASHES, *PAYOUT_QUEUES), more, strict=True):
+        if isinstance(got, dict):
+            snap.payouts.update({f"{name}.{_text(k)}": int(v) for k, v in got.items()})
+        elif isinstance(got, int):
+            snap.payouts[name] = got
     return snap
+
+
+PAYOUT_HASHES = ("postats", "hkstats")
+"""Counters kept by the payout actor (actors/payout.py, actors/event_hooks.py)."""
+PAYOUT_QUEUES = ("poreq", "poq", "porefund", "podead", "hkq", "hkdead")
+
+
+def payout_metrics(got: dict[str, int]) -> Iterator[Metric]:
+    """Payouts and event webhooks: outcomes so far, what waits, mean latency to settle."""
+    out = CounterMetricFamily("rally_payouts", "Payout outcomes (settled, retries, dead, "
+                              "reserved, refused, refunded).", labels=["outcome"])  # fmt: skip
+    hooks = CounterMetricFamily("rally_event_webhooks", "Event webhook outcomes (delivered, "
+                                "retries, dead).", labels=["outcome"])  # fmt: skip
+    for key, value in sorted(got.items()):
+        name, _, field_ = key.partition(".")
+        if not field_ or field_.startswith("latency"):
+            continue
+        (out if name == "postats" else hooks).add_metric([field_], value)
+    yield out
+    yield hooks
+    queued = GaugeMetricFamily("rally_payouts_queued", "Payouts waiting, by state: requested "
+                               "(points not reserved), queued (reserved or sending), refund "
+                               "(refund owed), dead.", labels=["state"])  # fmt: skip
+    for state, name in (("requested", "poreq"), ("queued", "poq"), ("refund", "porefund"),
+                        ("dead", "podead")):  # fmt: skip
+        queued.add_metric([state], got.get(name, 0))
+    yield queued
+    hq = GaugeMetricFamily("rally_event_webhooks_queued", "Event webhooks waiting, by state.",
+                           labels=["state"])  # fmt: skip
+    hq.add_metric(["pending"], got.get("hkq", 0))
+    hq.add_metric(["dead"], got.get("hkdead", 0))
+    yield hq
+    for name, metric, what in (("postats", "rally_payout_settle_seconds", "a payout"),
+                               ("hkstats", "rally_event_webhook_deliver_seconds", "an event")):  # fmt: skip
+        n = got.get(f"{name}.latency_count", 0)
+        mean = got.get(f"{name}.latency_ms_sum", 0) / n / 1000 if n else 0.0
+        yield GaugeMetricFamily(f"{metric}_mean", f"Mean time from {what} created to its 2xx, "
+                                "in seconds.", mean)  # fmt: skip
 
 
 def latency_histogram(latency: dict[str, float]) -> HistogramMetricFamily:
@@ -198,6 +247,7 @@ class RedisCollector(Collector):
             safe = _METRIC_NAME.sub("_", name)
             yield CounterMetricFamily(f"rally_{safe}", f"{name} (Redis stats hash).", value=value)
         yield latency_histogram(snap.latency)
+        yield from payout_metrics(snap.payouts)
         yield GaugeMetricFamily(
             "rally_ingest_to_credit_latency_max_ms",
             "Largest ingest-to-credit latency seen, in ms.",

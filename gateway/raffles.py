@@ -22,6 +22,7 @@ from aiohttp import web
 from actors.keys import Keys
 from actors.raffle import Command, RaffleClient, RaffleKeys, RaffleTimeout, Reply, summary
 from engine import raffle as eng
+from engine.gating import required_tier, shortfall
 from engine.member import state_decoder
 from gateway.auth import check_network
 from gateway.errors import (
@@ -265,6 +266,24 @@ def _buyer(request: web.Request, body: bytes, network: str, buy: BuyBody) -> tup
     return who.user_id, False
 
 
+def _gate(request: web.Request, network: str, terms: eng.Terms, tier: int, lifetime: int) -> None:
+    """403 tier_too_low, with the tier required and the lifetime points still needed, when
+    the raffle's min_tier or its channel's ([networks.N.channels.C] min_tier) is above the
+    member's tier (engine/gating.py)."""
+    book = request.app[READER].rules
+    tiers = book.network(network).tiers
+    names = tiers.names
+    own = names[min(terms.min_tier, len(names) - 1)] if terms.min_tier else ""
+    channel = book.earn(network, terms.channel).min_tier if terms.channel else ""
+    need = required_tier(names, own, channel)
+    short = shortfall(tiers, need, tier, lifetime) if need else None
+    if short is not None:
+        err = Forbidden(f"this raffle needs tier {short.tier_required} or higher", field="tier",
+                        code="tier_too_low")  # fmt: skip
+        err.extra.update(tier_required=short.tier_required, points_needed=short.points_needed)
+        raise err
+
+
 async def buy_tickets(request: web.Request) -> web.Response:
     network = _network(request)
     rid = _raffle_id(request)
@@ -279,8 +298,13 @@ async def buy_tickets(request: web.Request) -> web.Response:
     async with raffles.redis.pipeline(transaction=False) as pipe:
         pipe.hget(raffles.keys.mstate, f"{network}:{user_id}")
         pipe.hget(raffles.rk.subscribers(network), user_id)
-        raw, sub_until = await pipe.execute()
-    tier = state_decoder.decode(raw).tier if raw else 0
+        pipe.get(raffles.rk.meta(network, rid))
+        raw, sub_until, meta = await pipe.execute()
+    state = state_decoder.decode(raw) if raw else None
+    tier = state.tier if state is not None else 0
+    if meta is not None:
+        _gate(request, network, eng.raffle_decoder.decode(meta).terms, tier,
+              state.lifetime if state is not None else 0)  # fmt: skip
     subscriber = subscriber or (sub_until is not None and float(sub_until) > time.time())
     cmd = Command(op="buy", network=network, raffle=rid, ts=0.0, user_id=user_id, key=key,
                   tickets=buy.tickets, tier=tier, subscriber=subscriber)  # fmt: skip

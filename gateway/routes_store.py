@@ -100,7 +100,9 @@ def refused(code: str, message: str | None = None, retry_at: float | None = None
 
 def _store_error(err: StoreError) -> GatewayError:
     if err.code in REFUSALS:
-        return refused(err.code, err.message)
+        out = refused(err.code, err.message)
+        out.extra.update(err.extra)
+        return out
     return BadRequest(err.message, field=err.field, code=err.code)
 
 
@@ -271,9 +273,13 @@ async def post_redemption(request: web.Request) -> web.Response:
         if found is None:
             raise refused("item_not_found", f"no item {item_id!r} in network {network!r}")
         item = found[0]
-        tiers = _tiers(request, network)
-        tier = tiers[min(await store.member_tier(network, user_id), len(tiers) - 1)]
-        check_redeemable(item, tier, tiers, store.clock())
+        book = request.app[READER].rules
+        rules = book.network(network).tiers
+        tiers = tuple(rules.names)
+        rank, lifetime = await store.member_standing(network, user_id)
+        tier = tiers[min(rank, len(tiers) - 1)]
+        gate = book.earn(network, item.channel).min_tier
+        check_redeemable(item, tier, tiers, store.clock(), rules, lifetime, gate)
         red, created, result = await store.redeem(item, user_id, rid)
     except StoreError as err:
         raise _store_error(err) from err

@@ -269,6 +269,9 @@ class PayoutSettings(_Section):
     """A receiver's 2xx must arrive within this; otherwise the attempt failed."""
     max_request_payouts: int = Field(default=10_000, ge=1, le=100_000)
     """Most payouts in one POST /v1/payouts."""
+    retention_s: float = Field(default=30 * 86_400, ge=0)
+    """A final payout (settled, or voided and refunded) is kept this long, then dropped (its
+    key may then be used again); 0 = kept forever."""
 
     @field_validator("webhook_secret")
     @classmethod
@@ -308,7 +311,44 @@ class PayoutSettings(_Section):
             parallelism=self.parallelism,
             webhook_secret=self.webhook_secret,
             webhook_timeout_s=self.webhook_timeout_s,
+            retention_s=self.retention_s,
         )
+
+
+class EventSettings(_Section):
+    """Event webhooks (engine/event_hooks.py), sent by the payout actor on the [payouts]
+    schedule and signed with [payouts] webhook_secret unless a subscription has its own."""
+
+    subscriptions: list[dict[str, Any]] = Field(default=[], max_length=1_000)
+    """engine.event_hooks.Subscription fields: id, network, url, events ([] = all), secret."""
+    retention_s: float = Field(default=86_400.0, gt=0, le=90 * 86_400)
+    """A delivered event webhook is kept this long (read back by id), then dropped."""
+    max_subscriptions: int = Field(default=100, ge=1, le=10_000)
+    """Most subscriptions admins may add over HTTP (configured ones not counted)."""
+
+    @field_validator("subscriptions")
+    @classmethod
+    def _check_subscriptions(cls, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        from engine.event_hooks import HookError, Subscription, validate
+        from engine.webhook import WebhookError, secret_bytes
+
+        seen: set[str] = set()
+        for i, item in enumerate(value):
+            try:
+                sub = validate(msgspec.convert(item, Subscription))
+                if sub.secret:
+                    secret_bytes(sub.secret)
+            except msgspec.ValidationError as err:
+                sub_path, problem = _msgspec_problem(err)
+                raise _path_error(f"{i}.{sub_path}".rstrip("."), problem) from err
+            except HookError as err:
+                raise _path_error(f"{i}.{err.field}", str(err)) from err
+            except WebhookError as err:
+                raise _path_error(f"{i}.secret", str(err)) from err
+            if sub.id in seen:
+                raise _path_error(f"{i}.id", f"duplicate subscription id {sub.id!r}")
+            seen.add(sub.id)
+        return value
 
 
 class ChainSettings(_Section):
@@ -453,6 +493,7 @@ class Settings(_Section):
     store: StoreSettings = StoreSettings()
     vouchers: VoucherSettings = VoucherSettings()
     payouts: PayoutSettings = PayoutSettings()
+    events: EventSettings = EventSettings()
     chain: ChainSettings = ChainSettings()
     wallets: WalletSettings = WalletSettings()
     feed: FeedSettings = FeedSettings()
@@ -490,6 +531,10 @@ class Settings(_Section):
         for i, name in enumerate(self.auth.public_networks):
             if name not in self.networks:
                 raise _path_error(f"auth.public_networks.{i}", f"no network {name!r} is configured")
+        for i, sub in enumerate(self.events.subscriptions):
+            if sub["network"] not in self.networks:
+                raise _path_error(f"events.subscriptions.{i}.network",
+                                  f"no network {sub['network']!r} is configured")  # fmt: skip
         return self
 
     def key_for(self, api_key: str) -> ApiKey | None:
@@ -543,6 +588,8 @@ class Settings(_Section):
                 token_address=self.chain.token_address,
                 confirmations=self.chain.confirmations,
                 chain_batch=self.chain.batch_size,
+                event_subscriptions=list(self.events.subscriptions),
+                event_retention_s=self.events.retention_s,
             ),
         )
 

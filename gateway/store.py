@@ -232,8 +232,15 @@ class Store:
 
     # -- member facts -----------------------------------------------------------------------
     async def member_tier(self, network: str, user_id: str) -> int:
+        return (await self.member_standing(network, user_id))[0]
+
+    async def member_standing(self, network: str, user_id: str) -> tuple[int, int]:
+        """The member's tier (an index) and lifetime points."""
         raw = await self.redis.hget(self.keys.mstate, f"{network}:{user_id}")
-        return 0 if raw is None else int(state_decoder.decode(raw).tier)
+        if raw is None:
+            return 0, 0
+        state = state_decoder.decode(raw)
+        return int(state.tier), int(state.lifetime)
 
     async def live_since(self, network: str, channel: str) -> float | None:
         """When the channel's current stream started; None when it is not live."""

@@ -2,7 +2,7 @@
 per member (member token or portal session).
 
 One reader per gateway process (FeedHub) follows the notices stream with XREAD BLOCK, decodes
-each entry once (gateway.notices) and encodes its JSON once, then hands it to every client
+each entry once (actors.notices) and encodes its JSON once, then hands it to every client
 whose filter it passes. A client resuming with ?after=ID first gets what it missed from
 XRANGE (at most [feed] backlog_max entries looked at; further behind, a {"gap": ...} message
 says so), then the live notices newer than the last one it was sent: nothing in between is
@@ -41,11 +41,11 @@ from prometheus_client import Counter, Gauge
 from redis.exceptions import RedisError
 
 from actors.keys import Keys
+from actors.notices import Notice, decode_notice, stream_id
 from engine.ledger import Entry as LedgerEntry
 from gateway.auth import MemberToken
 from gateway.errors import BadRequest, Unavailable
 from gateway.metrics import METRICS
-from gateway.notices import Notice, decode_notice, stream_id
 from gateway.reads import ACCESS, READER
 from gateway.settings import ApiKey, FeedSettings
 

@@ -119,11 +119,13 @@ def test_5000_payouts_through_failures_and_kill9(payouts, redis_server, receiver
     assert store.update(other, eng.retried, time.time()).status == "reserved"
     assert wait_for(lambda: store.get(other).status == "dead", 30)  # type: ignore[union-attr]
 
-    # the ledger: payout:n holds every point reserved and not refunded
+    # the ledger: settled payouts' points moved pending -> paid; the dead one still pending;
+    # the voided one refunded
     assert client.wait_idle(60)
     report = audit(r, keys, RuleBook({}))
     assert report.ok, report.problems
-    assert report.accounts[eng.account("n")] == N - 1
+    assert report.accounts[eng.paid_account("n")] == N - len(gone)
+    assert report.accounts[eng.account("n")] == len(gone) - 1
     for u in users[:5]:
         paid = sum(1 for _, p in out if p is not None and p.user_id == u)
         assert balance(r, keys, u) == before[u] - paid
@@ -148,3 +150,28 @@ def check_refusals(
     assert got is not None
     assert (got.reason, got.refund) == ("insufficient_points", False)
     assert balance(r, keys, rich) == before[rich]
+
+
+def test_final_payouts_expire_after_retention_and_leave_the_index(redis_server, namespace) -> None:
+    """Bounded: a settled payout expires after retention_s and prune drops its id from the
+    listing index; a payout still owed something (here: reserved) stays."""
+    r = redis.Redis.from_url(redis_server.url)
+    keys = Keys(namespace)
+    store = PayoutStore(r, keys, RULES, retention_s=1)
+    now = time.time() - 10
+    out = store.create([Request(network="n", user_id=f"u{i}", points=5, key=f"ret-{i}",
+                                destination="http://127.0.0.1:1/h") for i in range(2)], now)  # fmt: skip
+    (_, a), (_, b) = out
+    assert a is not None
+    assert b is not None
+    ra = eng.reserved(a, now)
+    assert store.swap(a, ra)
+    sent = eng.sending(RULES, ra, now)
+    assert store.swap(ra, sent)
+    assert store.swap(sent, eng.settled(sent, now))
+    assert store.swap(b, eng.reserved(b, now))
+    assert 0 < r.ttl(store.pk.payout(a.id)) <= 1, "the settled one expires"
+    assert r.ttl(store.pk.payout(b.id)) == -1, "the reserved one is kept"
+    assert wait_for(lambda: store.get(a.id) is None, 5)
+    assert store.prune(time.time()) == 1
+    assert [p.id for p in store.list()] == [b.id]

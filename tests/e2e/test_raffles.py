@@ -274,3 +274,17 @@ def test_subscribers_get_their_luck(dep: Deployment) -> None:
         assert status == 201, body
         lucks[u] = body["luck_pct"]
     assert lucks == {"sam": 300, "nat": 100}
+
+    # tier gating: a Gold raffle refuses both, saying the tier and the points still needed
+    terms = {"id": "goldonly", "network": "tv", "min_tier": 2}
+    assert call(url, "POST", "/v1/raffles?network=tv", terms)[0] == 201
+    assert call(url, "POST", "/v1/raffles/goldonly/open?network=tv")[0] == 200
+    r = redis.Redis.from_url(d.gateway.redis_url)
+    for u in ("sam", "nat"):
+        status, body = call(url, "POST", "/v1/raffles/goldonly/tickets?network=tv",
+                            {"tickets": 1}, headers=member(u, "g"), signed=False)  # fmt: skip
+        lifetime = state_decoder.decode(
+            r.hget(Keys(d.settings.namespace).mstate, f"tv:{u}")
+        ).lifetime
+        assert (status, body["error"], body["tier_required"]) == (403, "tier_too_low", "Gold")
+        assert body["points_needed"] == 2_000 - lifetime

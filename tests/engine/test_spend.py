@@ -265,3 +265,30 @@ def test_entry_ids_derive_from_member_and_key() -> None:
     assert entry_id(debit("k", 1)) == f"{NET}:u1/x/k"
     other = Transfer("k", NET, "u2", 1, "debit", f"store:{NET}", "store_redeem")
     assert entry_id(other) != entry_id(debit("k", 1))
+
+
+def test_a_move_goes_between_two_accounts_and_leaves_the_member_alone() -> None:
+    from engine import payout as po
+    from engine.spend import account_deltas, apply_transfer, validate
+
+    p = po.Payout(id="po_1", network="n", user_id="u", points=40, units=40, sink="webhook",
+                  destination="http://x", key="k", digest=b"", created_at=0.0)  # fmt: skip
+    t = po.payment(p)
+    assert validate(t) is t
+    state = MemberState(balance=7, entries=3)
+    result, entry = apply_transfer(state, t)
+    assert result.code == "ok"
+    assert (state.balance, state.entries) == (7, 3), "the member's balance and entries stay"
+    assert entry is not None
+    assert (entry.debit, entry.credit, entry.amount) == ("payout:n", "payout:n:paid", 40)
+    assert account_deltas(t) == [("payout:n", -40), ("payout:n:paid", 40)]
+    assert account_deltas(po.reservation(p)) == [("payout:n", 40)]
+    for bad in (
+        msgspec.structs.replace(t, to=""),
+        msgspec.structs.replace(t, to="payout:n"),
+        msgspec.structs.replace(t, to="payout:m:paid"),
+        msgspec.structs.replace(po.reservation(p), to="payout:n:paid"),
+    ):
+        with pytest.raises(SpendError) as err:
+            validate(bad)
+        assert err.value.field == "to"

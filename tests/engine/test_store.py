@@ -109,3 +109,12 @@ def test_the_member_limit_travels_with_the_debit_and_a_refund_gives_it_back() ->
     assert apply_transfer(state, refund_transfer(it, red, 7.0))[0].code == OK
     assert apply_transfer(state, redeem_transfer(it, red2))[0].code == OK
     assert state.balance == 90
+
+
+def test_tier_refusal_says_tier_required_and_points_needed() -> None:
+    from engine.rules import TierRules
+
+    rules = TierRules()
+    with pytest.raises(StoreError) as err:
+        check_redeemable(item(min_tier="Gold"), "Silver", TIERS, 100.0, rules, 1_234)
+    assert err.value.extra == {"tier_required": "Gold", "points_needed": 2_000 - 1_234}

@@ -34,7 +34,10 @@ def make_settings(namespace: str, auth: dict[str, Any] | None = None, **limits: 
         "shards": {"channel": SHARDS, "member": 2},
         "limits": {"coalesce_window_ms": 2, "max_event_age_s": HISTORIC_AGE_S, **limits},
         "networks": {
-            "demo": {"earn": {"chat_points": 2}, "channels": {"big": {"chat_points": 3}}},
+            "demo": {
+                "earn": {"chat_points": 2},
+                "channels": {"big": {"chat_points": 3}, "vip": {"min_tier": "Diamond"}},
+            },
             "other": {},
         },
         "api_keys": [

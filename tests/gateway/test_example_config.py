@@ -62,6 +62,8 @@ SPECIAL: dict[str, Any] = {
     "chain.private_key": "0x" + "11" * 32,
     "chain.rpc": "http://127.0.0.1:8545",
     "chain.token_address": "0x" + "22" * 20,
+    "networks.acme.channels.bigstreamer.min_tier": "Gold",
+    "events.subscriptions": [{"id": "crm", "network": "acme", "url": "http://127.0.0.1:1/h"}],
 }
 """New values for keys whose type alone does not give a valid different value."""
 

@@ -18,7 +18,7 @@ from aiohttp import ClientWebSocketResponse, WSMsgType
 
 from actors.client import RallyClient
 from actors.keys import Keys
-from gateway.notices import decode_notice
+from actors.notices import decode_notice
 from gateway.redis_server import RedisServer
 from gateway.routes.feed import FEED
 from gateway.signing import bearer, signed_headers
@@ -145,7 +145,7 @@ def test_a_slow_client_overflows_and_only_its_network_is_queued() -> None:
     """publish() queues at most client_queue_max notices per client, then marks it overflowed
     (its sender closes it with 4008 and it resumes with ?after=); other networks' notices
     never reach it."""
-    from gateway.notices import Notice
+    from actors.notices import Notice
     from gateway.routes.feed import Client, FeedHub
 
     hub = FeedHub(None, Keys("x"), backlog_max=10, max_clients=2, client_queue_max=2, block_ms=10)  # type: ignore[arg-type]

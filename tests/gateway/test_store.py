@@ -168,6 +168,15 @@ def test_catalog_redeem_fulfil_refund_and_every_refusal(
         assert (status, err["error"]) == (409, "item_disabled")
         status, err = await api.redeem("alice", "gold", "k2")
         assert (status, err["error"], err["field"]) == (403, "tier_too_low", "min_tier")
+        assert (err["tier_required"], err["points_needed"]) == ("Gold", 2_000 - had), (
+            "the refusal says the tier and the lifetime points still needed"
+        )
+        assert (await api.put_item("vipmug", name="VIP mug", cost=1, channel="vip"))[0] == 201
+        status, err = await api.redeem("alice", "vipmug", "k2")
+        assert (status, err["error"], err["tier_required"]) == (403, "tier_too_low", "Diamond"), (
+            "the channel's min_tier ([networks.N.channels.vip] min_tier) gates its items"
+        )
+        assert err["points_needed"] == 10_000 - had
         status, err = await api.redeem("bob", "mug", "k1")
         assert (status, err["error"], err["field"]) == (409, "insufficient_points", "cost")
         assert await api.redeem("bob", "mug", "k1") == (status, err), "a retry: the same refusal"
