@@ -20,7 +20,7 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -67,6 +67,7 @@ from engine.spend import (
     account_delta,
     apply_transfer,
     digest,
+    gift_leg,
     record_decoder,
     replay,
     replies_encoder,
@@ -502,6 +503,9 @@ class Spent:
     records: list[tuple[str, Record, str]]
     """(member key, record, reply stream) per spend, in stream order."""
     accounts: dict[str, int]
+    legs: list[Transfer] = field(default_factory=list)
+    """Credit legs of the gifts accepted (engine/spend.py `gift_leg`), for the recipients'
+    shards: appended in the same commit as the debit, so each arrives exactly once."""
 
 
 class MemberShard(StreamShard):
@@ -671,6 +675,8 @@ class MemberShard(StreamShard):
                 out.entries.append(entry)
                 changed.add(nu)
                 spent.accounts[t.account] = spent.accounts.get(t.account, 0) + account_delta(t)
+                if t.to_user:
+                    spent.legs.append(gift_leg(t))
         return spent
 
     def _write_spent(self, c: Commit, spent: Spent) -> None:
@@ -693,6 +699,9 @@ class MemberShard(StreamShard):
         for account, delta in sorted(spent.accounts.items()):
             if delta:
                 c.cmd("HINCRBY", keys.accounts, account, delta)
+        for leg in spent.legs:
+            m = shard_of(f"{leg.network}:{leg.user_id}", self.cfg.member_shards)
+            c.cmd("XADD", keys.credits(m), "*", "s", spend_encode(leg), "r", "", "n", 1)
         if spent.records:
             c.cmd("HINCRBY", keys.stats, "spends_applied", len(spent.records))
 

@@ -19,13 +19,16 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from actors.keys import Keys
+from actors.raffle import RaffleClient
 from actors.spend import SpendClient
 from engine.commands import CommandSpec, specs_from_config
 from engine.events import Event
 from gateway.bot import CommandBot
+from gateway.bot_spends import ChatSpends, SpendLimits
 from gateway.connectors.irc import IrcConfig, IrcConnector
 from gateway.ingest import IngestWriter
 from gateway.settings import Settings
+from gateway.store import Store
 
 RELOAD_S = 1.0
 """How often the bot checks for commands changed through the admin API."""
@@ -55,6 +58,7 @@ class BotParts:
     irc: IrcConfig
     commands: dict[str, list[CommandSpec]]
     prefix: str
+    limits: SpendLimits
 
 
 def bot_parts(settings: Settings) -> BotParts:
@@ -85,7 +89,14 @@ def bot_parts(settings: Settings) -> BotParts:
         channel = str(item.get("channel", "*")).lstrip("#").lower()
         spec = {k: v for k, v in item.items() if k != "channel"}
         commands.setdefault(channel, []).extend(specs_from_config([spec]))
-    return BotParts(irc=irc, commands=commands, prefix=b.prefix)
+    limits = SpendLimits(
+        give_max_points=b.give_max_points,
+        give_daily_max_points=b.give_daily_max_points,
+        give_cooldown_s=b.give_cooldown_s,
+        moderator_max_points=b.moderator_max_points,
+        bonusall_max_viewers=b.bonusall_max_viewers,
+    )
+    return BotParts(irc=irc, commands=commands, prefix=b.prefix, limits=limits)
 
 
 async def run_bot(settings: Settings, redis_url: str, stop: asyncio.Event) -> IrcConnector:
@@ -110,15 +121,26 @@ async def run_bot(settings: Settings, redis_url: str, stop: asyncio.Event) -> Ir
 
     spends = SpendClient(client, keys, settings.shards.member, timeout_s=settings.spend.timeout_s)
     conn = IrcConnector(parts.irc, sink)
+    raffles = RaffleClient(client, keys, timeout_s=settings.spend.timeout_s)
+    store_cfg = settings.store
+    store = Store(client, keys, spends, failed_ttl_s=store_cfg.failed_ttl_s,
+                  stale_after_s=store_cfg.stale_after_s)  # fmt: skip
+    rulebook = settings.rulebook()
+    chat_spends = ChatSpends(
+        client, keys, parts.irc.network, spends, conn.logins, limits=parts.limits,
+        raffles=raffles, store=store, prefix=parts.prefix,
+        tiers=tuple(rulebook.network(parts.irc.network).tiers.names),
+    )  # fmt: skip
     bot = CommandBot(
         client,
         keys,
-        settings.rulebook(),
+        rulebook,
         parts.irc.network,
         parts.commands,
         conn.say,
         logins=conn.logins,
         spends=spends,
+        chat_spends=chat_spends,
         prefix=parts.prefix,
     )
     conn.on_chat = bot.on_chat
@@ -142,5 +164,6 @@ async def run_bot(settings: Settings, redis_url: str, stop: asyncio.Event) -> Ir
             await asyncio.wait_for(task, 10)
         await writer.close()
         await spends.close()
+        await raffles.close()
         await client.aclose()
     return conn
