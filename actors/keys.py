@@ -14,6 +14,8 @@ wsnonce:{n}:{api}:{nonce}  string; a WebSocket handshake nonce already used (TTL
 cstate                hash; network:channel -> msgpack ChannelState.
 presence:{nc}         hash; user_id -> display name, viewers present in channel nc (network:channel).
 chatters:{nc}         zset; user_id -> ts of last chat in channel nc.
+pseen:{nc}            zset; user_id -> ts of the last sign of life (join, chat, snapshot) of a
+                      viewer present in channel nc (the presence timeout, engine/channel.py).
 mstate                hash; network:user -> msgpack MemberState.
 ledgerlog:{m}         stream; one entry per member-shard commit: field `l` = msgpack list[Entry] (the ledger of record).
 treasury              hash; network -> balance of the network treasury (negative of points issued).
@@ -114,6 +116,9 @@ class Keys:
 
     def chatters(self, nc: str) -> str:
         return self.k("chatters", nc)
+
+    def present_seen(self, nc: str) -> str:
+        return self.k("pseen", nc)
 
     @property
     def mstate(self) -> str:

@@ -256,9 +256,10 @@ class ChannelShard(StreamShard):
             pipe.hget(self.keys.cstate, nc)
             pipe.hgetall(self.keys.presence(nc))
             pipe.zrange(self.keys.chatters(nc), 0, -1, withscores=True)
+            pipe.zrange(self.keys.present_seen(nc), 0, -1, withscores=True)
         got = pipe.execute()
         for i, nc in enumerate(order):
-            raw, present, chatters = got[3 * i : 3 * i + 3]
+            raw, present, chatters, seen = got[4 * i : 4 * i + 4]
             network, _, channel = nc.partition(":")
             self.channels[nc] = Channel(
                 network,
@@ -266,6 +267,7 @@ class ChannelShard(StreamShard):
                 channel_decoder.decode(raw) if raw else None,
                 {k.decode(): v.decode() for k, v in present.items()},
                 {k.decode(): float(s) for k, s in chatters},
+                {k.decode(): float(s) for k, s in seen},
             )
 
     def _dedupe(self, events: list[Event], ids: list[str]) -> tuple[Fresh, list[int]]:
@@ -441,8 +443,9 @@ class ChannelShard(StreamShard):
         next_tick = math.inf
         for nc, channel in self.channels.items():
             earn = self.book.earn(channel.network, channel.channel)
-            if channel.advance(watermark, earn, credits):
-                changes.setdefault(nc, Changes())
+            chg = changes.get(nc) or Changes()
+            if channel.advance(watermark, earn, credits, chg):
+                changes[nc] = chg
                 horizon = watermark - earn.active_chatter_window_s - 3600
                 if channel.forget_chatters_before(horizon):
                     trims.append((nc, horizon))
@@ -459,6 +462,10 @@ class ChannelShard(StreamShard):
                 c.many("HSET", self.keys.presence(nc), flat, width=2)
             if chg.present_del:
                 c.many("HDEL", self.keys.presence(nc), sorted(chg.present_del))
+                c.many("ZREM", self.keys.present_seen(nc), sorted(chg.present_del))
+            if chg.seen:
+                sflat: list[str | float] = [x for u, t in chg.seen.items() for x in (t, u)]
+                c.many("ZADD", self.keys.present_seen(nc), sflat, width=2)
             if chg.chatted:
                 zflat: list[str | float] = [x for u, t in chg.chatted.items() for x in (t, u)]
                 c.many("ZADD", self.keys.chatters(nc), zflat, width=2)
