@@ -14,6 +14,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
+from typing import cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -25,7 +26,7 @@ from engine.commands import CommandSpec, specs_from_config
 from engine.events import Event
 from gateway.bot import CommandBot
 from gateway.bot_spends import ChatSpends, SpendLimits
-from gateway.connectors.irc import IrcConfig, IrcConnector
+from gateway.connectors.irc import MAX_LOGINS, IrcConfig, IrcConnector
 from gateway.ingest import IngestWriter
 from gateway.settings import Settings
 from gateway.store import Store
@@ -47,6 +48,32 @@ def log_metrics(conn: IrcConnector, bot: CommandBot) -> None:
         m.lines_in, m.parse_errors, m.oversized, m.events_out, m.sink_failures,
         m.replies_sent, m.replies_dropped, m.connects, b.commands, b.refused, b.unsupported,
     )  # fmt: skip
+
+
+def logins_key(keys: Keys, network: str) -> str:
+    """Hash login -> platform user id of the network's chatters, learnt from tagged lines."""
+    return keys.k("logins", network)
+
+
+async def load_logins(client: aioredis.Redis, keys: Keys, network: str, conn: IrcConnector) -> None:
+    """What earlier runs learnt (at most MAX_LOGINS), so a known lurker's JOIN counts."""
+    cursor, loaded = 0, dict[str, str]()
+    while len(loaded) < MAX_LOGINS:
+        cursor, chunk = cast(
+            "tuple[int, dict[bytes, bytes]]",
+            await client.hscan(logins_key(keys, network), cursor, count=5_000),
+        )
+        loaded.update({k.decode(): v.decode() for k, v in chunk.items()})
+        if cursor == 0:
+            break
+    conn.know(loaded)
+
+
+async def store_logins(client: aioredis.Redis, keys: Keys, network: str, conn: IrcConnector
+                       ) -> None:  # fmt: skip
+    learnt = conn.take_learnt()
+    if learnt and await client.hlen(logins_key(keys, network)) < MAX_LOGINS:
+        await client.hset(logins_key(keys, network), mapping=cast("dict[str | bytes, str]", learnt))
 
 
 class BotConfigError(Exception):
@@ -145,6 +172,7 @@ async def run_bot(settings: Settings, redis_url: str, stop: asyncio.Event) -> Ir
     )
     conn.on_chat = bot.on_chat
     await bot.refresh(parts.irc.channels)
+    await load_logins(client, keys, parts.irc.network, conn)
     task = asyncio.create_task(conn.run(), name="irc-connector")
     try:
         last_report = time.monotonic()
@@ -156,9 +184,12 @@ async def run_bot(settings: Settings, redis_url: str, stop: asyncio.Event) -> Ir
                 log_metrics(conn, bot)
             try:
                 await bot.refresh(parts.irc.channels)
+                await store_logins(client, keys, parts.irc.network, conn)
             except RedisError as err:
                 log.warning("bot_reload_failed error=%r", err)
     finally:
+        with contextlib.suppress(RedisError):
+            await store_logins(client, keys, parts.irc.network, conn)
         await conn.stop()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(task, 10)

@@ -93,6 +93,10 @@ class IrcConnector:
         self.on_chat = on_chat
         self.metrics = ConnectorMetrics()
         self.logins: dict[str, str] = {}
+        self.learnt: dict[str, str] = {}
+        """Logins learnt (or changed) since the owner last took them (`take_learnt`): the
+        runner stores them, so a restarted bot knows them and a lurker who only JOINs (a
+        line without tags) is present under their user id. Bounded by MAX_LOGINS."""
         limit = cfg.rate_limit_moderator if cfg.moderator else cfg.rate_limit
         self.window = SlidingWindow(limit, cfg.rate_window_s)
         self.outbound: asyncio.Queue[str] = asyncio.Queue(cfg.max_outbound_queue)
@@ -107,6 +111,16 @@ class IrcConnector:
         self._writer: asyncio.StreamWriter | None = None
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
+
+    def take_learnt(self) -> dict[str, str]:
+        """The logins learnt since the last call (login -> user id)."""
+        out, self.learnt = self.learnt, {}
+        return out
+
+    def know(self, logins: dict[str, str]) -> None:
+        """Logins learnt before (by an earlier run of the bot): JOIN and PART resolve them."""
+        for login, user_id in list(logins.items())[: MAX_LOGINS - len(self.logins)]:
+            self.logins.setdefault(login, user_id)
 
     # ---- outbound -------------------------------------------------------------------
     def say(self, channel: str, text: str) -> bool:
@@ -293,10 +307,12 @@ class IrcConnector:
             self.drop_connection()
             return
         learnt = learn_login(msg)
-        if learnt is not None:
+        if learnt is not None and self.logins.get(learnt[0]) != learnt[1]:
             if len(self.logins) >= MAX_LOGINS:
                 self.logins.clear()
             self.logins[learnt[0]] = learnt[1]
+            if len(self.learnt) < MAX_LOGINS:
+                self.learnt[learnt[0]] = learnt[1]
         events = to_events(msg, self.cfg.network, time.time(), self.logins)
         if events:
             self._queue_events(events)

@@ -16,8 +16,9 @@ import pytest
 import redis
 
 from actors.keys import Keys
-from engine.events import Chat
+from engine.events import Chat, Join
 from gateway.bot import commands_key, version_key
+from gateway.bot_runner import logins_key
 from gateway.redis_server import RedisServer
 from gateway.settings import SettingsError, settings_from_dict
 from tests.gateway.connectors.ircd import InspIRCd, Viewer
@@ -50,6 +51,8 @@ def test_rally_bot_answers_and_ingests(
     conf = tmp_path / "rally.toml"
     conf.write_text(CONFIG.format(ns=namespace, data_dir=tmp_path, redis_url=redis_server.url,
                                   port=ircd.port))  # fmt: skip
+    logins = logins_key(Keys(namespace), "tv")
+    redis_client.hset(logins, "finn", "88")  # learnt by an earlier run of the bot
     proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "bot", "--config", str(conf)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
 
@@ -76,6 +79,9 @@ def test_rally_bot_answers_and_ingests(
                 break
         else:
             raise AssertionError("the stored command was never answered")
+        finn = await Viewer(ircd.port, "finn").connect()  # a lurker: JOIN only, no tags
+        await finn.join("lobby")
+        await finn.close()
         await erin.close()
         return reply
 
@@ -92,6 +98,9 @@ def test_rally_bot_answers_and_ingests(
         "hi-1", "77", "tv", "lobby",
     )  # fmt: skip
     assert chats[-1].id.startswith("p-")
+    joins = [e for e in logged_events(redis_client, Keys(namespace)) if isinstance(e, Join)]
+    assert "88" in {e.user_id for e in joins}  # the lurker is present under their user id
+    assert redis_client.hget(logins, "erin") == b"77"  # learnt from her tags, kept
 
 
 def test_bad_bot_settings_name_the_key(tmp_path: Path) -> None:
