@@ -33,6 +33,7 @@ from engine.irc import (
     to_events,
 )
 from engine.ratelimit import SlidingWindow
+from gateway.connectors.reconnect import reconnecting
 
 log = logging.getLogger(__name__)
 
@@ -196,20 +197,12 @@ class IrcConnector:
             asyncio.create_task(self._sender(), name="irc-sender"),
             asyncio.create_task(self._flusher(), name="irc-flusher"),
         ]
-        backoff = self.cfg.reconnect_min_s
         try:
-            while not self._stopping:
-                try:
-                    await self._session()
-                    backoff = self.cfg.reconnect_min_s
-                except (OSError, ConnectionError, TimeoutError, asyncio.IncompleteReadError) as err:
-                    if self._stopping:
-                        break
-                    log.warning("irc_disconnected error=%r retry_in_s=%.1f", err, backoff)
-                if self._stopping:
-                    break
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, self.cfg.reconnect_max_s)
+            await reconnecting(
+                self._session, lambda: self._stopping,
+                errors=(OSError, ConnectionError, TimeoutError, asyncio.IncompleteReadError),
+                min_s=self.cfg.reconnect_min_s, max_s=self.cfg.reconnect_max_s, name="irc",
+            )  # fmt: skip
         finally:
             await self.flush()
             for task in self._tasks:
