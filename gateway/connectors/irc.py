@@ -41,6 +41,8 @@ TWITCH_CAPS = ("twitch.tv/tags", "twitch.tv/commands", "twitch.tv/membership")
 MAX_JOIN_LINE = 400
 MAX_LOGINS = 100_000
 READ_BYTES = 65_536
+MAX_SEND_BATCH = 100
+"""Most replies written at once."""
 
 Sink = Callable[[list[Event]], Awaitable[None]]
 ChatHandler = Callable[[ChatLine, IrcMessage], Awaitable[None]]
@@ -141,19 +143,25 @@ class IrcConnector:
         await writer.drain()
 
     async def _sender(self) -> None:
+        """Send replies as the rate window allows: every reply queued that the window lets go
+        now leaves in one write (one system call and one drain for a burst)."""
         while True:
-            line = await self.outbound.get()
+            lines = [await self.outbound.get()]
             while True:
                 now = time.monotonic()
                 if self.window.try_send(now):
                     break
                 await asyncio.sleep(max(self.window.next_at(now) - now, 0.001))
+            while not self.outbound.empty() and len(lines) < MAX_SEND_BATCH:
+                if not self.window.try_send(now):
+                    break
+                lines.append(self.outbound.get_nowait())
             await self.registered.wait()
             try:
-                await self._send_raw(line)
-                self.metrics.replies_sent += 1
+                await self._send_raw("\r\n".join(lines))
+                self.metrics.replies_sent += len(lines)
             except (ConnectionError, OSError):
-                self.metrics.replies_dropped += 1
+                self.metrics.replies_dropped += len(lines)
 
     # ---- events to the durable log ----------------------------------------------------
     def _queue_events(self, events: list[Event]) -> None:

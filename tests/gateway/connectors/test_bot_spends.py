@@ -39,6 +39,7 @@ ALICE, BOB, CAROL, MAX = "1001", "2002", "3003", "9009"
 QUIET = EarnRules(chat_points=0, welcome_points=0, watch_points_live=0, active_chatter_bonus=0)
 BOOK = RuleBook({NET: NetworkRules(earn=QUIET, streak=StreakRules(points_per_day=0))})
 """Chat earns nothing here: every balance change below is one of the commands'."""
+LIMITS = SpendLimits(give_max_points=1_000, give_daily_max_points=100, give_cooldown_s=0)
 
 
 @pytest.fixture
@@ -84,7 +85,7 @@ def test_points_move_from_chat_exactly_once(
         spends = SpendClient(r, keys, cfg.member_shards, timeout_s=30)
         store = Store(r, keys, spends, failed_ttl_s=3600)
         chat = ChatSpends(r, keys, NET, spends, conn.logins, raffles=RaffleClient(r, keys),
-                          store=store, limits=SpendLimits(give_cooldown_s=0))  # fmt: skip
+                          store=store, limits=LIMITS)  # fmt: skip
         bot = CommandBot(r, keys, BOOK, NET, {}, conn.say, logins=conn.logins,
                          spends=spends, chat_spends=chat)  # fmt: skip
         bots.append(bot)
@@ -114,7 +115,8 @@ def test_points_move_from_chat_exactly_once(
         await say(mod, MAX, "hello", "hello")
         await say(alice, ALICE, "!give bob 30", "gave 30 points to bob", mid="gift-1")
         await say(alice, ALICE, "!give bob 30", "gave 30 points to bob", mid="gift-1")  # again
-        await say(alice, ALICE, "!give bob 5000", "you have only")
+        await say(alice, ALICE, "!give bob 71", "you may give 100 points a day")
+        await say(alice, ALICE, "!give bob 5000", "usage: !give <user> <1-1000>")
         await say(alice, ALICE, "!give alice 5", "yourself")
         await say(alice, ALICE, "!give nobody 5", "I don't know nobody")
         await say(alice, ALICE, "!give bob x", "usage: !give")

@@ -18,7 +18,8 @@ import redis
 from actors.keys import Keys
 from engine.events import Chat, Join
 from gateway.bot import commands_key, version_key
-from gateway.bot_runner import logins_key
+from gateway.bot_runner import bot_parts, logins_key
+from gateway.bot_spends import SpendLimits
 from gateway.redis_server import RedisServer
 from gateway.settings import SettingsError, settings_from_dict
 from tests.gateway.connectors.ircd import InspIRCd, Viewer
@@ -119,3 +120,15 @@ def test_bad_bot_settings_name_the_key(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "[bot] channels is empty" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_bot_limits_come_from_the_settings() -> None:
+    settings = settings_from_dict(
+        {"networks": {"tv": {"earn": {}}},
+         "bot": {"give_max_points": 5, "give_daily_max_points": 50, "give_cooldown_s": 2.5,
+                 "moderator_max_points": 70, "bonusall_max_viewers": 3}}, {},
+    )  # fmt: skip
+    assert bot_parts(settings).limits == SpendLimits(5, 50, 2.5, 70, 3)
+    with pytest.raises(SettingsError) as err:
+        settings_from_dict({"bot": {"give_max_points": -1}}, {})
+    assert "bot.give_max_points" in str(err.value)
