@@ -305,8 +305,12 @@ def to_events(
 
 def _privmsg(msg: IrcMessage, network: str, channel: str, ts: float) -> list[Event]:
     line = chat_line(msg)
-    if line is None:
-        return []
+    return [] if line is None else chat_events(line, msg, network, ts)
+
+
+def chat_events(line: ChatLine, msg: IrcMessage, network: str, ts: float) -> list[Event]:
+    """The events of a PRIVMSG already read as `line` (what `to_events` gives for it)."""
+    channel = line.channel
     eid = line.msg_id or _fallback_id("chat", channel, line.user_id, ts)
     uid, name = line.user_id, line.display_name
     chat = Chat(

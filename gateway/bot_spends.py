@@ -266,15 +266,15 @@ class ChatSpends:
             return ""
         t = raffle.terms
         op: Any = "enter" if t.kind == "keyword" else "buy"
-        raw = cast(
-            "bytes | None",
-            await self.redis.hget(self.keys.mstate, f"{self.network}:{line.user_id}"),
-        )
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hget(self.keys.mstate, f"{self.network}:{line.user_id}")
+            pipe.hget(RaffleKeys(self.keys).subscribers(self.network), line.user_id)
+            raw, sub_until = await pipe.execute()
         tier = state_decoder.decode(raw).tier if raw else 0
+        # a subscriber badge, or a sub event seen lately (as the gateway's purchase route)
+        subscriber = line.role == "subscriber" or (sub_until is not None and float(sub_until) > now)
         cmd = Command(op=op, network=self.network, raffle=t.id, ts=now, user_id=line.user_id,
-                      key=self._key(line), tickets=n, tier=tier,
-                      subscriber=line.role in ("subscriber", "vip", "moderator", "broadcaster"),
-                      )  # fmt: skip
+                      key=self._key(line), tickets=n, tier=tier, subscriber=subscriber)  # fmt: skip
         try:
             reply = await self.raffles.send(cmd)
         except RaffleTimeout:

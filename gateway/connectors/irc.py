@@ -25,6 +25,7 @@ from engine.irc import (
     ChatLine,
     IrcMessage,
     IrcParseError,
+    chat_events,
     chat_line,
     format_line,
     learn_login,
@@ -314,16 +315,18 @@ class IrcConnector:
             self.logins[learnt[0]] = learnt[1]
             if len(self.learnt) < MAX_LOGINS:
                 self.learnt[learnt[0]] = learnt[1]
-        events = to_events(msg, self.cfg.network, time.time(), self.logins)
+        line = chat_line(msg) if cmd == "PRIVMSG" else None  # read once, for both uses
+        if line is not None:  # as to_events: no event for a channel name it cannot read
+            events = chat_events(line, msg, self.cfg.network, time.time()) if line.channel else []
+        else:
+            events = to_events(msg, self.cfg.network, time.time(), self.logins)
         if events:
             self._queue_events(events)
-        if cmd == "PRIVMSG" and self.on_chat is not None:
-            line = chat_line(msg)
-            if line is not None:
-                try:
-                    await self.on_chat(line, msg)
-                except Exception:
-                    log.exception("bot_command_failed channel=%s", line.channel)
+        if self.on_chat is not None and line is not None:
+            try:
+                await self.on_chat(line, msg)
+            except Exception:
+                log.exception("bot_command_failed channel=%s", line.channel)
 
     async def _join_all(self) -> None:
         chunk: list[str] = []

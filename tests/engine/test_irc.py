@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from engine.events import Chat, Cheer, GiftBomb, Join, Leave, Raid, Subscription, encode_events
 from engine.irc import (
     IrcParseError,
+    chat_events,
     chat_line,
     escape_tag,
     format_line,
@@ -231,3 +232,11 @@ def test_any_input_parses_or_raises_parse_error(raw: bytes | str) -> None:
         return
     events = to_events(msg, NET, T, {"x": "1"})
     msgspec.msgpack.decode(encode_events(events))  # whatever comes out is a valid event
+
+
+def test_chat_events_of_a_read_line_are_what_to_events_gives() -> None:
+    raw = b"@user-id=7;id=m-9;display-name=Zed;bits=150 :zed!zed@h PRIVMSG #Chan :hi there"
+    msg = parse_line(raw)
+    line = chat_line(msg)
+    assert line is not None
+    assert chat_events(line, msg, "tw", 5.0) == to_events(msg, "tw", 5.0)
