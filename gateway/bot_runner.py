@@ -155,7 +155,7 @@ async def run_bot(settings: Settings, redis_url: str, stop: asyncio.Event) -> Ir
     rulebook = settings.rulebook()
     chat_spends = ChatSpends(
         client, keys, parts.irc.network, spends, conn.logins, limits=parts.limits,
-        raffles=raffles, store=store, prefix=parts.prefix,
+        raffles=raffles, store=store, prefix=parts.prefix, rules=rulebook,
         tiers=tuple(rulebook.network(parts.irc.network).tiers.names),
     )  # fmt: skip
     bot = CommandBot(

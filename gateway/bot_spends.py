@@ -25,7 +25,7 @@ from engine.commands import render
 from engine.events import channel_key
 from engine.irc import ChatLine
 from engine.member import DAY_S, state_decoder
-from engine.rules import TierRules
+from engine.rules import RuleBook, TierRules
 from engine.spend import (
     COOLDOWN,
     INSUFFICIENT_POINTS,
@@ -79,6 +79,7 @@ class ChatSpends:
         raffles: RaffleClient | None = None,
         store: Store | None = None,
         tiers: tuple[str, ...] = TierRules().names,
+        rules: RuleBook | None = None,
         prefix: str = "!",
     ) -> None:
         self.redis = redis_client
@@ -90,6 +91,8 @@ class ChatSpends:
         self.raffles = raffles
         self.store = store
         self.tiers = tiers
+        self.rules = rules
+        """The earning rules: !bonusall skips each channel's ignored accounts (bots)."""
         self.prefix = prefix
         self._open: dict[str, tuple[float, eng_raffle.Raffle | None]] = {}
 
@@ -111,8 +114,10 @@ class ChatSpends:
     async def give(self, line: ChatLine, args: tuple[str, ...], now: float) -> str:
         lim = self.limits
         usage = f"@{line.display_name} usage: {self.prefix}give <user> <1-{lim.give_max_points}>"
+        if lim.give_max_points <= 0:
+            return ""  # !give is off
         amount = amount_arg(args, 1, lim.give_max_points)
-        if amount is None or lim.give_max_points <= 0:
+        if amount is None:
             return usage
         to = self._user(args[0])
         if not to:
@@ -182,7 +187,9 @@ class ChatSpends:
             return f"@{line.display_name} usage: {self.prefix}bonusall <1-{most}>"
         nc = channel_key(self.network, line.channel)
         present = cast("list[bytes]", await self.redis.hkeys(self.keys.presence(nc)))
-        viewers = sorted(u.decode() for u in present)[: self.limits.bonusall_max_viewers]
+        ignore = self.rules.earn(self.network, line.channel).ignore if self.rules else frozenset()
+        viewers = sorted(u.decode() for u in present if u.decode() not in ignore)
+        viewers = viewers[: self.limits.bonusall_max_viewers]
         transfers = [self._bonus(line, uid, amount, now) for uid in viewers]
         if not transfers:
             return f"@{line.display_name} nobody is here yet"

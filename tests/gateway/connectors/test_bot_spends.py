@@ -36,7 +36,8 @@ from tests.gateway.connectors.test_irc import config, run_with
 
 NET = "twitch"
 ALICE, BOB, CAROL, MAX = "1001", "2002", "3003", "9009"
-QUIET = EarnRules(chat_points=0, welcome_points=0, watch_points_live=0, active_chatter_bonus=0)
+QUIET = EarnRules(chat_points=0, welcome_points=0, watch_points_live=0, active_chatter_bonus=0,
+                  ignore=frozenset({"8008"}))  # fmt: skip
 BOOK = RuleBook({NET: NetworkRules(earn=QUIET, streak=StreakRules(points_per_day=0))})
 """Chat earns nothing here: every balance change below is one of the commands'."""
 LIMITS = SpendLimits(give_max_points=1_000, give_daily_max_points=100, give_cooldown_s=0)
@@ -69,6 +70,7 @@ def test_points_move_from_chat_exactly_once(
         Custom(id="seed-b", network=NET, channel="alpha", ts=now, user_id=BOB,
                user_name="Bob", points=50),
         Join(id="join-c", network=NET, channel="alpha", ts=now, user_id=CAROL, user_name="carol"),
+        Join(id="join-b", network=NET, channel="alpha", ts=now, user_id="8008", user_name="abot"),
     ])  # fmt: skip
     assert client.wait_idle(60)
     start = {u: balance(redis_client, keys, u) for u in (ALICE, BOB, CAROL, MAX)}
@@ -85,7 +87,7 @@ def test_points_move_from_chat_exactly_once(
         spends = SpendClient(r, keys, cfg.member_shards, timeout_s=30)
         store = Store(r, keys, spends, failed_ttl_s=3600)
         chat = ChatSpends(r, keys, NET, spends, conn.logins, raffles=RaffleClient(r, keys),
-                          store=store, limits=LIMITS)  # fmt: skip
+                          store=store, limits=LIMITS, rules=BOOK)  # fmt: skip
         bot = CommandBot(r, keys, BOOK, NET, {}, conn.say, logins=conn.logins,
                          spends=spends, chat_spends=chat)  # fmt: skip
         bots.append(bot)
@@ -126,7 +128,7 @@ def test_points_move_from_chat_exactly_once(
         await say(mod, MAX, "!removepoints alice 1", "took 1 points from alice")
         nc = channel_key(NET, "alpha")
         assert await asyncio.to_thread(client.wait_idle, 60)  # the chat lines are applied
-        assert redis_client.hlen(keys.presence(nc)) == 4
+        assert redis_client.hlen(keys.presence(nc)) == 5  # with an ignored bot
         bonus = await say(mod, MAX, "!bonusall 7", "points to each of")
         assert "7 points to each of 4 viewers" in bonus
         await say(alice, ALICE, "!tickets 2", "you hold 2 tickets in Big draw for 20 points")
@@ -144,6 +146,7 @@ def test_points_move_from_chat_exactly_once(
     assert got[BOB] == start[BOB] + 30 + 5 + 7 - 10
     assert got[CAROL] == start[CAROL] + 7
     assert got[MAX] == start[MAX] + 7
+    assert balance(redis_client, keys, "8008") == 0  # an ignored account gets no bonus
     assert int(redis_client.hget(keys.accounts, f"gift:{NET}") or 0) == 0
     report = audit(redis_client, keys, BOOK)
     assert report.ok, report.problems
