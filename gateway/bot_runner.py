@@ -52,7 +52,7 @@ def log_metrics(conn: IrcConnector, bot: CommandBot) -> None:
 
 def logins_key(keys: Keys, network: str) -> str:
     """Hash login -> platform user id of the network's chatters, learnt from tagged lines."""
-    return keys.k("logins", network)
+    return keys.logins(network)
 
 
 async def load_logins(client: aioredis.Redis, keys: Keys, network: str, conn: IrcConnector) -> None:

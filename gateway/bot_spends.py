@@ -99,8 +99,14 @@ class ChatSpends:
     def _key(self, line: ChatLine, suffix: str = "") -> str:
         return f"bot.{line.channel}.{line.msg_id}{suffix}"[:MAX_TEXT]
 
-    def _user(self, login: str) -> str:
-        return self.logins.get(login.lstrip("@").lower(), "")
+    async def _user(self, login: str) -> str:
+        """The user id of a login this bot learnt, or another bot of the network stored."""
+        login = login.lstrip("@").lower()
+        found = self.logins.get(login)
+        if found is None:
+            raw = cast("bytes | None", await self.redis.hget(self.keys.logins(self.network), login))
+            found = raw.decode() if raw else ""
+        return found
 
     async def _submit(self, ts: list[Transfer]) -> list[Result] | None:
         if self.spends is None:
@@ -119,7 +125,7 @@ class ChatSpends:
         amount = amount_arg(args, 1, lim.give_max_points)
         if amount is None:
             return usage
-        to = self._user(args[0])
+        to = await self._user(args[0])
         if not to:
             return f"@{line.display_name} I don't know {args[0].lstrip('@')} yet"
         if to == line.user_id:
@@ -157,7 +163,7 @@ class ChatSpends:
         amount = amount_arg(args, 1, most)
         if amount is None:
             return f"@{line.display_name} usage: {self.prefix}{name} <user> <1-{most}>"
-        to = self._user(args[0])
+        to = await self._user(args[0])
         who = args[0].lstrip("@")
         if not to:
             return f"@{line.display_name} I don't know {who} yet"

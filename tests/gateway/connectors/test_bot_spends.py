@@ -80,6 +80,7 @@ def test_points_move_from_chat_exactly_once(
     for op in ("create", "open"):
         reply = sync.send(Command(op=op, network=NET, raffle="r1", ts=0.0, terms=terms))  # type: ignore[arg-type]
         assert reply.ok, reply
+    redis_client.hset(keys.logins(NET), "dora", "4004")  # learnt by another bot process
     bots: list[CommandBot] = []
 
     def handler(conn: IrcConnector) -> Callable[[ChatLine, IrcMessage], Awaitable[None]]:
@@ -124,6 +125,7 @@ def test_points_move_from_chat_exactly_once(
         await say(alice, ALICE, "!give bob x", "usage: !give")
         await say(bob, BOB, "!addpoints bob 5", "!addpoints")  # not a moderator: refused
         await say(mod, MAX, "!addpoints bob 5", "gave 5 points to bob")
+        await say(mod, MAX, "!addpoints dora 4", "gave 4 points to dora")  # stored login
         await say(mod, MAX, "!removepoints bob 100000", "bob has only")
         await say(mod, MAX, "!removepoints alice 1", "took 1 points from alice")
         nc = channel_key(NET, "alpha")
@@ -146,6 +148,7 @@ def test_points_move_from_chat_exactly_once(
     assert got[BOB] == start[BOB] + 30 + 5 + 7 - 10
     assert got[CAROL] == start[CAROL] + 7
     assert got[MAX] == start[MAX] + 7
+    assert balance(redis_client, keys, "4004") == 4
     assert balance(redis_client, keys, "8008") == 0  # an ignored account gets no bonus
     assert int(redis_client.hget(keys.accounts, f"gift:{NET}") or 0) == 0
     report = audit(redis_client, keys, BOOK)
