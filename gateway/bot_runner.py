@@ -110,6 +110,7 @@ def bot_parts(settings: Settings) -> BotParts:
         max_pending_events=b.max_pending_events,
         reconnect_max_s=b.reconnect_max_s,
         idle_ping_s=b.idle_ping_s,
+        names_interval_s=b.names_interval_s,
     )
     commands: dict[str, list[CommandSpec]] = {}
     for item in b.commands:

@@ -365,6 +365,7 @@ class BotSettings(_Section):
     max_pending_events: int = Field(default=10_000, ge=1, le=10_000_000)
     reconnect_max_s: float = Field(default=30.0, gt=0, le=3_600)
     idle_ping_s: float = Field(default=60.0, gt=0, le=3_600)
+    names_interval_s: float = Field(default=600.0, ge=0, le=86_400)
     prefix: str = Field(default="!", min_length=1, max_length=4)
     give_max_points: int = Field(default=10_000, ge=0, le=1_000_000_000)
     give_daily_max_points: int = Field(default=50_000, ge=1, le=1_000_000_000)

@@ -29,6 +29,7 @@ from engine.irc import (
     chat_line,
     format_line,
     learn_login,
+    names_events,
     parse_line,
     promote_client_tags,
     to_events,
@@ -75,6 +76,9 @@ class IrcConfig:
     reconnect_min_s: float = 0.5
     reconnect_max_s: float = 30.0
     idle_ping_s: float = 60.0
+    names_interval_s: float = 600.0
+    """How often NAMES of every channel is asked: the known names in the replies refresh their
+    presence (engine.irc.names_events); 0 = never."""
 
 
 @dataclass(slots=True)
@@ -205,6 +209,7 @@ class IrcConnector:
         self._tasks = [
             asyncio.create_task(self._sender(), name="irc-sender"),
             asyncio.create_task(self._flusher(), name="irc-flusher"),
+            asyncio.create_task(self._names(), name="irc-names"),
         ]
         try:
             await reconnecting(
@@ -219,6 +224,27 @@ class IrcConnector:
             for task in self._tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+
+    async def _names(self) -> None:
+        """Ask NAMES of the channels joined, every names_interval_s (in chunks of a line)."""
+        interval = self.cfg.names_interval_s
+        if interval <= 0:
+            return
+        while True:
+            await asyncio.sleep(interval)
+            if not self.registered.is_set():
+                continue
+            chunk: list[str] = []
+            try:
+                for name in sorted(self.joined):
+                    chunk.append("#" + name)
+                    if sum(len(c) + 1 for c in chunk) > MAX_JOIN_LINE:
+                        await self._send_raw("NAMES " + ",".join(chunk))
+                        chunk = []
+                if chunk:
+                    await self._send_raw("NAMES " + ",".join(chunk))
+            except (ConnectionError, OSError):
+                continue  # the reader reconnects; asked again next time
 
     async def stop(self) -> None:
         self._stopping = True
@@ -316,7 +342,9 @@ class IrcConnector:
             if len(self.learnt) < MAX_LOGINS:
                 self.learnt[learnt[0]] = learnt[1]
         line = chat_line(msg) if cmd == "PRIVMSG" else None  # read once, for both uses
-        if line is not None:  # as to_events: no event for a channel name it cannot read
+        if cmd == "353":
+            events = names_events(msg, self.cfg.network, time.time(), self.logins)
+        elif line is not None:  # as to_events: no event for a channel name it cannot read
             events = chat_events(line, msg, self.cfg.network, time.time()) if line.channel else []
         else:
             events = to_events(msg, self.cfg.network, time.time(), self.logins)

@@ -17,6 +17,7 @@ from engine.irc import (
     escape_tag,
     format_line,
     learn_login,
+    names_events,
     parse_line,
     promote_client_tags,
     role_of,
@@ -240,3 +241,15 @@ def test_chat_events_of_a_read_line_are_what_to_events_gives() -> None:
     line = chat_line(msg)
     assert line is not None
     assert chat_events(line, msg, "tw", 5.0) == to_events(msg, "tw", 5.0)
+
+
+def test_names_replies_refresh_known_nicks_only() -> None:
+    msg = parse_line(b":irc.local 353 rallybot = #Alpha :@mod +vip finn rallybot ghost")
+    got = names_events(msg, "tw", 7.0, {"finn": "88", "mod": "9", "vip": "5"})
+    assert [(e.user_id, e.channel, e.ts) for e in got] == [
+        ("9", "alpha", 7.0), ("5", "alpha", 7.0), ("88", "alpha", 7.0),
+    ]  # fmt: skip
+    assert all(isinstance(e, Join) for e in got)
+    assert len({e.id for e in got}) == 3
+    assert names_events(parse_line(b":irc.local 366 rallybot #alpha :End"), "tw", 7.0, {}) == []
+    assert to_events(msg, "tw", 7.0, {"finn": "88"}) == []  # only the connector asks for them
