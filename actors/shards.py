@@ -20,7 +20,7 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -67,6 +67,7 @@ from engine.spend import (
     account_deltas,
     apply_transfer,
     digest,
+    gift_leg,
     record_decoder,
     replay,
     replies_encoder,
@@ -255,9 +256,10 @@ class ChannelShard(StreamShard):
             pipe.hget(self.keys.cstate, nc)
             pipe.hgetall(self.keys.presence(nc))
             pipe.zrange(self.keys.chatters(nc), 0, -1, withscores=True)
+            pipe.zrange(self.keys.present_seen(nc), 0, -1, withscores=True)
         got = pipe.execute()
         for i, nc in enumerate(order):
-            raw, present, chatters = got[3 * i : 3 * i + 3]
+            raw, present, chatters, seen = got[4 * i : 4 * i + 4]
             network, _, channel = nc.partition(":")
             self.channels[nc] = Channel(
                 network,
@@ -265,6 +267,7 @@ class ChannelShard(StreamShard):
                 channel_decoder.decode(raw) if raw else None,
                 {k.decode(): v.decode() for k, v in present.items()},
                 {k.decode(): float(s) for k, s in chatters},
+                {k.decode(): float(s) for k, s in seen},
             )
 
     def _dedupe(self, events: list[Event], ids: list[str]) -> tuple[Fresh, list[int]]:
@@ -440,8 +443,9 @@ class ChannelShard(StreamShard):
         next_tick = math.inf
         for nc, channel in self.channels.items():
             earn = self.book.earn(channel.network, channel.channel)
-            if channel.advance(watermark, earn, credits):
-                changes.setdefault(nc, Changes())
+            chg = changes.get(nc) or Changes()
+            if channel.advance(watermark, earn, credits, chg):
+                changes[nc] = chg
                 horizon = watermark - earn.active_chatter_window_s - 3600
                 if channel.forget_chatters_before(horizon):
                     trims.append((nc, horizon))
@@ -458,6 +462,10 @@ class ChannelShard(StreamShard):
                 c.many("HSET", self.keys.presence(nc), flat, width=2)
             if chg.present_del:
                 c.many("HDEL", self.keys.presence(nc), sorted(chg.present_del))
+                c.many("ZREM", self.keys.present_seen(nc), sorted(chg.present_del))
+            if chg.seen:
+                sflat: list[str | float] = [x for u, t in chg.seen.items() for x in (t, u)]
+                c.many("ZADD", self.keys.present_seen(nc), sflat, width=2)
             if chg.chatted:
                 zflat: list[str | float] = [x for u, t in chg.chatted.items() for x in (t, u)]
                 c.many("ZADD", self.keys.chatters(nc), zflat, width=2)
@@ -502,6 +510,9 @@ class Spent:
     records: list[tuple[str, Record, str]]
     """(member key, record, reply stream) per spend, in stream order."""
     accounts: dict[str, int]
+    legs: list[Transfer] = field(default_factory=list)
+    """Credit legs of the gifts accepted (engine/spend.py `gift_leg`), for the recipients'
+    shards: appended in the same commit as the debit, so each arrives exactly once."""
 
 
 class MemberShard(StreamShard):
@@ -672,6 +683,8 @@ class MemberShard(StreamShard):
                 changed.add(nu)
                 for account, delta in account_deltas(t):
                     spent.accounts[account] = spent.accounts.get(account, 0) + delta
+                if t.to_user:
+                    spent.legs.append(gift_leg(t))
         return spent
 
     def _write_spent(self, c: Commit, spent: Spent) -> None:
@@ -694,6 +707,9 @@ class MemberShard(StreamShard):
         for account, delta in sorted(spent.accounts.items()):
             if delta:
                 c.cmd("HINCRBY", keys.accounts, account, delta)
+        for leg in spent.legs:
+            m = shard_of(f"{leg.network}:{leg.user_id}", self.cfg.member_shards)
+            c.cmd("XADD", keys.credits(m), "*", "s", spend_encode(leg), "r", "", "n", 1)
         if spent.records:
             c.cmd("HINCRBY", keys.stats, "spends_applied", len(spent.records))
 

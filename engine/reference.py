@@ -99,7 +99,9 @@ class Reference:
             self._persist((ev.network, ev.channel), changes)
         if watermark > NEVER:
             for (network, name), channel in self.channels.items():
-                channel.advance(watermark, self.book.earn(network, name), credits)
+                changes = Changes()  # viewers silent too long leave at the ticks passed
+                if channel.advance(watermark, self.book.earn(network, name), credits, changes):
+                    self._persist((network, name), changes)
         credits.sort(key=lambda c: (c.ts, credit_key(c)))
         self.credit(credits)
 

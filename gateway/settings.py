@@ -405,7 +405,13 @@ class BotSettings(_Section):
     max_pending_events: int = Field(default=10_000, ge=1, le=10_000_000)
     reconnect_max_s: float = Field(default=30.0, gt=0, le=3_600)
     idle_ping_s: float = Field(default=60.0, gt=0, le=3_600)
+    names_interval_s: float = Field(default=600.0, ge=0, le=86_400)
     prefix: str = Field(default="!", min_length=1, max_length=4)
+    give_max_points: int = Field(default=10_000, ge=0, le=1_000_000_000)
+    give_daily_max_points: int = Field(default=50_000, ge=1, le=1_000_000_000)
+    give_cooldown_s: float = Field(default=10.0, ge=0, le=86_400)
+    moderator_max_points: int = Field(default=1_000_000, ge=1, le=1_000_000_000)
+    bonusall_max_viewers: int = Field(default=10_000, ge=1, le=1_000_000)
     commands: list[dict[str, Any]] = Field(default=[], max_length=10_000)
     """Command specs (engine.commands.CommandSpec fields) plus `channel` ("*" = every one)."""
 
