@@ -114,13 +114,37 @@ def decide_link(referee: str, referrer: str, referrer_of: Callable[[str], str]) 
     return "cycle"  # a chain this long is refused like a cycle
 
 
+def link(
+    referee: str,
+    referrer: str,
+    referrer_of: Callable[[str], str],
+    kids_of: Callable[[str], list[str]],
+) -> tuple[str, list[Out]]:
+    """Decide a referral event (`decide_link`); an accepted one returns the credits it sends,
+    each (id, member, rule, other member), all dated at the event: the referee's link, its
+    upline if the referrer has a referrer, and an upline for each member that named the
+    referee (`kids_of`) while it had no referrer. The caller records the link."""
+    outcome = decide_link(referee, referrer, referrer_of)
+    if outcome != "ok":
+        return outcome, []
+    out = [Out(f"ref:{referee}/link", referee, LINK, 0, referrer)]
+    upline = referrer_of(referrer)
+    if upline:
+        out.append(Out(f"ref:{referee}/upline", referee, UPLINE, 0, upline))
+    for kid in kids_of(referee):
+        out.append(Out(f"ref:{kid}/upline", kid, UPLINE, 0, referrer))
+    return outcome, out
+
+
 class Out(msgspec.Struct, frozen=True):
-    """A referral credit stage A emits: `points` for `user_id`, because of `referee`."""
+    """A referral credit: `points` for `user_id` under `rule`, about member `other` (for a
+    reward, `other` is left to the caller: the member whose credit caused it)."""
 
     id: str
     user_id: str
     rule: str
     points: int
+    other: str = ""
 
 
 def on_credit(
