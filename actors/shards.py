@@ -501,6 +501,19 @@ class ChannelShard(StreamShard):
 
 
 @dataclass(slots=True)
+class StageA:
+    """What a member shard's stage A released in one batch."""
+
+    moved: list[tuple[float, str, tuple[Credit, int]]]
+    """Channel credits for stage B, in (ts, network, id) order, with their keys."""
+    own: list[tuple[float, str, tuple[Credit, int]]]
+    """Referral credits for members of this shard."""
+    sent: list[tuple[Credit, int]]
+    """Referral credits for other member shards."""
+    changed: set[str]
+
+
+@dataclass(slots=True)
 class Spend:
     """A transfer command read from credits:{m} (field `s`), with where to send its result."""
 
@@ -648,27 +661,23 @@ class MemberShard(StreamShard):
             rewards.append((cr.ts, credit_key(cr), (cr, ms)))
             new.append((cr, ms))
 
-    def _stage_a(self, new: list[tuple[Credit, int]]) -> tuple[list[tuple[Credit, int]], set[str]]:
+    def _stage_a(self, new: list[tuple[Credit, int]]) -> StageA:
         """Release the channel credits the partitions' watermark passed, in (ts, network, id)
-        order, into stage B, and let referrals see them (engine/referral.py): the referral
-        credits they cause for members of this shard join stage B (and the pending log, in
-        `new`); those for other shards are returned, to be sent with this shard's mark."""
-        released = self.held_a.release()
+        order, for stage B, and let referrals see them (engine/referral.py): the referral
+        credits they cause for members of this shard go to stage B too (and to the pending
+        log, in `new`); those for other shards are sent with this shard's mark."""
+        released = self.held_a.release_keyed()
+        got = StageA(released, [], [], set())
         if not released:
-            return [], set()
-        keys = {f"{cr.network}:{cr.user_id}" for cr, _ in released}
-        self._load(keys)
+            return got
+        self._load({f"{cr.network}:{cr.user_id}" for _, _, (cr, _) in released})
         members, book, shards = self.members, self.book, self.cfg.member_shards
-        changed: set[str] = set()
-        pushed: list[tuple[float, str, tuple[Credit, int]]] = []
-        out: list[tuple[Credit, int]] = []
-        for cr, ms in released:
-            pushed.append((cr.ts, credit_key(cr), (cr, ms)))
+        for _, _, (cr, ms) in released:
             key = f"{cr.network}:{cr.user_id}"
             ref = members[key].referral
             if ref.seen and ref.status != "linked" and cr.rule not in STAGE_A_RULES:
                 continue  # the common case: nothing a referral waits for
-            changed.add(key)
+            got.changed.add(key)
             for o in on_credit(
                 ref, cr.user_id, cr.rule, cr.other, book.network(cr.network).referral
             ):
@@ -676,12 +685,21 @@ class MemberShard(StreamShard):
                     o.id, cr.network, cr.channel, o.user_id, "", cr.ts, o.rule, o.points, cr.user_id
                 )
                 if shard_of(f"{cr.network}:{o.user_id}", shards) == self.index:
-                    pushed.append((made.ts, credit_key(made), (made, ms)))
+                    got.own.append((made.ts, credit_key(made), (made, ms)))
                     new.append((made, ms))
                 else:
-                    out.append((made, ms))
-        self.held.push_all(pushed)
-        return out, changed
+                    got.sent.append((made, ms))
+        return got
+
+    def _stage_b(self, a: StageA) -> list[tuple[Credit, int]]:
+        """What stage B releases (its watermark already moved). When it holds nothing and
+        stage A's credits are all past its watermark, they are released as they come (in
+        order already) without a second heap: always so with one member shard."""
+        moved, held = a.moved, self.held
+        if not len(held) and not a.own and moved and moved[-1][0] < held.watermark:
+            return [item for _, _, item in moved]
+        held.push_all(moved + a.own)
+        return held.release()
 
     def _send_rewards(self, c: Commit, out: list[tuple[Credit, int]], publish: bool) -> None:
         """Referral credits to the member shards of their recipients, and this shard's
@@ -712,13 +730,14 @@ class MemberShard(StreamShard):
         spends: list[Spend] = []
         stage_a_before = self.progress.stage_a
         new, late = self._admit(entries, spends)
-        sent, changed = self._stage_a(new)
+        staged = self._stage_a(new)
+        sent, changed = staged.sent, staged.changed
         pr = self.progress
         pr.stage_a = self.held_a.watermark
         pr.members[self.index] = pr.stage_a
         self.held.advance_to(min(pr.members))
         watermark = self.held.watermark
-        released = self.held.release()
+        released = self._stage_b(staged)
         spenders = {f"{sp.transfer.network}:{sp.transfer.user_id}" for sp in spends}
         self._load({f"{cr.network}:{cr.user_id}" for cr, _ in released} | spenders | changed)
         out = Applied()
