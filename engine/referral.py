@@ -37,9 +37,20 @@ alone, so it never waits for another member shard. Each member shard publishes i
 watermark to the others with the referral credits it sends; stage B, where balances
 change, applies channel and referral credits together, in (ts, network, id) order, once
 the channel partitions' watermarks *and* every member shard's stage-A watermark have
-passed them. The reward is then `apply_reward`: multiplied by the recipient's tier at that
-event time, and counted against the recipient's daily cap for the UTC day of that event
-time. Since nothing a shard releases depends on arrival order, neither do the payouts.
+passed them. The reward is then `reward` (engine/member.py `apply_referral`): multiplied by
+the recipient's tier at that event time, and counted against the recipient's daily cap for
+the UTC day of that event time. Since nothing a shard releases depends on arrival order,
+neither do the payouts.
+
+Why two stages and not one: if rewards were emitted where balances change, a shard's mark
+would wait for the other shards' marks and theirs for its own (a deadlock, or an order
+that depends on timing). Stage A's marks follow the channel partitions' alone, so stage B
+waits at most one member-shard hop. A reward never counts as an earn in stage A (nor do the
+link and upline credits): only channel credits make a member "not new".
+
+Limits: a network's referrals share one ingest partition (referrals are rare next to chat
+and presence), and a link walks the referrer's chain with one Redis read per member not yet
+cached (chains are short; `MAX_CHAIN` bounds the walk).
 """
 
 from __future__ import annotations
