@@ -100,6 +100,17 @@ def test_first_earn_after_the_link_pays_both_levels_once() -> None:
     assert s.referrer == "alice"
 
 
+def test_zero_turns_a_level_off() -> None:
+    for rules, paid in (
+        (ReferralRules(reward_points=0), []),
+        (ReferralRules(second_level_pct=0), [REWARD]),
+    ):
+        s = ReferralState()
+        on_credit(s, "bob", LINK, "alice", rules)
+        on_credit(s, "bob", UPLINE, "zoe", rules)
+        assert [o.rule for o in on_credit(s, "bob", "chat", "", rules)] == paid
+
+
 def test_a_member_who_earned_before_the_link_brings_nothing() -> None:
     s = ReferralState()
     on_credit(s, "bob", "watch", "", RULES)
