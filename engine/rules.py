@@ -6,6 +6,8 @@ from typing import Any
 
 import msgspec
 
+from engine.referral import ReferralRules
+
 
 class EarnRules(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Points for what viewers do in one channel. All points are whole numbers."""
@@ -153,6 +155,7 @@ class NetworkRules(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     streak: StreakRules = StreakRules()
     weekly: WeeklyRules = WeeklyRules()
     quality: QualityRules = QualityRules()
+    referral: ReferralRules = ReferralRules()
     channels: dict[str, dict[str, Any]] = {}
     """Per-channel overrides of `earn` fields, by channel id."""
 

@@ -20,6 +20,7 @@ import pytest
 from aiohttp import web
 from pydantic import BaseModel
 
+from engine.referral import ReferralRules
 from engine.rules import EarnRules, StreakRules, TierRules
 from gateway.app import ADMISSION, GATEWAY, create_app
 from gateway.bot_runner import bot_parts
@@ -225,7 +226,13 @@ def test_the_example_shows_every_setting_with_its_default() -> None:
 
 
 @pytest.mark.parametrize(
-    ("table", "struct"), [("earn", EarnRules), ("tiers", TierRules), ("streak", StreakRules)]
+    ("table", "struct"),
+    [
+        ("earn", EarnRules),
+        ("tiers", TierRules),
+        ("streak", StreakRules),
+        ("referral", ReferralRules),
+    ],
 )
 def test_the_example_network_shows_the_engine_defaults(table: str, struct: type) -> None:
     shown = {k: v for k, v in BASE["networks"]["acme"][table].items() if k != "ignore"}
