@@ -1,7 +1,7 @@
 """Running the chat bot: settings -> IRC connector + command bot + the durable ingest append.
 
-`bot_parts(settings)` builds the plain pieces (connector config, command specs by channel,
-the network) once; `run_bot` runs them against a Redis URL until `stop` is set. Events are
+`bot_parts(settings)` builds the plain pieces (connector configs: IRC and any WebSocket
+networks, command specs by channel, the network) once; `run_bot` runs them against a Redis URL until `stop` is set. Events are
 appended by the same `IngestWriter` the gateway uses (one MULTI/EXEC per flush; duplicate
 message ids are dropped by the channel shards' dedupe), so what the bot saw survives a
 crash of the bot or a shard once appended.
@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import cast
 
+import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
@@ -24,9 +25,11 @@ from actors.raffle import RaffleClient
 from actors.spend import SpendClient
 from engine.commands import CommandSpec, specs_from_config
 from engine.events import Event
+from engine.wsmap import FrameMapping
 from gateway.bot import CommandBot
 from gateway.bot_spends import ChatSpends, SpendLimits
 from gateway.connectors.irc import MAX_LOGINS, IrcConfig, IrcConnector
+from gateway.connectors.websocket import WsConfig, WsConnector
 from gateway.ingest import IngestWriter
 from gateway.settings import Settings
 from gateway.store import Store
@@ -86,6 +89,7 @@ class BotParts:
     commands: dict[str, list[CommandSpec]]
     prefix: str
     limits: SpendLimits
+    websockets: tuple[WsConfig, ...] = ()
 
 
 def bot_parts(settings: Settings) -> BotParts:
@@ -124,13 +128,28 @@ def bot_parts(settings: Settings) -> BotParts:
         moderator_max_points=b.moderator_max_points,
         bonusall_max_viewers=b.bonusall_max_viewers,
     )
-    return BotParts(irc=irc, commands=commands, prefix=b.prefix, limits=limits)
+    websockets = tuple(
+        WsConfig(
+            url=w.url,
+            network=network,
+            mapping=msgspec.convert(w.mapping, FrameMapping),
+            channels=tuple(w.channels),
+            pusher=w.pusher,
+            subscribe_frames=tuple(w.subscribe_frames),
+            max_frame_bytes=w.max_frame_bytes,
+            reconnect_max_s=w.reconnect_max_s,
+        )
+        for w in b.websockets
+    )
+    return BotParts(
+        irc=irc, commands=commands, prefix=b.prefix, limits=limits, websockets=websockets
+    )
 
 
 async def run_bot(settings: Settings, redis_url: str, stop: asyncio.Event) -> IrcConnector:
     parts = bot_parts(settings)
-    if not parts.irc.channels:
-        raise BotConfigError("[bot] channels is empty: nothing to join")
+    if not parts.irc.channels and not parts.websockets:
+        raise BotConfigError("[bot] channels and websockets are empty: nothing to join")
     client = aioredis.Redis.from_url(redis_url)
     keys = Keys(settings.namespace)
     lim = settings.limits
@@ -174,7 +193,11 @@ async def run_bot(settings: Settings, redis_url: str, stop: asyncio.Event) -> Ir
     conn.on_chat = bot.on_chat
     await bot.refresh(parts.irc.channels)
     await load_logins(client, keys, parts.irc.network, conn)
-    task = asyncio.create_task(conn.run(), name="irc-connector")
+    tasks = [asyncio.create_task(conn.run(), name="irc-connector")] if parts.irc.channels else []
+    sockets = [WsConnector(cfg, sink) for cfg in parts.websockets]
+    tasks += [
+        asyncio.create_task(ws.run(), name=f"ws-connector-{i}") for i, ws in enumerate(sockets)
+    ]
     try:
         last_report = time.monotonic()
         while not stop.is_set():
@@ -192,8 +215,11 @@ async def run_bot(settings: Settings, redis_url: str, stop: asyncio.Event) -> Ir
         with contextlib.suppress(RedisError):
             await store_logins(client, keys, parts.irc.network, conn)
         await conn.stop()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(task, 10)
+        for ws in sockets:
+            await ws.stop()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(task, 10)
         await writer.close()
         await spends.close()
         await raffles.close()

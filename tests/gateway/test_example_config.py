@@ -58,6 +58,7 @@ SPECIAL: dict[str, Any] = {
     "bot.password": "oauth:x",
     "bot.channels": ["lobby"],
     "bot.commands": [{"channel": "*", "name": "hi", "response": "hello {user}"}],
+    "bot.websockets": [{"url": "ws://127.0.0.1:1/app/k", "pusher": True, "channels": ["c"]}],
     "vouchers.verify_keys": ["F5kkgwAME3MTqnd5rPv5AE9bw1qR78peXu6xC2_tiRc"],
     "payouts.webhook_secret": "whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM=",
     "chain.private_key": "0x" + "11" * 32,

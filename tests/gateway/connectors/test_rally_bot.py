@@ -118,7 +118,7 @@ def test_bad_bot_settings_name_the_key(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "gateway.cli", "bot", "--config", str(conf)],
                           capture_output=True, text=True, timeout=60)  # fmt: skip
     assert done.returncode == 2
-    assert "[bot] channels is empty" in done.stderr
+    assert "[bot] channels and websockets are empty" in done.stderr
     assert "Traceback" not in done.stderr
 
 
@@ -132,3 +132,84 @@ def test_bot_limits_come_from_the_settings() -> None:
     with pytest.raises(SettingsError) as err:
         settings_from_dict({"bot": {"give_max_points": -1}}, {})
     assert "bot.give_max_points" in str(err.value)
+
+
+WS_CONFIG = """
+namespace = "{ns}"
+data_dir = "{data_dir}"
+[redis]
+url = "{redis_url}"
+[shards]
+channel = {shards}
+[networks.kick.earn]
+[bot]
+[[bot.websockets]]
+url = "ws://127.0.0.1:{port}/app/key"
+pusher = true
+channels = ["chatrooms.1"]
+[bot.websockets.mapping]
+kinds = {{ "App\\\\Events\\\\ChatMessageEvent" = "chat" }}
+user_id = "data.sender.id"
+user_name = "data.sender.username"
+text = "data.content"
+channel_prefix = "chatrooms."
+"""
+
+
+def test_rally_bot_runs_a_websocket_network(
+    redis_server: RedisServer, redis_client: redis.Redis, namespace: str, tmp_path: Path
+) -> None:
+    """`rally bot` with only [[bot.websockets]]: it subscribes over the Pusher protocol and
+    the network's chat frames land in the durable ingest log."""
+    from aiohttp import web
+
+    from gateway.redis_server import free_port
+    from tests.gateway.connectors.test_irc import SHARDS, until
+    from tests.gateway.connectors.test_websocket import PusherServer
+
+    server, port = PusherServer(), free_port()
+    conf = tmp_path / "rally.toml"
+    conf.write_text(WS_CONFIG.format(ns=namespace, data_dir=tmp_path, redis_url=redis_server.url,
+                                     shards=SHARDS, port=port))  # fmt: skip
+
+    async def go() -> list[Chat]:
+        app = web.Application()
+        app.router.add_get("/app/key", server.handler)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway.cli", "bot", "--config", str(conf),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            await until(lambda: any("chatrooms.1" in subs for _, subs in server.sockets), 60)
+            await server.push("chatrooms.1", {"id": "k1", "content": "hello",
+                                              "sender": {"id": 9, "username": "Zed"}})  # fmt: skip
+
+            def chats() -> list[Chat]:
+                got = logged_events(redis_client, Keys(namespace))
+                return [e for e in got if isinstance(e, Chat)]
+
+            return await until(chats, 30)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _, err = await asyncio.wait_for(proc.communicate(), 30)
+            assert proc.returncode == 0, err.decode()
+            await runner.cleanup()
+
+    (chat,) = asyncio.run(go())
+    assert (chat.id, chat.user_id, chat.channel, chat.network, chat.text) == (
+        "k1", "9", "1", "kick", "hello",
+    )  # fmt: skip
+
+
+def test_bad_websocket_settings_name_the_key() -> None:
+    with pytest.raises(SettingsError) as err:
+        settings_from_dict({"bot": {"websockets": [{"url": "http://x"}]}}, {})
+    assert "bot.websockets.0.url" in str(err.value)
+    with pytest.raises(SettingsError) as err:
+        settings_from_dict(
+            {"bot": {"websockets": [{"url": "ws://x", "mapping": {"idd": "a"}}]}}, {}
+        )
+    assert "bot.websockets.0.mapping" in str(err.value)
