@@ -29,10 +29,10 @@ TINY = [
     "--kpis-rows", "20000", "--kpis-sink-rows", "10000",
     "--feed-clients", "20", "--feed-messages", "10",
     "--spend-rate", "50", "--spend-credit-rate", "400", "--spend-members", "20",
-    "--payouts", "200", "--payout-batch", "50",
+    "--payouts", "200", "--payout-batch", "50", "--import-members", "2000",
 ]  # fmt: skip
 
-pytestmark = pytest.mark.timeout(960)
+pytestmark = pytest.mark.timeout(660)
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def bench(
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks", *TINY, "--out", str(out),
          "--results-md", str(out / "md" / "RESULTS.md")],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     return done, out
 
@@ -153,6 +153,8 @@ def test_scenario_summaries(results: dict[str, Any]) -> None:
     assert (draw["tickets"], draw["members"]) == (20_000, 2_000)
     for place in ("winners_1", "winners_10"):
         assert 0 < draw[place]["close_s"] <= draw[place]["close_and_draw_s"]
+    imp = sc["import"]["summary"]
+    assert (imp["members"], imp["first_imported"], imp["rerun_unchanged"]) == (2000, 2000, 2000)
     feed = sc["feed"]["summary"]
     assert feed["delivered"] == 200
     assert feed["messages_per_s"] > 0
