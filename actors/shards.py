@@ -58,6 +58,7 @@ from engine.member import (
 from engine.migration import retier
 from engine.quality import Flag, flag_encoder
 from engine.reference import credit_key, event_key
+from engine.rewards import rewards
 from engine.routing import shard_of
 from engine.rules import EarnRules, NetworkRules, RuleBook
 from engine.spend import (
@@ -762,6 +763,19 @@ class MemberShard(StreamShard):
                 "XADD", keys.notices, "MAXLEN", "~", NOTICES_MAXLEN, "*",
                 "tier", credit_encoder.encode(tc),
             )  # fmt: skip
+        self._notice_rewards(c, out)
+
+    def _notice_rewards(self, c: Commit, out: Applied) -> None:
+        """reward_earned notices (engine/rewards.py) and refused credits (engine/gating.py)."""
+        for kind, items in (
+            ("reward_earned", rewards(out.entries)),
+            ("credit_refused", out.refused),
+        ):
+            for item in items:
+                c.cmd("XADD", self.keys.notices, "MAXLEN", "~", NOTICES_MAXLEN, "*",
+                      kind, notice_encoder.encode(item))  # fmt: skip
+        if out.refused:
+            c.cmd("HINCRBY", self.keys.stats, "custom_gated", len(out.refused))
 
     def _count(self, c: Commit, credits: int, entries: int, accepted_ms: list[int]) -> None:
         """Counters, and the ingest->credit latency of each credit applied (histogram)."""
@@ -780,6 +794,7 @@ class MemberShard(StreamShard):
 
 
 _BUCKETS_MS = np.asarray(LATENCY_BUCKETS_MS, dtype=np.int64)
+notice_encoder = msgspec.json.Encoder()
 
 
 class LedgerProjector(StreamShard):
