@@ -94,13 +94,16 @@ class ChainGate:
         return sum(int(b) for b in balances if b is not None), thresholds
 
     def _read_node(self, wallets: list[str]) -> tuple[int, list[int]]:
+        from eth_utils import to_checksum_address
         from web3.exceptions import Web3Exception
 
         from chain.client import ChainError
 
         try:
             contract = self._token()
-            balance = sum(int(contract.functions.balanceOf(w).call()) for w in wallets)
+            balance = sum(
+                int(contract.functions.balanceOf(to_checksum_address(w)).call()) for w in wallets
+            )
             thresholds = [int(t) for t in contract.functions.tierThresholds().call()]
         except (OSError, Web3Exception, ChainError) as err:
             raise ChainUnreadable(f"the chain could not be read: {err}"[:300]) from err
