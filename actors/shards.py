@@ -758,12 +758,12 @@ class MemberShard(StreamShard):
                 c.cmd("HDEL", keys.k("quality", network), user)
         if out.withheld:
             c.cmd("HINCRBY", keys.stats, "watch_points_withheld", out.withheld)
+        self._notice_rewards(c, out)
         for tc in out.tier_changes:
             c.cmd(
                 "XADD", keys.notices, "MAXLEN", "~", NOTICES_MAXLEN, "*",
                 "tier", credit_encoder.encode(tc),
             )  # fmt: skip
-        self._notice_rewards(c, out)
 
     def _notice_rewards(self, c: Commit, out: Applied) -> None:
         """reward_earned notices (engine/rewards.py) and refused credits (engine/gating.py)."""

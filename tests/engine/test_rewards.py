@@ -24,3 +24,14 @@ def test_a_reward_notice_is_delivered_as_reward_earned() -> None:
     sub = Subscription(id="s", network="net", url="http://x/h", events=("reward.earned",))
     (d,) = deliveries([sub], "1-0", "reward_earned", "net", {"rule": "weekly_bonus"}, T0)
     assert d.event == "reward.earned"
+
+
+def test_the_weekly_bonus_paid_through_the_spend_path_is_a_reward() -> None:
+    from engine.spend import Transfer, apply_transfer
+
+    t = Transfer("weekly:9", "net", "u1", 75, "credit", "bonus:net", "weekly_bonus", ts=T0)
+    result, entry = apply_transfer(MemberState(), t)
+    assert result.ok
+    assert entry is not None
+    (got,) = rewards([entry])
+    assert (got.user_id, got.rule, got.points) == ("u1", "weekly_bonus", 75)
