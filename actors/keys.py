@@ -14,6 +14,10 @@ wsnonce:{n}:{api}:{nonce}  string; a WebSocket handshake nonce already used (TTL
 cstate                hash; network:channel -> msgpack ChannelState.
 presence:{nc}         hash; user_id -> display name, viewers present in channel nc (network:channel).
 chatters:{nc}         zset; user_id -> ts of last chat in channel nc.
+logins:{n}            hash; login -> platform user id of network n's chatters, learnt by the bot
+                      from tagged chat lines (resolves JOIN/PART and `!give <user>`).
+pseen:{nc}            zset; user_id -> ts of the last sign of life (join, chat, snapshot) of a
+                      viewer present in channel nc (the presence timeout, engine/channel.py).
 mstate                hash; network:user -> msgpack MemberState.
 ledgerlog:{m}         stream; one entry per member-shard commit: field `l` = msgpack list[Entry] (the ledger of record).
 treasury              hash; network -> balance of the network treasury (negative of points issued).
@@ -114,6 +118,12 @@ class Keys:
 
     def chatters(self, nc: str) -> str:
         return self.k("chatters", nc)
+
+    def logins(self, network: str) -> str:
+        return self.k("logins", network)
+
+    def present_seen(self, nc: str) -> str:
+        return self.k("pseen", nc)
 
     @property
     def mstate(self) -> str:

@@ -20,7 +20,7 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -30,6 +30,7 @@ import redis
 from actors.config import RuntimeConfig
 from actors.keys import LATENCY_BUCKETS_MS, Keys, yyyymmdd
 from actors.lua import Arg, Commit
+from actors.referrals import ReferralGraph
 from actors.stream import Entry, StreamShard, parse_id
 from engine.channel import Changes, Channel, channel_decoder, channel_encoder
 from engine.dedupe import (
@@ -42,7 +43,7 @@ from engine.dedupe import (
     expires_at,
     id_hashes,
 )
-from engine.events import Event, decode_events
+from engine.events import Event, Referral, decode_events
 from engine.ledger import Entry as LedgerEntry
 from engine.ledger import entry_encoder, treasury_account
 from engine.member import (
@@ -58,6 +59,7 @@ from engine.member import (
 from engine.migration import retier
 from engine.quality import Flag, flag_encoder
 from engine.reference import credit_key, event_key
+from engine.referral import REWARD_RULES, STAGE_A_RULES, on_credit
 from engine.rewards import rewards
 from engine.routing import shard_of
 from engine.rules import EarnRules, NetworkRules, RuleBook
@@ -68,6 +70,7 @@ from engine.spend import (
     account_deltas,
     apply_transfer,
     digest,
+    gift_leg,
     record_decoder,
     replay,
     replies_encoder,
@@ -179,6 +182,10 @@ class MemberProgress(msgspec.Struct, array_like=True):
     """The UTC day of the last streak rollover started."""
     roll_cursor: int = 0
     """Where the running rollover's HSCAN of member states stands (0: done)."""
+    stage_a: float = NEVER
+    """Stage A's watermark (the channel partitions'): referral credits are emitted up to it."""
+    members: list[float] = []
+    """The stage-A watermark each member shard last published (referral credits follow it)."""
 
 
 progress_encoder = msgspec.msgpack.Encoder()
@@ -220,10 +227,12 @@ class ChannelShard(StreamShard):
         self.progress_field = f"channel:{index}"
         super().__init__(cfg, index, keys.ingest(index))
         self.chanidx = self.keys.chanidx(index)
+        self.graph = ReferralGraph(self.r, self.keys)
 
     def reset(self) -> None:
         self.channels.clear()
         self.held.clear()
+        self.graph.clear()
         self.loaded = False
 
     def _ensure_loaded(self) -> None:
@@ -256,9 +265,10 @@ class ChannelShard(StreamShard):
             pipe.hget(self.keys.cstate, nc)
             pipe.hgetall(self.keys.presence(nc))
             pipe.zrange(self.keys.chatters(nc), 0, -1, withscores=True)
+            pipe.zrange(self.keys.present_seen(nc), 0, -1, withscores=True)
         got = pipe.execute()
         for i, nc in enumerate(order):
-            raw, present, chatters = got[3 * i : 3 * i + 3]
+            raw, present, chatters, seen = got[4 * i : 4 * i + 4]
             network, _, channel = nc.partition(":")
             self.channels[nc] = Channel(
                 network,
@@ -266,6 +276,7 @@ class ChannelShard(StreamShard):
                 channel_decoder.decode(raw) if raw else None,
                 {k.decode(): v.decode() for k, v in present.items()},
                 {k.decode(): float(s) for k, s in chatters},
+                {k.decode(): float(s) for k, s in seen},
             )
 
     def _dedupe(self, events: list[Event], ids: list[str]) -> tuple[Fresh, list[int]]:
@@ -354,12 +365,16 @@ class ChannelShard(StreamShard):
         new, got = self._admit(entries)
         watermark = self.held.watermark
         released = self.held.release()
-        names = {f"{ev.network}:{ev.channel}" for ev, _ in released}
+        names = {f"{ev.network}:{ev.channel}" for ev, _ in released if type(ev) is not Referral}
         new_channels = names - self.channels.keys()
         credits: list[Credit] = []
         accepted: list[int] = []
         changes: dict[str, Changes] = {}
         for ev, ms in released:
+            if type(ev) is Referral:
+                self.graph.apply(ev, self.book.earn(ev.network, ev.channel).ignore, credits)
+                accepted.extend([ms] * (len(credits) - len(accepted)))
+                continue
             nc = f"{ev.network}:{ev.channel}"
             channel = self.channels.get(nc)
             if channel is None:
@@ -375,6 +390,7 @@ class ChannelShard(StreamShard):
         self.progress.watermark = watermark
         c = Commit()
         self._write_channels(c, changes)
+        self.graph.write(c)
         for nc, horizon in c_trims:
             c.cmd("ZREMRANGEBYSCORE", self.keys.chatters(nc), "-inf", horizon)
         self._write_seen(c, got.checked, newest_before)
@@ -441,8 +457,9 @@ class ChannelShard(StreamShard):
         next_tick = math.inf
         for nc, channel in self.channels.items():
             earn = self.book.earn(channel.network, channel.channel)
-            if channel.advance(watermark, earn, credits):
-                changes.setdefault(nc, Changes())
+            chg = changes.get(nc) or Changes()
+            if channel.advance(watermark, earn, credits, chg):
+                changes[nc] = chg
                 horizon = watermark - earn.active_chatter_window_s - 3600
                 if channel.forget_chatters_before(horizon):
                     trims.append((nc, horizon))
@@ -459,6 +476,10 @@ class ChannelShard(StreamShard):
                 c.many("HSET", self.keys.presence(nc), flat, width=2)
             if chg.present_del:
                 c.many("HDEL", self.keys.presence(nc), sorted(chg.present_del))
+                c.many("ZREM", self.keys.present_seen(nc), sorted(chg.present_del))
+            if chg.seen:
+                sflat: list[str | float] = [x for u, t in chg.seen.items() for x in (t, u)]
+                c.many("ZADD", self.keys.present_seen(nc), sflat, width=2)
             if chg.chatted:
                 zflat: list[str | float] = [x for u, t in chg.chatted.items() for x in (t, u)]
                 c.many("ZADD", self.keys.chatters(nc), zflat, width=2)
@@ -489,6 +510,19 @@ class ChannelShard(StreamShard):
 
 
 @dataclass(slots=True)
+class StageA:
+    """What a member shard's stage A released in one batch."""
+
+    moved: list[tuple[float, str, tuple[Credit, int]]]
+    """Channel credits for stage B, in (ts, network, id) order, with their keys."""
+    own: list[tuple[float, str, tuple[Credit, int]]]
+    """Referral credits for members of this shard."""
+    sent: list[tuple[Credit, int]]
+    """Referral credits for other member shards."""
+    changed: set[str]
+
+
+@dataclass(slots=True)
 class Spend:
     """A transfer command read from credits:{m} (field `s`), with where to send its result."""
 
@@ -503,6 +537,9 @@ class Spent:
     records: list[tuple[str, Record, str]]
     """(member key, record, reply stream) per spend, in stream order."""
     accounts: dict[str, int]
+    legs: list[Transfer] = field(default_factory=list)
+    """Credit legs of the gifts accepted (engine/spend.py `gift_leg`), for the recipients'
+    shards: appended in the same commit as the debit, so each arrives exactly once."""
 
 
 class MemberShard(StreamShard):
@@ -520,7 +557,10 @@ class MemberShard(StreamShard):
     def __init__(self, cfg: RuntimeConfig, index: int) -> None:
         self.book = RuleBook.from_builtins(cfg.rules)
         self.members: dict[str, MemberState] = {}
+        self.held_a: ReorderBuffer[tuple[Credit, int]] = ReorderBuffer(0.0)
+        """Stage A: channel credits, until the channel partitions' watermark passes them."""
         self.held: ReorderBuffer[tuple[Credit, int]] = ReorderBuffer(0.0)
+        """Stage B: every credit, until stage A's watermark of every member shard passes it."""
         self.progress = MemberProgress()
         self.loaded = False
         keys = Keys(cfg.namespace)
@@ -530,6 +570,7 @@ class MemberShard(StreamShard):
 
     def reset(self) -> None:
         self.members.clear()
+        self.held_a.clear()
         self.held.clear()
         self.loaded = False
 
@@ -541,11 +582,21 @@ class MemberShard(StreamShard):
         parts = self.progress.partitions
         wanted = self.cfg.channel_shards
         self.progress.partitions = (parts + [NEVER] * wanted)[:wanted]
-        self.held = ReorderBuffer(0.0, self.progress.watermark)
+        marks, shards = self.progress.members, self.cfg.member_shards
+        self.progress.members = (marks + [NEVER] * shards)[:shards]
+        pr = self.progress
+        self.held_a = ReorderBuffer(0.0, pr.stage_a)
+        self.held = ReorderBuffer(0.0, pr.watermark)
         for held in self.pending.load(self.r, held_credits_decoder):
             for cr, ms in zip(held.items, held.accepted_ms, strict=True):
-                if cr.ts >= self.progress.watermark:
-                    self.held.push(cr.ts, credit_key(cr), (cr, ms))
+                if cr.ts < pr.watermark:
+                    continue
+                stage = (
+                    self.held_a
+                    if cr.ts >= pr.stage_a and cr.rule not in REWARD_RULES
+                    else self.held
+                )
+                stage.push(cr.ts, credit_key(cr), (cr, ms))
         self.loaded = True
 
     def _load(self, keys: set[str]) -> None:
@@ -565,9 +616,10 @@ class MemberShard(StreamShard):
     def _admit(
         self, entries: Sequence[Entry], spends: list[Spend]
     ) -> tuple[list[tuple[Credit, int]], int]:
-        held, parts = self.held, self.progress.partitions
+        held, parts, marks = self.held_a, self.progress.partitions, self.progress.members
         new: list[tuple[Credit, int]] = []
         pushed: list[tuple[float, str, tuple[Credit, int]]] = []
+        rewards: list[tuple[float, str, tuple[Credit, int]]] = []
         late = 0
         watermark = held.watermark  # only advance_to below moves it, after the loop
         for _, fields in entries:
@@ -575,6 +627,13 @@ class MemberShard(StreamShard):
             if command is not None:
                 reply = fields.get(b"r", b"")
                 spends.append(Spend(transfer_decoder.decode(command), reply.decode()))
+                continue
+            source = fields.get(b"q")
+            if source is not None:  # from a member shard: referral credits, its stage-A mark
+                self._admit_rewards(fields, rewards, new)
+                q = int(source)
+                if q < len(marks):
+                    marks[q] = max(marks[q], float(fields[b"w"]))
                 continue
             blob = fields.get(b"c")
             if blob is not None:
@@ -596,18 +655,104 @@ class MemberShard(StreamShard):
                     parts[p] = max(parts[p], float(mark))
         held.push_all(pushed)
         held.advance_to(min(parts))
+        self.held.push_all(rewards)
         return new, late
+
+    def _admit_rewards(
+        self, fields: dict[bytes, bytes], rewards: list[tuple[float, str, tuple[Credit, int]]],
+        new: list[tuple[Credit, int]],
+    ) -> None:  # fmt: skip
+        """Referral credits another member shard's stage A sent: straight to stage B. None is
+        late: they are dated at or after the mark the sender published before them."""
+        blob = fields.get(b"c")
+        if blob is None:
+            return
+        accepted = accepted_decoder.decode(fields[b"a"])
+        for cr, ms in zip(credits_decoder.decode(blob), accepted, strict=True):
+            assert cr.ts >= self.held.watermark, "a referral credit behind stage B"
+            rewards.append((cr.ts, credit_key(cr), (cr, ms)))
+            new.append((cr, ms))
+
+    def _stage_a(self, new: list[tuple[Credit, int]]) -> StageA:
+        """Release the channel credits the partitions' watermark passed, in (ts, network, id)
+        order, for stage B, and let referrals see them (engine/referral.py): the referral
+        credits they cause for members of this shard go to stage B too (and to the pending
+        log, in `new`); those for other shards are sent with this shard's mark."""
+        released = self.held_a.release_keyed()
+        got = StageA(released, [], [], set())
+        if not released:
+            return got
+        self._load({f"{cr.network}:{cr.user_id}" for _, _, (cr, _) in released})
+        members, book, shards = self.members, self.book, self.cfg.member_shards
+        for _, _, (cr, ms) in released:
+            key = f"{cr.network}:{cr.user_id}"
+            ref = members[key].referral
+            if ref.seen and ref.status != "linked" and cr.rule not in STAGE_A_RULES:
+                continue  # the common case: nothing a referral waits for
+            got.changed.add(key)
+            for o in on_credit(
+                ref, cr.user_id, cr.rule, cr.other, book.network(cr.network).referral
+            ):
+                made = Credit(
+                    o.id, cr.network, cr.channel, o.user_id, "", cr.ts, o.rule, o.points, cr.user_id
+                )
+                if shard_of(f"{cr.network}:{o.user_id}", shards) == self.index:
+                    got.own.append((made.ts, credit_key(made), (made, ms)))
+                    new.append((made, ms))
+                else:
+                    got.sent.append((made, ms))
+        return got
+
+    def _stage_b(self, a: StageA) -> list[tuple[Credit, int]]:
+        """What stage B releases (its watermark already moved). When it holds nothing and
+        stage A's credits are all past its watermark, they are released as they come (in
+        order already) without a second heap: always so with one member shard."""
+        moved, held = a.moved, self.held
+        if not len(held) and not a.own and moved and moved[-1][0] < held.watermark:
+            return [item for _, _, item in moved]
+        held.push_all(moved + a.own)
+        return held.release()
+
+    def _send_rewards(self, c: Commit, out: list[tuple[Credit, int]], publish: bool) -> None:
+        """Referral credits to the member shards of their recipients, and this shard's
+        stage-A mark to every other member shard (they wait for it in stage B)."""
+        by_shard: dict[int, list[tuple[Credit, int]]] = {}
+        shards = self.cfg.member_shards
+        for item in out:
+            by_shard.setdefault(
+                shard_of(f"{item[0].network}:{item[0].user_id}", shards), []
+            ).append(item)
+        mark = repr(self.progress.stage_a)
+        for m in range(shards):
+            part = by_shard.get(m, [])
+            if m == self.index or (not part and not publish):
+                continue
+            for i in range(0, max(len(part), 1), CREDITS_PER_ENTRY):
+                chunk = part[i : i + CREDITS_PER_ENTRY]
+                fields: list[Arg] = ["q", self.index, "w", mark, "n", len(chunk)]
+                if chunk:
+                    fields += [
+                        "c", credit_encoder.encode([cr for cr, _ in chunk]),
+                        "a", credit_encoder.encode([ms for _, ms in chunk]),
+                    ]  # fmt: skip
+                c.cmd("XADD", self.keys.credits(m), "*", *fields)
 
     def process(self, entries: Sequence[Entry]) -> None:
         self._ensure_loaded()
         spends: list[Spend] = []
+        stage_a_before = self.progress.stage_a
         new, late = self._admit(entries, spends)
+        staged = self._stage_a(new)
+        sent, changed = staged.sent, staged.changed
+        pr = self.progress
+        pr.stage_a = self.held_a.watermark
+        pr.members[self.index] = pr.stage_a
+        self.held.advance_to(min(pr.members))
         watermark = self.held.watermark
-        released = self.held.release()
+        released = self._stage_b(staged)
         spenders = {f"{sp.transfer.network}:{sp.transfer.user_id}" for sp in spends}
-        self._load({f"{cr.network}:{cr.user_id}" for cr, _ in released} | spenders)
+        self._load({f"{cr.network}:{cr.user_id}" for cr, _ in released} | spenders | changed)
         out = Applied()
-        changed: set[str] = set()
         book, members = self.book, self.members
         rules: dict[tuple[str, str], tuple[NetworkRules, EarnRules]] = {}
         for cr, _ in released:
@@ -624,6 +769,7 @@ class MemberShard(StreamShard):
         c = Commit()
         self._write(c, changed, out)
         self._write_spent(c, spent)
+        self._send_rewards(c, sent, publish=pr.stage_a > stage_a_before)
         last_id = entries[-1][0]
         still = [(cr, ms) for cr, ms in new if cr.ts >= watermark]
         self.pending.append(c, last_id, [cr for cr, _ in still], [ms for _, ms in still])
@@ -673,6 +819,8 @@ class MemberShard(StreamShard):
                 changed.add(nu)
                 for account, delta in account_deltas(t):
                     spent.accounts[account] = spent.accounts.get(account, 0) + delta
+                if t.to_user:
+                    spent.legs.append(gift_leg(t))
         return spent
 
     def _write_spent(self, c: Commit, spent: Spent) -> None:
@@ -695,6 +843,9 @@ class MemberShard(StreamShard):
         for account, delta in sorted(spent.accounts.items()):
             if delta:
                 c.cmd("HINCRBY", keys.accounts, account, delta)
+        for leg in spent.legs:
+            m = shard_of(f"{leg.network}:{leg.user_id}", self.cfg.member_shards)
+            c.cmd("XADD", keys.credits(m), "*", "s", spend_encode(leg), "r", "", "n", 1)
         if spent.records:
             c.cmd("HINCRBY", keys.stats, "spends_applied", len(spent.records))
 

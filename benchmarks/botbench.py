@@ -15,12 +15,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
-import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -32,30 +29,14 @@ from typing import Any
 import redis
 
 from actors.keys import Keys
-from gateway.redis_server import RedisServer, free_port
+from gateway.ircd_server import InspIRCd
+from gateway.redis_server import RedisServer
 
 CHANNELS = 50
 COMMAND_EVERY = 10
 RATES = (100.0, 5_000.0)
-IRCD_CONF = """\
-<server name="irc.bench" description="rally bench" network="RallyBench">
-<admin name="b" nick="b" email="b@b">
-<bind address="127.0.0.1" port="{port}" type="clients">
-<power diepass="x" restartpass="x">
-<connect name="main" allow="*" timeout="60" pingfreq="120" hardsendq="104857600"
- recvq="10485760" softsendq="10485760" localmax="5000" globalmax="5000" maxchans="200"
- fakelag="off" threshold="100000000" commandrate="100000000" limit="10000" useident="no"
- resolvehostnames="no">
-<channels users="200" opers="200">
-<limits maxnick="30" maxchan="64" maxline="1024">
-<security runasuser="nobody">
-<performance somaxconn="128" clonesonconnect="no" quietbursts="yes" timeskipwarn="0">
-<pid file="{dir}/inspircd.pid">
-<log method="file" type="* -USERINPUT -USEROUTPUT -MODULE" level="default" target="{dir}/ircd.log">
-<module name="cap">
-<module name="ircv3">
-<module name="ircv3_ctctags">
-"""
+BENCH_SENDQ_BYTES = 10_485_760
+"""The bot's connection carries every channel's lines: a larger server buffer per client."""
 BOT_CONF = """
 namespace = "{ns}"
 data_dir = "{data_dir}"
@@ -76,22 +57,6 @@ channel = "*"
 name = "hi"
 response = "hi {{user}} #{{args}}"
 """
-
-
-def _start_ircd(directory: Path) -> tuple[subprocess.Popen[bytes], int]:
-    port = free_port()
-    conf = directory / "inspircd.conf"
-    conf.write_text(IRCD_CONF.format(port=port, dir=directory))
-    binary = shutil.which("inspircd") or "/usr/sbin/inspircd"
-    proc = subprocess.Popen([binary, "--nofork", "--runasroot", "--config", str(conf)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port)):
-            return proc, port
-        time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("inspircd did not start (scripts/run.sh ensure_inspircd installs it)")
 
 
 class _Viewer:
@@ -201,7 +166,8 @@ def measure(redis_url: str, namespace: str, work_dir: Path, *, rates: tuple[floa
             seconds: float = 10.0, channels: int = CHANNELS) -> dict[str, Any]:  # fmt: skip
     """Start InspIRCd and `rally bot`, drive it, stop both; the figures."""
     work_dir.mkdir(parents=True, exist_ok=True)
-    ircd, port = _start_ircd(work_dir)
+    ircd = InspIRCd(work_dir, sendq_bytes=BENCH_SENDQ_BYTES).start()
+    port = ircd.port
     conf = work_dir / "bot.toml"
     chans = json.dumps([f"c{i}" for i in range(channels)])
     conf.write_text(BOT_CONF.format(ns=namespace, data_dir=work_dir, redis_url=redis_url,
@@ -223,8 +189,7 @@ def measure(redis_url: str, namespace: str, work_dir: Path, *, rates: tuple[floa
             bot.wait(30)
         except subprocess.TimeoutExpired:
             bot.kill()
-        ircd.terminate()
-        ircd.wait(10)
+        ircd.stop()
         r.close()
         log.close()
     return {"channels": channels, "command_every": COMMAND_EVERY, "seconds": seconds,

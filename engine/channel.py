@@ -5,6 +5,12 @@ A channel turns events into member credits. Its clock is event time: events reac
 on, so a quiet live channel still pays its viewers. The watch tick at boundary T pays every
 viewer present once every event with ts <= T has been applied (ticks strictly before the
 clock are paid), so the ticks paid never depend on how the event stream was cut into batches.
+
+Presence merges JOIN/PART, chat and viewer-list snapshots: each makes (or keeps) a viewer
+present and dates its last sign of life (`seen`, event time). A viewer silent for
+`presence_timeout_s` leaves at the next watch tick (`silent`): no ghost viewer earns forever
+when a PART is lost. A lurker who only JOINs is present until then; a snapshot listing them
+keeps them present.
 """
 
 from __future__ import annotations
@@ -64,12 +70,24 @@ class Changes(msgspec.Struct):
     present_set: dict[str, str] = msgspec.field(default_factory=dict)
     present_del: set[str] = msgspec.field(default_factory=set)
     chatted: dict[str, float] = msgspec.field(default_factory=dict)
+    seen: dict[str, float] = msgspec.field(default_factory=dict)
+    """Present viewers' newest sign of life (event time) that moved."""
+
+
+def silent(seen: dict[str, float], tick_ts: float, timeout_s: float) -> list[str]:
+    """Viewers whose last sign of life is `timeout_s` or more before the tick (sorted);
+    none when `timeout_s` is 0 (no timeout)."""
+    if timeout_s <= 0:
+        return []
+    horizon = tick_ts - timeout_s
+    return sorted(u for u, t in seen.items() if t <= horizon)
 
 
 class Channel:
-    """One channel: state, viewers present (user id -> name), last chat time by user."""
+    """One channel: state, viewers present (user id -> name) with their last sign of life,
+    last chat time by user."""
 
-    __slots__ = ("channel", "chatters", "network", "present", "state")
+    __slots__ = ("_unsaved", "channel", "chatters", "network", "present", "seen", "state")
 
     def __init__(
         self,
@@ -78,29 +96,58 @@ class Channel:
         state: ChannelState | None = None,
         present: dict[str, str] | None = None,
         chatters: dict[str, float] | None = None,
+        seen: dict[str, float] | None = None,
     ) -> None:
         self.network = network
         self.channel = channel
         self.state = state if state is not None else ChannelState()
         self.present = present if present is not None else {}
         self.chatters = chatters if chatters is not None else {}
+        self.seen = {u: t for u, t in (seen or {}).items() if u in self.present}
+        self._unsaved = sorted(u for u in self.present if u not in self.seen)
+        """Present viewers stored before `seen` existed: seen at the channel's newest event,
+        written with the next changes (so a later restart dates them the same)."""
+        for uid in self._unsaved:
+            self.seen[uid] = self.state.active_ts
 
-    def _join(self, uid: str, name: str, ch: Changes) -> None:
+    def _save_defaults(self, ch: Changes) -> None:
+        for uid in self._unsaved:
+            if uid in self.seen:
+                ch.seen.setdefault(uid, self.seen[uid])
+        self._unsaved = []
+
+    def _join(self, uid: str, name: str, ch: Changes, ts: float) -> None:
         if self.present.get(uid) != name:
             self.present[uid] = name
             ch.present_set[uid] = name
             ch.present_del.discard(uid)
+        if ts > self.seen.get(uid, -math.inf):
+            self.seen[uid] = ts
+            ch.seen[uid] = ts
 
     def _leave(self, uid: str, ch: Changes) -> None:
+        self.seen.pop(uid, None)
+        ch.seen.pop(uid, None)
         if self.present.pop(uid, None) is not None:
             ch.present_del.add(uid)
             ch.present_set.pop(uid, None)
 
-    def advance(self, ts: float, earn: EarnRules, out: list[Credit]) -> bool:
+    def _expire(self, tick_ts: float, earn: EarnRules, ch: Changes | None) -> None:
+        """Viewers silent for presence_timeout_s before the tick leave."""
+        for uid in silent(self.seen, tick_ts, earn.presence_timeout_s):
+            self._leave(uid, ch if ch is not None else Changes())
+
+    def advance(
+        self, ts: float, earn: EarnRules, out: list[Credit], ch: Changes | None = None
+    ) -> bool:
         """Move the clock to `ts`, paying every watch tick strictly before `ts` to the viewers
         present. Ticks more than `max_catchup_ticks` intervals after the channel's newest
-        event pay nobody (the presence they would pay is stale). True if a tick was passed."""
+        event pay nobody (the presence they would pay is stale). At each tick passed, viewers
+        silent for `presence_timeout_s` leave first (recorded in `ch`). True if a tick was
+        passed."""
         st = self.state
+        if self._unsaved and ch is not None:
+            self._save_defaults(ch)
         interval = earn.watch_interval_s
         tick = math.ceil(ts / interval) - 1  # the newest boundary strictly before ts
         if st.last_tick == NO_TICK:
@@ -112,14 +159,15 @@ class Channel:
         st.last_tick = tick
         base = earn.watch_points_live if st.live else earn.watch_points_offline
         attend = st.live and attendance.enabled(earn)
-        if (base <= 0 and not attend) or not self.present:
-            return True
-        last = min(tick, math.floor(st.active_ts / interval) + earn.max_catchup_ticks)
-        for t in range(first, last + 1):
-            if base > 0:
-                self._pay_tick(t, base, earn, out)
-            if attend:
-                self._attend_tick(t, earn, out)
+        if (base > 0 or attend) and self.present:
+            last = min(tick, math.floor(st.active_ts / interval) + earn.max_catchup_ticks)
+            for t in range(first, last + 1):
+                self._expire(float(t * interval), earn, ch)
+                if base > 0:
+                    self._pay_tick(t, base, earn, out)
+                if attend:
+                    self._attend_tick(t, earn, out)
+        self._expire(float(tick * interval), earn, ch)
         return True
 
     def next_tick_ts(self, earn: EarnRules) -> float:
@@ -163,18 +211,18 @@ class Channel:
     def apply(self, ev: Event, earn: EarnRules, now: float, ch: Changes, out: list[Credit]) -> None:
         """Apply one deduplicated event: credits go to `out`, persisted changes to `ch`."""
         self.count(now)
-        self.advance(ev.ts, earn, out)
+        self.advance(ev.ts, earn, out, ch)
         if ev.ts > self.state.active_ts:
             self.state.active_ts = ev.ts
         uid = ev.user_id
         if isinstance(ev, Chat):
-            self._join(uid, ev.user_name, ch)
+            self._join(uid, ev.user_name, ch, ev.ts)
             if ev.ts > self.chatters.get(uid, -1.0):
                 self.chatters[uid] = ev.ts
                 ch.chatted[uid] = ev.ts
             self._credit(ev, "chat", earn.chat_points, earn, out)
         elif isinstance(ev, Join):
-            self._join(uid, ev.user_name, ch)
+            self._join(uid, ev.user_name, ch, ev.ts)
         elif isinstance(ev, Leave):
             self._leave(uid, ch)
         elif isinstance(ev, Viewers):
@@ -182,7 +230,7 @@ class Channel:
             for gone in [u for u in self.present if u not in keep]:
                 self._leave(gone, ch)
             for v in ev.viewers:
-                self._join(v.id, v.name or self.present.get(v.id, ""), ch)
+                self._join(v.id, v.name or self.present.get(v.id, ""), ch, ev.ts)
         elif isinstance(ev, Online):
             if not self.state.live:
                 self.state.live_since = ev.ts

@@ -14,6 +14,8 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta
 
+from engine.referral import REFERRAL_CHANNEL
+
 MAX_ID_LEN = 128
 MAX_NAME_LEN = 64
 MAX_TEXT_LEN = 2_000
@@ -108,6 +110,13 @@ class Custom(_Base, tag="custom", frozen=True):
     points: Annotated[int, Meta(ge=0, le=1_000_000)] = 0
 
 
+class Referral(_Base, tag="referral", frozen=True):
+    """Member `user_id` was brought by member `referrer` (engine/referral.py): routed to the
+    network's referral partition whatever its channel (where the referral happened)."""
+
+    referrer: OptId = ""
+
+
 Event = (
     Chat
     | Join
@@ -121,6 +130,7 @@ Event = (
     | Cheer
     | Raid
     | Custom
+    | Referral
 )
 
 MEMBER_EVENTS: tuple[type, ...] = (
@@ -133,6 +143,7 @@ MEMBER_EVENTS: tuple[type, ...] = (
     Cheer,
     Raid,
     Custom,
+    Referral,
 )
 """Event kinds that are about one member: they need a user id."""
 
@@ -196,6 +207,8 @@ def check_members(events: list[Event]) -> None:
     for i, ev in enumerate(events):
         if not ev.user_id and isinstance(ev, MEMBER_EVENTS):
             raise BatchError("user_id is required for this kind", index=i, field="user_id")
+        if isinstance(ev, Referral) and not ev.referrer:
+            raise BatchError("referrer is required for a referral", index=i, field="referrer")
 
 
 def decode_json_batch(body: bytes) -> list[Event]:
@@ -231,3 +244,11 @@ def member_key(network: str, user_id: str) -> str:
 
 def channel_key(network: str, channel: str) -> str:
     return f"{network}:{channel}"
+
+
+def routing_key(ev: Event) -> str:
+    """What places `ev` on its ingest partition: its channel, except that every referral of
+    a network goes to one partition (engine/referral.py decides links there, in order)."""
+    if isinstance(ev, Referral):
+        return f"{ev.network}:{REFERRAL_CHANNEL}"
+    return f"{ev.network}:{ev.channel}"

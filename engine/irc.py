@@ -303,10 +303,40 @@ def to_events(
     return []
 
 
+NAMES_PREFIXES = "~&@%+"
+"""Channel-status prefixes a NAMES reply (353) puts before a nick."""
+
+
+def names_events(
+    msg: IrcMessage, network: str, ts: float, logins: Mapping[str, str]
+) -> list[Event]:
+    """A NAMES reply (353 `bot = #channel :nick nick ...`) as `join` events of the nicks whose
+    user id is known: who is still in the channel, to refresh their presence (a lurker stays
+    present past the silence timeout). Never a full snapshot: a server may list only some."""
+    if msg.command != "353" or len(msg.params) < 2:
+        return []
+    channel = channel_of(msg.params[-2])
+    if not channel or not msg.params[-2].startswith("#"):
+        return []
+    out: list[Event] = []
+    for nick in msg.params[-1].split():
+        login = nick.lstrip(NAMES_PREFIXES).split("!", 1)[0].lower()
+        user_id = logins.get(login, "")
+        if user_id:
+            eid = _fallback_id("names", channel, login, ts)
+            out.append(Join(id=eid, network=network, channel=channel, ts=ts, user_id=user_id,
+                            user_name=login[:MAX_NAME_LEN]))  # fmt: skip
+    return out
+
+
 def _privmsg(msg: IrcMessage, network: str, channel: str, ts: float) -> list[Event]:
     line = chat_line(msg)
-    if line is None:
-        return []
+    return [] if line is None else chat_events(line, msg, network, ts)
+
+
+def chat_events(line: ChatLine, msg: IrcMessage, network: str, ts: float) -> list[Event]:
+    """The events of a PRIVMSG already read as `line` (what `to_events` gives for it)."""
+    channel = line.channel
     eid = line.msg_id or _fallback_id("chat", channel, line.user_id, ts)
     uid, name = line.user_id, line.display_name
     chat = Chat(

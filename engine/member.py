@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from engine import quality
+from engine import quality, referral
 from engine.gating import CreditRefused, custom_refusal
 from engine.ledger import Entry, member_account, treasury_account
 from engine.rules import EarnRules, NetworkRules, WeeklyRules
@@ -12,10 +12,11 @@ from engine.rules import EarnRules, NetworkRules, WeeklyRules
 DAY_S = 86_400
 
 
-class Credit(msgspec.Struct, frozen=True, array_like=True):
+class Credit(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True):
     """A channel's claim that a member earned `points` (before multipliers) under `rule`.
 
     The id is deterministic (an event id, or the channel, tick and user of a watch tick).
+    `other` names the other member of a referral credit (engine/referral.py).
     """
 
     id: str
@@ -26,6 +27,7 @@ class Credit(msgspec.Struct, frozen=True, array_like=True):
     ts: float
     rule: str
     points: int
+    other: str = ""
 
 
 class Use(msgspec.Struct, array_like=True):
@@ -72,6 +74,10 @@ class MemberState(msgspec.Struct, array_like=True, gc=False):
     """What the member did this week and the week before (the weekly bonus)."""
     presence: quality.Presence = msgspec.field(default_factory=lambda: quality.Presence())
     """Presence-quality signals (anti-farming, engine/quality.py)."""
+    referral: referral.ReferralState = msgspec.field(
+        default_factory=lambda: referral.ReferralState()
+    )
+    """Who referred the member, and the referral rewards it received (engine/referral.py)."""
 
 
 class TierChange(msgspec.Struct, frozen=True, array_like=True):
@@ -181,6 +187,9 @@ def apply_credit(
     chat cooldown and daily cap, multiplied by the member's tier before this credit. A custom
     action below its channel's `custom_min_tier` earns nothing at all (engine/gating.py).
     """
+    if credit.rule in referral.SPECIAL_RULES:
+        apply_referral(state, credit, rules, out)
+        return
     if credit.rule == "custom" and earn.custom_min_tier:
         need = custom_refusal(rules.tiers, earn.custom_min_tier, state.tier)
         if need is not None:
@@ -223,6 +232,24 @@ def apply_credit(
             state, out, credit, credit.rule, amount, f"{credit.network}:{credit.id}/{credit.rule}"
         )
     note_week(state, credit.rule, day, rules.weekly)
+    tier = rules.tiers.tier_for(state.lifetime)
+    if tier != tier_before:
+        state.tier = tier
+        out.tier_changes.append(
+            TierChange(credit.network, credit.user_id, tier_before, tier, credit.ts, state.lifetime)
+        )
+
+
+def apply_referral(state: MemberState, credit: Credit, rules: NetworkRules, out: Applied) -> None:
+    """Stage B of a referral credit: a link or upline changes nothing here (stage A noted
+    it); a reward pays the recipient, times its tier now, within its daily cap. The entry
+    names both members: the recipient's account and, in its id, the referee."""
+    if credit.rule not in referral.REWARD_RULES:
+        return
+    tier_before = state.tier
+    pct = rules.tiers.multipliers_pct[state.tier]
+    amount = referral.reward(state.referral, credit.points, day_of(credit.ts), pct, rules.referral)
+    _post(state, out, credit, credit.rule, amount, f"{credit.network}:{credit.id}/{credit.rule}")
     tier = rules.tiers.tier_for(state.lifetime)
     if tier != tier_before:
         state.tier = tier

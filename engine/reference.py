@@ -22,8 +22,9 @@ from collections.abc import Iterable
 
 import msgspec
 
+from engine import referral
 from engine.channel import Changes, Channel
-from engine.events import Event
+from engine.events import Event, Referral
 from engine.gating import CreditRefused
 from engine.ledger import Entry
 from engine.member import Applied, Credit, MemberState, TierChange, apply_credit
@@ -55,6 +56,9 @@ class Reference:
         self.events: ReorderBuffer[Event] = ReorderBuffer(lateness_s)
         self.late = 0
         self.newest = NEVER
+        self.refby: dict[tuple[str, str], str] = {}
+        self.refkids: dict[tuple[str, str], list[str]] = {}
+        """The referral graph, and who named a member before it had a referrer."""
 
     def channel(self, network: str, channel: str) -> Channel:
         key = (network, channel)
@@ -95,18 +99,63 @@ class Reference:
         watermark = self.events.watermark
         credits: list[Credit] = []
         for ev in self.events.release():
+            if isinstance(ev, Referral):
+                self._refer(ev, credits)
+                continue
             earn = self.book.earn(ev.network, ev.channel)
             changes = Changes()
             self.channel(ev.network, ev.channel).apply(ev, earn, now, changes, credits)
             self._persist((ev.network, ev.channel), changes)
         if watermark > NEVER:
             for (network, name), channel in self.channels.items():
-                channel.advance(watermark, self.book.earn(network, name), credits)
+                changes = Changes()  # viewers silent too long leave at the ticks passed
+                if channel.advance(watermark, self.book.earn(network, name), credits, changes):
+                    self._persist((network, name), changes)
         credits.sort(key=lambda c: (c.ts, credit_key(c)))
-        self.credit(credits)
+        self.credit(self.stage_a(credits))
+
+    def _refer(self, ev: Referral, credits: list[Credit]) -> None:
+        """A referral event: the link decided against the graph so far (engine/referral.py)."""
+        net, x, y = ev.network, ev.user_id, ev.referrer
+        ignore = self.book.earn(net, ev.channel).ignore
+        if x in ignore or y in ignore:
+            return
+        outcome, made = referral.link(
+            x, y, lambda u: self.refby.get((net, u), ""),
+            lambda u: self.refkids.pop((net, u), []),
+        )  # fmt: skip
+        if outcome != "ok":
+            return
+        self.refby[(net, x)] = y
+        if not self.refby.get((net, y)):
+            self.refkids.setdefault((net, y), []).append(x)
+        for o in made:
+            name = ev.user_name if o.rule == referral.LINK else ""
+            credits.append(
+                Credit(o.id, net, ev.channel, o.user_id, name, ev.ts, o.rule, 0, o.other)
+            )
 
     def _persist(self, key: tuple[str, str], changes: Changes) -> None:
         """What a channel actor would write beside its state (a hook for durable models)."""
+
+    def stage_a(self, credits: list[Credit]) -> list[Credit]:
+        """Referrals follow the credits (in order): the referral credits they cause join
+        them, dated at their cause, and everything is ordered again."""
+        made: list[Credit] = []
+        for c in credits:
+            state = self.members.get((c.network, c.user_id))
+            if state is None:
+                state = self.members[(c.network, c.user_id)] = MemberState()
+            rules = self.book.network(c.network).referral
+            for o in referral.on_credit(state.referral, c.user_id, c.rule, c.other, rules):
+                made.append(
+                    Credit(
+                        o.id, c.network, c.channel, o.user_id, "", c.ts, o.rule, o.points, c.user_id
+                    )
+                )
+        if not made:
+            return credits
+        return sorted(credits + made, key=lambda c: (c.ts, credit_key(c)))
 
     def credit(self, credits: Iterable[Credit]) -> None:
         """Apply credits to members in the order given."""

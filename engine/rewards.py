@@ -2,7 +2,7 @@
 
 Routine earning (watch ticks, chat lines) is not news; a welcome, a streak bonus, an
 attendance reward, the weekly bonus or points for a follow, sub, gift, cheer, raid or custom
-action is. The member shard appends one `reward_earned` notice per such entry to the notices
+action, or a referral reward (either level) is. The member shard appends one `reward_earned` notice per such entry to the notices
 stream in the same transaction as the entry itself, so each is noticed exactly once; the
 feed shows it and event webhooks deliver it as `reward.earned`. Voucher scans have their own
 notice (`voucher_scanned`). Pure: no I/O.
@@ -14,14 +14,15 @@ from collections.abc import Iterable
 
 import msgspec
 
+from engine import referral
 from engine.ledger import Entry
 
 REWARD_RULES = frozenset(
     {"welcome", "streak", "attendance", "weekly_bonus",
      "follow", "sub", "gift", "cheer", "raid", "custom"}
-)  # fmt: skip
+) | referral.REWARD_RULES  # fmt: skip
 """Ledger rules whose entries are rewards (engine/member.py, engine/attendance.py,
-engine/weekly.py RULE, engine/channel.py)."""
+engine/weekly.py RULE, engine/channel.py, engine/referral.py: both levels)."""
 MEMBER_PREFIX = "member:"
 
 

@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from engine.referral import ReferralRules
+
 
 class EarnRules(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Points for what viewers do in one channel. All points are whole numbers."""
@@ -14,6 +16,9 @@ class EarnRules(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     watch_points_live: int = 10
     watch_points_offline: int = 0
     max_catchup_ticks: int = 12
+    presence_timeout_s: int = 3_600
+    """A viewer with no sign of life (JOIN, chat, a viewer-list snapshot naming them) this
+    long leaves at the next watch tick (engine/channel.py `silent`); 0 = never."""
     active_chatter_window_s: int = 600
     active_chatter_bonus: int = 5
     chat_points: int = 1
@@ -162,6 +167,7 @@ class NetworkRules(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     weekly: WeeklyRules = WeeklyRules()
     quality: QualityRules = QualityRules()
     gating: GatingRules = GatingRules()
+    referral: ReferralRules = ReferralRules()
     channels: dict[str, dict[str, Any]] = {}
     """Per-channel overrides of `earn` fields, by channel id."""
 

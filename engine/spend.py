@@ -38,9 +38,10 @@ COOLDOWN = "cooldown"
 CONFLICT = "conflict"
 CODES = (OK, INSUFFICIENT_POINTS, LIMIT_REACHED, COOLDOWN, CONFLICT)
 """Every outcome of a transfer: stable codes that the gateway maps to HTTP statuses."""
-ACCOUNT_KINDS = ("raffle", "store", "voucher", "payout", "migration", "bonus")
+ACCOUNT_KINDS = ("raffle", "store", "voucher", "payout", "migration", "bonus", "gift")
 """Kinds of account a transfer may move points to or from: `{kind}:{network}[:{id}]`.
-Member-to-member transfers and the treasury are not transfer targets (yet)."""
+The treasury is not a transfer target. `gift:{network}` carries member-to-member gifts
+(`Transfer.to_user`): it holds a gift between its two legs, and nets to zero after both."""
 MAX_AMOUNT = 10**12
 MAX_GUARDS = 8
 MAX_TEXT = 200
@@ -92,6 +93,10 @@ class Transfer(msgspec.Struct, frozen=True, array_like=True, forbid_unknown_fiel
     moves the member's tier (engine/migration.py `retier`)."""
     to: str = ""
     """The account a "move" credits (`account` is debited); "" for the other directions."""
+    to_user: str = ""
+    """A gift: the member that an accepted debit (to `gift:{network}`) is passed on to. The
+    member shard that accepts it appends the credit leg (`gift_leg`) to the recipient's
+    shard in the same commit, so the gift arrives exactly once even if anything dies."""
 
 
 class Result(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True):
@@ -132,11 +137,19 @@ def encode(obj: Transfer | Result | Record) -> bytes:
     return _encoder.encode(obj)
 
 
+LATER_FIELDS = ("lifetime", "to", "to_user")
+"""Transfer's last fields, in order, added after records of it were first kept."""
+
+
 def digest(t: Transfer) -> bytes:
     """The payload a retry must repeat: everything but the submission time."""
     fields = msgspec.structs.astuple(msgspec.structs.replace(t, ts=0.0))
-    if not t.lifetime:  # the digest of a transfer made before `lifetime` existed
-        fields = fields[:-1]
+    n = len(fields)
+    for name in reversed(LATER_FIELDS):  # a transfer that leaves the fields added after it
+        if getattr(t, name):  # was recorded at their defaults digests as it did then
+            break
+        n -= 1
+    fields = fields[:n]
     return hashlib.blake2b(_encoder.encode(fields), digest_size=16).digest()
 
 
@@ -176,6 +189,12 @@ def validate(t: Transfer) -> Transfer:
         raise SpendError(
             f"account must be {{{'|'.join(ACCOUNT_KINDS)}}}:{t.network}[:id]", "account"
         )
+    if t.to_user or t.account.startswith("gift:"):
+        if t.direction != "debit" or t.account != f"gift:{t.network}":
+            raise SpendError(f"a gift is a debit to gift:{t.network}", "account")
+        _text(t.to_user, "to_user")
+        if t.to_user == t.user_id:
+            raise SpendError("a member cannot give points to itself", "to_user")
     if len(t.guards) > MAX_GUARDS:
         raise SpendError(f"at most {MAX_GUARDS} guards", "guards")
     for g in t.guards:
@@ -258,6 +277,19 @@ def apply_transfer(state: MemberState, t: Transfer) -> tuple[Result, Entry | Non
     state.entries += 1
     entry = Entry(eid, t.ts, t.network, debit, credit, t.amount, t.rule, t.channel)
     return Result(t.key, OK, state.balance, entry_id=eid), entry
+
+
+def gift_leg(t: Transfer) -> Transfer:
+    """The credit leg of an accepted gift `t`: from `gift:{network}` to `t.to_user`, keyed by
+    the giver and `t`'s key (a replay of it is a replay), dated as `t`. Never refused: it
+    has no guards and credits."""
+    assert t.to_user, "only a gift has a credit leg"
+    assert t.direction == "debit", "a gift is a debit"
+    return Transfer(
+        key=f"gift.{t.user_id}.{t.key}"[:MAX_TEXT], network=t.network, user_id=t.to_user,
+        amount=t.amount, direction="credit", account=t.account, rule=t.rule, ref=t.user_id,
+        channel=t.channel, ts=t.ts,
+    )  # fmt: skip
 
 
 def replay(record: Record, t: Transfer) -> Result:

@@ -82,6 +82,15 @@ class ReorderBuffer(Generic[T]):
             out.append(heapq.heappop(heap)[3])
         return out
 
+    def release_keyed(self) -> list[tuple[float, str, T]]:
+        """release(), each item with its (ts, key): to pass on to another buffer."""
+        out: list[tuple[float, str, T]] = []
+        heap = self._heap
+        while heap and heap[0][0] < self.watermark:
+            ts, key, _, item = heapq.heappop(heap)
+            out.append((ts, key, item))
+        return out
+
     def held(self) -> Iterator[tuple[float, str, T]]:
         """What is held back, unordered."""
         for ts, key, _, item in self._heap:

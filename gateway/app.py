@@ -48,7 +48,7 @@ from gateway.metrics import METRICS, GatewayMetrics, get_metrics, get_readyz, ne
 from gateway.raffles import add_raffle_routes
 from gateway.reads import ACCESS, READER, Reader, add_routes, parse_id
 from gateway.redis_server import _die_with_parent
-from gateway.routes import feed, payouts, vouchers, wallets, webhooks
+from gateway.routes import feed, payouts, referrals, vouchers, wallets, webhooks
 from gateway.routes import web as web_routes
 from gateway.routes.commands import add_command_routes
 from gateway.routes_analytics import add_routes as add_analytics_routes
@@ -458,6 +458,7 @@ def create_app(
     payouts.install(app, settings, redis_url, keys, clock)
     webhooks.install(app, settings, redis_url, keys, clock)
     wallets.install(app, settings, redis_url, keys, clock)
+    referrals.install(app, app[GATEWAY].writer, clock)
     feed.install(app, client, keys, settings.feed, settings.shards.member)
     web_routes.install(app, Sessions.from_settings(settings, clock))
     app.router.add_get("/healthz", healthz)

@@ -4,8 +4,10 @@
 (config file commands over the built-ins), checks enabled / role / online-offline /
 cooldowns (engine.commands), and replies with the rendered template. Reads come straight
 from Redis, as the gateway's read routes do (member state, channel leaderboards, the
-channel's live flag). Built-ins answered today: !points [user], !rank, !top [n], !streak,
-!tier, and custom text commands. Anything refused or unknown is counted, never raised.
+channel's live flag). Built-ins: !points [user], !rank, !top [n], !streak, !tier, custom
+text commands, and those that move points through the spend path (gateway/bot_spends.py):
+!give, !addpoints, !removepoints, !bonusall, !raffle, !tickets, !join, !redeem. Anything
+refused or unknown is counted, never raised.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from engine.irc import ChatLine, IrcMessage
 from engine.member import MemberState, day_of, effective_streak, state_decoder
 from engine.rules import RuleBook
 from engine.spend import INSUFFICIENT_POINTS, MAX_TEXT, Transfer
+from gateway.bot_spends import ChatSpends
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +90,7 @@ class CommandBot:
         *,
         logins: Mapping[str, str] | None = None,
         spends: SpendClient | None = None,
+        chat_spends: ChatSpends | None = None,
         prefix: str = "!",
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -98,6 +102,8 @@ class CommandBot:
         self.prefix = prefix
         self.spends = spends
         """The spend path (actors.spend) that charges a command's cost_points."""
+        self.chat_spends = chat_spends
+        """The built-ins that move points (!give, !bonusall, raffles, store); None: off."""
         self.logins: Mapping[str, str] = logins if logins is not None else {}
         """login -> platform user id, as the connector learnt them (for `!points user`)."""
         self.clock = clock
@@ -168,7 +174,7 @@ class CommandBot:
                     if refusal and self.say(line.channel, refusal):
                         self.metrics.replies += 1
                     return
-            reply = await self._answer(spec, inv, line)
+            reply = await self._answer(spec, inv, line, now)
         except RedisError as err:
             self.metrics.read_errors += 1
             log.warning("bot_read_failed command=%s error=%r", spec.name, err)
@@ -223,7 +229,31 @@ class CommandBot:
             return False
         return bool(raw) and channel_decoder.decode(cast("bytes", raw)).live
 
-    async def _answer(self, spec: CommandSpec, inv: Invocation, line: ChatLine) -> str | None:
+    async def _moving(self, name: str, inv: Invocation, line: ChatLine, now: float) -> str | None:
+        """The reply of a built-in that moves points (None: not available in this bot)."""
+        cs = self.chat_spends
+        if cs is None or not line.msg_id:
+            return None
+        args = inv.args
+        if name == "give":
+            return await cs.give(line, args, now)
+        if name in ("addpoints", "removepoints"):
+            return await cs.adjust(line, args, now, add=name == "addpoints")
+        if name == "bonusall":
+            return await cs.bonusall(line, args, now)
+        if name == "raffle":
+            return await cs.raffle_status(line, now)
+        if name == "tickets":
+            return await cs.tickets(line, args, now)
+        if name == "join":
+            return await cs.join(line, now)
+        if name == "redeem":
+            return await cs.redeem(line, args, now)
+        return None
+
+    async def _answer(
+        self, spec: CommandSpec, inv: Invocation, line: ChatLine, now: float
+    ) -> str | None:
         base: dict[str, Any] = {
             "user": line.display_name,
             "channel": line.channel,
@@ -235,7 +265,7 @@ class CommandBot:
             return render(spec.response, base)
         name = spec.name
         if name not in DEFAULT_REPLIES:
-            return None  # spends, transfers, raffles and store: not wired into the bot yet
+            return await self._moving(name, inv, line, now)
         template = spec.response or DEFAULT_REPLIES[name]
         if name == "top":
             count = _int_arg(inv.args, 5, 1, MAX_TOP)

@@ -138,8 +138,8 @@ def _check_bot(settings: Settings) -> None:
         parts = bot_parts(settings)
     except BotConfigError as err:
         raise CliError(str(err)) from None
-    if not parts.irc.channels:
-        raise CliError("[bot] channels is empty: nothing to join")
+    if not parts.irc.channels and not parts.websockets:
+        raise CliError("[bot] channels and websockets are empty: nothing to join")
 
 
 def cmd_bot(args: argparse.Namespace) -> int:
@@ -160,8 +160,8 @@ def cmd_bot(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         b = settings.bot
-        print(f"rally: bot {b.nick} on {b.host}:{b.port}, {len(settings.bot.channels)} channels",
-              flush=True)  # fmt: skip
+        print(f"rally: bot {b.nick} on {b.host}:{b.port}, {len(b.channels)} channels, "
+              f"{len(b.websockets)} WebSocket networks", flush=True)  # fmt: skip
         conn = await run_bot(settings, url, stop)
         m = conn.metrics
         print(f"rally: bot stopped: {m.lines_in} lines, {m.events_out} events, "

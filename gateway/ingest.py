@@ -24,7 +24,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from actors.keys import Keys
-from engine.events import Event, encode_events
+from engine.events import Event, encode_events, routing_key
 from engine.routing import shard_of
 from gateway.errors import Unavailable
 
@@ -55,7 +55,7 @@ def split_by_partition(events: Sequence[Event], channel_shards: int) -> dict[int
     """The batch split by ingest partition, each part in batch order."""
     parts: dict[int, list[Event]] = {}
     for ev in events:
-        p = shard_of(f"{ev.network}:{ev.channel}", channel_shards)
+        p = shard_of(routing_key(ev), channel_shards)
         part = parts.get(p)
         if part is None:
             parts[p] = [ev]

@@ -133,6 +133,7 @@ class Reader:
             "next_tier_threshold": tiers.thresholds[tier + 1] if has_next else None,
             "streak": effective_streak(state, day_of(self.clock())),
             "weekly_bonus": self.weekly(network, state),
+            "referral": self.referral(network, state),
             "channels": await self.standings(network, user_id),
         }
 
@@ -147,6 +148,19 @@ class Reader:
                 break
         flags.sort(key=lambda f: (f["score"], -f["withheld"], f["user_id"]))
         return {"network": network, "flagged": total, "members": flags[:limit]}
+
+    def referral(self, network: str, state: MemberState) -> dict[str, Any]:
+        """Who referred the member (status: "" not referred, "linked" until its first earn,
+        "paid", "existing": it had earned before), its upline, and the referral rewards it
+        received (engine/referral.py)."""
+        ref, rules = state.referral, self.rules.network(network).referral
+        return {
+            "referrer": ref.referrer or None, "upline": ref.upline or None,
+            "status": ref.status or None, "rewards_received": ref.rewarded,
+            "points_received": ref.points, "capped": ref.capped,
+            "reward_points": rules.reward_points, "second_level_pct": rules.second_level_pct,
+            "daily_cap": rules.daily_cap,
+        }  # fmt: skip
 
     def weekly(self, network: str, state: MemberState) -> dict[str, Any]:
         """The cross-feature weekly bonus: this week so far, and the week before."""

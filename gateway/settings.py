@@ -383,6 +383,38 @@ class WalletSettings(_Section):
     """A nonce (and the message signed with it) expires after this long; each is used once."""
 
 
+class BotWebSocket(_Section):
+    """A network that pushes chat as JSON frames over a WebSocket (`[[bot.websockets]]`):
+    its frames become events by `mapping` (engine.wsmap.FrameMapping fields). Ingest only:
+    such networks take no replies over the same socket."""
+
+    url: Annotated[str, Field(pattern=r"^wss?://[^\s]+$", max_length=2_048)]
+    channels: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
+        default=[], max_length=10_000
+    )
+    """Pusher channels subscribed to once connected (with `pusher`)."""
+    pusher: bool = False
+    subscribe_frames: list[Annotated[str, Field(max_length=65_536)]] = Field(
+        default=[], max_length=1_000
+    )
+    """Raw JSON texts sent once connected (networks without the Pusher protocol)."""
+    max_frame_bytes: int = Field(default=1 << 20, ge=1_024, le=64 << 20)
+    reconnect_max_s: float = Field(default=30.0, gt=0, le=3_600)
+    mapping: dict[str, Any] = {}
+
+    @field_validator("mapping")
+    @classmethod
+    def _check_mapping(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from engine.wsmap import FrameMapping
+
+        try:
+            msgspec.convert(value, FrameMapping)
+        except msgspec.ValidationError as err:
+            sub, problem = _msgspec_problem(err)
+            raise _path_error(sub, problem) from err
+        return value
+
+
 class BotSettings(_Section):
     """The chat bot (`rally bot`; also run by `rally serve` when `enabled`)."""
 
@@ -405,9 +437,17 @@ class BotSettings(_Section):
     max_pending_events: int = Field(default=10_000, ge=1, le=10_000_000)
     reconnect_max_s: float = Field(default=30.0, gt=0, le=3_600)
     idle_ping_s: float = Field(default=60.0, gt=0, le=3_600)
+    names_interval_s: float = Field(default=600.0, ge=0, le=86_400)
     prefix: str = Field(default="!", min_length=1, max_length=4)
+    give_max_points: int = Field(default=10_000, ge=0, le=1_000_000_000)
+    give_daily_max_points: int = Field(default=50_000, ge=1, le=1_000_000_000)
+    give_cooldown_s: float = Field(default=10.0, ge=0, le=86_400)
+    moderator_max_points: int = Field(default=1_000_000, ge=1, le=1_000_000_000)
+    bonusall_max_viewers: int = Field(default=10_000, ge=1, le=1_000_000)
     commands: list[dict[str, Any]] = Field(default=[], max_length=10_000)
     """Command specs (engine.commands.CommandSpec fields) plus `channel` ("*" = every one)."""
+    websockets: list[BotWebSocket] = Field(default=[], max_length=100)
+    """WebSocket chat connectors run next to the IRC one (`[[bot.websockets]]`)."""
 
     @field_validator("commands")
     @classmethod

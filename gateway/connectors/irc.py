@@ -25,14 +25,17 @@ from engine.irc import (
     ChatLine,
     IrcMessage,
     IrcParseError,
+    chat_events,
     chat_line,
     format_line,
     learn_login,
+    names_events,
     parse_line,
     promote_client_tags,
     to_events,
 )
 from engine.ratelimit import SlidingWindow
+from gateway.connectors.reconnect import reconnecting
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +43,8 @@ TWITCH_CAPS = ("twitch.tv/tags", "twitch.tv/commands", "twitch.tv/membership")
 MAX_JOIN_LINE = 400
 MAX_LOGINS = 100_000
 READ_BYTES = 65_536
+MAX_SEND_BATCH = 100
+"""Most replies written at once."""
 
 Sink = Callable[[list[Event]], Awaitable[None]]
 ChatHandler = Callable[[ChatLine, IrcMessage], Awaitable[None]]
@@ -71,6 +76,9 @@ class IrcConfig:
     reconnect_min_s: float = 0.5
     reconnect_max_s: float = 30.0
     idle_ping_s: float = 60.0
+    names_interval_s: float = 600.0
+    """How often NAMES of every channel is asked: the known names in the replies refresh their
+    presence (engine.irc.names_events); 0 = never."""
 
 
 @dataclass(slots=True)
@@ -93,6 +101,10 @@ class IrcConnector:
         self.on_chat = on_chat
         self.metrics = ConnectorMetrics()
         self.logins: dict[str, str] = {}
+        self.learnt: dict[str, str] = {}
+        """Logins learnt (or changed) since the owner last took them (`take_learnt`): the
+        runner stores them, so a restarted bot knows them and a lurker who only JOINs (a
+        line without tags) is present under their user id. Bounded by MAX_LOGINS."""
         limit = cfg.rate_limit_moderator if cfg.moderator else cfg.rate_limit
         self.window = SlidingWindow(limit, cfg.rate_window_s)
         self.outbound: asyncio.Queue[str] = asyncio.Queue(cfg.max_outbound_queue)
@@ -107,6 +119,16 @@ class IrcConnector:
         self._writer: asyncio.StreamWriter | None = None
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
+
+    def take_learnt(self) -> dict[str, str]:
+        """The logins learnt since the last call (login -> user id)."""
+        out, self.learnt = self.learnt, {}
+        return out
+
+    def know(self, logins: dict[str, str]) -> None:
+        """Logins learnt before (by an earlier run of the bot): JOIN and PART resolve them."""
+        for login, user_id in list(logins.items())[: MAX_LOGINS - len(self.logins)]:
+            self.logins.setdefault(login, user_id)
 
     # ---- outbound -------------------------------------------------------------------
     def say(self, channel: str, text: str) -> bool:
@@ -126,19 +148,25 @@ class IrcConnector:
         await writer.drain()
 
     async def _sender(self) -> None:
+        """Send replies as the rate window allows: every reply queued that the window lets go
+        now leaves in one write (one system call and one drain for a burst)."""
         while True:
-            line = await self.outbound.get()
+            lines = [await self.outbound.get()]
             while True:
                 now = time.monotonic()
                 if self.window.try_send(now):
                     break
                 await asyncio.sleep(max(self.window.next_at(now) - now, 0.001))
+            while not self.outbound.empty() and len(lines) < MAX_SEND_BATCH:
+                if not self.window.try_send(now):
+                    break
+                lines.append(self.outbound.get_nowait())
             await self.registered.wait()
             try:
-                await self._send_raw(line)
-                self.metrics.replies_sent += 1
+                await self._send_raw("\r\n".join(lines))
+                self.metrics.replies_sent += len(lines)
             except (ConnectionError, OSError):
-                self.metrics.replies_dropped += 1
+                self.metrics.replies_dropped += len(lines)
 
     # ---- events to the durable log ----------------------------------------------------
     def _queue_events(self, events: list[Event]) -> None:
@@ -181,21 +209,14 @@ class IrcConnector:
         self._tasks = [
             asyncio.create_task(self._sender(), name="irc-sender"),
             asyncio.create_task(self._flusher(), name="irc-flusher"),
+            asyncio.create_task(self._names(), name="irc-names"),
         ]
-        backoff = self.cfg.reconnect_min_s
         try:
-            while not self._stopping:
-                try:
-                    await self._session()
-                    backoff = self.cfg.reconnect_min_s
-                except (OSError, ConnectionError, TimeoutError, asyncio.IncompleteReadError) as err:
-                    if self._stopping:
-                        break
-                    log.warning("irc_disconnected error=%r retry_in_s=%.1f", err, backoff)
-                if self._stopping:
-                    break
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, self.cfg.reconnect_max_s)
+            await reconnecting(
+                self._session, lambda: self._stopping,
+                errors=(OSError, ConnectionError, TimeoutError, asyncio.IncompleteReadError),
+                min_s=self.cfg.reconnect_min_s, max_s=self.cfg.reconnect_max_s, name="irc",
+            )  # fmt: skip
         finally:
             await self.flush()
             for task in self._tasks:
@@ -203,6 +224,27 @@ class IrcConnector:
             for task in self._tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+
+    async def _names(self) -> None:
+        """Ask NAMES of the channels joined, every names_interval_s (in chunks of a line)."""
+        interval = self.cfg.names_interval_s
+        if interval <= 0:
+            return
+        while True:
+            await asyncio.sleep(interval)
+            if not self.registered.is_set():
+                continue
+            chunk: list[str] = []
+            try:
+                for name in sorted(self.joined):
+                    chunk.append("#" + name)
+                    if sum(len(c) + 1 for c in chunk) > MAX_JOIN_LINE:
+                        await self._send_raw("NAMES " + ",".join(chunk))
+                        chunk = []
+                if chunk:
+                    await self._send_raw("NAMES " + ",".join(chunk))
+            except (ConnectionError, OSError):
+                continue  # the reader reconnects; asked again next time
 
     async def stop(self) -> None:
         self._stopping = True
@@ -293,20 +335,26 @@ class IrcConnector:
             self.drop_connection()
             return
         learnt = learn_login(msg)
-        if learnt is not None:
+        if learnt is not None and self.logins.get(learnt[0]) != learnt[1]:
             if len(self.logins) >= MAX_LOGINS:
                 self.logins.clear()
             self.logins[learnt[0]] = learnt[1]
-        events = to_events(msg, self.cfg.network, time.time(), self.logins)
+            if len(self.learnt) < MAX_LOGINS:
+                self.learnt[learnt[0]] = learnt[1]
+        line = chat_line(msg) if cmd == "PRIVMSG" else None  # read once, for both uses
+        if cmd == "353":
+            events = names_events(msg, self.cfg.network, time.time(), self.logins)
+        elif line is not None:  # as to_events: no event for a channel name it cannot read
+            events = chat_events(line, msg, self.cfg.network, time.time()) if line.channel else []
+        else:
+            events = to_events(msg, self.cfg.network, time.time(), self.logins)
         if events:
             self._queue_events(events)
-        if cmd == "PRIVMSG" and self.on_chat is not None:
-            line = chat_line(msg)
-            if line is not None:
-                try:
-                    await self.on_chat(line, msg)
-                except Exception:
-                    log.exception("bot_command_failed channel=%s", line.channel)
+        if self.on_chat is not None and line is not None:
+            try:
+                await self.on_chat(line, msg)
+            except Exception:
+                log.exception("bot_command_failed channel=%s", line.channel)
 
     async def _join_all(self) -> None:
         chunk: list[str] = []

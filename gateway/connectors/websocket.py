@@ -21,6 +21,7 @@ import aiohttp
 
 from engine.wsmap import FrameMapping, map_frame
 from gateway.connectors.irc import Sink
+from gateway.connectors.reconnect import reconnecting
 
 log = logging.getLogger(__name__)
 
@@ -58,20 +59,12 @@ class WsConnector:
         self._ws: aiohttp.ClientWebSocketResponse | None = None
 
     async def run(self) -> None:
-        backoff = self.cfg.reconnect_min_s
         async with aiohttp.ClientSession() as session:
-            while not self._stopping:
-                try:
-                    await self._session(session)
-                    backoff = self.cfg.reconnect_min_s
-                except (aiohttp.ClientError, OSError, TimeoutError) as err:
-                    if self._stopping:
-                        break
-                    log.warning("ws_disconnected error=%r retry_in_s=%.1f", err, backoff)
-                if self._stopping:
-                    break
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, self.cfg.reconnect_max_s)
+            await reconnecting(
+                lambda: self._session(session), lambda: self._stopping,
+                errors=(aiohttp.ClientError, OSError, TimeoutError),
+                min_s=self.cfg.reconnect_min_s, max_s=self.cfg.reconnect_max_s, name="ws",
+            )  # fmt: skip
 
     async def stop(self) -> None:
         self._stopping = True

@@ -170,3 +170,58 @@ def test_kill9_of_a_member_shard_while_spends_are_in_flight(rally, redis_server)
     assert client.wait_idle(60)
     report = audit(r, keys, RuleBook({}))
     assert report.ok, report.problems
+
+
+def test_gifts_arrive_exactly_once_through_a_kill9(rally, redis_server) -> None:
+    """Member-to-member gifts (a debit naming the recipient; the credit leg follows from the
+    giver's shard) while member-0 is killed: each accepted gift is debited once and credited
+    once, a resubmission changes nothing, the gift account ends at zero, the audit is clean."""
+    client, cfg = rally
+    r = redis.Redis.from_url(redis_server.url)
+    keys = Keys(cfg.namespace)
+    before = seed(client, cfg, r, n_batches=2)
+    users = sorted(before)[:40]
+    gifts = [
+        spend(f"g{i}", users[i % len(users)], 3, account=f"gift:{NET}", rule="gift",
+              to_user=users[(i * 7 + 1) % len(users)])
+        for i in range(300)
+    ]  # fmt: skip
+    gifts = [g for g in gifts if g.to_user != g.user_id]
+    results: dict[str, object] = {}
+    errors: list[BaseException] = []
+
+    def feed() -> None:
+        sc = SyncSpendClient(redis.Redis.from_url(redis_server.url), keys, cfg.member_shards,
+                             timeout_s=90)  # fmt: skip
+        try:
+            for i in range(0, len(gifts), 20):
+                chunk = gifts[i : i + 20]
+                for t, res in zip(chunk, sc.submit_many(chunk), strict=True):
+                    results[t.key] = res
+        except BaseException as err:  # reported by the test thread
+            errors.append(err)
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    deadline = time.monotonic() + 30
+    while len(results) < 60 and time.monotonic() < deadline and feeder.is_alive():
+        time.sleep(0.01)
+    old_pid = client.kill9("member-0")
+    feeder.join(180)
+    assert not errors, errors
+    assert len(results) == len(gifts)
+    assert client.pids()["member-0"] != old_pid, "Ray did not restart the shard"
+    sc = SyncSpendClient(r, keys, cfg.member_shards, timeout_s=60)
+    assert dict(zip([g.key for g in gifts], sc.submit_many(gifts), strict=True)) == results
+    assert client.wait_idle(60)
+    ok = [g for g in gifts if results[g.key].code == OK]  # type: ignore[attr-defined]
+    assert ok
+    moved: dict[str, int] = {}
+    for g in ok:
+        moved[g.user_id] = moved.get(g.user_id, 0) - g.amount
+        moved[g.to_user] = moved.get(g.to_user, 0) + g.amount
+    for u in users:
+        assert balance(r, keys, u) == before[u] + moved.get(u, 0), u
+    assert int(r.hget(keys.accounts, f"gift:{NET}") or 0) == 0
+    report = audit(r, keys, RuleBook({}))
+    assert report.ok, report.problems

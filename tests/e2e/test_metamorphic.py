@@ -515,10 +515,11 @@ def test_the_workload_exercises_the_rules() -> None:
     assert sum(len(h) > 1 for h in homes.values()) >= 20  # members chat in several channels
     kinds = {e["kind"] for e in events}
     assert kinds == {"chat", "join", "leave", "viewers", "online", "offline", "follow", "sub",
-                     "gift_bomb", "cheer", "raid", "custom"}  # fmt: skip
+                     "gift_bomb", "cheer", "raid", "custom", "referral"}  # fmt: skip
     ref = run_reference(rulebook(NETWORK), workload.for_network(NETWORK))
     rules = [e.rule for entries in ref.ledger.values() for e in entries]
     assert {"watch", "chat", "streak", "welcome", "gift", "raid"} <= set(rules)
+    assert {"referral", "referral2"} <= set(rules)  # rewards of both levels, across shards
     tiers = {s.tier for s in ref.members.values()}
     assert tiers == {0, 1, 2, 3}, tiers
     chats = sum(e["kind"] == "chat" and e["user_id"] != "botty" for e in events)

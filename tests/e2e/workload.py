@@ -84,11 +84,39 @@ def generate(
     ids = rng.sample(range(10**6), len(events))
     for e, n in zip(events, ids, strict=True):
         e["id"] = f"{e['kind'][:2]}{n:06d}"
+    events += _referrals(random.Random(seed + 1), users, channels, day0, end)
     events.sort(key=lambda e: (e["ts"], e["id"]))
     seen_users = {e["user_id"] for e in events if e.get("user_id")}
     seen_users |= {v["id"] for e in events if e["kind"] == "viewers" for v in e["viewers"]}
     days = sorted({int(e["ts"] // DAY_S) for e in events})
     return Workload(events, channels, tuple(sorted(seen_users)), tuple(days))
+
+
+def _referrals(
+    rng: random.Random, users: list[str], channels: tuple[str, ...], day0: float, end: float
+) -> list[dict]:
+    """Referral events (their own generator: the rest of the workload is unchanged): most in
+    the first hour, before sessions start, so referees are new when they first earn; some
+    later (referees who already earned); self-referrals, second referrers and cycles."""
+    out: list[dict] = []
+    ids = rng.sample(range(10**6), 40)
+
+    def refer(x: str, y: str, ts: float) -> None:
+        out.append({"kind": "referral", "id": f"re{ids[len(out)]:06d}", "network": NETWORK,
+                    "channel": rng.choice(channels), "ts": round(ts, 3), "user_id": x,
+                    "user_name": x.upper(), "referrer": y})  # fmt: skip
+
+    for _ in range(24):
+        x, y = rng.sample(users, 2)
+        refer(x, y, day0 + rng.uniform(0, 3_600))
+    for _ in range(8):
+        x, y = rng.sample(users, 2)
+        refer(x, y, rng.uniform(day0 + 3_600, end))
+    a, b = rng.sample(users, 2)
+    refer(a, b, day0 + 10)
+    refer(b, a, day0 + 20)  # closes a cycle: refused
+    refer(a, a, day0 + 30)  # self: refused
+    return out
 
 
 def _session(

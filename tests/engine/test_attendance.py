@@ -16,6 +16,7 @@ EARN = EarnRules(
     watch_interval_s=60, watch_points_live=0, max_catchup_ticks=1_000,
     attendance_min_s=900, attendance_points=50,
     attendance_milestones_s=(1800, 3600), attendance_milestone_points=(20, 30),
+    presence_timeout_s=0,  # viewers here stay until they leave, however long they are silent
 )  # fmt: skip
 START = 1_800_000_000.0  # a whole minute
 
@@ -74,7 +75,7 @@ def test_once_per_stream_and_again_in_the_next() -> None:
 def test_offline_presence_and_ignored_viewers_earn_nothing() -> None:
     earn = EarnRules(
         watch_interval_s=60, attendance_points=5, max_catchup_ticks=1_000,
-        ignore=frozenset({"bot"}),
+        ignore=frozenset({"bot"}), presence_timeout_s=0,
     )  # fmt: skip
     ch, out, chg = Channel(NET, CH), [], Changes()
     ch.apply(ev("join", "j1", START, "v"), earn, 0.0, chg, out)

@@ -7,6 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine.channel import (
     RATE_WINDOW_S,
@@ -16,8 +18,9 @@ from engine.channel import (
     channel_decoder,
     channel_encoder,
     events_per_s,
+    silent,
 )
-from engine.events import Event, Viewer
+from engine.events import Event, Leave, Viewer
 from engine.member import Credit
 from engine.rules import EarnRules
 from tests.engine.factories import CH, NET, T0, ev, one_of_each
@@ -331,3 +334,93 @@ def test_channel_state_round_trips_through_msgpack() -> None:
     again = channel_decoder.decode(channel_encoder.encode(state))
     assert again == state
     assert channel_decoder.decode(channel_encoder.encode(ChannelState())) == ChannelState()
+
+
+# -- the presence timeout: no ghost viewers ---------------------------------------------------
+TIMEOUT = EarnRules(
+    watch_interval_s=60, watch_points_live=10, active_chatter_bonus=0, presence_timeout_s=300,
+    max_catchup_ticks=1_000,
+)  # fmt: skip
+
+
+def test_silent_lists_viewers_quiet_for_the_timeout() -> None:
+    seen = {"a": 100.0, "b": 401.0, "c": 400.0}
+    assert silent(seen, 700.0, 300) == ["a", "c"]  # 300 s or more before the tick
+    assert silent(seen, 700.0, 0) == []  # 0: no timeout
+
+
+def test_a_lurker_who_only_joins_is_paid_until_the_timeout_then_leaves() -> None:
+    channel = live_with(["lurker", "talker"], TIMEOUT)  # joined at T0 + 1
+    chats = [ev("chat", f"c{i}", T0 + 30 + 60 * i, "talker") for i in range(10)]
+    credits, changes = feed(channel, chats, TIMEOUT)
+    credits += advance(channel, T0 + 600, TIMEOUT)
+    lurker = sorted(t - K for t, u, _ in paid(credits) if u == "lurker")
+    talker = sorted(t - K for t, u, _ in paid(credits) if u == "talker")
+    assert lurker == [1, 2, 3, 4, 5]  # ticks at T0+60..T0+300; gone at T0+360 (T0+1+300 <=)
+    assert talker == list(range(1, 11))
+    assert "lurker" not in channel.present
+    assert "lurker" not in channel.seen
+    assert "lurker" in changes.present_del
+
+
+def test_a_snapshot_or_a_join_keeps_a_lurker_present() -> None:
+    channel = live_with(["lurker"], TIMEOUT)
+    snaps = [ev("viewers", f"v{i}", T0 + 200 * (i + 1), viewers=["lurker"]) for i in range(4)]
+    credits, changes = feed(channel, snaps, TIMEOUT)
+    credits += advance(channel, T0 + 960, TIMEOUT)
+    assert [t - K for t, _, _ in paid(credits)] == list(range(1, 17))
+    assert changes.seen == {"lurker": T0 + 800}
+    credits = advance(channel, T0 + 1200, TIMEOUT)  # silent since T0 + 800: gone at T0 + 1140
+    assert [t - K for t, _, _ in paid(credits)] == [17, 18]
+    assert channel.present == {}
+
+
+def test_presence_stored_before_seen_existed_counts_from_the_newest_event() -> None:
+    state = ChannelState(live=True, last_tick=K, active_ts=T0 + 100)
+    channel = Channel(NET, CH, state, {"old": "Old"})
+    assert channel.seen == {"old": T0 + 100}
+    changes = Changes()
+    channel.advance(T0 + 61, TIMEOUT, [], changes)
+    assert changes.seen == {"old": T0 + 100}  # written once, so a later restart agrees
+    assert [t - K for t, _, _ in paid(advance(channel, T0 + 600, TIMEOUT))] == [2, 3, 4, 5, 6]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["join", "chat", "leave", "viewers"]),
+                  st.sampled_from(["u1", "u2", "u3"]), st.integers(0, 1_500)),
+        max_size=25,
+    ),
+    st.lists(st.integers(0, 2_000), max_size=6),
+)  # fmt: skip
+def test_timeout_pays_no_ghost_and_does_not_depend_on_clock_steps(
+    raw: list[tuple[str, str, int]], steps: list[int]
+) -> None:
+    """Whatever the events and however the clock is moved between them (the watermark's
+    steps), the same ticks are paid, and no viewer is paid for a tick `presence_timeout_s`
+    or more after their last sign of life."""
+    events = [
+        ev(kind, f"e{i}", T0 + 1 + at, user, **({"viewers": [user]} if kind == "viewers" else {}))
+        for i, (kind, user, at) in enumerate(sorted(raw, key=lambda r: r[2]))
+    ]
+    end = T0 + 4_000
+
+    def run(stepped: bool) -> list[Credit]:
+        channel = Channel(NET, CH)
+        credits, _ = feed(channel, [ev("online", "on", T0)], TIMEOUT)
+        marks = sorted(T0 + s for s in steps) if stepped else []
+        for e in events:
+            while marks and marks[0] < e.ts:
+                channel.advance(marks.pop(0), TIMEOUT, credits, Changes())
+            channel.apply(e, TIMEOUT, 0.0, Changes(), credits)
+        credits += advance(channel, end, TIMEOUT)
+        return credits
+
+    plain = run(False)
+    assert sorted(paid(plain)) == sorted(paid(run(True)))
+    for tick, user, _ in paid(plain):
+        signs = [e.ts for e in events if e.user_id == user and e.ts <= tick * 60
+                 and not isinstance(e, Leave)]  # fmt: skip
+        assert signs, "paid someone never seen"
+        assert tick * 60 - max(signs) < TIMEOUT.presence_timeout_s

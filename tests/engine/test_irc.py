@@ -12,10 +12,12 @@ from hypothesis import strategies as st
 from engine.events import Chat, Cheer, GiftBomb, Join, Leave, Raid, Subscription, encode_events
 from engine.irc import (
     IrcParseError,
+    chat_events,
     chat_line,
     escape_tag,
     format_line,
     learn_login,
+    names_events,
     parse_line,
     promote_client_tags,
     role_of,
@@ -231,3 +233,23 @@ def test_any_input_parses_or_raises_parse_error(raw: bytes | str) -> None:
         return
     events = to_events(msg, NET, T, {"x": "1"})
     msgspec.msgpack.decode(encode_events(events))  # whatever comes out is a valid event
+
+
+def test_chat_events_of_a_read_line_are_what_to_events_gives() -> None:
+    raw = b"@user-id=7;id=m-9;display-name=Zed;bits=150 :zed!zed@h PRIVMSG #Chan :hi there"
+    msg = parse_line(raw)
+    line = chat_line(msg)
+    assert line is not None
+    assert chat_events(line, msg, "tw", 5.0) == to_events(msg, "tw", 5.0)
+
+
+def test_names_replies_refresh_known_nicks_only() -> None:
+    msg = parse_line(b":irc.local 353 rallybot = #Alpha :@mod +vip finn rallybot ghost")
+    got = names_events(msg, "tw", 7.0, {"finn": "88", "mod": "9", "vip": "5"})
+    assert [(e.user_id, e.channel, e.ts) for e in got] == [
+        ("9", "alpha", 7.0), ("5", "alpha", 7.0), ("88", "alpha", 7.0),
+    ]  # fmt: skip
+    assert all(isinstance(e, Join) for e in got)
+    assert len({e.id for e in got}) == 3
+    assert names_events(parse_line(b":irc.local 366 rallybot #alpha :End"), "tw", 7.0, {}) == []
+    assert to_events(msg, "tw", 7.0, {"finn": "88"}) == []  # only the connector asks for them

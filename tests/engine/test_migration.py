@@ -142,7 +142,7 @@ def test_an_opening_balance_applies_once_with_its_lifetime(balance: int, lifetim
 
 def test_digest_of_a_transfer_without_lifetime_is_unchanged() -> None:
     t = Transfer("k", "acme", "u1", 10, "debit", "store:acme", "store", ts=5.0)
-    fields = msgspec.structs.astuple(msgspec.structs.replace(t, ts=0.0))[:-1]
+    fields = msgspec.structs.astuple(msgspec.structs.replace(t, ts=0.0))[:-3]  # nor to, to_user
     old = hashlib.blake2b(msgspec.msgpack.encode(fields), digest_size=16).digest()
     assert digest(t) == old
     assert digest(msgspec.structs.replace(t, lifetime=1, direction="credit")) != digest(t)

@@ -3,6 +3,8 @@ never goes negative, the same key twice has one effect, balance = sum of the led
 
 from __future__ import annotations
 
+import hashlib
+
 import msgspec
 import pytest
 from hypothesis import given, settings
@@ -26,6 +28,7 @@ from engine.spend import (
     encode,
     entry_id,
     forget_expired,
+    gift_leg,
     record_decoder,
     replay,
     transfer_decoder,
@@ -292,3 +295,63 @@ def test_a_move_goes_between_two_accounts_and_leaves_the_member_alone() -> None:
         with pytest.raises(SpendError) as err:
             validate(bad)
         assert err.value.field == "to"
+
+
+def gift(key: str, amount: int, to: str = "u2", **kw: object) -> Transfer:
+    return debit(key, amount, account=f"gift:{NET}", rule="gift", to_user=to, **kw)
+
+
+def test_a_gift_debits_the_giver_and_its_leg_credits_the_recipient() -> None:
+    giver, taker = MemberState(balance=100), MemberState(balance=5)
+    t = validate(gift("m1", 40))
+    result, out = apply_transfer(giver, t)
+    leg = gift_leg(t)
+    result2, into = apply_transfer(taker, leg)
+    assert result.ok
+    assert result2.ok
+    assert (giver.balance, taker.balance) == (60, 45)
+    assert out is not None
+    assert into is not None
+    ledger = [out, into]
+    assert balance_of(f"gift:{NET}", ledger) == 0  # the holding account nets to zero
+    assert balance_of(member_account(NET, "u2"), ledger) == 40
+    assert balance_of(ME, ledger) == -40
+    assert leg.user_id == "u2"
+    assert leg.key != t.key
+    assert gift_leg(t) == leg  # a replay of the debit yields the same leg, keyed the same
+
+
+def test_a_gift_beyond_the_balance_is_refused_and_has_no_leg() -> None:
+    giver = MemberState(balance=10)
+    result, out = apply_transfer(giver, validate(gift("m1", 40)))
+    assert result.code == INSUFFICIENT_POINTS
+    assert out is None
+    assert giver.balance == 10
+
+
+@pytest.mark.parametrize(
+    ("t", "field"),
+    [
+        (debit("k", 5, account=f"gift:{NET}", rule="gift"), "to_user"),
+        (gift("k", 5, to="u1"), "to_user"),
+        (debit("k", 5, to_user="u2"), "account"),
+        (credit("k", 5, account=f"gift:{NET}", rule="gift", to_user="u2"), "account"),
+        (gift("k", 5, to="bad\nid"), "to_user"),
+    ],
+)
+def test_malformed_gifts_are_refused_naming_the_field(t: Transfer, field: str) -> None:
+    with pytest.raises(SpendError) as err:
+        validate(t)
+    assert err.value.field == field
+
+
+def test_digests_of_transfers_without_a_recipient_are_unchanged() -> None:
+    """Records written before `to_user` existed still match a retry of the same transfer."""
+    t = debit("k", 5)
+    fields = msgspec.structs.astuple(msgspec.structs.replace(t, ts=0.0))[:-3]
+    old = hashlib.blake2b(msgspec.msgpack.encode(fields), digest_size=16).digest()
+    assert digest(t) == old
+    t = credit("k", 5, account=f"migration:{NET}", lifetime=5)
+    fields = msgspec.structs.astuple(msgspec.structs.replace(t, ts=0.0))[:-2]
+    assert digest(t) == hashlib.blake2b(msgspec.msgpack.encode(fields), digest_size=16).digest()
+    assert digest(gift("k", 5)) != digest(gift("k", 5, to="u3"))

@@ -36,12 +36,16 @@ class DurableReference(Reference):
         super().__init__(book)
         self.stored_present: dict[ChannelKey, dict[str, str]] = {}
         self.stored_chatters: dict[ChannelKey, dict[str, float]] = {}
+        self.stored_seen: dict[ChannelKey, dict[str, float]] = {}
 
     def _persist(self, key: ChannelKey, changes: Changes) -> None:
         present = self.stored_present.setdefault(key, {})
         present.update(changes.present_set)
+        seen = self.stored_seen.setdefault(key, {})
+        seen.update(changes.seen)
         for uid in changes.present_del:
             present.pop(uid, None)
+            seen.pop(uid, None)
         self.stored_chatters.setdefault(key, {}).update(changes.chatted)
 
 
@@ -63,6 +67,7 @@ def restore(old: DurableReference) -> DurableReference:
         "seen": _pairs(old.seen),
         "present": {f"{n}\x00{c}": p for (n, c), p in old.stored_present.items()},
         "chatters": {f"{n}\x00{c}": p for (n, c), p in old.stored_chatters.items()},
+        "pseen": {f"{n}\x00{c}": p for (n, c), p in old.stored_seen.items()},
         "tier_changes": old.tier_changes,
         "boards": {f"{n}\x00{c}": b for (n, c), b in old.leaderboards.items()},
         "held": encode_events([ev for _, _, ev in old.events.held()]),
@@ -81,6 +86,7 @@ def restore(old: DurableReference) -> DurableReference:
     new.ledger = {key(k): [entry_decoder.decode(e) for e in v] for k, v in disk["ledger"].items()}
     new.stored_present = {key(k): v for k, v in disk["present"].items()}
     new.stored_chatters = {key(k): v for k, v in disk["chatters"].items()}
+    new.stored_seen = {key(k): v for k, v in disk["pseen"].items()}
     for k, blob in disk["channels"].items():
         network, channel = key(k)
         new.channels[(network, channel)] = Channel(
@@ -89,6 +95,7 @@ def restore(old: DurableReference) -> DurableReference:
             channel_decoder.decode(blob),
             present=dict(new.stored_present.get((network, channel), {})),
             chatters=dict(new.stored_chatters.get((network, channel), {})),
+            seen=dict(new.stored_seen.get((network, channel), {})),
         )
     new.tier_changes = msgspec.convert(disk["tier_changes"], list[TierChange])
     new.leaderboards = {key(k): v for k, v in disk["boards"].items()}
@@ -162,6 +169,7 @@ class LoyaltyMachine(RuleBasedStateMachine):
         for key, channel in self.model.channels.items():
             assert self.model.stored_present.get(key, {}) == channel.present
             assert self.model.stored_chatters.get(key, {}) == channel.chatters
+            assert self.model.stored_seen.get(key, {}) == channel.seen
 
     @invariant()
     def crashes_change_nothing(self) -> None:

@@ -20,6 +20,7 @@ import pytest
 from aiohttp import web
 from pydantic import BaseModel
 
+from engine.referral import ReferralRules
 from engine.rules import EarnRules, StreakRules, TierRules
 from gateway.app import ADMISSION, GATEWAY, create_app
 from gateway.bot_runner import bot_parts
@@ -57,6 +58,7 @@ SPECIAL: dict[str, Any] = {
     "bot.password": "oauth:x",
     "bot.channels": ["lobby"],
     "bot.commands": [{"channel": "*", "name": "hi", "response": "hello {user}"}],
+    "bot.websockets": [{"url": "ws://127.0.0.1:1/app/k", "pusher": True, "channels": ["c"]}],
     "vouchers.verify_keys": ["F5kkgwAME3MTqnd5rPv5AE9bw1qR78peXu6xC2_tiRc"],
     "payouts.webhook_secret": "whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM=",
     "chain.private_key": "0x" + "11" * 32,
@@ -227,7 +229,13 @@ def test_the_example_shows_every_setting_with_its_default() -> None:
 
 
 @pytest.mark.parametrize(
-    ("table", "struct"), [("earn", EarnRules), ("tiers", TierRules), ("streak", StreakRules)]
+    ("table", "struct"),
+    [
+        ("earn", EarnRules),
+        ("tiers", TierRules),
+        ("streak", StreakRules),
+        ("referral", ReferralRules),
+    ],
 )
 def test_the_example_network_shows_the_engine_defaults(table: str, struct: type) -> None:
     shown = {k: v for k, v in BASE["networks"]["acme"][table].items() if k != "ignore"}

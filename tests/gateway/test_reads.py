@@ -82,6 +82,11 @@ def test_member(redis_server: RedisServer, redis_client: redis.Redis, namespace:
     assert bonus["bonus_points"] == 50
     assert bonus["this_week"]["features"] == bonus["last_week"]["features"] == 0
     assert bonus["this_week"]["week"] == bonus["last_week"]["week"] + 1
+    assert m1.pop("referral") == {  # never referred, no reward received; the rules
+        "referrer": None, "upline": None, "status": None, "rewards_received": 0,
+        "points_received": 0, "capped": 0, "reward_points": 100, "second_level_pct": 25,
+        "daily_cap": 10,
+    }  # fmt: skip
     assert m1 == {
         "network": "demo",
         "user_id": "u1",

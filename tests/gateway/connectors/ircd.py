@@ -1,73 +1,14 @@
-"""A real InspIRCd (installed by scripts/run.sh ensure_inspircd) on a free loopback port, and
-a minimal viewer client that speaks to it over its own connection."""
+"""A minimal viewer client that speaks to a real InspIRCd (gateway/ircd_server.py) over its
+own connection."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
-import socket
-import subprocess
-import time
-from pathlib import Path
 
-from gateway.redis_server import free_port
+from gateway.ircd_server import InspIRCd
 
-CONFIG = """\
-<server name="irc.test" description="rally test" network="RallyTest">
-<admin name="t" nick="t" email="t@t">
-<bind address="127.0.0.1" port="{port}" type="clients">
-<power diepass="x" restartpass="x">
-<connect name="main" allow="*" timeout="60" pingfreq="120" hardsendq="10485760"
- recvq="1048576" softsendq="1048576" localmax="5000" globalmax="5000" maxchans="200"
- fakelag="off" threshold="100000000" commandrate="100000000" limit="10000" useident="no"
- resolvehostnames="no">
-<channels users="200" opers="200">
-<limits maxnick="30" maxchan="64" maxline="1024">
-<security runasuser="nobody">
-<performance somaxconn="128" clonesonconnect="no" quietbursts="yes" timeskipwarn="0">
-<pid file="{dir}/inspircd.pid">
-<log method="file" type="* -USERINPUT -USEROUTPUT -MODULE" level="default" target="{dir}/ircd.log">
-<module name="cap">
-<module name="ircv3">
-<module name="ircv3_ctctags">
-<module name="ircv3_msgid">
-<module name="ircv3_servertime">
-"""
-
-
-class InspIRCd:
-    def __init__(self, directory: Path) -> None:
-        self.dir = directory
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout_s: float = 10.0) -> InspIRCd:
-        binary = shutil.which("inspircd") or "/usr/sbin/inspircd"
-        conf = self.dir / "inspircd.conf"
-        conf.write_text(CONFIG.format(port=self.port, dir=self.dir))
-        self.proc = subprocess.Popen(
-            [binary, "--nofork", "--runasroot", "--config", str(conf)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            stdin=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, (self.dir / "ircd.log").read_text()
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port)):
-                return self
-            time.sleep(0.05)
-        raise RuntimeError("inspircd did not listen in time")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+__all__ = ["InspIRCd", "Viewer"]
 
 
 class Viewer:

@@ -207,3 +207,26 @@ def test_malformed_and_oversized_lines_are_counted(
     assert conn.metrics.parse_errors == 2
     assert conn.metrics.oversized == 1
     assert conn.metrics.events_out == 0
+
+
+def test_names_refresh_keeps_known_lurkers_present(
+    ircd: InspIRCd, redis_server: RedisServer, redis_client: redis.Redis, namespace: str
+) -> None:
+    """A lurker (JOIN only, no tags) whose login is known is refreshed by every NAMES reply:
+    `join` events, so the presence timeout does not drop someone still in the channel."""
+
+    async def body(conn: IrcConnector) -> None:
+        conn.know({"finn": "88"})
+        finn = await Viewer(ircd.port, "finn").connect()
+        await finn.join("alpha")
+        ghost = await Viewer(ircd.port, "ghost").connect()  # never learnt: no event
+        await ghost.join("alpha")
+        seen = conn.metrics.by_command.get("353", 0)
+        await until(lambda: conn.metrics.by_command.get("353", 0) >= seen + 2)  # asked twice
+        await finn.close()
+        await ghost.close()
+
+    run_with(redis_server, namespace, config(ircd, names_interval_s=0.2), body)
+    joins = [e for e in logged_events(redis_client, Keys(namespace)) if isinstance(e, Join)]
+    assert {(e.user_id, e.channel) for e in joins} == {("88", "alpha")}
+    assert len([e for e in joins if e.id.startswith("irc.names.alpha.finn.")]) >= 1
