@@ -35,3 +35,11 @@ def test_the_weekly_bonus_paid_through_the_spend_path_is_a_reward() -> None:
     assert entry is not None
     (got,) = rewards([entry])
     assert (got.user_id, got.rule, got.points) == ("u1", "weekly_bonus", 75)
+
+
+def test_referral_rewards_of_both_levels_are_rewards() -> None:
+    from engine.ledger import Entry
+
+    entries = [Entry(f"net:r{i}/{rule}", T0, "net", "treasury:net", "member:net:ref", 25, rule, "")
+               for i, rule in enumerate(("referral", "referral2", "referral_link", "watch"))]  # fmt: skip
+    assert [r.rule for r in rewards(entries)] == ["referral", "referral2"]
