@@ -10,6 +10,12 @@ Redis (under the namespace):
 pochain:{pid}     string; the batch id (hex) a chain payout was put in.
 pobatch:{bid}     string; JSON {"ids": [...], "to": [...], "amounts": [...]} of a batch.
 chain:token:{chain id}  string; the token's address when deployed at start.
+chain:tiers       string; JSON list of the token's tier thresholds (token units), at start.
+chain:balances    hash; lowercase address -> token units, on the embedded EVM only: the
+                  balances of the recipients of each mint for networks gated on chain
+                  ([networks.N.gating] source = "chain"), read from the chain after the mint
+                  (the gateway cannot reach the EVM inside this process; gateway/gating.py).
+                  Emptied when a payout actor starts (its embedded chain starts empty).
 wallets:{net}     hash; user_id -> JSON list of the member's linked wallets (first: payouts).
 
 Known limit: voiding one dead payout of a batch and retrying the others mints the voided
@@ -34,6 +40,16 @@ log = logging.getLogger(__name__)
 
 def wallets_key(keys: Keys, network: str) -> str:
     return keys.k("wallets", network)
+
+
+def balances_key(keys: Keys) -> str:
+    """The embedded chain's token balances, by lowercase address (published for gating)."""
+    return keys.k("chain", "balances")
+
+
+def tiers_key(keys: Keys) -> str:
+    """The token's tier thresholds in token units (JSON list), published at start."""
+    return keys.k("chain", "tiers")
 
 
 def linked_wallets(r: redis.Redis, keys: Keys, network: str, user_id: str) -> list[str]:
@@ -61,14 +77,35 @@ def link_wallet(r: redis.Redis, keys: Keys, network: str, user_id: str, address:
                 continue
 
 
+RAISE_BALANCES = """
+for i = 1, #ARGV, 2 do
+  local old = redis.call('HGET', KEYS[1], ARGV[i]) or ''
+  local new = ARGV[i + 1]
+  if #new > #old or (#new == #old and new > old) then
+    redis.call('HSET', KEYS[1], ARGV[i], new)
+  end
+end
+return 0
+"""
+"""KEYS: chain:balances; ARGV: address, balance (decimal digits), ... Kept only if larger:
+balances on the embedded chain only grow (mints), so a slower reader never writes back an
+older value (compared as digit strings: 10**18-scale numbers exceed Lua's doubles)."""
+
+
 class ChainSink:
     """Mints chain payouts through chain.client.TokenClient (built in the actor's process)."""
 
-    def __init__(self, r: redis.Redis, keys: Keys, pc: PayoutConfig) -> None:
+    def __init__(
+        self, r: redis.Redis, keys: Keys, pc: PayoutConfig, gated: frozenset[str] = frozenset()
+    ) -> None:
         from chain.client import TokenClient, embedded_web3, rpc_web3
 
         self.r = r
         self.keys = keys
+        self.publish = not pc.chain_rpc and bool(gated)
+        """Publish recipients' balances (embedded EVM, some network gated on chain)."""
+        self.gated = gated
+        self._raise = r.register_script(RAISE_BALANCES)
         self.max_batch = pc.chain_batch
         if pc.chain_rpc:
             w3, signer = rpc_web3(pc.chain_rpc, pc.chain_private_key)
@@ -88,6 +125,7 @@ class ChainSink:
                                  estimate=bool(pc.chain_rpc))  # fmt: skip
         self.gas_used = 0
         self.batches = 0
+        r.set(tiers_key(keys), json.dumps([str(t) for t in self.token.thresholds()]))
 
     def _batch_of(self, pid: str) -> str:
         return self.keys.k("pochain", pid)
@@ -156,4 +194,21 @@ class ChainSink:
                 result = (False, f"chain: {err}"[:300])
             for p in members:
                 out[p.id] = result
+            if result[0] and self.publish:
+                self._publish(batch, members)
         return out
+
+    def _publish(self, batch: dict[str, Any], members: Sequence[Payout]) -> None:
+        """The balances of a minted batch's recipients on gated networks, from the chain."""
+        from chain.client import ChainError
+
+        gated = {p.id for p in members if p.network in self.gated}
+        to = sorted({a.lower() for pid, a in zip(batch["ids"], batch["to"], strict=True)
+                     if pid in gated})  # fmt: skip
+        try:
+            args = [x for a in to for x in (a, str(self.token.balance_of(a)))]
+        except ChainError as err:  # the mint stands; the next one publishes again
+            log.warning("chain_balances_unread err=%s", err)
+            return
+        if args:
+            self._raise(keys=[balances_key(self.keys)], args=args)

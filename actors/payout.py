@@ -43,6 +43,7 @@ import aiohttp
 import msgspec
 import redis
 
+from actors.chain_sink import balances_key
 from actors.config import PayoutConfig, RuntimeConfig
 from actors.event_hooks import EventHooks, HookStore
 from actors.keys import Keys
@@ -51,6 +52,7 @@ from engine import payout as eng
 from engine import webhook
 from engine.event_hooks import Delivery, Subscription
 from engine.payout import Payout, PayoutError, PayoutRules, Request
+from engine.rules import RuleBook
 from engine.spend import OK as SPEND_OK
 
 log = logging.getLogger(__name__)
@@ -378,6 +380,12 @@ class PayoutService:
         seed = self.pc.jitter_seed or (os.getpid() ^ time.time_ns())
         self.rng = random.Random(seed)
         self.sink = WebhookSink(self.pc.webhook_secret, self.pc.webhook_timeout_s)
+        book = RuleBook.from_builtins(cfg.rules)
+        self.chain_gated = frozenset(
+            n for n, rules in book.networks.items() if rules.gating.source == "chain"
+        )
+        if not self.pc.chain_rpc:  # the embedded chain of an earlier process is gone
+            self.r.delete(balances_key(self.keys))
         self.stats = {"settled": 0, "failed": 0, "dead": 0, "reserved": 0, "refunded": 0}
         self.chain: Any = None
         subs = [msgspec.convert(x, Subscription) for x in self.pc.event_subscriptions]
@@ -528,7 +536,7 @@ class PayoutService:
 
         if self.chain is None:
             try:
-                self.chain = ChainSink(self.r, self.keys, self.pc)
+                self.chain = ChainSink(self.r, self.keys, self.pc, self.chain_gated)
             except ChainError as err:
                 return [(p, Outcome(False, f"chain: {err}"[:300])) for p in ps]
         got = self.chain.send(ps)

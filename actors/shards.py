@@ -60,6 +60,7 @@ from engine.migration import retier
 from engine.quality import Flag, flag_encoder
 from engine.reference import credit_key, event_key
 from engine.referral import REWARD_RULES, STAGE_A_RULES, on_credit
+from engine.rewards import rewards
 from engine.routing import shard_of
 from engine.rules import EarnRules, NetworkRules, RuleBook
 from engine.spend import (
@@ -908,11 +909,24 @@ class MemberShard(StreamShard):
                 c.cmd("HDEL", keys.k("quality", network), user)
         if out.withheld:
             c.cmd("HINCRBY", keys.stats, "watch_points_withheld", out.withheld)
+        self._notice_rewards(c, out)
         for tc in out.tier_changes:
             c.cmd(
                 "XADD", keys.notices, "MAXLEN", "~", NOTICES_MAXLEN, "*",
                 "tier", credit_encoder.encode(tc),
             )  # fmt: skip
+
+    def _notice_rewards(self, c: Commit, out: Applied) -> None:
+        """reward_earned notices (engine/rewards.py) and refused credits (engine/gating.py)."""
+        for kind, items in (
+            ("reward_earned", rewards(out.entries)),
+            ("credit_refused", out.refused),
+        ):
+            for item in items:
+                c.cmd("XADD", self.keys.notices, "MAXLEN", "~", NOTICES_MAXLEN, "*",
+                      kind, notice_encoder.encode(item))  # fmt: skip
+        if out.refused:
+            c.cmd("HINCRBY", self.keys.stats, "custom_gated", len(out.refused))
 
     def _count(self, c: Commit, credits: int, entries: int, accepted_ms: list[int]) -> None:
         """Counters, and the ingest->credit latency of each credit applied (histogram)."""
@@ -931,6 +945,7 @@ class MemberShard(StreamShard):
 
 
 _BUCKETS_MS = np.asarray(LATENCY_BUCKETS_MS, dtype=np.int64)
+notice_encoder = msgspec.json.Encoder()
 
 
 class LedgerProjector(StreamShard):

@@ -1,12 +1,14 @@
 """Event webhooks: what a network subscribes to, and each delivery's life.
 
 A network subscribes a URL to event types. The notices stream (tier changes, raffle draws,
-redemptions, voucher scans) is read once by the payout actor; every notice of a subscribed
+redemptions, voucher scans, rewards) is read once by the payout actor; every notice of a subscribed
 type becomes one delivery per matching subscription, sent by the same signed, retried
 sender as cashback payouts (engine/webhook.py; the [payouts] schedule).
 
     notice kind       event type
     voucher_scanned   reward.earned     (a member redeemed a voucher: points earned)
+    reward_earned     reward.earned     (welcome, streak, attendance, weekly bonus, ...:
+                                         engine/rewards.py)
     tier_changed      tier.upgraded     (only a move to a higher tier)
     raffle_drawn      raffle.drawn
     item_redeemed     item.redeemed
@@ -36,6 +38,7 @@ from engine.payout import PayoutRules, backoff_s
 EVENT_TYPES: tuple[str, ...] = ("reward.earned", "tier.upgraded", "raffle.drawn", "item.redeemed")
 NOTICE_EVENTS: dict[str, str] = {
     "voucher_scanned": "reward.earned",
+    "reward_earned": "reward.earned",
     "tier_changed": "tier.upgraded",
     "raffle_drawn": "raffle.drawn",
     "item_redeemed": "item.redeemed",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import msgspec
 
 from engine import quality, referral
+from engine.gating import CreditRefused, custom_refusal
 from engine.ledger import Entry, member_account, treasury_account
 from engine.rules import EarnRules, NetworkRules, WeeklyRules
 
@@ -99,6 +100,8 @@ class Applied(msgspec.Struct):
     """Members flagged (or cleared) by the presence-quality score, for the admin view."""
     withheld: int = 0
     """Watch points withheld by the presence-quality score (before multipliers)."""
+    refused: list[CreditRefused] = msgspec.field(default_factory=list)
+    """Credits that earned nothing (custom actions below the channel's custom_min_tier)."""
 
 
 def day_of(ts: float) -> int:
@@ -181,11 +184,19 @@ def apply_credit(
     """Apply one credit to `state` (mutated in place), appending entries to `out`.
 
     Order: welcome (first credit ever), daily streak, then the rule's own points with the
-    chat cooldown and daily cap, multiplied by the member's tier before this credit.
+    chat cooldown and daily cap, multiplied by the member's tier before this credit. A custom
+    action below its channel's `custom_min_tier` earns nothing at all (engine/gating.py).
     """
     if credit.rule in referral.SPECIAL_RULES:
         apply_referral(state, credit, rules, out)
         return
+    if credit.rule == "custom" and earn.custom_min_tier:
+        need = custom_refusal(rules.tiers, earn.custom_min_tier, state.tier)
+        if need is not None:
+            out.refused.append(CreditRefused(credit.network, credit.user_id, credit.channel,
+                                             credit.id, credit.rule, credit.ts, "tier_too_low",
+                                             need))  # fmt: skip
+            return
     if credit.user_name:
         state.name = credit.user_name
     tier_before = state.tier

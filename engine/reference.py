@@ -25,6 +25,7 @@ import msgspec
 from engine import referral
 from engine.channel import Changes, Channel
 from engine.events import Event, Referral
+from engine.gating import CreditRefused
 from engine.ledger import Entry
 from engine.member import Applied, Credit, MemberState, TierChange, apply_credit
 from engine.rules import RuleBook
@@ -50,6 +51,7 @@ class Reference:
         self.members: dict[tuple[str, str], MemberState] = {}
         self.ledger: dict[tuple[str, str], list[Entry]] = {}
         self.tier_changes: list[TierChange] = []
+        self.refused: list[CreditRefused] = []
         self.leaderboards: dict[tuple[str, str], dict[str, int]] = {}
         self.events: ReorderBuffer[Event] = ReorderBuffer(lateness_s)
         self.late = 0
@@ -168,6 +170,7 @@ class Reference:
             )
             self.ledger.setdefault(key, []).extend(out.entries)
             self.tier_changes.extend(out.tier_changes)
+            self.refused.extend(out.refused)
             board = self.leaderboards.setdefault((c.network, c.channel), {})
             for e in out.entries:
                 board[c.user_id] = board.get(c.user_id, 0) + e.amount

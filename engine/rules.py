@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -43,6 +43,9 @@ class EarnRules(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     """A tier name: the least tier a member needs to redeem the channel's store items and buy
     tickets of its raffles (on top of their own `min_tier`); "" = none. Set per channel
     (engine/gating.py)."""
+    custom_min_tier: str = ""
+    """A tier name: custom actions of the channel from a member below it earn nothing (counted
+    as `custom_gated` and noticed as `credit_refused`, reason tier_too_low); "" = none."""
 
     def __post_init__(self) -> None:
         if self.watch_interval_s <= 0:
@@ -149,22 +152,32 @@ class QualityRules(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
             raise ValueError("quality: need 0 <= withhold_below <= scale_below <= 100")
 
 
+class GatingRules(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Where the tier that gates store items and raffle tickets comes from (engine/gating.py)."""
+
+    source: Literal["engine", "chain"] = "engine"
+    """engine: the member's tier by lifetime points; chain: the tier the summed token balance
+    of the member's linked wallets reaches against the token's on-chain thresholds."""
+
+
 class NetworkRules(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     earn: EarnRules = EarnRules()
     tiers: TierRules = TierRules()
     streak: StreakRules = StreakRules()
     weekly: WeeklyRules = WeeklyRules()
     quality: QualityRules = QualityRules()
+    gating: GatingRules = GatingRules()
     referral: ReferralRules = ReferralRules()
     channels: dict[str, dict[str, Any]] = {}
     """Per-channel overrides of `earn` fields, by channel id."""
 
     def __post_init__(self) -> None:
         names = self.tiers.names
-        for where, tier in (("earn", self.earn.min_tier),
-                            *((f"channels.{c}", o.get("min_tier", "")) for c, o in self.channels.items())):  # fmt: skip
-            if tier and tier not in names:
-                raise ValueError(f"{where}.min_tier must be one of {', '.join(names)}")
+        for field in ("min_tier", "custom_min_tier"):
+            for where, tier in (("earn", getattr(self.earn, field)),
+                                *((f"channels.{c}", o.get(field, "")) for c, o in self.channels.items())):  # fmt: skip
+                if tier and tier not in names:
+                    raise ValueError(f"{where}.{field} must be one of {', '.join(names)}")
 
 
 class RuleBook:

@@ -42,6 +42,7 @@ from gateway.errors import (
     error_response,
     json_response,
 )
+from gateway.gating import CHAIN_GATE, ChainGate
 from gateway.ingest import Idempotency, IngestWriter
 from gateway.metrics import METRICS, GatewayMetrics, get_metrics, get_readyz, new_metrics
 from gateway.raffles import add_raffle_routes
@@ -440,6 +441,8 @@ def create_app(
         ),
         member_shards=settings.shards.member,
     )
+    app[CHAIN_GATE] = ChainGate(client, keys, settings.rulebook(), rpc=settings.chain.rpc,
+                                token_address=settings.chain.token_address, redis_url=redis_url)  # fmt: skip
     app.cleanup_ctx.append(_lifecycle)
     app.cleanup_ctx.append(app[ADMISSION].running)
     app.router.add_post("/v1/events", post_events)

@@ -24,6 +24,7 @@ from actors.raffle import Command, RaffleClient, RaffleKeys, RaffleTimeout, Repl
 from engine import raffle as eng
 from engine.gating import required_tier, shortfall
 from engine.member import state_decoder
+from engine.rules import TierRules
 from gateway.auth import check_network
 from gateway.errors import (
     BadRequest,
@@ -35,6 +36,7 @@ from gateway.errors import (
     Unavailable,
     json_response,
 )
+from gateway.gating import CHAIN_GATE
 from gateway.reads import ACCESS, READER, parse_id, parse_int
 from gateway.settings import ApiKey
 
@@ -266,12 +268,14 @@ def _buyer(request: web.Request, body: bytes, network: str, buy: BuyBody) -> tup
     return who.user_id, False
 
 
-def _gate(request: web.Request, network: str, terms: eng.Terms, tier: int, lifetime: int) -> None:
-    """403 tier_too_low, with the tier required and the lifetime points still needed, when
-    the raffle's min_tier or its channel's ([networks.N.channels.C] min_tier) is above the
-    member's tier (engine/gating.py)."""
+def _gate(
+    request: web.Request, network: str, terms: eng.Terms, tier: int, lifetime: int,
+    tiers: TierRules,
+) -> None:  # fmt: skip
+    """403 tier_too_low, with the tier required and the lifetime points (or, gated on chain,
+    tokens) still needed, when the raffle's min_tier or its channel's
+    ([networks.N.channels.C] min_tier) is above the member's tier (engine/gating.py)."""
     book = request.app[READER].rules
-    tiers = book.network(network).tiers
     names = tiers.names
     own = names[min(terms.min_tier, len(names) - 1)] if terms.min_tier else ""
     channel = book.earn(network, terms.channel).min_tier if terms.channel else ""
@@ -301,10 +305,12 @@ async def buy_tickets(request: web.Request) -> web.Response:
         pipe.get(raffles.rk.meta(network, rid))
         raw, sub_until, meta = await pipe.execute()
     state = state_decoder.decode(raw) if raw else None
-    tier = state.tier if state is not None else 0
+    tiers, tier, amount = await request.app[CHAIN_GATE].standing(
+        network, user_id, state.tier if state is not None else 0,
+        state.lifetime if state is not None else 0,
+    )  # fmt: skip
     if meta is not None:
-        _gate(request, network, eng.raffle_decoder.decode(meta).terms, tier,
-              state.lifetime if state is not None else 0)  # fmt: skip
+        _gate(request, network, eng.raffle_decoder.decode(meta).terms, tier, amount, tiers)
     subscriber = subscriber or (sub_until is not None and float(sub_until) > time.time())
     cmd = Command(op="buy", network=network, raffle=rid, ts=0.0, user_id=user_id, key=key,
                   tickets=buy.tickets, tier=tier, subscriber=subscriber)  # fmt: skip

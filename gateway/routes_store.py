@@ -35,6 +35,7 @@ from engine.store import (
 )
 from gateway.auth import MemberToken, Principal, check_network
 from gateway.errors import BadRequest, Forbidden, GatewayError, json_response
+from gateway.gating import CHAIN_GATE
 from gateway.reads import ACCESS, READER, parse_id, parse_int
 from gateway.settings import Settings
 from gateway.spends import SPENDS
@@ -274,9 +275,11 @@ async def post_redemption(request: web.Request) -> web.Response:
             raise refused("item_not_found", f"no item {item_id!r} in network {network!r}")
         item = found[0]
         book = request.app[READER].rules
-        rules = book.network(network).tiers
-        tiers = tuple(rules.names)
         rank, lifetime = await store.member_standing(network, user_id)
+        rules, rank, lifetime = await request.app[CHAIN_GATE].standing(
+            network, user_id, rank, lifetime
+        )
+        tiers = tuple(rules.names)
         tier = tiers[min(rank, len(tiers) - 1)]
         gate = book.earn(network, item.channel).min_tier
         check_redeemable(item, tier, tiers, store.clock(), rules, lifetime, gate)

@@ -23,6 +23,7 @@ import msgspec
 from actors.spend import SpendClient, SpendTimeout
 from actors.vouchers import RESUME, BatchExists, Claim, VoucherStore
 from engine import voucher as vc
+from engine.rules import TierRules
 from engine.spend import Transfer
 from engine.store import Redemption, StoreError, check_redeemable, redemption_id
 from engine.voucher import Attempt, Batch, Voucher, VoucherError, VoucherScanned
@@ -108,6 +109,9 @@ class Credited(msgspec.Struct, frozen=True):
 
 
 Credit = Callable[[CreditOrder], Awaitable[Credited]]
+Standing = Callable[[str, str, int, int], Awaitable[tuple[TierRules, int, int]]]
+"""(network, user, engine tier, lifetime) -> (tiers, tier, amount) to gate with
+(gateway/gating.py ChainGate.standing)."""
 """Submits a credit through the spend path and waits for its durable result; raises
 TimeoutError when no result came in time (resubmitting the same key is safe)."""
 
@@ -174,8 +178,11 @@ class VoucherService:
         credit: Credit | None = None,
         shop: Store | None = None,
         tiers_of: Callable[[str], tuple[str, ...]] | None = None,
+        standing: Standing | None = None,
     ) -> None:
         self.keys = keys
+        self.standing = standing
+        """The tier to gate items with (gateway/gating.py: on chain when the network says)."""
         self.shop = shop
         """The reward store, for codes worth an item (None: such scans are 503)."""
         self.tiers_of = tiers_of
@@ -383,6 +390,8 @@ class VoucherService:
             item = found[0]
             tiers = self.tiers_of(v.network) if self.tiers_of else ("",)
             rank = await shop.member_tier(v.network, scan.user_id)
+            if self.standing is not None:
+                rank = (await self.standing(v.network, scan.user_id, rank, 0))[1]
             check_redeemable(item, tiers[min(rank, len(tiers) - 1)], tiers, now)
             red, _, result = await shop.redeem(item, scan.user_id, rid, voucher=v.code_id)
         except StoreError as err:

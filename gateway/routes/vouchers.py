@@ -25,6 +25,7 @@ from actors.keys import Keys
 from actors.vouchers import VoucherStore
 from gateway.auth import MemberToken, check_network
 from gateway.errors import BadRequest, PayloadTooLarge, Unavailable, json_response
+from gateway.gating import CHAIN_GATE
 from gateway.reads import ACCESS, READER, parse_id
 from gateway.routes_store import STORE
 from gateway.settings import Settings
@@ -159,6 +160,7 @@ def install(
         credit=credit,
         shop=app.get(STORE),
         tiers_of=lambda network: tuple(app[READER].rules.network(network).tiers.names),
+        standing=app[CHAIN_GATE].standing if CHAIN_GATE in app else None,
     )
     app.cleanup_ctx.append(_running)
     app.router.add_post("/v1/vouchers/batches", post_batch)

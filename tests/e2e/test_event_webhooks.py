@@ -90,7 +90,7 @@ def test_tier_upgrades_are_delivered_signed_retried_and_deduped(
     def delivered() -> list[str]:
         with receiver.lock:
             return [i for i, b in receiver.bodies.items() if b["data"].get("user_id") == "a"
-                    and i in receiver.paid]  # fmt: skip
+                    and i in receiver.paid and b["type"] == "tier.upgraded"]  # fmt: skip
 
     got = wait_for(lambda: len(delivered()) == 2 and delivered(), 60)
     assert got, f"not delivered: {receiver.bodies}"
@@ -104,12 +104,18 @@ def test_tier_upgrades_are_delivered_signed_retried_and_deduped(
         sub = notice_id["subscription"]
         assert did == event_hooks.delivery_id(sub, notice_id["notice_id"]), "stable id"
     assert receiver.bad_signatures == 0
-    assert not any(b["data"].get("user_id") == "low" for b in receiver.bodies.values())
+    assert not any(b["data"].get("user_id") == "low" and b["type"] == "tier.upgraded"
+                   for b in receiver.bodies.values())  # fmt: skip
+    rewards = {(b["data"]["user_id"], b["data"]["rule"]) for b in receiver.bodies.values()
+               if b["type"] == "reward.earned"}  # fmt: skip
+    assert {("low", "welcome"), ("low", "follow"), ("a", "sub")} <= rewards, (
+        "rewards other than watch and chat points reach the subscription to all events"
+    )
 
     # 410 Gone: dead at once with the reason; an admin retry is sent again and dies again
     def dead() -> list[dict]:
         got = call(dep.url, "GET", "/v1/webhooks/deliveries?network=tv&status=dead")[1]
-        return got["deliveries"]
+        return [d for d in got["deliveries"] if d["event"] == "tier.upgraded"]
 
     gone = wait_for(lambda: len(dead()) == 2 and dead(), 60)
     assert gone, dead()

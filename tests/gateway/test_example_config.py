@@ -65,6 +65,8 @@ SPECIAL: dict[str, Any] = {
     "chain.rpc": "http://127.0.0.1:8545",
     "chain.token_address": "0x" + "22" * 20,
     "networks.acme.channels.bigstreamer.min_tier": "Gold",
+    "networks.acme.channels.bigstreamer.custom_min_tier": "Gold",
+    "networks.acme.gating.source": "chain",
     "events.subscriptions": [{"id": "crm", "network": "acme", "url": "http://127.0.0.1:1/h"}],
 }
 """New values for keys whose type alone does not give a valid different value."""
