@@ -158,7 +158,7 @@ class ChainSink:
             ids = [p.id for p, _ in chunk]
             bid = batch_id(ids).hex()
             record = json.dumps({"ids": ids, "to": [to for _, to in chunk],
-                                 "amounts": [p.units for p, _ in chunk]})  # fmt: skip
+                                 "amounts": [p.amount for p, _ in chunk]})  # fmt: skip
             with self.r.pipeline(transaction=True) as pipe:
                 pipe.set(self._batch(bid), record, nx=True)
                 for pid in ids:

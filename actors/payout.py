@@ -326,7 +326,7 @@ class WebhookSink:
             "network": p.network,
             "user_id": p.user_id,
             "points": p.points,
-            "amount": p.units,
+            "amount": p.amount,
             "key": p.key,
         }
         return msgspec.json.encode({"type": "payout.cashback", "data": data})

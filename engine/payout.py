@@ -106,7 +106,9 @@ class Payout(msgspec.Struct, frozen=True, kw_only=True):
     network: str
     user_id: str
     points: int
-    units: int
+    units: int | str
+    """What it pays in the sink's units: an int, or its decimal string beyond 64 bits
+    (msgpack's integers end there; a token's base units pass it at ~18.4 tokens). `amount`."""
     sink: str
     destination: str
     key: str
@@ -120,6 +122,11 @@ class Payout(msgspec.Struct, frozen=True, kw_only=True):
     refund: bool = False
     """True once voided after its points were reserved: the refund is owed (and made once,
     keyed by the payout id)."""
+
+    @property
+    def amount(self) -> int:
+        """`units` as an int."""
+        return int(self.units)
 
 
 payout_encoder = msgspec.msgpack.Encoder()
@@ -171,6 +178,11 @@ def request_digest(req: Request) -> bytes:
     return hashlib.blake2b(msgspec.msgpack.encode(req), digest_size=16).digest()
 
 
+def storable(units: int) -> int | str:
+    """`units` as Payout keeps it: an int within msgpack's 64 bits, else its decimal string."""
+    return units if units < 2**63 else str(units)
+
+
 def units_of(rules: PayoutRules, points: int) -> int:
     """What `points` pay, in the sink's units."""
     return points * rules.units_per_point_num // rules.units_per_point_den
@@ -199,7 +211,7 @@ def admit(
         network=req.network,
         user_id=req.user_id,
         points=req.points,
-        units=units_of(rules, req.points),
+        units=storable(units_of(rules, req.points)),
         sink=req.sink,
         destination=req.destination,
         key=req.key,

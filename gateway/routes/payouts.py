@@ -73,7 +73,7 @@ def view(p: Payout) -> dict[str, Any]:
         "network": p.network,
         "user_id": p.user_id,
         "points": p.points,
-        "units": p.units,
+        "units": p.amount,
         "sink": p.sink,
         "destination": p.destination,
         "key": p.key,

@@ -33,6 +33,20 @@ def test_admit_converts_and_ids_are_stable() -> None:
     assert po.admit(RULES, req(points=102), 9.0, 0, p) == (po.CONFLICT, None)
 
 
+@given(st.integers(1, 10**9), st.integers(0, 24))
+def test_token_amounts_beyond_64_bits_keep_and_encode(points: int, decimals: int) -> None:
+    """18-decimal tokens pass msgpack's 64 bits at ~18.4 tokens: kept exactly, stored as
+    before below it."""
+    rules = PayoutRules(units_per_point_num=10**decimals, min_points=1, daily_limit_points=0)
+    code, p = po.admit(rules, req(points=points), 0.0, 0, None)
+    assert code == po.OK
+    assert p is not None
+    back = po.payout_decoder.decode(po.payout_encoder.encode(p))
+    assert back == p
+    assert back.amount == points * 10**decimals
+    assert isinstance(back.units, int) == (back.amount < 2**63)
+
+
 def test_minimum_and_daily_limit() -> None:
     assert po.admit(RULES, req(points=9), 0.0, 0, None)[0] == po.BELOW_MINIMUM
     assert po.admit(RULES, req(points=500), 0.0, 600, None)[0] == po.DAILY_LIMIT
