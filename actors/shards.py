@@ -908,6 +908,8 @@ class MemberShard(StreamShard):
                 c.cmd("HDEL", keys.k("quality", network), user)
         if out.withheld:
             c.cmd("HINCRBY", keys.stats, "watch_points_withheld", out.withheld)
+        if out.chat_withheld:
+            c.cmd("HINCRBY", keys.stats, "chat_points_withheld", out.chat_withheld)
         for tc in out.tier_changes:
             c.cmd(
                 "XADD", keys.notices, "MAXLEN", "~", NOTICES_MAXLEN, "*",
