@@ -206,14 +206,16 @@ def apply_credit(
         uid = f"{credit.network}:{credit.user_id}"
         _post(state, out, credit, "streak", bonus, f"{uid}/streak/{day}")
     before = pres.flags
-    if credit.rule == "watch":
+    rule = credit.rule
+    if rule == "watch":
         offered = credit.points
         points, pres.flags = quality.watch_points(pres, credit.ts, offered, rules.quality)
         out.withheld += offered - points
     elif credit.rule == "chat":
         if quality.repeated_chat(pres, credit.digest, credit.ts, rules.quality):
-            points = 0  # a repeat earns nothing and is no sign of life
+            points = 0  # a repeat earns nothing, is no sign of life, and no chat day
             out.chat_withheld += credit.points
+            rule = quality.REPEAT_RULE
         else:
             points = _chat_points(state, credit, earn, day)
             quality.activity(pres, credit.rule)
@@ -233,7 +235,7 @@ def apply_credit(
         _post(
             state, out, credit, credit.rule, amount, f"{credit.network}:{credit.id}/{credit.rule}"
         )
-    note_week(state, credit.rule, day, rules.weekly)
+    note_week(state, rule, day, rules.weekly)
     tier = rules.tiers.tier_for(state.lifetime)
     if tier != tier_before:
         state.tier = tier

@@ -24,7 +24,7 @@ Two more signals come with the credits themselves:
   case, spacing, punctuation and symbols aside). A message whose digest is already among the
   member's last `chat_history` messages of the past `chat_repeat_window_s`
   `chat_repeats_max` times or more (in any channel) is a repeat: it earns no chat points, is
-  no sign of life for the idle run, and flags the member `repeated_chat` until a message
+  no sign of life for the idle run, no chat day for the weekly bonus, and flags the member `repeated_chat` until a message
   that is not a repeat. The same line over and over, or a few lines in turn (low
   variety: at most chat_history / chat_repeats_max distinct lines), earns nothing.
 
@@ -48,6 +48,8 @@ REASONS = {
 }  # fmt: skip
 DAY_S = 86_400
 NEVER = -1e18
+REPEAT_RULE = "chat_repeat"
+"""What a repeated chat counts as for the weekly bonus: not a chat (no chat day)."""
 NOT_ACTIVITY = frozenset({"watch", "welcome", "streak"})
 
 

@@ -221,3 +221,13 @@ def test_a_channel_chat_credit_carries_the_digest_of_its_text() -> None:
     ev = Chat(id="e1", network="n", channel="c0", ts=float(T0), user_id="u", text="GG  wp!")
     ch.apply(ev, ON.earn, 0.0, Changes(), out)
     assert [c.digest for c in out if c.rule == "chat"] == [quality.chat_digest("gg wp")]
+
+
+def test_a_repeated_chat_is_no_chat_day_for_the_weekly_bonus() -> None:
+    day = 86_400
+    said = [chat("bot", "c0", T0 + k * 40, "!points") for k in range(3)]  # day 0: earns
+    said += [chat("bot", "c0", T0 + d * day + k * 40, "!points") for d in (1, 2) for k in (0,)]
+    _, _, state = run(said, NetworkRules(quality=QualityRules(chat_repeat_window_s=3 * day)))
+    assert state.week_now.chat_days + state.week_before.chat_days == 1
+    _, _, state = run(said, OFF)
+    assert state.week_now.chat_days + state.week_before.chat_days == 3
