@@ -24,9 +24,10 @@ Two more signals come with the credits themselves:
   case, spacing, punctuation and symbols aside). A message whose digest is already among the
   member's last `chat_history` messages of the past `chat_repeat_window_s`
   `chat_repeats_max` times or more (in any channel) is a repeat: it earns no chat points, is
-  no sign of life for the idle run, no chat day for the weekly bonus, and flags the member `repeated_chat` until a message
-  that is not a repeat. The same line over and over, or a few lines in turn (low
-  variety: at most chat_history / chat_repeats_max distinct lines), earns nothing.
+  no sign of life for the idle run, no chat day for the weekly bonus, and flags the member
+  `repeated_chat` until a message that is not a repeat. The same line over and over, or a
+  few lines in turn (low variety: at most chat_history / chat_repeats_max distinct lines),
+  earns no more than chat_repeats_max times a line.
 
 A watch credit earns its points times score/100 when the score is below `scale_below`,
 and nothing below `withhold_below`. The defaults leave ordinary viewers untouched: a human
