@@ -910,6 +910,8 @@ class MemberShard(StreamShard):
         if out.withheld:
             c.cmd("HINCRBY", keys.stats, "watch_points_withheld", out.withheld)
         self._notice_rewards(c, out)
+        if out.chat_withheld:
+            c.cmd("HINCRBY", keys.stats, "chat_points_withheld", out.chat_withheld)
         for tc in out.tier_changes:
             c.cmd(
                 "XADD", keys.notices, "MAXLEN", "~", NOTICES_MAXLEN, "*",

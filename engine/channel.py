@@ -19,7 +19,7 @@ import math
 
 import msgspec
 
-from engine import attendance
+from engine import attendance, quality
 from engine.events import (
     Chat,
     Cheer,
@@ -220,7 +220,13 @@ class Channel:
             if ev.ts > self.chatters.get(uid, -1.0):
                 self.chatters[uid] = ev.ts
                 ch.chatted[uid] = ev.ts
-            self._credit(ev, "chat", earn.chat_points, earn, out)
+            if uid not in earn.ignore and earn.chat_points > 0:
+                out.append(
+                    Credit(
+                        ev.id, ev.network, ev.channel, uid, ev.user_name, ev.ts, "chat",
+                        earn.chat_points, "", quality.chat_digest(ev.text),
+                    )
+                )  # fmt: skip
         elif isinstance(ev, Join):
             self._join(uid, ev.user_name, ch, ev.ts)
         elif isinstance(ev, Leave):

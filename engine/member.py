@@ -16,7 +16,8 @@ class Credit(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True):
     """A channel's claim that a member earned `points` (before multipliers) under `rule`.
 
     The id is deterministic (an event id, or the channel, tick and user of a watch tick).
-    `other` names the other member of a referral credit (engine/referral.py).
+    `other` names the other member of a referral credit (engine/referral.py); `digest` is a
+    chat credit's normalised message digest (engine/quality.py `chat_digest`, 0: no text).
     """
 
     id: str
@@ -28,6 +29,7 @@ class Credit(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True):
     rule: str
     points: int
     other: str = ""
+    digest: int = 0
 
 
 class Use(msgspec.Struct, array_like=True):
@@ -102,6 +104,8 @@ class Applied(msgspec.Struct):
     """Watch points withheld by the presence-quality score (before multipliers)."""
     refused: list[CreditRefused] = msgspec.field(default_factory=list)
     """Credits that earned nothing (custom actions below the channel's custom_min_tier)."""
+    chat_withheld: int = 0
+    """Chat points withheld as repeated messages (before multipliers)."""
 
 
 def day_of(ts: float) -> int:
@@ -200,7 +204,9 @@ def apply_credit(
     if credit.user_name:
         state.name = credit.user_name
     tier_before = state.tier
+    pres = state.presence
     if state.last_day < 0:
+        pres.first_ts = credit.ts  # the account's first credit on the network
         uid = f"{credit.network}:{credit.user_id}"
         _post(state, out, credit, "welcome", earn.welcome_points, f"{uid}/welcome")
     day = int(credit.ts // DAY_S)  # day_of
@@ -210,20 +216,29 @@ def apply_credit(
         bonus = rules.streak.bonus(state.streak)
         uid = f"{credit.network}:{credit.user_id}"
         _post(state, out, credit, "streak", bonus, f"{uid}/streak/{day}")
-    points = _chat_points(state, credit, earn, day) if credit.rule == "chat" else credit.points
-    pres = state.presence
     before = pres.flags
-    if credit.rule == "watch":
-        offered = points
-        points, pres.flags = quality.watch_points(pres, credit.ts, points, rules.quality)
+    rule = credit.rule
+    if rule == "watch":
+        offered = credit.points
+        points, pres.flags = quality.watch_points(pres, credit.ts, offered, rules.quality)
         out.withheld += offered - points
+    elif credit.rule == "chat":
+        if quality.repeated_chat(pres, credit.digest, credit.ts, rules.quality):
+            points = 0  # a repeat earns nothing, is no sign of life, and no chat day
+            out.chat_withheld += credit.points
+            rule = quality.REPEAT_RULE
+        else:
+            points = _chat_points(state, credit, earn, day)
+            quality.activity(pres, credit.rule)
     else:
+        points = credit.points
         quality.activity(pres, credit.rule)
     if pres.flags or pres.flags != before:
         out.flags.append(
             quality.Flag(
                 credit.network, credit.user_id, quality.score(pres, rules.quality),
                 quality.reasons(pres.flags), pres.idle, pres.withheld, credit.ts,
+                pres.repeats, quality.age_days(pres, credit.ts),
             )
         )  # fmt: skip
     if points > 0:
@@ -231,7 +246,7 @@ def apply_credit(
         _post(
             state, out, credit, credit.rule, amount, f"{credit.network}:{credit.id}/{credit.rule}"
         )
-    note_week(state, credit.rule, day, rules.weekly)
+    note_week(state, rule, day, rules.weekly)
     tier = rules.tiers.tier_for(state.lifetime)
     if tier != tier_before:
         state.tier = tier

@@ -13,6 +13,22 @@ event-time order, so it scores presence from two signals:
   `100 * idle_ticks // run` (twice as long: 50, four times: 25), and the member is flagged
   `idle`. Any activity resets the run.
 
+Two more signals come with the credits themselves:
+
+- **account age**: the member's first credit on the network dates the account
+  (`Presence.first_ts`; members stored before it was kept count as old). For
+  `new_account_days` after it, watch credits of one tick from more than
+  `new_account_max_channels` channels are withheld too, and the member is flagged
+  `new_account` (until a tick within the limit): a fresh account sitting in many channels;
+- **repeated chat**: a chat credit carries the digest of its normalised text (`chat_digest`:
+  case, spacing, punctuation and symbols aside). A message whose digest is already among the
+  member's last `chat_history` messages of the past `chat_repeat_window_s`
+  `chat_repeats_max` times or more (in any channel) is a repeat: it earns no chat points, is
+  no sign of life for the idle run, no chat day for the weekly bonus, and flags the member
+  `repeated_chat` until a message that is not a repeat. The same line over and over, or a
+  few lines in turn (low variety: at most chat_history / chat_repeats_max distinct lines),
+  earns no more than chat_repeats_max times a line.
+
 A watch credit earns its points times score/100 when the score is below `scale_below`,
 and nothing below `withhold_below`. The defaults leave ordinary viewers untouched: a human
 watching three streams at once, or twelve hours straight without a word, keeps every point.
@@ -20,12 +36,21 @@ watching three streams at once, or twelve hours straight without a word, keeps e
 
 from __future__ import annotations
 
+import hashlib
+
 import msgspec
 
 from engine.rules import QualityRules
 
-MULTI_CHANNEL, IDLE = 1, 2
-REASONS = {MULTI_CHANNEL: "multi_channel", IDLE: "idle"}
+MULTI_CHANNEL, IDLE, NEW_ACCOUNT, REPEATED_CHAT = 1, 2, 4, 8
+REASONS = {
+    MULTI_CHANNEL: "multi_channel", IDLE: "idle",
+    NEW_ACCOUNT: "new_account", REPEATED_CHAT: "repeated_chat",
+}  # fmt: skip
+DAY_S = 86_400
+NEVER = -1e18
+REPEAT_RULE = "chat_repeat"
+"""What a repeated chat counts as for the weekly bonus: not a chat (no chat day)."""
 NOT_ACTIVITY = frozenset({"watch", "welcome", "streak"})
 
 
@@ -40,6 +65,12 @@ class Presence(msgspec.Struct, array_like=True, gc=False):
     flags: int = 0
     withheld: int = 0
     """Watch points withheld so far (before multipliers)."""
+    first_ts: float = NEVER
+    """Event time of the member's first credit (NEVER: before it was kept, an old account)."""
+    chats: list[tuple[int, float]] = msgspec.field(default_factory=list)
+    """The last chat_history chat messages: (digest, ts), oldest first."""
+    repeats: int = 0
+    """Repeated chat messages so far (they earned nothing)."""
 
 
 class Flag(msgspec.Struct, frozen=True):
@@ -52,6 +83,10 @@ class Flag(msgspec.Struct, frozen=True):
     idle_ticks: int
     withheld: int
     ts: float
+    repeated_chats: int = 0
+    account_age_days: int = -1
+    """Whole days since the member's first credit; -1: unknown (an account older than that
+    record)."""
 
 
 def score(p: Presence, rules: QualityRules) -> int:
@@ -64,11 +99,25 @@ def reasons(flags: int) -> list[str]:
     return [name for bit, name in REASONS.items() if flags & bit]
 
 
+def age_days(p: Presence, ts: float) -> int:
+    return -1 if p.first_ts <= NEVER else int((ts - p.first_ts) // DAY_S)
+
+
+def channel_limit(p: Presence, ts: float, rules: QualityRules) -> tuple[int, bool]:
+    """The most channels one watch tick at `ts` may pay (0: no limit), and whether the
+    account is new then (its lower limit applies)."""
+    limit, young = rules.max_channels_at_once, rules.new_account_max_channels
+    if young and ts - p.first_ts < rules.new_account_days * DAY_S and (not limit or young < limit):
+        return young, True
+    return limit, False
+
+
 def watch_points(p: Presence, ts: float, points: int, rules: QualityRules) -> tuple[int, int]:
     """The points a watch credit of tick `ts` earns, and the member's flags after it."""
     if ts != p.tick_ts:
-        if p.tick_channels <= rules.max_channels_at_once or not rules.max_channels_at_once:
-            p.flags &= ~MULTI_CHANNEL  # the tick before was within the limit
+        limit = channel_limit(p, p.tick_ts, rules)[0]
+        if p.tick_channels <= limit or not limit:
+            p.flags &= ~(MULTI_CHANNEL | NEW_ACCOUNT)  # the tick before was within the limit
         away = ts - p.tick_ts >= rules.left_after_s
         p.tick_ts, p.tick_channels = ts, 0
         p.idle = 1 if away else p.idle + 1  # a gap: the member left, and came back
@@ -78,8 +127,12 @@ def watch_points(p: Presence, ts: float, points: int, rules: QualityRules) -> tu
     s = 100 if idle_ticks <= 0 or p.idle <= idle_ticks else 100 * idle_ticks // p.idle  # score()
     if s < 100:
         flags |= IDLE
-    if rules.max_channels_at_once and p.tick_channels > rules.max_channels_at_once:
-        flags |= MULTI_CHANNEL
+    limit, young = channel_limit(p, ts, rules)
+    if limit and p.tick_channels > limit:
+        if young:
+            flags |= NEW_ACCOUNT
+        if rules.max_channels_at_once and p.tick_channels > rules.max_channels_at_once:
+            flags |= MULTI_CHANNEL
         earned = 0
     elif s < rules.withhold_below:
         earned = 0
@@ -94,6 +147,35 @@ def activity(p: Presence, rule: str) -> None:
     if rule not in NOT_ACTIVITY:
         p.idle = 0
         p.flags &= ~IDLE
+
+
+def chat_digest(text: str) -> int:
+    """A stable 63-bit digest of a chat message with case, spacing, punctuation and symbols
+    aside ("Hello, World!" == "hello world"); 0 for a message with no letter or digit."""
+    norm = "".join(ch for ch in text.casefold() if ch.isalnum())
+    if not norm:
+        return 0
+    raw = hashlib.blake2b(norm.encode(), digest_size=8).digest()
+    return int.from_bytes(raw, "big") >> 1 or 1
+
+
+def repeated_chat(p: Presence, digest: int, ts: float, rules: QualityRules) -> bool:
+    """Note a chat message (digest 0: none to compare) and say whether it is a repeat: its
+    digest is among the member's last `chat_history` messages of the past
+    `chat_repeat_window_s` `chat_repeats_max` times or more. Sets or clears the flag."""
+    if not digest or not rules.chat_repeats_max or not rules.chat_history:
+        return False
+    horizon = ts - rules.chat_repeat_window_s
+    recent = [c for c in p.chats if c[1] > horizon]
+    seen = sum(1 for d, _ in recent if d == digest)
+    recent.append((digest, ts))
+    p.chats = recent[-rules.chat_history :]
+    if seen >= rules.chat_repeats_max:
+        p.repeats += 1
+        p.flags |= REPEATED_CHAT
+        return True
+    p.flags &= ~REPEATED_CHAT
+    return False
 
 
 flag_encoder = msgspec.msgpack.Encoder()

@@ -144,10 +144,26 @@ class QualityRules(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     """A score below this scales watch points by score/100 ..."""
     withhold_below: int = 30
     """... and below this withholds them."""
+    new_account_days: int = 7
+    """An account is new for this many days after its first credit on the network ..."""
+    new_account_max_channels: int = 3
+    """... and a new account's watch credits of one tick from more channels than this are
+    withheld (flag `new_account`); 0 = no lower limit for new accounts."""
+    chat_repeats_max: int = 3
+    """A chat message already among the member's recent messages this many times (case,
+    spacing and punctuation aside, any channel) is a repeat: no chat points, no activity,
+    flag `repeated_chat`; 0 = repeats are not checked."""
+    chat_repeat_window_s: int = 3_600
+    """Recent messages: those of the past this many seconds ..."""
+    chat_history: int = 20
+    """... and at most this many of them (kept in the member's state); 0 = none."""
 
     def __post_init__(self) -> None:
-        if min(self.max_channels_at_once, self.idle_ticks, self.left_after_s) < 0:
-            raise ValueError("quality: values must not be negative")
+        for name in self.__struct_fields__:
+            if getattr(self, name) < 0:
+                raise ValueError(f"quality: {name} must not be negative")
+        if self.chat_history > 1_000:
+            raise ValueError("quality: chat_history must be at most 1000")
         if not 0 <= self.withhold_below <= self.scale_below <= 100:
             raise ValueError("quality: need 0 <= withhold_below <= scale_below <= 100")
 

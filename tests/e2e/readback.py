@@ -130,6 +130,7 @@ def run_reference(book: RuleBook, wire: list[dict]) -> Reference:
     README "Event time"); adapt here if the model's entry points change."""
     ref = Reference(book)
     ref.ingest(as_events(sorted(wire, key=lambda e: (e["ts"], e["id"]))), 0.0)
+    ref.finish()  # what wait_idle does: the newest event too is applied
     return ref
 
 

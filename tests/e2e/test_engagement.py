@@ -72,21 +72,31 @@ def test_a_farm_in_every_channel_is_flagged_ordinary_viewers_are_not(
         for ch in channels:
             events.append({"kind": "follow", "id": f"x-{ch}-{k}", "network": NET, "channel": ch,
                            "ts": t0 + k * 300 + 5, "user_id": f"fan-{ch}"})  # fmt: skip
+    for i in range(6):  # a script posting the same line; a human chatting in two channels
+        events.append({"kind": "chat", "id": f"spam-{i}", "network": NET, "channel": "f1",
+                       "ts": t0 + 20 + 40 * i, "user_id": "spam1", "text": "FREE points!!"})  # fmt: skip
+        events.append({"kind": "chat", "id": f"talk-{i}", "network": NET, "channel": f"f{i % 2}",
+                       "ts": t0 + 30 + 40 * i, "user_id": "human", "text": f"hi, take {i}"})  # fmt: skip
     status, body = post(deployment.url, events)
     assert status == 202, body
     assert deployment.client.wait_idle(60)
     status, view = get(deployment.url, f"/v1/quality/flagged?network={NET}")
     assert status == 200, view
     flagged = {m["user_id"]: m for m in view["members"]}
-    assert set(flagged) == {"farm1", "farm2"}
-    assert flagged["farm1"]["reasons"] == ["multi_channel"]
+    assert set(flagged) == {"farm1", "farm2", "spam1"}
+    assert flagged["spam1"]["reasons"] == ["repeated_chat"]
+    assert flagged["spam1"]["repeated_chats"] == 3  # the line earned chat_repeats_max (3) times
+    # new accounts both: the new-account limit (3) bites before max_channels_at_once (4)
+    assert flagged["farm1"]["reasons"] == ["multi_channel", "new_account"]
+    assert flagged["farm1"]["account_age_days"] == 0
     assert flagged["farm1"]["withheld"] > 0
     status, human = get(deployment.url, f"/v1/members/human?network={NET}")
     status, farm = get(deployment.url, f"/v1/members/farm1?network={NET}")
-    # the farm earns from at most max_channels_at_once (4) of its six channels
+    # the farm earns from at most new_account_max_channels (3) of its six channels
     assert farm["channels"]
-    assert len(farm["channels"]) == 4
+    assert len(farm["channels"]) == 3
     assert human["balance"] > 0
     with urllib.request.urlopen(deployment.url + "/metrics", timeout=30) as resp:
         metrics = resp.read().decode()
     assert "rally_watch_points_withheld" in metrics
+    assert "rally_chat_points_withheld_total 3.0" in metrics

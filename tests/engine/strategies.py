@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from engine.events import Event, Viewer
-from engine.rules import EarnRules, NetworkRules, RuleBook, TierRules
+from engine.rules import EarnRules, NetworkRules, QualityRules, RuleBook, TierRules
 from tests.engine.factories import DAY, T0, ev
 
 NETWORKS = ("n1", "n2")
@@ -33,6 +33,7 @@ BOOK = RuleBook(
                 watch_interval_s=120, chat_points=2, chat_cooldown_s=0, chat_daily_cap=3
             ),
             tiers=TierRules(thresholds=(0, 300, 900, 3_000), multipliers_pct=(100, 133, 171, 250)),
+            quality=QualityRules(chat_repeats_max=1, chat_history=3),  # repeats are common
             channels={"c2": {"watch_interval_s": 60, "follow_points": 5, "ignore": ["u4"]}},
         ),
     }
@@ -50,7 +51,13 @@ Item = Event | float
 """An event to ingest, or a float: a clock tick to that wall-clock time."""
 
 
+CHAT_TEXTS = ("", "hi", "Hi!", "gg", "nice one", ":)")
+"""Few lines, so that members repeat themselves (engine/quality.py repeated_chat)."""
+
+
 def _fields(kind: str, draw: Any) -> dict[str, Any]:
+    if kind == "chat":
+        return {"text": draw(st.sampled_from(CHAT_TEXTS))}
     if kind == "viewers":
         users = draw(st.lists(st.sampled_from(USERS), max_size=4, unique=True))
         return {"viewers": [Viewer(id=u) for u in users]}
