@@ -14,11 +14,14 @@ never behind something released before it, however the log was cut into batches.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 from collections.abc import Iterator
 from typing import Generic, TypeVar
 
 NEVER = float("-inf")
+SORT_RELEASE_MIN = 1_000
+"""Held items from which a release sorts the heap once rather than popping item by item."""
 
 T = TypeVar("T")
 
@@ -74,22 +77,32 @@ class ReorderBuffer(Generic[T]):
                 push(heap, (ts, key, seq + i, item))
         self._seq = seq + len(items)
 
+    def _pop_released(self) -> list[tuple[float, str, int, T]]:
+        """Remove and return the entries strictly older than the watermark, in order. Many
+        held (a watch tick): one sort and a cut instead of a pop each; a sorted list is a
+        heap, and (ts, key, seq) is a total order, so both ways give the same sequence."""
+        heap, watermark = self._heap, self.watermark
+        if not heap or heap[0][0] >= watermark:
+            return []
+        if len(heap) < SORT_RELEASE_MIN:
+            pop = heapq.heappop
+            out = []
+            while heap and heap[0][0] < watermark:
+                out.append(pop(heap))
+            return out
+        heap.sort()
+        cut = bisect.bisect_left(heap, (watermark,))  # the first with ts >= watermark
+        out = heap[:cut]
+        del heap[:cut]
+        return out
+
     def release(self) -> list[T]:
         """Everything strictly older than the watermark, in (ts, key) order."""
-        out: list[T] = []
-        heap = self._heap
-        while heap and heap[0][0] < self.watermark:
-            out.append(heapq.heappop(heap)[3])
-        return out
+        return [e[3] for e in self._pop_released()]
 
     def release_keyed(self) -> list[tuple[float, str, T]]:
         """release(), each item with its (ts, key): to pass on to another buffer."""
-        out: list[tuple[float, str, T]] = []
-        heap = self._heap
-        while heap and heap[0][0] < self.watermark:
-            ts, key, _, item = heapq.heappop(heap)
-            out.append((ts, key, item))
-        return out
+        return [(ts, key, item) for ts, key, _, item in self._pop_released()]
 
     def held(self) -> Iterator[tuple[float, str, T]]:
         """What is held back, unordered."""
