@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 from typing import Any, Literal
 
 import msgspec
@@ -79,11 +80,9 @@ class TierRules(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
             raise ValueError("tiers: thresholds must start at 0 and increase")
 
     def tier_for(self, lifetime: int) -> int:
-        tier = 0
-        for i, threshold in enumerate(self.thresholds):
-            if lifetime >= threshold:
-                tier = i
-        return tier
+        """The highest tier whose threshold `lifetime` reaches (thresholds increase from 0;
+        a negative lifetime is tier 0): once per credit, so a bisection, not a loop."""
+        return max(bisect.bisect_right(self.thresholds, lifetime) - 1, 0)
 
     def points_to_next(self, lifetime: int) -> int | None:
         tier = self.tier_for(lifetime)

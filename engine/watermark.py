@@ -26,7 +26,7 @@ T = TypeVar("T")
 class ReorderBuffer(Generic[T]):
     """Items keyed by (ts, key), released in that order once the watermark passes them."""
 
-    __slots__ = ("_heap", "_seq", "lateness_s", "watermark")
+    __slots__ = ("_heap", "_newest", "_seq", "lateness_s", "watermark")
 
     def __init__(self, lateness_s: float, watermark: float = NEVER) -> None:
         assert lateness_s >= 0
@@ -34,6 +34,8 @@ class ReorderBuffer(Generic[T]):
         self.watermark = watermark
         self._heap: list[tuple[float, str, int, T]] = []
         self._seq = 0
+        self._newest = NEVER
+        """At least the newest ts held (an upper bound): past the watermark, all goes."""
 
     def __len__(self) -> int:
         return len(self._heap)
@@ -60,6 +62,8 @@ class ReorderBuffer(Generic[T]):
         # deduplicated events); items themselves are never compared
         heapq.heappush(self._heap, (ts, key, self._seq, item))
         self._seq += 1
+        if ts > self._newest:
+            self._newest = ts
 
     def push_all(self, items: list[tuple[float, str, T]]) -> None:
         """push(ts, key, item) for each of `items`, in order (one heapify when they
@@ -73,23 +77,35 @@ class ReorderBuffer(Generic[T]):
             for i, (ts, key, item) in enumerate(items):
                 push(heap, (ts, key, seq + i, item))
         self._seq = seq + len(items)
+        if items:
+            self._newest = max(self._newest, max(ts for ts, _, _ in items))
+
+    def _pop_released(self) -> list[tuple[float, str, int, T]]:
+        """Remove and return the entries strictly older than the watermark, in order. When
+        all of them go (a watch tick's credits), one sort instead of a pop each: (ts, key,
+        seq) is a total order, so both ways give the same sequence."""
+        heap, watermark = self._heap, self.watermark
+        if not heap or heap[0][0] >= watermark:
+            return []
+        if self._newest < watermark:
+            heap.sort()
+            out = heap[:]
+            heap.clear()
+            self._newest = NEVER
+            return out
+        pop = heapq.heappop
+        out = []
+        while heap and heap[0][0] < watermark:
+            out.append(pop(heap))
+        return out
 
     def release(self) -> list[T]:
         """Everything strictly older than the watermark, in (ts, key) order."""
-        out: list[T] = []
-        heap = self._heap
-        while heap and heap[0][0] < self.watermark:
-            out.append(heapq.heappop(heap)[3])
-        return out
+        return [e[3] for e in self._pop_released()]
 
     def release_keyed(self) -> list[tuple[float, str, T]]:
         """release(), each item with its (ts, key): to pass on to another buffer."""
-        out: list[tuple[float, str, T]] = []
-        heap = self._heap
-        while heap and heap[0][0] < self.watermark:
-            ts, key, _, item = heapq.heappop(heap)
-            out.append((ts, key, item))
-        return out
+        return [(ts, key, item) for ts, key, _, item in self._pop_released()]
 
     def held(self) -> Iterator[tuple[float, str, T]]:
         """What is held back, unordered."""
@@ -98,3 +114,4 @@ class ReorderBuffer(Generic[T]):
 
     def clear(self) -> None:
         self._heap.clear()
+        self._newest = NEVER
