@@ -55,9 +55,9 @@ def ledger_tail(
 ) -> list[LedgerEntry]:
     """The entries crediting or debiting `account` that the ledger logs hold past `offsets`
     (stream -> last entry id the archive holds; a stream missing there: all of it), in the
-    archive's order (stream entry id, then place in the entry). Every stream is read: a
+    archive's order (stream entry id, stream name, then place in the entry). Every stream is read: a
     transfer between two members is logged once, by the shard of the member it starts from."""
-    found: list[tuple[tuple[int, int], int, LedgerEntry]] = []
+    found: list[tuple[tuple[int, int], str, int, LedgerEntry]] = []
     for m in range(member_shards):
         stream = keys.ledgerlog(m)
         start = offsets.get(stream)
@@ -71,13 +71,13 @@ def ledger_tail(
                 at = parse_id(eid)
                 for pos, e in enumerate(_ledger_list.decode(blob)):
                     if account in (e.credit, e.debit):
-                        found.append((at, pos, e))
+                        found.append((at, stream, pos, e))
             if len(got) < TAIL_READ:
                 break
             ms, seq = parse_id(got[-1][0])
             lo = f"({ms}-{seq}"
-    found.sort(key=lambda x: (x[0], x[1]))
-    return [e for _, _, e in found]
+    found.sort(key=lambda x: (x[0], x[1], x[2]))  # as the archive's NEWEST_FIRST, reversed
+    return [e for _, _, _, e in found]
 
 
 def archive_offset_field(stream: str) -> str:

@@ -85,7 +85,9 @@ ARROW_SCHEMA = pa.schema(
     ]
 )
 ENTRY_COLUMNS = "id, ts, network, debit, credit, amount, rule, channel"
-NEWEST_FIRST = "entry_ms DESC, entry_seq DESC, pos DESC"
+NEWEST_FIRST = "entry_ms DESC, entry_seq DESC, stream DESC, pos DESC"
+"""A total order: two shards' ledger logs can get the same entry id (one millisecond);
+actors.ledger_sink.ledger_tail orders the unarchived tail the same way, ascending."""
 LOCK_RETRY_S = 0.005
 
 _entry_rows = msgspec.msgpack.Decoder(list[tuple[str, float, str, str, str, int, str, str]])

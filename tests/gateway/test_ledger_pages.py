@@ -74,8 +74,12 @@ def test_pages_cross_from_the_log_into_the_archive(
         )
         for i in range(RECENT)
     ]
-    r.xadd(keys.ledgerlog(0), {"l": ledger_encoder.encode(fresh[:2]), "n": 2})
-    r.xadd(keys.ledgerlog(1), {"l": ledger_encoder.encode(fresh[2:]), "n": RECENT - 2})
+    # ids past both streams' last and apart: "*" ids of two streams can coincide (one ms)
+    last = max(int(r.xinfo_stream(keys.ledgerlog(m))["last-generated-id"].split(b"-")[0])
+               for m in (0, 1))  # fmt: skip
+    r.xadd(keys.ledgerlog(0), {"l": ledger_encoder.encode(fresh[:2]), "n": 2}, id=f"{last + 1}-0")
+    r.xadd(keys.ledgerlog(1), {"l": ledger_encoder.encode(fresh[2:]), "n": RECENT - 2},
+           id=f"{last + 2}-0")  # fmt: skip
     expected = [e.id for e in reversed(fresh)] + archived
 
     async def go() -> None:

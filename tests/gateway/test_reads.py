@@ -131,8 +131,14 @@ def test_ledger_pages_newest_first(
         )
         for i in range(7)
     ]
-    redis_client.xadd(keys.ledgerlog(1), {"l": ledger_encoder.encode(entries[:3]), "n": 3})
-    redis_client.xadd(keys.ledgerlog(0), {"l": ledger_encoder.encode(entries[3:]), "n": 4})
+    # explicit ids: two streams' "*" ids can coincide within a millisecond (then the order
+    # between them is the stream name's, not the order of these two calls)
+    redis_client.xadd(
+        keys.ledgerlog(1), {"l": ledger_encoder.encode(entries[:3]), "n": 3}, id="1-0"
+    )
+    redis_client.xadd(
+        keys.ledgerlog(0), {"l": ledger_encoder.encode(entries[3:]), "n": 4}, id="2-0"
+    )
     (s1, p1), (s2, p2), (s3, p3), (s4, p4), (s5, p5) = _read(
         redis_server,
         namespace,
@@ -160,6 +166,29 @@ def test_ledger_pages_newest_first(
     assert p3["next_cursor"] is None
     assert (s4, p4["field"]) == (400, "limit")
     assert (s5, p5["field"]) == (400, "cursor")
+
+
+def test_ledger_pages_of_two_logs_with_one_entry_id_repeat_and_miss_nothing(
+    redis_server: RedisServer, redis_client: redis.Redis, namespace: str
+) -> None:
+    """Two shards' ledger logs can give their entries the same id (one millisecond): the
+    order is still total (stream name breaks the tie), so pages never overlap or skip."""
+    keys = Keys(namespace)
+    acct = member_account("demo", "u1")
+    entries = [Entry(f"y{i}", NOW, "demo", treasury_account("demo"), acct, 1, "chat", "c1")
+               for i in range(7)]  # fmt: skip
+    redis_client.xadd(
+        keys.ledgerlog(0), {"l": ledger_encoder.encode(entries[:4]), "n": 4}, id="5-0"
+    )
+    redis_client.xadd(
+        keys.ledgerlog(1), {"l": ledger_encoder.encode(entries[4:]), "n": 3}, id="5-0"
+    )
+    paths = [f"/v1/members/u1/ledger?network=demo&limit=2&cursor={c}" for c in range(0, 8, 2)]
+    got = _read(redis_server, namespace, "/v1/members/u1/ledger?network=demo&limit=50", *paths)
+    assert all(status == 200 for status, _ in got)
+    whole = [e["id"] for e in got[0][1]["entries"]]
+    assert whole == ["y6", "y5", "y4", "y3", "y2", "y1", "y0"]  # ledgerlog:1 sorts after :0
+    assert [e["id"] for _, page in got[1:] for e in page["entries"]] == whole
 
 
 def test_leaderboards(redis_server: RedisServer, redis_client: redis.Redis, namespace: str) -> None:
