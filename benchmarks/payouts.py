@@ -28,10 +28,11 @@ from eth_account import Account
 
 from actors.event_hooks import HookStore
 from actors.payout import PayoutStore
-from benchmarks.bench import Bench, post_events, wait_drained
+from benchmarks.bench import Bench, post_events, wait_drained, wait_until
 from benchmarks.receiver import Receiver
 from chain.client import TokenClient, batch_id, embedded_web3, rpc_web3
 from engine.event_hooks import Subscription
+from engine.member import state_decoder
 from engine.payout import PayoutRules, Request
 from gateway.redis_server import free_port
 
@@ -86,6 +87,15 @@ def _webhooks(b: Bench, n: int) -> dict[str, Any]:
                      "channel": "payout-seed", "user_id": u, "ts": now, "points": 100_000}
                     for i, u in enumerate(users)])  # fmt: skip
     wait_drained(b)
+    fields = [f"{net}:{u}" for u in users]
+
+    def seeded() -> bool:  # the counters can settle while member shards still hold credits
+        b.release_held()
+        got = b.r.hmget(b.rally.keys.mstate, fields)
+        return all(raw is not None and state_decoder.decode(raw).balance >= 100_000 for raw in got)
+
+    if wait_until(seeded, timeout_s=60.0, every_s=0.1) is None:
+        raise RuntimeError("the payees' seed points were not credited within 60 s")
     rec = Receiver(WEBHOOK_SECRET, hang_s=2.0).start()
     try:
         store = PayoutStore(
