@@ -223,7 +223,8 @@ def _wait_dead(actors: list[Any], timeout_s: float = 30.0) -> None:
     for a in actors:
         while time.monotonic() < deadline:
             try:
-                ray.get(a.__ray_ready__.remote(), timeout=max(0.1, deadline - time.monotonic()))
+                probe = a.__ray_ready__.options(max_task_retries=0)  # no retry (nor its log line)
+                ray.get(probe.remote(), timeout=max(0.1, deadline - time.monotonic()))
             except ray.exceptions.GetTimeoutError:
                 continue
             except Exception:  # RayActorError: dead
