@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -133,18 +134,26 @@ class Deployment:
         self.gateway = Gateway(self.config, self.gateway.redis_url).start()
 
 
+@contextlib.contextmanager
+def deploy(config: Path, redis_url: str) -> Iterator[Deployment]:
+    """The shards (no scheduler) and a gateway process for `config`, stopped after."""
+    settings = load_settings(config, {})
+    client = RallyClient(settings.runtime(redis_url)).start(scheduler=False)
+    dep = Deployment(settings, config, client, Gateway(config, redis_url).start())
+    try:
+        yield dep
+    finally:
+        dep.gateway.stop()
+        client.stop()
+
+
 @pytest.fixture
 def deployment(ray_cluster, redis_server, namespace, tmp_path) -> Iterator[Deployment]:
     config = tmp_path / "rally.toml"
     config.write_text(CONFIG.format(ns=namespace, data_dir=tmp_path, redis_url=redis_server.url,
                                     key=KEY, secret=SECRET))  # fmt: skip
-    settings = load_settings(config, {})
-    client = RallyClient(settings.runtime(redis_server.url)).start(scheduler=False)
-    gateway = Gateway(config, redis_server.url).start()
-    dep = Deployment(settings, config, client, gateway)
-    yield dep
-    dep.gateway.stop()
-    client.stop()
+    with deploy(config, redis_server.url) as dep:
+        yield dep
 
 
 def rally_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

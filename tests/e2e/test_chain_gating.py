@@ -13,11 +13,9 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from actors.client import RallyClient
 from actors.keys import Keys
 from actors.notices import decode_notice
-from gateway.settings import load_settings
-from tests.e2e.conftest import CONFIG, KEY, SECRET, Deployment, Gateway, post
+from tests.e2e.conftest import CONFIG, KEY, SECRET, Deployment, deploy, post
 from tests.e2e.test_payouts import wait_status
 from tests.e2e.test_raffles import call
 
@@ -45,13 +43,8 @@ def dep(ray_cluster, redis_server, namespace, tmp_path) -> Iterator[Deployment]:
     text = CONFIG.format(ns=namespace, data_dir=tmp_path, redis_url=redis_server.url,
                          key=KEY, secret=SECRET)  # fmt: skip
     config.write_text(text + EXTRA)
-    settings = load_settings(config, {})
-    client = RallyClient(settings.runtime(redis_server.url)).start(scheduler=False)
-    gateway = Gateway(config, redis_server.url).start()
-    d = Deployment(settings, config, client, gateway)
-    yield d
-    d.gateway.stop()
-    client.stop()
+    with deploy(config, redis_server.url) as d:
+        yield d
 
 
 def link(d: Deployment, user: str) -> str:

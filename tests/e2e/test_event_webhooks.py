@@ -12,11 +12,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from actors.client import RallyClient
 from benchmarks.receiver import Receiver
 from engine import event_hooks
-from gateway.settings import load_settings
-from tests.e2e.conftest import CONFIG, KEY, SECRET, Deployment, Gateway, post
+from tests.e2e.conftest import CONFIG, KEY, SECRET, Deployment, deploy, post
 from tests.e2e.test_payouts import HOOK_SECRET, PAYOUTS
 from tests.e2e.test_raffles import call
 
@@ -44,13 +42,8 @@ url = "{receiver.url}"
 events = ["tier.upgraded"]
 """
     config.write_text(text + PAYOUTS + events)
-    settings = load_settings(config, {})
-    client = RallyClient(settings.runtime(redis_server.url)).start(scheduler=False)
-    gateway = Gateway(config, redis_server.url).start()
-    d = Deployment(settings, config, client, gateway)
-    yield d
-    d.gateway.stop()
-    client.stop()
+    with deploy(config, redis_server.url) as d:
+        yield d
 
 
 def wait_for(check, timeout_s: float = 30.0):  # type: ignore[no-untyped-def]

@@ -12,13 +12,11 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from actors.client import RallyClient
 from actors.keys import Keys
 from benchmarks.receiver import Receiver
 from engine import webhook
 from engine.member import state_decoder
-from gateway.settings import load_settings
-from tests.e2e.conftest import CONFIG, KEY, SECRET, Deployment, Gateway, post, rally_cli
+from tests.e2e.conftest import CONFIG, KEY, SECRET, Deployment, deploy, post, rally_cli
 from tests.e2e.test_raffles import call
 
 HOOK_SECRET = webhook.new_secret(b"e2e-webhook-secret-0123")
@@ -48,13 +46,8 @@ def dep(ray_cluster, redis_server, namespace, tmp_path) -> Iterator[Deployment]:
     text = CONFIG.format(ns=namespace, data_dir=tmp_path, redis_url=redis_server.url,
                          key=KEY, secret=SECRET)  # fmt: skip
     config.write_text(text + PAYOUTS)
-    settings = load_settings(config, {})
-    client = RallyClient(settings.runtime(redis_server.url)).start(scheduler=False)
-    gateway = Gateway(config, redis_server.url).start()
-    d = Deployment(settings, config, client, gateway)
-    yield d
-    d.gateway.stop()
-    client.stop()
+    with deploy(config, redis_server.url) as d:
+        yield d
 
 
 def balance(d: Deployment, user: str) -> int:

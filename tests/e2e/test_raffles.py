@@ -15,15 +15,13 @@ from typing import Any
 import pytest
 import redis
 
-from actors.client import RallyClient
 from actors.keys import Keys
 from engine.member import state_decoder
 from engine.rules import RuleBook
 from gateway.audit import audit
 from gateway.auth import TokenSigner
-from gateway.settings import load_settings
 from gateway.signing import request_message, sign
-from tests.e2e.conftest import CONFIG, KEY, SECRET, Deployment, Gateway, post, rally_cli
+from tests.e2e.conftest import CONFIG, KEY, SECRET, Deployment, deploy, post, rally_cli
 
 TOKEN_SECRET = "raffle-token-secret-0123456789abcdef"
 BASE = 151
@@ -37,13 +35,8 @@ def dep(ray_cluster, redis_server, namespace, tmp_path) -> Iterator[Deployment]:
                          key=KEY, secret=SECRET)  # fmt: skip
     text = text.replace("[clock]", f'[auth]\ntoken_secret = "{TOKEN_SECRET}"\n[clock]')
     config.write_text(text)
-    settings = load_settings(config, {})
-    client = RallyClient(settings.runtime(redis_server.url)).start(scheduler=False)
-    gateway = Gateway(config, redis_server.url).start()
-    d = Deployment(settings, config, client, gateway)
-    yield d
-    d.gateway.stop()
-    client.stop()
+    with deploy(config, redis_server.url) as d:
+        yield d
 
 
 def call(url: str, method: str, target: str, body: Any = None, *, headers: dict[str, str] | None = None,
