@@ -166,10 +166,21 @@ def repeated_chat(p: Presence, digest: int, ts: float, rules: QualityRules) -> b
     if not digest or not rules.chat_repeats_max or not rules.chat_history:
         return False
     horizon = ts - rules.chat_repeat_window_s
-    recent = [c for c in p.chats if c[1] > horizon]
-    seen = sum(1 for d, _ in recent if d == digest)
-    recent.append((digest, ts))
-    p.chats = recent[-rules.chat_history :]
+    chats = p.chats
+    seen = 0
+    stale = False
+    for d, t in chats:  # one pass: a hot path (every chat credit)
+        if t <= horizon:
+            stale = True
+        elif d == digest:
+            seen += 1
+    if stale:
+        chats = [c for c in chats if c[1] > horizon]
+    chats.append((digest, ts))
+    over = len(chats) - rules.chat_history
+    if over > 0:
+        del chats[:over]
+    p.chats = chats
     if seen >= rules.chat_repeats_max:
         p.repeats += 1
         p.flags |= REPEATED_CHAT
