@@ -129,7 +129,7 @@ def _print_kpis(rep: dict[str, Any]) -> None:
         ("MAU", a["mau"]), ("chat DAU (mean)", c["chat_dau"]), ("chat MAU", c["chat_mau"]),
         ("members with 7+ day streaks", st["streak_7"]), ("streak continuation", st["share"]),
         ("points issued", p["issued"]), ("points spent", p["spent"]),
-        ("points outstanding", p["outstanding"]), ("avg watch time per viewer (s)",
+        ("points imported", p["imported"]), ("points outstanding", p["outstanding"]), ("avg watch time per viewer (s)",
         w["avg_watch_s"]),
     ):  # fmt: skip
         t.add_row(name, _fmt(v))

@@ -122,3 +122,20 @@ def test_the_payouts_view_has_one_row_per_payout(con: duckdb.DuckDBPyConnection)
     ]
     rules = con.execute("SELECT DISTINCT rule FROM raffle_entries").fetchall()
     assert rules == [("raffle_ticket",)]
+
+
+def test_the_report_writes_four_charts_and_a_page(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path
+) -> None:
+    from analytics.report import retention_curves, write_report
+
+    rep = kpis.report(con, kpis.Scope(DAY - 29, DAY))
+    page = write_report(rep, tmp_path / "out")
+    charts = ("active.png", "retention.png", "tiers.png", "points.png")
+    for name in charts:
+        assert (tmp_path / "out" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"src='{name}'" in page.read_text()
+    assert "points imported" in page.read_text()
+    rows = [{"cohort": 1, "members": 3, "day_1": 1 / 3, "day_7": None},
+            {"cohort": 2, "members": 1, "day_1": 1.0, "day_7": 0.0}]  # fmt: skip
+    assert retention_curves(rows) == ([0, 1, 7], [1.0, 0.5, 0.0])
