@@ -38,7 +38,7 @@ IMPORTS = ("migration",)
 
 
 def _kinds(col: str, kinds: tuple[str, ...]) -> str:
-    return f"regexp_matches({col}, '^({'|'.join(kinds)}):')"
+    return f"split_part({col}, ':', 1) IN ({', '.join(repr(k) for k in kinds)})"
 
 
 def net_flow(kinds: tuple[str, ...]) -> str:
