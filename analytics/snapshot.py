@@ -88,11 +88,25 @@ VIEWS = {
         FROM ev FULL JOIN pts USING (network, channel)""",
     "spends": """
         SELECT * FROM ledger WHERE starts_with(debit, 'member:')""",
+    # one row per redemption (engine/store.py Redemption, as JSON in the item_* notices):
+    # item_redeemed once its points were taken, item_fulfilled / item_refunded later
     "store_redemptions": """
-        SELECT ts, network, json_extract_string(body, '$.user_id') AS user_id,
-               json_extract_string(body, '$.item') AS item,
-               json_extract_string(body, '$.id') AS redemption,
-               body FROM notices WHERE kind = 'item_redeemed'""",
+        WITH r AS (
+            SELECT kind, ts, network, json_extract_string(body, '$.id') AS redemption, body
+            FROM notices WHERE kind IN ('item_redeemed', 'item_fulfilled', 'item_refunded')),
+        ends AS (
+            SELECT network, redemption,
+                   min(ts) FILTER (WHERE kind = 'item_fulfilled') AS fulfilled_ts,
+                   min(ts) FILTER (WHERE kind = 'item_refunded') AS refunded_ts
+            FROM r GROUP BY ALL)
+        SELECT r.ts, r.network, json_extract_string(r.body, '$.user_id') AS user_id,
+               json_extract_string(r.body, '$.item_id') AS item,
+               json_extract_string(r.body, '$.item_name') AS item_name,
+               CAST(json_extract(r.body, '$.cost') AS BIGINT) AS cost,
+               json_extract_string(r.body, '$.channel') AS channel,
+               nullif(json_extract_string(r.body, '$.voucher'), '') AS voucher,
+               r.redemption, ends.fulfilled_ts, ends.refunded_ts, r.body
+        FROM r LEFT JOIN ends USING (network, redemption) WHERE r.kind = 'item_redeemed'""",
     "raffle_entries": """
         SELECT * FROM ledger WHERE rule IN ('raffle_ticket', 'raffle_entry')""",
     "raffle_draws": """

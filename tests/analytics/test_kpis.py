@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
+import msgspec
 import pytest
 from msgspec.structs import replace
 
@@ -139,3 +140,31 @@ def test_the_report_writes_four_charts_and_a_page(
     rows = [{"cohort": 1, "members": 3, "day_1": 1 / 3, "day_7": None},
             {"cohort": 2, "members": 1, "day_1": 1.0, "day_7": 0.0}]  # fmt: skip
     assert retention_curves(rows) == ([0, 1, 7], [1.0, 0.5, 0.0])
+
+
+def test_store_redemptions_name_the_item_and_how_each_ended(tmp_path: Path) -> None:
+    from analytics.landing import FeedEntry
+    from engine.store import Redemption
+
+    def note(ms: int, kind: str, red: Redemption) -> FeedEntry:
+        return FeedEntry("t:notices", f"{ms}-0", {kind.encode(): msgspec.json.encode(red)})
+
+    def red(rid: str, status: str, cost: int = 50) -> Redemption:
+        return Redemption(rid, NET, "a", "mug", "A mug", cost, "c1", status, T0, T0 + 1,  # type: ignore[arg-type]
+                          f"store:{rid}")  # fmt: skip
+
+    archive = LedgerArchive(tmp_path / "ledger.duckdb")
+    archive.create()
+    archive.append([], [note(1, "item_redeemed", red("r1", "pending")),
+                        note(2, "item_redeemed", red("r2", "pending")),
+                        note(3, "item_fulfilled", red("r1", "fulfilled")),
+                        note(4, "item_refunded", red("r2", "refunded"))])  # fmt: skip
+    snapshot.take(archive, tmp_path / "s", now=T0 + 60)
+    with snapshot.connect(tmp_path / "s") as c:
+        got = c.execute(
+            "SELECT redemption, user_id, item, item_name, cost, channel, voucher,"
+            " fulfilled_ts IS NOT NULL, refunded_ts IS NOT NULL"
+            " FROM store_redemptions ORDER BY redemption"
+        ).fetchall()
+    assert got == [("r1", "a", "mug", "A mug", 50, "c1", None, True, False),
+                   ("r2", "a", "mug", "A mug", 50, "c1", None, False, True)]  # fmt: skip
