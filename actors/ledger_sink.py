@@ -80,6 +80,18 @@ def ledger_tail(
     return [e for _, _, _, e in found]
 
 
+def snapshot_age(root: str, now: float) -> float:
+    """How long ago the latest snapshot under `root` was taken (0 without one), so that a
+    restarted sink keeps the snapshot cadence instead of waiting a whole interval again (a
+    deployment restarted more often than `snapshot_interval_s` would never take one)."""
+    if not root:
+        return 0.0
+    try:
+        return max(0.0, now - snapshot.latest(root).taken_at)
+    except (snapshot.SnapshotError, OSError, ValueError, TypeError):
+        return 0.0
+
+
 def archive_offset_field(stream: str) -> str:
     """The offsets hash field holding the last entry of `stream` the archive committed."""
     return f"{stream}|{GROUP}"
@@ -109,7 +121,7 @@ class LedgerSink:
         self.rows = 0
         self.feed_rows = 0
         self.snapshots = 0
-        self.last_snapshot = time.monotonic()
+        self.last_snapshot = time.monotonic() - snapshot_age(cfg.snapshot_dir, time.time())
         self.batches = 0
         self.errors = 0
         self.stopping = threading.Event()

@@ -28,6 +28,36 @@ DEFAULT_WATCH_S = 300
 
 Params = dict[str, Any]
 
+SOURCES = ("treasury", "bonus", "voucher")
+"""Accounts the program issues points from: the treasury (earning rules), `bonus:` (the
+weekly bonus, moderators' !addpoints / !bonusall) and `voucher:` (voucher points)."""
+SINKS = ("store", "raffle", "payout")
+"""Accounts members spend points on: the store, raffles (tickets, entries), payouts."""
+IMPORTS = ("migration",)
+"""Accounts opening balances come from (`rally import`)."""
+
+
+def _kinds(col: str, kinds: tuple[str, ...]) -> str:
+    return f"split_part({col}, ':', 1) IN ({', '.join(repr(k) for k in kinds)})"
+
+
+def net_flow(kinds: tuple[str, ...]) -> str:
+    """The signed amount of a ledger entry between members and accounts of `kinds`: +amount
+    from a member to them, -amount from them to a member, else 0 (a gift between members
+    passes `gift:` and is no flow of any kind)."""
+    to_them = f"starts_with(debit, 'member:') AND {_kinds('credit', kinds)}"
+    from_them = f"starts_with(credit, 'member:') AND {_kinds('debit', kinds)}"
+    return f"(CASE WHEN {to_them} THEN amount WHEN {from_them} THEN -amount ELSE 0 END)"
+
+
+ISSUED = f"(-{net_flow(SOURCES)})"
+"""Points issued by one ledger entry: from a source to a member (less a moderator's
+!removepoints, member -> bonus:)."""
+SPENT = net_flow(SINKS)
+"""Points spent by one ledger entry: from a member to a sink (less what a sink gives back:
+refunds, voided payouts, raffle prizes paid from the raffle's pool)."""
+IMPORTED = f"(-{net_flow(IMPORTS)})"
+
 
 @dataclass(frozen=True)
 class Scope:
@@ -187,16 +217,16 @@ def streaks(s: Scope) -> tuple[str, Params]:
 
 
 def points(s: Scope) -> tuple[str, Params]:
-    """Points issued (treasury -> member) and spent (member -> any account not a member:
-    store, raffle pools, payouts) within the period; outstanding: what members hold at the
+    """Points issued (net, from SOURCES to members), spent (net, from members to SINKS) and
+    imported (opening balances) within the period; outstanding: what members hold at the
     end of the last day (everything credited to members minus everything debited from
-    them, all time). Channel scope: entries of that channel."""
+    them, all time), so that outstanding(last day) = outstanding(day before the period) +
+    issued - spent + imported. Channel scope: entries of that channel."""
     sql = f"""
     SELECT
-      coalesce(sum(amount) FILTER (WHERE starts_with(debit, 'treasury:')
-          AND dn BETWEEN $d0 AND $d1), 0) AS issued,
-      coalesce(sum(amount) FILTER (WHERE starts_with(debit, 'member:')
-          AND NOT starts_with(credit, 'member:') AND dn BETWEEN $d0 AND $d1), 0) AS spent,
+      coalesce(sum({ISSUED}) FILTER (WHERE dn BETWEEN $d0 AND $d1), 0) AS issued,
+      coalesce(sum({SPENT}) FILTER (WHERE dn BETWEEN $d0 AND $d1), 0) AS spent,
+      coalesce(sum({IMPORTED}) FILTER (WHERE dn BETWEEN $d0 AND $d1), 0) AS imported,
       coalesce(sum(amount) FILTER (WHERE starts_with(credit, 'member:') AND dn <= $d1), 0)
       - coalesce(sum(amount) FILTER (WHERE starts_with(debit, 'member:') AND dn <= $d1), 0)
           AS outstanding
@@ -206,14 +236,14 @@ def points(s: Scope) -> tuple[str, Params]:
 
 def top_channels(s: Scope) -> tuple[str, Params]:
     """Channels of the period by engaged members (distinct members active in the channel)
-    and by points issued there; the TOP_CHANNELS first by engaged members."""
+    and by points issued there (as in `points`); the TOP_CHANNELS first by engaged members."""
     sql = f"""
     WITH {_activity(s)},
     eng AS (SELECT network, channel, count(DISTINCT user_id) AS engaged FROM activity
             WHERE day BETWEEN $d0 AND $d1 GROUP BY ALL),
-    pts AS (SELECT network, channel, sum(amount) AS points FROM ledger
-            WHERE starts_with(debit, 'treasury:') AND channel <> ''
-              AND floor(ts / {DAY_S}) BETWEEN $d0 AND $d1 AND {_where()} GROUP BY ALL)
+    pts AS (SELECT network, channel, sum({ISSUED}) AS points FROM ledger
+            WHERE channel <> '' AND floor(ts / {DAY_S}) BETWEEN $d0 AND $d1 AND {_where()}
+            GROUP BY ALL HAVING sum({ISSUED}) <> 0)
     SELECT network, channel, coalesce(engaged, 0) AS engaged, coalesce(points, 0) AS points
     FROM eng FULL JOIN pts USING (network, channel)
     ORDER BY engaged DESC, points DESC, network, channel LIMIT {TOP_CHANNELS}"""
@@ -262,9 +292,7 @@ def daily(s: Scope) -> tuple[str, Params]:
                    count(DISTINCT member) FILTER (WHERE kind = 'chat') AS chatters
             FROM activity WHERE day BETWEEN $d0 AND $d1 GROUP BY day),
     pts AS (SELECT CAST(floor(ts / {DAY_S}) AS BIGINT) AS day,
-                   sum(amount) FILTER (WHERE starts_with(debit, 'treasury:')) AS issued,
-                   sum(amount) FILTER (WHERE starts_with(debit, 'member:')
-                                         AND NOT starts_with(credit, 'member:')) AS spent
+                   sum({ISSUED}) AS issued, sum({SPENT}) AS spent
             FROM ledger WHERE floor(ts / {DAY_S}) BETWEEN $d0 AND $d1 AND {_where()}
             GROUP BY 1)
     SELECT d.day, coalesce(active, 0) AS active, coalesce(chatters, 0) AS chatters,

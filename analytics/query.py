@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +37,17 @@ def check_read_only(query: str) -> None:
         statements = duckdb.extract_statements(query)
     except duckdb.Error as err:
         raise QueryFailed(f"the query does not parse: {err}") from err
-    if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
+    if len(statements) != 1:
         raise QueryRefused("exactly one read-only statement may run (no ';' followed by more)")
+    if statements[0].type != duckdb.StatementType.SELECT:
+        kind = statements[0].type.name
+        raise QueryRefused(
+            f"only {', '.join(ALLOWED)} queries may run here: this one is a {kind} statement"
+        )
+
+
+def _day(day: int) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(day * kpis.DAY_S))
 
 
 def run_sql(root: str | Path, query: str, max_rows: int = MAX_ROWS) -> dict[str, Any]:
@@ -72,7 +82,9 @@ def kpi_report(
         last = last_day if last_day is not None else (span[1] if span else 0)
         first = first_day if first_day is not None else last - 29
         if first > last:
-            raise QueryRefused(f"the period is empty: it starts after it ends ({first} > {last})")
+            raise QueryRefused(
+                f"the period is empty: it starts on {_day(first)}, after it ends on {_day(last)}"
+            )
         scope = kpis.Scope(first, last, network, channel, watch_intervals)
         out = kpis.report(con, scope)
     out["snapshot"] = {"id": man.id, "taken_at": man.taken_at, "offsets": man.offsets}

@@ -33,6 +33,7 @@ from pathlib import Path
 import duckdb
 
 from analytics.archive import ArchiveError, LedgerArchive
+from analytics.kpis import ISSUED
 
 TABLES = ("ledger", "events", "tier_changes", "notices")
 DAY = "strftime(make_timestamp(CAST(ts * 1000000 AS BIGINT)), '%Y-%m-%d')"
@@ -72,26 +73,40 @@ VIEWS = {
         FROM m FULL JOIN e USING (network, user_id)
         LEFT JOIN t ON t.network = coalesce(m.network, e.network)
                    AND t.user_id = coalesce(m.user_id, e.user_id)""",
-    "channels": """
+    "channels": f"""
         WITH ev AS (
             SELECT network, channel, count(*) AS events,
                    count(DISTINCT user_id) FILTER (WHERE user_id <> '') AS members,
                    min(ts) AS first_ts, max(ts) AS last_ts
             FROM events GROUP BY ALL),
         pts AS (
-            SELECT network, channel, sum(amount) AS points_issued
-            FROM ledger WHERE starts_with(debit, 'treasury:') AND channel <> '' GROUP BY ALL)
+            SELECT network, channel, sum({ISSUED}) AS points_issued
+            FROM ledger WHERE channel <> '' GROUP BY ALL HAVING sum({ISSUED}) <> 0)
         SELECT network, channel, coalesce(ev.events, 0) AS events,
                coalesce(ev.members, 0) AS members,
                coalesce(pts.points_issued, 0) AS points_issued, first_ts, last_ts
         FROM ev FULL JOIN pts USING (network, channel)""",
     "spends": """
         SELECT * FROM ledger WHERE starts_with(debit, 'member:')""",
+    # one row per redemption (engine/store.py Redemption, as JSON in the item_* notices):
+    # item_redeemed once its points were taken, item_fulfilled / item_refunded later
     "store_redemptions": """
-        SELECT ts, network, json_extract_string(body, '$.user_id') AS user_id,
-               json_extract_string(body, '$.item') AS item,
-               json_extract_string(body, '$.id') AS redemption,
-               body FROM notices WHERE kind = 'item_redeemed'""",
+        WITH r AS (
+            SELECT kind, ts, network, json_extract_string(body, '$.id') AS redemption, body
+            FROM notices WHERE kind IN ('item_redeemed', 'item_fulfilled', 'item_refunded')),
+        ends AS (
+            SELECT network, redemption,
+                   min(ts) FILTER (WHERE kind = 'item_fulfilled') AS fulfilled_ts,
+                   min(ts) FILTER (WHERE kind = 'item_refunded') AS refunded_ts
+            FROM r GROUP BY ALL)
+        SELECT r.ts, r.network, json_extract_string(r.body, '$.user_id') AS user_id,
+               json_extract_string(r.body, '$.item_id') AS item,
+               json_extract_string(r.body, '$.item_name') AS item_name,
+               CAST(json_extract(r.body, '$.cost') AS BIGINT) AS cost,
+               json_extract_string(r.body, '$.channel') AS channel,
+               nullif(json_extract_string(r.body, '$.voucher'), '') AS voucher,
+               r.redemption, ends.fulfilled_ts, ends.refunded_ts, r.body
+        FROM r LEFT JOIN ends USING (network, redemption) WHERE r.kind = 'item_redeemed'""",
     "raffle_entries": """
         SELECT * FROM ledger WHERE rule IN ('raffle_ticket', 'raffle_entry')""",
     "raffle_draws": """
@@ -100,6 +115,27 @@ VIEWS = {
                json_extract(body, '$.winners') AS winners,
                CAST(json_extract(body, '$.prize_points') AS BIGINT) AS prize_points
         FROM notices WHERE kind = 'raffle_drawn'""",
+    # one row per payout, from its ledger entries (engine/payout.py: the reservation
+    # member -> payout:{network}, keyed payout:{id}; the move to payout:{network}:paid once
+    # settled, keyed payout-paid:{id}; the refund of a voided one, keyed payout-void:{id};
+    # a ledger entry id is "{network}:{user_id}/x/{key}", engine/spend.py entry_id)
+    "payouts": """
+        WITH p AS (
+            SELECT network, rule, ts, amount,
+                   substr(id, length(network) + 2,
+                          strpos(id, '/x/') - length(network) - 2) AS user_id,
+                   regexp_replace(substr(id, strpos(id, '/x/') + 3),
+                                  '^payout(-paid|-void)?:', '') AS payout
+            FROM ledger WHERE rule IN ('payout', 'payout_paid', 'payout_void'))
+        SELECT network, payout, any_value(user_id) AS user_id,
+               max(amount) FILTER (WHERE rule = 'payout') AS points,
+               min(ts) FILTER (WHERE rule = 'payout') AS reserved_ts,
+               min(ts) FILTER (WHERE rule = 'payout_paid') AS paid_ts,
+               min(ts) FILTER (WHERE rule = 'payout_void') AS voided_ts,
+               CASE WHEN count(*) FILTER (WHERE rule = 'payout_paid') > 0 THEN 'paid'
+                    WHEN count(*) FILTER (WHERE rule = 'payout_void') > 0 THEN 'voided'
+                    ELSE 'pending' END AS status
+        FROM p GROUP BY network, payout""",
     "voucher_scans": """
         SELECT ts, network, user_id, json_extract_string(body, '$.code_id') AS code_id,
                json_extract_string(body, '$.batch') AS batch,
@@ -241,7 +277,8 @@ def latest(root: str | Path) -> Manifest:
 
 def connect(root: str | Path) -> duckdb.DuckDBPyConnection:
     """A read-only connection to the latest snapshot (views: members, ledger, events,
-    channels, tier_changes, notices and the spending tables)."""
+    channels, tier_changes, notices and the spending tables: spends, store_redemptions,
+    raffle_entries, raffle_draws, voucher_scans, payouts)."""
     man = latest(root)
     try:
         return duckdb.connect(str(Path(man.path) / "snapshot.duckdb"), read_only=True)

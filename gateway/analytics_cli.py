@@ -86,6 +86,11 @@ def run(args: argparse.Namespace, settings_of: Any, cli_error: type[Exception]) 
             _print_kpis(rep)
         return 0
     except snapshot.NoSnapshot as err:
+        if args.action == "snapshot":  # no archive: nothing was ever landed here
+            raise cli_error(
+                f"{err}: the ledger sink of a running deployment (`rally serve`, `rally demo`)"
+                " creates it; check --config / --data-dir"
+            ) from None
         raise cli_error(f"{err}: run `rally analytics snapshot` first") from None
     except (snapshot.SnapshotError, ArchiveError, OSError) as err:
         raise cli_error(str(err)) from None
@@ -129,7 +134,7 @@ def _print_kpis(rep: dict[str, Any]) -> None:
         ("MAU", a["mau"]), ("chat DAU (mean)", c["chat_dau"]), ("chat MAU", c["chat_mau"]),
         ("members with 7+ day streaks", st["streak_7"]), ("streak continuation", st["share"]),
         ("points issued", p["issued"]), ("points spent", p["spent"]),
-        ("points outstanding", p["outstanding"]), ("avg watch time per viewer (s)",
+        ("points imported", p["imported"]), ("points outstanding", p["outstanding"]), ("avg watch time per viewer (s)",
         w["avg_watch_s"]),
     ):  # fmt: skip
         t.add_row(name, _fmt(v))

@@ -173,5 +173,5 @@ def _kpi_line(console: Console, settings: Settings) -> None:
     console.print(
         f"analytics: DAU {a['dau_last_day']:,}, chat MAU {rep['chat']['chat_mau']:,}, "
         f"points issued {p['issued']:,}, outstanding {p['outstanding']:,} "
-        "(rally analytics kpis --config ... for the rest)"
+        f"(rally analytics kpis --data-dir {settings.data_dir} for the rest)"
     )

@@ -82,3 +82,16 @@ def test_a_failed_snapshot_leaves_the_latest_one_whole(
     assert sorted(p.name for p in root.iterdir()) == sorted([".snapshot.lock", "LATEST", first.id])
     with snapshot.connect(root) as con:
         assert con.execute("SELECT count(*) FROM ledger").fetchone() == (3,)
+
+
+def test_a_restarted_sink_keeps_the_snapshot_cadence(
+    archive: LedgerArchive, tmp_path: Path
+) -> None:
+    from actors.ledger_sink import snapshot_age
+
+    root = tmp_path / "snaps"
+    assert snapshot_age(str(root), 1_800_000_000.0) == 0.0  # none yet: a whole interval
+    assert snapshot_age("", 1_800_000_000.0) == 0.0
+    snapshot.take(archive, root, now=1_800_000_000.0)
+    assert snapshot_age(str(root), 1_800_003_000.0) == 3_000.0
+    assert snapshot_age(str(root), 1_700_000_000.0) == 0.0  # a clock set back

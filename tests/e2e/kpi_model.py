@@ -55,6 +55,25 @@ def day(ts: float) -> int:
     return int(ts // DAY_S)
 
 
+def flow(x: Entry, kinds: tuple[str, ...], sign: int = 1) -> int:
+    """`sign` * the points entry `x` moves from a member to an account of `kinds` (negative
+    the other way; 0 for any other entry)."""
+    kind = lambda account: account.split(":", 1)[0]  # noqa: E731
+    if x.debit.startswith("member:") and kind(x.credit) in kinds:
+        return sign * x.amount
+    if x.credit.startswith("member:") and kind(x.debit) in kinds:
+        return -sign * x.amount
+    return 0
+
+
+def issued(x: Entry) -> int:
+    return flow(x, ("treasury", "bonus", "voucher"), -1)
+
+
+def spent(x: Entry) -> int:
+    return flow(x, ("store", "raffle", "payout"))
+
+
 class Model:
     """The KPIs of one scope, from the accepted events, the ledger and the tier changes."""
 
@@ -138,10 +157,9 @@ class Model:
         led = [x for x in self.ledger if ok(x.network, x.channel)]
         mem = lambda a: a.startswith("member:")  # noqa: E731
         out["points"] = {
-            "issued": sum(x.amount for x in led
-                          if x.debit.startswith("treasury:") and d0 <= day(x.ts) <= d1),
-            "spent": sum(x.amount for x in led
-                         if mem(x.debit) and not mem(x.credit) and d0 <= day(x.ts) <= d1),
+            "issued": sum(issued(x) for x in led if d0 <= day(x.ts) <= d1),
+            "spent": sum(spent(x) for x in led if d0 <= day(x.ts) <= d1),
+            "imported": sum(flow(x, ("migration",), -1) for x in led if d0 <= day(x.ts) <= d1),
             "outstanding": sum(x.amount for x in led if mem(x.credit) and day(x.ts) <= d1)
             - sum(x.amount for x in led if mem(x.debit) and day(x.ts) <= d1),
         }  # fmt: skip
@@ -151,8 +169,8 @@ class Model:
                 engaged[(a[0], a[1])].add(a[2])
         pts: dict[tuple[str, str], int] = defaultdict(int)
         for x in led:
-            if x.debit.startswith("treasury:") and x.channel and d0 <= day(x.ts) <= d1:
-                pts[(x.network, x.channel)] += x.amount
+            if x.channel and d0 <= day(x.ts) <= d1 and issued(x):
+                pts[(x.network, x.channel)] += issued(x)
         top = [{"network": n, "channel": c, "engaged": len(engaged.get((n, c), ())),
                 "points": pts.get((n, c), 0)} for n, c in set(engaged) | set(pts)]  # fmt: skip
         top.sort(key=lambda r: (-r["engaged"], -r["points"], r["network"], r["channel"]))
@@ -172,10 +190,8 @@ class Model:
         out["attendance"] = sorted(rows, key=lambda r: (-r["members"], r["action"]))
         out["daily"] = [
             {"day": d, "active": len(on[d]), "chatters": len(chat_on[d]),
-             "issued": sum(x.amount for x in led if x.debit.startswith("treasury:")
-                           and day(x.ts) == d),
-             "spent": sum(x.amount for x in led if mem(x.debit) and not mem(x.credit)
-                          and day(x.ts) == d)}
+             "issued": sum(issued(x) for x in led if day(x.ts) == d),
+             "spent": sum(spent(x) for x in led if day(x.ts) == d)}
             for d in period
         ]  # fmt: skip
         return out

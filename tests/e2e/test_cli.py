@@ -123,6 +123,18 @@ def test_bad_command_line_is_exit_2(tmp_path: Path) -> None:
     missing = rally_cli("serve", "--config", str(tmp_path / "nope.toml"))
     assert missing.returncode == 2
     assert "not found" in missing.stderr
+    empty = str(tmp_path / "empty")
+    done = rally_cli("analytics", "snapshot", "--data-dir", empty)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert "does not exist yet" in done.stderr
+    assert "rally serve" in done.stderr
+    done = rally_cli("analytics", "kpis", "--data-dir", empty)
+    assert done.returncode == 2
+    assert "run `rally analytics snapshot` first" in done.stderr
+    done = rally_cli("analytics", "kpis", "--data-dir", empty, "--from", "2026-02-30")
+    assert done.returncode == 2
+    assert "--from" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_demo_runs_and_audits_clean(tmp_path: Path) -> None:
