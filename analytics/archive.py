@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -189,6 +190,26 @@ class LedgerArchive:
                     yield con
                 finally:
                     con.close()
+        finally:
+            lock.release()
+
+    def copy_to(self, dest: Path) -> bool:
+        """Copy the file (and its write-ahead log, if any) to `dest` under the readers' lock,
+        with no DuckDB connection: a consistent copy (the writer commits and closes between
+        batches) that holds the writer up for a file copy only. False if there is no archive."""
+        if not self.path.exists():
+            return False
+        deadline = time.monotonic() + self.lock_timeout_s
+        lock = _file_lock(self.path)
+        if not lock.acquire(timeout=max(0.0, self.lock_timeout_s)):
+            raise ArchiveBusy(f"the ledger archive {self.path} stayed busy in this process")
+        try:
+            with self._hold(True, deadline):
+                shutil.copyfile(self.path, dest)
+                wal = self.path.with_name(self.path.name + ".wal")
+                if wal.exists():
+                    shutil.copyfile(wal, dest.with_name(dest.name + ".wal"))
+            return True
         finally:
             lock.release()
 

@@ -13,8 +13,9 @@ A snapshot is a directory `{root}/{id}/`:
 It is written under a temporary name (`{root}/.tmp-{id}`) and renamed into place when
 complete, and only then does `{root}/LATEST` (replaced atomically) name it: a reader never
 sees half a snapshot. Readers open snapshot.duckdb read-only; it holds nothing but views,
-so any number of analysts may keep it open, and the archive's writer never waits for them
-(the export itself reads the archive in one transaction, as any archive reader does).
+so any number of analysts may keep it open, and the archive's writer never waits for them.
+The export reads a copy of the archive file, taken under the readers' lock (the writer
+waits for the file copy, a second or so for 10 million rows, not for the whole export).
 The newest `kept` snapshots are kept; older ones are deleted.
 """
 
@@ -202,10 +203,11 @@ def take(archive: LedgerArchive, root: str | Path, now: float, kept: int = 3) ->
 def _export(archive: LedgerArchive, tmp: Path, final: Path, sid: str, now: float) -> Manifest:
     man = Manifest(id=sid, taken_at=now, path=str(final))
     empty: dict[str, str] = {}
+    copy = tmp / ".archive.duckdb"
     try:
-        with archive._reader() as con:
-            if con is None:
-                raise NoSnapshot(f"the archive {archive.path} does not exist yet")
+        if not archive.copy_to(copy):
+            raise NoSnapshot(f"the archive {archive.path} does not exist yet")
+        with contextlib.closing(duckdb.connect(str(copy), read_only=True)) as con:
             con.execute("BEGIN TRANSACTION")
             for table in ("archive_offsets", "feed_offsets"):
                 man.offsets.update(
@@ -227,6 +229,9 @@ def _export(archive: LedgerArchive, tmp: Path, final: Path, sid: str, now: float
         raise SnapshotError(f"exporting the archive failed: {err}") from err
     except ArchiveError as err:
         raise SnapshotError(str(err)) from err
+    finally:
+        for leftover in (copy, copy.with_name(copy.name + ".wal")):
+            leftover.unlink(missing_ok=True)
     # DuckDB binds a view when it is created: its Parquet files must be found under the
     # final path by then. That path is a symbolic link to the temporary directory while the
     # views are made (nothing names the snapshot yet: LATEST is written after the rename).

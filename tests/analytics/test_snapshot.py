@@ -68,6 +68,29 @@ def test_an_empty_archive_snapshots_to_empty_views(archive: LedgerArchive, tmp_p
         assert con.execute("SELECT count(*) FROM events").fetchone() == (0,)
 
 
+def test_the_writer_appends_while_a_snapshot_exports(
+    archive: LedgerArchive, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The export reads a copy: while it runs, the writer commits (and the snapshot holds
+    what the archive held when it was copied)."""
+    archive.append([log_entry(1, entries("a", 0, 3))])
+    writer = LedgerArchive(archive.path, lock_timeout_s=0.5)
+    real_connect = duckdb.connect
+    appended: list[int] = []
+
+    def connect(path: str, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+        if path.endswith(".archive.duckdb"):  # the export opens its copy: the archive is free
+            appended.append(writer.append([log_entry(2, entries("a", 3, 2))]).rows)
+        return real_connect(path, read_only=read_only)
+
+    monkeypatch.setattr(snapshot.duckdb, "connect", connect)
+    man = snapshot.take(archive, tmp_path / "snaps", now=1_800_000_000.0)
+    assert appended == [2]
+    assert man.rows["ledger"] == 3
+    assert man.offsets["t:ledgerlog:0"] == "1-0"
+    assert not list((tmp_path / "snaps" / man.id).glob(".archive*"))  # the copy is gone
+
+
 def test_a_failed_snapshot_leaves_the_latest_one_whole(
     archive: LedgerArchive, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
