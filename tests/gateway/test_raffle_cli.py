@@ -1,0 +1,61 @@
+"""`rally raffle create|draw`: a bad terms file or beacon is a one-line message and exit 2,
+checked before the deployment is looked for (no Redis is needed to refuse it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.cli import main
+
+CONFIG = """
+data_dir = "{data_dir}"
+[networks.acme]
+"""
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"{bad json", "is not valid JSON"),
+        (b"\xff\xfe", "is not valid JSON"),
+        (b"[1, 2]", "the terms must be a JSON object, got list"),
+        (b'"ticket"', "the terms must be a JSON object, got str"),
+        (b'{"id": "r x"}', "invalid terms"),
+        (b'{"id": "r1", "winners": 0}', "winners"),
+        (b'{"id": "r1", "kind": "keyword"}', "a keyword raffle needs a keyword"),
+        (b'{"id": "r1", "network": "other"}', "network 'other' is not 'acme'"),
+    ],
+)
+def test_create_refuses_a_bad_terms_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes, message: str
+) -> None:
+    config = tmp_path / "rally.toml"
+    config.write_text(CONFIG.format(data_dir=tmp_path / "data"))
+    terms = tmp_path / "terms.json"
+    terms.write_bytes(content)
+    assert main(["raffle", "create", str(terms), "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_create_refuses_a_missing_or_unreadable_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "rally.toml"
+    config.write_text(CONFIG.format(data_dir=tmp_path / "data"))
+    assert main(["raffle", "create", str(tmp_path / "nope.json"), "--config", str(config)]) == 2
+    assert "no such file" in capsys.readouterr().err
+    assert main(["raffle", "create", str(tmp_path), "--config", str(config)]) == 2
+    assert "cannot read" in capsys.readouterr().err
+
+
+def test_draw_refuses_a_bad_beacon_before_connecting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "rally.toml"
+    config.write_text(CONFIG.format(data_dir=tmp_path / "data"))
+    assert main(["raffle", "draw", "r1", "--beacon", "short", "--config", str(config)]) == 2
+    assert "beacon value must be" in capsys.readouterr().err
