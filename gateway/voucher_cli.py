@@ -95,11 +95,32 @@ def write_batch(out: Path, batch: vc.Batch, codes: list[str], public_keys: list[
     return path
 
 
-def _out_dir(text: str) -> Path:
+def _out_dir(text: str) -> tuple[Path, Path | None]:
+    """--out, created (with png/ and svg/) before the batch is recorded, so a directory that
+    cannot be written is a usage error, not a batch recorded with no files. Also returns the
+    topmost directory this created (None: --out existed), to remove if the mint is refused."""
     out = Path(text)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ValueError(f"--out {out}: must be a new or empty directory")
-    return out
+    try:
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise ValueError(f"--out {out}: must be a new or empty directory")
+        top = None if out.exists() else out
+        while top is not None and not top.parent.exists():
+            top = top.parent
+        for sub in (out / "png", out / "svg"):
+            sub.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"--out {out}: cannot create it ({err.strerror or err})") from None
+    return out, top
+
+
+def _undo_out_dir(out: Path, top: Path | None) -> None:
+    import shutil
+
+    if top is not None:
+        shutil.rmtree(top, ignore_errors=True)
+    else:
+        for sub in (out / "png", out / "svg"):
+            shutil.rmtree(sub, ignore_errors=True)
 
 
 def mint(args: argparse.Namespace, settings: Any, redis_url: str) -> tuple[vc.Batch, Path]:
@@ -112,7 +133,6 @@ def mint(args: argparse.Namespace, settings: Any, redis_url: str) -> tuple[vc.Ba
     from gateway.voucher_keys import VoucherKeys
     from gateway.vouchers import MintRequest, VoucherService
 
-    out = _out_dir(args.out)
     now = time.time()
     network = args.network or settings.default_network()
     if network is None:
@@ -135,7 +155,12 @@ def mint(args: argparse.Namespace, settings: Any, redis_url: str) -> tuple[vc.Ba
         finally:
             await client.aclose()
 
-    batch, codes = asyncio.run(go())
+    out, top = _out_dir(args.out)
+    try:
+        batch, codes = asyncio.run(go())
+    except BaseException:
+        _undo_out_dir(out, top)
+        raise
     return batch, write_batch(out, batch, codes, keys.public_keys())
 
 
