@@ -59,3 +59,26 @@ def test_draw_refuses_a_bad_beacon_before_connecting(
     config.write_text(CONFIG.format(data_dir=tmp_path / "data"))
     assert main(["raffle", "draw", "r1", "--beacon", "short", "--config", str(config)]) == 2
     assert "beacon value must be" in capsys.readouterr().err
+
+
+def test_http_terms_take_the_network_of_the_query() -> None:
+    """POST /v1/raffles?network=N: the terms may leave `network` out (as the README's create
+    does); given, it must be N; bad terms are a 400 naming the field."""
+    from gateway.errors import BadRequest
+    from gateway.raffles import terms_of
+
+    assert terms_of(b'{"id": "r1", "winners": 2}', "acme").network == "acme"
+    assert terms_of(b'{"id": "r1", "network": "acme"}', "acme").id == "r1"
+    cases = [
+        (b'{"id": "r1", "network": "other"}', "bad_request", "network"),
+        (b'{"id": "r1", "winners": 0}', "invalid_body", "winners"),
+        (b'{"id": "r1", "bogus": 1}', "invalid_body", "bogus"),
+        (b'{"id": "r1", "kind": "keyword"}', "invalid_body", "body"),
+        (b"[1]", "invalid_body", "body"),
+        (b"{bad", "malformed_json", "body"),
+        (b'{"winners": 1}', "invalid_body", "id"),
+    ]
+    for body, code, field in cases:
+        with pytest.raises(BadRequest) as err:
+            terms_of(body, "acme")
+        assert (err.value.code, err.value.field) == (code, field), body
