@@ -18,6 +18,7 @@ import csv
 import datetime as dt
 import json
 import re
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -130,6 +131,7 @@ def mint(args: argparse.Namespace, settings: Any, redis_url: str) -> tuple[vc.Ba
 
     from actors.keys import Keys
     from actors.vouchers import VoucherStore
+    from gateway.store import StoreKeys
     from gateway.voucher_keys import VoucherKeys
     from gateway.vouchers import MintRequest, VoucherService
 
@@ -147,11 +149,17 @@ def mint(args: argparse.Namespace, settings: Any, redis_url: str) -> tuple[vc.Ba
     async def go() -> tuple[vc.Batch, list[str]]:
         client = aioredis.Redis.from_url(redis_url)
         try:
-            store = VoucherStore(client, Keys(settings.namespace), attempts_kept=vs.attempts_kept)
+            keys_ = Keys(settings.namespace)
+            store = VoucherStore(client, keys_, attempts_kept=vs.attempts_kept)
             svc = VoucherService(
                 keys, store, max_batch_codes=vs.max_batch_codes, resume_after_s=vs.resume_after_s
             )
-            return await svc.mint(network, req)
+            minted = await svc.mint(network, req)
+            if req.item and not await client.hexists(StoreKeys(keys_, network).items, req.item):
+                print(f"rally: warning: network {network!r} has no store item {req.item!r} "
+                      "yet: scans of these codes answer item_not_found until it is created "
+                      "(PUT /v1/store/items/ID)", file=sys.stderr)  # fmt: skip
+            return minted
         finally:
             await client.aclose()
 
