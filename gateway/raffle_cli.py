@@ -77,14 +77,19 @@ def _fetch(url: str, cli_error: type[Exception]) -> bytes:
         raise cli_error(f"GET {url}: HTTP {err.code} {detail}") from None
     except (urllib.error.URLError, OSError) as err:
         raise cli_error(f"GET {url}: {err}") from None
+    except ValueError as err:  # not a URL urllib can open ("unknown url type")
+        raise cli_error(f"--url: {err} (give e.g. http://127.0.0.1:8080)") from None
 
 
 def _verify(args: argparse.Namespace, settings_of: Any, cli_error: type[Exception]) -> int:
     if args.file:
         path = Path(args.file)
-        if not path.exists():
-            raise cli_error(f"no such file: {path}")
-        raw = path.read_bytes()
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            raise cli_error(f"no such file: {path}") from None
+        except OSError as err:
+            raise cli_error(f"cannot read {path}: {err.strerror or err}") from None
     else:
         settings = settings_of(args)
         base = args.url

@@ -82,3 +82,20 @@ def test_http_terms_take_the_network_of_the_query() -> None:
         with pytest.raises(BadRequest) as err:
             terms_of(body, "acme")
         assert (err.value.code, err.value.field) == (code, field), body
+
+
+def test_verify_refuses_a_bad_url_or_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "rally.toml"
+    config.write_text(CONFIG.format(data_dir=tmp_path / "data"))
+    args = ["raffle", "verify", "r1", "--config", str(config)]
+    assert main([*args, "--url", "not-a-url"]) == 2
+    assert "--url: unknown url type" in capsys.readouterr().err
+    assert main([*args, "--file", str(tmp_path)]) == 2
+    assert "cannot read" in capsys.readouterr().err
+    assert main([*args, "--file", str(tmp_path / "nope.json")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    (tmp_path / "record.json").write_text("{}")
+    assert main([*args, "--file", str(tmp_path / "record.json")]) == 1
+    assert "not a valid raffle record" in capsys.readouterr().out
