@@ -498,8 +498,9 @@ class RaffleShard(StreamShard):
                 res = results.get(k)
                 if res is not None and res.code != "ok":
                     reply = Reply(cmd.rid, res.code, _SPEND_TEXT.get(res.code, res.code),
-                                  "tickets" if res.code == "limit_reached" else "user_id",
-                                  {"balance": res.balance})  # fmt: skip
+                                  _SPEND_FIELD.get(res.code, "user_id"),
+                                  {"balance": res.balance,
+                                   "cost_points": purchase.cost_points})  # fmt: skip
                 else:
                     raffle = self._need(cmd)
                     held = eng.add_tickets(raffle, cmd.user_id, purchase)
@@ -612,6 +613,8 @@ class RaffleFeed(StreamShard):
             c.cmd("XADD", self.rk.commands, "*", "c", _enc.encode(cmd), "n", 1)
 
 
+_SPEND_FIELD = {"insufficient_points": "tickets", "limit_reached": "tickets"}
+"""The request field a refused purchase names (what the buyer can change)."""
 _SPEND_TEXT = {
     "insufficient_points": "not enough points for these tickets",
     "limit_reached": "the member holds the most tickets this raffle allows",

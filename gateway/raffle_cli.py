@@ -77,14 +77,19 @@ def _fetch(url: str, cli_error: type[Exception]) -> bytes:
         raise cli_error(f"GET {url}: HTTP {err.code} {detail}") from None
     except (urllib.error.URLError, OSError) as err:
         raise cli_error(f"GET {url}: {err}") from None
+    except ValueError as err:  # not a URL urllib can open ("unknown url type")
+        raise cli_error(f"--url: {err} (give e.g. http://127.0.0.1:8080)") from None
 
 
 def _verify(args: argparse.Namespace, settings_of: Any, cli_error: type[Exception]) -> int:
     if args.file:
         path = Path(args.file)
-        if not path.exists():
-            raise cli_error(f"no such file: {path}")
-        raw = path.read_bytes()
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            raise cli_error(f"no such file: {path}") from None
+        except OSError as err:
+            raise cli_error(f"cannot read {path}: {err.strerror or err}") from None
     else:
         settings = settings_of(args)
         base = args.url
@@ -132,6 +137,8 @@ def _admin(args: argparse.Namespace, settings_of: Any, cli_error: type[Exception
     settings = settings_of(args)
     network = _network(args, settings, cli_error)
     keys = Keys(settings.namespace)
+    # a bad terms file or beacon is reported before looking for the deployment
+    cmd = None if args.action in ("list", "show") else _command(args, network, cli_error)
     with _redis(settings, own_if_stopped=False) as (url, _own):
         r = redis.Redis.from_url(url)
         if args.action in ("list", "show"):
@@ -148,7 +155,6 @@ def _admin(args: argparse.Namespace, settings_of: Any, cli_error: type[Exception
                 out.append(summary(raffle))
             print(json.dumps(out[0] if args.action == "show" else out, indent=2))
             return 0
-        cmd = _command(args, network, cli_error)
         try:
             reply = SyncRaffleClient(r, keys).send(cmd)
         except RaffleTimeout as err:
@@ -168,14 +174,14 @@ def _command(args: argparse.Namespace, network: str, cli_error: type[Exception])
 
     if args.action == "create":
         path = Path(args.terms)
-        if not path.exists():
-            raise cli_error(f"no such file: {path}")
-        data = json.loads(path.read_text())
+        data = _terms_file(path, cli_error)
         data.setdefault("network", network)
         try:
             terms = msgspec.convert(data, eng.Terms)
         except (msgspec.ValidationError, ValueError) as err:
             raise cli_error(f"invalid terms in {path}: {err}") from None
+        if terms.network != network:
+            raise cli_error(f"{path}: network {terms.network!r} is not {network!r} (--network)")
         return Command(op="create", network=network, raffle=terms.id, ts=0.0, terms=terms)
     beacon = None
     if args.action == "draw":
@@ -185,3 +191,18 @@ def _command(args: argparse.Namespace, network: str, cli_error: type[Exception])
         except eng.RaffleError as err:
             raise cli_error(err.message) from None
     return Command(op=args.action, network=network, raffle=args.raffle_id, ts=0.0, beacon=beacon)
+
+
+def _terms_file(path: Path, cli_error: type[Exception]) -> dict[str, Any]:
+    """The JSON object of a terms file; cli_error (exit 2) for anything else."""
+    try:
+        data = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise cli_error(f"no such file: {path}") from None
+    except OSError as err:
+        raise cli_error(f"cannot read {path}: {err.strerror or err}") from None
+    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
+        raise cli_error(f"{path} is not valid JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise cli_error(f"{path}: the terms must be a JSON object, got {type(data).__name__}")
+    return data

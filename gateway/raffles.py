@@ -123,7 +123,7 @@ class Raffles:
 
 
 RAFFLES = web.AppKey("raffles", Raffles)
-_terms = msgspec.json.Decoder(eng.Terms)
+_object = msgspec.json.Decoder(dict[str, Any])
 
 
 class DrawBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -142,9 +142,21 @@ _draw = msgspec.json.Decoder(DrawBody)
 _buy = msgspec.json.Decoder(BuyBody)
 
 
-def _decode(decoder: msgspec.json.Decoder[Any], body: bytes) -> Any:
+def terms_of(body: bytes, network: str) -> eng.Terms:
+    """A create request's terms; `network` defaults to the ?network= and must equal it."""
+    data = _decode(_object, body)
+    data.setdefault("network", network)
+    terms: eng.Terms = _decode(lambda _: msgspec.convert(data, eng.Terms), body)
+    if terms.network != network:
+        raise BadRequest(f"terms.network must be {network!r} (the ?network=)", field="network")
+    return terms
+
+
+def _decode(decoder: Any, body: bytes) -> Any:
+    """decoder.decode(body) (or decoder(body)), its errors as 400s naming the field."""
+    decode = decoder.decode if hasattr(decoder, "decode") else decoder
     try:
-        return decoder.decode(body or b"{}")
+        return decode(body or b"{}")
     except msgspec.ValidationError as err:
         text = str(err)
         path = text.rsplit("`$.", 1)[1].rstrip("`") if "`$." in text else ""
@@ -195,9 +207,7 @@ async def create_raffle(request: web.Request) -> web.Response:
     network = _network(request)
     body = await _body(request)
     _admin_key(request, body, network)
-    terms: eng.Terms = _decode(_terms, body)
-    if terms.network != network:
-        raise BadRequest(f"terms.network must be {network!r} (the ?network=)", field="network")
+    terms = terms_of(body, network)
     cmd = Command(op="create", network=network, raffle=terms.id, ts=0.0, terms=terms)
     return json_response(await request.app[RAFFLES].send(cmd), status=201)
 

@@ -18,6 +18,7 @@ import csv
 import datetime as dt
 import json
 import re
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -95,11 +96,32 @@ def write_batch(out: Path, batch: vc.Batch, codes: list[str], public_keys: list[
     return path
 
 
-def _out_dir(text: str) -> Path:
+def _out_dir(text: str) -> tuple[Path, Path | None]:
+    """--out, created (with png/ and svg/) before the batch is recorded, so a directory that
+    cannot be written is a usage error, not a batch recorded with no files. Also returns the
+    topmost directory this created (None: --out existed), to remove if the mint is refused."""
     out = Path(text)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ValueError(f"--out {out}: must be a new or empty directory")
-    return out
+    try:
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise ValueError(f"--out {out}: must be a new or empty directory")
+        top = None if out.exists() else out
+        while top is not None and not top.parent.exists():
+            top = top.parent
+        for sub in (out / "png", out / "svg"):
+            sub.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"--out {out}: cannot create it ({err.strerror or err})") from None
+    return out, top
+
+
+def _undo_out_dir(out: Path, top: Path | None) -> None:
+    import shutil
+
+    if top is not None:
+        shutil.rmtree(top, ignore_errors=True)
+    else:
+        for sub in (out / "png", out / "svg"):
+            shutil.rmtree(sub, ignore_errors=True)
 
 
 def mint(args: argparse.Namespace, settings: Any, redis_url: str) -> tuple[vc.Batch, Path]:
@@ -109,10 +131,10 @@ def mint(args: argparse.Namespace, settings: Any, redis_url: str) -> tuple[vc.Ba
 
     from actors.keys import Keys
     from actors.vouchers import VoucherStore
+    from gateway.store import StoreKeys
     from gateway.voucher_keys import VoucherKeys
     from gateway.vouchers import MintRequest, VoucherService
 
-    out = _out_dir(args.out)
     now = time.time()
     network = args.network or settings.default_network()
     if network is None:
@@ -127,15 +149,26 @@ def mint(args: argparse.Namespace, settings: Any, redis_url: str) -> tuple[vc.Ba
     async def go() -> tuple[vc.Batch, list[str]]:
         client = aioredis.Redis.from_url(redis_url)
         try:
-            store = VoucherStore(client, Keys(settings.namespace), attempts_kept=vs.attempts_kept)
+            keys_ = Keys(settings.namespace)
+            store = VoucherStore(client, keys_, attempts_kept=vs.attempts_kept)
             svc = VoucherService(
                 keys, store, max_batch_codes=vs.max_batch_codes, resume_after_s=vs.resume_after_s
             )
-            return await svc.mint(network, req)
+            minted = await svc.mint(network, req)
+            if req.item and not await client.hexists(StoreKeys(keys_, network).items, req.item):
+                print(f"rally: warning: network {network!r} has no store item {req.item!r} "
+                      "yet: scans of these codes answer item_not_found until it is created "
+                      "(PUT /v1/store/items/ID)", file=sys.stderr)  # fmt: skip
+            return minted
         finally:
             await client.aclose()
 
-    batch, codes = asyncio.run(go())
+    out, top = _out_dir(args.out)
+    try:
+        batch, codes = asyncio.run(go())
+    except BaseException:
+        _undo_out_dir(out, top)
+        raise
     return batch, write_batch(out, batch, codes, keys.public_keys())
 
 

@@ -226,8 +226,8 @@ def test_insufficient_points_and_cancel_refunds_everyone(raffles) -> None:
     ok(send(r, cfg, "open"))
     ok(send(r, cfg, "buy", user_id="a", key="1", tickets=2))
     short = send(r, cfg, "buy", user_id="b", key="1", tickets=3)
-    assert short.code == "insufficient_points"
-    assert short.body["balance"] == BASE
+    assert (short.code, short.field) == ("insufficient_points", "tickets")
+    assert (short.body["balance"], short.body["cost_points"]) == (BASE, 180)
     ok(send(r, cfg, "buy", user_id="b", key="2", tickets=1))
     assert (balance(r, cfg, "a"), balance(r, cfg, "b"), account(r, cfg)) == (
         BASE - 120,

@@ -355,3 +355,56 @@ def test_digests_of_transfers_without_a_recipient_are_unchanged() -> None:
     fields = msgspec.structs.astuple(msgspec.structs.replace(t, ts=0.0))[:-2]
     assert digest(t) == hashlib.blake2b(msgspec.msgpack.encode(fields), digest_size=16).digest()
     assert digest(gift("k", 5)) != digest(gift("k", 5, to="u3"))
+
+
+_earning = st.tuples(
+    st.sampled_from(["custom", "chat", "follow", "sub", "cheer", "watch"]),
+    st.integers(1, 3_000),
+    st.floats(0, 3 * 86_400, allow_nan=False),
+)
+_spending = st.tuples(
+    st.integers(0, 60),  # applied before the credit of this index (past the end: after all)
+    st.integers(1, 2_000),
+    st.sampled_from(["debit", "credit"]),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_earning, max_size=40), st.lists(_spending, max_size=30))
+def test_spends_never_change_what_credits_earn(
+    earnings: list[tuple[str, int, float]], spendings: list[tuple[int, int, str]]
+) -> None:
+    """Issue 9 with the determinism issue: credits earn the same points, tiers, streaks and
+    entries whether or not (and wherever) spends, refunds and prizes are interleaved; the
+    balance differs by exactly the transfers applied."""
+    from engine.member import Applied, Credit, apply_credit
+    from engine.rules import NetworkRules
+
+    rules = NetworkRules()
+    credits = [
+        Credit(f"c{i}", NET, "ch", "u1", "", 1_800_000_000 + ts, rule, points)
+        for i, (rule, points, ts) in enumerate(sorted(earnings, key=lambda e: e[2]))
+    ]
+
+    def run(with_spends: bool) -> tuple[MemberState, list[Entry], int]:
+        state, out, moved = MemberState(), Applied(), 0
+        for i in range(len(credits) + 1):
+            for k, (at, amount, direction) in enumerate(spendings if with_spends else []):
+                if min(at, len(credits)) == i:
+                    t = Transfer(f"s{k}", NET, "u1", amount, direction,  # type: ignore[arg-type]
+                                 f"store:{NET}", "store_redeem", ts=1_800_000_000.0 + i)  # fmt: skip
+                    result, _ = apply_transfer(state, t)
+                    if result.code == OK:
+                        moved += amount if direction == "credit" else -amount
+                    assert state.balance >= 0
+            if i < len(credits):
+                apply_credit(state, credits[i], rules, rules.earn, out)
+        return state, out.entries, moved
+
+    plain, plain_entries, _ = run(False)
+    mixed, mixed_entries, moved = run(True)
+    assert mixed_entries == plain_entries
+    assert (mixed.lifetime, mixed.tier, mixed.streak, mixed.last_day) == (
+        plain.lifetime, plain.tier, plain.streak, plain.last_day,
+    )  # fmt: skip
+    assert mixed.balance == plain.balance + moved

@@ -119,6 +119,32 @@ def test_mint_refuses_a_used_out_dir(
     assert "must be a new or empty directory" in capsys.readouterr().err
 
 
+def test_mint_refuses_an_out_dir_it_cannot_create(
+    tmp_path: Path, redis_server: RedisServer, namespace: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Checked before the batch is recorded: no batch is left without its printable files."""
+    (tmp_path / "file").write_text("x")
+    config = _config(tmp_path, namespace)
+    args = ["mint", "--count", "1", "--points", "5", "--expires", "1d", "--batch", "nodir"]
+    assert rally(config, redis_server, *args, "--out", str(tmp_path / "file" / "out")) == 2
+    err = capsys.readouterr().err
+    assert "cannot create it" in err
+    assert "Traceback" not in err
+    assert rally(config, redis_server, "batches") == 0
+    assert "nodir" not in capsys.readouterr().out
+
+
+def test_mint_warns_of_an_item_the_store_does_not_have(
+    tmp_path: Path, redis_server: RedisServer, namespace: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Minted all the same (the item may be created later), with a warning: a typo in --item
+    would otherwise print codes that every scan refuses with item_not_found."""
+    config = _config(tmp_path, namespace)
+    args = ["mint", "--count", "1", "--item", "ghost", "--expires", "1d"]
+    assert rally(config, redis_server, *args, "--out", str(tmp_path / "out")) == 0
+    assert "has no store item 'ghost' yet" in capsys.readouterr().err
+
+
 def test_parse_expiry() -> None:
     now = 1_800_000_000.0
     assert parse_expiry("30d", now) == 1_800_000_000 + 30 * 86_400
