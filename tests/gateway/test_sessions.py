@@ -150,6 +150,30 @@ def test_member_and_admin_sessions_are_kept_apart(
     asyncio.run(body())
 
 
+def test_signing_in_with_a_session_cookie_replaces_it(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    """A browser holding a session opens a new sign-in link, or the dashboard: the sign-in
+    needs no CSRF token of the session it replaces (the page has none yet), only same origin."""
+
+    async def body() -> None:
+        async with serve(settings(namespace), redis_server.url) as client:
+            assert (await sign_in(client, login_jwt({})))[0] == 201
+            status, s = await sign_in(client, login_jwt({"sub": "bob"}))
+            assert (status, s["user_id"]) == (201, "bob"), s
+            assert (await (await client.get("/v1/session")).json())["user_id"] == "bob"
+            ok = await client.post("/v1/session/admin",
+                                   json={"key": "admin", "secret": ADMIN_SECRET, "network": "demo"})  # fmt: skip
+            assert ok.status == 201, await ok.text()
+            assert (await (await client.get("/v1/session")).json())["scope"] == "admin"
+            cross = await client.post("/v1/session/member", headers={"Origin": "https://evil.example"},
+                                      json={"token": login_jwt({"sub": "carol"})})  # fmt: skip
+            assert (cross.status, (await cross.json())["error"]) == (403, "csrf")
+            assert (await (await client.get("/v1/session")).json())["scope"] == "admin"
+
+    asyncio.run(body())
+
+
 def test_cookie_attributes_and_page_headers(redis_server: RedisServer, namespace: str) -> None:
     async def body() -> None:
         async with serve(settings(namespace), redis_server.url) as client:
