@@ -55,6 +55,7 @@ const Rally = (() => {
     open();
     return { close() { stopped = true; ws && ws.close(); } };
   }
+  let celebrating = 0;
   function celebrate(text) {
     let box = $("#confetti");
     if (!box) { box = el("div", { id: "confetti" }); document.body.append(box); }
@@ -66,24 +67,28 @@ const Rally = (() => {
       bit.style.animationDelay = `${Math.random() * 0.6}s`;
       box.append(bit);
     }
+    document.querySelectorAll("[data-celebration]").forEach((b) => b.remove());  // one at a time
+    clearTimeout(celebrating);
     const banner = el("div", { class: "banner", "data-celebration": "1" }, text);
     document.body.append(banner);
-    setTimeout(() => { banner.remove(); box.replaceChildren(); }, 3500);
+    celebrating = setTimeout(() => { banner.remove(); box.replaceChildren(); }, 3500);
   }
   const when = (ts) => new Date(ts * 1000).toLocaleString();
   let tierNames = null;
   const setTierNames = (names) => { tierNames = names; };
+  const tierName = (i) => (tierNames && tierNames[i]) || `tier ${i}`;
   const describe = (n) => {
     switch (n.kind) {
       case "item_redeemed": return `${n.user_id} redeemed ${n.item_name || n.item_id}${n.cost ? ` for ${n.cost} points` : ""}`;
       case "item_refunded": return `${n.user_id}'s ${n.item_name || n.item_id} was refunded`;
       case "tier_changed": return `${n.user_id} reached ${(tierNames && tierNames[n.new_tier]) || "tier " + n.new_tier}`;
       case "raffle_drawn": return `Raffle ${n.title || n.raffle}: ${(n.winners || []).join(", ") || "no winner"}`;
+      case "reward_earned": return `${n.user_id} earned a ${String(n.rule || "reward").replace(/_/g, " ")} reward of ${n.points} points`;
       case "earned": return `${n.user_id} earned ${n.points} points`;
       case "voucher_scanned": return `${n.user_id} scanned a voucher${n.points ? ` (+${n.points})` : ""}${n.item ? ` for ${n.item}` : ""}`;
       default: return `${n.kind}${n.user_id ? " · " + n.user_id : ""}`;
     }
   };
   const celebrates = (n) => n.kind === "item_redeemed" || (n.kind === "raffle_drawn" && (n.winners || []).length > 0);
-  return { $, el, api, session, signIn, signOut, feed, celebrate, when, describe, celebrates, setTierNames };
+  return { $, el, api, session, signIn, signOut, feed, celebrate, when, describe, celebrates, setTierNames, tierName };
 })();

@@ -125,6 +125,48 @@ def test_dashboard_feed_updates_and_celebrates_a_redemption(
     page.screenshot(path=str(artifacts / "dashboard.png"), full_page=True)
 
 
+def test_dashboard_manages_chat_commands(site: Site, page: Page, artifacts: Path) -> None:
+    earn(site, {"erin": 10})  # channel c1 exists
+    admin_signin(site, page)
+    page.wait_for_selector("body[data-ready='1']", timeout=WAIT_MS)
+    expect(page.locator("#command-list")).to_contain_text("No commands", timeout=WAIT_MS)
+
+    # a command of every channel, then one of c1 only
+    page.fill("#command-name", "!discord")
+    page.fill("#command-response", "Join us at example.org, {user}")
+    page.select_option("#command-role", "subscriber")
+    page.fill("#command-cooldown", "30")
+    page.click("#command-form button")
+    row = page.locator("[data-command='discord']")
+    expect(row).to_contain_text("Join us at example.org", timeout=WAIT_MS)
+    expect(row).to_contain_text("subscriber · 30s per viewer")
+    status, stored = call(site, "GET", f"/v1/channels/*/commands?network={NET}")
+    assert status == 200, stored
+    spec = {c["name"]: c for c in stored["commands"]}["discord"]
+    assert (spec["min_role"], spec["cooldown_user_s"]) == ("subscriber", 30.0)
+
+    page.select_option("#command-channel", "c1")
+    expect(page.locator("#command-list")).to_contain_text("No commands", timeout=WAIT_MS)
+    page.fill("#command-name", "Bad Name")  # the API's 400 names the field
+    page.click("#command-form button")
+    expect(page.locator("#command-msg")).to_contain_text("name", timeout=WAIT_MS)
+    assert call(site, "GET", f"/v1/channels/c1/commands?network={NET}")[1]["commands"] == []
+    page.fill("#command-name", "lurk")
+    page.fill("#command-response", "{user} is lurking")
+    page.click("#command-form button")
+    expect(page.locator("[data-command='lurk']")).to_be_visible(timeout=WAIT_MS)
+    page.screenshot(path=str(artifacts / "dashboard-commands.png"), full_page=True)
+
+    page.select_option("#command-channel", "*")
+    page.locator("[data-command='discord'] [data-op='delete']").click()
+    expect(page.locator("[data-command='discord']")).to_have_count(0, timeout=WAIT_MS)
+    assert call(site, "GET", f"/v1/channels/*/commands?network={NET}")[1]["commands"] == []
+    assert [
+        c["name"]
+        for c in call(site, "GET", f"/v1/channels/c1/commands?network={NET}")[1]["commands"]
+    ] == ["lurk"]
+
+
 def test_dashboard_runs_a_raffle_and_the_portal_links_its_verification(
     site: Site, page: Page, browser: Any, artifacts: Path
 ) -> None:
@@ -210,6 +252,15 @@ def test_dashboard_mints_vouchers_to_a_qr_sheet_and_flags_forged_scans(
     flagged = page.locator("#scan-list tr:not([data-outcome='redeemed'])")
     expect(flagged).to_have_count(1)
     expect(flagged).to_contain_text("⚑")
+    assert_fits_phone(page)  # long code digests wrap on a phone
+
+
+def assert_fits_phone(page: Page) -> None:
+    """Nothing on the page is wider than the phone's viewport (no sideways scrolling)."""
+    wide = page.evaluate("""() => [...document.querySelectorAll("main *")]
+        .filter((e) => e.getBoundingClientRect().right > window.innerWidth + 1)
+        .map((e) => `${e.tagName}#${e.id}.${e.className}`)""")
+    assert wide == [], wide
 
 
 def admin_signin(site: Site, page: Page) -> None:
@@ -251,6 +302,7 @@ def test_dashboard_payouts_panel_retries_dead_letters_and_voids(
     expect(dead.locator("[data-status]")).to_have_text("dead", timeout=WAIT_MS)
     expect(dead).to_contain_text("receiver said 500")
     expect(page.locator("#payout-dead")).not_to_have_text("0 dead")
+    assert_fits_phone(page)  # destinations and reasons wrap on a phone
     page.select_option("#payout-status", "dead")
     expect(page.locator(f"[data-payout='{open_id}']")).to_have_count(0, timeout=WAIT_MS)
     dead.locator("[data-op='retry']").click()
