@@ -82,6 +82,9 @@ const Rally = (() => {
       case "item_redeemed": return `${n.user_id} redeemed ${n.item_name || n.item_id}${n.cost ? ` for ${n.cost} points` : ""}`;
       case "item_refunded": return `${n.user_id}'s ${n.item_name || n.item_id} was refunded`;
       case "tier_changed": return `${n.user_id} reached ${(tierNames && tierNames[n.new_tier]) || "tier " + n.new_tier}`;
+      case "raffle_opened": return `Raffle ${n.title || n.raffle} is open${n.price_points ? ` (${n.price_points} points a ticket)` : ""}`;
+      case "raffle_closed": return `Raffle ${n.title || n.raffle} closed: ${n.tickets ?? 0} tickets, ${n.entrants ?? 0} entrants`;
+      case "raffle_cancelled": return `Raffle ${n.title || n.raffle} was cancelled (tickets refunded)`;
       case "raffle_drawn": return `Raffle ${n.title || n.raffle}: ${(n.winners || []).join(", ") || "no winner"}`;
       case "reward_earned": return `${n.user_id} earned a ${String(n.rule || "reward").replace(/_/g, " ")} reward of ${n.points} points`;
       case "earned": return `${n.user_id} earned ${n.points} points`;

@@ -195,6 +195,10 @@ def test_dashboard_runs_a_raffle_and_the_portal_links_its_verification(
 
     row.locator("[data-op='close']").click()
     expect(row.locator("[data-status]")).to_have_text("closed", timeout=WAIT_MS)
+    expect(page.locator("li[data-kind='raffle_opened']")).to_contain_text("Spring draw is open")
+    expect(page.locator("li[data-kind='raffle_closed']")).to_contain_text(
+        "2 tickets, 1 entrants", timeout=WAIT_MS
+    )
     row.locator("[data-op='draw']").click()
     expect(page.locator("li[data-kind='raffle_drawn']")).to_contain_text("alice", timeout=WAIT_MS)
     expect(page.locator("[data-celebration]")).to_contain_text("alice won Spring draw")
