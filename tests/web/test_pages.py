@@ -187,11 +187,24 @@ def test_dashboard_runs_a_raffle_and_the_portal_links_its_verification(
     expect(row.locator("[data-status]")).to_have_text("open", timeout=WAIT_MS)
     expect(row).to_contain_text("commitment")
 
-    token = TokenSigner.from_settings(site.settings)
-    assert token is not None
-    status, bought = call(site, "POST", f"/v1/raffles/spring/tickets?network={NET}", {"tickets": 2},
-                          headers={**bearer(token.issue(NET, "alice")[0]), "Idempotency-Key": "t1"})  # fmt: skip
-    assert status == 201, bought
+    # alice turns points into two tickets in her portal
+    done = rally_cli("portal-link", "--config", str(site.config), "--member", "alice",
+                     "--base-url", site.url)  # fmt: skip
+    portal = browser.new_context(viewport={"width": 412, "height": 915}).new_page()
+    portal.goto(done.stdout.strip())
+    had = balance(site, "alice")
+    buy = portal.locator("[data-open-raffle='spring'] button")
+    expect(buy).to_have_text("Buy · 10 pts", timeout=WAIT_MS)
+    buy.click()
+    expect(portal.locator("[data-open-raffle='spring']")).to_contain_text(
+        "you hold 1 of 100", timeout=WAIT_MS
+    )
+    buy.click()
+    expect(portal.locator("[data-open-raffle='spring']")).to_contain_text(
+        "you hold 2 of 100", timeout=WAIT_MS
+    )
+    expect(portal.get_by_test_id("balance")).to_have_text(f"{had - 20:,}", timeout=WAIT_MS)
+    assert balance(site, "alice") == had - 20
 
     row.locator("[data-op='close']").click()
     expect(row.locator("[data-status]")).to_have_text("closed", timeout=WAIT_MS)
@@ -207,11 +220,7 @@ def test_dashboard_runs_a_raffle_and_the_portal_links_its_verification(
     page.screenshot(path=str(artifacts / "dashboard-raffle.png"), full_page=True)
 
     # alice's portal lists her tickets, that she won, and links the public verification
-    done = rally_cli("portal-link", "--config", str(site.config), "--member", "alice",
-                     "--base-url", site.url)  # fmt: skip
-    link = done.stdout.strip()
-    portal = browser.new_context(viewport={"width": 412, "height": 915}).new_page()
-    portal.goto(link)
+    expect(portal.locator("[data-open-raffle='spring']")).to_have_count(0, timeout=WAIT_MS)
     tickets = portal.locator("#tickets")
     expect(tickets).to_contain_text("2 tickets", timeout=WAIT_MS)
     expect(tickets).to_contain_text("you won!")
