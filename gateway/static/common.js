@@ -2,7 +2,8 @@
 // the live feed socket (resumes from the last id it saw), and the celebration.
 "use strict";
 const Rally = (() => {
-  let csrf = "";
+  let csrf = "", who = null;  // the session's CSRF token, and whom it signs in
+  const same = (a, b) => a && b && a.scope === b.scope && a.network === b.network && (a.user_id || a.key) === (b.user_id || b.key);
   const $ = (sel) => document.querySelector(sel);
   const el = (tag, attrs = {}, ...kids) => {
     const e = document.createElement(tag);
@@ -13,13 +14,20 @@ const Rally = (() => {
     for (const kid of kids) e.append(kid instanceof Node ? kid : document.createTextNode(String(kid)));
     return e;
   };
-  async function api(method, path, body, headers = {}) {
+  async function api(method, path, body, headers = {}, retried = false) {
     const h = { ...headers };
     if (method !== "GET") { h["X-CSRF-Token"] = csrf; h["Content-Type"] = "application/json"; }
     const resp = await fetch(path, { method, headers: h, credentials: "same-origin",
                                      body: body === undefined ? undefined : JSON.stringify(body) });
     let data = null;
     try { data = await resp.json(); } catch (e) { data = null; }
+    if (!resp.ok && resp.status === 403 && data && data.error === "csrf" && method !== "GET" && !retried && who) {
+      // a sign-in in another tab gave the cookie a new CSRF token: take it if the session is
+      // still this page's member or key, else say so
+      const before = who, now = await session();
+      if (same(before, now)) return api(method, path, body, headers, true);
+      throw new Error("signed in as someone else in another tab: reload this page");
+    }
     if (!resp.ok) {
       const err = new Error((data && data.message) || `HTTP ${resp.status}`);
       err.status = resp.status; err.data = data; throw err;
@@ -27,11 +35,11 @@ const Rally = (() => {
     return data;
   }
   async function session() {
-    try { const s = await api("GET", "/v1/session"); csrf = s.csrf; return s; }
-    catch (e) { if (e.status === 401) return null; throw e; }
+    try { const s = await api("GET", "/v1/session"); csrf = s.csrf; who = s; return s; }
+    catch (e) { if (e.status === 401) { who = null; return null; } throw e; }
   }
-  async function signIn(kind, body) { const s = await api("POST", `/v1/session/${kind}`, body); csrf = s.csrf; return s; }
-  async function signOut() { await api("POST", "/v1/session/logout", {}); csrf = ""; }
+  async function signIn(kind, body) { const s = await api("POST", `/v1/session/${kind}`, body); csrf = s.csrf; who = s; return s; }
+  async function signOut() { await api("POST", "/v1/session/logout", {}); csrf = ""; who = null; }
   function feed(query, onNotice, onState) {
     let last = null, ledger = null, ws = null, stopped = false, delay = 500;
     const open = () => {

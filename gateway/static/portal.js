@@ -168,5 +168,7 @@
     document.body.dataset.ready = "1";
     live();
   }
+  // a sign-in link opened in a tab already on the portal changes only the fragment: sign in again
+  window.addEventListener("hashchange", () => { if (new URLSearchParams(location.hash.slice(1)).get("login")) location.reload(); });
   start().catch((e) => { document.body.append(el("p", { class: "msg bad" }, e.message)); });
 })();

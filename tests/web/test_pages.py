@@ -78,6 +78,15 @@ def test_portal_shows_balance_after_earning_and_spending(
     expect(page.locator("#ledger tr")).not_to_have_count(0)
     page.screenshot(path=str(artifacts / "portal-before.png"), full_page=True)
 
+    # another sign-in link opened in a second tab: a new cookie with a new CSRF token, and the
+    # first tab still redeems (it takes the new token: the session is still alice's)
+    again = rally_cli("portal-link", "--config", str(site.config), "--member", "alice",
+                      "--base-url", site.url)  # fmt: skip
+    tab = page.context.new_page()
+    tab.goto(again.stdout.strip())
+    expect(tab.get_by_test_id("balance")).to_have_text(f"{had:,}", timeout=WAIT_MS)
+    tab.close()
+
     page.locator('button[data-item="mug"]').click()
     expect(page.locator("[data-celebration]")).to_be_visible(timeout=WAIT_MS)
     expect(page.locator("#store-msg")).to_have_text("Redeemed Rally mug!", timeout=WAIT_MS)
