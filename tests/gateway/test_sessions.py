@@ -104,6 +104,14 @@ def test_member_and_admin_sessions_are_kept_apart(
             assert (await client.get("/v1/vouchers/batches?network=demo")).status == 401
             ingest = await client.post("/v1/events", headers=h, json={"events": []})
             assert ingest.status == 401
+            # ... nor the payouts or the chat commands admin
+            assert (await client.get("/v1/payouts?network=demo")).status == 401
+            retry = await client.post("/v1/payouts/po_1/retry?network=demo", headers=h, json={})
+            assert retry.status == 401
+            assert (await client.get("/v1/channels/*/commands?network=demo")).status == 403
+            cmd = await client.put("/v1/channels/*/commands/hi?network=demo", headers=h,
+                                   json={"response": "hi"})  # fmt: skip
+            assert cmd.status == 403
             # a state-changing request without the CSRF token, or from another origin: 403
             nocsrf = await client.post("/v1/members/alice/redemptions?network=demo",
                                        json={"item_id": "mug"})  # fmt: skip
