@@ -93,6 +93,9 @@ const Rally = (() => {
       case "raffle_opened": return `Raffle ${n.title || n.raffle} is open${n.price_points ? ` (${n.price_points} points a ticket)` : ""}`;
       case "raffle_closed": return `Raffle ${n.title || n.raffle} closed: ${n.tickets ?? 0} tickets, ${n.entrants ?? 0} entrants`;
       case "raffle_cancelled": return `Raffle ${n.title || n.raffle} was cancelled (tickets refunded)`;
+      case "payout_settled": return `${n.user_id}'s payout of ${n.points} points was paid (${n.sink})`;
+      case "payout_dead": return `${n.user_id}'s payout of ${n.points} points failed: ${n.reason || "dead"}`;
+      case "payout_voided": return `${n.user_id}'s payout of ${n.points} points was voided`;
       case "raffle_drawn": return `Raffle ${n.title || n.raffle}: ${(n.winners || []).join(", ") || "no winner"}`;
       case "reward_earned": return `${n.user_id} earned a ${String(n.rule || "reward").replace(/_/g, " ")} reward of ${n.points} points`;
       case "earned": return `${n.user_id} earned ${n.points} points`;

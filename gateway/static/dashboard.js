@@ -253,6 +253,7 @@
       if (n.kind === "raffle_drawn" && (n.winners || []).length) Rally.celebrate(`${n.winners.join(", ")} won ${n.title || n.raffle}!`);
       if (n.kind.startsWith("raffle_")) raffles();
       if (n.kind === "voucher_scanned") scans().catch(() => {});
+      if (n.kind.startsWith("payout_") && panels.payouts) payouts().catch(() => {});
       if (n.kind === "tier_changed") overview().catch(() => {});
     }, (state) => { $("#feed-state").textContent = state; $("#feed-state").className = `pill ${state === "live" ? "ok" : "warn"}`; });
   }

@@ -334,6 +334,9 @@ def test_dashboard_payouts_panel_retries_dead_letters_and_voids(
     row = page.locator(f"[data-payout='{open_id}']")
     row.locator("[data-op='void']").click()
     expect(row.locator("[data-status]")).to_have_text("voided", timeout=WAIT_MS)
+    expect(page.locator("li[data-kind='payout_voided']")).to_contain_text(
+        "hank's payout of 150 points was voided", timeout=WAIT_MS
+    )
     expect(row.locator("[data-op]")).to_have_count(0)
 
     earn(site, {"ivy": 70})  # summed earnings: a figure on the page, not a feed line
