@@ -93,6 +93,7 @@ const Rally = (() => {
       case "raffle_opened": return `Raffle ${n.title || n.raffle} is open${n.price_points ? ` (${n.price_points} points a ticket)` : ""}`;
       case "raffle_closed": return `Raffle ${n.title || n.raffle} closed: ${n.tickets ?? 0} tickets, ${n.entrants ?? 0} entrants`;
       case "raffle_cancelled": return `Raffle ${n.title || n.raffle} was cancelled (tickets refunded)`;
+      case "voucher_refused": return `⚑ ${n.user_id}'s voucher scan was refused: ${String(n.outcome || "").replace(/^voucher_/, "")}${n.code_id ? ` (${n.code_id})` : ""}`;
       case "payout_settled": return `${n.user_id}'s payout of ${n.points} points was paid (${n.sink})`;
       case "payout_dead": return `${n.user_id}'s payout of ${n.points} points failed: ${n.reason || "dead"}`;
       case "payout_voided": return `${n.user_id}'s payout of ${n.points} points was voided`;

@@ -245,14 +245,14 @@
     Rally.feed({ network: net, earnings: 1 }, (n) => {
       if (n.gap) { $("#feed").prepend(el("li", {}, "… older notices skipped")); return; }
       if (n.kind === "earnings") { earnings(n); return; }  // summed per interval: a figure, not a line
-      const li = el("li", { class: Rally.celebrates(n) ? "celebrate" : "", "data-kind": n.kind },
+      const li = el("li", { class: Rally.celebrates(n) ? "celebrate" : n.kind === "voucher_refused" ? "flagged" : "", "data-kind": n.kind },
                     el("span", { class: "pill" }, n.kind.replace("_", " ")), " ", Rally.describe(n));
       $("#feed").prepend(li);
       while ($("#feed").children.length > 200) $("#feed").lastChild.remove();
       if (n.kind === "item_redeemed") Rally.celebrate(`${n.user_id} redeemed ${n.item_name || n.item_id}!`);
       if (n.kind === "raffle_drawn" && (n.winners || []).length) Rally.celebrate(`${n.winners.join(", ")} won ${n.title || n.raffle}!`);
       if (n.kind.startsWith("raffle_")) raffles();
-      if (n.kind === "voucher_scanned") scans().catch(() => {});
+      if (n.kind.startsWith("voucher_")) scans().catch(() => {});
       if (n.kind.startsWith("payout_") && panels.payouts) payouts().catch(() => {});
       if (n.kind === "tier_changed") overview().catch(() => {});
     }, (state) => { $("#feed-state").textContent = state; $("#feed-state").className = `pill ${state === "live" ? "ok" : "warn"}`; });
@@ -285,7 +285,7 @@
     setInterval(() => safe(leaders), 5000);
     setInterval(() => safe(scans), 10000);
     setInterval(() => { if (panels.payouts) safe(payouts); }, 5000);
-    setInterval(() => { if (panels.analytics) safe(analytics); }, 60000);  // refused scans (possible fraud) append no notice
+    setInterval(() => { if (panels.analytics) safe(analytics); }, 60000);
   }
   start().catch((e) => { document.body.append(el("p", { class: "msg bad" }, e.message)); });
 })();

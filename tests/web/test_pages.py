@@ -274,6 +274,9 @@ def test_dashboard_mints_vouchers_to_a_qr_sheet_and_flags_forged_scans(
     flagged = page.locator("#scan-list tr:not([data-outcome='redeemed'])")
     expect(flagged).to_have_count(1)
     expect(flagged).to_contain_text("⚑")
+    refused = page.locator("li[data-kind='voucher_refused']")  # flagged live in the feed too
+    expect(refused).to_contain_text("erin's voucher scan was refused: malformed")
+    expect(refused).to_have_class("flagged")
     assert_fits_phone(page)  # long code digests wrap on a phone
 
 
