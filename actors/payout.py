@@ -82,12 +82,30 @@ if status == 'reserved' or status == 'sending' then
   redis.call('ZADD', q, ARGV[6], id) else redis.call('ZREM', q, id) end
 if ARGV[7] == '1' then redis.call('ZADD', refund, ARGV[8], id) else redis.call('ZREM', refund, id) end
 if status == 'dead' then redis.call('ZADD', dead, ARGV[8], id) else redis.call('ZREM', dead, id) end
+if ARGV[10] ~= '' then
+  redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[11], '*', 'payout_' .. status, ARGV[10])
+end
 return 1
 """
-"""KEYS: po:{id}, poreq, poq, porefund, podead. ARGV: expected bytes ('' = must not exist),
-new bytes, id, new status, created_at, next_at, '1' if a refund is owed, updated_at, retention
-in seconds of a payout that is final (settled, or voided and refunded; '0' = forever).
+"""KEYS: po:{id}, poreq, poq, porefund, podead, notices. ARGV: expected bytes ('' = must not
+exist), new bytes, id, new status, created_at, next_at, '1' if a refund is owed, updated_at,
+retention in seconds of a payout that is final (settled, or voided and refunded; '0' =
+forever), the notice's JSON ('' = none; appended as `payout_{status}`), the notices cap.
 -> 1 if swapped, 0 if the payout changed meanwhile."""
+NOTICE_STATUSES = frozenset({"settled", "dead", "voided"})
+"""Outcomes that append a notice (the live feed shows them to the network and the member)."""
+NOTICES_MAXLEN = 100_000
+"""The notices stream's cap: the same as actors.shards.NOTICES_MAXLEN (which imports Ray)."""
+
+
+def payout_notice(old: Payout | None, new: Payout) -> bytes:
+    """The JSON of the notice a move appends: b"" unless it reaches an outcome."""
+    if new.status not in NOTICE_STATUSES or (old is not None and old.status == new.status):
+        return b""
+    return msgspec.json.encode({"network": new.network, "user_id": new.user_id,
+                                "payout": new.id, "points": new.points, "sink": new.sink,
+                                "status": new.status, "reason": new.reason,
+                                "ts": new.updated_at})  # fmt: skip
 
 
 class PayoutNotFound(LookupError):
@@ -196,7 +214,14 @@ class PayoutStore:
         pk = self.pk
         return bool(
             self._swap(
-                keys=[pk.payout(new.id), pk.requested, pk.queue, pk.refunds, pk.dead],
+                keys=[
+                    pk.payout(new.id),
+                    pk.requested,
+                    pk.queue,
+                    pk.refunds,
+                    pk.dead,
+                    pk.keys.notices,
+                ],
                 args=[
                     b"" if old is None else eng.payout_encoder.encode(old),
                     eng.payout_encoder.encode(new),
@@ -207,6 +232,8 @@ class PayoutStore:
                     "1" if _owes_refund(new) else "0",
                     new.updated_at,
                     self.retention_s,
+                    payout_notice(old, new),
+                    NOTICES_MAXLEN,
                 ],
             )
         )

@@ -73,6 +73,12 @@ from engine.spend import Guard, Transfer
 log = logging.getLogger(__name__)
 
 Op = Literal["create", "open", "close", "draw", "cancel", "buy", "enter"]
+LIFECYCLE_NOTICES = {
+    "open": "raffle_opened",
+    "close": "raffle_closed",
+    "cancel": "raffle_cancelled",
+}
+"""Admin ops that append a notice (the draw appends `raffle_drawn` with its winners)."""
 NOTICES_MAXLEN = 100_000
 REFUNDS_PER_SUBMIT = 2_000
 GUARD_KEEP_S = 400 * 86_400
@@ -351,7 +357,24 @@ class RaffleShard(StreamShard):
             raise RaffleError("bad_op", f"unknown op {cmd.op!r}", "op")
         batch.touch(net, rid)
         self._keyword_registry(c, raffle)
+        if cmd.op in LIFECYCLE_NOTICES:
+            self._notice(c, LIFECYCLE_NOTICES[cmd.op], raffle, now)
         return summary(raffle)
+
+    def _notice(self, c: Commit, kind: str, raffle: Raffle, now: float) -> None:
+        """A raffle's lifecycle notice (the live feed shows it to the network and its members):
+        opened with the published commitment, closed with the tickets sold, cancelled."""
+        terms = raffle.terms
+        notice: dict[str, Any] = {"network": terms.network, "raffle": terms.id,
+                                  "title": terms.title, "channel": terms.channel,
+                                  "status": raffle.status, "ts": now}  # fmt: skip
+        if kind == "raffle_opened":
+            notice["commitment"] = raffle.commitment
+            notice["price_points"] = terms.price_points
+        elif kind == "raffle_closed":
+            notice["tickets"], notice["entrants"] = raffle.tickets, raffle.entrants
+        c.cmd("XADD", self.keys.notices, "MAXLEN", "~", NOTICES_MAXLEN, "*",
+              kind, msgspec.json.encode(notice))  # fmt: skip
 
     def _schedule_close(self, c: Commit, net: str, rid: str, due: float) -> None:
         from actors.scheduler import Job, job_encoder  # no cycle at import time

@@ -54,6 +54,19 @@ CLAIMS_KEPT_AFTER_EXPIRY_S = 30 * 86_400
 finds a code used rather than free (and expiry refuses it anyway after that)."""
 CLAIMED = "claimed"
 RESUME = "resume"
+REFUSED_NOTICE_EVERY_S = 10
+"""A refused scan appends a `voucher_refused` notice (the live feed flags it) at most once per
+member in this many seconds: a member scanning junk in a loop cannot flood the notices
+stream (every refusal is still kept as an attempt, GET /v1/vouchers/attempts)."""
+
+REFUSED = """
+if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'voucher_refused', ARGV[2])
+  return 1
+end
+return 0
+"""
+"""KEYS: the member's throttle key, notices. ARGV: seconds, notice JSON, notices cap."""
 
 CLAIM = """
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
@@ -166,6 +179,7 @@ class VoucherStore:
         self._claim = client.register_script(CLAIM)
         self._finish = client.register_script(FINISH)
         self._release = client.register_script(RELEASE)
+        self._refused = client.register_script(REFUSED)
 
     # -- batches ---------------------------------------------------------------------------
     async def add_batch(self, batch: Batch) -> None:
@@ -266,6 +280,20 @@ class VoucherStore:
                 continue
             out.append((network, batch, serial, str(state["u"])))
         return out
+
+    async def refused_notice(self, attempt: Attempt) -> bool:
+        """Append the `voucher_refused` notice of a refused scan, unless its member had one in
+        the last REFUSED_NOTICE_EVERY_S; True if appended."""
+        body = {"network": attempt.network, "user_id": attempt.user_id,
+                "outcome": attempt.outcome, "code_sha256": attempt.code_sha256,
+                "code_id": attempt.code_id, "batch": attempt.batch, "detail": attempt.detail,
+                "ts": attempt.ts}  # fmt: skip
+        throttle = self.keys.k("vrefusednote", attempt.network, attempt.user_id)
+        got = await self._refused(
+            keys=[throttle, self.keys.notices],
+            args=[REFUSED_NOTICE_EVERY_S, msgspec.json.encode(body), NOTICES_MAXLEN],
+        )
+        return bool(got)
 
     async def record(self, attempt: Attempt) -> None:
         """Append an attempt decided outside the scripts (a bad code, an unknown batch, ...)."""

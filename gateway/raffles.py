@@ -328,7 +328,8 @@ async def buy_tickets(request: web.Request) -> web.Response:
 
 
 async def member_tickets(request: web.Request) -> web.Response:
-    """A member's tickets in the newest raffles of the network (token or api key)."""
+    """A member's tickets in the newest raffles of the network (token or api key), and the
+    open ticket raffles among them (`open`: price, limit, tickets held) it may buy into."""
     network = _network(request)
     user_id = parse_id(request.match_info["user_id"], "user_id")
     access = request.app[ACCESS]
@@ -344,17 +345,25 @@ async def member_tickets(request: web.Request) -> web.Response:
             pipe.hget(raffles.rk.holdings(network, rid), user_id)
             pipe.get(raffles.rk.meta(network, rid))
         got = await pipe.execute()
-    out = []
+    out, open_ = [], []
     for i, rid in enumerate(ids):
         held, meta = got[2 * i], got[2 * i + 1]
-        if held is None or meta is None:
+        if meta is None:
             continue
-        h = eng.holding_decoder.decode(held)
         m = eng.raffle_decoder.decode(meta)
+        h = eng.holding_decoder.decode(held) if held is not None else None
+        if m.status == "open" and m.terms.kind == "ticket":  # what the member may buy into
+            open_.append({"raffle": rid, "title": m.terms.title, "channel": m.terms.channel,
+                          "price_points": m.terms.price_points,
+                          "max_tickets_per_member": m.terms.max_tickets_per_member,
+                          "tickets": h.tickets if h is not None else 0,
+                          "close_at": m.terms.close_at})  # fmt: skip
+        if h is None:
+            continue
         out.append({"raffle": rid, "title": m.terms.title, "status": m.status,
                     "tickets": h.tickets, "paid_points": h.paid_points, "luck_pct": h.luck_pct,
                     "won": any(w.user_id == user_id for w in m.winners)})  # fmt: skip
-    return json_response({"network": network, "user_id": user_id, "raffles": out})
+    return json_response({"network": network, "user_id": user_id, "raffles": out, "open": open_})
 
 
 # -- public ---------------------------------------------------------------------------------------

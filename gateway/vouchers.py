@@ -244,7 +244,9 @@ class VoucherService:
             v = vc.check_code(scan.text, self.keys.verify, network=scan.network, now=now)
             batch = vc.check_batch(v, await self.store.batch(v.network, v.batch))
         except VoucherError as err:
-            await self.store.record(scan.attempt(now, err.code, err.voucher, err.message))
+            attempt = scan.attempt(now, err.code, err.voucher, err.message)
+            await self.store.record(attempt)
+            await self.store.refused_notice(attempt)
             raise VoucherRefused(STATUS[err.code], err.code, err.message) from None
         claim = await self.store.claim(
             v.network, v.batch, v.serial, scan.user_id, now=now,
@@ -252,7 +254,12 @@ class VoucherService:
             attempt=scan.attempt(now, "", v),
         )  # fmt: skip
         if not claim.granted:
-            raise self._refusal(claim.outcome, claim.holder == scan.user_id)
+            yours = claim.holder == scan.user_id
+            if claim.outcome == vc.USED and not yours:  # someone else's code: worth a look
+                await self.store.refused_notice(
+                    scan.attempt(now, vc.USED, v, "redeemed already by another member")
+                )
+            raise self._refusal(claim.outcome, yours)
         if batch.item:
             return await self._redeem_item(scan, v, now, claim)
         return await self._credit(scan, v, now, resumed=claim.outcome == RESUME)

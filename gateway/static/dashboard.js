@@ -1,5 +1,5 @@
 // The admin dashboard of one network: live feed with celebrations, pipeline health,
-// tier mix, top members, and managing raffles, store items and voucher batches.
+// tier mix, top members, and managing chat commands, raffles, store items and voucher batches.
 "use strict";
 (() => {
   const { $, el, api } = Rally;
@@ -34,6 +34,12 @@
       sel.replaceChildren(...o.channels.map((c) => el("option", { value: c }, c)));
       if (keep) sel.value = keep;
       leaders();
+    }
+    const cmdSel = $("#command-channel");
+    if (cmdSel.options.length !== o.channels.length + 1) {
+      const keep = cmdSel.value;
+      cmdSel.replaceChildren(el("option", { value: "*" }, "*"), ...o.channels.map((c) => el("option", { value: c }, c)));
+      cmdSel.value = keep || "*";
     }
     if (o.panels.payouts && !panels.payouts) { panels.payouts = true; show("#payouts"); payouts().catch(() => {}); }
     if (o.panels.analytics && !panels.analytics) { panels.analytics = true; show("#analytics"); analytics().catch(() => {}); }
@@ -78,13 +84,13 @@
         if (!v.length) continue;
         const keys = Object.keys(v[0]);
         const dayLike = (k) => /day|cohort|^ts$/.test(k);
-        const lab = keys[0];
+        const lab = keys.find((k) => k !== "network") || keys[0];  // top_channels: the channel, not its network
         const num = keys.filter((k) => k !== lab && typeof v[0][k] === "number" && !dayLike(k) && !/rank|tier$|_id$/.test(k))[0];
         if (!num) continue;
         const top = dayLike(lab) ? v.slice(-12) : v.slice(0, 12), max = Math.max(...top.map((r) => Math.abs(r[num]) || 0), 1);
         charts.push(el("div", { class: "chart", "data-chart": name }, el("h3", {}, `${label(name)} · ${label(num)}`),
           ...top.map((r) => { const bar = el("div", { class: "bar" }, el("div")); bar.firstChild.style.width = `${(100 * Math.abs(r[num] || 0)) / max}%`;
-            return el("div", {}, el("div", { class: "row" }, el("span", {}, dayLike(lab) && typeof r[lab] === "number" ? day(r[lab]) : String(r[lab])), el("span", { class: "dim" }, Number(r[num]).toLocaleString())), bar); })));
+            return el("div", {}, el("div", { class: "row" }, el("span", {}, dayLike(lab) && typeof r[lab] === "number" ? day(r[lab]) : lab === "tier" ? Rally.tierName(r[lab]) : String(r[lab])), el("span", { class: "dim" }, Number(r[num]).toLocaleString())), bar); })));
       } else if (typeof v === "object") {
         for (const [k, x] of Object.entries(v)) {
           if (typeof x !== "number") continue;
@@ -115,6 +121,25 @@
     const lb = await api("GET", `/v1/channels/${encodeURIComponent(c)}/leaderboard?${q()}&limit=10`);
     $("#leaders").replaceChildren(...lb.entries.map((e) => el("tr", {}, el("td", {}, `#${e.rank}`),
       el("td", {}, e.name || e.user_id), el("td", {}, e.points.toLocaleString()))));
+  }
+
+  const cmdPath = (name) => `/v1/channels/${encodeURIComponent($("#command-channel").value || "*")}/commands${name ? "/" + encodeURIComponent(name) : ""}?${q()}`;
+  async function commands() {
+    const { commands: list } = await api("GET", cmdPath());
+    $("#command-list").replaceChildren(...(list.length ? list.map((c) => {
+      const del = el("button", { class: "ghost", "data-op": "delete" }, "delete");
+      del.addEventListener("click", async () => {
+        try { await api("DELETE", cmdPath(c.name)); say("#command-msg", `!${c.name} deleted`, true); }
+        catch (e) { say("#command-msg", `!${c.name}: ${e.message}`); }
+        commands().catch(() => {});
+      });
+      const rules = [c.min_role !== "everyone" ? c.min_role : "", c.cooldown_user_s ? `${c.cooldown_user_s}s per viewer` : "",
+                     c.cost_points ? `${c.cost_points} pts` : "", c.availability !== "always" ? `${c.availability} only` : "",
+                     c.enabled ? "" : "off"].filter(Boolean).join(" · ");
+      return el("div", { class: "row", "data-command": c.name },
+        el("span", {}, el("strong", {}, `!${c.name}`), " ", el("span", { class: "dim" }, rules), el("br"), el("span", { class: "dim" }, c.response || "(built-in reply)")),
+        del);
+    }) : [el("span", { class: "dim" }, "No commands stored for this channel.")]));
   }
 
   async function raffles() {
@@ -167,6 +192,17 @@
   }
 
   function forms() {
+    $("#command-form").addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const name = $("#command-name").value.trim().replace(/^!/, "").toLowerCase();
+      const spec = { response: $("#command-response").value, min_role: $("#command-role").value,
+                     cooldown_user_s: Number($("#command-cooldown").value || 0), cost_points: Number($("#command-cost").value || 0),
+                     availability: $("#command-availability").value };
+      try { await api("PUT", cmdPath(name), spec); say("#command-msg", `!${name} saved`, true); }
+      catch (e) { say("#command-msg", e.data && e.data.field ? `${e.data.field}: ${e.message}` : e.message); }
+      commands().catch(() => {});
+    });
+    $("#command-channel").addEventListener("change", () => commands().catch((e) => say("#command-msg", e.message)));
     $("#raffle-form").addEventListener("submit", async (ev) => {
       ev.preventDefault();
       const terms = { id: $("#raffle-id").value.trim(), network: net, title: $("#raffle-title").value,
@@ -209,14 +245,15 @@
     Rally.feed({ network: net, earnings: 1 }, (n) => {
       if (n.gap) { $("#feed").prepend(el("li", {}, "… older notices skipped")); return; }
       if (n.kind === "earnings") { earnings(n); return; }  // summed per interval: a figure, not a line
-      const li = el("li", { class: Rally.celebrates(n) ? "celebrate" : "", "data-kind": n.kind },
+      const li = el("li", { class: Rally.celebrates(n) ? "celebrate" : n.kind === "voucher_refused" ? "flagged" : "", "data-kind": n.kind },
                     el("span", { class: "pill" }, n.kind.replace("_", " ")), " ", Rally.describe(n));
       $("#feed").prepend(li);
       while ($("#feed").children.length > 200) $("#feed").lastChild.remove();
       if (n.kind === "item_redeemed") Rally.celebrate(`${n.user_id} redeemed ${n.item_name || n.item_id}!`);
       if (n.kind === "raffle_drawn" && (n.winners || []).length) Rally.celebrate(`${n.winners.join(", ")} won ${n.title || n.raffle}!`);
       if (n.kind.startsWith("raffle_")) raffles();
-      if (n.kind === "voucher_scanned") scans().catch(() => {});
+      if (n.kind.startsWith("voucher_")) scans().catch(() => {});
+      if (n.kind.startsWith("payout_") && panels.payouts) payouts().catch(() => {});
       if (n.kind === "tier_changed") overview().catch(() => {});
     }, (state) => { $("#feed-state").textContent = state; $("#feed-state").className = `pill ${state === "live" ? "ok" : "warn"}`; });
   }
@@ -236,19 +273,19 @@
     }
     net = s.network;
     $("#who").textContent = `${s.key} · ${net}`;
-    show("#signout", "#live", "#health", "#tiers", "#top", "#raffles", "#store", "#vouchers", "#scans");
+    show("#signout", "#live", "#health", "#tiers", "#top", "#commands", "#raffles", "#store", "#vouchers", "#scans");
     $("#signout").addEventListener("click", async () => { await Rally.signOut(); location.reload(); });
     forms();
     live();
     const safe = (fn) => fn().catch((e) => console.warn(e));
-    await Promise.all([safe(overview), safe(raffles), safe(items), safe(batches), safe(scans)]);
+    await Promise.all([safe(overview), safe(commands), safe(raffles), safe(items), safe(batches), safe(scans)]);
     document.body.dataset.ready = "1";
     setInterval(() => safe(overview), 2000);
     setInterval(earnedRate, 1000);
     setInterval(() => safe(leaders), 5000);
     setInterval(() => safe(scans), 10000);
     setInterval(() => { if (panels.payouts) safe(payouts); }, 5000);
-    setInterval(() => { if (panels.analytics) safe(analytics); }, 60000);  // refused scans (possible fraud) append no notice
+    setInterval(() => { if (panels.analytics) safe(analytics); }, 60000);
   }
   start().catch((e) => { document.body.append(el("p", { class: "msg bad" }, e.message)); });
 })();

@@ -73,9 +73,31 @@
     $("#items").replaceChildren(...(rows.length ? rows : [el("span", { class: "dim" }, "Nothing in the store yet.")]));
   }
 
+  async function buyTicket(r, button) {  // points into a raffle ticket
+    button.disabled = true;
+    const msg = $("#raffle-msg");
+    try {
+      const key = `portal-${crypto.randomUUID ? crypto.randomUUID() : Date.now() + Math.random()}`;
+      await api("POST", `/v1/raffles/${encodeURIComponent(r.raffle)}/tickets?${q()}`, { tickets: 1 }, { "Idempotency-Key": key });
+      msg.className = "msg good"; msg.textContent = `One more ticket for ${r.title || r.raffle}`;
+      await Promise.all([loadMember(), loadTickets(), loadLedger(0)]);
+    } catch (e) {
+      msg.className = "msg bad"; msg.textContent = e.message;
+    } finally { button.disabled = false; }
+  }
+
   async function loadTickets() {
     let data;
     try { data = await api("GET", `${base()}/raffles?${q()}`); } catch (e) { return; }
+    $("#open-raffles").replaceChildren(...(data.open || []).map((r) => {
+      const full = r.tickets >= r.max_tickets_per_member;
+      const b = el("button", { "data-raffle": r.raffle }, r.price_points ? `Buy · ${r.price_points} pts` : "Enter");
+      b.disabled = full;
+      b.addEventListener("click", () => buyTicket(r, b));
+      return el("div", { class: "row", "data-open-raffle": r.raffle },
+        el("span", {}, el("strong", {}, r.title || r.raffle), el("br"),
+           el("span", { class: "dim" }, `open · you hold ${r.tickets} of ${r.max_tickets_per_member}`)), b);
+    }));
     if (!data.raffles.length) return;
     $("#tickets").replaceChildren(...data.raffles.map((r) => el("div", { class: "row" },
       el("span", {}, el("strong", {}, r.title || r.raffle), el("br"),
@@ -114,6 +136,7 @@
       $("#feed").prepend(el("li", { class: Rally.celebrates(n) ? "celebrate" : "", "data-kind": n.kind },
                             el("span", { class: "pill" }, n.kind.replace("_", " ")), " ", Rally.describe(n)));
       if (n.kind === "raffle_drawn" && (n.winners || []).includes(me.user_id)) Rally.celebrate("You won!");
+      if (n.kind.startsWith("raffle_")) loadTickets().catch(() => {});
       loadMember();
       if (n.kind === "earned" && shown === 0) loadLedger(0).catch(() => {});  // the newest page shows it
     }, (state) => { $("#feed-state").textContent = state; });
@@ -145,5 +168,7 @@
     document.body.dataset.ready = "1";
     live();
   }
+  // a sign-in link opened in a tab already on the portal changes only the fragment: sign in again
+  window.addEventListener("hashchange", () => { if (new URLSearchParams(location.hash.slice(1)).get("login")) location.reload(); });
   start().catch((e) => { document.body.append(el("p", { class: "msg bad" }, e.message)); });
 })();

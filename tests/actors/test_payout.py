@@ -175,3 +175,42 @@ def test_final_payouts_expire_after_retention_and_leave_the_index(redis_server, 
     assert wait_for(lambda: store.get(a.id) is None, 5)
     assert store.prune(time.time()) == 1
     assert [p.id for p in store.list()] == [b.id]
+
+
+def test_payout_outcomes_append_feed_notices(redis_server, namespace) -> None:
+    """Settled, dead and voided payouts each append one notice (`payout_{status}`, JSON the
+    feed decodes, naming the member); the moves in between append none."""
+    from actors.notices import decode_notice
+
+    r = redis.Redis.from_url(redis_server.url)
+    keys = Keys(namespace)
+    store = PayoutStore(r, keys, RULES)
+    now = time.time()
+    out = store.create([Request(network="n", user_id=f"u{i}", points=5 + i, key=f"nt-{i}",
+                                destination="http://127.0.0.1:1/h") for i in range(3)], now)  # fmt: skip
+    a, b, c = (p for _, p in out)
+    assert a is not None
+    assert b is not None
+    assert c is not None
+    ra = eng.reserved(a, now)
+    assert store.swap(a, ra)
+    sa = eng.sending(RULES, ra, now)
+    assert store.swap(ra, sa)
+    assert r.xlen(keys.notices) == 0
+    assert store.swap(sa, eng.settled(sa, now))
+    rb = eng.reserved(b, now)
+    assert store.swap(b, rb)
+    sb = eng.sending(RULES, rb, now)
+    assert store.swap(rb, sb)
+    dead = eng.failed(RULES, sb, now, "receiver said 500", 0.5, final=True)
+    assert dead.status == "dead"
+    assert store.swap(sb, dead)
+    assert store.swap(dead, eng.retried(dead, now))
+    assert store.update(b.id, eng.voided, now)
+    store.update(c.id, eng.voided, now)
+    notices = [decode_notice(i, f) for i, f in r.xrange(keys.notices)]
+    got = [(n.kind, n.user_ids, n.body["payout"], n.body["points"]) for n in notices if n]
+    assert got == [("payout_settled", ("u0",), a.id, 5), ("payout_dead", ("u1",), b.id, 6),
+                   ("payout_voided", ("u1",), b.id, 6), ("payout_voided", ("u2",), c.id, 7)]  # fmt: skip
+    assert notices[1] is not None
+    assert notices[1].body["reason"] == "receiver said 500"

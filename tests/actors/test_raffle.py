@@ -80,10 +80,14 @@ def test_free_raffle_lifecycle_publishes_a_verifiable_record(raffles) -> None:
     assert eng.verify(record).ok
     assert record.seed
     assert eng.commitment_of(record.seed) == opened["commitment"]
-    notices = [f for _, f in r.xrange(Keys(cfg.namespace).notices) if b"raffle_drawn" in f]
-    assert len(notices) == 1
-    notice = msgspec.json.decode(notices[0][b"raffle_drawn"])
-    assert notice["winners"] == [w.user_id for w in raffle.winners]
+    notices = [(k.decode(), msgspec.json.decode(v)) for _, f in r.xrange(Keys(cfg.namespace).notices)
+               for k, v in f.items() if k.startswith(b"raffle_")]  # fmt: skip
+    assert [k for k, _ in notices] == ["raffle_opened", "raffle_closed", "raffle_drawn"]
+    (_, opened_notice), (_, closed_notice), (_, drawn_notice) = notices
+    assert (opened_notice["raffle"], opened_notice["title"]) == ("r1", "Free")
+    assert opened_notice["commitment"] == opened["commitment"]
+    assert (closed_notice["tickets"], closed_notice["entrants"]) == (6, 3)
+    assert drawn_notice["winners"] == [w.user_id for w in raffle.winners]
 
 
 def test_state_survives_kill9_of_the_raffle_actor_during_sales(raffles) -> None:
@@ -237,6 +241,10 @@ def test_insufficient_points_and_cancel_refunds_everyone(raffles) -> None:
     assert ok(send(r, cfg, "cancel"))["status"] == "cancelled"
     assert (balance(r, cfg, "a"), balance(r, cfg, "b"), account(r, cfg)) == (BASE, BASE, 0)
     assert send(r, cfg, "draw", beacon=BEACON).code == "raffle_cancelled"
+    kinds = [
+        k for _, f in r.xrange(Keys(cfg.namespace).notices) for k in f if k.startswith(b"raffle_")
+    ]
+    assert kinds == [b"raffle_opened", b"raffle_cancelled"]  # a refused draw appends nothing
     audited(client, r, cfg)
 
 

@@ -104,6 +104,14 @@ def test_member_and_admin_sessions_are_kept_apart(
             assert (await client.get("/v1/vouchers/batches?network=demo")).status == 401
             ingest = await client.post("/v1/events", headers=h, json={"events": []})
             assert ingest.status == 401
+            # ... nor the payouts or the chat commands admin
+            assert (await client.get("/v1/payouts?network=demo")).status == 401
+            retry = await client.post("/v1/payouts/po_1/retry?network=demo", headers=h, json={})
+            assert retry.status == 401
+            assert (await client.get("/v1/channels/*/commands?network=demo")).status == 403
+            cmd = await client.put("/v1/channels/*/commands/hi?network=demo", headers=h,
+                                   json={"response": "hi"})  # fmt: skip
+            assert cmd.status == 403
             # a state-changing request without the CSRF token, or from another origin: 403
             nocsrf = await client.post("/v1/members/alice/redemptions?network=demo",
                                        json={"item_id": "mug"})  # fmt: skip
@@ -146,6 +154,30 @@ def test_member_and_admin_sessions_are_kept_apart(
                                       json={"batch": "b1", "codes": ["CODE-1", "CODE-2"]})  # fmt: skip
             assert sheet.status == 200
             assert (await sheet.text()).count("<svg") == 2
+
+    asyncio.run(body())
+
+
+def test_signing_in_with_a_session_cookie_replaces_it(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    """A browser holding a session opens a new sign-in link, or the dashboard: the sign-in
+    needs no CSRF token of the session it replaces (the page has none yet), only same origin."""
+
+    async def body() -> None:
+        async with serve(settings(namespace), redis_server.url) as client:
+            assert (await sign_in(client, login_jwt({})))[0] == 201
+            status, s = await sign_in(client, login_jwt({"sub": "bob"}))
+            assert (status, s["user_id"]) == (201, "bob"), s
+            assert (await (await client.get("/v1/session")).json())["user_id"] == "bob"
+            ok = await client.post("/v1/session/admin",
+                                   json={"key": "admin", "secret": ADMIN_SECRET, "network": "demo"})  # fmt: skip
+            assert ok.status == 201, await ok.text()
+            assert (await (await client.get("/v1/session")).json())["scope"] == "admin"
+            cross = await client.post("/v1/session/member", headers={"Origin": "https://evil.example"},
+                                      json={"token": login_jwt({"sub": "carol"})})  # fmt: skip
+            assert (cross.status, (await cross.json())["error"]) == (403, "csrf")
+            assert (await (await client.get("/v1/session")).json())["scope"] == "admin"
 
     asyncio.run(body())
 

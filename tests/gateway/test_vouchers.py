@@ -218,6 +218,13 @@ def test_mint_scan_and_every_refusal(
         ("alice", "party/0"),
         ("bob", "party/1"),
     ]
+    # the feed flags refusals: carol's scan of alice's code, then nothing more from carol for
+    # REFUSED_NOTICE_EVERY_S (her junk scans are attempts only); alice's own repeat is no alarm
+    refused = [msgspec.json.decode(f[b"voucher_refused"]) for _, f in r.xrange(keys.notices)
+               if b"voucher_refused" in f]  # fmt: skip
+    assert [(n["user_id"], n["outcome"], n["code_id"]) for n in refused] == [
+        ("carol", "voucher_used", "party/0")
+    ]
     logged = [
         e for le in read_ledger_logs(r, keys).entries for e in entries_decoder.decode(le.blob)
     ]

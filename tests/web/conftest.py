@@ -76,10 +76,18 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
+    """A phone-sized page; the test fails if the page's scripts threw or the console logged an
+    error (a Content-Security-Policy violation, say). HTTP errors the pages handle themselves
+    (401 before sign-in, 404 before the first analytics snapshot) are not counted."""
     context = browser.new_context(viewport={"width": 412, "height": 915})  # a phone
     pg = context.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda err: errors.append(f"pageerror: {err}"))
+    pg.on("console", lambda msg: errors.append(f"console.error: {msg.text}")
+          if msg.type == "error" and not msg.text.startswith("Failed to load resource") else None)  # fmt: skip
     yield pg
     context.close()
+    assert errors == [], errors
 
 
 @pytest.fixture

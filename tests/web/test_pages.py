@@ -78,6 +78,15 @@ def test_portal_shows_balance_after_earning_and_spending(
     expect(page.locator("#ledger tr")).not_to_have_count(0)
     page.screenshot(path=str(artifacts / "portal-before.png"), full_page=True)
 
+    # another sign-in link opened in a second tab: a new cookie with a new CSRF token, and the
+    # first tab still redeems (it takes the new token: the session is still alice's)
+    again = rally_cli("portal-link", "--config", str(site.config), "--member", "alice",
+                      "--base-url", site.url)  # fmt: skip
+    tab = page.context.new_page()
+    tab.goto(again.stdout.strip())
+    expect(tab.get_by_test_id("balance")).to_have_text(f"{had:,}", timeout=WAIT_MS)
+    tab.close()
+
     page.locator('button[data-item="mug"]').click()
     expect(page.locator("[data-celebration]")).to_be_visible(timeout=WAIT_MS)
     expect(page.locator("#store-msg")).to_have_text("Redeemed Rally mug!", timeout=WAIT_MS)
@@ -125,6 +134,48 @@ def test_dashboard_feed_updates_and_celebrates_a_redemption(
     page.screenshot(path=str(artifacts / "dashboard.png"), full_page=True)
 
 
+def test_dashboard_manages_chat_commands(site: Site, page: Page, artifacts: Path) -> None:
+    earn(site, {"erin": 10})  # channel c1 exists
+    admin_signin(site, page)
+    page.wait_for_selector("body[data-ready='1']", timeout=WAIT_MS)
+    expect(page.locator("#command-list")).to_contain_text("No commands", timeout=WAIT_MS)
+
+    # a command of every channel, then one of c1 only
+    page.fill("#command-name", "!discord")
+    page.fill("#command-response", "Join us at example.org, {user}")
+    page.select_option("#command-role", "subscriber")
+    page.fill("#command-cooldown", "30")
+    page.click("#command-form button")
+    row = page.locator("[data-command='discord']")
+    expect(row).to_contain_text("Join us at example.org", timeout=WAIT_MS)
+    expect(row).to_contain_text("subscriber · 30s per viewer")
+    status, stored = call(site, "GET", f"/v1/channels/*/commands?network={NET}")
+    assert status == 200, stored
+    spec = {c["name"]: c for c in stored["commands"]}["discord"]
+    assert (spec["min_role"], spec["cooldown_user_s"]) == ("subscriber", 30.0)
+
+    page.select_option("#command-channel", "c1")
+    expect(page.locator("#command-list")).to_contain_text("No commands", timeout=WAIT_MS)
+    page.fill("#command-name", "Bad Name")  # the API's 400 names the field
+    page.click("#command-form button")
+    expect(page.locator("#command-msg")).to_contain_text("name", timeout=WAIT_MS)
+    assert call(site, "GET", f"/v1/channels/c1/commands?network={NET}")[1]["commands"] == []
+    page.fill("#command-name", "lurk")
+    page.fill("#command-response", "{user} is lurking")
+    page.click("#command-form button")
+    expect(page.locator("[data-command='lurk']")).to_be_visible(timeout=WAIT_MS)
+    page.screenshot(path=str(artifacts / "dashboard-commands.png"), full_page=True)
+
+    page.select_option("#command-channel", "*")
+    page.locator("[data-command='discord'] [data-op='delete']").click()
+    expect(page.locator("[data-command='discord']")).to_have_count(0, timeout=WAIT_MS)
+    assert call(site, "GET", f"/v1/channels/*/commands?network={NET}")[1]["commands"] == []
+    assert [
+        c["name"]
+        for c in call(site, "GET", f"/v1/channels/c1/commands?network={NET}")[1]["commands"]
+    ] == ["lurk"]
+
+
 def test_dashboard_runs_a_raffle_and_the_portal_links_its_verification(
     site: Site, page: Page, browser: Any, artifacts: Path
 ) -> None:
@@ -145,14 +196,31 @@ def test_dashboard_runs_a_raffle_and_the_portal_links_its_verification(
     expect(row.locator("[data-status]")).to_have_text("open", timeout=WAIT_MS)
     expect(row).to_contain_text("commitment")
 
-    token = TokenSigner.from_settings(site.settings)
-    assert token is not None
-    status, bought = call(site, "POST", f"/v1/raffles/spring/tickets?network={NET}", {"tickets": 2},
-                          headers={**bearer(token.issue(NET, "alice")[0]), "Idempotency-Key": "t1"})  # fmt: skip
-    assert status == 201, bought
+    # alice turns points into two tickets in her portal
+    done = rally_cli("portal-link", "--config", str(site.config), "--member", "alice",
+                     "--base-url", site.url)  # fmt: skip
+    portal = browser.new_context(viewport={"width": 412, "height": 915}).new_page()
+    portal.goto(done.stdout.strip())
+    had = balance(site, "alice")
+    buy = portal.locator("[data-open-raffle='spring'] button")
+    expect(buy).to_have_text("Buy · 10 pts", timeout=WAIT_MS)
+    buy.click()
+    expect(portal.locator("[data-open-raffle='spring']")).to_contain_text(
+        "you hold 1 of 100", timeout=WAIT_MS
+    )
+    buy.click()
+    expect(portal.locator("[data-open-raffle='spring']")).to_contain_text(
+        "you hold 2 of 100", timeout=WAIT_MS
+    )
+    expect(portal.get_by_test_id("balance")).to_have_text(f"{had - 20:,}", timeout=WAIT_MS)
+    assert balance(site, "alice") == had - 20
 
     row.locator("[data-op='close']").click()
     expect(row.locator("[data-status]")).to_have_text("closed", timeout=WAIT_MS)
+    expect(page.locator("li[data-kind='raffle_opened']")).to_contain_text("Spring draw is open")
+    expect(page.locator("li[data-kind='raffle_closed']")).to_contain_text(
+        "2 tickets, 1 entrants", timeout=WAIT_MS
+    )
     row.locator("[data-op='draw']").click()
     expect(page.locator("li[data-kind='raffle_drawn']")).to_contain_text("alice", timeout=WAIT_MS)
     expect(page.locator("[data-celebration]")).to_contain_text("alice won Spring draw")
@@ -161,11 +229,7 @@ def test_dashboard_runs_a_raffle_and_the_portal_links_its_verification(
     page.screenshot(path=str(artifacts / "dashboard-raffle.png"), full_page=True)
 
     # alice's portal lists her tickets, that she won, and links the public verification
-    done = rally_cli("portal-link", "--config", str(site.config), "--member", "alice",
-                     "--base-url", site.url)  # fmt: skip
-    link = done.stdout.strip()
-    portal = browser.new_context(viewport={"width": 412, "height": 915}).new_page()
-    portal.goto(link)
+    expect(portal.locator("[data-open-raffle='spring']")).to_have_count(0, timeout=WAIT_MS)
     tickets = portal.locator("#tickets")
     expect(tickets).to_contain_text("2 tickets", timeout=WAIT_MS)
     expect(tickets).to_contain_text("you won!")
@@ -210,6 +274,18 @@ def test_dashboard_mints_vouchers_to_a_qr_sheet_and_flags_forged_scans(
     flagged = page.locator("#scan-list tr:not([data-outcome='redeemed'])")
     expect(flagged).to_have_count(1)
     expect(flagged).to_contain_text("⚑")
+    refused = page.locator("li[data-kind='voucher_refused']")  # flagged live in the feed too
+    expect(refused).to_contain_text("erin's voucher scan was refused: malformed")
+    expect(refused).to_have_class("flagged")
+    assert_fits_phone(page)  # long code digests wrap on a phone
+
+
+def assert_fits_phone(page: Page) -> None:
+    """Nothing on the page is wider than the phone's viewport (no sideways scrolling)."""
+    wide = page.evaluate("""() => [...document.querySelectorAll("main *")]
+        .filter((e) => e.getBoundingClientRect().right > window.innerWidth + 1)
+        .map((e) => `${e.tagName}#${e.id}.${e.className}`)""")
+    assert wide == [], wide
 
 
 def admin_signin(site: Site, page: Page) -> None:
@@ -251,6 +327,7 @@ def test_dashboard_payouts_panel_retries_dead_letters_and_voids(
     expect(dead.locator("[data-status]")).to_have_text("dead", timeout=WAIT_MS)
     expect(dead).to_contain_text("receiver said 500")
     expect(page.locator("#payout-dead")).not_to_have_text("0 dead")
+    assert_fits_phone(page)  # destinations and reasons wrap on a phone
     page.select_option("#payout-status", "dead")
     expect(page.locator(f"[data-payout='{open_id}']")).to_have_count(0, timeout=WAIT_MS)
     dead.locator("[data-op='retry']").click()
@@ -260,6 +337,9 @@ def test_dashboard_payouts_panel_retries_dead_letters_and_voids(
     row = page.locator(f"[data-payout='{open_id}']")
     row.locator("[data-op='void']").click()
     expect(row.locator("[data-status]")).to_have_text("voided", timeout=WAIT_MS)
+    expect(page.locator("li[data-kind='payout_voided']")).to_contain_text(
+        "hank's payout of 150 points was voided", timeout=WAIT_MS
+    )
     expect(row.locator("[data-op]")).to_have_count(0)
 
     earn(site, {"ivy": 70})  # summed earnings: a figure on the page, not a feed line
