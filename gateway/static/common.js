@@ -85,21 +85,22 @@ const Rally = (() => {
   let tierNames = null;
   const setTierNames = (names) => { tierNames = names; };
   const tierName = (i) => (tierNames && tierNames[i]) || `tier ${i}`;
+  const pts = (p) => `${p} point${p === 1 ? "" : "s"}`;
   const describe = (n) => {
     switch (n.kind) {
-      case "item_redeemed": return `${n.user_id} redeemed ${n.item_name || n.item_id}${n.cost ? ` for ${n.cost} points` : ""}`;
+      case "item_redeemed": return `${n.user_id} redeemed ${n.item_name || n.item_id}${n.cost ? ` for ${pts(n.cost)}` : ""}`;
       case "item_refunded": return `${n.user_id}'s ${n.item_name || n.item_id} was refunded`;
       case "tier_changed": return `${n.user_id} reached ${(tierNames && tierNames[n.new_tier]) || "tier " + n.new_tier}`;
-      case "raffle_opened": return `Raffle ${n.title || n.raffle} is open${n.price_points ? ` (${n.price_points} points a ticket)` : ""}`;
+      case "raffle_opened": return `Raffle ${n.title || n.raffle} is open${n.price_points ? ` (${pts(n.price_points)} a ticket)` : ""}`;
       case "raffle_closed": return `Raffle ${n.title || n.raffle} closed: ${n.tickets ?? 0} tickets, ${n.entrants ?? 0} entrants`;
       case "raffle_cancelled": return `Raffle ${n.title || n.raffle} was cancelled (tickets refunded)`;
       case "voucher_refused": return `⚑ ${n.user_id}'s voucher scan was refused: ${String(n.outcome || "").replace(/^voucher_/, "")}${n.code_id ? ` (${n.code_id})` : ""}`;
-      case "payout_settled": return `${n.user_id}'s payout of ${n.points} points was paid (${n.sink})`;
-      case "payout_dead": return `${n.user_id}'s payout of ${n.points} points failed: ${n.reason || "dead"}`;
-      case "payout_voided": return `${n.user_id}'s payout of ${n.points} points was voided`;
+      case "payout_settled": return `${n.user_id}'s payout of ${pts(n.points)} was paid (${n.sink})`;
+      case "payout_dead": return `${n.user_id}'s payout of ${pts(n.points)} failed: ${n.reason || "dead"}`;
+      case "payout_voided": return `${n.user_id}'s payout of ${pts(n.points)} was voided`;
       case "raffle_drawn": return `Raffle ${n.title || n.raffle}: ${(n.winners || []).join(", ") || "no winner"}`;
-      case "reward_earned": return `${n.user_id} earned a ${String(n.rule || "reward").replace(/_/g, " ")} reward of ${n.points} points`;
-      case "earned": return `${n.user_id} earned ${n.points} points`;
+      case "reward_earned": return `${n.user_id} earned a ${String(n.rule || "reward").replace(/_/g, " ")} reward of ${pts(n.points)}`;
+      case "earned": return `${n.user_id} earned ${pts(n.points)}`;
       case "voucher_scanned": return `${n.user_id} scanned a voucher${n.points ? ` (+${n.points})` : ""}${n.item ? ` for ${n.item}` : ""}`;
       default: return `${n.kind}${n.user_id ? " · " + n.user_id : ""}`;
     }
