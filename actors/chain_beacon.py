@@ -134,7 +134,7 @@ async def ask_actor_async(
     rid, body = _request(after, timeout_s)
     await client.rpush(queue_key(keys), body)
     deadline = time.monotonic() + timeout_s
-    while (left := deadline - time.monotonic()) > 0:
+    while deadline - time.monotonic() > 0:
         got = await client.blpop([reply_key(keys, rid)], timeout=1)
         if got is not None:
             return _answer(got[1], timeout_s)

@@ -407,6 +407,18 @@ class PayoutService:
         hooks = {f"hooks_{k}": v for k, v in self.hooks.stats.items()}
         return {"owner": self.owner, "alive": self.thread.is_alive(), **self.stats, **hooks}
 
+    def chain_block(self, number: int) -> dict[str, object] | None:
+        """Block `number` of the embedded EVM (hash, timestamp), or None if not mined: what
+        a chain raffle's beacon names, checked where that chain lives (tests, operators)."""
+        if self.pc.chain_rpc or self.chain is None:
+            return None
+        w3 = self.chain.token.w3
+        if number > w3.eth.block_number:
+            return None
+        block = w3.eth.get_block(number)
+        return {"number": number, "hash": w3.to_hex(block["hash"]),
+                "timestamp": int(block["timestamp"]), "chain_id": int(w3.eth.chain_id)}  # fmt: skip
+
     def stop(self) -> None:
         self.stopping.set()
         self.thread.join(timeout=30)

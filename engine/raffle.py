@@ -409,6 +409,11 @@ def _require(raffle: Raffle, *statuses: Status) -> None:
         )
 
 
+def require_closed(raffle: Raffle) -> None:
+    """RaffleError (raffle_open, raffle_drawn, ...) unless the raffle is closed: drawable."""
+    _require(raffle, "closed")
+
+
 def create(terms: Terms, now: float) -> Raffle:
     return Raffle(terms=terms, created_at=int(now), holdings={})
 

@@ -23,6 +23,8 @@ import msgspec
 from engine import raffle as eng
 
 FETCH_TIMEOUT_S = 60.0
+CHAIN = "chain"
+"""`--beacon chain`: the beacon is read from the chain (no admin value is that short)."""
 
 
 def add_parser(sub: Any, common: Any) -> None:
@@ -44,7 +46,11 @@ def add_parser(sub: Any, common: Any) -> None:
     d = rs.add_parser("draw", help="draw a closed raffle with a beacon value fixed after close")
     d.add_argument("raffle_id", metavar="ID")
     d.add_argument(
-        "--beacon", required=True, help="the public value (e.g. a drand round's randomness)"
+        "--beacon",
+        required=True,
+        help="the public value (e.g. a drand round's randomness); 'chain' for a raffle whose "
+        'terms say "beacon": "chain": the hash of the first block after close, read from '
+        "the chain ([chain] rpc, or the payout actor's embedded EVM)",
     )
     d.add_argument("--ref", default="", help="where it comes from (e.g. 'drand round 123')")
     rs.add_parser("list", help="the network's raffles, newest first")
@@ -131,7 +137,7 @@ def _admin(args: argparse.Namespace, settings_of: Any, cli_error: type[Exception
     import redis
 
     from actors.keys import Keys
-    from actors.raffle import RaffleTimeout, SyncRaffleClient, load_meta, summary
+    from actors.raffle import RaffleKeys, RaffleTimeout, SyncRaffleClient, load_meta, summary
     from gateway.cli import _redis
 
     settings = settings_of(args)
@@ -142,8 +148,6 @@ def _admin(args: argparse.Namespace, settings_of: Any, cli_error: type[Exception
     with _redis(settings, own_if_stopped=False) as (url, _own):
         r = redis.Redis.from_url(url)
         if args.action in ("list", "show"):
-            from actors.raffle import RaffleKeys
-
             rk = RaffleKeys(keys)
             ids = ([args.raffle_id] if args.action == "show"
                    else [i.decode() for i in r.zrevrange(rk.index(network), 0, 199)])  # fmt: skip
@@ -155,6 +159,15 @@ def _admin(args: argparse.Namespace, settings_of: Any, cli_error: type[Exception
                 out.append(summary(raffle))
             print(json.dumps(out[0] if args.action == "show" else out, indent=2))
             return 0
+        if args.action == "draw" and cmd.beacon.source == "chain":
+            cmd = _chain_draw(r, keys, settings, cmd, cli_error)
+            if cmd is None:
+                return 1
+        elif args.action == "draw":
+            raffle = load_meta(r, RaffleKeys(keys), network, args.raffle_id)
+            if raffle is not None and raffle.terms.beacon == "chain":
+                raise cli_error(f"raffle {args.raffle_id!r} draws with the hash of the first "
+                                "block after close: give --beacon chain (no value)")  # fmt: skip
         try:
             reply = SyncRaffleClient(r, keys).send(cmd)
         except RaffleTimeout as err:
@@ -184,13 +197,39 @@ def _command(args: argparse.Namespace, network: str, cli_error: type[Exception])
             raise cli_error(f"{path}: network {terms.network!r} is not {network!r} (--network)")
         return Command(op="create", network=network, raffle=terms.id, ts=0.0, terms=terms)
     beacon = None
-    if args.action == "draw":
+    if args.action == "draw" and args.beacon == CHAIN:
+        if args.ref:
+            raise cli_error("--ref goes with an admin beacon; a chain beacon names its block")
+        beacon = eng.Beacon("chain", CHAIN)  # read from the chain once the raffle is found
+    elif args.action == "draw":
         beacon = eng.Beacon("admin", args.beacon, args.ref)
         try:
             eng.check_beacon(beacon)
         except eng.RaffleError as err:
             raise cli_error(err.message) from None
     return Command(op=args.action, network=network, raffle=args.raffle_id, ts=0.0, beacon=beacon)
+
+
+def _chain_draw(r: Any, keys: Any, settings: Any, cmd: Any, cli_error: type[Exception]) -> Any:
+    """The draw command of a chain raffle with its beacon read from the chain, or None
+    (the refusal printed) when the chain has none yet or cannot be read."""
+    from actors.chain_beacon import BeaconError, resolve
+    from actors.raffle import RaffleKeys, load_meta
+
+    raffle = load_meta(r, RaffleKeys(keys), cmd.network, cmd.raffle)
+    if raffle is None or raffle.status != "closed":
+        return msgspec.structs.replace(cmd, beacon=None)  # the raffle actor says why
+    if raffle.terms.beacon != "chain":
+        raise cli_error(f"raffle {cmd.raffle!r} draws with an admin beacon: give its value "
+                        "with --beacon V (e.g. a drand round's randomness)")  # fmt: skip
+    try:
+        beacon = resolve(r, keys, raffle.closed_at, rpc=settings.chain.rpc,
+                         embedded=settings.payouts.enabled,
+                         confirmations=settings.chain.confirmations)  # fmt: skip
+    except BeaconError as err:
+        print(f"rally: {err.code}: {err.message} (field beacon)")
+        return None
+    return msgspec.structs.replace(cmd, beacon=beacon)
 
 
 def _terms_file(path: Path, cli_error: type[Exception]) -> dict[str, Any]:
