@@ -16,7 +16,7 @@ from typing import Any
 from web3 import Web3
 
 from chain.client import ChainError
-from engine.raffle import Beacon, chain_beacon_of, first_block_after
+from engine.raffle import Beacon, chain_beacon_of, chain_ref, first_block_after
 
 MAX_CLOCK_WAIT_S = 2.0
 """The longest the embedded chain waits for its clock to pass a raffle's close."""
@@ -73,3 +73,30 @@ def mine_after(
     if found is None:  # pragma: no cover
         raise ChainError(f"no block after {after} even after mining one")
     return found
+
+
+def check_on_chain(w3: Web3, beacon: Beacon, closed_at: int) -> list[tuple[str, bool, str]]:
+    """Check a published chain beacon against a node of its chain: (name, ok, detail) of
+    each check: the chain id, the block's hash, that the block is after close and that
+    its parent is not (it is the first block after close)."""
+    ref = chain_ref(beacon.ref)
+    if ref is None:
+        return [("chain_ref", False, f"the ref {beacon.ref!r} names no chain and block")]
+    chain_id, number = ref
+    got_id = int(w3.eth.chain_id)
+    out = [("chain_id", got_id == chain_id, f"the node is chain {got_id}, the ref {chain_id}")]
+    if got_id != chain_id:
+        return out
+    if number > int(w3.eth.block_number):
+        return [*out, ("block_hash", False, f"the node has no block {number}")]
+    block = w3.eth.get_block(number)
+    got = Web3.to_hex(block["hash"])
+    stamp = int(block["timestamp"])
+    out.append(("block_hash", got == beacon.value, f"block {number}'s hash is {got}"))
+    out.append(("block_after_close", stamp > closed_at,
+                f"block {number} is stamped {stamp}, not after close ({closed_at})"))  # fmt: skip
+    if number:
+        before = int(w3.eth.get_block(number - 1)["timestamp"])
+        out.append(("first_block_after_close", before <= closed_at,
+                    f"block {number - 1} is stamped {before}, already after close"))  # fmt: skip
+    return out

@@ -39,6 +39,11 @@ def add_parser(sub: Any, common: Any) -> None:
     v.add_argument("--url", help="a gateway's base URL (default: the running deployment's)")
     v.add_argument("--file", help="a saved record (JSON of GET /v1/raffles/{id}/record)")
     v.add_argument("--json", action="store_true", help="print the verification as JSON")
+    v.add_argument(
+        "--rpc",
+        help="a JSON-RPC node of the chain a chain beacon names: also check the block's hash "
+        "and that it is the first block after close",
+    )
     c = rs.add_parser("create", help="create a raffle from a JSON terms file")
     c.add_argument("terms", metavar="TERMS_JSON")
     for name in ("open", "close", "cancel", "show"):
@@ -114,6 +119,8 @@ def _verify(args: argparse.Namespace, settings_of: Any, cli_error: type[Exceptio
         print(f"rally: the record is not a valid raffle record: {err}")
         return 1
     result = eng.verify(record)
+    if args.rpc:
+        result = _on_chain(args.rpc, record, result, cli_error)
     if args.json:
         from gateway.raffles import verification_json
 
@@ -131,6 +138,29 @@ def _verify(args: argparse.Namespace, settings_of: Any, cli_error: type[Exceptio
     print("verified: the published winners follow from the published data" if result.ok
           else "VERIFICATION FAILED")  # fmt: skip
     return 0 if result.ok else 1
+
+
+def _on_chain(
+    rpc: str, record: eng.Published, result: eng.Verification, cli_error: type[Exception]
+) -> eng.Verification:
+    """`result` with the chain beacon's checks against the node at `rpc` added."""
+    from eth_account import Account
+    from web3.exceptions import Web3Exception
+
+    from chain.beacon import check_on_chain
+    from chain.client import ChainError, rpc_web3
+
+    beacon = record.beacon
+    if beacon is None or beacon.source != "chain":
+        raise cli_error(f"--rpc checks a chain beacon; raffle {record.raffle!r} has "
+                        f"{'none' if beacon is None else 'an admin beacon'}")  # fmt: skip
+    try:
+        w3, _ = rpc_web3(rpc, Account.create().key.hex())
+        found = check_on_chain(w3, beacon, record.closed_at)
+    except (OSError, Web3Exception, ChainError) as err:
+        raise cli_error(f"--rpc: the chain could not be read: {err}"[:300]) from None
+    checks = [*result.checks, *(eng.Check(f"chain:{n}", ok, "" if ok else d) for n, ok, d in found)]
+    return eng.Verification(all(c.ok for c in checks), checks, result.winners)
 
 
 def _admin(args: argparse.Namespace, settings_of: Any, cli_error: type[Exception]) -> int:

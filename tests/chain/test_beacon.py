@@ -94,3 +94,57 @@ def test_payout_actor_protocol_answers_from_its_embedded_chain(
     with pytest.raises(BeaconError) as err:
         resolve(redis_client, keys, after, rpc="", embedded=False)
     assert (err.value.code, err.value.status) == ("chain_unavailable", 409)
+
+
+def test_a_published_chain_beacon_checks_against_the_node(anvil_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from chain.beacon import check_on_chain
+    from engine import raffle as eng
+    from tests.e2e.conftest import rally_cli
+
+    w3, _ = rpc_web3(anvil_url, ANVIL_KEY)
+    seed = "5eed" * 16
+    closed_at = max(int(time.time()), w3.eth.get_block("latest")["timestamp"]) + 100
+    r = eng.create(eng.Terms(id="onchain", network="tv", beacon="chain"), 1.0)
+    eng.open_raffle(r, eng.commitment_of(seed), 2.0)
+    eng.add_tickets(r, "ann", eng.Purchase(1, 0, 100))
+    eng.close(r, closed_at)
+    w3.provider.make_request("evm_mine", [closed_at - 1])  # type: ignore[arg-type]
+    w3.provider.make_request("evm_mine", [closed_at])  # type: ignore[arg-type]
+    with pytest.raises(BeaconError):
+        read_node(anvil_url, closed_at)  # both stamped at or before close: not ready
+    w3.provider.make_request("evm_mine", [closed_at + 1])  # type: ignore[arg-type]
+    w3.provider.make_request("evm_mine", [closed_at + 2])  # type: ignore[arg-type]
+    beacon = read_node(anvil_url, closed_at)
+    assert all(ok for _, ok, _ in check_on_chain(w3, beacon, closed_at))
+    number = chain_ref(beacon.ref)[1]  # type: ignore[index]
+    later = eng.chain_beacon_of(w3.eth.chain_id, number + 1,
+                                w3.to_hex(w3.eth.get_block(number + 1)["hash"]))  # fmt: skip
+    failed = {n for n, ok, _ in check_on_chain(w3, later, closed_at) if not ok}
+    assert failed == {"first_block_after_close"}
+    earlier = eng.chain_beacon_of(w3.eth.chain_id, number - 1,
+                                  w3.to_hex(w3.eth.get_block(number - 1)["hash"]))  # fmt: skip
+    assert {n for n, ok, _ in check_on_chain(w3, earlier, closed_at) if not ok} == {
+        "block_after_close"}  # fmt: skip
+    forged = eng.Beacon("chain", "0x" + "ab" * 32, beacon.ref)
+    assert {n for n, ok, _ in check_on_chain(w3, forged, closed_at) if not ok} == {"block_hash"}
+    other = eng.Beacon("chain", beacon.value, f"chain 1 block {number}")
+    assert {n for n, ok, _ in check_on_chain(w3, other, closed_at) if not ok} == {"chain_id"}
+
+    # rally raffle verify --rpc: a record drawn with a later block verifies from its own
+    # data (exit 0 without --rpc) but not against the node (exit 1)
+    for b, code in ((beacon, 0), (later, 1)):
+        raffle = eng.create(r.terms, 1.0)
+        eng.open_raffle(raffle, eng.commitment_of(seed), 2.0)
+        eng.add_tickets(raffle, "ann", eng.Purchase(1, 0, 100))
+        eng.close(raffle, closed_at)
+        eng.draw(raffle, seed, b, closed_at + 5)
+        saved = tmp_path / "record.json"
+        saved.write_bytes(eng.published_encoder.encode(eng.publish(raffle)))
+        assert rally_cli("raffle", "verify", "onchain", "--file", str(saved)).returncode == 0
+        done = rally_cli("raffle", "verify", "onchain", "--file", str(saved), "--rpc", anvil_url)
+        assert done.returncode == code, done.stdout + done.stderr
+        assert ("FAIL chain:first_block_after_close" in done.stdout) == bool(code)
+    done = rally_cli("raffle", "verify", "onchain", "--file", str(saved), "--rpc",
+                     "http://127.0.0.1:9")  # fmt: skip
+    assert done.returncode == 2
+    assert "could not be read" in done.stderr
