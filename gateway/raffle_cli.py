@@ -4,8 +4,10 @@
 gateway (--url, or the running deployment's runtime.json), or reads it from --file, and
 recomputes everything from it alone (engine.raffle.verify): exit 0 when the published
 winners follow, 1 on any mismatch, 2 for a usage problem or an unreachable record.
+With --rpc it also checks a chain beacon's block against a node of that chain.
 The admin commands (create, open, close, draw, cancel, list, show) send commands to the
-raffle actor of the deployment named by --config, through its Redis.
+raffle actor of the deployment named by --config, through its Redis; `draw ID --beacon
+chain` first reads a chain raffle's beacon from the chain (actors/chain_beacon.py).
 """
 
 from __future__ import annotations
