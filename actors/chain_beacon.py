@@ -21,7 +21,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import redis
 import redis.asyncio as aioredis
@@ -102,7 +102,7 @@ def _request(after: int, timeout_s: float) -> tuple[str, str]:
     return rid, body
 
 
-def _answer(raw: bytes | None, timeout_s: float) -> Beacon:
+def _answer(raw: bytes | str | None, timeout_s: float) -> Beacon:
     if raw is None:
         raise BeaconError("chain_unavailable", "the payout actor (which runs the embedded "
                           f"EVM) did not answer in {timeout_s:g} s", 503)  # fmt: skip
@@ -146,8 +146,8 @@ def serve(r: redis.Redis, keys: Keys, beacon_of: Callable[[int], Beacon]) -> int
     ChainError as chain_unavailable); returns how many were taken."""
     from chain.client import ChainError
 
-    raws = r.lpop(queue_key(keys), SERVE_MAX) or []
-    for raw in raws:  # type: ignore[union-attr]
+    raws = cast("list[bytes]", r.lpop(queue_key(keys), SERVE_MAX) or [])
+    for raw in raws:
         try:
             req = json.loads(raw)
             rid, after, deadline = str(req["id"]), int(req["after"]), float(req["deadline"])
@@ -169,7 +169,7 @@ def serve(r: redis.Redis, keys: Keys, beacon_of: Callable[[int], Beacon]) -> int
             pipe.rpush(key, json.dumps(answer))
             pipe.expire(key, REPLY_TTL_S)
             pipe.execute()
-    return len(raws)  # type: ignore[arg-type]
+    return len(raws)
 
 
 # -- either ------------------------------------------------------------------------------------

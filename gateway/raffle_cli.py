@@ -191,7 +191,7 @@ def _admin(args: argparse.Namespace, settings_of: Any, cli_error: type[Exception
                 out.append(summary(raffle))
             print(json.dumps(out[0] if args.action == "show" else out, indent=2))
             return 0
-        if args.action == "draw" and cmd.beacon.source == "chain":
+        if args.action == "draw" and args.beacon == CHAIN:
             cmd = _chain_draw(r, keys, settings, cmd, cli_error)
             if cmd is None:
                 return 1
