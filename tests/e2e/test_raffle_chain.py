@@ -151,3 +151,75 @@ def test_no_chain_configured_refuses_a_chain_draw(dep: Deployment, tmp_path) -> 
         assert body["status"] == "closed"
     finally:
         gw.stop()
+
+
+@pytest.fixture
+def own_anvil() -> Iterator[str]:
+    """An anvil of this test's own (its clock untouched by other tests)."""
+    import subprocess
+    import time
+
+    from gateway.redis_server import free_port
+    from tests.chain.conftest import ANVIL
+
+    port = free_port()
+    proc = subprocess.Popen([str(ANVIL), "--host", "127.0.0.1", "--port", str(port), "--silent"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            req = urllib.request.Request(url, data=b'{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[]}',
+                                         headers={"content-type": "application/json"})  # fmt: skip
+            urllib.request.urlopen(req, timeout=1).read()
+            break
+        except OSError:
+            assert proc.poll() is None, "anvil exited"
+            assert time.monotonic() < deadline, "anvil did not start"
+            time.sleep(0.1)
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_chain_raffle_on_a_node(ray_cluster, redis_server, namespace, tmp_path, own_anvil) -> None:  # type: ignore[no-untyped-def]
+    """[chain] rpc: the gateway reads the node; 409 beacon_not_ready until a block after
+    close is mined; `rally raffle verify --rpc` checks the published block on the node."""
+    from chain.client import rpc_web3
+    from tests.chain.conftest import ANVIL_KEY
+
+    config = tmp_path / "rally.toml"
+    text = CONFIG.format(ns=namespace, data_dir=tmp_path, redis_url=redis_server.url,
+                         key=KEY, secret=SECRET)  # fmt: skip
+    text = text.replace("[clock]", f'[auth]\ntoken_secret = "{TOKEN_SECRET}"\n[clock]')
+    config.write_text(text + f'\n[chain]\nrpc = "{own_anvil}"\nprivate_key = "{ANVIL_KEY}"\n')
+    w3, _ = rpc_web3(own_anvil, ANVIL_KEY)
+    with deploy(config, redis_server.url) as d:
+        url = d.url
+        assert (
+            call(url, "POST", "/v1/raffles?network=tv", {"id": "node", "beacon": "chain"})[0] == 201
+        )
+        assert call(url, "POST", "/v1/raffles/node/open?network=tv")[0] == 200
+        status, _ = call(url, "POST", "/v1/raffles/node/tickets?network=tv", {"tickets": 1},
+                         headers=member("ann", "n1"), signed=False)  # fmt: skip
+        assert status == 201
+        assert call(url, "POST", "/v1/raffles/node/close?network=tv")[0] == 200
+        closed_at = _record(url, "node")["closed_at"]
+        assert w3.eth.get_block("latest")["timestamp"] <= closed_at  # anvil mines on demand
+        status, body = call(url, "POST", "/v1/raffles/node/draw?network=tv",
+                            {"beacon": {"source": "chain"}})  # fmt: skip
+        assert (status, body["error"], body["field"]) == (409, "beacon_not_ready", "beacon"), body
+        assert "retry after the next block" in body["message"]
+        w3.provider.make_request("evm_mine", [closed_at + 1])  # type: ignore[arg-type]
+        status, body = call(url, "POST", "/v1/raffles/node/draw?network=tv")
+        assert status == 200, body
+        beacon = _record(url, "node")["beacon"]
+        number = w3.eth.block_number
+        assert beacon == {"source": "chain", "ref": f"chain {w3.eth.chain_id} block {number}",
+                          "value": w3.to_hex(w3.eth.get_block(number)["hash"])}  # fmt: skip
+        done = rally_cli("raffle", "verify", "node", "--network", "tv", "--url", url,
+                         "--config", str(d.config), "--rpc", own_anvil)  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "ok   chain:first_block_after_close" in done.stdout
