@@ -23,8 +23,10 @@ MAX_CLOCK_WAIT_S = 2.0
 
 
 def block_after(w3: Web3, after: int, confirmations: int = 1) -> Beacon | None:
-    """The beacon of the first block with timestamp > `after`, once it has `confirmations`
-    (1: mined); None if the newest block is not after close yet (or lacks confirmations)."""
+    """The beacon of the first block after genesis with timestamp > `after`, once it has
+    `confirmations` (1: mined); None if the newest block is not after close yet (or lacks
+    confirmations). Never genesis: its hash follows from its parameters and timestamp, so
+    an embedded EVM started after close would have a predictable one."""
     latest = int(w3.eth.block_number)
     seen: dict[int, int] = {}
 
@@ -33,7 +35,7 @@ def block_after(w3: Web3, after: int, confirmations: int = 1) -> Beacon | None:
             seen[n] = int(w3.eth.get_block(n)["timestamp"])
         return seen[n]
 
-    number = first_block_after(after, 0, latest, timestamp_of)
+    number = first_block_after(after, 1, latest, timestamp_of)
     if number is None or latest < number + max(1, confirmations) - 1:
         return None
     block = w3.eth.get_block(number)
@@ -95,7 +97,7 @@ def check_on_chain(w3: Web3, beacon: Beacon, closed_at: int) -> list[tuple[str, 
     out.append(("block_hash", got == beacon.value, f"block {number}'s hash is {got}"))
     out.append(("block_after_close", stamp > closed_at,
                 f"block {number} is stamped {stamp}, not after close ({closed_at})"))  # fmt: skip
-    if number:
+    if number > 1:  # block 1's parent is genesis, never a beacon
         before = int(w3.eth.get_block(number - 1)["timestamp"])
         out.append(("first_block_after_close", before <= closed_at,
                     f"block {number - 1} is stamped {before}, already after close"))  # fmt: skip

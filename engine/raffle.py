@@ -21,9 +21,10 @@ The draw, exactly (version 1; enough to re-implement it in any language):
    published at close.
 4. Beacon. After close, a public value nobody knew before close is fixed: a drand-style
    beacon value supplied by an admin, or a block hash when a chain is configured: the
-   hash of the first block whose timestamp is strictly after closed_at, as "0x" + 64
-   lowercase hex, with ref "chain {chain id} block {number}" (anyone with a node of that
-   chain can check the hash and that block number - 1 is not after closed_at).
+   hash of the first block after genesis whose timestamp is strictly after closed_at, as
+   "0x" + 64 lowercase hex, with ref "chain {chain id} block {number}", number >= 1
+   (anyone with a node of that chain can check the hash and, for number >= 2, that block
+   number - 1 is not after closed_at).
 5. Draw key. `draw_key` = SHA-256 of these UTF-8 lines joined by "\\n" (no final one):
    "rallypoint-raffle-v1", raffle id, terms_hash, opened_at, commitment, closed_at,
    count, root, beacon source, beacon value, beacon ref, seed (integers in decimal,
@@ -69,7 +70,9 @@ Id = Annotated[str, Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\
 BEACON = re.compile(r"[A-Za-z0-9_.:\-]{8,256}")
 HEX64 = re.compile(r"[0-9a-f]{64}")
 BLOCK_HASH = re.compile(r"0x[0-9a-f]{64}")
-CHAIN_REF = re.compile(r"chain ([1-9][0-9]{0,19}) block (0|[1-9][0-9]{0,19})")
+CHAIN_REF = re.compile(r"chain ([1-9][0-9]{0,19}) block ([1-9][0-9]{0,19})")
+"""A chain beacon's ref; never block 0: a genesis block's hash follows from its parameters
+(an embedded EVM started after close would have a predictable one)."""
 
 
 class RaffleError(Exception):

@@ -24,7 +24,17 @@ def _check(w3, beacon, after: int) -> None:  # type: ignore[no-untyped-def]
     block = w3.eth.get_block(number)
     assert beacon.value == w3.to_hex(block["hash"])
     assert block["timestamp"] > after
-    assert number == 0 or w3.eth.get_block(number - 1)["timestamp"] <= after
+    assert number >= 1  # never genesis
+    assert number == 1 or w3.eth.get_block(number - 1)["timestamp"] <= after
+
+
+def test_an_embedded_chain_started_after_close_does_not_give_its_genesis() -> None:
+    after = int(time.time()) - 5
+    w3, _ = embedded_web3()  # genesis stamped now, after close: its hash is predictable
+    assert w3.eth.block_number == 0
+    beacon = mine_after(w3, after)
+    assert chain_ref(beacon.ref) == (w3.eth.chain_id, 1)
+    _check(w3, beacon, after)
 
 
 def test_embedded_mines_one_block_after_close_then_keeps_it() -> None:
@@ -42,7 +52,7 @@ def test_embedded_mines_one_block_after_close_then_keeps_it() -> None:
     assert block_after(w3, after) == beacon
     first = block_after(w3, 0)
     assert first is not None
-    assert chain_ref(first.ref) == (w3.eth.chain_id, 0)
+    assert chain_ref(first.ref) == (w3.eth.chain_id, 1)  # genesis is never a beacon
     assert block_after(w3, after, confirmations=10) is None  # 4 blocks on top, not 10
 
 

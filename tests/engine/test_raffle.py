@@ -371,7 +371,9 @@ def test_chain_beacon_form_and_verification() -> None:
     assert b == Beacon("chain", "0x" + "ab" * 32, "chain 31337 block 12")
     assert chain_beacon_of(1, 0, "cd" * 32).value == "0x" + "cd" * 32
     assert chain_ref(b.ref) == (31337, 12)
-    for bad in ("block 12", "chain 0 block 1", "chain 1 block 01", "chain 1 block 1 ", ""):
+    bad_refs = ("block 12", "chain 0 block 1", "chain 1 block 01", "chain 1 block 1 ", "",
+                "chain 1 block 0")  # fmt: skip
+    for bad in bad_refs:
         assert chain_ref(bad) is None, bad
     r = _open(beacon="chain", max_tickets_per_member=5)
     _buy(r, "a", 2)
