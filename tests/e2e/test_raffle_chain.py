@@ -223,4 +223,5 @@ def test_chain_raffle_on_a_node(ray_cluster, redis_server, namespace, tmp_path, 
         done = rally_cli("raffle", "verify", "node", "--network", "tv", "--url", url,
                          "--config", str(d.config), "--rpc", own_anvil)  # fmt: skip
         assert done.returncode == 0, done.stdout + done.stderr
-        assert "ok   chain:first_block_after_close" in done.stdout
+        assert "ok   chain:block_after_close" in done.stdout
+        assert "ok   chain:block_hash" in done.stdout
