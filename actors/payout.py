@@ -434,6 +434,18 @@ class PayoutService:
         hooks = {f"hooks_{k}": v for k, v in self.hooks.stats.items()}
         return {"owner": self.owner, "alive": self.thread.is_alive(), **self.stats, **hooks}
 
+    def chain_block(self, number: int) -> dict[str, object] | None:
+        """Block `number` of the embedded EVM (hash, timestamp), or None if not mined: what
+        a chain raffle's beacon names, checked where that chain lives (tests, operators)."""
+        if self.pc.chain_rpc or self.chain is None:
+            return None
+        w3 = self.chain.token.w3
+        if number > w3.eth.block_number:
+            return None
+        block = w3.eth.get_block(number)
+        return {"number": number, "hash": w3.to_hex(block["hash"]),
+                "timestamp": int(block["timestamp"]), "chain_id": int(w3.eth.chain_id)}  # fmt: skip
+
     def stop(self) -> None:
         self.stopping.set()
         self.thread.join(timeout=30)
@@ -449,6 +461,7 @@ class PayoutService:
                     busy = await asyncio.to_thread(self._reserve) + await asyncio.to_thread(
                         self._refund
                     )
+                    busy += await asyncio.to_thread(self._beacons)
                     busy += await self._deliver()
                     busy += await asyncio.to_thread(self.hooks.consume)
                     busy += await self._deliver_events()
@@ -555,17 +568,35 @@ class PayoutService:
         await asyncio.gather(*(one(d) for d in claimed))
         return len(claimed)
 
-    def _mint(self, ps: Sequence[Payout]) -> list[tuple[Payout, Outcome]]:
-        """Chain payouts through the chain sink (started on first use: the embedded EVM
-        lives in this process)."""
+    def _chain_sink(self) -> Any:
+        """The chain sink, started on first use (the embedded EVM lives in this process);
+        chain.client.ChainError if it cannot start."""
         from actors.chain_sink import ChainSink
-        from chain.client import ChainError
 
         if self.chain is None:
-            try:
-                self.chain = ChainSink(self.r, self.keys, self.pc, self.chain_gated)
-            except ChainError as err:
-                return [(p, Outcome(False, f"chain: {err}"[:300])) for p in ps]
+            self.chain = ChainSink(self.r, self.keys, self.pc, self.chain_gated)
+        return self.chain
+
+    def _beacons(self) -> int:
+        """Answer chain raffles' beacon requests from the embedded EVM (with [chain] rpc the
+        requesters read the node themselves): the first block after close, mined if none
+        is yet (actors/chain_beacon.py)."""
+        if self.pc.chain_rpc:
+            return 0
+        from actors.chain_beacon import serve
+        from chain.beacon import mine_after
+
+        return serve(self.r, self.keys, lambda after: mine_after(self._chain_sink().token.w3,
+                                                                 after))  # fmt: skip
+
+    def _mint(self, ps: Sequence[Payout]) -> list[tuple[Payout, Outcome]]:
+        """Chain payouts through the chain sink (started on first use)."""
+        from chain.client import ChainError
+
+        try:
+            self._chain_sink()
+        except ChainError as err:
+            return [(p, Outcome(False, f"chain: {err}"[:300])) for p in ps]
         got = self.chain.send(ps)
         self.stats["chain_gas"] = self.chain.gas_used
         self.stats["chain_batches"] = self.chain.batches

@@ -434,6 +434,7 @@ class RaffleShard(StreamShard):
     def _draw(self, raffle: Raffle, cmd: Command, batch: _Batch) -> None:
         net, rid = cmd.network, cmd.raffle
         if cmd.beacon is None:
+            eng.require_closed(raffle)  # a raffle not closed (yet, or any more) says so first
             raise RaffleError("bad_beacon", "draw needs a beacon value", "beacon")
         if raffle.status == "closed" and cmd.ts < raffle.closed_at:
             raise RaffleError("bad_beacon", "the beacon must be fixed after close", "beacon")

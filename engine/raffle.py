@@ -20,7 +20,11 @@ The draw, exactly (version 1; enough to re-implement it in any language):
    root of no leaves is SHA-256 of the empty string. `root` and `count` (leaves) are
    published at close.
 4. Beacon. After close, a public value nobody knew before close is fixed: a drand-style
-   beacon value supplied by an admin, or a block hash when a chain is configured.
+   beacon value supplied by an admin, or a block hash when a chain is configured: the
+   hash of the first block after genesis whose timestamp is strictly after closed_at, as
+   "0x" + 64 lowercase hex, with ref "chain {chain id} block {number}", number >= 1
+   (anyone with a node of that chain can check the hash and, for number >= 2, that block
+   number - 1 is not after closed_at).
 5. Draw key. `draw_key` = SHA-256 of these UTF-8 lines joined by "\\n" (no final one):
    "rallypoint-raffle-v1", raffle id, terms_hash, opened_at, commitment, closed_at,
    count, root, beacon source, beacon value, beacon ref, seed (integers in decimal,
@@ -44,7 +48,7 @@ import hashlib
 import json
 import re
 from bisect import bisect_right
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from itertools import accumulate
 from typing import Annotated, Any, Literal
 
@@ -65,6 +69,10 @@ RaffleId = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-
 Id = Annotated[str, Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")]
 BEACON = re.compile(r"[A-Za-z0-9_.:\-]{8,256}")
 HEX64 = re.compile(r"[0-9a-f]{64}")
+BLOCK_HASH = re.compile(r"0x[0-9a-f]{64}")
+CHAIN_REF = re.compile(r"chain ([1-9][0-9]{0,19}) block ([1-9][0-9]{0,19})")
+"""A chain beacon's ref; never block 0: a genesis block's hash follows from its parameters
+(an embedded EVM started after close would have a predictable one)."""
 
 
 class RaffleError(Exception):
@@ -404,6 +412,11 @@ def _require(raffle: Raffle, *statuses: Status) -> None:
         )
 
 
+def require_closed(raffle: Raffle) -> None:
+    """RaffleError (raffle_open, raffle_drawn, ...) unless the raffle is closed: drawable."""
+    _require(raffle, "closed")
+
+
 def create(terms: Terms, now: float) -> Raffle:
     return Raffle(terms=terms, created_at=int(now), holdings={})
 
@@ -532,6 +545,50 @@ def check_beacon(beacon: Beacon) -> None:
         raise RaffleError(
             "bad_beacon", "beacon value must be 8-256 characters of A-Z a-z 0-9 _ . : -", "beacon"
         )
+    if beacon.source == "chain" and not chain_beacon_ok(beacon):
+        raise RaffleError(
+            "bad_beacon",
+            'a chain beacon is a block hash "0x" + 64 lowercase hex, ref "chain ID block N"',
+            "beacon",
+        )
+
+
+# -- the chain beacon ------------------------------------------------------------------------
+def first_block_after(
+    after: int, lo: int, hi: int, timestamp_of: Callable[[int], int]
+) -> int | None:
+    """The lowest block number n in [lo, hi] whose timestamp is strictly after `after`
+    (Unix seconds), or None when block `hi` is not after it yet. Block timestamps never
+    decrease along a chain, so this is a binary search: about log2(hi - lo) lookups."""
+    if hi < lo or timestamp_of(hi) <= after:
+        return None
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if timestamp_of(mid) > after:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def chain_beacon_of(chain_id: int, number: int, block_hash: str) -> Beacon:
+    """The beacon of block `number` of chain `chain_id`: value its hash ("0x" + 64
+    lowercase hex), ref "chain {chain_id} block {number}" (what a verifier looks up)."""
+    value = block_hash.lower()
+    if not value.startswith("0x"):
+        value = "0x" + value
+    return Beacon("chain", value, f"chain {chain_id} block {number}")
+
+
+def chain_ref(ref: str) -> tuple[int, int] | None:
+    """(chain id, block number) of a chain beacon's ref, or None if malformed."""
+    m = CHAIN_REF.fullmatch(ref)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def chain_beacon_ok(beacon: Beacon) -> bool:
+    """A chain beacon's form: a block hash and a ref naming the chain and block."""
+    return BLOCK_HASH.fullmatch(beacon.value) is not None and chain_ref(beacon.ref) is not None
 
 
 def draw(raffle: Raffle, seed_hex: str, beacon: Beacon, now: float) -> list[Winner]:
@@ -642,8 +699,11 @@ def verify(p: Published) -> Verification:
     check("weight", p.weight == weight, f"weight {p.weight}, leaves weigh {weight}")
     check("root", merkle_root(leaves) == p.root, "the leaves do not hash to the root")
     beacon_ok = p.beacon is not None and BEACON.fullmatch(p.beacon.value) is not None
+    if beacon_ok and p.beacon is not None and p.beacon.source == "chain":
+        beacon_ok = chain_beacon_ok(p.beacon)
     check("beacon", beacon_ok and p.beacon is not None and p.beacon.source == p.terms.beacon,
-          "no beacon, a malformed one, or not from the source the terms name")  # fmt: skip
+          "no beacon, a malformed one (a chain beacon: a block hash, ref 'chain ID block N'), "
+          "or not from the source the terms name")  # fmt: skip
     winners: list[Winner] = []
     if beacon_ok and p.beacon is not None and seed_ok:
         key = draw_key_of(

@@ -450,7 +450,9 @@ def create_app(
     app.router.add_post("/v1/members/{user_id}/token", post_member_token)
     add_routes(app)
     add_analytics_routes(app, settings)
-    add_raffle_routes(app, client, keys)
+    add_raffle_routes(app, client, keys, chain_rpc=settings.chain.rpc,
+                      chain_embedded=settings.payouts.enabled,
+                      confirmations=settings.chain.confirmations)  # fmt: skip
     install_spends(app, settings, redis_url, keys, clock)
     setup_store(app, settings, clock)
     add_command_routes(app)

@@ -13,12 +13,14 @@ import asyncio
 import hashlib
 import time
 from collections.abc import AsyncIterator
-from typing import Any, cast
+from typing import Annotated, Any, Literal, cast
 
 import msgspec
 import redis.asyncio as aioredis
 from aiohttp import web
+from msgspec import Meta
 
+from actors.chain_beacon import BeaconError, ask_actor_async, not_configured, read_node
 from actors.keys import Keys
 from actors.raffle import Command, RaffleClient, RaffleKeys, RaffleTimeout, Reply, summary
 from engine import raffle as eng
@@ -36,7 +38,7 @@ from gateway.errors import (
     Unavailable,
     json_response,
 )
-from gateway.gating import CHAIN_GATE
+from gateway.gating import CHAIN_GATE, ChainUnreadable
 from gateway.reads import ACCESS, READER, parse_id, parse_int
 from gateway.settings import ApiKey
 
@@ -67,6 +69,7 @@ STATUS_OF = {
     "keyword_only": 409,
     "not_keyword": 409,
     "chain_unavailable": 409,
+    "beacon_not_ready": 409,
 }
 """HTTP status of each raffle outcome code (the rest, bad input: 400)."""
 
@@ -81,12 +84,26 @@ class RaffleRefused(GatewayError):
 
 
 class Raffles:
-    def __init__(self, client: aioredis.Redis, keys: Keys, commands: RaffleClient) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        keys: Keys,
+        commands: RaffleClient,
+        *,
+        chain_rpc: str = "",
+        chain_embedded: bool = False,
+        confirmations: int = 1,
+    ) -> None:
         self.redis = client
         self.keys = keys
         self.rk = RaffleKeys(keys)
         self.commands = commands
         self.cache: dict[tuple[str, str, bytes], eng.Raffle] = {}
+        self.chain_rpc = chain_rpc
+        """Chain beacons: read from this node; "" = the embedded EVM if `chain_embedded`
+        (the payout actor runs it), else no chain (actors/chain_beacon.py)."""
+        self.chain_embedded = chain_embedded
+        self.confirmations = confirmations
 
     async def send(self, cmd: Command) -> dict[str, Any]:
         try:
@@ -126,8 +143,17 @@ RAFFLES = web.AppKey("raffles", Raffles)
 _object = msgspec.json.Decoder(dict[str, Any])
 
 
+class DrawBeacon(msgspec.Struct, forbid_unknown_fields=True):
+    """A draw's beacon as asked: an admin raffle's value, or {"source": "chain"} (a chain
+    raffle's value is read from the chain, never taken from the request)."""
+
+    source: Literal["admin", "chain"]
+    value: str = ""
+    ref: Annotated[str, Meta(max_length=128, pattern=r"^[^\n]*$")] = ""
+
+
 class DrawBody(msgspec.Struct, forbid_unknown_fields=True):
-    beacon: eng.Beacon | None = None
+    beacon: DrawBeacon | None = None
 
 
 class BuyBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -192,14 +218,49 @@ def _raffle_id(request: web.Request) -> str:
     return parse_id(request.match_info["raffle_id"], "raffle_id")
 
 
-async def chain_beacon(raffles: Raffles, network: str, raffle_id: str) -> eng.Beacon:
-    """The seam for terms with `"beacon": "chain"`: the hash of the first block mined after
-    the raffle closed (value "0x..." and ref "block N"), read through chain/ once a chain
-    is configured. None is yet, so such a draw is refused (409 chain_unavailable)."""
-    raise RaffleRefused(
-        Reply("", "chain_unavailable", "no chain is configured to read a block hash from",
-              "beacon")
-    )  # fmt: skip
+async def chain_beacon(raffles: Raffles, closed_at: int) -> eng.Beacon:
+    """A chain raffle's beacon: the hash of the first block whose timestamp is after
+    `closed_at` (value "0x...", ref "chain ID block N"), read from `[chain] rpc` (409
+    beacon_not_ready while the newest block is not after close), or from the embedded EVM
+    through the payout actor (which mines a block if none is after close); 409
+    chain_unavailable when neither is configured, 503 when the chain cannot be read."""
+    try:
+        if raffles.chain_rpc:
+            return await asyncio.to_thread(read_node, raffles.chain_rpc, closed_at,
+                                           raffles.confirmations)  # fmt: skip
+        if raffles.chain_embedded:
+            return await ask_actor_async(raffles.redis, raffles.keys, closed_at,
+                                         raffles.commands.timeout_s)  # fmt: skip
+        raise not_configured()
+    except BeaconError as err:
+        if err.status >= 500:
+            raise ChainUnreadable(err.message, field="beacon") from err
+        raise RaffleRefused(Reply("", err.code, err.message, "beacon")) from err
+
+
+async def draw_beacon(raffles: Raffles, network: str, rid: str, body: bytes) -> eng.Beacon | None:
+    """The beacon to draw with: an admin raffle's from the body (its value required); a
+    chain raffle's read from the chain (the body may only say {"source": "chain"}). None
+    when the raffle is not closed (the raffle actor answers why)."""
+    asked = cast("DrawBody", _decode(_draw, body)).beacon
+    raffle, _ = await raffles.meta(network, rid)
+    if raffle.terms.beacon == "chain":
+        if asked is not None and (asked.source != "chain" or asked.value or asked.ref):
+            raise BadRequest(
+                "this raffle draws with the hash of the first block after close, read from the "
+                'chain: send {"beacon": {"source": "chain"}} or no body, without a value',
+                field="beacon", code="bad_beacon",
+            )  # fmt: skip
+        if raffle.status != "closed":
+            return None
+        return await chain_beacon(raffles, raffle.closed_at)
+    if asked is None or asked.source != "admin" or not asked.value:
+        raise BadRequest(
+            'draw needs {"beacon": {"source": "admin", "value", "ref"}} (a value fixed after '
+            "close)",
+            field="beacon", code="bad_beacon",
+        )  # fmt: skip
+    return eng.Beacon("admin", asked.value, asked.ref)
 
 
 # -- admin ------------------------------------------------------------------------------------
@@ -222,15 +283,7 @@ async def raffle_op(request: web.Request) -> web.Response:
         raise NotFound(f"no raffle operation {op!r}", field="op")
     beacon = None
     if op == "draw":
-        beacon = cast("DrawBody", _decode(_draw, body)).beacon
-        if beacon is None:
-            raise BadRequest(
-                "draw needs {\"beacon\": {\"source\", \"value\", \"ref\"}} (a value fixed after close)",
-                field="beacon", code="bad_beacon",
-            )  # fmt: skip
-        if beacon.source == "chain":
-            beacon = await chain_beacon(request.app[RAFFLES], network, rid)
-
+        beacon = await draw_beacon(request.app[RAFFLES], network, rid, body)
     elif body:
         raise BadRequest(f"{op} takes no body", field="body")
     cmd = Command(op=op, network=network, raffle=rid, ts=0.0, beacon=beacon)  # type: ignore[arg-type]
@@ -425,9 +478,19 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     await app[RAFFLES].commands.close()
 
 
-def add_raffle_routes(app: web.Application, client: aioredis.Redis, keys: Keys,
-                      timeout_s: float = 30.0) -> None:  # fmt: skip
-    app[RAFFLES] = Raffles(client, keys, RaffleClient(client, keys, timeout_s=timeout_s))
+def add_raffle_routes(
+    app: web.Application,
+    client: aioredis.Redis,
+    keys: Keys,
+    timeout_s: float = 30.0,
+    *,
+    chain_rpc: str = "",
+    chain_embedded: bool = False,
+    confirmations: int = 1,
+) -> None:
+    app[RAFFLES] = Raffles(client, keys, RaffleClient(client, keys, timeout_s=timeout_s),
+                           chain_rpc=chain_rpc, chain_embedded=chain_embedded,
+                           confirmations=confirmations)  # fmt: skip
     app.cleanup_ctx.append(_lifecycle)
     r = app.router
     r.add_post("/v1/raffles", create_raffle)

@@ -22,12 +22,15 @@ from engine.raffle import (
     Terms,
     add_tickets,
     cancel,
+    chain_beacon_of,
+    chain_ref,
     close,
     commitment_of,
     create,
     draw,
     draw_key_of,
     enter_viewers,
+    first_block_after,
     leaves_of,
     merkle_proof,
     merkle_root,
@@ -318,10 +321,77 @@ def test_draw_needs_the_beacon_source_of_the_terms() -> None:
     r = _open(beacon="chain")
     _buy(r, "a", 1)
     close(r, 150.0)
-    for beacon, code in [(BEACON, "bad_beacon"), (Beacon("chain", "short"), "bad_beacon")]:
+    block = "0x" + "ab" * 32
+    for beacon, code in [
+        (BEACON, "bad_beacon"),
+        (Beacon("chain", "short"), "bad_beacon"),
+        (Beacon("chain", "0x" + "AB" * 32, "chain 1 block 7"), "bad_beacon"),  # not lowercase
+        (Beacon("chain", "drand-round-123456", "chain 1 block 7"), "bad_beacon"),  # no hash
+        (Beacon("chain", block, "block 7"), "bad_beacon"),  # the ref names no chain
+    ]:
         with pytest.raises(RaffleError) as err:
             draw(r, SEED, beacon, 151.0)
         assert err.value.code == code
-    draw(r, SEED, Beacon("chain", "0x" + "ab" * 32, "block 7"), 152.0)
+    draw(r, SEED, Beacon("chain", block, "chain 31337 block 7"), 152.0)
     assert verify(publish(r)).ok
     assert not math.isnan(r.drawn_at)
+
+
+def test_first_block_after_is_a_binary_search_over_timestamps() -> None:
+    stamps = [100, 100, 101, 105, 105, 105, 110, 111, 111, 200]
+    looked: list[int] = []
+
+    def ts(n: int) -> int:
+        looked.append(n)
+        return stamps[n]
+
+    top = len(stamps) - 1
+    for after in range(90, 210):
+        want = next((n for n, t in enumerate(stamps) if t > after), None)
+        looked.clear()
+        assert first_block_after(after, 0, top, ts) == want, after
+        assert len(looked) <= 1 + math.ceil(math.log2(len(stamps))) + 1
+    assert first_block_after(100, 3, top, ts) == 3  # from a lower bound
+    assert first_block_after(100, 5, 4, ts) is None  # an empty range
+    # a long chain: a few dozen lookups, not a scan
+    n = 10_000_000
+    looked.clear()
+
+    def far(k: int) -> int:
+        looked.append(k)
+        return 1_700_000_000 + 12 * k
+
+    assert first_block_after(1_700_000_000 + 12 * 4_321_000 + 5, 0, n, far) == 4_321_001
+    assert len(looked) <= 26
+    assert first_block_after(1_700_000_000 + 12 * n, 0, n, far) is None  # not mined yet
+
+
+def test_chain_beacon_form_and_verification() -> None:
+    b = chain_beacon_of(31337, 12, "0x" + "AB" * 32)
+    assert b == Beacon("chain", "0x" + "ab" * 32, "chain 31337 block 12")
+    assert chain_beacon_of(1, 0, "cd" * 32).value == "0x" + "cd" * 32
+    assert chain_ref(b.ref) == (31337, 12)
+    bad_refs = ("block 12", "chain 0 block 1", "chain 1 block 01", "chain 1 block 1 ", "",
+                "chain 1 block 0")  # fmt: skip
+    for bad in bad_refs:
+        assert chain_ref(bad) is None, bad
+    r = _open(beacon="chain", max_tickets_per_member=5)
+    _buy(r, "a", 2)
+    _buy(r, "b", 1)
+    close(r, 150.0)
+    draw(r, SEED, b, 152.0)
+    p = publish(r)
+    assert verify(p).ok
+    # any other value or ref of the beacon fails verification
+    for changed in (
+        Beacon("chain", "0x" + "ac" + "ab" * 31, b.ref),
+        Beacon("chain", b.value, "chain 31337 block 13"),
+        Beacon("chain", b.value, "block 12"),
+        Beacon("admin", b.value, b.ref),
+    ):
+        q = published_decoder.decode(published_encoder.encode(p))
+        q.beacon = changed
+        result = verify(q)
+        assert not result.ok, changed
+        failed = {c.name for c in result.checks if not c.ok}
+        assert failed & {"beacon", "draw_key"}, failed
