@@ -16,7 +16,7 @@ chain:balances    hash; lowercase address -> token units, on the embedded EVM on
                   ([networks.N.gating] source = "chain"), read from the chain after the mint
                   (the gateway cannot reach the EVM inside this process; gateway/gating.py).
                   Emptied when a payout actor starts (its embedded chain starts empty).
-wallets:{net}     hash; user_id -> JSON list of the member's linked wallets (first: payouts).
+wallets:{net}     members' linked wallets (actors/wallets.py).
 
 Known limit: voiding one dead payout of a batch and retrying the others mints the voided
 one's tokens too (the batch is sent whole); void or retry a dead chain batch as a whole.
@@ -33,13 +33,11 @@ import redis
 
 from actors.config import PayoutConfig
 from actors.keys import Keys
+from actors.wallets import link_wallet, linked_wallets, wallets_key
 from engine.payout import Payout
 
 log = logging.getLogger(__name__)
-
-
-def wallets_key(keys: Keys, network: str) -> str:
-    return keys.k("wallets", network)
+__all__ = ["ChainSink", "balances_key", "link_wallet", "linked_wallets", "tiers_key", "wallets_key"]
 
 
 def balances_key(keys: Keys) -> str:
@@ -50,31 +48,6 @@ def balances_key(keys: Keys) -> str:
 def tiers_key(keys: Keys) -> str:
     """The token's tier thresholds in token units (JSON list), published at start."""
     return keys.k("chain", "tiers")
-
-
-def linked_wallets(r: redis.Redis, keys: Keys, network: str, user_id: str) -> list[str]:
-    raw = r.hget(wallets_key(keys, network), user_id)
-    return list(json.loads(raw)) if raw else []
-
-
-def link_wallet(r: redis.Redis, keys: Keys, network: str, user_id: str, address: str) -> list[str]:
-    """Add `address` to the member's wallets (kept once, in linking order)."""
-    key = wallets_key(keys, network)
-    while True:
-        with r.pipeline(transaction=True) as pipe:
-            try:
-                pipe.watch(key)
-                raw = pipe.hget(key, user_id)
-                have: list[str] = json.loads(raw) if raw else []
-                if address.lower() in (a.lower() for a in have):
-                    return have
-                have.append(address)
-                pipe.multi()
-                pipe.hset(key, user_id, json.dumps(have))
-                pipe.execute()
-                return have
-            except redis.WatchError:
-                continue
 
 
 RAISE_BALANCES = """

@@ -59,6 +59,11 @@ pending:{kind}:{i}    stream; what shard i holds back until its watermark passes
                       the input entry it came from; the shard trims what it has released.
 portaljti:{iss}:{jti} string; a member portal login JWT (issuer api key, token id) already used;
                       expires with the token (gateway/routes/web.py).
+wallets:{net}, walletidx:{net}, walletidxok:{net}  members' linked wallets and the index from a
+                      wallet to its member (actors/wallets.py).
+siwenonce:{nonce}     string; "net:user" a wallet-link nonce was issued to (TTL [wallets] nonce_ttl_s).
+siweused:{nonce}      string; a wallet sign-in nonce already used (TTL: until the nonce expires;
+                      gateway/routes/wallets.py).
 """
 
 from __future__ import annotations

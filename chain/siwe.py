@@ -14,14 +14,19 @@ from datetime import UTC, datetime
 
 from eth_account import Account
 from eth_account.messages import encode_defunct
+from eth_keys.exceptions import BadSignature
 from eth_utils import to_checksum_address
+from eth_utils.exceptions import ValidationError
 
 from chain.client import ChainError
 
 STATEMENT = "Link this wallet to your Rallypoint membership."
+SIGN_IN_STATEMENT = "Sign in to your Rallypoint member portal."
 _HEADER = re.compile(r"^(?P<domain>[^\s]+) wants you to sign in with your Ethereum account:$")
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 _NONCE = re.compile(r"^[A-Za-z0-9]{8,}$")
+_SIGNATURE = re.compile(r"^(0x)?[0-9a-fA-F]{130}$")
+"""An EIP-191 signature: r, s and v, 65 bytes in hex."""
 
 
 class SiweError(ChainError):
@@ -128,15 +133,18 @@ def parse(text: str) -> SiweMessage:
 
 def verify(
     text: str, signature: str, *, domain: str, chain_id: int, nonce: str, now: float,
-    max_age_s: float = 600.0,
+    max_age_s: float = 600.0, uri: str | None = None,
 ) -> SiweMessage:  # fmt: skip
-    """The message, if it is signed by its address and matches what the server issued;
-    SiweError (`domain`, `chain_id`, `nonce`, `expired`, `not_yet_valid`, `signature`)."""
+    """The message, if it is signed by its address and matches what the server issued (and
+    `uri`, when given); SiweError (`domain`, `uri`, `chain_id`, `nonce`, `expired`,
+    `not_yet_valid`, `signature`)."""
     msg = parse(text)
     if msg.version != "1":
         raise SiweError("malformed", "Version must be 1")
     if msg.domain != domain:
         raise SiweError("domain", f"the message is for {msg.domain!r}, not {domain!r}")
+    if uri is not None and msg.uri != uri:
+        raise SiweError("uri", f"the message's URI is {msg.uri!r}, not {uri!r}")
     if msg.chain_id != chain_id:
         raise SiweError("chain_id", f"the message is for chain {msg.chain_id}, not {chain_id}")
     if msg.nonce != nonce or not _NONCE.match(msg.nonce):
@@ -150,9 +158,11 @@ def verify(
         raise SiweError("expired", "the message has expired")
     if msg.not_before and now < _ts(msg.not_before, "Not Before"):
         raise SiweError("not_yet_valid", "the message is not valid yet (Not Before)")
+    if not isinstance(signature, str) or not _SIGNATURE.match(signature):
+        raise SiweError("signature", "the signature must be 65 bytes in hex (0x + 130 digits)")
     try:
         signer = Account.recover_message(encode_defunct(text=text), signature=signature)
-    except (ValueError, TypeError) as err:
+    except (ValueError, TypeError, IndexError, ValidationError, BadSignature) as err:
         raise SiweError("signature", f"the signature is malformed: {err}") from None
     if signer.lower() != msg.address.lower():
         raise SiweError("signature", "the signature is not by the message's address")

@@ -5,6 +5,9 @@ Sign-in:
   only (a fixed allow-list, RFC 8725 3.1), signed with a secret of the network's API key
   named in `iss`; `aud` must be [portal] jwt_audience, `sub` the member, `net` a network
   the key covers; `exp`, `iat` required and exp - iat at most [portal] jwt_max_ttl_s;
+- a member signs in with a wallet they linked (Sign-In with Ethereum, gateway/routes/wallets.py):
+  the nonce is member-less and stateless (its expiry and a MAC of this secret, bound to the
+  network: `wallet_nonce`), so asking for one writes nothing; the sign-in marks it used;
 - an admin signs in with an API key id and secret: the dashboard session acts for that key.
 
 A session is a stateless signed cookie (HttpOnly, SameSite=Strict, Path=/): scope ("member"
@@ -22,6 +25,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import secrets
 import time
 import warnings
@@ -48,10 +52,14 @@ _quiet = warnings.catch_warnings
 """PyJWT warns about HMAC keys under 32 bytes; API key secrets are >= 16 characters by the
 settings' own rule, so the warning would only repeat that on every sign-in."""
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-SIGN_IN_PATHS = frozenset({"/v1/session/member", "/v1/session/admin"})
+SIGN_IN_PATHS = frozenset(
+    {"/v1/session/member", "/v1/session/admin", "/v1/session/wallet", "/v1/session/wallet/nonce"}
+)
 """Sign-in acts for no session: a browser that holds one (a member opening a new link, a portal
 session opening the dashboard) signs in without its CSRF token, and the cookie is replaced."""
 Scope = Literal["member", "admin"]
+_WALLET_NONCE = re.compile(r"[0-9a-f]{58}")
+"""A wallet sign-in nonce: expiry (10 hex), random (16 hex), MAC (32 hex)."""
 
 
 class Session(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -149,6 +157,28 @@ class Sessions:
             COOKIE, value, max_age=self.session_ttl_s, path="/", httponly=True,
             samesite="Strict", secure=self.secure_cookies,
         )  # fmt: skip
+
+    # -- wallet sign-in nonces ----------------------------------------------------------------
+    def _nonce_mac(self, network: str, head: str) -> str:
+        return hmac.digest(self._secret, f"wallet-nonce.{network}.{head}".encode(), "sha256")[
+            :16
+        ].hex()
+
+    def wallet_nonce(self, network: str, ttl_s: int) -> tuple[str, int]:
+        """A member-less Sign-In with Ethereum nonce for `network` and when it expires."""
+        exp = int(self._clock()) + ttl_s
+        head = f"{exp:010x}{secrets.token_hex(8)}"
+        return head + self._nonce_mac(network, head), exp
+
+    def wallet_nonce_expiry(self, nonce: str, network: str) -> int | None:
+        """When a nonce `wallet_nonce` issued for `network` expires; None if it issued no such
+        nonce (forged, or for another network or deployment)."""
+        if not _WALLET_NONCE.fullmatch(nonce):
+            return None
+        head, mac = nonce[:26], nonce[26:]
+        if not hmac.compare_digest(self._nonce_mac(network, head), mac):
+            return None
+        return int(head[:10], 16)
 
     # -- sign-in ------------------------------------------------------------------------------
     def login_jwt(self, key: ApiKey, network: str, user_id: str, ttl_s: int) -> str:

@@ -5,6 +5,8 @@ with a strict Content-Security-Policy. They call the JSON API with the session c
 (gateway.sessions). Routes:
   GET  /portal/, /dashboard/, /static/*       the pages
   POST /v1/session/member  {"token": JWT}     a member session from a network's login JWT
+  POST /v1/session/wallet/nonce, /v1/session/wallet      a member session from a linked wallet
+                                              (Sign-In with Ethereum: gateway/routes/wallets.py)
   POST /v1/session/admin   {"key", "secret", "network"}  an admin session of an API key
   GET  /v1/session                            who the session is, and its CSRF token
   POST /v1/session/logout                     ends the session (clears the cookie)
@@ -76,7 +78,7 @@ async def root(request: web.Request) -> web.Response:
     raise web.HTTPFound("/portal/")
 
 
-async def _json_body(request: web.Request) -> dict[str, Any]:
+async def sign_in_body(request: web.Request) -> dict[str, Any]:
     if not same_origin(request):
         raise Forbidden("sign-in from another origin", field="Origin", code="csrf")
     body = await request.content.read(MAX_LOGIN_BYTES + 1)
@@ -88,7 +90,7 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
         raise BadRequest("sign-in body must be a JSON object", field="body") from None
 
 
-def _text(body: dict[str, Any], name: str) -> str:
+def text_field(body: dict[str, Any], name: str) -> str:
     value = body.get(name)
     if not isinstance(value, str) or not value or len(value) > 4_096:
         raise BadRequest(f"{name} must be a non-empty string", field=name)
@@ -101,7 +103,7 @@ def _session_json(session: Session) -> dict[str, Any]:
             "expires_at": session.exp, "csrf": session.csrf}  # fmt: skip
 
 
-def _signed_in(sessions: Sessions, scope: Any, network: str, subject: str) -> web.Response:
+def signed_in(sessions: Sessions, scope: Any, network: str, subject: str) -> web.Response:
     value, session = sessions.issue(scope, network, subject)
     response = json_response(_session_json(session), status=201)
     sessions.set_cookie(response, value)
@@ -110,8 +112,8 @@ def _signed_in(sessions: Sessions, scope: Any, network: str, subject: str) -> we
 
 async def post_member_session(request: web.Request) -> web.Response:
     sessions = request.app[SESSIONS]
-    body = await _json_body(request)
-    login = sessions.check_jwt(_text(body, "token"))
+    body = await sign_in_body(request)
+    login = sessions.check_jwt(text_field(body, "token"))
     if request.app[ACCESS].tokens is None:
         raise Forbidden("the member portal needs [auth] token_secret", field="token")
     if login.jti:  # single use: a copied link (history, a shoulder) signs in no one else
@@ -124,17 +126,17 @@ async def post_member_session(request: web.Request) -> web.Response:
             raise Unavailable("sign-in store (redis) unavailable") from err
         if not fresh:
             raise Unauthorized("this sign-in link was used already", field="token")
-    return _signed_in(sessions, "member", login.network, login.user_id)
+    return signed_in(sessions, "member", login.network, login.user_id)
 
 
 async def post_admin_session(request: web.Request) -> web.Response:
     sessions = request.app[SESSIONS]
-    body = await _json_body(request)
+    body = await sign_in_body(request)
     network = body.get("network") or request.app[READER].default_network
     if not isinstance(network, str) or not network:
         raise BadRequest("network is required", field="network")
-    key = sessions.check_admin(_text(body, "key"), _text(body, "secret"), network)
-    return _signed_in(sessions, "admin", network, key.key)
+    key = sessions.check_admin(text_field(body, "key"), text_field(body, "secret"), network)
+    return signed_in(sessions, "admin", network, key.key)
 
 
 async def get_session(request: web.Request) -> web.Response:
@@ -243,7 +245,7 @@ async def post_voucher_sheet(request: web.Request) -> web.Response:
     """A printable HTML sheet of QR codes for codes an admin just minted (the gateway keeps
     no codes: the dashboard posts back those POST /v1/vouchers/batches answered)."""
     _admin_network(request)
-    body = await _json_body(request)
+    body = await sign_in_body(request)
     codes = body.get("codes")
     if not isinstance(codes, list) or not 0 < len(codes) <= MAX_SHEET_CODES:
         raise BadRequest(f"codes must be a list of 1-{MAX_SHEET_CODES} codes", field="codes")

@@ -1,4 +1,5 @@
-// The member portal: balance, tier progress, streak, paged history, store, raffle tickets.
+// The member portal: sign-in (login link or token, or a linked wallet), balance, tier progress,
+// streak, paged history, store, raffle tickets, linked wallets.
 "use strict";
 (() => {
   const { $, el, api } = Rally;
@@ -119,12 +120,18 @@
       el("code", {}, w), el("span", { class: "dim" }, i === 0 ? "payouts go here" : ""))));
   }
 
-  async function linkWallet() {
+  // Sign-In with Ethereum: the wallet (window.ethereum, EIP-1193) signs the message the gateway
+  // issued, with its address put in; personal_sign takes the message's UTF-8 bytes in hex
+  async function siwe(issued) {
     const [address] = await window.ethereum.request({ method: "eth_requestAccounts" });
-    const issued = await api("POST", `${base()}/wallets/nonce?${q()}`, {});
     const message = issued.message.replace("0x{address}", address);
     const hex = "0x" + Array.from(new TextEncoder().encode(message), (x) => x.toString(16).padStart(2, "0")).join("");
     const signature = await window.ethereum.request({ method: "personal_sign", params: [hex, address] });
+    return { address, message, signature };
+  }
+
+  async function linkWallet() {
+    const { address, message, signature } = await siwe(await api("POST", `${base()}/wallets/nonce?${q()}`, {}));
     await api("POST", `${base()}/wallets?${q()}`, { message, signature });
     $("#wallet-msg").className = "msg good"; $("#wallet-msg").textContent = `Linked ${address}`;
     await loadWallets();
@@ -140,6 +147,13 @@
       loadMember();
       if (n.kind === "earned" && shown === 0) loadLedger(0).catch(() => {});  // the newest page shows it
     }, (state) => { $("#feed-state").textContent = state; });
+  }
+
+  async function walletSignIn() {  // the network: ?network= in the portal's address, else the default
+    const network = new URLSearchParams(location.search).get("network");
+    const issued = await api("POST", "/v1/session/wallet/nonce", network ? { network } : {});
+    const { message, signature } = await siwe(issued);
+    await Rally.signIn("wallet", { message, signature, network: issued.network });
   }
 
   async function start() {
@@ -158,6 +172,14 @@
         try { await Rally.signIn("member", { token: $("#token").value.trim() }); location.reload(); }
         catch (e) { $("#signin-msg").textContent = e.message; }
       });
+      if (window.ethereum) {
+        show("#wallet-signin");
+        $("#wallet-signin-btn").addEventListener("click", async (ev) => {
+          ev.target.disabled = true;
+          try { await walletSignIn(); location.reload(); }
+          catch (e) { $("#signin-msg").textContent = e.message; ev.target.disabled = false; }
+        });
+      }
       return;
     }
     me = s;

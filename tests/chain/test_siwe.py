@@ -68,3 +68,16 @@ def test_a_signature_by_another_key_or_a_tampered_message_is_refused() -> None:
     with pytest.raises(SiweError) as err:
         check("hello", sig)
     assert err.value.code == "malformed"
+    for short in ("0x1234", "", "0x" + "00" * 65, "zz"):  # a wrong length, or no signature
+        with pytest.raises(SiweError) as err:
+            check(text, short)
+        assert err.value.code == "signature", short
+
+
+def test_the_uri_is_checked_when_given() -> None:
+    text, sig = signed(message(uri="https://evil.example"))
+    assert check(text, sig).uri == "https://evil.example"  # not asked: not checked
+    with pytest.raises(SiweError) as err:
+        verify(text, sig, domain="rally.example", chain_id=31337, nonce="abcdef123456", now=NOW,
+               uri="https://rally.example")  # fmt: skip
+    assert err.value.code == "uri"

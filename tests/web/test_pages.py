@@ -409,3 +409,44 @@ def test_portal_lists_linked_wallets_and_own_earnings(
     expect(page.locator("#ledger")).to_contain_text("+45", timeout=WAIT_MS)
     expect(page.locator("li[data-kind='earned']")).not_to_contain_text("liam")
     page.screenshot(path=str(artifacts / "portal-wallets.png"), full_page=True)
+
+
+def test_portal_signs_in_with_a_linked_wallet(site: Site, page: Page, artifacts: Path) -> None:
+    """No login link: the member signs in with the wallet they linked (Sign-In with Ethereum
+    through an injected window.ethereum that signs with eth_account, in Python), and sees
+    their balance; the session is a member's (no admin route)."""
+    import redis
+    from eth_account import Account
+    from eth_account.messages import encode_defunct
+
+    from actors.keys import Keys
+    from actors.wallets import link_wallet
+
+    signer = Account.create()
+    page.expose_function("pySign", lambda data: "0x" + Account.sign_message(
+        encode_defunct(hexstr=data), signer.key).signature.hex().removeprefix("0x"))  # fmt: skip
+    page.add_init_script(f"""window.ethereum = {{ request: async ({{ method, params }}) =>
+        method === "eth_requestAccounts" ? ["{signer.address}"] : window.pySign(params[0]) }};""")
+    earn(site, {"nora": 70})
+    had = balance(site, "nora")
+    page.goto(f"{site.url}/portal/?network={NET}")
+    expect(page.locator("#wallet-signin-btn")).to_be_visible(timeout=WAIT_MS)
+    page.screenshot(path=str(artifacts / "portal-wallet-signin.png"), full_page=True)
+    # not linked yet: refused, saying why
+    page.click("#wallet-signin-btn")
+    expect(page.locator("#signin-msg")).to_contain_text("link the wallet first", timeout=WAIT_MS)
+    r = redis.Redis.from_url(site.gateway.redis_url)
+    link_wallet(r, Keys(site.settings.namespace), NET, "nora", signer.address)
+    r.close()
+    page.click("#wallet-signin-btn")
+    expect(page.get_by_test_id("balance")).to_have_text(f"{had:,}", timeout=WAIT_MS)
+    expect(page.locator("#who")).to_have_text(f"nora · {NET}")
+    expect(page.locator(f"[data-wallet='{signer.address}']")).to_be_visible(timeout=WAIT_MS)
+    page.wait_for_selector("body[data-ready='1']", timeout=WAIT_MS)
+    status = page.evaluate(
+        """async (net) => [(await fetch(`/v1/admin/overview?network=${net}`)).status,
+                          (await fetch(`/v1/members/kate?network=${net}`)).status]""",
+        NET,
+    )
+    assert status == [403, 403]
+    page.screenshot(path=str(artifacts / "portal-wallet-signed-in.png"), full_page=True)
