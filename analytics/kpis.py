@@ -50,12 +50,15 @@ def net_flow(kinds: tuple[str, ...]) -> str:
     return f"(CASE WHEN {to_them} THEN amount WHEN {from_them} THEN -amount ELSE 0 END)"
 
 
-ISSUED = f"(-{net_flow(SOURCES)})"
+PRIZE = "(rule = 'raffle_prize' AND starts_with(credit, 'member:'))"
+"""A raffle prize: the terms' `prize_points`, a reward the program gives (not ticket points
+given back), though it passes the raffle's account."""
+ISSUED = f"(CASE WHEN {PRIZE} THEN amount ELSE -{net_flow(SOURCES)} END)"
 """Points issued by one ledger entry: from a source to a member (less a moderator's
-!removepoints, member -> bonus:)."""
-SPENT = net_flow(SINKS)
+!removepoints, member -> bonus:), and raffle prizes."""
+SPENT = f"(CASE WHEN {PRIZE} THEN 0 ELSE {net_flow(SINKS)} END)"
 """Points spent by one ledger entry: from a member to a sink (less what a sink gives back:
-refunds, voided payouts, raffle prizes paid from the raffle's pool)."""
+refunds, voided payouts)."""
 IMPORTED = f"(-{net_flow(IMPORTS)})"
 
 
