@@ -117,12 +117,13 @@ class Terms(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     beacon: Literal["admin", "chain"] = "admin"
 
     def __post_init__(self) -> None:
+        # messages name their field as msgspec's own errors do ("- at `$.field`")
         if self.kind == "keyword" and not self.keyword:
-            raise ValueError("a keyword raffle needs a keyword")
+            raise ValueError("a keyword raffle needs a keyword - at `$.keyword`")
         if self.kind in ("keyword", "giveaway") and not self.channel:
-            raise ValueError(f"a {self.kind} raffle needs a channel")
+            raise ValueError(f"a {self.kind} raffle needs a channel - at `$.channel`")
         if self.kind == "giveaway" and self.price_points:
-            raise ValueError("a giveaway is free: price_points must be 0")
+            raise ValueError("a giveaway is free: price_points must be 0 - at `$.price_points`")
 
 
 class Holding(msgspec.Struct, array_like=True):
