@@ -13,7 +13,7 @@
     if (lastStats) {
       const dt = o.ts - lastTs;
       const eps = ((o.stats.events_in || 0) - (lastStats.events_in || 0)) / Math.max(dt, 0.001);
-      $("#eps").textContent = Math.max(0, eps).toFixed(0);
+      $("#eps").textContent = (eps > 0 && eps < 10 ? eps.toFixed(1) : Math.max(0, eps).toFixed(0));
     }
     lastStats = o.stats; lastTs = o.ts;
     $("#backlog").textContent = o.backlog.toLocaleString();
