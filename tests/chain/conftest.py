@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import time
 import urllib.request
@@ -21,8 +22,9 @@ ANVIL_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
 """anvil's first funded account (its well-known development key)."""
 
 
-@pytest.fixture(scope="session")
-def anvil_url() -> Iterator[str]:
+@contextlib.contextmanager
+def start_anvil() -> Iterator[str]:
+    """A fresh anvil node on a free port (its URL), stopped on exit."""
     assert ANVIL.exists(), (
         f"no anvil at {ANVIL}: run scripts/run.sh setup (npm install in chain/contracts)"
     )
@@ -33,19 +35,27 @@ def anvil_url() -> Iterator[str]:
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
-    while True:
-        try:
-            req = urllib.request.Request(url, data=b'{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[]}',
-                                         headers={"content-type": "application/json"})  # fmt: skip
-            urllib.request.urlopen(req, timeout=1).read()
-            break
-        except OSError:
-            assert proc.poll() is None, proc.stderr.read().decode()  # type: ignore[union-attr]
-            assert time.monotonic() < deadline, "anvil did not start"
-            time.sleep(0.1)
-    yield url
-    proc.terminate()
-    proc.wait(10)
+    try:
+        while True:
+            try:
+                req = urllib.request.Request(url, data=b'{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[]}',
+                                             headers={"content-type": "application/json"})  # fmt: skip
+                urllib.request.urlopen(req, timeout=1).read()
+                break
+            except OSError:
+                assert proc.poll() is None, proc.stderr.read().decode()  # type: ignore[union-attr]
+                assert time.monotonic() < deadline, "anvil did not start"
+                time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def anvil_url() -> Iterator[str]:
+    with start_anvil() as url:
+        yield url
 
 
 @pytest.fixture(params=["embedded", "anvil"])

@@ -14,18 +14,14 @@ import pytest
 import ray
 
 from engine import raffle as eng
-from tests.e2e.conftest import CONFIG, KEY, SECRET, Deployment, Gateway, deploy, rally_cli
-from tests.e2e.test_raffles import TOKEN_SECRET, call, fund, member
+from tests.e2e.conftest import Deployment, Gateway, deploy, rally_cli
+from tests.e2e.test_raffles import call, fund, member, raffle_config
 
 
 @pytest.fixture
 def dep(ray_cluster, redis_server, namespace, tmp_path) -> Iterator[Deployment]:
-    config = tmp_path / "rally.toml"
-    text = CONFIG.format(ns=namespace, data_dir=tmp_path, redis_url=redis_server.url,
-                         key=KEY, secret=SECRET)  # fmt: skip
-    text = text.replace("[clock]", f'[auth]\ntoken_secret = "{TOKEN_SECRET}"\n[clock]')
-    config.write_text(text)  # [chain] rpc "" and payouts enabled: the embedded EVM
-    with deploy(config, redis_server.url) as d:
+    # [chain] rpc "" and payouts enabled: the embedded EVM
+    with deploy(raffle_config(tmp_path, namespace, redis_server.url), redis_server.url) as d:
         yield d
 
 
@@ -157,32 +153,10 @@ def test_no_chain_configured_refuses_a_chain_draw(dep: Deployment, tmp_path) -> 
 @pytest.fixture
 def own_anvil() -> Iterator[str]:
     """An anvil of this test's own (its clock untouched by other tests)."""
-    import subprocess
-    import time
+    from tests.chain.conftest import start_anvil
 
-    from gateway.redis_server import free_port
-    from tests.chain.conftest import ANVIL
-
-    port = free_port()
-    proc = subprocess.Popen([str(ANVIL), "--host", "127.0.0.1", "--port", str(port), "--silent"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            req = urllib.request.Request(url, data=b'{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[]}',
-                                         headers={"content-type": "application/json"})  # fmt: skip
-            urllib.request.urlopen(req, timeout=1).read()
-            break
-        except OSError:
-            assert proc.poll() is None, "anvil exited"
-            assert time.monotonic() < deadline, "anvil did not start"
-            time.sleep(0.1)
-    try:
+    with start_anvil() as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def test_chain_raffle_on_a_node(ray_cluster, redis_server, namespace, tmp_path, own_anvil) -> None:  # type: ignore[no-untyped-def]
@@ -191,11 +165,8 @@ def test_chain_raffle_on_a_node(ray_cluster, redis_server, namespace, tmp_path, 
     from chain.client import rpc_web3
     from tests.chain.conftest import ANVIL_KEY
 
-    config = tmp_path / "rally.toml"
-    text = CONFIG.format(ns=namespace, data_dir=tmp_path, redis_url=redis_server.url,
-                         key=KEY, secret=SECRET)  # fmt: skip
-    text = text.replace("[clock]", f'[auth]\ntoken_secret = "{TOKEN_SECRET}"\n[clock]')
-    config.write_text(text + f'\n[chain]\nrpc = "{own_anvil}"\nprivate_key = "{ANVIL_KEY}"\n')
+    config = raffle_config(tmp_path, namespace, redis_server.url,
+                           f'\n[chain]\nrpc = "{own_anvil}"\nprivate_key = "{ANVIL_KEY}"\n')  # fmt: skip
     w3, _ = rpc_web3(own_anvil, ANVIL_KEY)
     with deploy(config, redis_server.url) as d:
         url = d.url

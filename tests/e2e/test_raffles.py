@@ -10,6 +10,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,14 +29,19 @@ BASE = 151
 """A member's balance after a follow: welcome 100 + follow 50 + the first day's streak 1."""
 
 
-@pytest.fixture
-def dep(ray_cluster, redis_server, namespace, tmp_path) -> Iterator[Deployment]:
+def raffle_config(tmp_path: Path, namespace: str, redis_url: str, extra: str = "") -> Path:
+    """The e2e deployment's configuration with member tokens (and `extra` TOML appended)."""
     config = tmp_path / "rally.toml"
-    text = CONFIG.format(ns=namespace, data_dir=tmp_path, redis_url=redis_server.url,
+    text = CONFIG.format(ns=namespace, data_dir=tmp_path, redis_url=redis_url,
                          key=KEY, secret=SECRET)  # fmt: skip
     text = text.replace("[clock]", f'[auth]\ntoken_secret = "{TOKEN_SECRET}"\n[clock]')
-    config.write_text(text)
-    with deploy(config, redis_server.url) as d:
+    config.write_text(text + extra)
+    return config
+
+
+@pytest.fixture
+def dep(ray_cluster, redis_server, namespace, tmp_path) -> Iterator[Deployment]:
+    with deploy(raffle_config(tmp_path, namespace, redis_server.url), redis_server.url) as d:
         yield d
 
 
