@@ -175,23 +175,29 @@ class LedgerArchive:
 
     # -- connections ----------------------------------------------------------------------
     @contextlib.contextmanager
-    def _open(self, read_only: bool) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A connection to the file, closed on exit: the only one of this process while it
-        is open, under the archive's own lock (see the module doc); retries while another
-        process holds the file."""
+    def _locked(self, read_only: bool) -> Iterator[float]:
+        """The archive's own locks (see the module doc): this process's one turn at the
+        file, then the shared (readers) or exclusive (writer) flock. Yields the deadline."""
         deadline = time.monotonic() + self.lock_timeout_s
         lock = _file_lock(self.path)
         if not lock.acquire(timeout=max(0.0, self.lock_timeout_s)):
             raise ArchiveBusy(f"the ledger archive {self.path} stayed busy in this process")
         try:
             with self._hold(read_only, deadline):
-                con = self._connect(read_only, deadline)
-                try:
-                    yield con
-                finally:
-                    con.close()
+                yield deadline
         finally:
             lock.release()
+
+    @contextlib.contextmanager
+    def _open(self, read_only: bool) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection to the file, closed on exit: the only one of this process while it
+        is open, under the archive's own lock; retries while another process holds the file."""
+        with self._locked(read_only) as deadline:
+            con = self._connect(read_only, deadline)
+            try:
+                yield con
+            finally:
+                con.close()
 
     def copy_to(self, dest: Path) -> bool:
         """Copy the file (and its write-ahead log, if any) to `dest` under the readers' lock,
@@ -199,19 +205,12 @@ class LedgerArchive:
         batches) that holds the writer up for a file copy only. False if there is no archive."""
         if not self.path.exists():
             return False
-        deadline = time.monotonic() + self.lock_timeout_s
-        lock = _file_lock(self.path)
-        if not lock.acquire(timeout=max(0.0, self.lock_timeout_s)):
-            raise ArchiveBusy(f"the ledger archive {self.path} stayed busy in this process")
-        try:
-            with self._hold(True, deadline):
-                shutil.copyfile(self.path, dest)
-                wal = self.path.with_name(self.path.name + ".wal")
-                if wal.exists():
-                    shutil.copyfile(wal, dest.with_name(dest.name + ".wal"))
-            return True
-        finally:
-            lock.release()
+        with self._locked(read_only=True):
+            shutil.copyfile(self.path, dest)
+            wal = self.path.with_name(self.path.name + ".wal")
+            if wal.exists():
+                shutil.copyfile(wal, dest.with_name(dest.name + ".wal"))
+        return True
 
     @contextlib.contextmanager
     def _hold(self, read_only: bool, deadline: float) -> Iterator[None]:
