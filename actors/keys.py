@@ -22,7 +22,7 @@ mstate                hash; network:user -> msgpack MemberState.
 ledgerlog:{m}         stream; one entry per member-shard commit: field `l` = msgpack list[Entry] (the ledger of record).
 treasury              hash; network -> balance of the network treasury (negative of points issued).
 lb:{nc}:all           zset; user_id -> points earned in channel nc, all time.
-lb:{nc}:d:{yyyymmdd}  zset; user_id -> points earned in channel nc on that UTC day.
+                      (The boards of a day, week or month are read from the ledger archive.)
 mch:{nu}              zset; network:channel -> points member nu earned there (per-channel standing).
 notices               stream (capped); tier changes and other member notices.
 sched:jobs            hash; job id -> msgpack Job.   sched:due zset; job id -> due time.
@@ -75,14 +75,6 @@ from dataclasses import dataclass
 LATENCY_BUCKETS_MS: tuple[int, ...] = (
     1, 2, 5, 10, 20, 35, 50, 75, 100, 150, 250, 400, 600, 1000, 2000, 5000, 10000, 30000,
 )  # fmt: skip
-
-
-@functools.lru_cache(maxsize=256)
-def yyyymmdd(day: int) -> int:
-    """The UTC calendar day `day` (days since the epoch) as an int like 20261122: the
-    day part of leaderboard keys, shared by the projector that writes and the readers."""
-    t = time.gmtime(day * 86_400)
-    return t.tm_year * 10_000 + t.tm_mon * 100 + t.tm_mday
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,9 +135,6 @@ class Keys:
 
     def lb_all(self, nc: str) -> str:
         return self.k("lb", nc, "all")
-
-    def lb_day(self, nc: str, yyyymmdd: int) -> str:
-        return self.k("lb", nc, "d", yyyymmdd)
 
     def member_channels(self, nu: str) -> str:
         return self.k("mch", nu)

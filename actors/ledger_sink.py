@@ -18,6 +18,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 
 import msgspec
 import redis
@@ -57,6 +58,20 @@ def ledger_tail(
     (stream -> last entry id the archive holds; a stream missing there: all of it), in the
     archive's order (stream entry id, stream name, then place in the entry). Every stream is read: a
     transfer between two members is logged once, by the shard of the member it starts from."""
+    return ledger_tail_where(
+        r, keys, member_shards, offsets, lambda e: account in (e.credit, e.debit)
+    )
+
+
+def ledger_tail_where(
+    r: redis.Redis,
+    keys: Keys,
+    member_shards: int,
+    offsets: dict[str, str],
+    match: Callable[[LedgerEntry], bool],
+) -> list[LedgerEntry]:
+    """The entries `match` keeps among those the ledger logs hold past `offsets`, in the
+    archive's order (ledger_tail)."""
     found: list[tuple[tuple[int, int], str, int, LedgerEntry]] = []
     for m in range(member_shards):
         stream = keys.ledgerlog(m)
@@ -70,7 +85,7 @@ def ledger_tail(
                     continue
                 at = parse_id(eid)
                 for pos, e in enumerate(_ledger_list.decode(blob)):
-                    if account in (e.credit, e.debit):
+                    if match(e):
                         found.append((at, stream, pos, e))
             if len(got) < TAIL_READ:
                 break

@@ -28,7 +28,7 @@ import numpy as np
 import redis
 
 from actors.config import RuntimeConfig
-from actors.keys import LATENCY_BUCKETS_MS, Keys, yyyymmdd
+from actors.keys import LATENCY_BUCKETS_MS, Keys
 from actors.lua import Arg, Commit
 from actors.referrals import ReferralGraph
 from actors.stream import Entry, StreamShard, parse_id
@@ -83,7 +83,6 @@ log = logging.getLogger(__name__)
 
 DAY_S = 86_400
 NOTICES_MAXLEN = 100_000
-DAY_BOARD_TTL_S = 40 * DAY_S
 TREASURY_PREFIX = treasury_account("")
 """Entries debiting a treasury are points earned."""
 DROP_CHUNKS_MAX = 256
@@ -952,11 +951,13 @@ notice_encoder = msgspec.json.Encoder()
 
 class LedgerProjector(StreamShard):
     """Projects the ledger log of member shard m (ledgerlog:{m}) into what readers rank:
-    the channel leaderboards (all time and by day) and each member's standing per channel,
-    from the points members earned (entries from a treasury; spends and transfers are not
-    earnings). Exactly once, like the shards: offset and writes commit together. Balances
-    never wait for it; leaderboards trail by a batch. Ledger pages are not projected: they
-    are read from the archive and the log's unarchived tail (gateway/reads.py)."""
+    the channel leaderboards of all time and each member's standing per channel, from the
+    points members earned (entries from a treasury; spends and transfers are not earnings).
+    Exactly once, like the shards: offset and writes commit together. Balances never wait
+    for it; leaderboards trail by a batch. Ledger pages and the boards of a day, week or
+    month are not projected: they are read from the archive and the log's unarchived tail
+    (gateway/reads.py), which keeps Redis free of a zset entry per member, channel and day
+    and the projector's commits to two writes per member and channel."""
 
     kind = "ledger"
     group = "projector"
@@ -971,29 +972,20 @@ class LedgerProjector(StreamShard):
 
     def process(self, entries: Sequence[Entry]) -> None:
         keys = self.keys
-        earned: dict[tuple[str, str, int], int] = {}  # (member, channel, day) -> points
+        earned: dict[tuple[str, str], int] = {}  # (member, channel) -> points
         count = 0
         for _, fields in entries:
             for e in ledger_decoder.decode(fields[b"l"]):
                 count += 1
                 if not e.debit.startswith(TREASURY_PREFIX):
                     continue
-                k = (e.credit[7:], e.channel, int(e.ts // DAY_S))  # "member:{network}:{user}"
+                k = (e.credit[7:], e.channel)  # "member:{network}:{user}"
                 earned[k] = earned.get(k, 0) + e.amount
         c = Commit()
-        all_time: dict[tuple[str, str], int] = {}
-        day_keys: set[str] = set()
-        for (nu, channel, day), amount in earned.items():
+        for (nu, channel), amount in earned.items():
             network, _, uid = nu.partition(":")
             nc = f"{network}:{channel}"
-            day_key = keys.lb_day(nc, yyyymmdd(day))
-            day_keys.add(day_key)
-            c.cmd("ZINCRBY", day_key, amount, uid)
-            all_time[(nu, nc)] = all_time.get((nu, nc), 0) + amount
-        for (nu, nc), amount in all_time.items():
-            c.cmd("ZINCRBY", keys.lb_all(nc), amount, nu.partition(":")[2])
+            c.cmd("ZINCRBY", keys.lb_all(nc), amount, uid)
             c.cmd("ZINCRBY", keys.member_channels(nu), amount, nc)
-        for key in day_keys:
-            c.cmd("EXPIRE", key, DAY_BOARD_TTL_S)
         c.cmd("HINCRBY", keys.stats, "entries_projected", count)
         self.commit(c, entries)

@@ -42,7 +42,7 @@ import msgspec
 import pyarrow as pa
 
 from analytics.landing import FEED_SCHEMA, FeedEntry, land
-from engine.ledger import Entry
+from engine.ledger import Entry, member_account, treasury_account
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS ledger (
@@ -90,6 +90,8 @@ NEWEST_FIRST = "entry_ms DESC, entry_seq DESC, stream DESC, pos DESC"
 """A total order: two shards' ledger logs can get the same entry id (one millisecond);
 actors.ledger_sink.ledger_tail orders the unarchived tail the same way, ascending."""
 LOCK_RETRY_S = 0.005
+TREASURY_PREFIX = treasury_account("")
+"""Entries debiting a treasury are points earned (the leaderboards' earnings)."""
 
 _entry_rows = msgspec.msgpack.Decoder(list[tuple[str, float, str, str, str, int, str, str]])
 """The same blobs as rows: engine.ledger.Entry is array_like (its fields in order)."""
@@ -349,6 +351,60 @@ class LedgerArchive:
             raise ArchiveError(f"reading the ledger archive failed: {err}") from err
         page += [Entry(*row) for row in rows[:want]]
         return page, len(rows) > want
+
+    def earned(
+        self,
+        network: str,
+        channel: str,
+        since: float,
+        until: float,
+        tail: Callable[[dict[str, str]], list[Entry]],
+    ) -> dict[str, int]:
+        """Points each member of `network` earned in `channel` with `since` <= ts < `until`
+        (the entries `is_earning` keeps), by user id: the archive's entries plus
+        `tail(offsets)`, those of the ledger log past `offsets` (stream -> last archived
+        entry id), read while this process holds the archive, as member_page does, so that
+        no entry is counted twice or missed while the sink moves it into the archive."""
+        members = member_account(network, "")
+        rows: list[tuple[str, int]] = []
+        try:
+            with self._reader() as con:
+                offsets: dict[str, str] = {}
+                if con is not None:
+                    con.execute("BEGIN TRANSACTION")
+                    offsets = dict(
+                        con.execute("SELECT stream, entry_id FROM archive_offsets").fetchall()
+                    )
+                    rows = con.execute(
+                        "SELECT credit, sum(amount)::BIGINT FROM ledger"
+                        " WHERE network = $n AND channel = $c AND ts >= $since AND ts < $until"
+                        " AND starts_with(debit, $t) AND starts_with(credit, $m)"
+                        " GROUP BY credit",
+                        {"n": network, "c": channel, "since": since, "until": until,
+                         "t": TREASURY_PREFIX, "m": members},
+                    ).fetchall()  # fmt: skip
+                recent = tail(offsets)
+        except duckdb.Error as err:
+            raise ArchiveError(f"reading the ledger archive failed: {err}") from err
+        cut = len(members)
+        out = {credit[cut:]: int(amount) for credit, amount in rows}
+        for e in recent:
+            user = e.credit[cut:]
+            out[user] = out.get(user, 0) + e.amount
+        return out
+
+
+def is_earning(e: Entry, network: str, channel: str, since: float, until: float) -> bool:
+    """`e` is points a member of `network` earned in `channel` between `since` (included)
+    and `until`: an entry from the treasury, as the leaderboards count earnings
+    (actors.shards.LedgerProjector). LedgerArchive.earned selects the same in SQL."""
+    return (
+        e.network == network
+        and e.channel == channel
+        and since <= e.ts < until
+        and e.debit.startswith(TREASURY_PREFIX)
+        and e.credit.startswith(member_account(network, ""))
+    )
 
 
 def ledger_record(archive: LedgerArchive | None, log: Sequence[LogEntry]) -> Record:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import time
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import redis
 from rich.console import Console, Group
 from rich.live import Live
 
@@ -226,6 +228,8 @@ class Bench:
             wait_drained(self)
         c0 = self.counters() if is_rally else {}
         lat0 = read_latency(self.r, self.rally.keys) if is_rally else {}
+        if is_rally:
+            slow_reset(self.r)
         run = LoadRun(plans)
         series: list[dict[str, Any]] = []
         extra_series: list[dict[str, Any]] = []
@@ -277,6 +281,7 @@ class Bench:
             delta = histogram_delta(lat1, lat0)
             max_ms = lat1.get("max_ms") if lat1.get("max_ms", 0) > lat0.get("max_ms", 0) else None
             result["latency_ingest_to_credit_ms"] = histogram_percentiles(delta, max_ms)
+            result["redis_slow"] = slow_commands(self.r)
         result["processes"] = self.sampler.report()
         if extra_series:
             result["extra_series"] = extra_series
@@ -510,3 +515,32 @@ def sut_rss(bench: Bench) -> int:
     """Resident bytes of Rallypoint's processes (gateway, Ray, redis-server), now."""
     bench.sampler.reset()
     return bench.sampler.rss_total(exclude=("loadgen", "baseline"))
+
+
+SLOW_US = 10_000
+"""What Redis' slow log records: commands (a COMMIT script, a MULTI/EXEC) that held the
+single-threaded server for longer than this (the issue's "~10 ms")."""
+
+
+def slow_reset(r: PatientRedis) -> None:
+    """Empty Redis' slow log and make it record every command over SLOW_US (a Redis that
+    refuses CONFIG keeps its own threshold)."""
+    with contextlib.suppress(redis.RedisError):
+        r.call(r.client.config_set, "slowlog-log-slower-than", SLOW_US)
+        r.call(r.client.config_set, "slowlog-max-len", 1024)
+    with contextlib.suppress(redis.RedisError):
+        r.call(r.client.slowlog_reset)
+
+
+def slow_commands(r: PatientRedis) -> dict[str, Any]:
+    """The commands over SLOW_US since slow_reset: how many, the longest (ms) and its name."""
+    try:  # raw: the logged arguments are binary blobs (cut at 128 bytes), not text
+        got = r.call(r.client.execute_command, "SLOWLOG", "GET", 1024)
+    except redis.RedisError:
+        return {}
+    if not got:
+        return {"over_10ms": 0, "longest_ms": None, "longest": ""}
+    top = max(got, key=lambda e: int(e[2]))  # [id, time, duration us, [args], ...]
+    name = top[3][0] if top[3] else b""
+    name = name.decode(errors="replace") if isinstance(name, bytes) else str(name)
+    return {"over_10ms": len(got), "longest_ms": round(int(top[2]) / 1000, 1), "longest": name}

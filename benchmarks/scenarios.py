@@ -26,6 +26,7 @@ from benchmarks.overload import overload
 from benchmarks.payouts import payouts
 from benchmarks.plan import Burst, Phase
 from benchmarks.report import SMOOTH_SAMPLES, smooth
+from benchmarks.retained import families
 from benchmarks.soak import soak
 from benchmarks.spend import spend
 from benchmarks.target import redis_memory
@@ -360,15 +361,27 @@ def batches(b: Bench) -> dict[str, Any]:
     lines = [f"{memory['memory_new_members']:,} new members: {memory['rss_bytes_per_member']:,} B "
              f"resident per member, RSS growth over all processes ({memory['rss_mb_per_100k_members']}"
              f" MB per 100k); Redis' used_memory grew {memory['redis_bytes_per_member']:,} B per "
-             f"member"]  # fmt: skip
+             f"member, of which kept for good (member state, standings, all-time boards): "
+             f"{memory['redis_durable_bytes_per_member']:,} B; by key family: "
+             + ", ".join(f"{f} {v:,}" for f, v in memory["redis_bytes_per_member_by_family"].items())]  # fmt: skip
     return {"status": "ok", "runs": runs, "summary": summary, "memory": memory, "lines": lines}
 
 
+DURABLE_FAMILIES = ("mstate", "mch", "lb")
+"""The key families that keep something for every member for good (its state, its standing
+per channel, its places on the all-time boards). The others that grow with new members are
+bounded whatever the member count: streams are trimmed once consumed (the ledger log once
+archived) or capped (notices), presence, chatters and dedupe ids expire with their windows."""
+
+
 def _member_memory(b: Bench, n: int) -> dict[str, Any]:
-    """Resident bytes per member: n fresh members each chat once; RSS before and after."""
+    """Resident bytes per member: n fresh members each chat once; RSS before and after, and
+    Redis by key family (MEMORY USAGE of every key of the deployment, benchmarks.retained)."""
     net = b.rally.config.network
     b.show(["batches", f"memory: {n:,} new members", *[""] * 8])
     wait_drained(b)
+    ns = b.rally.keys.ns
+    fams0 = families(b.r.client, ns)
     rss0 = sut_rss(b)
     mem0 = redis_memory(b.r)
     members0 = int(b.r.hlen(b.rally.keys.mstate))
@@ -387,7 +400,15 @@ def _member_memory(b: Bench, n: int) -> dict[str, Any]:
     mem1 = redis_memory(b.r)
     members = int(b.r.hlen(b.rally.keys.mstate)) - members0
     per = (rss1 - rss0) / max(1, members)
+    fams1 = families(b.r.client, ns)
+    by_family = {
+        f: round((fams1[f][1] - fams0.get(f, (0, 0))[1]) / max(1, members))
+        for f in fams1
+        if fams1[f][1] != fams0.get(f, (0, 0))[1]
+    }
     return {
+        "redis_bytes_per_member_by_family": by_family,
+        "redis_durable_bytes_per_member": sum(by_family.get(f, 0) for f in DURABLE_FAMILIES),
         "memory_new_members": members,
         "memory_visible_after_s": round(visible, 2) if visible is not None else None,
         "rss_bytes_per_member": round(per),

@@ -6,6 +6,7 @@ member, or nothing for the leaderboards and stats of a public network."""
 from __future__ import annotations
 
 import asyncio
+import datetime
 import re
 from collections.abc import Callable, Mapping
 from typing import Any, cast
@@ -15,15 +16,16 @@ import redis
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from actors.keys import Keys, yyyymmdd
-from actors.ledger_sink import ledger_tail
-from analytics.archive import ArchiveError, LedgerArchive
+from actors.keys import Keys
+from actors.ledger_sink import ledger_tail, ledger_tail_where
+from analytics.archive import ArchiveError, LedgerArchive, is_earning
 from engine import quality, weekly
 from engine.channel import ChannelState, channel_decoder, events_per_s
 from engine.events import channel_key, member_key
 from engine.ledger import Entry, member_account
-from engine.member import MemberState, day_of, effective_streak, state_decoder
+from engine.member import DAY_S, MemberState, day_of, effective_streak, state_decoder
 from engine.rules import RuleBook
+from gateway.analytics_cli import day_text
 from gateway.auth import Principal, ReadAccess
 from gateway.errors import BadRequest, NotFound, Unavailable, json_response
 
@@ -32,21 +34,6 @@ PERIODS = ("all", *PERIOD_DAYS)
 DEFAULT_LIMIT = 50
 CHATTERS_WINDOW_S = 300
 _ID = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
-
-TOP_OF_UNION = """#!lua flags=no-writes
-local args = {'ZUNION', #KEYS}
-for i = 1, #KEYS do args[#args + 1] = KEYS[i] end
-args[#args + 1] = 'WITHSCORES'
-local r = redis.call(unpack(args))
-local out = {}
-local last = math.max(1, #r - 2 * tonumber(ARGV[1]) + 1)
-for i = #r - 1, last, -2 do
-  out[#out + 1] = r[i]
-  out[#out + 1] = r[i + 1]
-end
-return out
-"""
-"""KEYS: day zsets; ARGV: limit. The top `limit` of their union, best first (read-only)."""
 
 
 def parse_int(query: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
@@ -62,6 +49,18 @@ def parse_id(value: str, field: str) -> str:
     if not _ID.fullmatch(value):
         raise BadRequest(f"{field} must be 1-128 characters of A-Z a-z 0-9 _ . : -", field=field)
     return value
+
+
+def parse_day(query: Mapping[str, str], name: str) -> int | None:
+    """The query parameter `name`, a UTC day YYYY-MM-DD, as days since the epoch (None if
+    absent); else 400 naming it."""
+    text = query.get(name)
+    if not text:
+        return None
+    try:
+        return (datetime.date.fromisoformat(text) - datetime.date(1970, 1, 1)).days
+    except ValueError:
+        raise BadRequest(f"{name} must be a day YYYY-MM-DD, got {text!r}", field=name) from None
 
 
 FLAGGED_SCAN_MAX = 100_000
@@ -216,28 +215,53 @@ class Reader:
         }
 
     async def leaderboard(
-        self, network: str, channel: str, period: str, limit: int
+        self, network: str, channel: str, period: str, limit: int, last_day: int | None = None
     ) -> dict[str, Any]:
+        """The channel's top `limit` members: all time from the leaderboard the projector
+        keeps in Redis; for a period, the points earned in its days (the one ending on
+        `last_day`, default today, UTC), summed from the ledger of record: the DuckDB
+        archive plus the ledger log's unarchived tail. Ties: user id descending, as Redis
+        orders a leaderboard."""
         nc = channel_key(network, channel)
+        last = day_of(self.clock()) if last_day is None else last_day
         if period == "all":
             pairs = await self.redis.zrevrange(self.keys.lb_all(nc), 0, limit - 1, withscores=True)
-            top = [(m, float(s)) for m, s in cast("list[tuple[bytes, float]]", pairs)]
+            top = [(m.decode(), int(s)) for m, s in cast("list[tuple[bytes, float]]", pairs)]
         else:
-            today = day_of(self.clock())
-            days = [self.keys.lb_day(nc, yyyymmdd(today - i)) for i in range(PERIOD_DAYS[period])]
-            flat = cast("list[bytes]", await self.redis.eval(TOP_OF_UNION, len(days), *days, limit))
-            top = [(flat[i], float(flat[i + 1])) for i in range(0, len(flat), 2)]
-        names = await self._names(network, [m for m, _ in top])
-        entries = [
-            {"rank": i + 1, "user_id": uid.decode(), "name": name, "points": int(score)}
-            for i, ((uid, score), name) in enumerate(zip(top, names, strict=True))
-        ]
-        return {"channel": channel, "network": network, "period": period, "entries": entries}
+            since = (last - PERIOD_DAYS[period] + 1) * DAY_S
+            until = (last + 1) * DAY_S
 
-    async def _names(self, network: str, user_ids: list[bytes]) -> list[str]:
+            def tail(offsets: dict[str, str]) -> list[Entry]:
+                return ledger_tail_where(
+                    self.sync_redis, self.keys, self.member_shards, offsets,
+                    lambda e: is_earning(e, network, channel, since, until),
+                )  # fmt: skip
+
+            try:
+                earned = await asyncio.to_thread(
+                    self.archive.earned, network, channel, since, until, tail
+                )
+            except ArchiveError as err:
+                raise Unavailable(f"the ledger archive cannot be read: {err}") from err
+            except redis.RedisError as err:
+                raise Unavailable(f"the ledger log cannot be read: {err}") from err
+            ranked = sorted(earned.items(), key=lambda kv: (kv[1], kv[0]), reverse=True)
+            top = [(u, p) for u, p in ranked[:limit] if p > 0]
+        names = await self._names(network, [u for u, _ in top])
+        entries = [
+            {"rank": i + 1, "user_id": uid, "name": name, "points": points}
+            for i, ((uid, points), name) in enumerate(zip(top, names, strict=True))
+        ]
+        board = {"channel": channel, "network": network, "period": period, "entries": entries}
+        if period != "all":
+            board["from"] = day_text(last - PERIOD_DAYS[period] + 1)
+            board["to"] = day_text(last)
+        return board
+
+    async def _names(self, network: str, user_ids: list[str]) -> list[str]:
         if not user_ids:
             return []
-        fields = [member_key(network, uid.decode()) for uid in user_ids]
+        fields = [member_key(network, uid) for uid in user_ids]
         raws = cast("list[bytes | None]", await self.redis.hmget(self.keys.mstate, fields))
         return ["" if raw is None else state_decoder.decode(raw).name for raw in raws]
 
@@ -322,7 +346,10 @@ async def get_leaderboard(request: web.Request) -> web.Response:
     if period not in PERIODS:
         raise BadRequest(f"period must be one of {', '.join(PERIODS)}", field="period")
     limit = reader.limit_of(request.query)
-    return json_response(await reader.leaderboard(network, channel, period, limit))
+    last_day = parse_day(request.query, "day")
+    if last_day is not None and period == "all":
+        raise BadRequest("day applies to period day, week or month", field="day")
+    return json_response(await reader.leaderboard(network, channel, period, limit, last_day))
 
 
 async def get_channel_stats(request: web.Request) -> web.Response:

@@ -13,8 +13,6 @@ so each report is kept (per snapshot and scope, the CACHED newest) and served ag
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +21,7 @@ from aiohttp import web
 from analytics import query, snapshot
 from analytics.intervals import watch_intervals
 from gateway.errors import BadRequest, NotFound, Unavailable, json_response
-from gateway.reads import ACCESS, READER, parse_id, principal_of
+from gateway.reads import ACCESS, READER, parse_day, parse_id, principal_of
 from gateway.settings import Settings
 
 ROOT = web.AppKey("analytics_root", Path)
@@ -33,16 +31,6 @@ CACHED = 64
 """Most KPI reports a gateway process keeps (by snapshot id and scope)."""
 
 
-def _day(query_: Mapping[str, str], name: str) -> int | None:
-    text = query_.get(name)
-    if not text:
-        return None
-    try:
-        return (dt.date.fromisoformat(text) - dt.date(1970, 1, 1)).days
-    except ValueError:
-        raise BadRequest(f"{name} must be a day YYYY-MM-DD, got {text!r}", field=name) from None
-
-
 def _network(request: web.Request) -> str:
     network = request.app[READER].network_of(request.query)
     request.app[ACCESS].channel(principal_of(request), network)
@@ -50,7 +38,7 @@ def _network(request: web.Request) -> str:
 
 
 async def _report(request: web.Request, network: str, channel: str | None) -> dict[str, Any]:
-    first, last = _day(request.query, "from"), _day(request.query, "to")
+    first, last = parse_day(request.query, "from"), parse_day(request.query, "to")
     root = request.app[ROOT]
     cache: dict[tuple[Any, ...], dict[str, Any]] = request.app[CACHE]
     try:

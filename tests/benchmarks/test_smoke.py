@@ -142,6 +142,8 @@ def test_scenario_summaries(results: dict[str, Any]) -> None:
     assert 0 < spend["spend_latency_ms_p50"] <= spend["spend_latency_ms_p99"]
     mem = sc["batches"]["memory"]
     assert mem["memory_new_members"] >= 1000
+    assert mem["redis_bytes_per_member_by_family"]["mstate"] > 0
+    assert 0 < mem["redis_durable_bytes_per_member"]
     kpis = sc["kpis"]["summary"]
     assert kpis["snapshot_rows"]["ledger"] == kpis["ledger"] == 20_000
     assert kpis["ledger_rows_per_s"] > 0
@@ -159,7 +161,9 @@ def test_scenario_summaries(results: dict[str, Any]) -> None:
     assert feed["delivered"] == 200
     assert feed["messages_per_s"] > 0
     goals = {g["goal"]: g for g in results["goals"]}
-    assert len(goals) == 10  # issue 8's nine and the bot's reply latency (issue 12)
+    assert len(goals) == 12  # issue 8's eleven and the bot's reply latency (issue 12)
+    slow = sc["steady"]["runs"][0]["redis_slow"]
+    assert slow["over_10ms"] >= 0
     assert all(g["met"] in (True, False, None) for g in goals.values())
 
 

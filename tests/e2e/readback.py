@@ -1,5 +1,5 @@
-"""What a deployment computed, read back as a user reads it (the HTTP API, plus the daily
-leaderboards of past days, which only Redis holds), with the network name taken out so that
+"""What a deployment computed, read back as a user reads it (the HTTP API: members,
+ledgers, the all-time leaderboards and the board of each UTC day), with the network name taken out so that
 deployments fed the same events under different network names compare byte for byte; and
 the same view computed by the in-memory model (engine/reference.py).
 """
@@ -14,10 +14,10 @@ import aiohttp
 import msgspec
 import redis
 
-from actors.keys import Keys, yyyymmdd
-from engine.events import channel_key
+from actors.keys import Keys
 from engine.reference import Reference
 from engine.rules import RuleBook
+from gateway.analytics_cli import day_text
 from gateway.reads import entry_json
 from gateway.signing import signed_headers
 from tests.e2e.traffic import as_events
@@ -54,8 +54,8 @@ async def read_snapshot(
     channels: tuple[str, ...],
     days: tuple[int, ...],
 ) -> dict[str, Any]:
-    """Members (balance, tier, standings...), every ledger entry, leaderboards (all time via
-    the API, each UTC day from Redis), channel stats and the treasury, normalised."""
+    """Members (balance, tier, standings...), every ledger entry, leaderboards (all time and
+    each UTC day), channel stats and the treasury, normalised."""
     q = f"network={network}"
 
     async def member(u: str) -> Any:
@@ -89,18 +89,18 @@ async def read_snapshot(
     ledgers = await asyncio.gather(*map(ledger, present))
     boards = await asyncio.gather(*map(board, channels))
     chan_stats = await asyncio.gather(*map(stats, channels))
-    day_boards = {
-        c: {
-            str(yyyymmdd(d)): [
-                [m.decode(), int(s)]
-                for m, s in r.zrevrange(
-                    keys.lb_day(channel_key(network, c), yyyymmdd(d)), 0, -1, withscores=True
-                )
-            ]
-            for d in days
-        }
-        for c in channels
-    }
+
+    async def day_board(c: str, d: int) -> list[list[Any]]:
+        path = f"/v1/channels/{c}/leaderboard?{q}&period=day&day={day_text(d)}&limit={PAGE}"
+        return [
+            [e["user_id"], e["points"]] for e in (await _ok(session, url, path, auth))["entries"]
+        ]
+
+    pairs = [(c, d) for c in channels for d in days]
+    got = await asyncio.gather(*(day_board(c, d) for c, d in pairs))
+    day_boards: dict[str, dict[str, list[list[Any]]]] = {c: {} for c in channels}
+    for (c, d), b in zip(pairs, got, strict=True):
+        day_boards[c][day_text(d)] = b
     snap = {
         "members": dict(zip(users, members, strict=True)),
         "ledgers": dict(zip(present, ledgers, strict=True)),
@@ -162,9 +162,7 @@ def model_view_of_reference(ref: Reference, book: RuleBook, network: str) -> dic
     for entries in ref.ledger.values():
         for e in entries:
             if e.network == network:
-                day = days.setdefault(e.channel, {}).setdefault(
-                    str(yyyymmdd(int(e.ts // DAY_S))), {}
-                )
+                day = days.setdefault(e.channel, {}).setdefault(day_text(int(e.ts // DAY_S)), {})
                 user = e.credit.rsplit(":", 1)[1]
                 day[user] = day.get(user, 0) + e.amount
     view = {

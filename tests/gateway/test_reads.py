@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,22 +11,17 @@ import redis
 
 from actors.keys import Keys
 from actors.shards import ledger_encoder
+from analytics.archive import LedgerArchive, LogEntry
 from engine.channel import RATE_WINDOW_S, ChannelState, channel_encoder
 from engine.ledger import Entry, member_account, treasury_account
-from engine.member import MemberState, day_of, state_encoder
-from gateway.reads import yyyymmdd
+from engine.member import DAY_S, MemberState, day_of, state_encoder
+from gateway.analytics_cli import day_text
 from gateway.redis_server import RedisServer
 
 from .helpers import ADMIN_SECRET, get, make_settings, serve
 
 NOW = 1_763_800_000.0  # 2025-11-22 08:26:40 UTC
 TODAY = day_of(NOW)
-
-
-def test_yyyymmdd() -> None:
-    assert yyyymmdd(0) == 19700101
-    assert yyyymmdd(TODAY) == 20251122
-    assert yyyymmdd(TODAY - 22) == 20251031
 
 
 async def _get(client: Any, path: str) -> tuple[int, Any]:
@@ -191,32 +187,56 @@ def test_ledger_pages_of_two_logs_with_one_entry_id_repeat_and_miss_nothing(
     assert [e["id"] for _, page in got[1:] for e in page["entries"]] == whole
 
 
-def test_leaderboards(redis_server: RedisServer, redis_client: redis.Redis, namespace: str) -> None:
+def _earned(user: str, day: int, points: int, channel: str = "c1", network: str = "demo") -> Entry:
+    return Entry(f"{network}:{user}/{day}/{channel}", day * DAY_S + 3_600, network,
+                 treasury_account(network), member_account(network, user), points, "chat",
+                 channel)  # fmt: skip
+
+
+def test_leaderboards(
+    redis_server: RedisServer, redis_client: redis.Redis, namespace: str, tmp_path: Path
+) -> None:
+    """All time from the projector's zset; a day, week or month (ending today or on `day`)
+    summed from the ledger of record: the archive plus the ledger log past its offsets,
+    counting an entry both hold once, and only earnings (from a treasury) in the channel."""
     keys = Keys(namespace)
     nc = "demo:c1"
     for user, name in [("a", "Ann"), ("b", "Bo"), ("c", "Cy")]:
         _member(redis_client, keys, user, name=name)
     redis_client.zadd(keys.lb_all(nc), {"a": 50, "b": 300, "c": 120, "d": 5})
-    redis_client.zadd(keys.lb_day(nc, yyyymmdd(TODAY)), {"a": 10, "b": 1})
-    redis_client.zadd(keys.lb_day(nc, yyyymmdd(TODAY - 3)), {"a": 5, "c": 40})
-    redis_client.zadd(keys.lb_day(nc, yyyymmdd(TODAY - 20)), {"b": 100})
-    redis_client.zadd(keys.lb_day(nc, yyyymmdd(TODAY - 31)), {"d": 1_000})
-    got = dict(
-        zip(
-            ["all", "all2", "day", "week", "month", "bad"],
-            _read(
-                redis_server,
-                namespace,
-                "/v1/channels/c1/leaderboard?network=demo",
-                "/v1/channels/c1/leaderboard?network=demo&period=all&limit=2",
-                "/v1/channels/c1/leaderboard?network=demo&period=day",
-                "/v1/channels/c1/leaderboard?network=demo&period=week",
-                "/v1/channels/c1/leaderboard?network=demo&period=month&limit=2",
-                "/v1/channels/c1/leaderboard?network=demo&period=year",
-            ),
-            strict=True,
-        )
-    )
+    archived = [_earned("a", TODAY - 3, 5), _earned("b", TODAY - 20, 100)]
+    logged = [
+        _earned("a", TODAY, 10), _earned("b", TODAY, 1), _earned("c", TODAY - 3, 40),
+        _earned("d", TODAY - 31, 1_000), _earned("a", TODAY, 999, channel="c2"),
+        _earned("a", TODAY, 999, network="other"),
+        Entry("spend", NOW, "demo", member_account("demo", "c"), "store:demo", 500, "spend", "c1"),
+    ]  # fmt: skip
+    stream = keys.ledgerlog(0)
+    archive = LedgerArchive(tmp_path / "analytics" / "ledger.duckdb")
+    archive.create()
+    held = [
+        LogEntry(stream, f"{ms}-0", ledger_encoder.encode([e]))
+        for ms, e in [(6, archived[1]), (7, archived[0])]
+    ]
+    assert archive.append(held).rows == 2  # 6-0 is trimmed from the log, 7-0 not yet
+    redis_client.xadd(stream, {"l": ledger_encoder.encode(archived[:1]), "n": 1}, id="7-0")
+    redis_client.xadd(stream, {"l": ledger_encoder.encode(logged[:3]), "n": 3}, id="8-0")
+    redis_client.xadd(keys.ledgerlog(1), {"l": ledger_encoder.encode(logged[3:]), "n": 4})
+    settings = make_settings(namespace).model_copy(update={"data_dir": tmp_path})
+    q = "/v1/channels/c1/leaderboard?network=demo"
+    paths = {
+        "all": q, "all2": f"{q}&period=all&limit=2", "day": f"{q}&period=day",
+        "week": f"{q}&period=week", "month": f"{q}&period=month&limit=2",
+        "bad": f"{q}&period=year", "then": f"{q}&period=day&day={day_text(TODAY - 3)}",
+        "week_then": f"{q}&period=week&day={day_text(TODAY - 20)}",
+        "bad_day": f"{q}&period=day&day=2025-13-01", "all_day": f"{q}&day={day_text(TODAY)}",
+    }  # fmt: skip
+
+    async def go() -> list[tuple[int, Any]]:
+        async with serve(settings, redis_server.url, clock=lambda: NOW) as client:
+            return [await _get(client, p) for p in paths.values()]
+
+    got = dict(zip(paths, asyncio.run(go()), strict=True))
 
     def board(key: str) -> list[tuple[int, str, str, int]]:
         status, body = got[key]
@@ -236,7 +256,12 @@ def test_leaderboards(redis_server: RedisServer, redis_client: redis.Redis, name
     assert board("week") == [(1, "c", "Cy", 40), (2, "a", "Ann", 15), (3, "b", "Bo", 1)]
     assert board("month") == [(1, "b", "Bo", 101), (2, "c", "Cy", 40)]
     assert got["month"][1]["period"] == "month"
+    assert (got["week"][1]["from"], got["week"][1]["to"]) == ("2025-11-16", "2025-11-22")
+    assert board("then") == [(1, "c", "Cy", 40), (2, "a", "Ann", 5)]
+    assert board("week_then") == [(1, "b", "Bo", 100)]
     assert (got["bad"][0], got["bad"][1]["field"]) == (400, "period")
+    assert (got["bad_day"][0], got["bad_day"][1]["field"]) == (400, "day")
+    assert (got["all_day"][0], got["all_day"][1]["field"]) == (400, "day")
 
 
 def test_channel_stats(
