@@ -68,8 +68,6 @@ siweused:{nonce}      string; a wallet sign-in nonce already used (TTL: until th
 
 from __future__ import annotations
 
-import functools
-import time
 from dataclasses import dataclass
 
 LATENCY_BUCKETS_MS: tuple[int, ...] = (
