@@ -23,7 +23,9 @@ ledgerlog:{m}         stream; one entry per member-shard commit: field `l` = msg
 treasury              hash; network -> balance of the network treasury (negative of points issued).
 lb:{nc}:all           zset; user_id -> points earned in channel nc, all time.
                       (The boards of a day, week or month are read from the ledger archive.)
-mch:{nu}              zset; network:channel -> points member nu earned there (per-channel standing).
+mch:{nu}              zset; network:channel -> points member nu earned there, as the ledger projector
+                      kept them until 2026-12 (no longer written: MemberState.earned_in keeps them;
+                      the member read adds the two).
 notices               stream (capped); tier changes and other member notices.
 sched:jobs            hash; job id -> msgpack Job.   sched:due zset; job id -> due time.
 sched:lease:{id}      string; owner of a running job, with a TTL (the lease).

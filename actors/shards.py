@@ -950,14 +950,14 @@ notice_encoder = msgspec.json.Encoder()
 
 
 class LedgerProjector(StreamShard):
-    """Projects the ledger log of member shard m (ledgerlog:{m}) into what readers rank:
-    the channel leaderboards of all time and each member's standing per channel, from the
-    points members earned (entries from a treasury; spends and transfers are not earnings).
+    """Projects the ledger log of member shard m (ledgerlog:{m}) into the channel
+    leaderboards of all time, from the points members earned (entries from a treasury;
+    spends and transfers are not earnings): one ZINCRBY per member and channel a batch.
     Exactly once, like the shards: offset and writes commit together. Balances never wait
-    for it; leaderboards trail by a batch. Ledger pages and the boards of a day, week or
-    month are not projected: they are read from the archive and the log's unarchived tail
-    (gateway/reads.py), which keeps Redis free of a zset entry per member, channel and day
-    and the projector's commits to two writes per member and channel."""
+    for it; leaderboards trail by a batch. A member's points per channel are kept in its
+    state (MemberState.earned_in). Ledger pages and the boards of a day, week or month are
+    not projected: they are read from the archive and the log's unarchived tail
+    (gateway/reads.py), so Redis holds no entry per member, channel and day."""
 
     kind = "ledger"
     group = "projector"
@@ -984,8 +984,6 @@ class LedgerProjector(StreamShard):
         c = Commit()
         for (nu, channel), amount in earned.items():
             network, _, uid = nu.partition(":")
-            nc = f"{network}:{channel}"
-            c.cmd("ZINCRBY", keys.lb_all(nc), amount, uid)
-            c.cmd("ZINCRBY", keys.member_channels(nu), amount, nc)
+            c.cmd("ZINCRBY", keys.lb_all(f"{network}:{channel}"), amount, uid)
         c.cmd("HINCRBY", keys.stats, "entries_projected", count)
         self.commit(c, entries)

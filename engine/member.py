@@ -80,6 +80,9 @@ class MemberState(msgspec.Struct, array_like=True, gc=False):
         default_factory=lambda: referral.ReferralState()
     )
     """Who referred the member, and the referral rewards it received (engine/referral.py)."""
+    earned_in: dict[str, int] = {}
+    """Points earned per channel (ledger entries from the treasury): the member's standing
+    in each channel, kept with its balance. Last: a state stored before it decodes empty."""
 
 
 class TierChange(msgspec.Struct, frozen=True, array_like=True):
@@ -125,6 +128,8 @@ def _post(
     state.balance += amount
     state.lifetime += amount
     state.entries += 1
+    earned = state.earned_in
+    earned[credit.channel] = earned.get(credit.channel, 0) + amount
     out.entries.append(
         Entry(
             entry_id,

@@ -133,7 +133,7 @@ class Reader:
             "streak": effective_streak(state, day_of(self.clock())),
             "weekly_bonus": self.weekly(network, state),
             "referral": self.referral(network, state),
-            "channels": await self.standings(network, user_id),
+            "channels": await self.standings(network, user_id, state),
         }
 
     async def flagged(self, network: str, limit: int) -> dict[str, Any]:
@@ -171,25 +171,29 @@ class Reader:
             "bonus_points": rules.bonus_points,
         }
 
-    async def standings(self, network: str, user_id: str, most: int = 50) -> dict[str, Any]:
-        """The member's points and rank in each channel they earned in (most points first)."""
+    async def standings(
+        self, network: str, user_id: str, state: MemberState, most: int = 50
+    ) -> dict[str, Any]:
+        """The member's points and rank in each channel they earned in (most points first):
+        the points its state keeps per channel, plus those a projector of before 2026-12
+        kept in `mch:{nu}` (frozen since), and its rank on each channel's all-time board."""
         nu = member_key(network, user_id)
-        pairs = await self.redis.zrevrange(
-            self.keys.member_channels(nu), 0, most - 1, withscores=True
-        )
-        if not pairs:
+        points = dict(state.earned_in)
+        legacy = await self.redis.zrange(self.keys.member_channels(nu), 0, -1, withscores=True)
+        prefix = len(network) + 1
+        for nc, score in cast("list[tuple[bytes, float]]", legacy):
+            channel = nc.decode()[prefix:]
+            points[channel] = points.get(channel, 0) + int(score)
+        top = sorted(points.items(), key=lambda kv: (kv[1], kv[0]), reverse=True)[:most]
+        if not top:
             return {}
         async with self.redis.pipeline(transaction=False) as pipe:
-            for nc, _ in pairs:
-                pipe.zrevrank(self.keys.lb_all(nc.decode()), user_id)
+            for channel, _ in top:
+                pipe.zrevrank(self.keys.lb_all(channel_key(network, channel)), user_id)
             ranks = await pipe.execute()
-        prefix = len(network) + 1
         return {
-            nc.decode()[prefix:]: {
-                "points": int(points),
-                "rank": None if rank is None else rank + 1,
-            }
-            for (nc, points), rank in zip(pairs, ranks, strict=True)
+            channel: {"points": p, "rank": None if rank is None else rank + 1}
+            for (channel, p), rank in zip(top, ranks, strict=True)
         }
 
     async def ledger(self, network: str, user_id: str, limit: int, cursor: int) -> dict[str, Any]:

@@ -110,6 +110,26 @@ def test_member(redis_server: RedisServer, redis_client: redis.Redis, namespace:
     assert (s4, m4["error"], m4["field"]) == (400, "bad_request", "network")
 
 
+def test_standings_add_the_state_and_the_frozen_projection(
+    redis_server: RedisServer, redis_client: redis.Redis, namespace: str
+) -> None:
+    """A member's points per channel: what its state keeps (MemberState.earned_in) plus
+    what an older projector kept in mch:{nu}; ranked on each channel's all-time board."""
+    keys = Keys(namespace)
+    _member(redis_client, keys, "u1", name="Ann", earned_in={"c1": 30, "c2": 5, "a": 5})
+    redis_client.zadd(keys.member_channels("demo:u1"), {"demo:c1": 10, "demo:c3": 7})
+    redis_client.zadd(keys.lb_all("demo:c1"), {"u1": 40, "u2": 90})
+    redis_client.zadd(keys.lb_all("demo:c3"), {"u1": 7})
+    ((status, body),) = _read(redis_server, namespace, "/v1/members/u1?network=demo")
+    assert status == 200, body
+    assert list(body["channels"].items()) == [
+        ("c1", {"points": 40, "rank": 2}),
+        ("c3", {"points": 7, "rank": 1}),
+        ("c2", {"points": 5, "rank": None}),  # ties: channel descending, as Redis ranks
+        ("a", {"points": 5, "rank": None}),
+    ]
+
+
 def test_ledger_pages_newest_first(
     redis_server: RedisServer, redis_client: redis.Redis, namespace: str
 ) -> None:
