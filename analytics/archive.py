@@ -265,6 +265,20 @@ class LedgerArchive:
         with self._open(read_only=True) as con:
             yield con
 
+    @contextlib.contextmanager
+    def _as_of(self) -> Iterator[tuple[duckdb.DuckDBPyConnection | None, dict[str, str]]]:
+        """A read-only connection inside a transaction (None while nothing was ever
+        archived) and what it holds of each stream (stream -> last archived entry id): the
+        unarchived tail starts just past those offsets."""
+        with self._reader() as con:
+            offsets: dict[str, str] = {}
+            if con is not None:
+                con.execute("BEGIN TRANSACTION")
+                offsets = dict(
+                    con.execute("SELECT stream, entry_id FROM archive_offsets").fetchall()
+                )
+            yield con, offsets
+
     def create(self) -> None:
         """Create the file and its tables if missing."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -329,13 +343,7 @@ class LedgerArchive:
         oldest first. It runs while this process holds the archive, so no entry can move
         from the log into the archive in between: the page misses and repeats nothing."""
         try:
-            with self._reader() as con:
-                offsets: dict[str, str] = {}
-                if con is not None:
-                    con.execute("BEGIN TRANSACTION")
-                    offsets = dict(
-                        con.execute("SELECT stream, entry_id FROM archive_offsets").fetchall()
-                    )
+            with self._as_of() as (con, offsets):
                 recent = tail(offsets)[::-1]
                 page = recent[skip : skip + limit]
                 more = len(recent) > skip + limit
@@ -368,13 +376,8 @@ class LedgerArchive:
         members = member_account(network, "")
         rows: list[tuple[str, int]] = []
         try:
-            with self._reader() as con:
-                offsets: dict[str, str] = {}
+            with self._as_of() as (con, offsets):
                 if con is not None:
-                    con.execute("BEGIN TRANSACTION")
-                    offsets = dict(
-                        con.execute("SELECT stream, entry_id FROM archive_offsets").fetchall()
-                    )
                     rows = con.execute(
                         "SELECT credit, sum(amount)::BIGINT FROM ledger"
                         " WHERE network = $n AND channel = $c AND ts >= $since AND ts < $until"

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import math
 import shutil
 import tempfile
 import time
@@ -26,6 +27,8 @@ from analytics.landing import FeedEntry
 from benchmarks.bench import Bench
 from engine import events as ev
 from engine.ledger import Entry, entry_encoder
+from engine.member import DAY_S
+from gateway.reads import PERIOD_DAYS
 
 DAYS = 60
 FIRST_DAY = 20_400
@@ -99,6 +102,23 @@ def sink_rates(work: Path, rows: int) -> dict[str, float]:
             "event_rows": n_events, "event_rows_per_s": round(n_events / (t2 - t1))}  # fmt: skip
 
 
+def board_reads(archive: LedgerArchive, last: int) -> dict[str, float]:
+    """Seconds to sum one channel's board of a day, a week and a month ending on `last`
+    from the archive (LedgerArchive.earned, what GET .../leaderboard?period= reads; the
+    unarchived tail is empty here), best of three."""
+    out: dict[str, float] = {}
+    for period, days in PERIOD_DAYS.items():
+        since, until = (last - days + 1) * DAY_S, (last + 1) * DAY_S
+        best = math.inf
+        for _ in range(3):
+            t = time.perf_counter()
+            got = archive.earned("bench", "c7", since, until, lambda _offsets: [])
+            best = min(best, time.perf_counter() - t)
+        assert got, f"the generated archive has no {period} board"
+        out[period] = best
+    return out
+
+
 def kpis_scenario(b: Bench) -> dict[str, Any]:
     o = b.opts
     rows, sink_rows = o.kpis_rows, o.kpis_sink_rows
@@ -110,6 +130,8 @@ def kpis_scenario(b: Bench) -> dict[str, Any]:
         t0 = time.perf_counter()
         sizes = generate(archive, rows)
         t1 = time.perf_counter()
+        boards = board_reads(archive, FIRST_DAY + DAYS - 1)
+        t_snap = time.perf_counter()
         man = snapshot.take(archive, work / "snapshots", time.time())
         t2 = time.perf_counter()
         last = FIRST_DAY + DAYS - 1
@@ -124,15 +146,18 @@ def kpis_scenario(b: Bench) -> dict[str, Any]:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     summary = {
-        **sizes, "generate_s": round(t1 - t0, 2), "snapshot_s": round(t2 - t1, 2),
+        **sizes, "generate_s": round(t1 - t0, 2), "snapshot_s": round(t2 - t_snap, 2),
         "snapshot_rows": man.rows, "report_s": round(t4 - t3, 2),
         "channel_report_s": round(t5 - t4, 2), "mau": rep["active"]["mau"], **rates,
+        **{f"board_{period}_s": round(v, 3) for period, v in boards.items()},
     }  # fmt: skip
     lines = [
         f"{rows:,} ledger rows + {sizes['events']:,} events ({sizes['members']:,} members, "
         f"{DAYS} days): generated in {summary['generate_s']} s, snapshot (Parquet by day + "
         f"views) {summary['snapshot_s']} s; full KPI report (30 days, all) "
         f"{summary['report_s']} s, one channel {summary['channel_report_s']} s",
+        f"leaderboard of one channel read from the archive (gateway/reads.py): day "
+        f"{boards['day']:.3f} s, week {boards['week']:.3f} s, month {boards['month']:.3f} s",
         f"sink (decode + Arrow + DuckDB commit, no Redis): {rates['ledger_rows_per_s']:,} "
         f"ledger rows/s, {rates['event_rows_per_s']:,} event rows/s "
         f"({rates['ledger_rows']:,} rows each)",

@@ -11,9 +11,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from actors.shards import ledger_encoder
-from analytics.archive import ArchiveBusy, LedgerArchive, LogEntry, ledger_record, parse_id
+from analytics.archive import (
+    ArchiveBusy,
+    LedgerArchive,
+    LogEntry,
+    is_earning,
+    ledger_record,
+    parse_id,
+)
 from engine.ledger import Entry, member_account, treasury_account
 
 STREAM = "t:ledgerlog:0"
@@ -88,6 +97,61 @@ def test_pages_without_an_archive_file_come_from_the_log(tmp_path: Path) -> None
     missing = LedgerArchive(tmp_path / "none.duckdb")
     page, more = missing.member_page("member:n:a", 1, 1, lambda o: entries("a", 0, 3))
     assert ([e.id for e in page], more) == (["a/1"], True)
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.sampled_from(["n", "o"]),  # network
+            st.sampled_from(["c1", "c2", ""]),  # channel
+            st.sampled_from(["u1", "u2", "u:3"]),  # member (ids may hold ':')
+            st.integers(0, 4),  # day
+            st.sampled_from(["treasury", "store", "member"]),  # what the entry debits
+            st.integers(1, 50),
+        ),
+        max_size=40,
+    ),
+    archived=st.integers(0, 40),
+    day=st.integers(0, 4),
+    days=st.sampled_from([1, 7, 30]),
+)
+def test_earned_is_the_sum_of_earnings_over_archive_and_tail(
+    tmp_path_factory: pytest.TempPathFactory,
+    rows: list[tuple[str, str, str, int, str, int]],
+    archived: int,
+    day: int,
+    days: int,
+) -> None:
+    """A period's board (LedgerArchive.earned, in SQL over the archive, plus the tail) is
+    the plain sum of the entries `is_earning` keeps, wherever the archive/tail cut falls."""
+    a = LedgerArchive(tmp_path_factory.mktemp("earned") / "ledger.duckdb")
+    a.create()
+    debits = {"treasury": treasury_account, "store": lambda n: f"store:{n}",
+              "member": lambda n: member_account(n, "u9")}  # fmt: skip
+    log = [
+        Entry(f"e{i}", d * 86_400.0 + i, net, debits[src](net), member_account(net, user), amt,
+              "chat", ch)
+        for i, (net, ch, user, d, src, amt) in enumerate(rows)
+    ]  # fmt: skip
+    cut = min(archived, len(log))
+    a.append([log_entry(i + 1, [e]) for i, e in enumerate(log[:cut])])
+    since, until = (day - days + 1) * 86_400.0, (day + 1) * 86_400.0
+    seen: list[dict[str, str]] = []
+
+    def tail(offsets: dict[str, str]) -> list[Entry]:
+        seen.append(offsets)
+        return [e for e in log[cut:] if is_earning(e, "n", "c1", since, until)]
+
+    want: dict[str, int] = {}
+    for e in log:
+        if is_earning(e, "n", "c1", since, until):
+            user = e.credit[len(member_account("n", "")) :]
+            want[user] = want.get(user, 0) + e.amount
+    assert a.earned("n", "c1", since, until, tail) == want
+    assert seen == [{STREAM: f"{cut}-0"} if cut else {}]
 
 
 def test_record_adds_the_unarchived_log_and_finds_duplicates(archive: LedgerArchive) -> None:
