@@ -189,7 +189,12 @@ def watch_tick(b: Bench) -> dict[str, Any]:
             results.append({"viewers": size, "skipped": why})
             lines.append(f"{size:,} viewers: skipped ({why})")
             continue
-        r = _watch_once(b, size)
+        try:
+            r = _watch_once(b, size)
+        except (RuntimeError, OSError) as err:  # one size failing keeps the others' figures
+            results.append({"viewers": size, "failed": str(err)[:300]})
+            lines.append(f"{size:,} viewers: failed: {str(err)[:300]}")
+            continue
         results.append(r)
         summary[f"payout_{size}_s"] = r["payout_s"]
         summary[f"repeat_payout_{size}_s"] = r.get("repeat_payout_s")
@@ -240,7 +245,7 @@ def _watch_once(b: Bench, size: int) -> dict[str, Any]:
     fields = [f"{net}:{u}" for u in uids]
     sample = fields[:: max(1, size // WATCH_SAMPLE)] + fields[-10:]
     b.show(["watch-tick", f"{size:,} viewers: joining", *[""] * 8])
-    wait_drained(b)
+    wait_drained(b, timeout_s=WATCH_BUDGET_S)
     rss0 = sut_rss(b)
     mem0 = redis_memory(b.r)
     setup_t0 = time.time()
@@ -248,7 +253,8 @@ def _watch_once(b: Bench, size: int) -> dict[str, Any]:
         viewers = [{"id": u} for u in uids[ci * per : (ci + 1) * per]]
         base = {"network": net, "channel": name, "ts": time.time()}
         post_events(b, [{**base, "kind": "offline", "id": f"{name}.off"},
-                        {**base, "kind": "viewers", "id": f"{name}.v", "viewers": viewers}])  # fmt: skip
+                        {**base, "kind": "viewers", "id": f"{name}.v", "viewers": viewers}],
+                    timeout_s=WATCH_BUDGET_S)  # the joins of a million may hold it back: wait  # fmt: skip
 
     def all_present() -> bool:
         pipe = b.r.pipeline(transaction=False)
@@ -310,6 +316,7 @@ def _pay_one_tick(
         post_events(b, [{"kind": kind, "id": f"{name}.{suffix}{tag}", "network": net,
                          "channel": name, "ts": ts} for name in names])  # fmt: skip
 
+    wait_drained(b, timeout_s=WATCH_BUDGET_S)  # a tick before may still be in flight
     if go_offline:
         post_all("offline", "off", time.time())
     wait_drained(b)  # every tick before now is paid (a flush moves event time to now + 0.5 s)
