@@ -8,6 +8,7 @@ committed offset.
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import time
@@ -107,19 +108,27 @@ def wait_idle(
 ) -> bool:
     """Wait until every appended entry has been applied and nothing is held back (flushing
     the watermark once the logs are drained, unless `flush_held` is False: a stopped
-    deployment is only looked at); False on timeout."""
+    deployment is only looked at); False on timeout. A flush covers only what was appended
+    before it: when something is still held REFLUSH_S after one (an entry that arrived just
+    after it, say a chat line a connector appended after answering it), it flushes again."""
     deadline = time.monotonic() + timeout_s
-    flushed = not flush_held
+    flushed_at = -math.inf
     while True:
         if backlog(r, keys, cfg) == 0:
             if held(r, keys, cfg) == 0:
                 return True
-            if not flushed:
-                flushed = flush(r, keys, cfg) is not None
+            now = time.monotonic()
+            if flush_held and now - flushed_at >= REFLUSH_S:
+                if flush(r, keys, cfg) is not None:
+                    flushed_at = now
                 continue
         if time.monotonic() >= deadline:
             return False
         time.sleep(poll_s)
+
+
+REFLUSH_S = 1.0
+"""How long wait_idle lets a flush take effect before it flushes again."""
 
 
 class RallyClient:
