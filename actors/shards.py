@@ -44,8 +44,8 @@ from engine.dedupe import (
     id_hashes,
 )
 from engine.events import Event, Referral, decode_events
+from engine.ledger import TREASURY_PREFIX, entry_encoder
 from engine.ledger import Entry as LedgerEntry
-from engine.ledger import entry_encoder, treasury_account
 from engine.member import (
     Applied,
     Credit,
@@ -83,8 +83,6 @@ log = logging.getLogger(__name__)
 
 DAY_S = 86_400
 NOTICES_MAXLEN = 100_000
-TREASURY_PREFIX = treasury_account("")
-"""Entries debiting a treasury are points earned."""
 DROP_CHUNKS_MAX = 256
 """Most dedupe strings (512 KB each) one commit deletes."""
 LOAD_CHUNKS_MAX = 64
@@ -894,7 +892,7 @@ class MemberShard(StreamShard):
             c.cmd("XADD", keys.ledgerlog(self.index), "*", "l", blob, "n", len(chunk))
         treasury: dict[str, int] = {}
         for e in out.entries:
-            if e.debit.startswith("treasury:"):
+            if e.debit.startswith(TREASURY_PREFIX):
                 treasury[e.network] = treasury.get(e.network, 0) - e.amount
         for network, amount in treasury.items():
             c.cmd("HINCRBY", keys.treasury, network, amount)

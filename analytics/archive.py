@@ -42,7 +42,7 @@ import msgspec
 import pyarrow as pa
 
 from analytics.landing import FEED_SCHEMA, FeedEntry, land
-from engine.ledger import Entry, member_account, treasury_account
+from engine.ledger import TREASURY_PREFIX, Entry, member_account
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS ledger (
@@ -90,8 +90,6 @@ NEWEST_FIRST = "entry_ms DESC, entry_seq DESC, stream DESC, pos DESC"
 """A total order: two shards' ledger logs can get the same entry id (one millisecond);
 actors.ledger_sink.ledger_tail orders the unarchived tail the same way, ascending."""
 LOCK_RETRY_S = 0.005
-TREASURY_PREFIX = treasury_account("")
-"""Entries debiting a treasury are points earned (the leaderboards' earnings)."""
 
 _entry_rows = msgspec.msgpack.Decoder(list[tuple[str, float, str, str, str, int, str, str]])
 """The same blobs as rows: engine.ledger.Entry is array_like (its fields in order)."""

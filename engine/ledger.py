@@ -27,6 +27,11 @@ def treasury_account(network: str) -> str:
     return f"treasury:{network}"
 
 
+TREASURY_PREFIX = treasury_account("")
+"""Every treasury account starts so: entries debiting one are points earned (the
+leaderboards' and the feed's earnings)."""
+
+
 def member_account(network: str, user_id: str) -> str:
     return f"member:{network}:{user_id}"
 

@@ -42,6 +42,7 @@ from redis.exceptions import RedisError
 
 from actors.keys import Keys
 from actors.notices import Notice, decode_notice, stream_id
+from engine.ledger import TREASURY_PREFIX
 from engine.ledger import Entry as LedgerEntry
 from gateway.auth import MemberToken
 from gateway.errors import BadRequest, Unavailable
@@ -59,7 +60,6 @@ _ledger = msgspec.msgpack.Decoder(list[LedgerEntry])
 EARNINGS_FLUSH_S = 0.5
 """How often earnings read from the ledger logs are summed into frames."""
 TOP_EARNERS = 3
-TREASURY = "treasury:"
 Key = tuple[int, int] | None
 """A queued frame's notices stream id (sent once, in order) or None (an earnings frame)."""
 
@@ -99,7 +99,7 @@ class Earnings:
     def add(self, blob: bytes) -> None:
         sums = self.sums
         for e in _ledger.decode(blob):
-            if e.debit.startswith(TREASURY):
+            if e.debit.startswith(TREASURY_PREFIX):
                 k = (e.credit, e.channel)
                 v = sums.get(k)
                 if v is None:
