@@ -374,9 +374,9 @@ def batches(b: Bench) -> dict[str, Any]:
     return {"status": "ok", "runs": runs, "summary": summary, "memory": memory, "lines": lines}
 
 
-DURABLE_FAMILIES = ("mstate", "mch", "lb")
-"""The key families that keep something for every member for good (its state, its standing
-per channel, its places on the all-time boards). The others that grow with new members are
+DURABLE_FAMILIES = ("mstate", "lb")
+"""The key families that keep something for every member for good (its state, with its
+points per channel, and its places on the all-time boards). The others that grow with new members are
 bounded whatever the member count: streams are trimmed once consumed (the ledger log once
 archived) or capped (notices), presence, chatters and dedupe ids expire with their windows."""
 
