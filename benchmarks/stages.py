@@ -30,6 +30,7 @@ from actors.config import RuntimeConfig
 from actors.keys import Keys
 from actors.shards import ChannelShard, LedgerProjector, MemberShard
 from actors.stream import StreamShard
+from benchmarks.bench import SLOW_US
 from engine.events import Chat, Event, Online, encode_events
 from engine.rules import RuleBook
 from gateway.redis_server import RedisServer
@@ -67,6 +68,9 @@ def drive(shard: StreamShard, r: redis.Redis) -> tuple[int, float, float, int]:
     Redis usec)."""
     entries_done = 0
     r.config_resetstat()
+    r.config_set("slowlog-log-slower-than", SLOW_US)
+    r.config_set("slowlog-max-len", 100_000)
+    r.slowlog_reset()
     u0 = redis_usec(r)
     t0 = time.perf_counter()
     c0 = time.process_time()
@@ -84,11 +88,20 @@ def drive(shard: StreamShard, r: redis.Redis) -> tuple[int, float, float, int]:
     return entries_done, time.perf_counter() - t0, cpu_s, redis_usec(r) - u0
 
 
+def slow_commits(r: redis.Redis) -> tuple[int, float]:
+    """How many commands held Redis over SLOW_US since drive() began, and the longest (ms)."""
+    got = r.execute_command("SLOWLOG", "GET", 100_000)  # raw: its arguments are binary
+    return len(got), max((int(e[2]) / 1000 for e in got), default=0.0)
+
+
 def stage(
-    name: str, make: Callable[[], StreamShard], r: redis.Redis, n: int, profile: bool = False
-) -> dict[str, Any]:
+    name: str, make: Callable[[], StreamShard], r: redis.Redis, n: int, profile: bool = False,
+    max_items: int = 0,
+) -> dict[str, Any]:  # fmt: skip
     with no_threads():
         shard = make()
+    if max_items:
+        shard.max_items_per_commit = max_items
     prof = cProfile.Profile() if profile else None
     if prof is not None:
         prof.enable()
@@ -97,14 +110,17 @@ def stage(
         prof.disable()
         pstats.Stats(prof).sort_stats("tottime").print_stats(25)
     python_us = cpu_s * 1e6 / n
+    slow, longest_ms = slow_commits(r)
     return {"stage": name, "entries": entries, "wall_s": round(wall_s, 3),
             "python_us_per_event": round(python_us, 2),
-            "redis_us_per_event": round(usec / n, 2)}  # fmt: skip
+            "redis_us_per_event": round(usec / n, 2),
+            "over_10ms": slow, "longest_ms": round(longest_ms, 1)}  # fmt: skip
 
 
 def run(
-    n: int, members: int, channels: int, seed: int, data_dir: Path, profile: str = ""
-) -> list[dict[str, Any]]:
+    n: int, members: int, channels: int, seed: int, data_dir: Path, profile: str = "",
+    max_items: int = 0,
+) -> list[dict[str, Any]]:  # fmt: skip
     with RedisServer(data_dir).start() as server:
         r = redis.Redis.from_url(server.url)
         cfg = RuntimeConfig(
@@ -122,9 +138,20 @@ def run(
         clock = events[-1].ts + cfg.lateness_s + 1  # releases what lateness holds back
         r.xadd(keys.ingest(0), {"clock": repr(clock)})
         out = [
-            stage("channel shard", lambda: ChannelShard(cfg, 0), r, n, profile == "channel"),
-            stage("member shard", lambda: MemberShard(cfg, 0), r, n, profile == "member"),
-            stage("ledger projector", lambda: LedgerProjector(cfg, 0), r, n, profile == "ledger"),
+            stage(
+                "channel shard", lambda: ChannelShard(cfg, 0), r, n, profile == "channel", max_items
+            ),
+            stage(
+                "member shard", lambda: MemberShard(cfg, 0), r, n, profile == "member", max_items
+            ),
+            stage(
+                "ledger projector",
+                lambda: LedgerProjector(cfg, 0),
+                r,
+                n,
+                profile == "ledger",
+                max_items,
+            ),
         ]
         r.close()
     return out
@@ -139,18 +166,22 @@ def main() -> None:
     p.add_argument("--json", action="store_true")
     p.add_argument("--profile", choices=["channel", "member", "ledger"], default="",
                    help="print cProfile's top functions of one stage")  # fmt: skip
+    p.add_argument("--max-items", type=int, default=0,
+                   help="each shard's max_items_per_commit (default: the shard's own)")  # fmt: skip
     a = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        rows = run(a.events, a.members, a.channels, a.seed, Path(tmp), a.profile)
+        rows = run(a.events, a.members, a.channels, a.seed, Path(tmp), a.profile, a.max_items)
     if a.json:
         print(json.dumps(rows, indent=2))
         return
     total_py = sum(x["python_us_per_event"] for x in rows)
     total_redis = sum(x["redis_us_per_event"] for x in rows)
-    print(f"{'stage':<18} {'entries':>8} {'wall s':>8} {'python us/ev':>13} {'redis us/ev':>12}")
+    print(f"{'stage':<18} {'entries':>8} {'wall s':>8} {'python us/ev':>13} {'redis us/ev':>12}"
+          f" {'>10 ms':>7} {'longest ms':>11}")  # fmt: skip
     for x in rows:
         print(f"{x['stage']:<18} {x['entries']:>8} {x['wall_s']:>8} "
-              f"{x['python_us_per_event']:>13} {x['redis_us_per_event']:>12}")  # fmt: skip
+              f"{x['python_us_per_event']:>13} {x['redis_us_per_event']:>12}"
+              f" {x['over_10ms']:>7} {x['longest_ms']:>11}")  # fmt: skip
     print(f"{'total':<18} {'':>8} {'':>8} {total_py:>13.2f} {total_redis:>12.2f}")
 
 
