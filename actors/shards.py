@@ -495,9 +495,15 @@ class ChannelShard(StreamShard):
             part = by_shard.get(m, [])
             if not part and not publish:
                 continue
+            last = max(len(part) - 1, 0) // step * step
             for i in range(0, max(len(part), 1), step):
                 chunk = part[i : i + step]
-                fields: list[Arg] = ["p", self.index, "w", mark, "n", len(chunk)]
+                # the watermark goes with the last chunk only: the member shard may commit
+                # the chunks in separate runs, and one that saw the mark early would take
+                # the credits of the chunks after it for late
+                fields: list[Arg] = ["n", len(chunk)]
+                if i == last:
+                    fields += ["p", self.index, "w", mark]
                 if chunk:
                     fields += [
                         "c", credit_encoder.encode([credits[j] for j in chunk]),
@@ -628,9 +634,9 @@ class MemberShard(StreamShard):
             source = fields.get(b"q")
             if source is not None:  # from a member shard: referral credits, its stage-A mark
                 self._admit_rewards(fields, rewards, new)
-                q = int(source)
-                if q < len(marks):
-                    marks[q] = max(marks[q], float(fields[b"w"]))
+                q, mark = int(source), fields.get(b"w")
+                if q < len(marks) and mark is not None:
+                    marks[q] = max(marks[q], float(mark))
                 continue
             blob = fields.get(b"c")
             if blob is not None:
@@ -724,9 +730,12 @@ class MemberShard(StreamShard):
             part = by_shard.get(m, [])
             if m == self.index or (not part and not publish):
                 continue
+            last = max(len(part) - 1, 0) // CREDITS_PER_ENTRY * CREDITS_PER_ENTRY
             for i in range(0, max(len(part), 1), CREDITS_PER_ENTRY):
                 chunk = part[i : i + CREDITS_PER_ENTRY]
-                fields: list[Arg] = ["q", self.index, "w", mark, "n", len(chunk)]
+                fields: list[Arg] = ["q", self.index, "n", len(chunk)]
+                if i == last:  # the mark with the last chunk only (see ChannelShard._route)
+                    fields += ["w", mark]
                 if chunk:
                     fields += [
                         "c", credit_encoder.encode([cr for cr, _ in chunk]),
