@@ -4,7 +4,7 @@ skip what was already applied, hand batches to `process`, which commits and ackn
 Exactly-once effect: `process` commits the state it changed together with the id of the
 last entry it applied (the offset) in one atomic step, then acknowledges. After a crash,
 entries at or below the committed offset are acknowledged without being applied again.
-A fencing epoch, checked inside the commit script (and by every heartbeat), makes a stale
+A fencing epoch, watched by the commit's transaction (and checked by every heartbeat), makes a stale
 instance (one that lost its shard to a newer one) stop.
 
 Dead letters: when `process` raises on a batch, the batch is bisected (each half applied on
@@ -34,11 +34,21 @@ import redis
 from actors import health
 from actors.config import RuntimeConfig
 from actors.keys import Keys
-from actors.lua import COMMIT, Commit
+from actors.lua import Commit, CommitCall, NativeCommit
 
 log = logging.getLogger(__name__)
 
 Entry = tuple[bytes, dict[bytes, bytes]]
+ITEMS_PER_COMMIT = 2_000
+"""Most items (credits, ledger entries) a shard commits at once: a commit is one MULTI/EXEC
+and Redis serves nobody else while it runs, so it is kept to a few milliseconds (~2-5 us
+of Redis per item; the issue's bound is ~10 ms). Larger commits coalesce more writes to the
+same keys (a member crediting twice, a channel's chatters): 20,000 cost ~30% less Redis per
+item but held it for up to a second (benchmarks/RESULTS.md)."""
+EVENTS_PER_ENTRY = 1_000
+"""Most events an ingest entry holds (the gateway splits larger appends) and a channel shard
+commits at once: an event costs its channel shard's commit ~5 us of Redis (presence,
+chatters, dedupe), more than a credit does."""
 SOCKET_TIMEOUT_S = 60.0
 """A large commit can keep Redis busy for a while: do not give up on it early."""
 RETRY_PAUSE_S = (0.1, 0.2, 0.4, 0.8, 1.6, 3.2)
@@ -132,7 +142,7 @@ class StreamShard:
         self.state = "running"
         self.since = self.last_ok_ts = time.time()
         self.next_beat = 0.0
-        self.script = self.r.register_script(COMMIT)
+        self.script = NativeCommit(self.r)
         self._beat_script = self.r.register_script(health.HEARTBEAT)
         self.beat()
         self.thread = threading.Thread(target=self._run, name=self.consumer, daemon=True)
@@ -315,10 +325,10 @@ class StreamShard:
 
     def commit(self, c: Commit, entries: Sequence[Entry]) -> None:
         """Run `c` with the offset moved to the last of `entries` and them acknowledged, in
-        one fenced atomic script call (actors/lua.py COMMIT)."""
+        one fenced atomic transaction (actors/lua.py NativeCommit)."""
         ids = [eid for eid, _ in entries]
-        args = c.args(
-            self.epoch_key, self.epoch, self.stream, self.group, self.offsets_key, ids[-1], ids
+        args = CommitCall(
+            c, self.epoch_key, self.epoch, self.stream, self.group, self.offsets_key, ids[-1], ids
         )
         try:
             self.script(args=args)
@@ -327,9 +337,9 @@ class StreamShard:
                 raise Fenced(self.consumer) from err
             raise
 
-    max_items_per_commit = 20_000
+    max_items_per_commit = ITEMS_PER_COMMIT
     """Most items (events, credits, ledger entries) one commit carries: one commit is one
-    Lua script, and Redis serves nobody else while it runs."""
+    transaction, and Redis serves nobody else while it runs."""
 
     def groups(self, entries: list[Entry]) -> list[list[Entry]]:
         """Consecutive runs of entries holding at most `max_items_per_commit` items (by the

@@ -5,8 +5,9 @@ partition) and awaits a future; one flusher task takes everything queued (up to
 max_coalesce_events, waiting at most coalesce_window_ms for more) and writes it in ONE
 MULTI/EXEC pipeline, then resolves every future, or fails them all if Redis failed.
 
-Within a flush, requests without an Idempotency-Key share one stream entry per partition
-(the flush is one transaction, so each request is still all or nothing); a request with an
+Within a flush, requests without an Idempotency-Key share the stream entries of each
+partition, at most EVENTS_PER_ENTRY events an entry so that a channel shard's commit stays
+short (the flush is one transaction, so each request is still all or nothing); a request with an
 Idempotency-Key goes through `IDEMPOTENT_APPEND`, a Lua script in the same transaction that
 appends its parts only if the key is new.
 """
@@ -24,6 +25,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from actors.keys import Keys
+from actors.stream import EVENTS_PER_ENTRY
 from engine.events import Event, encode_events, routing_key
 from engine.routing import shard_of
 from gateway.errors import Unavailable
@@ -62,6 +64,12 @@ def split_by_partition(events: Sequence[Event], channel_shards: int) -> dict[int
         else:
             part.append(ev)
     return parts
+
+
+def entry_chunks(events: list[Event]) -> list[list[Event]]:
+    """A partition's events as ingest entries of at most EVENTS_PER_ENTRY events, in order:
+    a channel shard commits at most that many at once (actors/stream.py)."""
+    return [events[i : i + EVENTS_PER_ENTRY] for i in range(0, len(events), EVENTS_PER_ENTRY)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,23 +229,23 @@ class IngestWriter:
                 plain_requests += 1
                 slots.append(None)
                 continue
-            streams = [keys.ingest(p) for p in pending.parts]
-            payloads = [encode_events(part) for part in pending.parts.values()]
+            chunks = [(p, c) for p, part in pending.parts.items() for c in entry_chunks(part)]
             slots.append(len(pipe))
             pipe.eval(
                 IDEMPOTENT_APPEND,
-                2 + len(streams),
+                2 + len(chunks),
                 idem.key,
                 keys.stats,
-                *streams,
+                *[keys.ingest(p) for p, _ in chunks],
                 idem.record,
                 idem.ttl_s,
                 pending.events,
-                *payloads,
-                *[len(part) for part in pending.parts.values()],
+                *[encode_events(c) for _, c in chunks],
+                *[len(c) for _, c in chunks],
             )
         for p in sorted(merged):
-            pipe.xadd(keys.ingest(p), {"e": encode_events(merged[p]), "n": len(merged[p])})
+            for chunk in entry_chunks(merged[p]):
+                pipe.xadd(keys.ingest(p), {"e": encode_events(chunk), "n": len(chunk)})
         # the flush's event-time frontier, marked in every partition after its events: each
         # channel shard's watermark follows the whole deployment's event time (see README,
         # "Event time"), so quiet partitions do not hold members' credits back
