@@ -518,12 +518,20 @@ def test_the_workload_exercises_the_rules() -> None:
                      "gift_bomb", "cheer", "raid", "custom", "referral"}  # fmt: skip
     ref = run_reference(rulebook(NETWORK), workload.for_network(NETWORK))
     rules = [e.rule for entries in ref.ledger.values() for e in entries]
-    assert {"watch", "chat", "streak", "welcome", "gift", "raid"} <= set(rules)
+    assert set(rules) == {"watch", "chat", "streak", "welcome", "gift", "raid", "attendance",
+                          "cheer", "custom", "sub", "follow", "referral", "referral2"}  # fmt: skip
     assert {"referral", "referral2"} <= set(rules)  # rewards of both levels, across shards
     tiers = {s.tier for s in ref.members.values()}
     assert tiers == {0, 1, 2, 3}, tiers
     chats = sum(e["kind"] == "chat" and e["user_id"] != "botty" for e in events)
     assert rules.count("chat") < chats / 3  # cooldowns and daily caps bite
+    chat_day: dict[tuple[str, int], int] = {}
+    for entries in ref.ledger.values():
+        for e in entries:
+            if e.rule == "chat":
+                key = (e.credit, int(e.ts // DAY_S))
+                chat_day[key] = chat_day.get(key, 0) + e.amount
+    assert sum(p == 20 for p in chat_day.values()) >= 10  # chat_daily_cap reached, often
 
 
 def test_batching_and_transport_change_nothing(outcome: Outcome) -> None:
