@@ -244,8 +244,11 @@ class Bench:
             while True:
                 finished = run.poll(SAMPLE_S)
                 now = time.time()
-                if is_rally and now > sent_by:  # the generators wait for their last probes:
-                    self.release_held()  # apply what shards hold back (README, "Event time")
+                # once every generator has sent all it will (or its grace is over), they
+                # wait only for their last probes: apply what shards hold back (README,
+                # "Event time") rather than wait out the grace too
+                if is_rally and (now > sent_by or run.all_sent):
+                    self.release_held()
                 self.sampler.sample()
                 sent, accepted, errors, _ = run.progress.totals()
                 client = {"sent": sent, "accepted": accepted, "errors": errors}
