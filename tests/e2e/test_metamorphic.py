@@ -350,27 +350,53 @@ def _deploy(root: Path, redis_url: str, name: str) -> Deployment:
         + RULES.format(net=name)
     )
     settings = load_settings(config, {})
-    client = RallyClient(settings.runtime(redis_url)).start(scheduler=False)
-    return Deployment(settings, config, client, Gateway(config, redis_url).start())
+    with ThreadPoolExecutor(1) as pool:  # the gateway process starts while Ray starts the shards
+        gateway = pool.submit(Gateway(config, redis_url).start)
+        try:
+            client = RallyClient(settings.runtime(redis_url)).start(scheduler=False)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                gateway.result().stop()
+            raise
+    return Deployment(settings, config, client, gateway.result())
+
+
+def deploy_wave(root: Path, redis_url: str, names: Sequence[str]) -> dict[str, Deployment]:
+    """The deployments of `names`, started together; none is left running if one fails."""
+    with ThreadPoolExecutor(4) as pool:
+        futures = {n: pool.submit(_deploy, root, redis_url, n) for n in names}
+    failed = [err for f in futures.values() if (err := f.exception()) is not None]
+    deps = {n: f.result() for n, f in futures.items() if f.exception() is None}
+    if failed:
+        teardown(deps)
+        raise failed[0]
+    return deps
+
+
+def teardown(deps: dict[str, Deployment]) -> None:
+    """Stop them all at once: each stop mostly waits (for a process to exit, an actor to die)."""
+    with ThreadPoolExecutor(max(1, len(deps))) as pool:
+        stopped = [pool.submit(_undeploy, dep) for dep in deps.values()]
+    for f in stopped:
+        f.result()
+
+
+def _undeploy(dep: Deployment) -> None:
+    try:
+        dep.gateway.stop()
+    finally:
+        dep.client.stop()
 
 
 @contextlib.contextmanager
 def deployments(
     root: Path, redis_url: str, names: Sequence[str]
 ) -> Iterator[dict[str, Deployment]]:
-    deps: dict[str, Deployment] = {}
+    deps = deploy_wave(root, redis_url, names)
     try:
-        with ThreadPoolExecutor(4) as pool:
-            futures = {n: pool.submit(_deploy, root, redis_url, n) for n in names}
-        failed = [err for f in futures.values() if (err := f.exception()) is not None]
-        deps.update({n: f.result() for n, f in futures.items() if f.exception() is None})
-        if failed:
-            raise failed[0]
         yield deps
     finally:
-        for dep in deps.values():
-            dep.gateway.stop()
-            dep.client.stop()
+        teardown(deps)
 
 
 async def _run_all(deps: dict[str, Deployment], workload: Workload) -> dict[str, list[str]]:
