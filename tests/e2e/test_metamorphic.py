@@ -350,15 +350,8 @@ def _deploy(root: Path, redis_url: str, name: str) -> Deployment:
         + RULES.format(net=name)
     )
     settings = load_settings(config, {})
-    with ThreadPoolExecutor(1) as pool:  # the gateway process starts while Ray starts the shards
-        gateway = pool.submit(Gateway(config, redis_url).start)
-        try:
-            client = RallyClient(settings.runtime(redis_url)).start(scheduler=False)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                gateway.result().stop()
-            raise
-    return Deployment(settings, config, client, gateway.result())
+    client = RallyClient(settings.runtime(redis_url)).start(scheduler=False)
+    return Deployment(settings, config, client, Gateway(config, redis_url).start())
 
 
 def deploy_wave(root: Path, redis_url: str, names: Sequence[str]) -> dict[str, Deployment]:
