@@ -154,6 +154,13 @@ class Bench:
             return False
         return self.r.call(flush, r, keys, cfg) is not None
 
+    def idle(self) -> bool:
+        """Every stream's consumer groups have applied and acknowledged all that was
+        appended, and no shard holds anything back: exact, where counters holding still
+        for a while (`settled`) is only a sign."""
+        cfg, keys, r = self.rally.runtime, self.rally.keys, self.r.client
+        return not self.r.call(backlog, r, keys, cfg) and not self.r.call(held, r, keys, cfg)
+
     def show(self, current: list[str] | None = None) -> None:
         if self.live is not None:
             parts = [runs_table(self.results, current)]
@@ -243,8 +250,11 @@ class Bench:
             while True:
                 finished = run.poll(SAMPLE_S)
                 now = time.time()
-                if is_rally and now > sent_by:  # the generators wait for their last probes:
-                    self.release_held()  # apply what shards hold back (README, "Event time")
+                # once every generator has sent all it will (or its grace is over), they
+                # wait only for their last probes: apply what shards hold back (README,
+                # "Event time") rather than wait out the grace too
+                if is_rally and (now > sent_by or run.all_sent):
+                    self.release_held()
                 self.sampler.sample()
                 sent, accepted, errors, _ = run.progress.totals()
                 client = {"sent": sent, "accepted": accepted, "errors": errors}
@@ -317,7 +327,8 @@ class Bench:
     def _drain(
         self, t0: float, c0: dict[str, int], series: list[dict[str, Any]]
     ) -> list[dict[str, Any]]:
-        """Sample until the pipeline has applied what it accepted and the counters are still."""
+        """Sample until the pipeline has applied what it accepted: idle, or the counters
+        held still."""
         out: list[dict[str, Any]] = []
         last = series[-1] if series else {}
         client = {k: last.get(k, 0) for k in ("sent", "accepted", "errors")}
@@ -331,6 +342,8 @@ class Bench:
             quiet = quiet + 1 if settled(last, point) else 0
             out.append(point)
             last = point
+            if caught_up(point) and self.idle():
+                break
             self.show(["", *self._live_cells("draining", [*series, *out][-2:])])
         return out
 
@@ -416,12 +429,17 @@ def settled(prev: dict[str, Any], cur: dict[str, Any]) -> bool:
     """The pipeline applied everything it accepted, the ledger projectors projected every
     ledger entry (so a figure measured next is not behind their backlog), and nothing moved
     since `prev`."""
-    caught_up = cur.get("events_applied", 0) + cur.get("events_dup", 0) >= cur.get(
-        "events_in", 0
-    ) and cur.get("entries_projected", 0) >= cur.get("entries", 0)
     keys = ("events_applied", "credits_applied", "entries_projected")
     still = all(cur.get(k) == prev.get(k) for k in keys)
-    return caught_up and still
+    return caught_up(cur) and still
+
+
+def caught_up(cur: dict[str, Any]) -> bool:
+    """The pipeline applied everything it accepted and the ledger projectors projected every
+    ledger entry, by the counters."""
+    return cur.get("events_applied", 0) + cur.get("events_dup", 0) >= cur.get(
+        "events_in", 0
+    ) and cur.get("entries_projected", 0) >= cur.get("entries", 0)
 
 
 def _connections(phases: tuple[Phase, ...], batch: int, workers: int) -> int:
@@ -494,7 +512,7 @@ def wait_until(check: Callable[[], bool], timeout_s: float, every_s: float = 0.0
 
 
 def wait_drained(bench: Bench, timeout_s: float = DRAIN_TIMEOUT_S) -> bool:
-    """The pipeline has applied everything accepted, and its counters held still."""
+    """The pipeline has applied everything accepted: idle, or its counters held still."""
     last: dict[str, int] = {}
     quiet = 0
     flushed = False
@@ -503,7 +521,7 @@ def wait_drained(bench: Bench, timeout_s: float = DRAIN_TIMEOUT_S) -> bool:
         flushed = flushed or bench.release_held()
         c = bench.counters()
         quiet = quiet + 1 if settled(last, c) else 0
-        if quiet >= QUIET_SAMPLES:
+        if quiet >= QUIET_SAMPLES or (caught_up(c) and bench.idle()):
             return True
         last = c
         time.sleep(0.2)

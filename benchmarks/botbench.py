@@ -59,6 +59,10 @@ response = "hi {{user}} #{{args}}"
 """
 
 
+LATE_REPLY_S = 1.0
+"""How long replies still missing once every line is in are waited for."""
+
+
 class _Viewer:
     def __init__(self, port: int, nick: str, channel: str) -> None:
         self.port, self.nick, self.channel = port, nick, channel
@@ -146,7 +150,9 @@ async def _drive(port: int, rates: tuple[float, ...], seconds: float, channels: 
         while events_in() - before < sent and time.perf_counter() - start < took + 30:  # noqa: ASYNC110
             await asyncio.sleep(0.01)
         all_in = time.perf_counter() - start
-        await asyncio.sleep(1.0)  # late replies
+        late_until = time.perf_counter() + LATE_REPLY_S  # late replies: until all came
+        while any(v.sent for v in viewers) and time.perf_counter() < late_until:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
         ingested = events_in() - before
         lat = [x for v in viewers for x in v.latencies_ms]
         lost = sum(len(v.sent) for v in viewers)

@@ -425,6 +425,7 @@ class _Worker:
                 self.res.errors += 1
                 self.res.last_error = f"{type(err).__name__}: {err}"
         self.res.sent_until = time.time()
+        self.progress.put(("sent", self.plan.worker))  # the parent may flush the watermark now
         stop_probes.set()
         await poller
         reporter.cancel()
@@ -488,6 +489,8 @@ class LoadRun:
         self.progress = Progress()
         self.results: dict[int, WorkerResult] = {}
         self.failures: dict[int, str] = {}
+        self.sent: set[int] = set()
+        """Workers that have sent everything (they may still wait for their probes)."""
         self.t0 = 0.0
 
     def start(self) -> float:
@@ -528,7 +531,10 @@ class LoadRun:
             pr = self.progress
             if kind == "progress":
                 _, _, _, pr.sent[w], pr.accepted[w], pr.errors[w], pr.probes[w] = msg
+            elif kind == "sent":
+                self.sent.add(w)
             elif kind == "result":
+                self.sent.add(w)
                 self.results[w] = msg[2]
             elif kind == "failed":
                 self.failures[w] = msg[2]
@@ -539,6 +545,11 @@ class LoadRun:
                 idx = self.procs.index(p)
                 self.failures.setdefault(idx, f"exit code {p.exitcode}")
         return len(self.results) + len(self.failures) >= len(self.procs)
+
+    @property
+    def all_sent(self) -> bool:
+        """Every worker has sent everything it will send (or has stopped)."""
+        return len(self.sent | set(self.failures)) >= len(self.procs)
 
     def join(self) -> None:
         for p in self.procs:

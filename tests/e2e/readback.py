@@ -84,11 +84,10 @@ async def read_snapshot(
         body = await _ok(session, url, f"/v1/channels/{c}/stats?{q}", auth)
         return {k: body[k] for k in ("live", "viewers_present", "events_total")}
 
-    members = await asyncio.gather(*map(member, users))
-    present = [u for u, m in zip(users, members, strict=True) if m is not None]
-    ledgers = await asyncio.gather(*map(ledger, present))
-    boards = await asyncio.gather(*map(board, channels))
-    chan_stats = await asyncio.gather(*map(stats, channels))
+    async def members_and_ledgers() -> tuple[list[Any], list[str], list[list[Any]]]:
+        members = await asyncio.gather(*map(member, users))
+        present = [u for u, m in zip(users, members, strict=True) if m is not None]
+        return members, present, await asyncio.gather(*map(ledger, present))
 
     async def day_board(c: str, d: int) -> list[list[Any]]:
         path = f"/v1/channels/{c}/leaderboard?{q}&period=day&day={day_text(d)}&limit={PAGE}"
@@ -96,8 +95,15 @@ async def read_snapshot(
             [e["user_id"], e["points"]] for e in (await _ok(session, url, path, auth))["entries"]
         ]
 
+    # every read at once: the ledgers (one request per member) take the longest, and the
+    # boards, stats and day boards need not wait for them
     pairs = [(c, d) for c in channels for d in days]
-    got = await asyncio.gather(*(day_board(c, d) for c, d in pairs))
+    (members, present, ledgers), boards, chan_stats, got = await asyncio.gather(
+        members_and_ledgers(),
+        asyncio.gather(*map(board, channels)),
+        asyncio.gather(*map(stats, channels)),
+        asyncio.gather(*(day_board(c, d) for c, d in pairs)),
+    )
     day_boards: dict[str, dict[str, list[list[Any]]]] = {c: {} for c in channels}
     for (c, d), b in zip(pairs, got, strict=True):
         day_boards[c][day_text(d)] = b

@@ -56,7 +56,7 @@ def generate(
     seed: int = 20_261_122,
     channels: tuple[str, ...] = CHANNELS,
     members: int = 60,
-    gap_s: float = 40.0,
+    gap_s: float = 80.0,
 ) -> Workload:
     """Two days from `day0` (a UTC midnight). `gap_s` is the mean time between a live
     channel's events, so a live channel makes about 3600/gap_s events an hour."""
