@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import signal
@@ -63,19 +64,36 @@ class Gateway:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout_s: float = 90.0) -> Gateway:
+        """Start the gateway and wait for /readyz. The port was free when picked, not when
+        bound: if another process took it meanwhile, start again on another port."""
+        for _attempt in range(3):
+            if self._start(timeout_s):
+                return self
+            self.port = free_port()
+        raise RuntimeError("gateway found no free port in three tries")
+
+    def _start(self, timeout_s: float) -> bool:
         cmd = [sys.executable, "-m", "gateway.cli", "gateway", "--config", str(self.config),
                "--redis-url", self.redis_url, "--port", str(self.port)]  # fmt: skip
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"gateway exited: {self.proc.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+                err = self.proc.stderr.read().decode()[-2000:]  # type: ignore[union-attr]
+                if "address already in use" in err.lower():
+                    return False
+                raise RuntimeError(f"gateway exited: {err}")
             try:
                 with urllib.request.urlopen(self.url + "/readyz", timeout=1) as resp:
                     if resp.status == 200:
-                        return self
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                time.sleep(0.1)
+                        return True
+            except (
+                urllib.error.URLError,
+                ConnectionError,
+                TimeoutError,
+                http.client.HTTPException,
+            ):
+                time.sleep(0.1)  # not up yet, or not our gateway answering: it exits soon
         raise RuntimeError("gateway did not become ready")
 
     def kill9(self) -> None:
