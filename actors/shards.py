@@ -31,7 +31,7 @@ from actors.config import RuntimeConfig
 from actors.keys import LATENCY_BUCKETS_MS, Keys
 from actors.lua import Arg, Commit
 from actors.referrals import ReferralGraph
-from actors.stream import EVENTS_PER_ENTRY, Entry, StreamShard, parse_id
+from actors.stream import Entry, StreamShard, parse_id
 from engine.channel import Changes, Channel, channel_decoder, channel_encoder
 from engine.dedupe import (
     BUCKET_S,
@@ -88,9 +88,9 @@ DROP_CHUNKS_MAX = 256
 LOAD_CHUNKS_MAX = 64
 """Most dedupe strings (512 KB each) one round trip reads when a restarted shard loads its
 window."""
-CREDITS_PER_ENTRY = 1_000
-"""Credits (or ledger entries) per stream entry: a 1M-viewer watch tick becomes 1,000
-entries, which the next shard commits in bounded runs (StreamShard.max_items_per_commit)."""
+CREDITS_PER_ENTRY = 5_000
+"""Credits (or ledger entries) per stream entry: a 1M-viewer watch tick becomes 200 entries,
+which the next shard commits in bounded runs (StreamShard.max_items_per_commit)."""
 REPLY_MAXLEN = 10_000
 """Results kept on a caller's reply stream (its reader consumes them as they come)."""
 REPLY_TTL_S = 3_600
@@ -210,7 +210,6 @@ class ChannelShard(StreamShard):
     the credits to every member shard."""
 
     kind = "channel"
-    max_items_per_commit = EVENTS_PER_ENTRY
 
     def __init__(self, cfg: RuntimeConfig, index: int) -> None:
         self.book = RuleBook.from_builtins(cfg.rules)
@@ -555,6 +554,7 @@ class MemberShard(StreamShard):
     as its state and ledger entry."""
 
     kind = "member"
+    max_items_per_commit = 100_000  # state and a ledger log append: cheap per item
     roll_scan_count = 5_000
 
     def __init__(self, cfg: RuntimeConfig, index: int) -> None:

@@ -39,16 +39,19 @@ from actors.lua import Commit, CommitCall, NativeCommit
 log = logging.getLogger(__name__)
 
 Entry = tuple[bytes, dict[bytes, bytes]]
-ITEMS_PER_COMMIT = 2_000
-"""Most items (credits, ledger entries) a shard commits at once: a commit is one MULTI/EXEC
-and Redis serves nobody else while it runs, so it is kept to a few milliseconds (~2-5 us
-of Redis per item; the issue's bound is ~10 ms). Larger commits coalesce more writes to the
-same keys (a member crediting twice, a channel's chatters): 20,000 cost ~30% less Redis per
-item but held it for up to a second (benchmarks/RESULTS.md)."""
+ITEMS_PER_COMMIT = 20_000
+"""Most items (events, credits, ledger entries) a shard commits at once. A commit is one
+MULTI/EXEC and Redis serves nobody else while it runs: 20,000 items hold it for up to
+~100-300 ms. Smaller commits were measured and cost more than they gave: at 1,000 events
+(channel shards) and 2,000 credits (member shards) the stage harness spent ~40% more Redis
+time per event (a batch coalesces fewer writes to the same keys: a member's presence and
+chatter scores, its state) and `rally bench` credited 20-40% fewer events per second
+(benchmarks/RESULTS.md, 2026-12-06 second section). Bounding the hold needs cheaper writes
+per event first (presence and chatters as packed per-channel deltas)."""
 EVENTS_PER_ENTRY = 1_000
-"""Most events an ingest entry holds (the gateway splits larger appends) and a channel shard
-commits at once: an event costs its channel shard's commit ~5 us of Redis (presence,
-chatters, dedupe), more than a credit does."""
+"""Most events an ingest entry holds: the gateway splits a larger flush, so that
+`StreamShard.groups` can cut a channel shard's backlog into commits of
+`max_items_per_commit` events (it never splits an entry)."""
 SOCKET_TIMEOUT_S = 60.0
 """A large commit can keep Redis busy for a while: do not give up on it early."""
 RETRY_PAUSE_S = (0.1, 0.2, 0.4, 0.8, 1.6, 3.2)

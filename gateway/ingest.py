@@ -6,8 +6,9 @@ max_coalesce_events, waiting at most coalesce_window_ms for more) and writes it 
 MULTI/EXEC pipeline, then resolves every future, or fails them all if Redis failed.
 
 Within a flush, requests without an Idempotency-Key share the stream entries of each
-partition, at most EVENTS_PER_ENTRY events an entry so that a channel shard's commit stays
-short (the flush is one transaction, so each request is still all or nothing); a request with an
+partition, at most EVENTS_PER_ENTRY events an entry, so a channel shard can commit a
+backlog in bounded runs (the flush is one transaction, so each request is still all or
+nothing); a request with an
 Idempotency-Key goes through `IDEMPOTENT_APPEND`, a Lua script in the same transaction that
 appends its parts only if the key is new.
 """
@@ -67,8 +68,8 @@ def split_by_partition(events: Sequence[Event], channel_shards: int) -> dict[int
 
 
 def entry_chunks(events: list[Event]) -> list[list[Event]]:
-    """A partition's events as ingest entries of at most EVENTS_PER_ENTRY events, in order:
-    a channel shard commits at most that many at once (actors/stream.py)."""
+    """A partition's events as ingest entries of at most EVENTS_PER_ENTRY events, in order
+    (actors/stream.py: a shard's commit never splits an entry)."""
     return [events[i : i + EVENTS_PER_ENTRY] for i in range(0, len(events), EVENTS_PER_ENTRY)]
 
 

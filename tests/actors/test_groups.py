@@ -5,11 +5,15 @@ from __future__ import annotations
 import redis
 
 from actors.keys import Keys
-from actors.shards import CREDITS_PER_ENTRY
+from actors.lua import Commit
+from actors.shards import CREDITS_PER_ENTRY, ChannelProgress, ChannelShard
 from actors.stream import StreamShard
 from engine.events import Online, Viewer, Viewers
-from engine.member import state_decoder
-from tests.actors.conftest import append
+from engine.member import Credit, state_decoder
+from engine.routing import shard_of
+from tests.actors.conftest import append, make_cfg
+
+T0 = 1_795_000_000.0
 
 
 def test_groups_split_by_item_count() -> None:
@@ -21,11 +25,32 @@ def test_groups_split_by_item_count() -> None:
     assert [e for r in runs for e in r] == entries
 
 
+def test_a_commits_watermark_goes_with_its_last_chunk_of_credits_only() -> None:
+    """A member shard may commit a channel commit's chunks in separate runs: a watermark on
+    an early chunk would make it take the credits of the later chunks for late."""
+    shard = ChannelShard.__new__(ChannelShard)
+    shard.cfg = make_cfg("redis://unused", "t", member_shards=2, channel_shards=1)
+    shard.index, shard.keys = 0, Keys("t")
+    shard.progress = ChannelProgress(newest=T0 + 10, watermark=T0 + 5)
+    credits = [Credit(f"c{i}", "n", "ch", f"u{i}", "", T0, "watch", 1) for i in range(12_000)]
+    c = Commit()
+    shard._route(c, credits, [0] * len(credits), publish=True)
+    for m in range(2):
+        sent = [dict(zip(cmd[3::2], cmd[4::2], strict=True)) for cmd in c.cmds
+                if cmd[0] == "XADD" and cmd[1] == shard.keys.credits(m)]  # fmt: skip
+        assert len(sent) > 1  # chunked
+        assert sum(f["n"] for f in sent) == sum(
+            shard_of(f"n:{cr.user_id}", 2) == m for cr in credits
+        )
+        assert ["w" in f for f in sent] == [False] * (len(sent) - 1) + [True]
+        assert sent[-1]["w"] == repr(T0 + 5)
+
+
 def test_a_big_watch_tick_is_chunked_and_paid_once(rally, redis_server) -> None:
     client, cfg = rally
     r = redis.Redis.from_url(redis_server.url)
     keys = Keys(cfg.namespace)
-    n = 6 * CREDITS_PER_ENTRY  # more than one member shard commits at once (ITEMS_PER_COMMIT)
+    n = 3 * CREDITS_PER_ENTRY
     t0 = 1_795_000_200.0
     viewers = [Viewer(id=f"v{i}") for i in range(n)]
     append(r, cfg, [Online(id="on", network="n", channel="big", ts=t0),
@@ -36,8 +61,6 @@ def test_a_big_watch_tick_is_chunked_and_paid_once(rally, redis_server) -> None:
     assert sum(sizes) == n
     assert max(sizes) <= CREDITS_PER_ENTRY
     assert len(sizes) > cfg.member_shards  # really chunked
-    # the tick's chunks for a member shard carry the channel's watermark on the last only:
-    # a member shard that commits them in two runs takes none of them for late
     assert r.hget(keys.stats, "credits_late") is None
     paid = [
         state_decoder.decode(b) for b in r.hmget(keys.mstate, [f"n:v{i}" for i in range(0, n, 997)])
