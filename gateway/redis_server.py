@@ -69,6 +69,16 @@ def _die_with_parent() -> None:
         pass
 
 
+def _running(pid: int) -> bool:
+    """The process exists and has not exited: a zombie (exited, its parent, this process
+    perhaps, has not reaped it yet) still has /proc/PID but is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]
+
+
 class RedisServer:
     """A redis-server process owned by us, with AOF under `data_dir`."""
 
@@ -100,9 +110,9 @@ class RedisServer:
             return
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 15
-        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        while _running(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        if Path(f"/proc/{pid}").exists():
+        if _running(pid):
             os.kill(pid, signal.SIGKILL)
 
     def start(self, timeout_s: float = 10.0) -> RedisServer:
