@@ -77,7 +77,13 @@ def test_watch_clock_pays_a_quiet_live_channel(ray_cluster, redis_server, namesp
         now = time.time()
         append(r, cfg, [Online(id="on", network="n", channel="quiet", ts=now),
                         Join(id="j", network="n", channel="quiet", user_id="v", ts=now)])  # fmt: skip
-        time.sleep(3.0)  # no events: only the scheduler's clock moves the channel
+        # no events: only the scheduler's clock moves the channel
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            raw = r.hget(Keys(namespace).mstate, "n:v")
+            if raw is not None and state_decoder.decode(raw).balance >= 2 * 10:
+                break
+            time.sleep(0.05)
         assert client.wait_idle(30)
         state = state_decoder.decode(r.hget(Keys(namespace).mstate, "n:v"))
         assert state.balance >= 2 * 10, state  # at least two watch ticks of 10 points
