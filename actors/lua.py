@@ -2,10 +2,8 @@
 
 A shard collects its writes as plain commands (`Commit`), then `NativeCommit` runs them in
 Redis atomically (MULTI/EXEC) together with the stream offset and the acknowledgements, but
-only while the shard's fencing epoch is still current (WATCH). COMMIT is the same commit as
-one Lua script (`Commit.args`): what the shards ran before NativeCommit, kept for tools and
-tests that want a commit in one call. Full key names are used (single-node Redis; a Redis
-Cluster port would hash-tag keys per shard).
+only while the shard's fencing epoch is still current (WATCH). Full key names are used
+(single-node Redis; a Redis Cluster port would hash-tag keys per shard).
 """
 
 from __future__ import annotations
@@ -14,69 +12,20 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import hiredis
-import msgspec
 import redis
 from redis._parsers.base import BaseParser
 
-COMMIT = r"""
-local a = ARGV
-local epoch_key, epoch, stream, group, offsets, last_id = a[1], a[2], a[3], a[4], a[5], a[6]
-if redis.call('GET', epoch_key) ~= epoch then
-  return redis.error_reply('FENCED ' .. epoch_key)
-end
--- idempotent: a commit re-sent after a timeout (its first send applied) changes nothing
-local prev = redis.call('HGET', offsets, stream)
-if prev then
-  local pms, pseq = string.match(prev, '^(%d+)-(%d+)$')
-  local lms, lseq = string.match(last_id, '^(%d+)-(%d+)$')
-  pms, pseq, lms, lseq = tonumber(pms), tonumber(pseq), tonumber(lms), tonumber(lseq)
-  if lms < pms or (lms == pms and lseq <= pseq) then return 0 end
-end
-local cmds = cmsgpack.unpack(a[7])
--- binary values travel concatenated in ARGV[9], their lengths in ARGV[8] (msgpack);
--- {k} in a command stands for the k-th of them
-local data, starts = a[9], {1}
-for k, n in ipairs(cmsgpack.unpack(a[8])) do starts[k + 1] = starts[k] + n end
-for _, c in ipairs(cmds) do
-  for k = 2, #c do
-    local v = c[k]
-    if type(v) == 'table' then c[k] = string.sub(data, starts[v[1]], starts[v[1] + 1] - 1) end
-  end
-  if c[1] == 'HMAX' then  -- HMAX key field value: keep the larger number
-    local cur = tonumber(redis.call('HGET', c[2], c[3]) or '0')
-    if c[4] > cur then redis.call('HSET', c[2], c[3], c[4]) end
-  elseif c[1] == 'SEAL' then  -- SEAL key: rewrite a string at its exact size (APPEND over-allocates)
-    local v = redis.call('GET', c[2])
-    if v then redis.call('SET', c[2], v, 'KEEPTTL') end
-  else
-    redis.call(unpack(c))
-  end
-end
-redis.call('HSET', offsets, stream, last_id)
-local first = 10
-local na = #a - first + 1
-local j = 0
-while j < na do
-  local n = math.min(4000, na - j)
-  redis.call('XACK', stream, group, unpack(a, first + j, first + j + n - 1))
-  j = j + n
-end
-return 1
-"""
+from actors.notices import stream_id
 
 CHUNK_ARGS = 4_000
-"""Most values one command carries (Lua's unpack has a stack limit near 8,000)."""
+"""Most values one command carries (a command of a million values would be one long write)."""
 
 Arg = bytes | str | int | float
 
 
-_encoder = msgspec.msgpack.Encoder()
-
-
 class Commit:
     """A batch's writes, collected as plain commands, run atomically with the shard's offset
-    and acknowledgements: natively by `NativeCommit` (MULTI/EXEC, the shards' way), or by
-    the COMMIT script (`args`).
+    and acknowledgements by `NativeCommit`.
 
     Besides Redis commands, a commit knows `HMAX key field value` (keep the larger number)
     and `SEAL key` (rewrite a string at its exact size: APPEND leaves up to as much again
@@ -110,30 +59,6 @@ class Commit:
         for start in range(0, len(values), step):
             self.cmds.append((name, key, *values[start : start + step]))
 
-    def args(
-        self, epoch_key: str, epoch: int, stream: str, group: str, offsets: str,
-        last_id: bytes, acks: Sequence[bytes],
-    ) -> list[Arg]:  # fmt: skip
-        """The arguments of the COMMIT script. The commands travel as one msgpack blob
-        (packing a million separate arguments costs more than the writes); Lua's cmsgpack
-        reads no msgpack `bin`, so binary values travel concatenated in one argument,
-        referred to as `[k]` (the k-th blob)."""
-        blobs: list[bytes] = []
-        cmds: list[list[object]] = []
-        for cmd in self.cmds:
-            out: list[object] = []
-            for value in cmd:
-                if type(value) is bytes:
-                    blobs.append(value)
-                    out.append((len(blobs),))
-                else:
-                    out.append(value)
-            cmds.append(out)
-        blob = _encoder.encode(cmds)
-        lengths = _encoder.encode([len(b) for b in blobs])
-        head: list[Arg] = [epoch_key, epoch, stream, group, offsets, last_id, blob, lengths]
-        return [*head, b"".join(blobs), *acks]
-
 
 HMAX = """local cur = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
 if tonumber(ARGV[2]) > cur then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
@@ -157,9 +82,10 @@ class CommitCall(NamedTuple):
 
 
 class NativeCommit:
-    """Runs a Commit as one MULTI/EXEC on one connection, fenced and idempotent like COMMIT,
-    without a Lua interpreter between the shard and its writes (a command runs at its
-    native cost; in COMMIT each also paid for its msgpack decoding and `redis.call`).
+    """Runs a Commit as one MULTI/EXEC on one connection, fenced and idempotent, without a
+    Lua interpreter between the shard and its writes (a command runs at its native cost;
+    in the Lua commit it replaced each also paid for its msgpack decoding and
+    `redis.call`).
 
     Round trip 1: WATCH the shard's epoch key, read it and the committed offset. A stale
     epoch raises `FENCED`; an offset at or past `last_id` (a commit re-sent after a lost
@@ -167,7 +93,7 @@ class NativeCommit:
     XACKs, EXEC. A newer instance that bumps the epoch in between makes EXEC abort
     (nothing written): `FENCED` as well. A command Redis refuses while queueing (OOM, a bad
     argument) aborts the whole transaction (EXECABORT); one failing while EXEC runs is
-    raised after it, like a failing `redis.call` in COMMIT.
+    raised after it.
     """
 
     def __init__(self, r: redis.Redis) -> None:
@@ -194,7 +120,7 @@ class NativeCommit:
         conn.read_response()
         epoch, prev = conn.read_response(), conn.read_response()
         stale = epoch is None or int(epoch) != a.epoch
-        if stale or (prev is not None and _id(prev) >= _id(a.last_id)):
+        if stale or (prev is not None and stream_id(prev) >= stream_id(a.last_id)):
             conn.send_packed_command([pack(("UNWATCH",))])
             conn.read_response()
             if stale:
@@ -264,8 +190,3 @@ def _read_replies(conn: Any, n: int) -> tuple[hiredis.ReplyError | None, Any]:
         last = reply
         n -= 1
     return refused, last
-
-
-def _id(entry_id: bytes) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition(b"-")
-    return int(ms), int(seq or 0)

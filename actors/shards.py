@@ -5,7 +5,7 @@ partition's watermark passes them (engine.watermark), applies them to the channe
 it hosts in (ts, network, id) order, and commits channel state, presence, chatters, the
 ids it deduplicates by (engine/dedupe.py), what it still holds back, its progress and the
 resulting credits (appended to credits:{m} of each member shard, with its watermark) with
-its offset in one atomic COMMIT.
+its offset in one atomic commit (actors/lua.py).
 MemberShard m consumes credits:{m}: holds credits back until every partition's watermark
 has passed them, applies them to the member actors it hosts in (ts, network, id) order and
 commits their state, ledger entries, counters, what it holds back and its offset.

@@ -535,7 +535,7 @@ def sut_rss(bench: Bench) -> int:
 
 
 SLOW_US = 10_000
-"""What Redis' slow log records: single commands (a COMMIT script among them) that held the
+"""What Redis' slow log records: single commands (a script among them) that held the
 single-threaded server for longer than this (the issue's "~10 ms"). EXEC is not in the slow
 log (Redis logs the commands inside a transaction one by one): `held_over` counts it."""
 HELD = ("exec", "evalsha", "eval", "fcall")

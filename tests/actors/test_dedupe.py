@@ -11,7 +11,7 @@ import redis
 
 from actors.client import RallyClient
 from actors.keys import Keys
-from actors.lua import COMMIT, Commit
+from actors.lua import Commit, CommitCall, NativeCommit
 from engine.dedupe import bucket_of
 from engine.events import Chat, Event, Online
 from engine.member import state_decoder
@@ -172,7 +172,7 @@ def test_ids_are_forgotten_after_the_window(ray_cluster, redis_server, namespace
 
 
 def test_seal_rewrites_a_string_at_its_exact_size(redis_client, namespace) -> None:
-    """APPEND leaves up to as much again allocated; SEAL (in COMMIT) gives it back and
+    """APPEND leaves up to as much again allocated; SEAL (in a commit) gives it back and
     keeps the value and its TTL."""
     r, key = redis_client, f"{namespace}:s"
     for i in range(200):
@@ -183,8 +183,8 @@ def test_seal_rewrites_a_string_at_its_exact_size(redis_client, namespace) -> No
     c.cmd("SEAL", key)
     epoch = f"{namespace}:epoch"
     r.set(epoch, 1)
-    args = c.args(epoch, 1, f"{namespace}:in", "g", f"{namespace}:offsets", b"1-1", [b"1-1"])
-    assert r.register_script(COMMIT)(args=args) == 1
+    args = CommitCall(c, epoch, 1, f"{namespace}:in", "g", f"{namespace}:offsets", b"1-1", [b"1-1"])
+    assert NativeCommit(r)(args=args) == 1
     assert r.get(key) == b"".join(bytes([i]) * 800 for i in range(200))
     assert 0 < r.ttl(key) <= 1_000
     assert r.memory_usage(key, samples=0) < min(grown, 160_000 * 1.1)

@@ -78,7 +78,7 @@ def test_failed_commit_is_applied_once_after_recovery(redis_server, namespace) -
 
 
 def test_commit_is_idempotent_when_resent(redis_server, namespace) -> None:
-    from actors.lua import COMMIT, Commit
+    from actors.lua import Commit, CommitCall, NativeCommit
 
     r = redis.Redis.from_url(redis_server.url)
     keys = Keys(namespace)
@@ -88,8 +88,8 @@ def test_commit_is_idempotent_when_resent(redis_server, namespace) -> None:
     r.set("epoch-" + namespace, 1)
     c = Commit()
     c.cmd("HINCRBY", keys.stats, "n", 1)
-    args = c.args("epoch-" + namespace, 1, stream, "g", keys.offsets, eid, [eid])
-    script = r.register_script(COMMIT)
+    args = CommitCall(c, "epoch-" + namespace, 1, stream, "g", keys.offsets, eid, [eid])
+    script = NativeCommit(r)
     assert script(args=args) == 1
     assert script(args=args) == 0  # re-sent: nothing happens
     assert int(r.hget(keys.stats, "n")) == 1
