@@ -19,9 +19,9 @@ import logging
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 import numpy as np
@@ -100,6 +100,18 @@ RECORDS_PER_READ = 5_000
 credit_encoder = entry_encoder  # one msgpack encoder serves every Struct
 ledger_encoder = entry_encoder
 ledger_decoder = msgspec.msgpack.Decoder(list[LedgerEntry])
+T = TypeVar("T")
+
+
+def chunked(items: list[T], step: int) -> Iterator[tuple[list[T], bool]]:
+    """`items` as stream entries of at most `step`, each with whether it is the last (no
+    items: one empty entry, which still carries a watermark). A sender's watermark goes
+    with the last entry only: the receiving shard may commit the entries in separate runs
+    (StreamShard.groups), and a run that saw the mark early would take the items of the
+    entries after it for late."""
+    starts = range(0, max(len(items), 1), step)
+    for i in starts:
+        yield items[i : i + step], i == starts[-1]
 
 
 class HeldEvents(msgspec.Struct, array_like=True):
@@ -495,14 +507,9 @@ class ChannelShard(StreamShard):
             part = by_shard.get(m, [])
             if not part and not publish:
                 continue
-            last = max(len(part) - 1, 0) // step * step
-            for i in range(0, max(len(part), 1), step):
-                chunk = part[i : i + step]
-                # the watermark goes with the last chunk only: the member shard may commit
-                # the chunks in separate runs, and one that saw the mark early would take
-                # the credits of the chunks after it for late
+            for chunk, last in chunked(part, step):
                 fields: list[Arg] = ["n", len(chunk)]
-                if i == last:
+                if last:
                     fields += ["p", self.index, "w", mark]
                 if chunk:
                     fields += [
@@ -730,11 +737,9 @@ class MemberShard(StreamShard):
             part = by_shard.get(m, [])
             if m == self.index or (not part and not publish):
                 continue
-            last = max(len(part) - 1, 0) // CREDITS_PER_ENTRY * CREDITS_PER_ENTRY
-            for i in range(0, max(len(part), 1), CREDITS_PER_ENTRY):
-                chunk = part[i : i + CREDITS_PER_ENTRY]
+            for chunk, last in chunked(part, CREDITS_PER_ENTRY):
                 fields: list[Arg] = ["q", self.index, "n", len(chunk)]
-                if i == last:  # the mark with the last chunk only (see ChannelShard._route)
+                if last:
                     fields += ["w", mark]
                 if chunk:
                     fields += [
