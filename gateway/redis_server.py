@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import redis
 
 
@@ -69,14 +70,13 @@ def _die_with_parent() -> None:
         pass
 
 
-def _running(pid: int) -> bool:
+def running(pid: int) -> bool:
     """The process exists and has not exited: a zombie (exited, its parent, this process
     perhaps, has not reaped it yet) still has /proc/PID but is gone."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
         return False
-    return stat.rpartition(")")[2].split()[:1] != ["Z"]
 
 
 class RedisServer:
@@ -110,9 +110,9 @@ class RedisServer:
             return
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 15
-        while _running(pid) and time.monotonic() < deadline:
+        while running(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        if _running(pid):
+        if running(pid):
             os.kill(pid, signal.SIGKILL)
 
     def start(self, timeout_s: float = 10.0) -> RedisServer:

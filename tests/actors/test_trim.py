@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 import msgspec
-import psutil
 import ray
 import redis
 
@@ -23,6 +22,7 @@ from engine.member import state_decoder
 from engine.reference import Reference
 from engine.rules import RuleBook
 from gateway.audit import audit
+from gateway.redis_server import running
 from tests.actors.conftest import append, make_cfg
 from tests.actors.test_crash import day_of_traffic
 
@@ -45,13 +45,6 @@ def poll(condition, timeout_s: float = 120.0) -> None:  # type: ignore[no-untype
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.02)
-
-
-def alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def test_trim_keeps_what_a_stopped_shard_has_not_committed(
@@ -79,7 +72,7 @@ def test_trim_keeps_what_a_stopped_shard_has_not_committed(
             ray.kill(actor, no_restart=True)
         # ray.kill returns (and calls fail) before the process is gone: its loop may still
         # commit an entry. Wait until the processes are gone.
-        poll(lambda: not any(alive(pid) for pid in pids))
+        poll(lambda: not any(running(pid) for pid in pids))
         for b in batches[20:]:
             append(r, cfg, b)
         up = [keys.ingest(1), keys.credits(0), keys.ledgerlog(0), keys.ledgerlog(1)]

@@ -11,15 +11,7 @@ from pathlib import Path
 
 import redis
 
-from gateway.redis_server import RedisServer
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            return "State:\tZ" not in f.read()
-    except OSError:
-        return False
+from gateway.redis_server import RedisServer, running
 
 
 def test_aof_is_on_and_data_survives_a_restart(tmp_path: Path) -> None:
@@ -47,10 +39,10 @@ def test_server_dies_with_a_killed_parent(tmp_path: Path) -> None:
     )
     parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     pid = int(parent.stdout.readline())  # type: ignore[union-attr]
-    assert alive(pid)
+    assert running(pid)
     parent.send_signal(signal.SIGKILL)
     parent.wait()
     deadline = time.monotonic() + 15
-    while alive(pid) and time.monotonic() < deadline:
+    while running(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not alive(pid), "redis-server outlived its killed parent"
+    assert not running(pid), "redis-server outlived its killed parent"

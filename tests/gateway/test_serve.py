@@ -16,7 +16,7 @@ from typing import Any
 
 import redis
 
-from gateway.redis_server import RedisServer
+from gateway.redis_server import RedisServer, running
 from gateway.signing import signed_headers
 
 from .helpers import SECRET, body_of, chat, stream_entries
@@ -37,14 +37,6 @@ def _post(url: str, body: bytes) -> tuple[int, object]:
 def _pid_of(url: str) -> int:
     with urllib.request.urlopen(url + "/healthz", timeout=10) as resp:  # a new connection
         return int(json.loads(resp.read())["pid"])
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
 
 
 def _wait_for_runtime(proc: subprocess.Popen[bytes], runtime_file: Path) -> dict[str, Any]:
@@ -103,6 +95,6 @@ def test_two_workers_share_the_port_and_sigterm_stops_all(
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
-    assert not [pid for pid in workers if _alive(pid)]
+    assert not [pid for pid in workers if running(pid)]
     ids = sorted(e.id for part in stream_entries(redis_client, namespace).values() for e in part)
     assert ids == sorted(f"e{i}" for i in range(20))
