@@ -511,8 +511,9 @@ def wait_until(check: Callable[[], bool], timeout_s: float, every_s: float = 0.0
     return None
 
 
-def wait_drained(bench: Bench, timeout_s: float = DRAIN_TIMEOUT_S) -> bool:
-    """The pipeline has applied everything accepted: idle, or its counters held still."""
+def wait_drained(bench: Bench, timeout_s: float = DRAIN_TIMEOUT_S, *, exact: bool = False) -> bool:
+    """The pipeline has applied everything accepted: idle, or (unless `exact`) its counters
+    held still. `exact` also waits for the ledger sink's archive, which no counter shows."""
     last: dict[str, int] = {}
     quiet = 0
     flushed = False
@@ -521,7 +522,7 @@ def wait_drained(bench: Bench, timeout_s: float = DRAIN_TIMEOUT_S) -> bool:
         flushed = flushed or bench.release_held()
         c = bench.counters()
         quiet = quiet + 1 if settled(last, c) else 0
-        if quiet >= QUIET_SAMPLES or (caught_up(c) and bench.idle()):
+        if (quiet >= QUIET_SAMPLES and not exact) or (caught_up(c) and bench.idle()):
             return True
         last = c
         time.sleep(0.2)

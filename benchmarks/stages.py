@@ -21,11 +21,12 @@ import random
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import psutil
 import redis
 
 from actors.config import RuntimeConfig
@@ -33,7 +34,7 @@ from actors.keys import Keys
 from actors.shards import ChannelShard, LedgerProjector, MemberShard
 from actors.stream import StreamShard
 from benchmarks.bench import held_over, latency_histograms
-from engine.events import Chat, Event, Online, encode_events
+from engine.events import Chat, Event, Online, Viewer, Viewers, encode_events
 from engine.rules import RuleBook
 from gateway.redis_server import RedisServer
 
@@ -47,6 +48,17 @@ def workload(n: int, members: int, channels: int, t0: float, seed: int) -> list[
         u = rng.randrange(members)
         events.append(Chat(f"e{i}", "acme", f"c{rng.randrange(channels)}", t0 + i * span_s / n,
                            f"u{u}", f"user{u}", "hi"))  # fmt: skip
+    return events
+
+
+def watch_workload(viewers: int, channels: int, t0: float) -> list[Event]:
+    """`viewers` new viewers present (one snapshot a channel) in `channels` live channels."""
+    per = -(-viewers // channels)
+    events: list[Event] = [Online(f"on{c}", "acme", f"c{c}", t0) for c in range(channels)]
+    for c in range(channels):
+        ids = range(c * per, min(viewers, (c + 1) * per))
+        events.append(Viewers(f"v{c}", "acme", f"c{c}", t0 + 1,
+                              viewers=[Viewer(f"u{i}") for i in ids]))  # fmt: skip
     return events
 
 
@@ -90,13 +102,12 @@ def drive(shard: StreamShard, r: redis.Redis) -> tuple[int, float, float, int]:
 
 
 def stage(
-    name: str, make: Callable[[], StreamShard], r: redis.Redis, n: int, profile: bool = False,
+    name: str, shard: StreamShard, r: redis.Redis, n: int, profile: bool = False,
     max_items: int = 0,
 ) -> dict[str, Any]:  # fmt: skip
-    with no_threads():
-        shard = make()
     if max_items:
         shard.max_items_per_commit = max_items
+    rss0 = psutil.Process().memory_info().rss
     prof = cProfile.Profile() if profile else None
     if prof is not None:
         prof.enable()
@@ -109,13 +120,16 @@ def stage(
     return {"stage": name, "entries": entries, "wall_s": round(wall_s, 3),
             "python_us_per_event": round(python_us, 2),
             "redis_us_per_event": round(usec / n, 2),
-            "over_10ms": held["over_10ms"], "longest_ms": held["longest_ms"] or 0.0}  # fmt: skip
+            "over_10ms": held["over_10ms"], "longest_ms": held["longest_ms"] or 0.0,
+            "rss_mb": round((psutil.Process().memory_info().rss - rss0) / 2**20, 1)}  # fmt: skip
 
 
 def run(
     n: int, members: int, channels: int, seed: int, data_dir: Path, profile: str = "",
-    max_items: int = 0,
+    max_items: int = 0, watch: int = 0,
 ) -> list[dict[str, Any]]:  # fmt: skip
+    """The chat workload (`n` events), or with `watch` that many new viewers paid one watch
+    tick, then (all members now) the next one: per event read per credit."""
     with RedisServer(data_dir).start() as server:
         r = redis.Redis.from_url(server.url)
         cfg = RuntimeConfig(
@@ -123,31 +137,33 @@ def run(
             streak_rollover=False, rules=RuleBook({}).to_builtins(),
         )  # fmt: skip
         keys = Keys(cfg.namespace)
-        # all within one 5-minute watch interval: this measures the per-event path (the
-        # watch tick has its own benchmark, `rally bench watch-tick`)
-        t0 = (time.time() - 900) // 300 * 300 + 1
-        events = workload(n, members, channels, t0, seed)
+        interval = RuleBook({}).earn("acme", "c0").watch_interval_s
+        # all within one watch interval: this measures the per-event path (the watch tick
+        # is measured with `--watch`, and end to end by `rally bench watch-tick`)
+        t0 = (time.time() - 3 * interval) // interval * interval + 1
+        if watch:
+            events, n = watch_workload(watch, channels, t0), watch
+        else:
+            events = workload(n, members, channels, t0, seed)
         for i in range(0, len(events), 1_000):
-            r.xadd(keys.ingest(0), {"e": encode_events(events[i : i + 1_000]),
-                                    "n": len(events[i : i + 1_000])})  # fmt: skip
-        clock = events[-1].ts + cfg.lateness_s + 1  # releases what lateness holds back
+            part = events[i : i + 1_000]
+            r.xadd(keys.ingest(0), {"e": encode_events(part), "n": len(part)})
+        # releases what lateness holds back (and pays the tick at t0 - 1 + interval)
+        clock = events[-1].ts + cfg.lateness_s + 1 + (interval if watch else 0)
         r.xadd(keys.ingest(0), {"clock": repr(clock)})
+        with no_threads():
+            shards = [ChannelShard(cfg, 0), MemberShard(cfg, 0), LedgerProjector(cfg, 0)]
+        names = ["channel shard", "member shard", "ledger projector"]
         out = [
-            stage(
-                "channel shard", lambda: ChannelShard(cfg, 0), r, n, profile == "channel", max_items
-            ),
-            stage(
-                "member shard", lambda: MemberShard(cfg, 0), r, n, profile == "member", max_items
-            ),
-            stage(
-                "ledger projector",
-                lambda: LedgerProjector(cfg, 0),
-                r,
-                n,
-                profile == "ledger",
-                max_items,
-            ),
+            stage(name, shard, r, n, profile == name.split()[0], max_items)
+            for name, shard in zip(names, shards, strict=True)
         ]
+        if watch:  # the repeat tick: every viewer a member already
+            r.xadd(keys.ingest(0), {"clock": repr(clock + interval)})
+            out += [
+                stage(f"{name} (repeat)", shard, r, n, False, max_items)
+                for name, shard in zip(names, shards, strict=True)
+            ]
         r.close()
     return out
 
@@ -163,21 +179,24 @@ def main() -> None:
                    help="print cProfile's top functions of one stage")  # fmt: skip
     p.add_argument("--max-items", type=int, default=0,
                    help="each shard's max_items_per_commit (default: the shard's own)")  # fmt: skip
+    p.add_argument("--watch", type=int, default=0, metavar="VIEWERS",
+                   help="instead of chat: that many new viewers paid a watch tick, then another")  # fmt: skip
     a = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        rows = run(a.events, a.members, a.channels, a.seed, Path(tmp), a.profile, a.max_items)
+        rows = run(a.events, a.members, a.channels, a.seed, Path(tmp), a.profile, a.max_items,
+                   a.watch)  # fmt: skip
     if a.json:
         print(json.dumps(rows, indent=2))
         return
     total_py = sum(x["python_us_per_event"] for x in rows)
     total_redis = sum(x["redis_us_per_event"] for x in rows)
-    print(f"{'stage':<18} {'entries':>8} {'wall s':>8} {'python us/ev':>13} {'redis us/ev':>12}"
-          f" {'>8.5 ms':>8} {'longest ms':>11}")  # fmt: skip
+    print(f"{'stage':<27} {'entries':>8} {'wall s':>8} {'python us/ev':>13} {'redis us/ev':>12}"
+          f" {'>8.5 ms':>8} {'longest ms':>11} {'RSS MB':>7}")  # fmt: skip
     for x in rows:
-        print(f"{x['stage']:<18} {x['entries']:>8} {x['wall_s']:>8} "
+        print(f"{x['stage']:<27} {x['entries']:>8} {x['wall_s']:>8} "
               f"{x['python_us_per_event']:>13} {x['redis_us_per_event']:>12}"
-              f" {x['over_10ms']:>8} {x['longest_ms']:>11}")  # fmt: skip
-    print(f"{'total':<18} {'':>8} {'':>8} {total_py:>13.2f} {total_redis:>12.2f}")
+              f" {x['over_10ms']:>8} {x['longest_ms']:>11} {x['rss_mb']:>7}")  # fmt: skip
+    print(f"{'total':<27} {'':>8} {'':>8} {total_py:>13.2f} {total_redis:>12.2f}")
 
 
 if __name__ == "__main__":
