@@ -28,7 +28,7 @@ from collections.abc import Sequence
 import redis
 
 from actors.keys import Keys
-from actors.notices import decode_notice
+from actors.notices import decode_notices
 from engine import event_hooks as eng
 from engine.event_hooks import Delivery, HookError, Subscription
 from engine.payout import PayoutRules
@@ -231,11 +231,9 @@ class EventHooks:
             acked.append(eid.decode() if isinstance(eid, bytes) else eid)
             if not fields:  # trimmed while pending
                 continue
-            notice = decode_notice(eid, fields)
-            if notice is None:
-                continue
-            data = {k: v for k, v in notice.body.items() if k not in ("id", "kind")}
-            made += eng.deliveries(subs, notice.id, notice.kind, notice.network, data, now)
+            for notice in decode_notices(eid, fields):
+                data = {k: v for k, v in notice.body.items() if k not in ("id", "kind")}
+                made += eng.deliveries(subs, notice.id, notice.kind, notice.network, data, now)
         self.stats["made"] += self.store.add(made, acked, self.notices)
         return len(entries)
 

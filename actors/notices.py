@@ -3,8 +3,13 @@
 Writers encode differently today: the member shards write `tier` as a msgpack TierChange
 (array-like), the voucher service `voucher_scanned` as a msgpack VoucherScanned, the raffle
 actor `raffle_drawn` as JSON and the store its redemption records as JSON (`item_redeemed`,
-`item_refunded`, ...). The feed reads them all through `decode_notice`, which turns an entry
-into one flat JSON-ready dict: {"id", "kind", "network", "user_id", "ts", ...}.
+`item_refunded`, ...). The feed reads them all through `decode_notices`, which turns an entry
+into flat JSON-ready dicts: {"id", "kind", "network", "user_id", "ts", ...}.
+
+An entry holds one notice, or (a JSON array: the member shards' `reward_earned`, up to
+NOTICES_PER_ENTRY of them) several of one kind, which cost one append instead of one each.
+The notice of an entry has the entry's stream id as its id; the i-th of several has
+"{entry id}/{i}". Either way `Notice.entry_id` is the entry's id: the position to resume from.
 """
 
 from __future__ import annotations
@@ -22,12 +27,23 @@ log = logging.getLogger(__name__)
 _tier = msgspec.msgpack.Decoder(TierChange)
 _scanned = msgspec.msgpack.Decoder(VoucherScanned)
 _json = msgspec.json.Decoder(dict[str, Any])
+_json_any = msgspec.json.Decoder(dict[str, Any] | list[dict[str, Any]])
+
+
+NOTICES_MAXLEN = 100_000
+"""The notices stream's cap in entries (every writer appends with `MAXLEN ~` this)."""
+NOTICES_PER_ENTRY = 20
+"""Most notices of one kind a writer puts in one entry (a JSON array). The stream is capped
+in entries (NOTICES_MAXLEN, `MAXLEN ~`), so this also bounds what a full stream holds."""
 
 
 class Notice(msgspec.Struct, frozen=True):
-    """A decoded notice: its stream id, kind and who it concerns; `body` is the JSON sent."""
+    """A decoded notice: its id, kind and who it concerns; `body` is the JSON sent."""
 
     id: str
+    """Unique: the stream entry's id, or "{entry}/{i}" for the i-th notice of an array."""
+    entry_id: str
+    """The stream entry it came in (ordering, and `?after=` resumes)."""
     kind: str
     network: str
     user_ids: tuple[str, ...]
@@ -67,26 +83,33 @@ _BINARY = {
 }
 
 
-def decode_notice(entry_id: bytes | str, fields: dict[bytes, bytes]) -> Notice | None:
-    """The notice of one stream entry, or None (logged) if no decoder knows it."""
+def decode_notices(entry_id: bytes | str, fields: dict[bytes, bytes]) -> list[Notice]:
+    """The notices of one stream entry: one, or the items of a JSON array; none (logged)
+    if no decoder knows it."""
     eid = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
     for raw_name, blob in fields.items():
         name = raw_name.decode()
         try:
             if name in _BINARY:
                 kind, fn = _BINARY[name]
-                body = fn(blob)
+                body: Any = fn(blob)
             elif name.startswith("item_"):
                 kind, body = name, _redemption_body(blob)
             else:
-                kind, body = name, _json.decode(blob)
-        except (msgspec.DecodeError, ValueError, TypeError, KeyError):
+                kind, body = name, _json_any.decode(blob)
+            if isinstance(body, list):
+                return [_notice(f"{eid}/{i}", eid, kind, b) for i, b in enumerate(body)]
+            return [_notice(eid, eid, kind, body)]
+        except (msgspec.DecodeError, ValueError, TypeError, KeyError, AttributeError):
             log.warning("notice_undecodable id=%s field=%s", eid, name)
             continue
-        winners = body.get("winners")
-        users = tuple(winners) if isinstance(winners, list) else ()
-        if isinstance(body.get("user_id"), str):
-            users = (body["user_id"], *users)
-        return Notice(eid, kind, str(body.get("network", "")), users,
-                      {"id": eid, "kind": kind, **body})  # fmt: skip
-    return None
+    return []
+
+
+def _notice(nid: str, eid: str, kind: str, body: dict[str, Any]) -> Notice:
+    winners = body.get("winners")
+    users = tuple(winners) if isinstance(winners, list) else ()
+    if isinstance(body.get("user_id"), str):
+        users = (body["user_id"], *users)
+    return Notice(nid, eid, kind, str(body.get("network", "")), users,
+                  {"id": nid, "kind": kind, **body})  # fmt: skip

@@ -47,6 +47,7 @@ from actors.chain_sink import balances_key
 from actors.config import PayoutConfig, RuntimeConfig
 from actors.event_hooks import EventHooks, HookStore
 from actors.keys import Keys
+from actors.notices import NOTICES_MAXLEN
 from actors.spend import SpendTimeout, SyncSpendClient
 from engine import payout as eng
 from engine import webhook
@@ -94,8 +95,6 @@ forever), the notice's JSON ('' = none; appended as `payout_{status}`), the noti
 -> 1 if swapped, 0 if the payout changed meanwhile."""
 NOTICE_STATUSES = frozenset({"settled", "dead", "voided"})
 """Outcomes that append a notice (the live feed shows them to the network and the member)."""
-NOTICES_MAXLEN = 100_000
-"""The notices stream's cap: the same as actors.shards.NOTICES_MAXLEN (which imports Ray)."""
 
 
 def payout_notice(old: Payout | None, new: Payout) -> bytes:

@@ -61,6 +61,7 @@ import redis.asyncio as aioredis
 from actors.config import RuntimeConfig
 from actors.keys import Keys
 from actors.lua import Commit
+from actors.notices import NOTICES_MAXLEN
 from actors.spend import SpendTimeout, SyncSpendClient
 from actors.stream import Entry, StreamShard
 from actors.trim import FEED_GROUP, feed_offsets
@@ -79,7 +80,6 @@ LIFECYCLE_NOTICES = {
     "cancel": "raffle_cancelled",
 }
 """Admin ops that append a notice (the draw appends `raffle_drawn` with its winners)."""
-NOTICES_MAXLEN = 100_000
 REFUNDS_PER_SUBMIT = 2_000
 GUARD_KEEP_S = 400 * 86_400
 """How long a member shard keeps a raffle's ticket counter after the last purchase."""

@@ -30,6 +30,7 @@ import redis
 from actors.config import RuntimeConfig
 from actors.keys import LATENCY_BUCKETS_MS, Keys
 from actors.lua import Arg, Commit
+from actors.notices import NOTICES_MAXLEN, NOTICES_PER_ENTRY
 from actors.referrals import ReferralGraph
 from actors.stream import Entry, StreamShard, parse_id
 from engine.channel import Changes, Channel, channel_decoder, channel_encoder
@@ -82,7 +83,6 @@ from engine.watermark import NEVER, ReorderBuffer
 log = logging.getLogger(__name__)
 
 DAY_S = 86_400
-NOTICES_MAXLEN = 100_000
 DROP_CHUNKS_MAX = 256
 """Most dedupe strings (512 KB each) one commit deletes."""
 LOAD_CHUNKS_MAX = 64
@@ -930,14 +930,16 @@ class MemberShard(StreamShard):
             )  # fmt: skip
 
     def _notice_rewards(self, c: Commit, out: Applied) -> None:
-        """reward_earned notices (engine/rewards.py) and refused credits (engine/gating.py)."""
-        for kind, items in (
-            ("reward_earned", rewards(out.entries)),
-            ("credit_refused", out.refused),
-        ):
-            for item in items:
-                c.cmd("XADD", self.keys.notices, "MAXLEN", "~", NOTICES_MAXLEN, "*",
-                      kind, notice_encoder.encode(item))  # fmt: skip
+        """reward_earned notices (engine/rewards.py), NOTICES_PER_ENTRY to an entry (a JSON
+        array: a new member's welcome and streak would otherwise cost two appends each),
+        and refused credits (engine/gating.py), one an entry."""
+        earned = rewards(out.entries)
+        for start in range(0, len(earned), NOTICES_PER_ENTRY):
+            c.cmd("XADD", self.keys.notices, "MAXLEN", "~", NOTICES_MAXLEN, "*", "reward_earned",
+                  notice_encoder.encode(earned[start : start + NOTICES_PER_ENTRY]))  # fmt: skip
+        for item in out.refused:
+            c.cmd("XADD", self.keys.notices, "MAXLEN", "~", NOTICES_MAXLEN, "*",
+                  "credit_refused", notice_encoder.encode(item))  # fmt: skip
         if out.refused:
             c.cmd("HINCRBY", self.keys.stats, "custom_gated", len(out.refused))
 

@@ -36,6 +36,7 @@ import msgspec
 import redis.asyncio as aioredis
 
 from actors.keys import Keys
+from actors.notices import NOTICES_MAXLEN
 from engine.voucher import (
     PENDING,
     USED,
@@ -47,8 +48,6 @@ from engine.voucher import (
     batch_encoder,
 )
 
-NOTICES_MAXLEN = 100_000
-"""The notices stream's cap: the same as actors.shards.NOTICES_MAXLEN (which imports Ray)."""
 CLAIMS_KEPT_AFTER_EXPIRY_S = 30 * 86_400
 """Claims outlive their batch's expiry by this much: a gateway whose clock runs late still
 finds a code used rather than free (and expiry refuses it anyway after that)."""

@@ -11,7 +11,8 @@ committed in the DuckDB transaction that stores its rows, table `feed_offsets`):
     notices      one field per entry, its name the notice kind: `tier` (msgpack
                  engine.member.TierChange, a row in `tier_changes`), `voucher_scanned`
                  (msgpack engine.voucher.VoucherScanned), `raffle_drawn` and the store's
-                 `item_*` notices (JSON): one row each in `notices`, the body as JSON text.
+                 `item_*` notices (JSON): one row each in `notices`, the body as JSON text;
+                 a JSON array (the member shards' `reward_earned`) gives a row per item.
                  The notices stream is capped (actors.shards.NOTICES_MAXLEN): a sink more
                  than that many notices behind loses the oldest (they were never landed).
 """
@@ -201,8 +202,10 @@ def _notices(x: FeedEntry, tiers: list[list[Any]], notes: list[list[Any]]) -> in
             )
             for col, v in zip(tiers, row, strict=True):
                 col.append(v)
-        else:
-            body = _body(kind, blob)
+            n += 1
+            continue
+        got = _body(kind, blob)
+        for body in got if isinstance(got, list) else [got]:  # a JSON array: one row each
             ts = body.get("ts") if isinstance(body, dict) else None
             if not isinstance(ts, int | float):
                 ts = _id(x.entry_id)[0] / 1000
@@ -211,7 +214,7 @@ def _notices(x: FeedEntry, tiers: list[list[Any]], notes: list[list[Any]]) -> in
             row = (kind, float(ts), net, user, msgspec.json.encode(body).decode(), x.entry_id)
             for col, v in zip(notes, row, strict=True):
                 col.append(v)
-        n += 1
+            n += 1
     return n
 
 

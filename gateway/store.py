@@ -39,7 +39,6 @@ from engine.store import (
 
 log = logging.getLogger(__name__)
 
-NOTICES_MAXLEN = 100_000
 STREAM_COUNT_TTL_S = 7 * 86_400
 
 RESERVE = """

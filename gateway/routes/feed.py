@@ -3,7 +3,9 @@ per member (member token or portal session).
 
 One reader per gateway process (FeedHub) follows the notices stream with XREAD BLOCK, decodes
 each entry once (actors.notices) and encodes its JSON once, then hands it to every client
-whose filter it passes. A client resuming with ?after=ID first gets what it missed from
+whose filter it passes. Each notice carries its `id`: its stream entry's, or "{entry}/{i}"
+for the i-th of an entry holding several (actors.notices). A client resuming with ?after=ID
+(the last id it got) first gets what it missed from
 XRANGE (at most [feed] backlog_max entries looked at; further behind, a {"gap": ...} message
 says so), then the live notices newer than the last one it was sent: nothing in between is
 lost, nothing is sent twice. A client too slow to keep [feed] client_queue_max notices queued
@@ -41,7 +43,7 @@ from prometheus_client import Counter, Gauge
 from redis.exceptions import RedisError
 
 from actors.keys import Keys
-from actors.notices import Notice, decode_notice, stream_id
+from actors.notices import Notice, decode_notices, stream_id
 from engine.ledger import TREASURY_PREFIX
 from engine.ledger import Entry as LedgerEntry
 from gateway.auth import MemberToken
@@ -245,7 +247,7 @@ class FeedHub:
 
     def publish(self, notice: Notice) -> None:
         frame: bytes | None = None
-        key = stream_id(notice.id)
+        key = stream_id(notice.entry_id)
         queued = 0
         for c in self.clients:
             if c.overflowed or not c.wants(notice):
@@ -289,8 +291,7 @@ class FeedHub:
                     continue
                 for eid, fields in entries:
                     self.last_id = eid.decode()
-                    notice = decode_notice(eid, fields)
-                    if notice is not None:
+                    for notice in decode_notices(eid, fields):
                         self.publish(notice)
             if current and (
                 asyncio.get_running_loop().time() - self.last_flush >= EARNINGS_FLUSH_S
@@ -355,25 +356,31 @@ class FeedHub:
         return newest[0][0].decode() if newest else "0-0"
 
     async def backlog(self, client: Client, after: str) -> tuple[list[bytes], str | None, bool]:
-        """(frames after `after` for `client`, id of the last entry looked at, gap?)."""
+        """(frames after `after` for `client`, id of the last entry looked at, gap?).
+        `after` is a notice id: an entry's, or "{entry}/{i}" (the rest of that entry's
+        array comes first)."""
+        entry, _, item = after.partition("/")
         try:
             entries = await self.redis.xrange(
-                self.keys.notices, min=f"({after}", max="+", count=self.backlog_max + 1
-            )
+                self.keys.notices, min=entry if item else f"({entry}", max="+",
+                count=self.backlog_max + 1,
+            )  # fmt: skip
             first = await self.redis.xrange(self.keys.notices, min="-", max="+", count=1)
         except (RedisError, OSError) as err:
             raise Unavailable("notices stream (redis) unavailable") from err
         gap = len(entries) > self.backlog_max
         entries = entries[: self.backlog_max]
-        if first and stream_id(first[0][0]) > stream_id(after) and after != "0-0":
+        if first and stream_id(first[0][0]) > stream_id(entry) and entry != "0-0":
             gap = True  # the stream was trimmed past what the client had seen
         frames: list[bytes] = []
         last: str | None = None
         for eid, fields in entries:
             last = eid.decode()
-            notice = decode_notice(eid, fields)
-            if notice is not None and client.wants(notice):
-                frames.append(frame_of(notice))
+            for n in decode_notices(eid, fields):
+                if item and last == entry and int(n.id.rpartition("/")[2]) <= int(item):
+                    continue  # the client had it
+                if client.wants(n):
+                    frames.append(frame_of(n))
         return frames, last, gap
 
 
@@ -381,14 +388,18 @@ FEED = web.AppKey("feed", FeedHub)
 
 
 def _after_of(request: web.Request) -> str | None:
+    """?after=: the id of the last notice the client got (a stream id, or one with "/i")."""
     raw = request.query.get("after")
     if raw is None or raw == "":
         return None
+    entry, slash, item = raw.partition("/")
     try:
-        stream_id(raw)
+        stream_id(entry)
+        if slash and (not item.isdigit() or len(item) > 6):
+            raise ValueError(item)
     except ValueError:
         raise BadRequest(
-            "after must be a notices stream id like 1733400000000-0", field="after"
+            "after must be a notice id like 1733400000000-0 or 1733400000000-0/3", field="after"
         ) from None
     return raw
 
@@ -463,7 +474,7 @@ async def get_feed(request: web.Request) -> web.WebSocketResponse:
             if gap:
                 frames.append(_json.encode({"gap": True, "after": after}))
             frames += missed
-            sent_to = stream_id(last) if last else stream_id(after)
+            sent_to = stream_id(last) if last else stream_id(after.partition("/")[0])
         ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=4096)
         await ws.prepare(request)
         for frame in frames:

@@ -180,7 +180,7 @@ def test_final_payouts_expire_after_retention_and_leave_the_index(redis_server, 
 def test_payout_outcomes_append_feed_notices(redis_server, namespace) -> None:
     """Settled, dead and voided payouts each append one notice (`payout_{status}`, JSON the
     feed decodes, naming the member); the moves in between append none."""
-    from actors.notices import decode_notice
+    from actors.notices import decode_notices
 
     r = redis.Redis.from_url(redis_server.url)
     keys = Keys(namespace)
@@ -208,7 +208,7 @@ def test_payout_outcomes_append_feed_notices(redis_server, namespace) -> None:
     assert store.swap(dead, eng.retried(dead, now))
     assert store.update(b.id, eng.voided, now)
     store.update(c.id, eng.voided, now)
-    notices = [decode_notice(i, f) for i, f in r.xrange(keys.notices)]
+    notices = [n for i, f in r.xrange(keys.notices) for n in decode_notices(i, f)]
     got = [(n.kind, n.user_ids, n.body["payout"], n.body["points"]) for n in notices if n]
     assert got == [("payout_settled", ("u0",), a.id, 5), ("payout_dead", ("u1",), b.id, 6),
                    ("payout_voided", ("u1",), b.id, 6), ("payout_voided", ("u2",), c.id, 7)]  # fmt: skip

@@ -10,6 +10,7 @@ from analytics.archive import LedgerArchive
 from analytics.landing import FeedEntry
 from engine import events as ev
 from engine.member import TierChange
+from engine.rewards import RewardEarned
 from engine.voucher import VoucherScanned
 
 INGEST = "t:ingest:0"
@@ -32,6 +33,8 @@ def traffic() -> list[FeedEntry]:
     tier = msgspec.msgpack.encode(TierChange("n", "a", 0, 1, 100.5, 120))
     scan = msgspec.msgpack.encode(VoucherScanned(103.0, "n", "b", "code1", "b1", points=50))
     drawn = msgspec.json.encode({"network": "n", "raffle": "r1", "winners": ["a"], "ts": 104.0})
+    rewards = msgspec.json.encode([RewardEarned("n", u, "welcome", 100, "c", f"n:{u}/welcome", 105.0)
+                                   for u in "ab"])  # fmt: skip
     return [
         ingest(1, [chat, custom]),
         FeedEntry(INGEST, "2-0", {b"clock": b"105.0"}),
@@ -39,6 +42,7 @@ def traffic() -> list[FeedEntry]:
         notice(1, "tier", tier),
         notice(2, "voucher_scanned", scan),
         notice(3, "raffle_drawn", drawn),
+        notice(4, "reward_earned", rewards),  # a member shard's: several in one entry
     ]
 
 
@@ -48,9 +52,9 @@ def test_events_and_notices_land_once(tmp_path: Path) -> None:
     feed = traffic()
     first = archive.append([], feed[:4])
     assert first.feed_rows == 4  # 3 events, 1 tier change
-    again = archive.append([], feed)  # a replay of the first four, plus two notices
-    assert again.feed_rows == 2
-    assert archive.feed_offsets() == {INGEST: "3-0", NOTICES: "3-0"}
+    again = archive.append([], feed)  # a replay of the first four, plus four notices
+    assert again.feed_rows == 4
+    assert archive.feed_offsets() == {INGEST: "3-0", NOTICES: "4-0"}
     assert archive.scalar("SELECT count(*) FROM events") == 3
     assert archive.scalar("SELECT string_agg(kind, ',' ORDER BY ts) FROM events") == (
         "chat,custom,viewers"
@@ -66,6 +70,12 @@ def test_events_and_notices_land_once(tmp_path: Path) -> None:
         == "code1"
     )
     assert archive.scalar("SELECT ts FROM notices WHERE kind = 'raffle_drawn'") == 104.0
+    assert (
+        archive.scalar(
+            "SELECT string_agg(user_id, ',' ORDER BY user_id) FROM notices WHERE kind = 'reward_earned'"
+        )
+        == "a,b"
+    )
 
 
 def test_chat_text_lands_only_when_configured(tmp_path: Path) -> None:
@@ -82,6 +92,6 @@ def test_an_entry_that_does_not_decode_is_skipped_not_fatal(tmp_path: Path) -> N
     feed = traffic()
     poison = FeedEntry(INGEST, "2-5", {b"e": b"\xc1 not msgpack"})
     got = archive.append([], [*feed[:2], poison, *feed[2:]])
-    assert got.feed_rows == 6
+    assert got.feed_rows == 8  # 3 events, 5 notices (two of them in one entry)
     assert archive.feed_offsets()[INGEST] == "3-0"
     assert archive.scalar("SELECT count(*) FROM events") == 3

@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from actors.keys import Keys
-from actors.notices import decode_notice
+from actors.notices import decode_notices
 from tests.e2e.conftest import CONFIG, KEY, SECRET, Deployment, deploy, post
 from tests.e2e.test_payouts import wait_status
 from tests.e2e.test_raffles import call
@@ -90,7 +90,7 @@ def test_gates_on_chain_custom_gating_and_reward_notices(dep: Deployment) -> Non
     assert (rich["balance"], rich["tier"]) == (151, "Bronze"), rich
     assert (loyal["balance"], loyal["tier"]) == (3_151, "Gold"), loyal
     assert int(r.hget(keys.stats, "custom_gated")) == 1
-    notices = [decode_notice(i, f) for i, f in r.xrange(keys.notices)]
+    notices = [n for i, f in r.xrange(keys.notices) for n in decode_notices(i, f)]
     refused = [n.body for n in notices if n and n.kind == "credit_refused"]
     assert [(b["user_id"], b["reason"], b["tier_required"], b["credit_id"]) for b in refused] == [
         ("rich", "tier_too_low", "Silver", "x-rich")]  # fmt: skip

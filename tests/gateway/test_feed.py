@@ -18,7 +18,7 @@ from aiohttp import ClientWebSocketResponse, WSMsgType
 
 from actors.client import RallyClient
 from actors.keys import Keys
-from actors.notices import decode_notice
+from actors.notices import decode_notices
 from gateway.redis_server import RedisServer
 from gateway.routes.feed import FEED
 from gateway.signing import bearer, signed_headers
@@ -62,7 +62,7 @@ def admin_feed(target: str) -> dict[str, str]:
 def test_feed_live_member_filter_resume_gap_and_gauge(
     shards: RallyClient, redis_server: RedisServer, redis_client: redis.Redis, namespace: str
 ) -> None:
-    settings = feed_settings(namespace, backlog_max=8)
+    settings = feed_settings(namespace, backlog_max=5)
 
     async def body() -> None:
         async with serve(settings, redis_server.url) as client:
@@ -106,7 +106,7 @@ def test_feed_live_member_filter_resume_gap_and_gauge(
             assert live["kind"] == "item_redeemed"
             assert live["id"] not in net_ids
 
-            # further behind than backlog_max (8; ten notices with the rewards): told of the gap
+            # further behind than backlog_max (5; six entries, the rewards batched): told of the gap
             target = f"/v1/feed?network={NET}&after=0-0"
             behind = await client.ws_connect(target, headers=admin_feed(target))
             assert (await next_notice(behind))["gap"] is True
@@ -125,24 +125,30 @@ def test_feed_live_member_filter_resume_gap_and_gauge(
     asyncio.run(body())
 
 
-def test_decode_notice_every_writer() -> None:
-    """Each writer's encoding decodes into the same flat shape."""
+def test_decode_notices_every_writer() -> None:
+    """Each writer's encoding decodes into the same flat shape; a JSON array (the member
+    shards' rewards) into one notice per item, each with an id of its own."""
     from engine.member import TierChange
+    from engine.rewards import RewardEarned
     from engine.voucher import VoucherScanned
 
     enc = msgspec.msgpack.Encoder()
-    tier = decode_notice(b"1-0", {b"tier": enc.encode(TierChange("n", "u", 0, 1, 5.0, 600))})
-    assert tier is not None
+    (tier,) = decode_notices(b"1-0", {b"tier": enc.encode(TierChange("n", "u", 0, 1, 5.0, 600))})
     assert (tier.kind, tier.user_ids, tier.body["new_tier"]) == ("tier_changed", ("u",), 1)
+    assert (tier.id, tier.entry_id, tier.body["id"]) == ("1-0", "1-0", "1-0")
     scan = VoucherScanned(ts=1.0, network="n", user_id="v", code_id="c", batch="b", points=5)
-    voucher = decode_notice(b"2-0", {b"voucher_scanned": enc.encode(scan)})
-    assert voucher is not None
+    (voucher,) = decode_notices(b"2-0", {b"voucher_scanned": enc.encode(scan)})
     assert (voucher.kind, voucher.body["points"]) == ("voucher_scanned", 5)
     drawn = {"network": "n", "raffle": "r", "winners": ["a", "b"], "ts": 1}
-    raffle = decode_notice(b"3-0", {b"raffle_drawn": json.dumps(drawn).encode()})
-    assert raffle is not None
+    (raffle,) = decode_notices(b"3-0", {b"raffle_drawn": json.dumps(drawn).encode()})
     assert raffle.user_ids == ("a", "b")
-    assert decode_notice(b"4-0", {b"tier": b"junk"}) is None
+    assert decode_notices(b"4-0", {b"tier": b"junk"}) == []
+    earned = [RewardEarned("n", u, "welcome", 100, "c", f"n:{u}/welcome", 5.0) for u in "ab"]
+    got = decode_notices(b"5-0", {b"reward_earned": msgspec.json.encode(earned)})
+    assert [(n.id, n.entry_id, n.kind, n.user_ids, n.body["id"], n.body["points"]) for n in got] == [
+        ("5-0/0", "5-0", "reward_earned", ("a",), "5-0/0", 100),
+        ("5-0/1", "5-0", "reward_earned", ("b",), "5-0/1", 100),
+    ]  # fmt: skip
     assert Keys("x").notices == "x:notices"
 
 
@@ -161,9 +167,10 @@ def test_a_slow_client_overflows_and_only_its_network_is_queued() -> None:
     with pytest.raises(Exception, match="at most 2 feed clients"):
         hub.add(Client("n", None, asyncio.Queue()))
     for i in range(3):
-        hub.publish(Notice(f"{i + 1}-0", "item_redeemed", "n", ("alice",), {"id": f"{i + 1}-0"}))
-    hub.publish(Notice("9-0", "item_redeemed", "other", ("bob",), {"id": "9-0"}))
-    hub.publish(Notice("10-0", "raffle_drawn", "n", ("carol",), {"id": "10-0"}))
+        nid = f"{i + 1}-0"
+        hub.publish(Notice(nid, nid, "item_redeemed", "n", ("alice",), {"id": nid}))
+    hub.publish(Notice("9-0", "9-0", "item_redeemed", "other", ("bob",), {"id": "9-0"}))
+    hub.publish(Notice("10-0", "10-0", "raffle_drawn", "n", ("carol",), {"id": "10-0"}))
     assert slow.overflowed
     assert slow.queue.qsize() == 3  # two notices, then the sentinel
     assert member.queue.qsize() == 1  # only the raffle notice of its network
@@ -268,3 +275,38 @@ def test_earnings_of_many_credits_make_one_frame_per_network_and_member() -> Non
     assert len(members) == 100
     u1 = json.loads(members[("n", "u1")])
     assert (u1["points"], u1["credits"], u1["channels"]) == (100, 100, {"ch1": 100})
+
+
+def test_a_resume_inside_an_entry_of_several_gets_the_rest_of_it(
+    redis_server: RedisServer, redis_client: redis.Redis, namespace: str
+) -> None:
+    """?after= may name one notice of an entry holding several (a member shard's rewards):
+    the backlog starts with the rest of that entry, then the entries after it."""
+    from redis import asyncio as aioredis
+
+    from engine.rewards import RewardEarned
+    from gateway.routes.feed import Client, FeedHub
+
+    keys = Keys(namespace)
+    earned = [RewardEarned("n", u, "welcome", 100, "c", f"n:{u}/welcome", 5.0) for u in "abc"]
+    e1 = redis_client.xadd(keys.notices, {"reward_earned": msgspec.json.encode(earned)}).decode()
+    drawn = {"network": "n", "raffle": "r", "winners": ["a"], "ts": 1}
+    e2 = redis_client.xadd(keys.notices, {"raffle_drawn": json.dumps(drawn)}).decode()
+
+    async def body() -> None:
+        r = aioredis.Redis.from_url(redis_server.url)
+        hub = FeedHub(r, keys, backlog_max=10, max_clients=2, client_queue_max=10, block_ms=10)
+        try:
+            for after, ids in ((f"{e1}/0", [f"{e1}/1", f"{e1}/2", e2]),
+                               (f"{e1}/2", [e2]), (e1, [e2]), ("0-0", [f"{e1}/0", f"{e1}/1",
+                                                                      f"{e1}/2", e2])):  # fmt: skip
+                frames, last, gap = await hub.backlog(Client("n", None, asyncio.Queue()), after)
+                assert [json.loads(f)["id"] for f in frames] == ids, after
+                assert (last, gap) == (e2, False)
+            bob = Client("n", "b", asyncio.Queue())  # a member's feed: its own, and raffles
+            frames, _, _ = await hub.backlog(bob, "0-0")
+            assert [json.loads(f)["id"] for f in frames] == [f"{e1}/1", e2]
+        finally:
+            await r.aclose()
+
+    asyncio.run(body())
