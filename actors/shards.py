@@ -567,6 +567,12 @@ class MemberShard(StreamShard):
     def __init__(self, cfg: RuntimeConfig, index: int) -> None:
         self.book = RuleBook.from_builtins(cfg.rules)
         self.members: dict[str, MemberState] = {}
+        """The members the batch being applied touches, decoded (emptied at each commit)."""
+        self.packed: dict[str, bytes] = {}
+        """Every activated member's state as last committed, msgpack-encoded as in Redis: a
+        cached member costs its encoding (~100 B), not a tree of decoded objects (~1 KB)
+        that the garbage collector would walk as well. The oldest go past member_cache_max."""
+        self._written: dict[str, bytes] = {}
         self.held_a: ReorderBuffer[tuple[Credit, int]] = ReorderBuffer(0.0)
         """Stage A: channel credits, until the channel partitions' watermark passes them."""
         self.held: ReorderBuffer[tuple[Credit, int]] = ReorderBuffer(0.0)
@@ -580,6 +586,7 @@ class MemberShard(StreamShard):
 
     def reset(self) -> None:
         self.members.clear()
+        self.packed.clear()
         self.held_a.clear()
         self.held.clear()
         self.loaded = False
@@ -610,18 +617,33 @@ class MemberShard(StreamShard):
         self.loaded = True
 
     def _load(self, keys: set[str]) -> None:
-        missing = [k for k in keys if k not in self.members]
-        if not missing:
-            return
+        members, packed = self.members, self.packed
+        missing = []
+        for k in keys:
+            if k not in members:
+                raw = packed.get(k)
+                if raw is None:
+                    missing.append(k)
+                else:
+                    members[k] = state_decoder.decode(raw)
         for start in range(0, len(missing), 10_000):
             chunk = missing[start : start + 10_000]
             for key, raw in zip(chunk, self.r.hmget(self.keys.mstate, chunk), strict=True):
-                self.members[key] = state_decoder.decode(raw) if raw else MemberState()
-        excess = len(self.members) - self.cfg.member_cache_max
+                if raw:
+                    members[key] = state_decoder.decode(raw)
+                    packed[key] = raw
+                else:
+                    members[key] = MemberState()
+        excess = len(packed) - self.cfg.member_cache_max
         if excess > 0:  # passivate the oldest activations: their state is durable in Redis
-            for key in list(itertools.islice(self.members, excess)):
-                if key not in keys:
-                    del self.members[key]
+            for key in list(itertools.islice(packed, excess)):
+                del packed[key]
+
+    def _committed(self) -> None:
+        """The batch committed: what it wrote is the members' packed state now."""
+        self.packed.update(self._written)
+        self._written = {}
+        self.members.clear()
 
     def _admit(
         self, entries: Sequence[Entry], spends: list[Spend]
@@ -790,6 +812,7 @@ class MemberShard(StreamShard):
             c.cmd("HINCRBY", self.keys.stats, "credits_late", late)
         self._count(c, len(released), len(out.entries), [ms for _, ms in released])
         self.commit(c, entries)
+        self._committed()
 
     def _spend(self, spends: list[Spend], out: Applied, changed: set[str]) -> Spent:
         """Apply the batch's transfers in stream order: a key recorded before (in Redis, or
@@ -897,9 +920,9 @@ class MemberShard(StreamShard):
         leaderboards are projected from it by LedgerProjector, and the ledger sink archives it."""
         keys = self.keys
         fields = list(changed)
-        c.pairs(
-            "HSET", keys.mstate, fields, [state_encoder.encode(self.members[k]) for k in fields]
-        )
+        blobs = [state_encoder.encode(self.members[k]) for k in fields]
+        c.pairs("HSET", keys.mstate, fields, blobs)
+        self._written = dict(zip(fields, blobs, strict=True))
         for i in range(0, len(out.entries), CREDITS_PER_ENTRY):
             chunk = out.entries[i : i + CREDITS_PER_ENTRY]
             blob = ledger_encoder.encode(chunk)
