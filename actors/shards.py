@@ -839,10 +839,11 @@ class MemberShard(StreamShard):
                 continue
             state = self.members[nu]
             result, entry = apply_transfer(state, t)
+            if result.ok:  # with or without an entry: a free item moves only guard counters
+                changed.add(nu)
             if t.lifetime and result.ok:
                 tiers = self.book.network(t.network).tiers
                 change = retier(state, t.network, t.user_id, tiers, t.ts)
-                changed.add(nu)
                 if change is not None:
                     out.tier_changes.append(change)
             record = Record(digest(t), result)
@@ -850,7 +851,6 @@ class MemberShard(StreamShard):
             spent.records.append((rkey, record, sp.reply_to))
             if entry is not None:
                 out.entries.append(entry)
-                changed.add(nu)
                 for account, delta in account_deltas(t):
                     spent.accounts[account] = spent.accounts.get(account, 0) + delta
                 if t.to_user:

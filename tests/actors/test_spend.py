@@ -65,6 +65,11 @@ def test_spends_apply_once_and_the_audit_stays_clean(rally, redis_server) -> Non
     g = (Guard("item9", limit=1),)
     assert sc.submit(spend("buy-3", "u1", 1, guards=g)).code == OK
     assert sc.submit(spend("buy-4", "u1", 1, guards=g)).code == LIMIT_REACHED
+    free = (Guard("item0", limit=1),)  # a free item: no points move, only its counter
+    assert sc.submit(spend("free-1", "u1", 0, guards=free)).code == OK
+    assert sc.submit(spend("free-2", "u1", 0, guards=free)).code == LIMIT_REACHED
+    stored = state_decoder.decode(r.hget(keys.mstate, f"{NET}:u1"))
+    assert stored.uses["item0"].n == 1, "the counter is in Redis, not only in a cache"
     back = sc.submit(Transfer("refund-1", NET, "u1", 10, "credit", STORE, "refund"))
     assert (back.code, back.balance) == (OK, have - 1)
     assert balance(r, keys, "u1") == have - 1

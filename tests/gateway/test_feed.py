@@ -116,9 +116,10 @@ def test_feed_live_member_filter_resume_gap_and_gauge(
             await net_ws.close()
 
             # bad input names its field; a member token cannot read another network's feed
-            resp = await client.get(f"/v1/feed?network={NET}&after=nope",
-                                    headers=admin_feed(f"/v1/feed?network={NET}&after=nope"))  # fmt: skip
-            assert (resp.status, (await resp.json())["field"]) == (400, "after")
+            for bad in ("nope", "1-0/x", "1-0/"):
+                target = f"/v1/feed?network={NET}&after={bad}"
+                resp = await client.get(target, headers=admin_feed(target))
+                assert (resp.status, (await resp.json())["field"]) == (400, "after"), bad
             resp = await client.get("/v1/feed")
             assert resp.status == 401
 
