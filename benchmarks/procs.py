@@ -74,9 +74,11 @@ class ProcessSampler:
                 t = proc.cpu_times()
                 cpu = t.user + t.system
                 rss = proc.memory_info().rss
+                if rss == 0:  # a zombie, or a process exiting: nothing of it to measure
+                    continue
                 now = time.time()
                 s = self.seen.get(proc.pid)
-                if s is None:
+                if s is None or cpu < s.cpu1:  # new, or its pid reused by another process
                     role = role or role_of(proc, self.gateway_pid)
                     s = self.seen[proc.pid] = _Seen(role, proc, cpu, cpu, now, now)
                 s.cpu1 = cpu
