@@ -83,6 +83,18 @@ _BINARY = {
 }
 
 
+def notice_position(notice_id: str) -> tuple[str, int]:
+    """(entry id, index) of a notice id: -1 for the notice of a whole entry, i for
+    "{entry}/{i}"; ValueError if it is neither."""
+    entry, slash, item = notice_id.partition("/")
+    stream_id(entry)
+    if not slash:
+        return entry, -1
+    if not item.isdigit() or len(item) > 6:
+        raise ValueError(f"not a notice index: {item!r}")
+    return entry, int(item)
+
+
 def decode_notices(entry_id: bytes | str, fields: dict[bytes, bytes]) -> list[Notice]:
     """The notices of one stream entry: one, or the items of a JSON array; none (logged)
     if no decoder knows it."""

@@ -572,7 +572,6 @@ class MemberShard(StreamShard):
         """Every activated member's state as last committed, msgpack-encoded as in Redis: a
         cached member costs its encoding (~100 B), not a tree of decoded objects (~1 KB)
         that the garbage collector would walk as well. The oldest go past member_cache_max."""
-        self._written: dict[str, bytes] = {}
         self.held_a: ReorderBuffer[tuple[Credit, int]] = ReorderBuffer(0.0)
         """Stage A: channel credits, until the channel partitions' watermark passes them."""
         self.held: ReorderBuffer[tuple[Credit, int]] = ReorderBuffer(0.0)
@@ -639,10 +638,9 @@ class MemberShard(StreamShard):
             for key in list(itertools.islice(packed, excess)):
                 del packed[key]
 
-    def _committed(self) -> None:
+    def _committed(self, written: dict[str, bytes]) -> None:
         """The batch committed: what it wrote is the members' packed state now."""
-        self.packed.update(self._written)
-        self._written = {}
+        self.packed.update(written)
         self.members.clear()
 
     def _admit(
@@ -800,7 +798,7 @@ class MemberShard(StreamShard):
         self.progress.watermark = watermark
         changed |= self._roll_over(watermark)
         c = Commit()
-        self._write(c, changed, out)
+        written = self._write(c, changed, out)
         self._write_spent(c, spent)
         self._send_rewards(c, sent, publish=pr.stage_a > stage_a_before)
         last_id = entries[-1][0]
@@ -812,7 +810,7 @@ class MemberShard(StreamShard):
             c.cmd("HINCRBY", self.keys.stats, "credits_late", late)
         self._count(c, len(released), len(out.entries), [ms for _, ms in released])
         self.commit(c, entries)
-        self._committed()
+        self._committed(written)
 
     def _spend(self, spends: list[Spend], out: Applied, changed: set[str]) -> Spent:
         """Apply the batch's transfers in stream order: a key recorded before (in Redis, or
@@ -915,14 +913,14 @@ class MemberShard(StreamShard):
                 changed.add(key)
         return changed
 
-    def _write(self, c: Commit, changed: set[str], out: Applied) -> None:
+    def _write(self, c: Commit, changed: set[str], out: Applied) -> dict[str, bytes]:
         """Member state and the batch's ledger entries (one blob on ledgerlog:{m}); the
-        leaderboards are projected from it by LedgerProjector, and the ledger sink archives it."""
+        leaderboards are projected from it by LedgerProjector, and the ledger sink archives it.
+        Returns the members' states as written (what `_committed` keeps once they are)."""
         keys = self.keys
         fields = list(changed)
         blobs = [state_encoder.encode(self.members[k]) for k in fields]
         c.pairs("HSET", keys.mstate, fields, blobs)
-        self._written = dict(zip(fields, blobs, strict=True))
         for i in range(0, len(out.entries), CREDITS_PER_ENTRY):
             chunk = out.entries[i : i + CREDITS_PER_ENTRY]
             blob = ledger_encoder.encode(chunk)
@@ -951,6 +949,7 @@ class MemberShard(StreamShard):
                 "XADD", keys.notices, "MAXLEN", "~", NOTICES_MAXLEN, "*",
                 "tier", credit_encoder.encode(tc),
             )  # fmt: skip
+        return dict(zip(fields, blobs, strict=True))
 
     def _notice_rewards(self, c: Commit, out: Applied) -> None:
         """reward_earned notices (engine/rewards.py), NOTICES_PER_ENTRY to an entry (a JSON

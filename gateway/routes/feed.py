@@ -43,7 +43,7 @@ from prometheus_client import Counter, Gauge
 from redis.exceptions import RedisError
 
 from actors.keys import Keys
-from actors.notices import Notice, decode_notices, stream_id
+from actors.notices import Notice, decode_notices, notice_position, stream_id
 from engine.ledger import TREASURY_PREFIX
 from engine.ledger import Entry as LedgerEntry
 from gateway.auth import MemberToken
@@ -359,10 +359,10 @@ class FeedHub:
         """(frames after `after` for `client`, id of the last entry looked at, gap?).
         `after` is a notice id: an entry's, or "{entry}/{i}" (the rest of that entry's
         array comes first)."""
-        entry, _, item = after.partition("/")
+        entry, index = notice_position(after)
         try:
             entries = await self.redis.xrange(
-                self.keys.notices, min=entry if item else f"({entry}", max="+",
+                self.keys.notices, min=entry if index >= 0 else f"({entry}", max="+",
                 count=self.backlog_max + 1,
             )  # fmt: skip
             first = await self.redis.xrange(self.keys.notices, min="-", max="+", count=1)
@@ -377,7 +377,7 @@ class FeedHub:
         for eid, fields in entries:
             last = eid.decode()
             for n in decode_notices(eid, fields):
-                if item and last == entry and int(n.id.rpartition("/")[2]) <= int(item):
+                if last == entry and notice_position(n.id)[1] <= index:
                     continue  # the client had it
                 if client.wants(n):
                     frames.append(frame_of(n))
@@ -392,11 +392,8 @@ def _after_of(request: web.Request) -> str | None:
     raw = request.query.get("after")
     if raw is None or raw == "":
         return None
-    entry, slash, item = raw.partition("/")
     try:
-        stream_id(entry)
-        if slash and (not item.isdigit() or len(item) > 6):
-            raise ValueError(item)
+        notice_position(raw)
     except ValueError:
         raise BadRequest(
             "after must be a notice id like 1733400000000-0 or 1733400000000-0/3", field="after"
@@ -474,7 +471,7 @@ async def get_feed(request: web.Request) -> web.WebSocketResponse:
             if gap:
                 frames.append(_json.encode({"gap": True, "after": after}))
             frames += missed
-            sent_to = stream_id(last) if last else stream_id(after.partition("/")[0])
+            sent_to = stream_id(last if last else notice_position(after)[0])
         ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=4096)
         await ws.prepare(request)
         for frame in frames:
