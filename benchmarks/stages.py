@@ -114,6 +114,7 @@ def stage(
     entries, wall_s, cpu_s, usec = drive(shard, r)
     if prof is not None:
         prof.disable()
+        print(f"== {name}: cProfile, by own time ==")
         pstats.Stats(prof).sort_stats("tottime").print_stats(25)
     python_us = cpu_s * 1e6 / n
     held = held_over({}, latency_histograms(r))  # drive() reset the histograms
@@ -161,7 +162,7 @@ def run(
         if watch:  # the repeat tick: every viewer a member already
             r.xadd(keys.ingest(0), {"clock": repr(clock + interval)})
             out += [
-                stage(f"{name} (repeat)", shard, r, n, False, max_items)
+                stage(f"{name} (repeat)", shard, r, n, profile == name.split()[0], max_items)
                 for name, shard in zip(names, shards, strict=True)
             ]
         r.close()
@@ -176,7 +177,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--json", action="store_true")
     p.add_argument("--profile", choices=["channel", "member", "ledger"], default="",
-                   help="print cProfile's top functions of one stage")  # fmt: skip
+                   help="print cProfile's top functions of one stage (with --watch: of both ticks)")  # fmt: skip
     p.add_argument("--max-items", type=int, default=0,
                    help="each shard's max_items_per_commit (default: the shard's own)")  # fmt: skip
     p.add_argument("--watch", type=int, default=0, metavar="VIEWERS",

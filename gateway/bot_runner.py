@@ -24,7 +24,7 @@ from actors.keys import Keys
 from actors.raffle import RaffleClient
 from actors.spend import SpendClient
 from engine.commands import CommandSpec, specs_from_config
-from engine.events import Event
+from engine.events import Event, valid_only
 from engine.wsmap import FrameMapping
 from gateway.bot import CommandBot
 from gateway.bot_spends import ChatSpends, SpendLimits
@@ -164,7 +164,13 @@ async def run_bot(settings: Settings, redis_url: str, stop: asyncio.Event) -> Ir
     writer.start()
 
     async def sink(events: list[Event]) -> None:
-        await writer.append(events)
+        # checked here, once (downstream hops do not check ids again): a line that maps to
+        # an event the HTTP API would refuse is dropped, never appended
+        good, bad = valid_only(events)
+        for err in bad:
+            log.warning("bot_event_invalid field=%s error=%s", err.field, err.message)
+        if good:
+            await writer.append(good)
 
     spends = SpendClient(client, keys, settings.shards.member, timeout_s=settings.spend.timeout_s)
     conn = IrcConnector(parts.irc, sink)

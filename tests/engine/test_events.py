@@ -15,12 +15,14 @@ from engine.events import (
     Chat,
     Custom,
     GiftBomb,
+    Viewer,
     Viewers,
     channel_key,
     decode_events,
     decode_json_batch,
     encode_events,
     member_key,
+    valid_only,
 )
 from tests.engine.factories import KINDS, T0, one_of_each
 
@@ -186,3 +188,35 @@ def test_events_are_frozen() -> None:
 def test_keys() -> None:
     assert member_key("net", "u1") == "net:u1"
     assert channel_key("net", "ch") == "net:ch"
+
+
+def test_events_are_checked_once_at_the_edge() -> None:
+    """The edge refuses a bad id; the durable log's decoder (every later hop) does not check
+    ids again, and what the edge hands on are the plain classes, equal to events built in
+    Python."""
+    bad = _event(id="has space")
+    with pytest.raises(BatchError) as err:
+        decode_json_batch(_batch(bad))
+    assert (err.value.index, err.value.field) == (0, "id")
+    built = Chat(id="has space", network="net", channel="ch", ts=T0, user_id="u1")
+    assert decode_events(encode_events([built])) == [built]
+    (edge,) = decode_json_batch(_batch(_event()))
+    assert edge == Chat(id="e1", network="net", channel="ch", ts=T0, user_id="u1",
+                        user_name="Alice")  # fmt: skip
+    assert type(edge) is Chat
+
+
+def test_valid_only_keeps_the_events_the_edge_accepts() -> None:
+    """Events built in Python (connectors) are checked as a client's would be: the bad ones
+    are dropped, each with the reason, index and field."""
+    good = Chat(id="ok", network="net", channel="ch", ts=T0, user_id="u1")
+    long_name = Chat(id="n", network="net", channel="ch", ts=T0, user_id="u1",
+                     user_name="x" * (MAX_NAME_LEN + 1))  # fmt: skip
+    bad_viewer = Viewers(id="v", network="net", channel="ch", ts=T0,
+                         viewers=[Viewer(id="a b")])  # fmt: skip
+    no_user = Chat(id="nu", network="net", channel="ch", ts=T0)
+    kept, refused = valid_only([long_name, good, bad_viewer, no_user])
+    assert kept == [good]
+    assert [(e.index, e.field) for e in refused] == [
+        (0, "user_name"), (2, "viewers[0].id"), (3, "user_id"),
+    ]  # fmt: skip
