@@ -24,8 +24,8 @@ from actors.payout import PayoutService
 from actors.raffle import RaffleShard
 from actors.scheduler import Scheduler
 from actors.shards import ChannelShard, LedgerProjector, MemberShard, channel_progress_decoder
-from actors.stream import parse_id
 from engine.reference import FLUSH_MARGIN_S
+from engine.streamid import stream_id
 from engine.watermark import NEVER
 
 _OPTIONS: dict[str, Any] = {
@@ -63,7 +63,7 @@ def backlog(r: redis.Redis, keys: Keys, cfg: RuntimeConfig) -> int:
             total += int(g["pending"])
             lag = g.get("lag")
             if lag is None:
-                lag = 0 if parse_id(g["last-delivered-id"]) >= parse_id(last) else 1
+                lag = 0 if stream_id(g["last-delivered-id"]) >= stream_id(last) else 1
             total += int(lag)
     return total
 

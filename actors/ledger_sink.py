@@ -25,11 +25,12 @@ import redis
 
 from actors.config import RuntimeConfig
 from actors.keys import Keys
-from actors.stream import SOCKET_TIMEOUT_S, Entry, ensure_group, parse_id
+from actors.stream import SOCKET_TIMEOUT_S, Entry, ensure_group
 from analytics import snapshot
 from analytics.archive import LedgerArchive, LogEntry
 from analytics.landing import FeedEntry
 from engine.ledger import Entry as LedgerEntry
+from engine.streamid import stream_id
 
 log = logging.getLogger(__name__)
 
@@ -83,13 +84,13 @@ def ledger_tail_where(
                 blob = fields.get(b"l")
                 if blob is None:
                     continue
-                at = parse_id(eid)
+                at = stream_id(eid)
                 for pos, e in enumerate(_ledger_list.decode(blob)):
                     if match(e):
                         found.append((at, stream, pos, e))
             if len(got) < TAIL_READ:
                 break
-            ms, seq = parse_id(got[-1][0])
+            ms, seq = stream_id(got[-1][0])
             lo = f"({ms}-{seq}"
     found.sort(key=lambda x: (x[0], x[1], x[2]))  # as the archive's NEWEST_FIRST, reversed
     return [e for _, _, _, e in found]

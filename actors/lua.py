@@ -15,7 +15,7 @@ import hiredis
 import redis
 from redis._parsers.base import BaseParser
 
-from actors.notices import stream_id
+from engine.streamid import stream_id
 
 CHUNK_ARGS = 4_000
 """Most values one command carries (a command of a million values would be one long write)."""

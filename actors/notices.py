@@ -20,6 +20,7 @@ from typing import Any
 import msgspec
 
 from engine.member import TierChange
+from engine.streamid import stream_id
 from engine.voucher import VoucherScanned
 
 log = logging.getLogger(__name__)
@@ -49,13 +50,6 @@ class Notice(msgspec.Struct, frozen=True):
     user_ids: tuple[str, ...]
     """Members this notice is about (the member, or a raffle's winners)."""
     body: dict[str, Any]
-
-
-def stream_id(raw: bytes | str) -> tuple[int, int]:
-    """A Redis stream id as (ms, seq), for ordering; ValueError if it is not one."""
-    text = raw.decode() if isinstance(raw, bytes) else raw
-    ms, _, seq = text.partition("-")
-    return int(ms), int(seq or 0)
 
 
 def _tier_body(blob: bytes) -> dict[str, Any]:

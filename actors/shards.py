@@ -32,7 +32,7 @@ from actors.keys import LATENCY_BUCKETS_MS, Keys
 from actors.lua import Arg, Commit
 from actors.notices import NOTICES_MAXLEN, NOTICES_PER_ENTRY
 from actors.referrals import ReferralGraph
-from actors.stream import Entry, StreamShard, parse_id
+from actors.stream import Entry, StreamShard
 from engine.channel import Changes, Channel, channel_decoder, channel_encoder
 from engine.dedupe import (
     BUCKET_S,
@@ -78,6 +78,7 @@ from engine.spend import (
     transfer_decoder,
 )
 from engine.spend import encode as spend_encode
+from engine.streamid import stream_id
 from engine.watermark import NEVER, ReorderBuffer
 
 log = logging.getLogger(__name__)
@@ -159,7 +160,7 @@ class PendingLog:
         if first_held == 0 or not self.entries:
             return
         if first_held is None:
-            ms, seq = parse_id(last_id)
+            ms, seq = stream_id(last_id)
             minid = f"{ms}-{seq + 1}"
             self.entries = []
         else:
@@ -319,7 +320,7 @@ class ChannelShard(StreamShard):
         for entry_id, fields in entries:
             blob = fields.get(b"e")
             events = decode_events(blob) if blob is not None else []
-            decoded.append((parse_id(entry_id)[0], events, fields))
+            decoded.append((stream_id(entry_id)[0], events, fields))
             everything.extend(events)
         ids = [event_key(e) for e in everything]
         checked, buckets = self._dedupe(everything, ids)

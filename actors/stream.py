@@ -35,6 +35,7 @@ from actors import health
 from actors.config import RuntimeConfig
 from actors.keys import Keys
 from actors.lua import Commit, CommitCall, NativeCommit
+from engine.streamid import stream_id
 
 log = logging.getLogger(__name__)
 
@@ -95,12 +96,6 @@ def not_the_entry(err: BaseException) -> bool:
     return isinstance(err, redis.ResponseError) and str(err).startswith(INFRA_REPLIES)
 
 
-def parse_id(entry_id: bytes | str) -> tuple[int, int]:
-    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-    ms, _, seq = text.partition("-")
-    return int(ms), int(seq or 0)
-
-
 def ensure_group(r: redis.Redis, stream: str, group: str) -> None:
     try:
         r.xgroup_create(stream, group, id="0", mkstream=True)
@@ -136,7 +131,7 @@ class StreamShard:
         self.epoch = int(self.r.incr(self.epoch_key))
         ensure_group(self.r, stream, self.group)
         raw = self.r.hget(self.offsets_key, stream)
-        self.offset = parse_id(raw) if raw else (0, 0)
+        self.offset = stream_id(raw) if raw else (0, 0)
         self.batches = 0
         self.errors = 0
         self.dead_letters = 0
@@ -206,7 +201,7 @@ class StreamShard:
         """Drop what memory holds and take the committed offset again (under self.lock)."""
         self.reset()
         raw = self.r.hget(self.offsets_key, self.stream)
-        self.offset = parse_id(raw) if raw else (0, 0)
+        self.offset = stream_id(raw) if raw else (0, 0)
 
     def reset(self) -> None:
         """Drop the in-memory activations (their committed state is reloaded on demand)."""
@@ -221,16 +216,16 @@ class StreamShard:
     def _handle(self, entries: list[Entry]) -> None:
         with self.lock:
             applied = self.offset
-            stale = [eid for eid, _ in entries if parse_id(eid) <= applied]
+            stale = [eid for eid, _ in entries if stream_id(eid) <= applied]
             if stale:
                 self.r.xack(self.stream, self.group, *stale)
-            fresh = [e for e in entries if parse_id(e[0]) > applied]
+            fresh = [e for e in entries if stream_id(e[0]) > applied]
             for group in self.groups(fresh):
                 self._apply(group)
                 self.beat_if_due()
 
     def _unapplied(self, entries: Sequence[Entry]) -> list[Entry]:
-        return [e for e in entries if parse_id(e[0]) > self.offset]
+        return [e for e in entries if stream_id(e[0]) > self.offset]
 
     def _apply(self, entries: Sequence[Entry]) -> None:
         """Apply a run of entries; on failure find the entry that fails (bisecting), retry
@@ -257,7 +252,7 @@ class StreamShard:
             self._applied(entries)
 
     def _applied(self, entries: Sequence[Entry]) -> None:
-        self.offset = parse_id(entries[-1][0])
+        self.offset = stream_id(entries[-1][0])
         self.batches += 1
         self.last_ok_ts = time.time()
         self.dead_letter_streak = 0
@@ -296,7 +291,7 @@ class StreamShard:
                 self.errors += 1
                 err = again
                 self._reload()
-                if parse_id(entry[0]) <= self.offset:
+                if stream_id(entry[0]) <= self.offset:
                     return  # it did commit after all
             else:
                 self._applied([entry])
@@ -320,7 +315,7 @@ class StreamShard:
         c.cmd("HINCRBY", k.stats, "dead_letters", 1)
         c.cmd("HDEL", health.failures_key(k), field)
         self.commit(c, [entry])
-        self.offset = parse_id(eid)
+        self.offset = stream_id(eid)
         self.dead_letters += 1
         self.dead_letter_streak += 1
         self._set_state("running")

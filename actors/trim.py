@@ -33,7 +33,7 @@ from actors.keys import Keys
 from actors.ledger_sink import GROUP as ARCHIVE_GROUP
 from actors.ledger_sink import archive_offset_field
 from actors.shards import ChannelShard, LedgerProjector
-from actors.stream import parse_id
+from engine.streamid import stream_id
 
 log = logging.getLogger(__name__)
 _warned: set[tuple[str, str]] = set()
@@ -88,7 +88,7 @@ def safe_min_id(r: redis.Redis, keys: Keys, stream: str, ledger_log: bool) -> st
     committed = pipe.execute()
     if any(c is None for c in committed):
         return None
-    ms, seq = min(parse_id(c) for c in committed if c is not None)
+    ms, seq = min(stream_id(c) for c in committed if c is not None)
     return f"{ms}-{seq + 1}"
 
 

@@ -43,6 +43,7 @@ import pyarrow as pa
 
 from analytics.landing import FEED_SCHEMA, FeedEntry, land
 from engine.ledger import TREASURY_PREFIX, Entry, member_account
+from engine.streamid import stream_id
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS ledger (
@@ -112,12 +113,6 @@ class ArchiveError(Exception):
 
 class ArchiveBusy(ArchiveError):
     """Another process held the archive file for longer than the lock timeout."""
-
-
-def parse_id(entry_id: bytes | str) -> tuple[int, int]:
-    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-    ms, _, seq = text.partition("-")
-    return int(ms), int(seq or 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -535,7 +530,7 @@ def _append_feed(
 
 
 def _after(entry_id: str, offset: str) -> bool:
-    return parse_id(entry_id) > parse_id(offset)
+    return stream_id(entry_id) > stream_id(offset)
 
 
 def _arrow(log: Sequence[LogEntry]) -> tuple[pa.Table, dict[str, int]]:
@@ -552,7 +547,7 @@ def _arrow(log: Sequence[LogEntry]) -> tuple[pa.Table, dict[str, int]]:
     for x in log:
         entries = _entry_rows.decode(x.blob)
         n = len(entries)
-        ms, seq = parse_id(x.entry_id)
+        ms, seq = stream_id(x.entry_id)
         rows += entries
         c_stream += [x.stream] * n
         c_eid += [x.entry_id] * n

@@ -28,6 +28,7 @@ import pyarrow as pa
 
 from engine import events as ev
 from engine.member import TierChange
+from engine.streamid import stream_id
 from engine.voucher import VoucherScanned
 
 FEED_SCHEMA = """
@@ -138,11 +139,6 @@ class Landed:
     """Stream entries that did not decode (poison: dead-lettered by the shards too)."""
 
 
-def _id(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
-
-
 def land(feed: Sequence[FeedEntry], chat_text: bool) -> Landed:
     """The rows of `feed`: events of ingest entries, tier changes and notices."""
     evs: list[list[Any]] = [[] for _ in EVENTS_ARROW]
@@ -172,7 +168,7 @@ def land(feed: Sequence[FeedEntry], chat_text: bool) -> Landed:
 def _events(x: FeedEntry, events: list[ev.Event], chat_text: bool, cols: list[list[Any]]) -> int:
     """Column by column (a comprehension each, not a row tuple per event): the sink lands
     every accepted event, so this is on the busiest consumer's path."""
-    ms, seq = _id(x.entry_id)
+    ms, seq = stream_id(x.entry_id)
     n = len(events)
     (c_id, c_network, c_channel, c_user, c_kind, c_ts, c_action, c_viewers, c_text,
      c_stream, c_entry, c_ms, c_seq, c_pos) = cols  # fmt: skip
@@ -219,7 +215,7 @@ def _notices(x: FeedEntry, tiers: list[list[Any]], notes: list[list[Any]]) -> in
         for body in got if isinstance(got, list) else [got]:  # a JSON array: one row each
             ts = body.get("ts") if isinstance(body, dict) else None
             if not isinstance(ts, int | float):
-                ts = _id(x.entry_id)[0] / 1000
+                ts = stream_id(x.entry_id)[0] / 1000
             net = str(body.get("network", "")) if isinstance(body, dict) else ""
             user = str(body.get("user_id", "")) if isinstance(body, dict) else ""
             row = (kind, float(ts), net, user, msgspec.json.encode(body).decode(), x.entry_id)

@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 import redis
 
 from actors.keys import Keys
-from analytics.archive import LedgerArchive, LogEntry, Record, ledger_record, parse_id
+from analytics.archive import LedgerArchive, LogEntry, Record, ledger_record
 from engine.ledger import member_account, treasury_account
 from engine.member import state_decoder
 from engine.rules import RuleBook
 from engine.store import redemption_decoder
+from engine.streamid import stream_id
 from engine.voucher import batch_decoder
 from gateway.store import StoreKeys
 
@@ -201,11 +202,13 @@ def _check_record(record: Record, log: LogRead, rep: AuditReport) -> None:
     in_log: dict[str, int] = {}
     for x in log.entries:
         offset = record.offsets.get(x.stream)
-        if offset is None or parse_id(x.entry_id) > parse_id(offset):
+        if offset is None or stream_id(x.entry_id) > stream_id(offset):
             in_log[x.stream] = in_log.get(x.stream, 0) + 1
     for stream, added in log.added.items():
         offset = record.offsets.get(stream)
-        if added is None or (offset is not None and parse_id(offset) > parse_id(log.last[stream])):
+        if added is None or (
+            offset is not None and stream_id(offset) > stream_id(log.last[stream])
+        ):
             continue  # the archive moved on since the log was read: nothing to compare
         held = record.archived_entries.get(stream, 0) + in_log.get(stream, 0)
         if held != added:

@@ -21,6 +21,7 @@ import msgspec
 import redis.asyncio as aioredis
 
 from actors.keys import Keys
+from actors.notices import NOTICES_MAXLEN
 from actors.spend import SpendClient
 from engine.channel import channel_decoder
 from engine.member import state_decoder
@@ -81,7 +82,7 @@ if not cur or cjson.decode(cur).status ~= 'reserving' then return cur end
 local h = redis.call('HGET', hold, rid)
 if ok == '1' then
   redis.call('SET', red_key, record)
-  redis.call('XADD', notices, 'MAXLEN', '~', 100000, '*', 'item_redeemed', record)
+  redis.call('XADD', notices, 'MAXLEN', '~', {maxlen}, '*', 'item_redeemed', record)
 else
   redis.call('SET', red_key, record, 'EX', ttl)
   redis.call('ZREM', all, rid)
@@ -99,7 +100,7 @@ end
 redis.call('ZREM', reserving, rid)
 redis.call('HDEL', hold, rid)
 return record
-"""
+""".replace("{maxlen}", str(NOTICES_MAXLEN))
 """KEYS: the redemption, stock, last, all, member's, reserving, hold, notices; ARGV: item id,
 redemption id, the final JSON, '1' if the debit applied, the TTL of a failed one, the
 reservation's time as stored in `last`. Returns the record as it stands afterwards."""
@@ -116,10 +117,10 @@ if give_back == '1' and tonumber(redis.call('HGET', stock, item_id) or '-1') >= 
   redis.call('HINCRBY', stock, item_id, 1)
 end
 if notice ~= '' then
-  redis.call('XADD', notices, 'MAXLEN', '~', 100000, '*', notice, record)
+  redis.call('XADD', notices, 'MAXLEN', '~', {maxlen}, '*', notice, record)
 end
 return {'ok', record}
-"""
+""".replace("{maxlen}", str(NOTICES_MAXLEN))
 """KEYS: the redemption, stock, notices; ARGV: expected status, new status (informative),
 the new JSON, item id, '1' to give one back to the stock, notice field ('' none)."""
 

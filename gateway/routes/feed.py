@@ -43,9 +43,10 @@ from prometheus_client import Counter, Gauge
 from redis.exceptions import RedisError
 
 from actors.keys import Keys
-from actors.notices import Notice, decode_notices, notice_position, stream_id
+from actors.notices import Notice, decode_notices, notice_position
 from engine.ledger import TREASURY_PREFIX
 from engine.ledger import Entry as LedgerEntry
+from engine.streamid import stream_id
 from gateway.auth import MemberToken
 from gateway.errors import BadRequest, Unavailable
 from gateway.metrics import METRICS

@@ -21,9 +21,9 @@ from analytics.archive import (
     LogEntry,
     is_earning,
     ledger_record,
-    parse_id,
 )
 from engine.ledger import Entry, member_account, treasury_account
+from engine.streamid import stream_id
 
 STREAM = "t:ledgerlog:0"
 
@@ -232,7 +232,7 @@ def test_every_commit_is_seen_and_kept_with_writers_and_readers_in_processes(
             before = list(committed)
             seen = archive.offsets()
             for w, n in enumerate(before):
-                got = parse_id(seen.get(f"w{w}:ledgerlog:0", "0-0"))[0]
+                got = stream_id(seen.get(f"w{w}:ledgerlog:0", "0-0"))[0]
                 if got < n:
                     stale.append(f"w{w}: {n} committed before the read, {got} seen")
 
