@@ -1,7 +1,7 @@
 """`python -m benchmarks.stages`: where an event's time goes, stage by stage, without Ray or HTTP.
 
 Appends a seeded chat workload to `ingest:0` of a fresh `redis-server` (AOF, fsync always)
-the way the gateway does (1,000 events an entry), then runs the real shard classes'
+the way the gateway does (1,000 events an entry, `--entry-events`), then runs the real shard classes'
 `process()` in this process, one stage after the other: channel shard (ingest -> credits),
 member shard (credits -> ledger log), ledger projector (ledger log -> leaderboards).
 For each stage it reports microseconds per event of Python (this process's CPU time)
@@ -127,7 +127,7 @@ def stage(
 
 def run(
     n: int, members: int, channels: int, seed: int, data_dir: Path, profile: str = "",
-    max_items: int = 0, watch: int = 0,
+    max_items: int = 0, watch: int = 0, entry_events: int = 1_000, read_count: int = 0,
 ) -> list[dict[str, Any]]:  # fmt: skip
     """The chat workload (`n` events), or with `watch` that many new viewers paid one watch
     tick, then (all members now) the next one: per event read per credit."""
@@ -136,6 +136,7 @@ def run(
         cfg = RuntimeConfig(
             redis_url=server.url, channel_shards=1, member_shards=1, watch_clock_interval_s=0,
             streak_rollover=False, rules=RuleBook({}).to_builtins(),
+            **({"read_count": read_count} if read_count else {}),
         )  # fmt: skip
         keys = Keys(cfg.namespace)
         interval = RuleBook({}).earn("acme", "c0").watch_interval_s
@@ -146,8 +147,8 @@ def run(
             events, n = watch_workload(watch, channels, t0), watch
         else:
             events = workload(n, members, channels, t0, seed)
-        for i in range(0, len(events), 1_000):
-            part = events[i : i + 1_000]
+        for i in range(0, len(events), entry_events):
+            part = events[i : i + entry_events]
             r.xadd(keys.ingest(0), {"e": encode_events(part), "n": len(part)})
         # releases what lateness holds back (and pays the tick at t0 - 1 + interval)
         clock = events[-1].ts + cfg.lateness_s + 1 + (interval if watch else 0)
@@ -182,10 +183,16 @@ def main() -> None:
                    help="each shard's max_items_per_commit (default: the shard's own)")  # fmt: skip
     p.add_argument("--watch", type=int, default=0, metavar="VIEWERS",
                    help="instead of chat: that many new viewers paid a watch tick, then another")  # fmt: skip
+    p.add_argument("--entry-events", type=int, default=1_000,
+                   help="events per ingest entry (the gateway puts up to 1,000 in one; a "
+                        "WebSocket or single-event load, what one flush coalesced)")  # fmt: skip
+    p.add_argument("--read-count", type=int, default=0,
+                   help="stream entries a shard reads at once (default: read_count, 2,000): "
+                        "what a shard keeping up with its stream finds at each read")  # fmt: skip
     a = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         rows = run(a.events, a.members, a.channels, a.seed, Path(tmp), a.profile, a.max_items,
-                   a.watch)  # fmt: skip
+                   a.watch, a.entry_events, a.read_count)  # fmt: skip
     if a.json:
         print(json.dumps(rows, indent=2))
         return
