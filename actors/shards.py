@@ -13,11 +13,9 @@ commits their state, ledger entries, counters, what it holds back and its offset
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import math
-import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -1003,8 +1001,6 @@ class LedgerProjector(StreamShard):
     to the shards when CPU is short."""
 
     def __init__(self, cfg: RuntimeConfig, index: int) -> None:
-        with contextlib.suppress(OSError):
-            os.nice(self.nice)
         super().__init__(cfg, index, Keys(cfg.namespace).ledgerlog(index))
 
     def process(self, entries: Sequence[Entry]) -> None:

@@ -21,6 +21,7 @@ Health: the loop publishes a heartbeat (actors/health.py) about every second, id
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import os
@@ -109,6 +110,9 @@ class StreamShard:
 
     group = "shards"
     kind = "shard"
+    nice = 0
+    """Added to the loop thread's nice value when it starts (on Linux, that thread's only:
+    not the process that built the shard, say a test)."""
 
     @property
     def offsets_key(self) -> str:
@@ -149,6 +153,9 @@ class StreamShard:
     # -- the loop -------------------------------------------------------------------------
     def _run(self) -> None:
         gc.set_threshold(*GC_THRESHOLDS)  # the process hosts this shard (a Ray actor)
+        if self.nice:
+            with contextlib.suppress(OSError):
+                os.nice(self.nice)
         self._claim_orphans()
         backlog = True  # first our own pending entries (a crash left them unacknowledged)
         while not self.stopping.is_set():

@@ -5,6 +5,7 @@ retry`; and after DEAD_LETTER_STREAK_MAX dead letters in a row a shard blocks in
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -181,3 +182,19 @@ def test_a_streak_of_dead_letters_blocks_the_shard(
     assert wait_idle(r, keys, cfg, 60)
     assert_credited(r, keys, events)
     assert int(r.hget(keys.stats, "dead_letters")) == DEAD_LETTER_STREAK_MAX
+
+
+def test_a_projector_lowers_its_loop_threads_priority_only(redis_server, namespace: str) -> None:
+    """The ledger projector gives way to the shards (nice 5) in its loop thread; the thread
+    that built it, here pytest's, keeps its priority."""
+    before = os.getpriority(os.PRIO_PROCESS, 0)
+    projector = LedgerProjector(make_cfg(redis_server.url, namespace), 0)
+    try:
+        deadline = time.monotonic() + 10
+        want = min(before + LedgerProjector.nice, 19)  # 19: the lowest priority there is
+        while os.getpriority(os.PRIO_PROCESS, projector.thread.native_id or 0) != want:
+            assert time.monotonic() < deadline, "the loop thread was not reniced"
+            time.sleep(0.01)
+        assert os.getpriority(os.PRIO_PROCESS, 0) == before
+    finally:
+        projector.stop()
