@@ -1,9 +1,10 @@
 """`python -m benchmarks.stages`: where an event's time goes, stage by stage, without Ray or HTTP.
 
 Appends a seeded chat workload to `ingest:0` of a fresh `redis-server` (AOF, fsync always)
-the way the gateway does (1,000 events an entry, `--entry-events`), then runs the real shard classes'
-`process()` in this process, one stage after the other: channel shard (ingest -> credits),
-member shard (credits -> ledger log), ledger projector (ledger log -> leaderboards).
+the way the gateway does (1,000 events an entry, `--entry-events`), then runs the real
+shard classes' `process()` in this process, one stage after the other: channel shard
+(ingest -> credits), member shard (credits -> ledger log), ledger projector (ledger log ->
+leaderboards).
 For each stage it reports microseconds per event of Python (this process's CPU time)
 and of Redis (the CPU time of the server's main thread, `INFO cpu`, which is
 single-threaded time no other client gets), and the transactions or scripts that held

@@ -10,15 +10,15 @@ constraints: they are what every downstream hop decodes (the durable log, held-b
 the archive), where a regex per id would be paid again for every event at every hop. What a
 client sends is decoded into their checked twins (`_checked`, the same tags, fields and
 encoding, plus the id patterns and lengths below), so a bad event is refused with a 400
-naming its index and field, then handed on as the plain classes; connectors that build events in Python pass them through
-`valid_only` before they append. Numeric ranges stay on the plain classes (they cost
-nothing to check).
+naming its index and field, then handed on as the plain classes; connectors that build
+events in Python pass them through `valid_only` before they append. Numeric ranges stay on
+the plain classes (they cost nothing to check).
 """
 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Union
+from typing import Annotated, Any, Union, get_args
 
 import msgspec
 from msgspec import Meta
@@ -160,10 +160,7 @@ MEMBER_EVENTS: tuple[type, ...] = (
 """Event kinds that are about one member: they need a user id."""
 
 
-KINDS: tuple[type[_Base], ...] = (
-    Chat, Join, Leave, Viewers, Online, Offline, Follow, Subscription, GiftBomb, Cheer, Raid,
-    Custom, Referral,
-)  # fmt: skip
+_KINDS: tuple[type[_Base], ...] = get_args(Event)
 _EDGE_FIELDS: dict[str, Any] = {
     "id": Id, "network": NetworkId, "channel": Id, "user_id": OptId, "user_name": Name,
 }  # fmt: skip
@@ -201,7 +198,7 @@ _CHECKED = tuple(
     _checked(
         k, _EDGE_FIELDS | _EDGE_EXTRA.get(k, {}), tag=k.__struct_config__.tag, tag_field="kind"
     )
-    for k in KINDS
+    for k in _KINDS
 )
 CheckedEvent: Any = Union[_CHECKED]  # noqa: UP007 (a Union built at run time)
 """The union the edge decodes a client's events into: `Event`'s kinds with their checks."""
