@@ -179,10 +179,12 @@ class _Worker:
             return None
         k = self.next_item
         now = time.time()
-        if now - self.t0 >= self.sched.duration_s + (
+        # a target that fell behind does not stretch the run; but a worker that woke late
+        # on a loaded machine still sends its first item, so that a short run is not empty
+        if k > 0 and now - self.t0 >= self.sched.duration_s + (
             0.0 if self.sched.closed else self.plan.grace_s
         ):
-            self.sending = False  # a target that fell behind does not stretch the run
+            self.sending = False
             return None
         if self.sched.closed:
             self.next_item += 1
