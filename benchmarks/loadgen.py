@@ -31,7 +31,7 @@ import redis.asyncio as aioredis
 import uvloop
 from redis.exceptions import RedisError
 
-from benchmarks.plan import CLOSED_LOOP_GUESS_PER_S, Plan, Schedule, Templates
+from benchmarks.plan import CLOSED_LOOP_GUESS_PER_S, WS_TRANSPORTS, Plan, Schedule, Templates
 from benchmarks.wire import (
     HttpConnection,
     SignedPost,
@@ -154,7 +154,7 @@ class _Worker:
         self.progress = progress
         self.stop_flag = stop_flag
         self.res = WorkerResult(plan.worker)
-        per_item = 1 if plan.transport == "ws" else min(plan.batch_size, MAX_BATCH_EVENTS)
+        per_item = 1 if plan.transport in WS_TRANSPORTS else min(plan.batch_size, MAX_BATCH_EVENTS)
         self.per_item = per_item
         self.sched = Schedule(plan.phases, 1.0 / plan.workers)
         n_events = self.sched.total_events if not self.sched.closed else plan.cycle_events
@@ -305,7 +305,8 @@ class _Worker:
     async def _ws_conn(self) -> None:
         ep = self.plan.endpoint
         ws = WsConnection(ep.host, ep.port)
-        await ws.open(ep.stream_path, ep.key, ep.secret)
+        acks = "bulk" if self.plan.transport == "ws-bulk" else None
+        await ws.open(ep.stream_path, ep.key, ep.secret, acks)
         inflight: deque[float] = deque()
         emptied = asyncio.Event()
         res = self.res
@@ -416,7 +417,7 @@ class _Worker:
         tasks = []
         if self.plan.burst is not None:
             tasks.append(asyncio.create_task(self._burst()))
-        if self.plan.transport == "ws":
+        if self.plan.transport in WS_TRANSPORTS:
             tasks += [asyncio.create_task(self._ws_conn()) for _ in range(self.plan.connections)]
         else:
             tasks += [asyncio.create_task(self._http_loop()) for _ in range(self.plan.connections)]

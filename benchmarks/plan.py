@@ -66,13 +66,18 @@ class Burst:
     batch_size: int = 1_000
 
 
+WS_TRANSPORTS = ("ws", "ws-bulk")
+"""The WebSocket transports of Plan.transport."""
+
+
 @dataclass(frozen=True, slots=True)
 class Plan:
     endpoint: Endpoint
     traffic: Traffic
     phases: tuple[Phase, ...]
     transport: str = "http"
-    """"http" (POST batches) or "ws" (one event per frame)."""
+    """"http" (POST batches), "ws" (one event per frame, an ack per frame) or "ws-bulk" (one
+    event per frame, acks in bulk: the handshake's acks=bulk)."""
     batch_size: int = 100
     connections: int = 8
     probes_per_s: float = 4.0

@@ -376,7 +376,8 @@ def _round(x: float | None) -> float | None:
 
 def batches(b: Bench) -> dict[str, Any]:
     """Saturating (closed-loop) runs at each batch size, Rallypoint and both baselines; then
-    WebSocket one event per frame; then resident memory per --memory-members new members."""
+    WebSocket one event per frame, acked frame by frame and in bulk (acks=bulk); then
+    resident memory per --memory-members new members."""
     o = b.opts
     phases = (Phase(o.batch_duration_s, 0.0),)
     runs = []
@@ -394,6 +395,9 @@ def batches(b: Bench) -> dict[str, Any]:
     ws = b.run_load("batches", "rally websocket 1/frame", "rally", phases, batch=1, transport="ws",
                     connections=8)  # fmt: skip
     runs.append(ws)
+    bulk = b.run_load("batches", "rally websocket 1/frame, bulk acks", "rally", phases, batch=1,
+                      transport="ws-bulk", connections=8)  # fmt: skip
+    runs.append(bulk)
     memory = _member_memory(b, o.memory_members)
     summary = {**ratios, **memory}
     lines = [f"{memory['memory_new_members']:,} new members: {memory['rss_bytes_per_member']:,} B "

@@ -203,12 +203,12 @@ class WsConnection:
         self.writer: asyncio.StreamWriter
         self._buf = bytearray()
 
-    async def open(self, path: str, key: str, secret: str) -> None:
+    async def open(self, path: str, key: str, secret: str, acks: str | None = None) -> None:
         self.reader, self.writer = await asyncio.open_connection(
             self.host, self.port, limit=1 << 22
         )
         ws_key = base64.b64encode(os.urandom(16)).decode()
-        target, signed = ws_handshake(key, secret, path=path)  # a new nonce per socket
+        target, signed = ws_handshake(key, secret, path=path, acks=acks)  # a new nonce each
         headers = {
             "Host": f"{self.host}:{self.port}",
             "Upgrade": "websocket",

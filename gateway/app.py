@@ -228,15 +228,22 @@ class _Stream:
     """One WebSocket's ingest. The frames read in one go (everything the socket had buffered)
     are appended together, in one request to the ingest writer, so one durable write and no
     task per frame; once that write is durable, every frame gets its own ack by event ids,
-    all written at once. At most `max_ws_inflight_frames` frames wait for their acks."""
+    all written at once, or with `bulk` (the handshake's `acks=bulk`) one ack for them all.
+    At most `max_ws_inflight_frames` frames wait for their acks."""
 
     def __init__(
-        self, gw: Gateway, admission: Admission, key: ApiKey, ws: web.WebSocketResponse
+        self,
+        gw: Gateway,
+        admission: Admission,
+        key: ApiKey,
+        ws: web.WebSocketResponse,
+        bulk: bool = False,
     ) -> None:
         self.gw = gw
         self.admission = admission
         self.key = key
         self.ws = ws
+        self.bulk = bulk
         self.inflight = 0
         self.room = asyncio.Event()
         self.room.set()
@@ -278,19 +285,25 @@ class _Stream:
             await future
         except GatewayError as err:
             self.gw.metrics.observe_reject(err.code)
-            answers = [{**err.as_dict(), "ids": ids} for ids in group.frames]
+            answers = [{**err.as_dict(), "ids": ids} for ids in self._frames(group)]
         except Exception as err:
             log.exception("ws_append_failed")
             answers = [{"error": "internal", "message": str(err), "ids": ids}
-                       for ids in group.frames]  # fmt: skip
+                       for ids in self._frames(group)]  # fmt: skip
         else:
-            answers = [{"ack": ids} for ids in group.frames]
+            answers = [{"ack": ids} for ids in self._frames(group)]
         finally:
             self.inflight -= len(group.frames)
             if self.inflight < self.gw.max_ws_inflight_frames:
                 self.room.set()
         for answer in answers:
             await _send(self.ws, answer)
+
+    def _frames(self, group: _FrameGroup) -> list[list[str]]:
+        """The event ids to answer, by message: one per frame, or all in one (bulk)."""
+        if self.bulk and len(group.frames) > 1:
+            return [[i for ids in group.frames for i in ids]]
+        return group.frames
 
     async def close(self) -> None:
         """Submit what is grouped and wait for every ack to be sent."""
@@ -322,13 +335,24 @@ async def verify_handshake(gw: Gateway, request: web.Request) -> ApiKey:
     return key
 
 
+def ack_mode(request: web.Request) -> bool:
+    """Whether the handshake asked for bulk acks (`acks=bulk`: one ack per durable write,
+    naming the ids of every frame it holds) rather than one per frame (`acks=frame`, the
+    default)."""
+    acks = request.query.get("acks", "frame")
+    if acks not in ("frame", "bulk"):
+        raise BadRequest("acks is frame (one ack per frame, the default) or bulk", field="acks")
+    return acks == "bulk"
+
+
 async def ws_stream(request: web.Request) -> web.WebSocketResponse:
     """WebSocket ingest: each frame is a batch; acked by event ids once durable."""
     gw = request.app[GATEWAY]
     key = await verify_handshake(gw, request)
+    bulk = ack_mode(request)
     ws = web.WebSocketResponse(max_msg_size=gw.max_ws_frame_bytes, heartbeat=30.0)
     await ws.prepare(request)
-    stream = _Stream(gw, request.app[ADMISSION], key, ws)
+    stream = _Stream(gw, request.app[ADMISSION], key, ws, bulk)
     try:
         while True:
             if not stream.room.is_set():

@@ -54,16 +54,24 @@ def signed_headers(
     return {KEY_HEADER: key, TS_HEADER: ts, SIG_HEADER: sign(secret, ts, body)}
 
 
-def stream_target(nonce: str | None = None, path: str = STREAM_PATH) -> str:
-    """The WebSocket handshake's target, with a fresh random nonce unless one is given."""
-    return f"{path}?nonce={nonce or secrets.token_urlsafe(18)}"
+def stream_target(
+    nonce: str | None = None, path: str = STREAM_PATH, acks: str | None = None
+) -> str:
+    """The WebSocket handshake's target, with a fresh random nonce unless one is given, and
+    the ack mode if one is (`bulk`: one ack per durable write, for all the frames in it)."""
+    target = f"{path}?nonce={nonce or secrets.token_urlsafe(18)}"
+    return f"{target}&acks={acks}" if acks else target
 
 
 def ws_handshake(
-    key: str, secret: str, now: float | None = None, path: str = STREAM_PATH
+    key: str,
+    secret: str,
+    now: float | None = None,
+    path: str = STREAM_PATH,
+    acks: str | None = None,
 ) -> tuple[str, dict[str, str]]:
     """(target, headers) of a single-use WebSocket handshake: connect to `target` with them."""
-    target = stream_target(path=path)
+    target = stream_target(path=path, acks=acks)
     return target, signed_headers(key, secret, now=now, target=target)
 
 

@@ -150,7 +150,7 @@ def test_scenario_summaries(results: dict[str, Any]) -> None:
     assert kpis["ledger_rows_per_s"] > 0
     assert kpis["event_rows_per_s"] > 0
     labels = [run["label"] for run in sc["batches"]["runs"]]
-    assert "rally websocket 1/frame" in labels
+    assert {"rally websocket 1/frame", "rally websocket 1/frame, bulk acks"} <= set(labels)
     assert {"naive batch 1", "strong batch 100"} <= set(labels)
     draw = sc["draw"]["summary"]
     assert (draw["tickets"], draw["members"]) == (20_000, 2_000)

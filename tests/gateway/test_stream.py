@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from gateway.redis_server import RedisServer
-from gateway.signing import signed_headers, stream_target
+from gateway.signing import signed_headers, stream_target, ws_handshake
 
 from .helpers import SECRET, body_of, chat, make_settings, serve, stream_entries, ws_connect
 
@@ -74,6 +74,41 @@ def test_many_frames_in_flight_all_acked_and_landed(
         for e in part:
             per_channel.setdefault(e.channel, []).append(int(e.id[1:]))
         assert all(v == sorted(v) for v in per_channel.values())
+
+
+def test_bulk_acks_answer_a_write_at_once_and_a_bad_mode_is_refused(
+    redis_server: RedisServer, redis_client: redis.Redis, namespace: str
+) -> None:
+    n = 300
+
+    async def go() -> None:
+        async with serve(make_settings(namespace), redis_server.url) as client:
+            target, headers = ws_handshake("k1", SECRET, acks="bulk")
+            ws = await client.ws_connect(target, headers=headers)
+            for i in range(n):  # sent before the gateway reads: it reads them in few groups
+                await ws.send_str(body_of(chat(i, channel=f"c{i % 7}")).decode())
+            acked, messages = [], 0
+            while len(acked) < n:
+                acked += (await ws.receive_json())["ack"]
+                messages += 1
+            assert sorted(acked) == sorted(f"e{i}" for i in range(n))
+            assert messages < n, "one ack names the frames of a whole write"
+            await ws.send_str("{not json")  # a refused frame is still answered on its own
+            assert (await ws.receive_json())["error"] == "malformed_json"
+            await ws.close()
+
+            target, headers = ws_handshake("k1", SECRET, acks="sometimes")
+            with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+                await client.ws_connect(target, headers=headers)
+            assert info.value.status == 400
+            target, headers = ws_handshake("k1", SECRET, acks="sometimes")
+            async with client.get(target, headers=headers) as resp:
+                body = await resp.json()
+                assert (resp.status, body["error"], body["field"]) == (400, "bad_request", "acks")
+
+    asyncio.run(go())
+    landed = [e.id for part in stream_entries(redis_client, namespace).values() for e in part]
+    assert sorted(landed) == sorted(f"e{i}" for i in range(n))
 
 
 @pytest.mark.parametrize(
