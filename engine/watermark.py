@@ -14,7 +14,7 @@ never behind something released before it, however the log was cut into batches.
 
 from __future__ import annotations
 
-import heapq
+import bisect
 from collections.abc import Iterator
 from typing import Generic, TypeVar
 
@@ -24,21 +24,35 @@ T = TypeVar("T")
 
 
 class ReorderBuffer(Generic[T]):
-    """Items keyed by (ts, key), released in that order once the watermark passes them."""
+    """Items keyed by (ts, key), released in that order once the watermark passes them.
 
-    __slots__ = ("_heap", "_newest", "_seq", "lateness_s", "watermark")
+    What is held is a few sorted runs, each a list of (ts, key, seq, item) from a read
+    offset on; a pushed batch is sorted on its own and becomes a run (or extends the newest
+    run it follows on), and the newest runs merge while the older is at most twice the
+    newer, so there are O(log n) runs and an item is merged O(log n) times, all in C (a
+    list sort over sorted runs is a merge). A release cuts each run at the watermark (a
+    binary search) and merges the cut-off heads. A heap paid a Python-level push and pop
+    per item; one sorted list paid for the whole overlapped tail on every batch when events
+    come far out of order."""
+
+    __slots__ = ("_len", "_runs", "_seq", "_starts", "lateness_s", "watermark")
+
+    MAX_RUNS = 24
+    """More runs than this (releases shrank the older ones) are merged into one."""
 
     def __init__(self, lateness_s: float, watermark: float = NEVER) -> None:
         assert lateness_s >= 0
         self.lateness_s = lateness_s
         self.watermark = watermark
-        self._heap: list[tuple[float, str, int, T]] = []
+        self._runs: list[list[tuple[float, str, int, T]]] = []
+        """Each sorted by (ts, key, seq); seq (arrival order) is unique, so items themselves
+        are never compared. A run holds its items from its start on, and is never empty."""
+        self._starts: list[int] = []
+        self._len = 0
         self._seq = 0
-        self._newest = NEVER
-        """At least the newest ts held (an upper bound): past the watermark, all goes."""
 
     def __len__(self) -> int:
-        return len(self._heap)
+        return self._len
 
     def observe(self, ts: float) -> None:
         """An event time was seen in the log: the watermark follows it, `lateness_s` behind."""
@@ -59,44 +73,67 @@ class ReorderBuffer(Generic[T]):
 
     def push(self, ts: float, key: str, item: T) -> None:
         # seq breaks ties between equal keys in arrival order (equal keys do not occur for
-        # deduplicated events); items themselves are never compared
-        heapq.heappush(self._heap, (ts, key, self._seq, item))
-        self._seq += 1
-        if ts > self._newest:
-            self._newest = ts
+        # deduplicated events)
+        self.push_all([(ts, key, item)])
 
     def push_all(self, items: list[tuple[float, str, T]]) -> None:
-        """push(ts, key, item) for each of `items`, in order (one heapify when they
-        outnumber what is held)."""
-        heap, seq = self._heap, self._seq
-        if len(items) > len(heap):
-            heap.extend([(ts, key, seq + i, item) for i, (ts, key, item) in enumerate(items)])
-            heapq.heapify(heap)
+        """push(ts, key, item) for each of `items`, in order."""
+        if not items:
+            return
+        seq = self._seq
+        new = [(ts, key, seq + i, item) for i, (ts, key, item) in enumerate(items)]
+        self._seq = seq + len(new)
+        self._len += len(new)
+        new.sort()
+        runs, starts = self._runs, self._starts
+        if runs and runs[-1][-1] < new[0]:  # follows on (events mostly come in time order)
+            runs[-1] += new
         else:
-            push = heapq.heappush
-            for i, (ts, key, item) in enumerate(items):
-                push(heap, (ts, key, seq + i, item))
-        self._seq = seq + len(items)
-        if items:
-            self._newest = max(self._newest, max(ts for ts, _, _ in items))
+            runs.append(new)
+            starts.append(0)
+        while len(runs) > 1 and len(runs[-2]) - starts[-2] <= 2 * (len(runs[-1]) - starts[-1]):
+            self._merge_last_two()
+        if len(runs) > self.MAX_RUNS:
+            while len(runs) > 1:
+                self._merge_last_two()
+
+    def _merge_last_two(self) -> None:
+        runs, starts = self._runs, self._starts
+        b, sb = runs.pop(), starts.pop()
+        a, sa = runs[-1], starts[-1]
+        merged = a[sa:] if sa else a
+        merged += b[sb:] if sb else b
+        merged.sort()  # two sorted runs: one merge
+        runs[-1], starts[-1] = merged, 0
 
     def _pop_released(self) -> list[tuple[float, str, int, T]]:
-        """Remove and return the entries strictly older than the watermark, in order. When
-        all of them go (a watch tick's credits), one sort instead of a pop each: (ts, key,
-        seq) is a total order, so both ways give the same sequence."""
-        heap, watermark = self._heap, self.watermark
-        if not heap or heap[0][0] >= watermark:
+        """Remove and return the entries strictly older than the watermark, in order."""
+        watermark = self.watermark
+        parts: list[list[tuple[float, str, int, T]]] = []
+        runs: list[list[tuple[float, str, int, T]]] = []
+        starts: list[int] = []
+        for run, start in zip(self._runs, self._starts, strict=True):
+            if run[start][0] >= watermark:
+                runs.append(run)
+                starts.append(start)
+            elif run[-1][0] < watermark:  # all of it (a watch tick's credits)
+                parts.append(run[start:] if start else run)
+            else:
+                cut = bisect.bisect_left(run, (watermark,), start)  # (w,) < (w, key, ...)
+                parts.append(run[start:cut])
+                if 2 * cut > len(run):  # drop the released head once it is most of the run
+                    del run[:cut]
+                    cut = 0
+                runs.append(run)
+                starts.append(cut)
+        self._runs, self._starts = runs, starts
+        if not parts:
             return []
-        if self._newest < watermark:
-            heap.sort()
-            out = heap[:]
-            heap.clear()
-            self._newest = NEVER
-            return out
-        pop = heapq.heappop
-        out = []
-        while heap and heap[0][0] < watermark:
-            out.append(pop(heap))
+        out = parts[0]
+        if len(parts) > 1:
+            out = [x for part in parts for x in part]
+            out.sort()  # sorted runs: a merge
+        self._len -= len(out)
         return out
 
     def release(self) -> list[T]:
@@ -109,9 +146,11 @@ class ReorderBuffer(Generic[T]):
 
     def held(self) -> Iterator[tuple[float, str, T]]:
         """What is held back, unordered."""
-        for ts, key, _, item in self._heap:
-            yield ts, key, item
+        for run, start in zip(self._runs, self._starts, strict=True):
+            for ts, key, _, item in run[start:]:
+                yield ts, key, item
 
     def clear(self) -> None:
-        self._heap.clear()
-        self._newest = NEVER
+        self._runs.clear()
+        self._starts.clear()
+        self._len = 0

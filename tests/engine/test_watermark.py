@@ -1,6 +1,6 @@
 """ReorderBuffer: whatever the pushes and watermark moves, releases come in (ts, key, arrival)
-order, each item once, only when strictly older than the watermark (both release paths:
-a pop each, and one sort when everything held goes)."""
+order, each item once, only when strictly older than the watermark (both release paths: a
+slice of what is held, and all of it at once; batches that follow on and that overlap)."""
 
 from __future__ import annotations
 
