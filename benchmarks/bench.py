@@ -121,7 +121,8 @@ class Bench:
     def __post_init__(self) -> None:
         self.r = self.rally.client()
         roots = [p for p in (self.rally.pid,) if p]
-        self.sampler = ProcessSampler(roots, gateway_pid=self.rally.pid)
+        workers = {p: "gateway worker" for p in self.rally.gateway_pids if p != self.rally.pid}
+        self.sampler = ProcessSampler(roots, gateway_pid=self.rally.pid, extra=workers)
 
     # ---- targets --------------------------------------------------------------------------
 

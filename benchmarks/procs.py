@@ -61,11 +61,13 @@ class ProcessSampler:
         for pid in self.roots:
             with contextlib.suppress(psutil.Error):
                 root = psutil.Process(pid)
-                found.append((root, None))
-                found += [(c, None) for c in root.children(recursive=True)]
+                found.append((root, self.extra.get(pid)))
+                found += [(c, self.extra.get(c.pid)) for c in root.children(recursive=True)]
+        under = {proc.pid for proc, _ in found}
         for pid, role in self.extra.items():
-            with contextlib.suppress(psutil.Error):
-                found.append((psutil.Process(pid), role))
+            if pid not in under:
+                with contextlib.suppress(psutil.Error):
+                    found.append((psutil.Process(pid), role))
         return found
 
     def sample(self) -> None:

@@ -126,6 +126,8 @@ class Rally:
     pid: int | None
     config: Config
     proc: subprocess.Popen[bytes] | None = None
+    gateway_pids: tuple[int, ...] = ()
+    """The processes serving the port ([server] workers > 1), from runtime.json."""
 
     @property
     def keys(self) -> Keys:
@@ -188,7 +190,7 @@ class Rally:
             time.sleep(0.2)
         return cls(
             info["url"], info["redis_url"], info["namespace"], info.get("pid", proc.pid),
-            Config.parse(config_text), proc,
+            Config.parse(config_text), proc, tuple(info.get("gateway_pids", ())),
         )  # fmt: skip
 
     @classmethod
@@ -205,7 +207,7 @@ class Rally:
         if not _ready(url):
             raise TargetError(f"{url}/readyz does not answer 200")
         return cls(url, redis_url, info.get("namespace", "rally"), info.get("pid"),
-                   Config.parse(config_text))  # fmt: skip
+                   Config.parse(config_text), None, tuple(info.get("gateway_pids", ())))  # fmt: skip
 
     def stop(self) -> None:
         if self.proc is not None:
