@@ -735,7 +735,7 @@ class MemberShard(StreamShard):
     def _stage_b(self, a: StageA) -> list[tuple[Credit, int]]:
         """What stage B releases (its watermark already moved). When it holds nothing and
         stage A's credits are all past its watermark, they are released as they come (in
-        order already) without a second heap: always so with one member shard."""
+        order already) without a second reorder buffer: always so with one member shard."""
         moved, held = a.moved, self.held
         if not len(held) and not a.own and moved and moved[-1][0] < held.watermark:
             return [item for _, _, item in moved]
