@@ -184,4 +184,7 @@ def test_soak_samples_memory_disk_processes_and_lag(results: dict[str, Any]) -> 
     summary = soak["summary"]
     assert summary["events_after_warmup"] > 0
     assert summary["bytes_per_event"] is not None
-    assert sum(summary["streams_end"].values()) <= 10  # drained, then trimmed
+    # drained, then trimmed: what the soak appended is gone. An idle deployment still appends
+    # a few entries a stream with every watch-clock tick (the clock, the partitions' marks,
+    # a stage-A mark), trimmed a second later: up to ~4 a stream of the six wait at any time
+    assert sum(summary["streams_end"].values()) <= 24
