@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import shutil
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -22,6 +26,10 @@ SECRET = "current-secret-0123456789abcdef"
 OLD_SECRET = "previous-secret-0123456789abcdef"
 ADMIN_SECRET = "admin-secret-0123456789abcdef"
 SHARDS = 2
+DATA_DIR = Path(tempfile.mkdtemp(prefix="rally-gateway-tests-"))
+"""[server] data_dir of these tests (the vouchers' signing key, the ledger archive): not the
+default `.rally` of the checkout, which `rally serve` and `rally audit` would then find."""
+atexit.register(shutil.rmtree, DATA_DIR, True)
 HISTORIC_AGE_S = 20 * 365 * 86_400.0
 """[limits] max_event_age_s of these tests: their fixed timestamps (November 2023, see `chat`)
 stay inside the event-time window."""
@@ -31,6 +39,7 @@ def make_settings(namespace: str, auth: dict[str, Any] | None = None, **limits: 
     raw: dict[str, Any] = {
         "auth": auth or {},
         "namespace": namespace,
+        "data_dir": str(DATA_DIR),
         "shards": {"channel": SHARDS, "member": 2},
         "limits": {"coalesce_window_ms": 2, "max_event_age_s": HISTORIC_AGE_S, **limits},
         "networks": {

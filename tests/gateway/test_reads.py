@@ -18,7 +18,7 @@ from engine.member import DAY_S, MemberState, day_of, state_encoder
 from gateway.analytics_cli import day_text
 from gateway.redis_server import RedisServer
 
-from .helpers import ADMIN_SECRET, get, make_settings, serve
+from .helpers import ADMIN_SECRET, DATA_DIR, get, make_settings, serve
 
 NOW = 1_763_800_000.0  # 2025-11-22 08:26:40 UTC
 TODAY = day_of(NOW)
@@ -325,7 +325,8 @@ def test_the_only_network_is_the_default(
     from gateway.settings import settings_from_dict
 
     admin = {"key": "admin", "secrets": [ADMIN_SECRET], "networks": ["*"]}
-    raw = {"namespace": namespace, "networks": {"demo": {}}, "api_keys": [admin]}
+    raw = {"namespace": namespace, "networks": {"demo": {}}, "api_keys": [admin],
+           "data_dir": str(DATA_DIR)}  # fmt: skip
     settings = settings_from_dict(raw, {})
     _member(redis_client, Keys(namespace), "u1", name="Ann")
 
