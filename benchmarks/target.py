@@ -190,7 +190,7 @@ class Rally:
             time.sleep(0.2)
         return cls(
             info["url"], info["redis_url"], info["namespace"], info.get("pid", proc.pid),
-            Config.parse(config_text), proc, tuple(info.get("gateway_pids", ())),
+            Config.parse(config_text), proc, gateway_pids=tuple(info.get("gateway_pids", ())),
         )  # fmt: skip
 
     @classmethod
@@ -207,7 +207,7 @@ class Rally:
         if not _ready(url):
             raise TargetError(f"{url}/readyz does not answer 200")
         return cls(url, redis_url, info.get("namespace", "rally"), info.get("pid"),
-                   Config.parse(config_text), None, tuple(info.get("gateway_pids", ())))  # fmt: skip
+                   Config.parse(config_text), gateway_pids=tuple(info.get("gateway_pids", ())))  # fmt: skip
 
     def stop(self) -> None:
         if self.proc is not None:
