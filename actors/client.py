@@ -16,12 +16,14 @@ from typing import Any
 
 import ray
 import redis
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from actors.config import RuntimeConfig
 from actors.keys import Keys
 from actors.ledger_sink import LedgerSink
 from actors.payout import PayoutService
 from actors.raffle import RaffleShard
+from actors.redisconn import connect
 from actors.scheduler import Scheduler
 from actors.shards import ChannelShard, LedgerProjector, MemberShard, channel_progress_decoder
 from engine.reference import FLUSH_MARGIN_S
@@ -34,6 +36,18 @@ _OPTIONS: dict[str, Any] = {
     "max_task_retries": -1,
     "max_concurrency": 4,
 }
+_SHARD = {**_OPTIONS, "scheduling_strategy": "SPREAD"}
+"""Channel and member shards and ledger projectors hold nothing but Redis connections: on a
+multi-node Ray cluster they spread over the nodes."""
+
+
+def _here() -> dict[str, Any]:
+    """The options of an actor that reads or writes files under data_dir (the ledger
+    archive, snapshots, payout and raffle records): on the node of this process."""
+    node = ray.get_runtime_context().get_node_id()
+    return {**_OPTIONS, "scheduling_strategy": NodeAffinitySchedulingStrategy(node, soft=False)}
+
+
 ChannelShardActor = ray.remote(ChannelShard)
 MemberShardActor = ray.remote(MemberShard)
 SchedulerActor = ray.remote(Scheduler)
@@ -134,8 +148,8 @@ REFLUSH_S = 1.0
 class RallyClient:
     def __init__(self, cfg: RuntimeConfig) -> None:
         self.cfg = cfg
-        self.keys = Keys(cfg.namespace)
-        self.r = redis.Redis.from_url(cfg.redis_url)
+        self.keys = Keys.of(cfg.namespace, cfg.redis_url)
+        self.r = connect(cfg.redis_url)
         self.channel_shards: list[Any] = []
         self.member_shards: list[Any] = []
         self.projectors: list[Any] = []
@@ -147,26 +161,25 @@ class RallyClient:
     def start(self, *, scheduler: bool = True) -> RallyClient:
         ns = self.cfg.namespace
         self.member_shards = [
-            MemberShardActor.options(name=f"{ns}-member-{i}", **_OPTIONS).remote(self.cfg, i)
+            MemberShardActor.options(name=f"{ns}-member-{i}", **_SHARD).remote(self.cfg, i)
             for i in range(self.cfg.member_shards)
         ]
         self.projectors = [
-            LedgerProjectorActor.options(name=f"{ns}-ledger-{i}", **_OPTIONS).remote(self.cfg, i)
+            LedgerProjectorActor.options(name=f"{ns}-ledger-{i}", **_SHARD).remote(self.cfg, i)
             for i in range(self.cfg.member_shards)
         ]
         self.channel_shards = [
-            ChannelShardActor.options(name=f"{ns}-channel-{i}", **_OPTIONS).remote(self.cfg, i)
+            ChannelShardActor.options(name=f"{ns}-channel-{i}", **_SHARD).remote(self.cfg, i)
             for i in range(self.cfg.channel_shards)
         ]
-        self.raffle = RaffleActor.options(name=f"{ns}-raffle", **_OPTIONS).remote(self.cfg, 0)
+        here = _here()
+        self.raffle = RaffleActor.options(name=f"{ns}-raffle", **here).remote(self.cfg, 0)
         if self.cfg.archive_path:
-            self.sink = LedgerSinkActor.options(name=f"{ns}-archive", **_OPTIONS).remote(self.cfg)
+            self.sink = LedgerSinkActor.options(name=f"{ns}-archive", **here).remote(self.cfg)
         if self.cfg.payouts is not None and self.cfg.payouts.enabled:
-            self.payouts = PayoutActor.options(name=f"{ns}-payouts", **_OPTIONS).remote(self.cfg)
+            self.payouts = PayoutActor.options(name=f"{ns}-payouts", **here).remote(self.cfg)
         if scheduler:
-            self.scheduler = SchedulerActor.options(name=f"{ns}-scheduler", **_OPTIONS).remote(
-                self.cfg
-            )
+            self.scheduler = SchedulerActor.options(name=f"{ns}-scheduler", **here).remote(self.cfg)
             ray.get(self.scheduler.ensure_system_jobs.remote(time.time()))
         ray.get([a.ping.remote() for a in self.actors()])
         return self

@@ -20,13 +20,13 @@ from actors.keys import Keys
 from actors.stream import fields_decoder
 
 RETRY = r"""
-local dl, id, counts, source = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local dl, counts, source, id = KEYS[1], KEYS[2], KEYS[3], ARGV[1]
 if redis.call('XDEL', dl, id) == 0 then return false end
-local new = redis.call('XADD', source, '*', unpack(ARGV, 5))
+local new = redis.call('XADD', source, '*', unpack(ARGV, 2))
 if redis.call('HINCRBY', counts, source, -1) <= 0 then redis.call('HDEL', counts, source) end
 return new
 """
-"""ARGV: dead-letter stream, dead letter id, counts hash, source stream, field, value, ...
+"""KEYS: dead-letter stream, counts hash, source stream. ARGV: dead letter id, field, value, ...
 Returns the new entry's id, or nil when the dead letter is gone (already retried)."""
 
 PAGE = 1_000
@@ -58,7 +58,7 @@ def _text(value: Any) -> str:
 def _decode(keys: Keys, dl_id: bytes, raw: dict[bytes, bytes]) -> DeadLetter:
     return DeadLetter(
         id=_text(dl_id),
-        stream=_text(raw.get(b"stream", b"")).removeprefix(keys.ns + ":"),
+        stream=_text(raw.get(b"stream", b"")).removeprefix(keys.prefix),
         entry_id=_text(raw.get(b"id", b"")),
         group=_text(raw.get(b"group", b"")),
         shard=_text(raw.get(b"shard", b"")),
@@ -101,6 +101,5 @@ def retry(r: redis.Redis, keys: Keys, dl_id: str) -> str | None:
     if source is None or b"fields" not in raw:
         raise DeadLetterError(f"dead letter {dl_id} has no source stream or fields")
     flat: list[bytes] = [x for kv in fields_decoder.decode(raw[b"fields"]).items() for x in kv]
-    args = [key, dl_id_b, health.deadletter_count_key(keys), source, *flat]
-    new = r.eval(RETRY, 0, *args)
+    new = r.eval(RETRY, 3, key, health.deadletter_count_key(keys), source, dl_id_b, *flat)
     return None if new is None else _text(new)

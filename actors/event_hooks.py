@@ -44,18 +44,19 @@ SUBS_CACHE_S = 1.0
 ADD = r"""
 local q = KEYS[1]
 local made = 0
-for i = 1, #ARGV - 1, 4 do
+for i = 1, #ARGV - 2, 4 do
   if redis.call('SET', ARGV[i], ARGV[i + 1], 'NX') then
     redis.call('ZADD', q, ARGV[i + 2], ARGV[i + 3])
     made = made + 1
   end
 end
 local ids = cjson.decode(ARGV[#ARGV])
-for _, id in ipairs(ids) do redis.call('XACK', KEYS[2], KEYS[3], id) end
+for _, id in ipairs(ids) do redis.call('XACK', KEYS[2], ARGV[#ARGV - 1], id) end
 return made
 """
-"""KEYS: hkq, notices, group. ARGV: (key, blob, next_at, id) per delivery, then
-the JSON list of notice ids to acknowledge. -> deliveries made (an existing one is kept)."""
+"""KEYS: hkq, notices. ARGV: (key, blob, next_at, id) per delivery, then the consumer
+group and the JSON list of notice ids it acknowledges. -> deliveries made (an existing one
+is kept). Every key name is in KEYS or ARGV's delivery keys, all of the namespace's slot."""
 
 SWAP = r"""
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
@@ -151,8 +152,8 @@ class HookStore:
         args: list[bytes | str | float] = []
         for d in made:
             args += [self.key(d.id), eng.delivery_encoder.encode(d), d.next_at, d.id]
-        args.append(json.dumps(list(acked)))
-        return int(self._add(keys=[self.queue, notices, GROUP], args=args))
+        args += [GROUP, json.dumps(list(acked))]
+        return int(self._add(keys=[self.queue, notices], args=args))
 
     def swap(self, old: Delivery, new: Delivery, counter: str = "") -> bool:
         latency_ms = int(max(0.0, new.updated_at - new.created_at) * 1000)

@@ -61,13 +61,16 @@ class Heartbeat(msgspec.Struct, frozen=True, kw_only=True):
     """Entries this instance moved to the dead-letter stream."""
     last_ok_ts: float = 0.0
     """Last successful commit (or start) of this instance."""
+    node: str = ""
+    """The Ray node the instance runs on (its node id; "" outside Ray)."""
 
 
 heartbeat_encoder = msgspec.msgpack.Encoder()
 heartbeat_decoder = msgspec.msgpack.Decoder(Heartbeat)
 
 HEARTBEAT = r"""
-local health, shard, epoch_key, epoch, blob = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local health, epoch_key = KEYS[1], KEYS[2]
+local shard, epoch, blob = ARGV[1], ARGV[2], ARGV[3]
 if redis.call('GET', epoch_key) == epoch then
   redis.call('HSET', health, shard, blob)
   return 1
@@ -80,10 +83,10 @@ if prev then
     return 0
   end
 end
-redis.call('HSET', health, shard, ARGV[6])
+redis.call('HSET', health, shard, ARGV[4])
 return 0
 """
-"""ARGV: health key, shard, epoch key, epoch, heartbeat blob, the same blob saying fenced.
+"""KEYS: health hash, epoch key. ARGV: shard, epoch, heartbeat blob, the same blob saying fenced.
 Returns 1 when written as current, 0 when the epoch has moved on (the caller is fenced)."""
 
 
@@ -137,6 +140,8 @@ class ShardHealth(msgspec.Struct, frozen=True, kw_only=True):
     """Instances started so far (the fencing epoch)."""
     restarts: int
     pid: int | None
+    node: str | None
+    """The Ray node id of the instance that last reported (shards spread over a cluster's nodes)."""
     epoch: int | None
     """Epoch of the instance that last reported."""
     batches: int
@@ -301,7 +306,7 @@ def build(q: _Reader) -> Health:
         if lag + pending > 0 and stream in q.newest:
             applied = q.offsets.get(stream, "0-0")
             behind = max(0.0, (_ms(q.newest[stream]) - _ms(applied)) / 1000)
-        short = stream.removeprefix(q.keys.ns + ":")
+        short = stream.removeprefix(q.keys.prefix)
         fenced = hb is not None and hb.state == "fenced"
         if hb is None:
             state = "absent" if starts == 0 else "dead"
@@ -315,7 +320,8 @@ def build(q: _Reader) -> Health:
             ShardHealth(
                 shard=shard, state=state, alive=state in ALIVE, fenced=fenced, starts=starts,
                 restarts=max(0, starts - 1),
-                pid=hb.pid if hb else None, epoch=hb.epoch if hb else None,
+                pid=hb.pid if hb else None, node=hb.node or None if hb else None,
+                epoch=hb.epoch if hb else None,
                 batches=hb.batches if hb else 0, errors=hb.errors if hb else 0,
                 stream=short, group=group, lag=lag + pending, behind_s=round(behind, 3),
                 dead_letters=q.dead.get(stream, 0),
@@ -325,7 +331,7 @@ def build(q: _Reader) -> Health:
         )  # fmt: skip
     streams = [
         StreamHealth(
-            stream.removeprefix(q.keys.ns + ":"),
+            stream.removeprefix(q.keys.prefix),
             q.lengths.get(stream, 0),
             [GroupLag(_text(g.get("name")), int(g.get("lag") or 0), int(g.get("pending") or 0))
              for g in q.groups.get(stream, [])],

@@ -1,4 +1,8 @@
-"""The Redis key layout, in one place. Every key starts with the deployment namespace.
+"""The Redis key layout, in one place. Every key starts with the deployment namespace,
+`ns:` (Keys.prefix). On a Redis Cluster the namespace is a hash tag, `{ns}:`: all of a
+deployment's keys then share one hash slot, so every script, transaction and multi-stream
+read works unchanged (Keys.of, actors/redisconn.py). Below, `{p}`, `{m}` and the like are
+placeholders, not hash tags.
 
 ingest:{p}            stream; one entry per accepted (part of a) batch: field `e` = msgpack list[Event],
                       or field `clock` = now (a watch-clock tick from the scheduler). p = partition of channel.
@@ -80,9 +84,23 @@ LATENCY_BUCKETS_MS: tuple[int, ...] = (
 @dataclass(frozen=True, slots=True)
 class Keys:
     ns: str = "rally"
+    tagged: bool = False
+    """The namespace is a Redis Cluster hash tag (`{ns}:`), as on a cluster it must be."""
+
+    @classmethod
+    def of(cls, ns: str, redis_url: str) -> Keys:
+        """The keys of namespace `ns` on the server at `redis_url`: tagged on a cluster."""
+        from actors.redisconn import is_cluster
+
+        return cls(ns, tagged=is_cluster(redis_url))
+
+    @property
+    def prefix(self) -> str:
+        """What every key of the deployment starts with."""
+        return f"{{{self.ns}}}:" if self.tagged else f"{self.ns}:"
 
     def k(self, *parts: object) -> str:
-        return ":".join((self.ns, *map(str, parts)))
+        return self.prefix + ":".join(map(str, parts))
 
     def ingest(self, p: int) -> str:
         return self.k("ingest", p)

@@ -25,6 +25,7 @@ import redis
 
 from actors.config import RuntimeConfig
 from actors.keys import Keys
+from actors.redisconn import connect
 from actors.stream import SOCKET_TIMEOUT_S, Entry, ensure_group
 from analytics import snapshot
 from analytics.archive import LedgerArchive, LogEntry
@@ -122,10 +123,8 @@ class LedgerSink:
         if not cfg.archive_path:
             raise ValueError("the ledger sink needs RuntimeConfig.archive_path")
         self.cfg = cfg
-        self.keys = Keys(cfg.namespace)
-        self.r = redis.Redis.from_url(
-            cfg.redis_url, socket_keepalive=True, socket_timeout=SOCKET_TIMEOUT_S
-        )
+        self.keys = Keys.of(cfg.namespace, cfg.redis_url)
+        self.r = connect(cfg.redis_url, socket_keepalive=True, socket_timeout=SOCKET_TIMEOUT_S)
         self.ledger_streams = {self.keys.ledgerlog(m) for m in range(cfg.member_shards)}
         self.streams = [self.keys.ledgerlog(m) for m in range(cfg.member_shards)]
         self.streams += [self.keys.ingest(p) for p in range(cfg.channel_shards)]

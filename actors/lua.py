@@ -15,6 +15,7 @@ import hiredis
 import redis
 from redis._parsers.base import BaseParser
 
+from actors.redisconn import pool_for
 from engine.streamid import stream_id
 
 CHUNK_ARGS = 4_000
@@ -100,7 +101,7 @@ class NativeCommit:
         self.r = r
 
     def __call__(self, *, args: CommitCall) -> int:
-        pool = self.r.connection_pool
+        pool = pool_for(self.r, args.epoch_key)
         conn = pool.get_connection()
         try:
             return self._run(conn, args)

@@ -48,6 +48,7 @@ from actors.config import PayoutConfig, RuntimeConfig
 from actors.event_hooks import EventHooks, HookStore
 from actors.keys import Keys
 from actors.notices import NOTICES_MAXLEN
+from actors.redisconn import connect
 from actors.spend import SpendTimeout, SyncSpendClient
 from engine import payout as eng
 from engine import webhook
@@ -398,8 +399,8 @@ class PayoutService:
         self.cfg = cfg
         self.pc: PayoutConfig = cfg.payouts
         self.rules = msgspec.convert(self.pc.rules, PayoutRules)
-        self.keys = Keys(cfg.namespace)
-        self.r = redis.Redis.from_url(cfg.redis_url, socket_timeout=60)
+        self.keys = Keys.of(cfg.namespace, cfg.redis_url)
+        self.r = connect(cfg.redis_url, socket_timeout=60)
         self.store = PayoutStore(self.r, self.keys, self.rules, self.pc.retention_s)
         self.pruned_at = 0.0
         self.spends = SyncSpendClient(self.r, self.keys, cfg.member_shards, timeout_s=60)

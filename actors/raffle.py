@@ -62,6 +62,7 @@ from actors.config import RuntimeConfig
 from actors.keys import Keys
 from actors.lua import Commit
 from actors.notices import NOTICES_MAXLEN
+from actors.redisconn import connect
 from actors.spend import SpendTimeout, SyncSpendClient
 from actors.stream import Entry, StreamShard
 from actors.trim import FEED_GROUP, feed_offsets
@@ -224,10 +225,10 @@ class RaffleShard(StreamShard):
     max_items_per_commit = 500
 
     def __init__(self, cfg: RuntimeConfig, index: int = 0) -> None:
-        keys = Keys(cfg.namespace)
+        keys = Keys.of(cfg.namespace, cfg.redis_url)
         self.rk = RaffleKeys(keys)
         self.raffles: dict[tuple[str, str], Raffle | None] = {}
-        r = redis.Redis.from_url(cfg.redis_url)
+        r = connect(cfg.redis_url)
         self.spends = SyncSpendClient(r, keys, cfg.member_shards)
         super().__init__(cfg, index, self.rk.commands)  # starts the loop: everything set first
         self.feeds = [RaffleFeed(cfg, p) for p in range(cfg.channel_shards)]
@@ -577,7 +578,7 @@ class RaffleFeed(StreamShard):
     group = FEED_GROUP
 
     def __init__(self, cfg: RuntimeConfig, index: int) -> None:
-        keys = Keys(cfg.namespace)
+        keys = Keys.of(cfg.namespace, cfg.redis_url)
         self.rk = RaffleKeys(keys)
         super().__init__(cfg, index, keys.ingest(index))
 

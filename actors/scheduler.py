@@ -22,6 +22,7 @@ import redis
 
 from actors.config import RuntimeConfig
 from actors.keys import Keys
+from actors.redisconn import connect
 from actors.trim import trim_streams
 from engine import weekly
 from engine.member import DAY_S, state_decoder
@@ -224,8 +225,8 @@ class Scheduler:
         *, poll_s: float = 0.1, lease_s: float = 30.0, start: bool = True,
     ) -> None:  # fmt: skip
         self.cfg = cfg
-        self.keys = Keys(cfg.namespace)
-        self.r = redis.Redis.from_url(cfg.redis_url)
+        self.keys = Keys.of(cfg.namespace, cfg.redis_url)
+        self.r = connect(cfg.redis_url)
         self.store = JobStore(self.r, self.keys)
         self.owner = f"sched-{uuid.uuid4().hex[:12]}"
         self.poll_s = poll_s

@@ -230,7 +230,7 @@ class ChannelShard(StreamShard):
         self.loaded = False
         self.next_tick_ts = -math.inf
         self.seen = SeenWindow(cfg.dedupe_window_s)
-        keys = Keys(cfg.namespace)
+        keys = Keys.of(cfg.namespace, cfg.redis_url)
         self.pending = PendingLog(keys.pending("channel", index))
         self.progress_field = f"channel:{index}"
         super().__init__(cfg, index, keys.ingest(index))
@@ -577,7 +577,7 @@ class MemberShard(StreamShard):
         """Stage B: every credit, until stage A's watermark of every member shard passes it."""
         self.progress = MemberProgress()
         self.loaded = False
-        keys = Keys(cfg.namespace)
+        keys = Keys.of(cfg.namespace, cfg.redis_url)
         self.pending = PendingLog(keys.pending("member", index))
         self.progress_field = f"member:{index}"
         super().__init__(cfg, index, keys.credits(index))
@@ -1001,7 +1001,7 @@ class LedgerProjector(StreamShard):
     to the shards when CPU is short."""
 
     def __init__(self, cfg: RuntimeConfig, index: int) -> None:
-        super().__init__(cfg, index, Keys(cfg.namespace).ledgerlog(index))
+        super().__init__(cfg, index, Keys.of(cfg.namespace, cfg.redis_url).ledgerlog(index))
 
     def process(self, entries: Sequence[Entry]) -> None:
         keys = self.keys

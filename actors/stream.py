@@ -36,6 +36,7 @@ from actors import health
 from actors.config import RuntimeConfig
 from actors.keys import Keys
 from actors.lua import Commit, CommitCall, NativeCommit
+from actors.redisconn import connect
 from engine.streamid import stream_id
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,13 @@ class Fenced(RuntimeError):
 INFRA_REPLIES = ("BUSY", "LOADING", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "NOREPLICAS")
 
 
+def ray_node_id() -> str:
+    """The id of the Ray node this process runs on ("" when Ray is not running here)."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
+
+
 def not_the_entry(err: BaseException) -> bool:
     """True for failures that are no fault of the entries being applied."""
     if isinstance(err, (Fenced, *INFRA_ERRORS)):
@@ -123,12 +131,10 @@ class StreamShard:
     def __init__(self, cfg: RuntimeConfig, index: int, stream: str) -> None:
         self.cfg = cfg
         self.index = index
-        self.keys = Keys(cfg.namespace)
+        self.keys = Keys.of(cfg.namespace, cfg.redis_url)
         self.stream = stream
         self.consumer = f"{self.kind}-{index}"
-        self.r = redis.Redis.from_url(
-            cfg.redis_url, socket_keepalive=True, socket_timeout=SOCKET_TIMEOUT_S
-        )
+        self.r = connect(cfg.redis_url, socket_keepalive=True, socket_timeout=SOCKET_TIMEOUT_S)
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.epoch_key = health.epoch_key(self.keys, self.kind, index)
@@ -143,6 +149,7 @@ class StreamShard:
         """Dead letters since an entry last applied."""
         self.state = "running"
         self.since = self.last_ok_ts = time.time()
+        self.node = ray_node_id()
         self.next_beat = 0.0
         self.script = NativeCommit(self.r)
         self._beat_script = self.r.register_script(health.HEARTBEAT)
@@ -376,7 +383,7 @@ class StreamShard:
             shard=self.consumer, kind=self.kind, index=self.index, stream=self.stream,
             group=self.group, pid=os.getpid(), epoch=self.epoch, state=self.state,
             since=self.since, ts=time.time(), batches=self.batches, errors=self.errors,
-            dead_letters=self.dead_letters, last_ok_ts=self.last_ok_ts,
+            dead_letters=self.dead_letters, last_ok_ts=self.last_ok_ts, node=self.node,
         )  # fmt: skip
 
     def beat(self) -> None:
@@ -387,8 +394,8 @@ class StreamShard:
         fenced = msgspec.structs.replace(hb, state="fenced", since=since)
         encode = health.heartbeat_encoder.encode
         key = health.health_key(self.keys)
-        args = [key, self.consumer, self.epoch_key, self.epoch, encode(hb), encode(fenced)]
-        if not self._beat_script(args=args):
+        args = [self.consumer, self.epoch, encode(hb), encode(fenced)]
+        if not self._beat_script(keys=[key, self.epoch_key], args=args):
             self.state, self.since = "fenced", hb.ts
             raise Fenced(self.consumer)
 

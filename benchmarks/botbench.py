@@ -26,9 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import redis
-
 from actors.keys import Keys
+from actors.redisconn import connect
 from gateway.ircd_server import InspIRCd
 from gateway.redis_server import RedisServer
 
@@ -181,8 +180,8 @@ def measure(redis_url: str, namespace: str, work_dir: Path, *, rates: tuple[floa
     log = (work_dir / "bot.log").open("wb")
     bot = subprocess.Popen([sys.executable, "-m", "gateway.cli", "bot", "--config", str(conf)],
                            stdout=log, stderr=log)  # fmt: skip
-    r = redis.Redis.from_url(redis_url)
-    stats = Keys(namespace).stats
+    r = connect(redis_url)
+    stats = Keys.of(namespace, redis_url).stats
 
     def events_in() -> int:
         return int(r.hget(stats, "events_in") or 0)

@@ -27,10 +27,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import msgspec
-import redis.asyncio as aioredis
 import uvloop
 from redis.exceptions import RedisError
 
+from actors.redisconn import connect_async
 from benchmarks.plan import CLOSED_LOOP_GUESS_PER_S, WS_TRANSPORTS, Plan, Schedule, Templates
 from benchmarks.wire import (
     HttpConnection,
@@ -93,7 +93,7 @@ class _Probes:
         self.seq = 0
         self.done: list[float] = []
         self.error = ""
-        self.redis = aioredis.Redis.from_url(plan.endpoint.redis_url)
+        self.redis = connect_async(plan.endpoint.redis_url)
 
     def make(self, scheduled: float) -> tuple[str, bytes]:
         """A probe event (its id and JSON), pending until its member becomes visible."""

@@ -13,8 +13,7 @@ import random
 import time
 from typing import Any
 
-import redis
-
+from actors.redisconn import connect
 from benchmarks.bench import Bench
 from engine.migration import resolve
 from gateway.migrate_cli import ImportReport, read_rows, submit
@@ -35,7 +34,7 @@ def import_scenario(b: Bench) -> dict[str, Any]:
             bal = rng.randrange(0, 5_000)
             f.write(f"mig{b.token}{i},{bal},{bal + rng.randrange(0, 20_000)}\n")
     summary: dict[str, Any] = {"members": n, "file_mb": round(path.stat().st_size / 2**20, 1)}
-    r = redis.Redis.from_url(b.rally.redis_url)
+    r = connect(b.rally.redis_url)
     try:
         for run in ("first", "rerun"):
             t0 = time.perf_counter()

@@ -24,21 +24,22 @@ import redis
 from actors.client import RallyClient
 from actors.config import RuntimeConfig
 from actors.keys import Keys
+from actors.redisconn import connect
 from engine.events import Chat, Event, encode_events
 from engine.rules import RuleBook
 from gateway.ingest import split_by_partition
 from gateway.redis_server import RedisServer
 
 
-def families(r: redis.Redis, ns: str) -> dict[str, tuple[int, int]]:
+def families(r: redis.Redis, prefix: str) -> dict[str, tuple[int, int]]:
     """Key family -> (keys, bytes by MEMORY USAGE ... SAMPLES 0)."""
     out: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    names = list(r.scan_iter(match=f"{ns}:*", count=10_000))
+    names = list(r.scan_iter(match=prefix + "*", count=10_000))
     pipe = r.pipeline(transaction=False)
     for k in names:
         pipe.memory_usage(k, samples=0)
     for k, used in zip(names, pipe.execute(), strict=True):
-        fam = k.decode().split(":")[1]
+        fam = k.decode().removeprefix(prefix).split(":")[0]
         out[fam][0] += 1
         out[fam][1] += int(used or 0)
     return {f: (n, b) for f, (n, b) in sorted(out.items())}
@@ -65,8 +66,8 @@ def main() -> None:
             streak_rollover=False,
             rules=RuleBook({}).to_builtins(),
         )
-        r = redis.Redis.from_url(server.url)
-        keys = Keys(cfg.namespace)
+        r = connect(server.url)
+        keys = Keys.of(cfg.namespace, cfg.redis_url)
         client = RallyClient(cfg).start(scheduler=False)
         r.memory_purge()
         base = int(r.info("memory")["used_memory"])
@@ -96,7 +97,7 @@ def main() -> None:
         client.stop()
         r.memory_purge()
         used = int(r.info("memory")["used_memory"])
-        fams = families(r, cfg.namespace)
+        fams = families(r, Keys.of(cfg.namespace, cfg.redis_url).prefix)
         print(f"{processed:,} events processed in {took:.1f} s; used_memory grew "
               f"{(used - base) / 2**20:,.1f} MB = {(used - base) / processed:,.1f} B/event")  # fmt: skip
         print(f"{'family':<12}{'keys':>9}{'bytes':>14}{'B/event':>10}")

@@ -422,8 +422,8 @@ def _member_memory(b: Bench, n: int) -> dict[str, Any]:
     net = b.rally.config.network
     b.show(["batches", f"memory: {n:,} new members", *[""] * 8])
     wait_drained(b)
-    ns = b.rally.keys.ns
-    fams0 = families(b.r.client, ns)
+    prefix = b.rally.keys.prefix
+    fams0 = families(b.r.client, prefix)
     rss0 = sut_rss(b)
     mem0 = redis_memory(b.r)
     members0 = int(b.r.hlen(b.rally.keys.mstate))
@@ -442,7 +442,7 @@ def _member_memory(b: Bench, n: int) -> dict[str, Any]:
     mem1 = redis_memory(b.r)
     members = int(b.r.hlen(b.rally.keys.mstate)) - members0
     per = (rss1 - rss0) / max(1, members)
-    fams1 = families(b.r.client, ns)
+    fams1 = families(b.r.client, prefix)
     by_family = {
         f: round((fams1[f][1] - fams0.get(f, (0, 0))[1]) / max(1, members))
         for f in fams1

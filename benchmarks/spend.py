@@ -18,8 +18,7 @@ import threading
 import time
 from typing import Any
 
-import redis.asyncio as aioredis
-
+from actors.redisconn import connect_async
 from actors.spend import SpendClient
 from benchmarks.bench import Bench, post_events, wait_drained
 from benchmarks.plan import Phase
@@ -77,10 +76,7 @@ class Spender:
 
     async def _run(self) -> None:
         rally = self.b.rally
-        pool = aioredis.BlockingConnectionPool.from_url(
-            rally.redis_url, max_connections=MAX_CONNECTIONS, timeout=60
-        )
-        r = aioredis.Redis(connection_pool=pool)
+        r = connect_async(rally.redis_url, max_connections=MAX_CONNECTIONS, pool_timeout=60)
         client = SpendClient(r, rally.keys, rally.config.member_shards, timeout_s=60)
         net = rally.config.network
         sem = asyncio.Semaphore(MAX_INFLIGHT)

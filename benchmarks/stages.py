@@ -32,6 +32,7 @@ import redis
 
 from actors.config import RuntimeConfig
 from actors.keys import Keys
+from actors.redisconn import connect
 from actors.shards import ChannelShard, LedgerProjector, MemberShard
 from actors.stream import StreamShard
 from benchmarks.bench import held_over, latency_histograms
@@ -133,13 +134,13 @@ def run(
     """The chat workload (`n` events), or with `watch` that many new viewers paid one watch
     tick, then (all members now) the next one: per event read per credit."""
     with RedisServer(data_dir).start() as server:
-        r = redis.Redis.from_url(server.url)
+        r = connect(server.url)
         cfg = RuntimeConfig(
             redis_url=server.url, channel_shards=1, member_shards=1, watch_clock_interval_s=0,
             streak_rollover=False, rules=RuleBook({}).to_builtins(),
             **({"read_count": read_count} if read_count else {}),
         )  # fmt: skip
-        keys = Keys(cfg.namespace)
+        keys = Keys.of(cfg.namespace, cfg.redis_url)
         interval = RuleBook({}).earn("acme", "c0").watch_interval_s
         # all within one watch interval: this measures the per-event path (the watch tick
         # is measured with `--watch`, and end to end by `rally bench watch-tick`)

@@ -23,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from actors.config import RuntimeConfig
 from actors.keys import Keys
+from actors.redisconn import connect
 from benchmarks.plan import Endpoint
 from gateway.redis_server import free_port
 
@@ -131,7 +132,7 @@ class Rally:
 
     @property
     def keys(self) -> Keys:
-        return Keys(self.namespace)
+        return Keys.of(self.namespace, self.redis_url)
 
     @property
     def runtime(self) -> RuntimeConfig:
@@ -215,7 +216,7 @@ class Rally:
             self.proc = None
 
     def client(self) -> PatientRedis:
-        return PatientRedis(redis.Redis.from_url(self.redis_url, socket_timeout=REDIS_TIMEOUT_S))
+        return PatientRedis(connect(self.redis_url, socket_timeout=REDIS_TIMEOUT_S))
 
 
 class PatientRedis:

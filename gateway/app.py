@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
 import msgspec
-import redis
 import redis.asyncio as aioredis
 import uvloop
 from aiohttp import WSMsgType, web
 from redis.exceptions import RedisError
 
 from actors.keys import Keys
+from actors.redisconn import connect, connect_async
 from analytics.archive import LedgerArchive
 from engine.events import BatchError, Event, decode_json_batch, encode_events
 from gateway.admission import ADMISSION, Admission
@@ -418,8 +418,8 @@ def create_app(
 ) -> web.Application:
     """The gateway app; Redis connections open lazily, the ingest writer runs while it serves."""
     lim = settings.limits
-    keys = Keys(settings.namespace)
-    client = aioredis.Redis.from_url(
+    keys = Keys.of(settings.namespace, redis_url)
+    client = connect_async(
         redis_url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S
     )
     ctx = new_metrics(client, keys, settings.shards.channel, settings.shards.member)
@@ -460,7 +460,7 @@ def create_app(
         default_network=settings.default_network(),
         clock=clock,
         archive=LedgerArchive(settings.archive_path()),
-        sync_redis=redis.Redis.from_url(
+        sync_redis=connect(
             redis_url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S
         ),
         member_shards=settings.shards.member,

@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 
 from actors.keys import Keys
 from actors.raffle import RaffleClient
+from actors.redisconn import connect_async
 from actors.spend import SpendClient
 from engine.commands import CommandSpec, specs_from_config
 from engine.events import Event, valid_only
@@ -150,8 +151,8 @@ async def run_bot(settings: Settings, redis_url: str, stop: asyncio.Event) -> Ir
     parts = bot_parts(settings)
     if not parts.irc.channels and not parts.websockets:
         raise BotConfigError("[bot] channels and websockets are empty: nothing to join")
-    client = aioredis.Redis.from_url(redis_url)
-    keys = Keys(settings.namespace)
+    client = connect_async(redis_url)
+    keys = Keys.of(settings.namespace, redis_url)
     lim = settings.limits
     writer = IngestWriter(
         client,

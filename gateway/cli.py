@@ -16,6 +16,7 @@ from typing import Any
 
 import uvloop
 
+from actors.redisconn import connect
 from gateway.settings import Settings, SettingsError, demo_settings_toml, load_settings
 
 EXIT_USAGE = 2
@@ -190,7 +191,7 @@ def _redis(settings: Settings, *, own_if_stopped: bool) -> Iterator[tuple[str, b
         url = json.loads(runtime_file.read_text()).get("redis_url", "")
     if url:
         try:
-            redis.Redis.from_url(url, socket_connect_timeout=5).ping()
+            connect(url, socket_connect_timeout=5).ping()
         except (redis.ConnectionError, redis.TimeoutError):
             if not own_if_stopped:
                 raise CliError(f"redis unreachable at {url}: is the deployment running?") from None
@@ -209,7 +210,6 @@ def _redis(settings: Settings, *, own_if_stopped: bool) -> Iterator[tuple[str, b
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    import redis
     from rich.console import Console
 
     from actors.client import backlog, wait_idle
@@ -220,8 +220,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     settings = _settings(args)
     console = Console()
     with _redis(settings, own_if_stopped=True) as (url, own):
-        r = redis.Redis.from_url(url)
-        keys = Keys(settings.namespace)
+        r = connect(url)
+        keys = Keys.of(settings.namespace, url)
         cfg = settings.runtime(url)
         if not wait_idle(r, keys, cfg, timeout_s=0.0 if own else 60.0, flush_held=not own):
             console.print(
@@ -259,9 +259,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     console = Console(width=160)
     try:
         with _redis(settings, own_if_stopped=False) as (url, _own):
-            r = redis.Redis.from_url(url, socket_timeout=10)
+            r = connect(url, socket_timeout=10)
             shards = expected_shards(settings.shards.channel, settings.shards.member)
-            report = read_health(r, Keys(settings.namespace), shards)
+            report = read_health(r, Keys.of(settings.namespace, url), shards)
     except CliError as err:
         report = redis_down(time.time(), str(err))
     except redis.RedisError as err:
@@ -276,7 +276,6 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_deadletter(args: argparse.Namespace) -> int:
-    import redis
     from rich.console import Console
 
     from actors import deadletter
@@ -285,9 +284,9 @@ def cmd_deadletter(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     console = Console(width=160)
-    keys = Keys(settings.namespace)
     with _redis(settings, own_if_stopped=True) as (url, _own):
-        r = redis.Redis.from_url(url)
+        r = connect(url)
+        keys = Keys.of(settings.namespace, url)
         if args.action == "list":
             letters = list(deadletter.iter_dead_letters(r, keys, args.stream))
             print_dead_letters(console, letters)

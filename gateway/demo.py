@@ -13,6 +13,7 @@ from rich.table import Table
 
 from actors.keys import Keys
 from actors.latency import histogram_percentiles
+from actors.redisconn import connect
 from analytics.archive import LedgerArchive
 from engine.member import day_of, effective_streak, state_decoder
 from gateway.audit import audit
@@ -111,8 +112,8 @@ async def run_demo(settings: Settings, *, seconds: float, rate: float, batch: in
         assert runtime.client is not None
         runner, port = await start_gateway(settings, runtime.redis_url, "127.0.0.1", 0)
         url = f"http://127.0.0.1:{port}"
-        r = redis.Redis.from_url(runtime.redis_url)
-        keys = Keys(settings.namespace)
+        r = connect(runtime.redis_url)
+        keys = Keys.of(settings.namespace, runtime.redis_url)
         sim = SimulatedNetwork(
             network=network, channels=5, members=2_000, seed=1, run_id=f"demo{int(time.time())}"
         )

@@ -25,6 +25,7 @@ from aiohttp import web
 
 from actors.chain_sink import balances_key, tiers_key, wallets_key
 from actors.keys import Keys
+from actors.redisconn import connect
 from engine.gating import chain_tiers
 from engine.rules import RuleBook, TierRules
 from gateway.errors import GatewayError
@@ -120,9 +121,7 @@ class ChainGate:
         w3, _ = rpc_web3(self.rpc, Account.create().key.hex())
         address = self.token_address
         if not address:
-            import redis as sync_redis
-
-            with sync_redis.Redis.from_url(self.redis_url) as r:
+            with connect(self.redis_url) as r:
                 got = r.get(self.keys.k("chain", "token", w3.eth.chain_id))
             if got is None:
                 raise ChainError("the token is not deployed yet")

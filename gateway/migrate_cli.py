@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from actors.redisconn import connect
 from engine.migration import (
     SOURCES,
     MigrationError,
@@ -155,7 +156,6 @@ def run_import(
     args: argparse.Namespace, settings: Any, redis_of: Callable[..., Any],
     cli_error: type[Exception],
 ) -> int:  # fmt: skip
-    import redis
 
     from actors.keys import Keys
     from actors.spend import SpendTimeout
@@ -172,9 +172,9 @@ def run_import(
     rep.rejected = list(parsed.rejected)
     if not args.dry_run and parsed.rows:
         with redis_of(settings, own_if_stopped=False) as (url, _own):
-            r = redis.Redis.from_url(url)
+            r = connect(url)
             try:
-                submit(r, Keys(settings.namespace), settings.shards.member, network, parsed,
+                submit(r, Keys.of(settings.namespace, url), settings.shards.member, network, parsed,
                        rep, settings.spend.timeout_s)  # fmt: skip
             except SpendTimeout as err:
                 raise cli_error(
@@ -242,7 +242,6 @@ def run_export(
     args: argparse.Namespace, settings: Any, redis_of: Callable[..., Any],
     cli_error: type[Exception],
 ) -> int:  # fmt: skip
-    import redis
 
     from actors.keys import Keys
 
@@ -254,9 +253,11 @@ def run_export(
         raise cli_error(f"--out: no directory {out.parent}")
     tiers = settings.rulebook().network(network).tiers
     with redis_of(settings, own_if_stopped=True) as (url, _own):
-        r = redis.Redis.from_url(url)
+        r = connect(url)
         try:
-            rows = sorted(export_rows(r, Keys(settings.namespace), network, tiers, time.time()))
+            rows = sorted(
+                export_rows(r, Keys.of(settings.namespace, url), network, tiers, time.time())
+            )
         finally:
             r.close()
     if out.suffix == ".csv":

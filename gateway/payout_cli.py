@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from actors.redisconn import connect
 from engine import payout as eng
 
 
@@ -34,7 +35,6 @@ def add_parser(sub: Any, common: Callable[[Any], None]) -> None:
 
 
 def run(args: argparse.Namespace, settings: Any, redis_url: str, cli_error: type[Exception]) -> int:
-    import redis
 
     from actors.keys import Keys
     from actors.payout import PayoutNotFound, PayoutStore
@@ -42,8 +42,8 @@ def run(args: argparse.Namespace, settings: Any, redis_url: str, cli_error: type
 
     if args.action == "list" and not 1 <= args.limit <= 1_000:
         raise cli_error("rally payouts list: --limit must be from 1 to 1000")
-    r = redis.Redis.from_url(redis_url, socket_timeout=30)
-    store = PayoutStore(r, Keys(settings.namespace), settings.payouts.rules())
+    r = connect(redis_url, socket_timeout=30)
+    store = PayoutStore(r, Keys.of(settings.namespace, redis_url), settings.payouts.rules())
     if args.action == "list":
         got = [view(p) for p in store.list(args.status or "", args.limit)]
         if args.json:

@@ -22,6 +22,7 @@ from typing import Any
 
 import msgspec
 
+from actors.redisconn import connect
 from engine import raffle as eng
 
 FETCH_TIMEOUT_S = 60.0
@@ -166,7 +167,6 @@ def _on_chain(
 
 
 def _admin(args: argparse.Namespace, settings_of: Any, cli_error: type[Exception]) -> int:
-    import redis
 
     from actors.keys import Keys
     from actors.raffle import RaffleKeys, RaffleTimeout, SyncRaffleClient, load_meta, summary
@@ -174,11 +174,11 @@ def _admin(args: argparse.Namespace, settings_of: Any, cli_error: type[Exception
 
     settings = settings_of(args)
     network = _network(args, settings, cli_error)
-    keys = Keys(settings.namespace)
     # a bad terms file or beacon is reported before looking for the deployment
     cmd = None if args.action in ("list", "show") else _command(args, network, cli_error)
     with _redis(settings, own_if_stopped=False) as (url, _own):
-        r = redis.Redis.from_url(url)
+        r = connect(url)
+        keys = Keys.of(settings.namespace, url)
         if args.action in ("list", "show"):
             rk = RaffleKeys(keys)
             ids = ([args.raffle_id] if args.action == "show"

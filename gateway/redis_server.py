@@ -82,12 +82,20 @@ def running(pid: int) -> bool:
 class RedisServer:
     """A redis-server process owned by us, with AOF under `data_dir`."""
 
-    def __init__(self, data_dir: Path, port: int | None = None, fsync: str = "always") -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        fsync: str = "always",
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
         # absolute: redis-server changes into --dir before it opens --logfile and --pidfile,
         # so a relative path would be resolved twice (the fresh-clone demo crash)
         self.data_dir = Path(data_dir).resolve()
         self.port = port or free_port()
         self.fsync = fsync
+        self.extra_args = extra_args
+        """More redis-server flags (a test's cluster node: `--cluster-enabled yes`)."""
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -141,6 +149,7 @@ class RedisServer:
             "--protected-mode", "no",
             "--logfile", str(self.data_dir / "redis.log"),
             "--pidfile", str(self.pidfile),
+            *self.extra_args,
         ]  # fmt: skip
         self.proc = subprocess.Popen(
             args,

@@ -64,7 +64,8 @@ class ServerSettings(_Section):
 
 class RedisSettings(_Section):
     url: str = ""
-    """Empty: the project starts its own redis-server under data_dir."""
+    """Empty: the project starts its own redis-server under data_dir. Else a single server,
+    or any node of a Redis Cluster (detected; actors/redisconn.py)."""
 
 
 class RaySettings(_Section):

@@ -7,10 +7,10 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Callable
 
-import redis.asyncio as aioredis
 from aiohttp import web
 
 from actors.keys import Keys
+from actors.redisconn import connect_async
 from actors.spend import SpendClient
 from gateway.settings import Settings
 
@@ -30,14 +30,13 @@ def install_spends(
 ) -> SpendClient:
     """The process's SpendClient, on its own pool of Redis connections (one of them is
     always held by the reply reader's blocking read)."""
-    pool = aioredis.BlockingConnectionPool.from_url(
+    client = connect_async(
         redis_url,
         max_connections=MAX_CONNECTIONS,
-        timeout=REDIS_TIMEOUT_S,
+        pool_timeout=REDIS_TIMEOUT_S,
         socket_timeout=REDIS_TIMEOUT_S,
         socket_connect_timeout=REDIS_TIMEOUT_S,
     )
-    client = aioredis.Redis(connection_pool=pool)
     spends = SpendClient(
         client, keys, settings.shards.member, timeout_s=settings.spend.timeout_s, clock=clock
     )

@@ -17,10 +17,10 @@ _STATE_STYLE = {
 }  # fmt: skip
 
 SHARD_COLUMNS = (
-    "shard", "state", "pid", "starts", "restarts", "errors", "batches", "stream", "group",
+    "shard", "state", "node", "pid", "starts", "restarts", "errors", "batches", "stream", "group",
     "lag", "behind", "dead letters", "heartbeat", "in state",
 )  # fmt: skip
-TEXT_COLUMNS = ("shard", "state", "stream", "group")
+TEXT_COLUMNS = ("shard", "state", "node", "stream", "group")
 
 
 def _age(seconds: float | None) -> str:
@@ -46,7 +46,7 @@ def print_health(console: Console, report: Health) -> None:
         style = _STATE_STYLE.get(sh.state, "")
         shards.add_row(
             sh.shard, f"[{style}]{sh.state}[/{style}]" if style else sh.state,
-            str(sh.pid or "-"), str(sh.starts), str(sh.restarts), str(sh.errors),
+            (sh.node or "-")[:8], str(sh.pid or "-"), str(sh.starts), str(sh.restarts), str(sh.errors),
             f"{sh.batches:,}", sh.stream, sh.group, f"{sh.lag:,}", _age(sh.behind_s),
             str(sh.dead_letters), _age(sh.heartbeat_age_s), _age(sh.state_s),
         )  # fmt: skip

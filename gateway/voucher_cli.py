@@ -25,6 +25,7 @@ from typing import Any
 
 import msgspec
 
+from actors.redisconn import connect_async
 from engine import voucher as vc
 
 QR_ERROR = "m"
@@ -127,7 +128,6 @@ def _undo_out_dir(out: Path, top: Path | None) -> None:
 def mint(args: argparse.Namespace, settings: Any, redis_url: str) -> tuple[vc.Batch, Path]:
     """Record the batch, sign its codes, write the files. Raises ValueError (usage) or
     gateway.errors.GatewayError (a refused request, e.g. batch_exists)."""
-    import redis.asyncio as aioredis
 
     from actors.keys import Keys
     from actors.vouchers import VoucherStore
@@ -147,9 +147,9 @@ def mint(args: argparse.Namespace, settings: Any, redis_url: str) -> tuple[vc.Ba
     )  # fmt: skip
 
     async def go() -> tuple[vc.Batch, list[str]]:
-        client = aioredis.Redis.from_url(redis_url)
+        client = connect_async(redis_url)
         try:
-            keys_ = Keys(settings.namespace)
+            keys_ = Keys.of(settings.namespace, redis_url)
             store = VoucherStore(client, keys_, attempts_kept=vs.attempts_kept)
             svc = VoucherService(
                 keys, store, max_batch_codes=vs.max_batch_codes, resume_after_s=vs.resume_after_s
@@ -186,27 +186,27 @@ def verify(code: str, public_keys: list[str], network: str | None, now: float) -
 async def list_attempts(
     redis_url: str, namespace: str, network: str, limit: int
 ) -> list[dict[str, Any]]:
-    import redis.asyncio as aioredis
 
     from actors.keys import Keys
     from actors.vouchers import VoucherStore
 
-    client = aioredis.Redis.from_url(redis_url)
+    client = connect_async(redis_url)
     try:
-        store = VoucherStore(client, Keys(namespace), attempts_kept=1)
+        store = VoucherStore(client, Keys.of(namespace, redis_url), attempts_kept=1)
         return (await store.attempts(network, limit=limit))[0]
     finally:
         await client.aclose()
 
 
 async def list_batches(redis_url: str, namespace: str, network: str) -> list[tuple[vc.Batch, int]]:
-    import redis.asyncio as aioredis
 
     from actors.keys import Keys
     from actors.vouchers import VoucherStore
 
-    client = aioredis.Redis.from_url(redis_url)
+    client = connect_async(redis_url)
     try:
-        return await VoucherStore(client, Keys(namespace), attempts_kept=1).batches(network)
+        return await VoucherStore(client, Keys.of(namespace, redis_url), attempts_kept=1).batches(
+            network
+        )
     finally:
         await client.aclose()

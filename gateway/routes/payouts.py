@@ -21,11 +21,11 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import msgspec
-import redis
 from aiohttp import web
 
 from actors.keys import Keys
 from actors.payout import PayoutNotFound, PayoutStore
+from actors.redisconn import connect
 from engine import payout as eng
 from engine.payout import Payout, PayoutError, Request
 from gateway.auth import check_network
@@ -192,9 +192,7 @@ def _admin(change: Callable[[Payout, float], Payout]) -> Callable[[web.Request],
 
 def install(app: web.Application, settings: Settings, redis_url: str, keys: Keys,
             clock: Callable[[], float] = time.time) -> None:  # fmt: skip
-    r = redis.Redis.from_url(
-        redis_url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S
-    )
+    r = connect(redis_url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S)
     app[PAYOUTS] = Payouts(PayoutStore(r, keys, settings.payouts.rules()), settings, clock)
 
     async def running(app: web.Application) -> AsyncIterator[None]:

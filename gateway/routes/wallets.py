@@ -39,6 +39,7 @@ import redis
 from aiohttp import web
 
 from actors.keys import Keys
+from actors.redisconn import connect
 from actors.wallets import (
     AMBIGUOUS,
     WalletTaken,
@@ -242,7 +243,7 @@ async def post_session(request: web.Request) -> web.Response:
 
 def install(app: web.Application, settings: Settings, redis_url: str, keys: Keys,
             clock: Callable[[], float] = time.time) -> None:  # fmt: skip
-    r = redis.Redis.from_url(redis_url, socket_timeout=30, socket_connect_timeout=30)
+    r = connect(redis_url, socket_timeout=30, socket_connect_timeout=30)
     app[WALLETS] = Wallets(r, keys, settings, clock)
 
     async def running(app: web.Application) -> AsyncIterator[None]:

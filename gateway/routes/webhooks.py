@@ -21,11 +21,11 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import msgspec
-import redis
 from aiohttp import web
 
 from actors.event_hooks import DeliveryNotFound, HookStore
 from actors.keys import Keys
+from actors.redisconn import connect
 from engine import event_hooks as eng
 from engine.event_hooks import Delivery, HookError, Subscription
 from engine.webhook import WebhookError, secret_bytes
@@ -166,9 +166,7 @@ async def retry_delivery(request: web.Request) -> web.Response:
 
 def install(app: web.Application, settings: Settings, redis_url: str, keys: Keys,
             clock: Callable[[], float] = time.time) -> None:  # fmt: skip
-    r = redis.Redis.from_url(
-        redis_url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S
-    )
+    r = connect(redis_url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S)
     ev = settings.events
     configured = [msgspec.convert(s, Subscription) for s in ev.subscriptions]
     store = HookStore(r, keys, configured, ev.retention_s)

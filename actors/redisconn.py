@@ -1,0 +1,73 @@
+"""One way to open Redis: a single server (or a primary) and a Redis Cluster alike.
+
+`connect(url)` asks the server at `url` once per process whether it is a Redis Cluster
+node (`INFO cluster`) and opens a `redis.cluster.RedisCluster` when it is, so that one
+`[redis] url` naming any node of an existing cluster is all a deployment sets. Every key
+of a deployment carries the hash tag of its namespace (actors/keys.py), so that each
+script, transaction and multi-key read touches one hash slot, which Redis Cluster requires.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import redis
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.cluster import RedisCluster
+
+_cluster: dict[str, bool] = {}
+
+
+def is_cluster(url: str) -> bool:
+    """Whether the server at `url` runs with `cluster-enabled yes`, asked once per process.
+    A server that does not answer is taken for a single one, and asked again next time:
+    clients open lazily, and a single server is what an unreachable URL has always meant."""
+    if url not in _cluster:
+        try:
+            with redis.Redis.from_url(url, socket_connect_timeout=10, socket_timeout=10) as probe:
+                info = probe.info("cluster")
+        except redis.ConnectionError:
+            return False
+        _cluster[url] = bool(info.get("cluster_enabled"))
+    return _cluster[url]
+
+
+def connect(url: str, **kwargs: Any) -> redis.Redis:
+    """A client for `url`: a `RedisCluster` when the server is a cluster node. Callers use
+    the commands both share (the cluster client routes each by its key's slot)."""
+    if is_cluster(url):
+        return cast(redis.Redis, RedisCluster.from_url(url, **kwargs))
+    return redis.Redis.from_url(url, **kwargs)
+
+
+def pool_for(r: redis.Redis, key: str) -> redis.ConnectionPool:
+    """The connection pool of the server that holds `key` (for commands sent on a
+    connection of one's own, such as actors.lua.NativeCommit's MULTI/EXEC)."""
+    if isinstance(r, RedisCluster):
+        node = r.get_node_from_key(key)
+        return cast(redis.ConnectionPool, r.get_redis_connection(node).connection_pool)
+    return r.connection_pool
+
+
+def connect_async(
+    url: str,
+    *,
+    max_connections: int | None = None,
+    pool_timeout: float | None = None,
+    **kwargs: Any,
+) -> aioredis.Redis:
+    """The asyncio client for `url`, a cluster one when the server is a cluster node.
+
+    `max_connections` bounds a single server's pool, and callers then wait up to
+    `pool_timeout` for a free connection (a blocking pool). A cluster client cannot wait (it
+    refuses a connection past its bound), so it keeps its default, unbounded in practice,
+    as a single server's client without `max_connections` is."""
+    if is_cluster(url):
+        return cast(aioredis.Redis, AsyncRedisCluster.from_url(url, **kwargs))
+    if max_connections is None:
+        return aioredis.Redis.from_url(url, **kwargs)
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=pool_timeout, **kwargs
+    )
+    return aioredis.Redis(connection_pool=pool)
