@@ -253,8 +253,10 @@ class PayoutStore:
             with self.r.pipeline(transaction=True) as pipe:
                 try:
                     pipe.watch(*day_keys, *po_keys)
-                    used = pipe.mget(day_keys) if day_keys else []
-                    raws = pipe.mget(po_keys) if po_keys else []
+                    # MGET by name: a cluster pipeline refuses pipe.mget (keys of several
+                    # slots); these are all of the namespace's slot
+                    used = pipe.execute_command("MGET", *day_keys) if day_keys else []
+                    raws = pipe.execute_command("MGET", *po_keys) if po_keys else []
                     today = {m: int(v or 0) for m, v in zip(members, used, strict=True)}
                     existing = {
                         pid: eng.payout_decoder.decode(raw)

@@ -16,6 +16,9 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import RedisCluster
 
+UNBOUNDED = 2**31
+"""redis-py's own default bound of a connection pool."""
+
 _cluster: dict[str, bool] = {}
 
 
@@ -29,6 +32,8 @@ def is_cluster(url: str) -> bool:
                 info = probe.info("cluster")
         except redis.ConnectionError:
             return False
+        except redis.ResponseError:  # INFO refused (a managed service's ACL): not a cluster
+            info = {}
         _cluster[url] = bool(info.get("cluster_enabled"))
     return _cluster[url]
 
@@ -60,11 +65,13 @@ def connect_async(
     """The asyncio client for `url`, a cluster one when the server is a cluster node.
 
     `max_connections` bounds a single server's pool, and callers then wait up to
-    `pool_timeout` for a free connection (a blocking pool). A cluster client cannot wait (it
-    refuses a connection past its bound), so it keeps its default, unbounded in practice,
-    as a single server's client without `max_connections` is."""
+    `pool_timeout` for a free connection (a blocking pool). A cluster client cannot wait: past
+    its bound (100 per node by default) it refuses a command. So it is left unbounded, as a
+    single server's client without `max_connections` is."""
     if is_cluster(url):
-        return cast(aioredis.Redis, AsyncRedisCluster.from_url(url, **kwargs))
+        return cast(
+            aioredis.Redis, AsyncRedisCluster.from_url(url, max_connections=UNBOUNDED, **kwargs)
+        )
     if max_connections is None:
         return aioredis.Redis.from_url(url, **kwargs)
     pool = aioredis.BlockingConnectionPool.from_url(

@@ -90,14 +90,14 @@ def _ms(entry_id: bytes | str) -> int:
 async def measure_lag(
     client: aioredis.Redis, keys: Keys, channel_shards: int, member_shards: int
 ) -> Lag:
-    """The pipeline's lag now, in two pipelined round trips."""
+    """The pipeline's lag now, in three round trips (two of them pipelined)."""
     ingest = [keys.ingest(p) for p in range(channel_shards)]
     streams = ingest + [keys.credits(m) for m in range(member_shards)]
     async with client.pipeline(transaction=False) as pipe:
         pipe.hmget(keys.stats, list(_COUNTERS))
         pipe.hmget(keys.offsets, streams)
-        pipe.time()
-        counts, offsets, (now_s, now_us) = await pipe.execute()
+        counts, offsets = await pipe.execute()
+    now_s, now_us = await client.time()  # not in a pipeline: a cluster's pipeline refuses it
     async with client.pipeline(transaction=False) as pipe:
         for stream, applied in zip(streams, offsets, strict=True):
             start = "-" if applied is None else "(" + _text(applied)

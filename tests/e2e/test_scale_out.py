@@ -136,15 +136,27 @@ def test_a_redis_cluster_and_two_ray_nodes_give_the_engines_balances(
                     await post_batch(session, lambda: url, AUTH, batch)
 
                 await deliver(chunks(events, 100), post, max_inflight=4, span_s=40.0)
+                # a batch with an Idempotency-Key (one script over the key, the stats and
+                # the ingest streams), posted twice: the replay is answered from the record
+                again = events[:50]
+                first = await post_batch(session, lambda: url, AUTH, again, "scale-1")
+                assert await post_batch(session, lambda: url, AUTH, again, "scale-1") == first
                 r = connect(redis_cluster.url)
                 keys = Keys.of(ns, redis_cluster.url)
                 cfg = settings.runtime(redis_cluster.url)
                 drained = await asyncio.to_thread(wait_idle, r, keys, cfg, DRAIN_TIMEOUT_S)
                 assert drained, "the deployment did not drain"
+                # every member read at once (and the ledgers after): far more requests in
+                # flight than a cluster client's default 100 connections per node
                 return await read_snapshot(session, url, AUTH, r, keys, NETWORK, workload.users,
                                            workload.channels, workload.days)  # fmt: skip
 
         snapshot = asyncio.run(run())
+    # read once it has stopped: a background task's error may surface only at shutdown
+    log = (tmp_path / "serve.log").read_text(errors="replace")
+    problems = [line for line in log.splitlines()
+                if "Traceback" in line or "_failed" in line or "unhandled" in line]  # fmt: skip
+    assert not problems, "rally serve logged errors:\n" + log[-5_000:]
 
     book = settings.rulebook()
     expected = model_view_of_reference(run_reference(book, events), book, NETWORK)
