@@ -2,9 +2,15 @@
 
 `connect(url)` asks the server at `url` once per process whether it is a Redis Cluster
 node (`INFO cluster`) and opens a `redis.cluster.RedisCluster` when it is, so that one
-`[redis] url` naming any node of an existing cluster is all a deployment sets. Every key
-of a deployment carries the hash tag of its namespace (actors/keys.py), so that each
-script, transaction and multi-key read touches one hash slot, which Redis Cluster requires.
+`[redis] url` naming any node of an existing cluster is all a deployment sets. On a
+cluster every key of a deployment carries the hash tag of its namespace (Keys.of in
+actors/keys.py), so that each script, transaction and multi-key read touches one hash slot,
+which Redis Cluster requires.
+
+The answer is taken once per process, when its first client opens. A server that did not
+answer then is taken for a single one (clients open lazily, and the gateway starts while
+Redis is down): a process started while the cluster node it names is unreachable would use
+untagged keys, and fail on the keys of other nodes, until it restarts.
 """
 
 from __future__ import annotations
