@@ -97,7 +97,7 @@ def main() -> None:
         client.stop()
         r.memory_purge()
         used = int(r.info("memory")["used_memory"])
-        fams = families(r, Keys.of(cfg.namespace, cfg.redis_url).prefix)
+        fams = families(r, keys.prefix)
         print(f"{processed:,} events processed in {took:.1f} s; used_memory grew "
               f"{(used - base) / 2**20:,.1f} MB = {(used - base) / processed:,.1f} B/event")  # fmt: skip
         print(f"{'family':<12}{'keys':>9}{'bytes':>14}{'B/event':>10}")

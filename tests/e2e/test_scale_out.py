@@ -121,6 +121,8 @@ def test_a_redis_cluster_and_two_ray_nodes_give_the_engines_balances(
         + RULES.format(net=NETWORK)
     )  # fmt: skip
     settings = load_settings(config, {})
+    r = connect(redis_cluster.url)
+    keys = Keys.of(ns, redis_cluster.url)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     with serving(config, port, tmp_path / "serve.log") as proc:
@@ -141,8 +143,6 @@ def test_a_redis_cluster_and_two_ray_nodes_give_the_engines_balances(
                 again = events[:50]
                 first = await post_batch(session, lambda: url, AUTH, again, "scale-1")
                 assert await post_batch(session, lambda: url, AUTH, again, "scale-1") == first
-                r = connect(redis_cluster.url)
-                keys = Keys.of(ns, redis_cluster.url)
                 cfg = settings.runtime(redis_cluster.url)
                 drained = await asyncio.to_thread(wait_idle, r, keys, cfg, DRAIN_TIMEOUT_S)
                 assert drained, "the deployment did not drain"
@@ -166,8 +166,6 @@ def test_a_redis_cluster_and_two_ray_nodes_give_the_engines_balances(
     )
     assert sum(1 for m in snapshot["members"].values() if m) > 50
 
-    r = connect(redis_cluster.url)
-    keys = Keys.of(ns, redis_cluster.url)
     assert keys.tagged
     names = list(r.scan_iter(match=keys.prefix + "*", count=1_000))
     assert len(names) > 20
