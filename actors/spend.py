@@ -86,7 +86,7 @@ class _Outbox:
 
 
 CLOSE_WAIT_S = 2.0
-"""How long close() waits for the reply reader to end."""
+"""How long close() waits, beyond one blocking read, for the reply reader to end."""
 
 
 class SpendClient:
@@ -109,6 +109,7 @@ class SpendClient:
         self._reply_to = ""
         self._waiting: dict[str, list[asyncio.Future[Result]]] = {}
         self._reader: asyncio.Task[None] | None = None
+        self._closing = False
         self._outbox: _Outbox | None = None
         self._sending: set[asyncio.Task[None]] = set()
 
@@ -203,7 +204,7 @@ class SpendClient:
 
     async def _read(self) -> None:
         last = "0-0"
-        while True:
+        while not self._closing:
             try:
                 got = await self.redis.xread(
                     {self.reply_to: last}, count=READ_COUNT, block=READ_BLOCK_MS
@@ -226,11 +227,18 @@ class SpendClient:
                     await self.redis.xtrim(self.reply_to, minid=last)
 
     async def close(self) -> None:
+        """Stop the reply reader and drop the reply stream.
+
+        The reader is asked to stop and ends when its blocking XREAD returns (at most
+        READ_BLOCK_MS). It is not cancelled unless that fails: a cancelled blocking XREAD can
+        leave redis-py's task pending for good (redis/redis-py#2579), and `asyncio.run` then
+        waits on it forever when it tears its loop down."""
+        self._closing = True
         if self._reader is not None:
-            self._reader.cancel()
-            # bounded: a cancelled blocking XREAD can hang in redis-py (redis/redis-py#2579)
-            await asyncio.wait({self._reader}, timeout=CLOSE_WAIT_S)
-            self._reader = None
+            reader, self._reader = self._reader, None
+            await asyncio.wait({reader}, timeout=READ_BLOCK_MS / 1000 + CLOSE_WAIT_S)
+            if not reader.done():
+                reader.cancel()
         if self._reply_to:
             with contextlib.suppress(Exception):
                 await self.redis.delete(self._reply_to)

@@ -206,9 +206,10 @@ class Admission:
             try:
                 self.update(await measure_lag(self._redis, self._keys, *self._shards))
                 failing = False
-            except (RedisError, OSError, TimeoutError) as err:
-                if not failing:  # keep the last measurement; ingest itself fails meanwhile
-                    log.warning("pipeline_lag_probe_failed error=%r", err)
+            except Exception as err:  # whatever it is, the probe lives on: it is admission's
+                if not failing:  # only eyes. Keep the last measurement; ingest fails meanwhile
+                    log.warning("pipeline_lag_probe_failed error=%r", err,
+                                exc_info=not isinstance(err, RedisError | OSError))  # fmt: skip
                 failing = True
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), LAG_PROBE_S)

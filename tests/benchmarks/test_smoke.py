@@ -22,7 +22,7 @@ TINY = [
     "--duration", "1", "--rate", "400", "--channels", "5", "--members", "500",
     "--generators", "1", "--peak-start-rate", "1000", "--peak-max-rate", "1500",
     "--peak-step", "1", "--raid-viewers", "1000", "--raid-over", "1",
-    "--watch-sizes", "500,1500", "--batch-sizes", "1,100", "--batch-duration", "1",
+    "--watch-sizes", "500", "--batch-sizes", "1,100", "--batch-duration", "1",
     "--memory-members", "1000", "--soak-seconds", "3", "--soak-rate", "1000",
     "--soak-sample", "1", "--soak-warmup", "1",
     "--overload-seconds", "2", "--overload-lag", "0.5",

@@ -169,3 +169,51 @@ def test_a_pipeline_seconds_behind_sheds_too(
     assert producer.accepted
     events_in = int(redis_client.hget(Keys(namespace).stats, "events_in") or 0)
     assert events_in == len(producer.accepted)
+
+
+def test_the_lag_probe_outlives_an_error_it_did_not_expect(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Admission's only eyes on the pipeline: an exception that is not Redis's (a cluster
+    client's own, a bug) is logged once with its traceback, and the next probe measures."""
+    from redis import asyncio as aioredis
+
+    from gateway import admission
+    from gateway.metrics import new_metrics
+
+    calls: list[int] = []
+    real = admission.measure_lag
+
+    async def flaky(*args: Any) -> admission.Lag:
+        calls.append(1)
+        if len(calls) <= 2:
+            raise LookupError("not a Redis error")
+        return await real(*args)
+
+    monkeypatch.setattr(admission, "measure_lag", flaky)
+    monkeypatch.setattr(admission, "LAG_PROBE_S", 0.01)
+
+    async def run() -> admission.Lag:
+        client = aioredis.Redis.from_url(redis_server.url)
+        keys = Keys("probe-errors")
+        adm = admission.Admission(
+            client, keys, new_metrics(client, keys, 1, 1).metrics, channel_shards=1,
+            member_shards=1, max_event_age_s=60, max_future_s=60, max_lag_events=10,
+            max_lag_s=10,
+        )  # fmt: skip
+        adm.lag = admission.Lag(events=123)
+        stop = asyncio.Event()
+        task = asyncio.create_task(adm._probe(stop))
+        deadline = time.monotonic() + WAIT_S
+        while len(calls) < 4 and time.monotonic() < deadline:
+            await asyncio.sleep(POLL_S)
+        stop.set()
+        await task
+        await client.aclose()
+        return adm.lag
+
+    lag = asyncio.run(run())
+    assert len(calls) >= 4
+    assert lag.events == 0  # measured again after the errors
+    failed = [r for r in caplog.records if r.getMessage().startswith("pipeline_lag_probe_failed")]
+    assert len(failed) == 1 and failed[0].exc_info is not None
