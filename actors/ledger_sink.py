@@ -14,6 +14,7 @@ entries: the archive is the ledger of record once they are gone.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import threading
@@ -26,7 +27,7 @@ import redis
 from actors.config import RuntimeConfig
 from actors.keys import Keys
 from actors.redisconn import connect
-from actors.stream import SOCKET_TIMEOUT_S, Entry, ensure_group
+from actors.stream import GC_THRESHOLDS, SOCKET_TIMEOUT_S, Entry, ensure_group
 from analytics import snapshot
 from analytics.archive import LedgerArchive, LogEntry
 from analytics.landing import FeedEntry
@@ -145,6 +146,7 @@ class LedgerSink:
 
     # -- the loop -------------------------------------------------------------------------
     def _run(self) -> None:
+        gc.set_threshold(*GC_THRESHOLDS)  # as a shard's process: batches of 50,000 rows
         while not self.stopping.is_set():
             try:
                 self._drain_pending()

@@ -608,14 +608,22 @@ class RaffleFeed(StreamShard):
             has_sub = SUB_NEEDLE in blob
             if not has_sub and not any(n in blob for n in needles):
                 continue
-            for ev in decode_events(blob):
-                if isinstance(ev, Subscription):
-                    k = (ev.network, ev.user_id)
-                    subs[k] = max(subs.get(k, 0), int(ev.ts) + SUBSCRIBER_S)
-                if not isinstance(ev, Chat) or not ev.text.strip():
+            events = decode_events(blob)  # every event: a poison entry fails here, as in
+            if has_sub:  # the channel shards (their dead letter), and enters nothing
+                for ev in events:
+                    if type(ev) is Subscription:
+                        k = (ev.network, ev.user_id)
+                        subs[k] = max(subs.get(k, 0), int(ev.ts) + SUBSCRIBER_S)
+            if not wanted:  # no keyword raffle open: the chats enter nothing
+                continue
+            for ev in events:
+                if type(ev) is not Chat:
+                    continue
+                open_here = wanted.get(f"{ev.network}:{ev.channel}")
+                if not open_here or not ev.text.strip():
                     continue
                 first = ev.text.split(maxsplit=1)[0]
-                for rid, kw, opened in wanted.get(f"{ev.network}:{ev.channel}", ()):
+                for rid, kw, opened in open_here:
                     if first == kw and ev.ts >= opened:
                         hits.append((ev, rid))
         self._enter(c, hits)

@@ -60,13 +60,14 @@ SOCKET_TIMEOUT_S = 60.0
 RETRY_PAUSE_S = (0.1, 0.2, 0.4, 0.8, 1.6, 3.2)
 """Pause before the k-th retry of a failing entry (the last one repeats)."""
 ERROR_TEXT_MAX = 2_000
-DEAD_LETTER_STREAK_MAX = 10
 GC_THRESHOLDS = (20_000, 20, 20)
-"""The cyclic collector in a shard process (CPython's default: 700, 10, 10). A batch makes
-hundreds of thousands of short-lived objects (a watch tick: a credit, its key, its ledger
-entry per viewer, beside a cache of member states): at the default the collector walks the
-young and middle generations every 700 allocations, ~20% of a watch tick's member-shard CPU
-(measured, benchmarks/RESULTS.md). Garbage in cycles is rare here and still collected."""
+"""The cyclic collector in a shard's process and the ledger sink's (CPython's default: 700,
+10, 10). A batch makes hundreds of thousands of short-lived objects (a watch tick: a credit,
+its key, its ledger entry per viewer, beside a cache of member states; a sink flush: 50,000
+decoded rows): at the default the collector walks the young and middle generations every
+700 allocations, ~20% of a watch tick's member-shard CPU (measured, benchmarks/RESULTS.md).
+Garbage in cycles is rare here and still collected."""
+DEAD_LETTER_STREAK_MAX = 10
 """Dead letters in a row (no entry applied in between) after which a shard stops moving
 failing entries aside: so many say the fault is not in the entries (Redis state, or an
 item held back from earlier that fails whenever a batch releases it), and dead-lettering
