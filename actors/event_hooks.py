@@ -230,7 +230,7 @@ class EventHooks:
         acked: list[str] = []
         for eid, fields in entries:
             acked.append(eid.decode() if isinstance(eid, bytes) else eid)
-            if not fields:  # trimmed while pending
+            if not fields or not subs:  # trimmed while pending; or nobody subscribed
                 continue
             for notice in decode_notices(eid, fields):
                 data = {k: v for k, v in notice.body.items() if k not in ("id", "kind")}
