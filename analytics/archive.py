@@ -114,9 +114,9 @@ def _host(path: Path) -> duckdb.DuckDBPyConnection:
     """This process's in-memory DuckDB database that attaches the file at `path` for each
     use. Starting a DuckDB database costs some 25-35 ms of CPU here, attaching a file to a
     running one ~3 ms: the ledger sink commits a few times a second, and every old ledger
-    page the gateway serves reads the file. One per process (a forked gateway worker makes
-    its own: a database's threads do not survive a fork) and per file, used under that
-    file's lock only."""
+    page the gateway serves reads the file. One per process (keyed by pid, so that a forked
+    child makes its own: a database's threads do not survive a fork) and per file, used
+    under that file's lock only."""
     key = (path.resolve(), os.getpid())
     with _file_locks_guard:
         host = _hosts.get(key)
