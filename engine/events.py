@@ -8,10 +8,11 @@ viewer-list snapshot) leave the user fields empty.
 Validated once, at the edge. The classes below (`Chat`, `Join`, ...) hold no string
 constraints: they are what every downstream hop decodes (the durable log, held-back events,
 the archive), where a regex per id would be paid again for every event at every hop. What a
-client sends is decoded into their checked twins (`_checked`, the same tags, fields and
-encoding, plus the id patterns and lengths below), so a bad event is refused with a 400
-naming its index and field, then handed on as the plain classes; connectors that build
-events in Python pass them through `valid_only` before they append. Numeric ranges stay on
+client sends must pass their checked twins (`_checked`, the same tags, fields and
+encoding, plus the id patterns and lengths below): `decode_json_batch` decodes it into the
+plain classes and checks the batch's strings column by column, and a batch that fails is
+decoded into the twins, so a bad event is refused with a 400 naming its index and field;
+connectors that build events in Python pass them through `valid_only` before they append. Numeric ranges stay on
 the plain classes (they cost nothing to check).
 """
 
@@ -27,11 +28,14 @@ from engine.referral import REFERRAL_CHANNEL
 
 MAX_ID_LEN = 128
 MAX_NAME_LEN = 64
+MAX_NETWORK_LEN = 64
 MAX_TEXT_LEN = 2_000
 MAX_VIEWERS_PER_SNAPSHOT = 200_000
 
 Id = Annotated[str, Meta(min_length=1, max_length=MAX_ID_LEN, pattern=r"^[A-Za-z0-9_.:\-]+$")]
-NetworkId = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")]
+NetworkId = Annotated[
+    str, Meta(min_length=1, max_length=MAX_NETWORK_LEN, pattern=r"^[A-Za-z0-9_.\-]+$")
+]
 """A network name: no colon, since `network:id` keys are split on the first colon."""
 OptId = Annotated[str, Meta(max_length=MAX_ID_LEN, pattern=r"^[A-Za-z0-9_.:\-]*$")]
 Name = Annotated[str, Meta(max_length=MAX_NAME_LEN)]
@@ -274,10 +278,90 @@ def check_members(events: list[Event]) -> None:
             raise BatchError("referrer is required for a referral", index=i, field="referrer")
 
 
+_plain_batch: msgspec.json.Decoder[Batch] = msgspec.json.Decoder(Batch)
+_plain_event: msgspec.json.Decoder[Event] = msgspec.json.Decoder(Event)
+_plain_events: msgspec.json.Decoder[list[Event]] = msgspec.json.Decoder(list[Event])
+_ALNUM = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-"
+_NOT_NETWORK = _ALNUM
+_NOT_ID = _ALNUM + b":"
+"""Bytes deleted by `_chars_ok`: an id may hold what `Id` allows, a network what
+`NetworkId` allows."""
+
+
+def _chars_ok(values: list[str], allowed: bytes) -> bool:
+    """Whether every character of `values` is one of `allowed` (ASCII): their concatenation
+    passes exactly when each does, so one pass in C checks a whole batch's ids."""
+    joined = "".join(values)
+    return joined.isascii() and not joined.encode().translate(None, allowed)
+
+
+def _longest(values: list[str]) -> int:
+    return max(map(len, values), default=0)
+
+
+def _edge_ok(events: list[Event]) -> bool:
+    """Whether `events` (decoded into the plain classes) meet every check of their checked
+    twins (`_EDGE_FIELDS`, `_EDGE_EXTRA`), column by column over the whole batch instead
+    of a regex per field. Never more lenient than the twins: `decode_json_batch` falls
+    back to them whenever this says no, so an error is theirs, word for word."""
+    required = [e.id for e in events]  # ids: 1 to MAX_ID_LEN of the `Id` characters
+    required += [e.channel for e in events]
+    optional = [e.user_id for e in events]  # the same, or empty
+    networks = [e.network for e in events]
+    names = [e.user_name for e in events]
+    texts: list[str] = []
+    for e in events:
+        kind = type(e)
+        if kind is Chat:
+            texts.append(e.text)
+        elif kind is Custom:
+            required.append(e.action)
+        elif kind is Referral:
+            optional.append(e.referrer)
+        elif kind is Viewers:
+            if len(e.viewers) > MAX_VIEWERS_PER_SNAPSHOT:
+                return False
+            required += [v.id for v in e.viewers]
+            names += [v.name for v in e.viewers]
+    ids = required + optional
+    return (
+        all(required)
+        and all(networks)
+        and _longest(ids) <= MAX_ID_LEN
+        and _longest(networks) <= MAX_NETWORK_LEN
+        and _longest(names) <= MAX_NAME_LEN
+        and _longest(texts) <= MAX_TEXT_LEN
+        and _chars_ok(ids, _NOT_ID)
+        and _chars_ok(networks, _NOT_NETWORK)
+    )
+
+
 def decode_json_batch(body: bytes) -> list[Event]:
-    """Decode `{"events": [...]}` or a bare JSON list or a single event; raise BatchError."""
+    """Decode `{"events": [...]}` or a bare JSON list or a single event; raise BatchError.
+
+    Decoded into the plain classes, then checked column by column (`_edge_ok`): ~1 µs an
+    event against ~3 µs for the checked twins (a regex per id, then a msgpack round trip
+    back to the plain classes). A batch that fails any check is decoded again into the
+    twins, whose error names the event and field."""
     stripped = body.lstrip()
     single = stripped[:1] == b"{" and _BATCH_START.match(stripped) is None
+    try:
+        if stripped[:1] == b"[":
+            plain = _plain_events.decode(body)
+        elif not single:
+            plain = _plain_batch.decode(body).events
+        else:
+            plain = [_plain_event.decode(body)]
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        plain = None
+    if plain is not None and _edge_ok(plain):
+        check_members(plain)
+        return plain
+    return _decode_checked(body, stripped, single)
+
+
+def _decode_checked(body: bytes, stripped: bytes, single: bool) -> list[Event]:
+    """The checked twins' decode: what says why a batch is refused."""
     try:
         if stripped[:1] == b"[":
             events = _json_events.decode(body)

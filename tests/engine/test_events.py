@@ -3,8 +3,13 @@ and the msgpack log encoding of every kind."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
+
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine.events import (
     MAX_ID_LEN,
@@ -17,6 +22,7 @@ from engine.events import (
     GiftBomb,
     Viewer,
     Viewers,
+    _decode_checked,
     channel_key,
     decode_events,
     decode_json_batch,
@@ -220,3 +226,76 @@ def test_valid_only_keeps_the_events_the_edge_accepts() -> None:
     assert [(e.index, e.field) for e in refused] == [
         (0, "user_name"), (2, "viewers[0].id"), (3, "user_id"),
     ]  # fmt: skip
+
+
+_ODD_TEXT = st.one_of(
+    st.text(alphabet="a b\n\u00e9\u2603:\x00\ud800", max_size=3),
+    st.sampled_from(["", "x" * MAX_ID_LEN, "x" * (MAX_ID_LEN + 1), "x" * 65, "n" * 64, "a:b"]),
+)
+"""Strings at a length limit, or with a colon (not in a network), a space, a newline
+(which a pattern's `$` lets through), non-ASCII or a lone surrogate."""
+
+
+def _edge_text(valid: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    """Mostly a valid string, one time in twenty an odd one."""
+    return st.sampled_from([False] * 19 + [True]).flatmap(lambda odd: _ODD_TEXT if odd else valid)
+
+
+_ID_TEXT = _edge_text(st.text(alphabet="ab:-_.Z9", min_size=1, max_size=4))
+
+
+@st.composite
+def _edge_events(draw: st.DrawFn) -> dict[str, object]:
+    """An event of any kind whose strings are now and then bad (`_ODD_TEXT`)."""
+    kind = draw(st.sampled_from(sorted([*KINDS, "referral"])))
+    ev: dict[str, object] = {"kind": kind, "ts": T0}
+    fields = {
+        "id": _ID_TEXT,
+        "network": _edge_text(st.text(alphabet="ab-_.Z9", min_size=1, max_size=4)),
+        "channel": _ID_TEXT,
+        "user_id": _ID_TEXT,
+        "user_name": _edge_text(st.text(max_size=4)),
+    }
+    missing = draw(st.sampled_from([""] * 20 + list(fields)))  # mostly none: its own error
+    for f, values in fields.items():
+        if f != missing:
+            ev[f] = draw(values)
+    if kind == "chat":
+        ev["text"] = draw(
+            st.sampled_from(["hi"] * 8 + ["x" * MAX_TEXT_LEN, "x" * (MAX_TEXT_LEN + 1)])
+        )
+    elif kind == "custom":
+        ev["action"] = draw(_ID_TEXT)
+    elif kind == "referral":
+        ev["referrer"] = draw(_ID_TEXT)
+    elif kind == "viewers":
+        ev["viewers"] = draw(st.lists(
+            st.fixed_dictionaries({"id": _ID_TEXT}, optional={"name": fields["user_name"]}),
+            max_size=3,
+        ))  # fmt: skip
+    return ev
+
+
+def _outcome(decode: Callable[[bytes], list[object]], body: bytes) -> object:
+    try:
+        return ("ok", decode(body))
+    except BatchError as err:
+        return ("refused", err.as_dict())
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_edge_events(), min_size=1, max_size=4), st.sampled_from(["batch", "list", "one"]))
+def test_the_column_checks_accept_and_refuse_exactly_what_the_checked_twins_do(
+    events: list[dict[str, object]], form: str
+) -> None:
+    """decode_json_batch checks a batch's strings column by column; whatever it accepts the
+    checked twins accept too, with equal events, and what it refuses comes with their error
+    (the same message, index and field)."""
+    body = json.dumps(  # ASCII, escapes and all: a lone surrogate is sent as `\\ud800`
+        {"events": events} if form == "batch" else events if form == "list" else events[0]
+    ).encode()
+    stripped = body.lstrip()
+    single = form == "one"
+    assert _outcome(decode_json_batch, body) == _outcome(
+        lambda b: _decode_checked(b, stripped, single), body
+    )
