@@ -311,14 +311,13 @@ def _edge_ok(events: list[Event]) -> bool:
     names = [e.user_name for e in events]
     texts: list[str] = []
     for e in events:
-        kind = type(e)
-        if kind is Chat:
+        if isinstance(e, Chat):
             texts.append(e.text)
-        elif kind is Custom:
+        elif isinstance(e, Custom):
             required.append(e.action)
-        elif kind is Referral:
+        elif isinstance(e, Referral):
             optional.append(e.referrer)
-        elif kind is Viewers:
+        elif isinstance(e, Viewers):
             if len(e.viewers) > MAX_VIEWERS_PER_SNAPSHOT:
                 return False
             required += [v.id for v in e.viewers]
