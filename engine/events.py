@@ -279,8 +279,9 @@ def check_members(events: list[Event]) -> None:
 
 
 _plain_batch: msgspec.json.Decoder[Batch] = msgspec.json.Decoder(Batch)
-_plain_event: msgspec.json.Decoder[Event] = msgspec.json.Decoder(Event)
 _plain_events: msgspec.json.Decoder[list[Event]] = msgspec.json.Decoder(list[Event])
+SMALL_BATCH_BYTES = 1_000
+"""A body shorter than this (a few events) is decoded into the checked twins directly."""
 _ALNUM = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-"
 _NOT_NETWORK = _ALNUM
 _NOT_ID = _ALNUM + b":"
@@ -341,16 +342,18 @@ def decode_json_batch(body: bytes) -> list[Event]:
     Decoded into the plain classes, then checked column by column (`_edge_ok`): ~1 µs an
     event against ~3 µs for the checked twins (a regex per id, then a msgpack round trip
     back to the plain classes). A batch that fails any check is decoded again into the
-    twins, whose error names the event and field."""
+    twins, whose error names the event and field. A single event, or a batch of a few
+    (under SMALL_BATCH_BYTES), goes to the twins at once: the column checks cost ~5 µs
+    whatever the batch's size."""
     stripped = body.lstrip()
     single = stripped[:1] == b"{" and _BATCH_START.match(stripped) is None
+    if single or len(body) < SMALL_BATCH_BYTES:
+        return _decode_checked(body, stripped, single)
     try:
         if stripped[:1] == b"[":
             plain = _plain_events.decode(body)
-        elif not single:
-            plain = _plain_batch.decode(body).events
         else:
-            plain = [_plain_event.decode(body)]
+            plain = _plain_batch.decode(body).events
     except (msgspec.ValidationError, msgspec.DecodeError):
         plain = None
     if plain is not None and _edge_ok(plain):
