@@ -15,7 +15,6 @@ bounds what one core each for Python and Redis can credit.
 from __future__ import annotations
 
 import argparse
-import os
 import cProfile
 import json
 import pstats
@@ -118,7 +117,7 @@ def stage(
     if prof is not None:
         prof.disable()
         print(f"== {name}: cProfile, by own time ==")
-        pstats.Stats(prof).sort_stats(os.environ.get("SORT","tottime")).print_stats(int(os.environ.get("TOPN","25")))
+        pstats.Stats(prof).sort_stats("tottime").print_stats(25)
     python_us = cpu_s * 1e6 / n
     held = held_over({}, latency_histograms(r))  # drive() reset the histograms
     return {"stage": name, "entries": entries, "wall_s": round(wall_s, 3),
