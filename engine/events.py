@@ -12,8 +12,8 @@ client sends must pass their checked twins (`_checked`, the same tags, fields an
 encoding, plus the id patterns and lengths below): `decode_json_batch` decodes it into the
 plain classes and checks the batch's strings column by column, and a batch that fails is
 decoded into the twins, so a bad event is refused with a 400 naming its index and field;
-connectors that build events in Python pass them through `valid_only` before they append. Numeric ranges stay on
-the plain classes (they cost nothing to check).
+connectors that build events in Python pass them through `valid_only` before they append.
+Numeric ranges stay on the plain classes (they cost nothing to check).
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from redis.exceptions import RedisError
 
 from actors.keys import Keys
 from actors.stream import EVENTS_PER_ENTRY
-from engine.events import Event, Referral, encode_events, routing_key
+from engine.events import Event, encode_events, routing_key
 from engine.routing import shard_of
 from gateway.errors import Unavailable
 
@@ -57,15 +57,12 @@ def partition_of(network: str, channel: str, channel_shards: int) -> int:
 def split_by_partition(events: Sequence[Event], channel_shards: int) -> dict[int, list[Event]]:
     """The batch split by ingest partition, each part in batch order."""
     parts: dict[int, list[Event]] = {}
-    placed: dict[str, int] = {}  # a batch holds few channels: one hash each
-    network = events[0].network if events else ""
+    placed: dict[tuple[str, str, type], int] = {}  # routing_key(ev) is a function of these
     for ev in events:
-        if ev.network != network or type(ev) is Referral:
-            p = shard_of(routing_key(ev), channel_shards)
-        else:
-            p = placed.get(ev.channel, -1)
-            if p < 0:
-                p = placed[ev.channel] = shard_of(routing_key(ev), channel_shards)
+        where = (ev.network, ev.channel, type(ev))  # a batch holds few: one hash each
+        p = placed.get(where, -1)
+        if p < 0:
+            p = placed[where] = shard_of(routing_key(ev), channel_shards)
         part = parts.get(p)
         if part is None:
             parts[p] = [ev]
