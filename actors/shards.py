@@ -675,7 +675,7 @@ class MemberShard(StreamShard):
                         ts = watermark
                         cr = msgspec.structs.replace(cr, ts=ts)
                     item = (cr, ms)
-                    pushed.append((ts, credit_key(cr), item))
+                    pushed.append((ts, f"{cr.network}:{cr.id}", item))  # credit_key, inlined
                     new.append(item)
             mark = fields.get(b"w")
             if mark is not None:
@@ -711,10 +711,10 @@ class MemberShard(StreamShard):
         got = StageA(released, [], [], set())
         if not released:
             return got
-        self._load({f"{cr.network}:{cr.user_id}" for _, _, (cr, _) in released})
+        keys = [f"{cr.network}:{cr.user_id}" for _, _, (cr, _) in released]
+        self._load(set(keys))
         members, book, shards = self.members, self.book, self.cfg.member_shards
-        for _, _, (cr, ms) in released:
-            key = f"{cr.network}:{cr.user_id}"
+        for (_, _, (cr, ms)), key in zip(released, keys, strict=True):
             ref = members[key].referral
             if ref.seen and ref.status != "linked" and cr.rule not in STAGE_A_RULES:
                 continue  # the common case: nothing a referral waits for
@@ -781,18 +781,18 @@ class MemberShard(StreamShard):
         watermark = self.held.watermark
         released = self._stage_b(staged)
         spenders = {f"{sp.transfer.network}:{sp.transfer.user_id}" for sp in spends}
-        self._load({f"{cr.network}:{cr.user_id}" for cr, _ in released} | spenders | changed)
+        keys = [f"{cr.network}:{cr.user_id}" for cr, _ in released]
+        self._load(set(keys) | spenders | changed)
         out = Applied()
         book, members = self.book, self.members
         rules: dict[tuple[str, str], tuple[NetworkRules, EarnRules]] = {}
-        for cr, _ in released:
-            key = f"{cr.network}:{cr.user_id}"
+        for (cr, _), key in zip(released, keys, strict=True):
             found = rules.get((cr.network, cr.channel))
             if found is None:
                 found = (book.network(cr.network), book.earn(cr.network, cr.channel))
                 rules[(cr.network, cr.channel)] = found
             apply_credit(members[key], cr, found[0], found[1], out)
-            changed.add(key)
+        changed.update(keys)
         spent = self._spend(spends, out, changed)
         self.progress.watermark = watermark
         changed |= self._roll_over(watermark)
@@ -930,14 +930,7 @@ class MemberShard(StreamShard):
                 treasury[e.network] = treasury.get(e.network, 0) - e.amount
         for network, amount in treasury.items():
             c.cmd("HINCRBY", keys.treasury, network, amount)
-        flagged: dict[tuple[str, str], Flag] = {}
-        for f in out.flags:
-            flagged[(f.network, f.user_id)] = f
-        for (network, user), f in sorted(flagged.items()):
-            if f.reasons:
-                c.cmd("HSET", keys.k("quality", network), user, flag_encoder.encode(f))
-            else:
-                c.cmd("HDEL", keys.k("quality", network), user)
+        self._write_flags(c, out.flags)
         if out.withheld:
             c.cmd("HINCRBY", keys.stats, "watch_points_withheld", out.withheld)
         self._notice_rewards(c, out)
@@ -949,6 +942,29 @@ class MemberShard(StreamShard):
                 "tier", credit_encoder.encode(tc),
             )  # fmt: skip
         return dict(zip(fields, blobs, strict=True))
+
+    def _write_flags(self, c: Commit, flags: list[Flag]) -> None:
+        """Each flagged member's last flag of the batch into its network's quality hash (a
+        cleared one out of it): one HSET and one HDEL a network, not a command a member."""
+        by_network: dict[str, dict[str, Flag]] = {}
+        for f in flags:
+            users = by_network.get(f.network)
+            if users is None:
+                users = by_network[f.network] = {}
+            users[f.user_id] = f
+        for network, users in sorted(by_network.items()):
+            key = self.keys.k("quality", network)
+            flat: list[Arg] = []
+            cleared: list[str] = []
+            for user, f in users.items():
+                if f.reasons:
+                    flat += (user, flag_encoder.encode(f))
+                else:
+                    cleared.append(user)
+            if flat:
+                c.many("HSET", key, flat, width=2)
+            if cleared:
+                c.many("HDEL", key, cleared)
 
     def _notice_rewards(self, c: Commit, out: Applied) -> None:
         """reward_earned notices (engine/rewards.py), NOTICES_PER_ENTRY to an entry (a JSON

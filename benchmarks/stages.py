@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import json
 import pstats
 import random
@@ -34,7 +35,7 @@ from actors.config import RuntimeConfig
 from actors.keys import Keys
 from actors.redisconn import connect
 from actors.shards import ChannelShard, LedgerProjector, MemberShard
-from actors.stream import StreamShard
+from actors.stream import GC_THRESHOLDS, StreamShard
 from benchmarks.bench import held_over, latency_histograms
 from engine.events import Chat, Event, Online, Viewer, Viewers, encode_events
 from engine.rules import RuleBook
@@ -192,6 +193,7 @@ def main() -> None:
                    help="stream entries a shard reads at once (default: read_count, 2,000): "
                         "what a shard keeping up with its stream finds at each read")  # fmt: skip
     a = p.parse_args()
+    gc.set_threshold(*GC_THRESHOLDS)  # as StreamShard._run sets it in a shard's process
     with tempfile.TemporaryDirectory() as tmp:
         rows = run(a.events, a.members, a.channels, a.seed, Path(tmp), a.profile, a.max_items,
                    a.watch, a.entry_events, a.read_count)  # fmt: skip
