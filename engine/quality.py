@@ -37,6 +37,7 @@ watching three streams at once, or twelve hours straight without a word, keeps e
 from __future__ import annotations
 
 import hashlib
+import struct
 
 import msgspec
 
@@ -52,6 +53,12 @@ NEVER = -1e18
 REPEAT_RULE = "chat_repeat"
 """What a repeated chat counts as for the weekly bonus: not a chat (no chat day)."""
 NOT_ACTIVITY = frozenset({"watch", "welcome", "streak"})
+_REASONS_OF = [[name for bit, name in REASONS.items() if f & bit] for f in range(16)]
+"""reasons() of every combination of the four flags."""
+CHAT_RECORD = struct.Struct("<Qd")
+"""One noted chat message in Presence.chat_log: its digest and its event time."""
+_RECORD_TS = struct.Struct("<8xd")
+_DIGEST = struct.Struct("<Q")
 
 
 class Presence(msgspec.Struct, array_like=True, gc=False):
@@ -68,9 +75,14 @@ class Presence(msgspec.Struct, array_like=True, gc=False):
     first_ts: float = NEVER
     """Event time of the member's first credit (NEVER: before it was kept, an old account)."""
     chats: list[tuple[int, float]] = msgspec.field(default_factory=list)
-    """The last chat_history chat messages: (digest, ts), oldest first."""
+    """The chat messages of a state stored before `chat_log`: (digest, ts), oldest first;
+    moved into chat_log by the member's next chat."""
     repeats: int = 0
     """Repeated chat messages so far (they earned nothing)."""
+    chat_log: bytes = b""
+    """The last chat_history chat messages, oldest first: CHAT_RECORD (digest, ts) each. One
+    bytes object, not a list of pairs: decoding and encoding a member's state (every credit
+    of a batch does it) allocate nothing per message."""
 
 
 class Flag(msgspec.Struct, frozen=True):
@@ -96,7 +108,7 @@ def score(p: Presence, rules: QualityRules) -> int:
 
 
 def reasons(flags: int) -> list[str]:
-    return [name for bit, name in REASONS.items() if flags & bit]
+    return list(_REASONS_OF[flags & 15])
 
 
 def age_days(p: Presence, ts: float) -> int:
@@ -171,25 +183,34 @@ def chat_digest(text: str) -> int:
 def repeated_chat(p: Presence, digest: int, ts: float, rules: QualityRules) -> bool:
     """Note a chat message (digest 0: none to compare) and say whether it is a repeat: its
     digest is among the member's last `chat_history` messages of the past
-    `chat_repeat_window_s` `chat_repeats_max` times or more. Sets or clears the flag."""
+    `chat_repeat_window_s` `chat_repeats_max` times or more. Sets or clears the flag.
+
+    Messages are noted in event-time order (a member's credits apply in that order): the
+    ones past the window are the log's head, and the rest are within it."""
     if not digest or not rules.chat_repeats_max or not rules.chat_history:
         return False
+    log = p.chat_log
+    if p.chats:  # a state stored before chat_log: its messages move over, oldest first
+        log = b"".join(CHAT_RECORD.pack(d, t) for d, t in p.chats) + log
+        p.chats = []
     horizon = ts - rules.chat_repeat_window_s
-    chats = p.chats
+    size, n = CHAT_RECORD.size, len(log)
+    head = 0
+    while head < n and _RECORD_TS.unpack_from(log, head)[0] <= horizon:
+        head += size  # past the window: forgotten
+    key = _DIGEST.pack(digest)
     seen = 0
-    stale = False
-    for d, t in chats:  # one pass: a hot path (every chat credit)
-        if t <= horizon:
-            stale = True
-        elif d == digest:
+    at = log.find(key, head)
+    while at >= 0:  # the digest's bytes count where a record starts, not inside a time
+        if at % size == 0:
             seen += 1
-    if stale:
-        chats = [c for c in chats if c[1] > horizon]
-    chats.append((digest, ts))
-    over = len(chats) - rules.chat_history
-    if over > 0:
-        del chats[:over]
-    p.chats = chats
+            at = log.find(key, at + size)
+        else:
+            at = log.find(key, at + 1)
+    keep = rules.chat_history - 1  # records kept beside the new one
+    if (n - head) // size > keep:
+        head = n - keep * size
+    p.chat_log = (log[head:] if head else log) + CHAT_RECORD.pack(digest, ts)
     if seen >= rules.chat_repeats_max:
         p.repeats += 1
         p.flags |= REPEATED_CHAT

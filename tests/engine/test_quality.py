@@ -4,12 +4,14 @@ point; flags and reasons for the admin view."""
 from __future__ import annotations
 
 import hashlib
+import struct
 
+import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine import quality
-from engine.member import Applied, Credit, MemberState, apply_credit
+from engine.member import Applied, Credit, MemberState, apply_credit, state_decoder, state_encoder
 from engine.rules import NetworkRules, QualityRules
 
 ON = NetworkRules()
@@ -146,7 +148,7 @@ def test_a_scripted_chat_farm_earns_at_most_its_first_repeats(
         assert "repeated_chat" in quality.reasons(state.presence.flags)
         assert out.flags[-1].reasons == ["repeated_chat"]
         assert out.flags[-1].repeated_chats == n - cap
-    assert len(state.presence.chats) <= ON.quality.chat_history
+    assert len(state.presence.chat_log) <= ON.quality.chat_history * quality.CHAT_RECORD.size
 
 
 chatter = st.lists(
@@ -242,3 +244,68 @@ def test_a_repeated_chat_is_no_chat_day_for_the_weekly_bonus() -> None:
     assert state.week_now.chat_days + state.week_before.chat_days == 1
     _, _, state = run(said, OFF)
     assert state.week_now.chat_days + state.week_before.chat_days == 3
+
+
+def _model_repeated_chat(
+    chats: list[tuple[int, float]], digest: int, ts: float, rules: QualityRules
+) -> tuple[bool, list[tuple[int, float]]]:
+    """The rule as its docstring says it, over a plain list: (repeat?, the history after)."""
+    recent = [(d, t) for d, t in chats if t > ts - rules.chat_repeat_window_s]
+    repeat = sum(d == digest for d, _ in recent) >= rules.chat_repeats_max
+    return repeat, [*recent, (digest, ts)][-rules.chat_history :]
+
+
+_digests = st.one_of(
+    st.integers(1, 3),
+    st.integers(1, 60).map(lambda x: _DIGEST.unpack(struct.pack("<d", float(x)))[0]),
+)
+"""Small digests, and digests whose bytes are those of event times: in the packed log they
+also occur inside records, where they must not count."""
+_DIGEST = struct.Struct("<Q")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(_digests, st.integers(0, 60).map(float)), max_size=80),
+    st.integers(1, 12),  # chat_history
+    st.integers(1, 4),  # chat_repeats_max
+    st.integers(1, 300),  # chat_repeat_window_s
+    st.integers(0, 40),  # messages already stored the old way (Presence.chats)
+)
+def test_repeated_chat_matches_the_rule_over_a_plain_list(
+    said: list[tuple[int, float]], history: int, repeats_max: int, window: int, legacy: int
+) -> None:
+    """The packed chat log gives the rule's answers, message by message (in event-time
+    order, as a member's credits apply), also from a state stored as a list of pairs; and
+    it holds exactly what the rule remembers."""
+    rules = QualityRules(chat_history=history, chat_repeats_max=repeats_max,
+                         chat_repeat_window_s=window)  # fmt: skip
+    said = sorted(said, key=lambda x: x[1])
+    p = quality.Presence()
+    model: list[tuple[int, float]] = []
+    for i, (d, t) in enumerate(said):
+        want, model = _model_repeated_chat(model, d, t, rules)
+        assert quality.repeated_chat(p, d, t, rules) is want
+        got = [quality.CHAT_RECORD.unpack_from(p.chat_log, k)
+               for k in range(0, len(p.chat_log), quality.CHAT_RECORD.size)]  # fmt: skip
+        assert got == model
+        assert p.chats == []
+        if i < legacy:  # stored the old way again
+            p.chats, p.chat_log = got, b""
+
+
+def test_a_state_stored_before_the_chat_log_decodes_and_moves_its_chats_over() -> None:
+    """A member state Redis holds from before Presence.chat_log (its presence one field
+    shorter, the messages a list of pairs) decodes, and its next chat moves them over."""
+    d1, d2 = quality.chat_digest("gg"), quality.chat_digest("hello chat")
+    old = msgspec.msgpack.decode(state_encoder.encode(MemberState()))
+    presence = old[13]
+    assert presence[-1] == b""  # chat_log, the last field: a store before had none
+    presence[-3:] = [[[d1, 100.0], [d1, 101.0], [d2, 102.0]], 0]  # chats, repeats: no chat_log
+    state = state_decoder.decode(msgspec.msgpack.encode(old))
+    assert state.presence.chats == [(d1, 100.0), (d1, 101.0), (d2, 102.0)]
+    assert state.presence.chat_log == b""
+    rules = QualityRules(chat_repeats_max=2)
+    assert quality.repeated_chat(state.presence, d1, 103.0, rules)  # the third time
+    assert state.presence.chats == []
+    assert len(state.presence.chat_log) == 4 * quality.CHAT_RECORD.size
