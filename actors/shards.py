@@ -637,9 +637,9 @@ class MemberShard(StreamShard):
             for key in list(itertools.islice(packed, excess)):
                 del packed[key]
 
-    def _committed(self, written: dict[str, bytes]) -> None:
+    def _committed(self, written: tuple[list[str], list[bytes]]) -> None:
         """The batch committed: what it wrote is the members' packed state now."""
-        self.packed.update(written)
+        self.packed.update(zip(*written, strict=True))
         self.members.clear()
 
     def _admit(
@@ -912,7 +912,7 @@ class MemberShard(StreamShard):
                 changed.add(key)
         return changed
 
-    def _write(self, c: Commit, changed: set[str], out: Applied) -> dict[str, bytes]:
+    def _write(self, c: Commit, changed: set[str], out: Applied) -> tuple[list[str], list[bytes]]:
         """Member state and the batch's ledger entries (one blob on ledgerlog:{m}); the
         leaderboards are projected from it by LedgerProjector, and the ledger sink archives it.
         Returns the members' states as written (what `_committed` keeps once they are)."""
@@ -941,7 +941,7 @@ class MemberShard(StreamShard):
                 "XADD", keys.notices, "MAXLEN", "~", NOTICES_MAXLEN, "*",
                 "tier", credit_encoder.encode(tc),
             )  # fmt: skip
-        return dict(zip(fields, blobs, strict=True))
+        return fields, blobs
 
     def _write_flags(self, c: Commit, flags: list[Flag]) -> None:
         """Each flagged member's last flag of the batch into its network's quality hash (a
