@@ -199,11 +199,13 @@ def repeated_chat(p: Presence, digest: int, ts: float, rules: QualityRules) -> b
     while head < n and _RECORD_TS.unpack_from(log, head)[0] <= horizon:
         head += size  # past the window: forgotten
     key = _DIGEST.pack(digest)
-    seen = 0
+    seen, enough = 0, rules.chat_repeats_max
     at = log.find(key, head)
     while at >= 0:  # the digest's bytes count where a record starts, not inside a time
         if at % size == 0:
             seen += 1
+            if seen == enough:
+                break
             at = log.find(key, at + size)
         else:
             at = log.find(key, at + 1)
@@ -211,7 +213,7 @@ def repeated_chat(p: Presence, digest: int, ts: float, rules: QualityRules) -> b
     if (n - head) // size > keep:
         head = n - keep * size
     p.chat_log = (log[head:] if head else log) + CHAT_RECORD.pack(digest, ts)
-    if seen >= rules.chat_repeats_max:
+    if seen >= enough:
         p.repeats += 1
         p.flags |= REPEATED_CHAT
         return True
