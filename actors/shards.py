@@ -522,8 +522,8 @@ class ChannelShard(StreamShard):
 class StageA:
     """What a member shard's stage A released in one batch."""
 
-    moved: list[tuple[float, str, tuple[Credit, int]]]
-    """Channel credits for stage B, in (ts, network, id) order, with their keys."""
+    moved: list[tuple[float, str, int, tuple[Credit, int]]]
+    """Channel credits for stage B, in (ts, network, id) order: stage A's entries."""
     own: list[tuple[float, str, tuple[Credit, int]]]
     """Referral credits for members of this shard."""
     sent: list[tuple[Credit, int]]
@@ -573,7 +573,7 @@ class MemberShard(StreamShard):
         that the garbage collector would walk as well. The oldest go past member_cache_max."""
         self.held_a: ReorderBuffer[tuple[Credit, int]] = ReorderBuffer(0.0)
         """Stage A: channel credits, until the channel partitions' watermark passes them."""
-        self.held: ReorderBuffer[tuple[Credit, int]] = ReorderBuffer(0.0)
+        self.held: ReorderBuffer[tuple[Credit, int]] = ReorderBuffer(0.0, after=self.held_a)
         """Stage B: every credit, until stage A's watermark of every member shard passes it."""
         self.progress = MemberProgress()
         self.loaded = False
@@ -601,7 +601,7 @@ class MemberShard(StreamShard):
         self.progress.members = (marks + [NEVER] * shards)[:shards]
         pr = self.progress
         self.held_a = ReorderBuffer(0.0, pr.stage_a)
-        self.held = ReorderBuffer(0.0, pr.watermark)
+        self.held = ReorderBuffer(0.0, pr.watermark, after=self.held_a)
         for held in self.pending.load(self.r, held_credits_decoder):
             for cr, ms in zip(held.items, held.accepted_ms, strict=True):
                 if cr.ts < pr.watermark:
@@ -707,14 +707,14 @@ class MemberShard(StreamShard):
         order, for stage B, and let referrals see them (engine/referral.py): the referral
         credits they cause for members of this shard go to stage B too (and to the pending
         log, in `new`); those for other shards are sent with this shard's mark."""
-        released = self.held_a.release_keyed()
+        released = self.held_a.release_entries()
         got = StageA(released, [], [], set())
         if not released:
             return got
-        keys = [f"{cr.network}:{cr.user_id}" for _, _, (cr, _) in released]
+        keys = [f"{cr.network}:{cr.user_id}" for _, _, _, (cr, _) in released]
         self._load(set(keys))
         members, book, shards = self.members, self.book, self.cfg.member_shards
-        for (_, _, (cr, ms)), key in zip(released, keys, strict=True):
+        for (_, _, _, (cr, ms)), key in zip(released, keys, strict=True):
             ref = members[key].referral
             if ref.seen and ref.status != "linked" and cr.rule not in STAGE_A_RULES:
                 continue  # the common case: nothing a referral waits for
@@ -738,8 +738,9 @@ class MemberShard(StreamShard):
         order already) without a second reorder buffer: always so with one member shard."""
         moved, held = a.moved, self.held
         if not len(held) and not a.own and moved and moved[-1][0] < held.watermark:
-            return [item for _, _, item in moved]
-        held.push_all(moved + a.own)
+            return [entry[3] for entry in moved]
+        held.push_entries(moved)
+        held.push_all(a.own)
         return held.release()
 
     def _send_rewards(self, c: Commit, out: list[tuple[Credit, int]], publish: bool) -> None:

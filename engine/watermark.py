@@ -40,7 +40,11 @@ class ReorderBuffer(Generic[T]):
     MAX_RUNS = 24
     """More runs than this (releases shrank the older ones) are merged into one."""
 
-    def __init__(self, lateness_s: float, watermark: float = NEVER) -> None:
+    def __init__(
+        self, lateness_s: float, watermark: float = NEVER, after: ReorderBuffer[T] | None = None
+    ) -> None:
+        """`after`: the buffer whose released entries this one takes as they are
+        (push_entries): the two number their items from one sequence."""
         assert lateness_s >= 0
         self.lateness_s = lateness_s
         self.watermark = watermark
@@ -49,7 +53,8 @@ class ReorderBuffer(Generic[T]):
         are never compared. A run holds its items from its start on, and is never empty."""
         self._starts: list[int] = []
         self._len = 0
-        self._seq = 0
+        self._seq: list[int] = after._seq if after is not None else [0]
+        """The next seq, shared with the `after` buffer (a one-item list)."""
 
     def __len__(self) -> int:
         return self._len
@@ -80,11 +85,22 @@ class ReorderBuffer(Generic[T]):
         """push(ts, key, item) for each of `items`, in order."""
         if not items:
             return
-        seq = self._seq
+        seq = self._seq[0]
         new = [(ts, key, seq + i, item) for i, (ts, key, item) in enumerate(items)]
-        self._seq = seq + len(new)
-        self._len += len(new)
+        self._seq[0] = seq + len(new)
         new.sort()
+        self._add_run(new)
+
+    def push_entries(self, entries: list[tuple[float, str, int, T]]) -> None:
+        """Take what release_entries() of the `after` buffer returned (sorted, numbered from
+        the shared sequence), without building or sorting anything again; the list is this
+        buffer's from now on."""
+        if entries:
+            self._add_run(entries)
+
+    def _add_run(self, new: list[tuple[float, str, int, T]]) -> None:
+        """A sorted, non-empty run of new entries."""
+        self._len += len(new)
         runs, starts = self._runs, self._starts
         if runs and runs[-1][-1] < new[0]:  # follows on (events mostly come in time order)
             runs[-1] += new
@@ -140,9 +156,10 @@ class ReorderBuffer(Generic[T]):
         """Everything strictly older than the watermark, in (ts, key) order."""
         return [e[3] for e in self._pop_released()]
 
-    def release_keyed(self) -> list[tuple[float, str, T]]:
-        """release(), each item with its (ts, key): to pass on to another buffer."""
-        return [(ts, key, item) for ts, key, _, item in self._pop_released()]
+    def release_entries(self) -> list[tuple[float, str, int, T]]:
+        """release(), each item as its (ts, key, seq, item) entry: for the buffer built
+        `after` this one (push_entries)."""
+        return self._pop_released()
 
     def held(self) -> Iterator[tuple[float, str, T]]:
         """What is held back, unordered."""

@@ -1,6 +1,7 @@
 """ReorderBuffer: whatever the pushes and watermark moves, releases come in (ts, key, arrival)
 order, each item once, only when strictly older than the watermark (both release paths: a
-slice of what is held, and all of it at once; batches that follow on and that overlap)."""
+slice of what is held, and all of it at once; batches that follow on and that overlap); and
+so does a buffer that takes what another releases (a member shard's stage B after A)."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ def test_releases_in_order_once(steps: list[tuple[str, object]]) -> None:
         if kind == "advance":
             assert isinstance(arg, float)
             buf.advance_to(arg)
-            got = buf.release_keyed()
+            got = [(ts, key, it) for ts, key, _, it in buf.release_entries()]
             want = sorted(x for x in held if x[0] < buf.watermark)
             held = [x for x in held if x[0] >= buf.watermark]
             assert got == want
@@ -45,3 +46,50 @@ def test_releases_in_order_once(steps: list[tuple[str, object]]) -> None:
         held += new
         assert len(buf) == len(held)
     assert sorted(i for _, _, i in released + held) == list(range(n))
+
+
+chained = st.one_of(
+    st.tuples(st.just("a"), st.lists(item, max_size=30)),
+    st.tuples(st.just("b"), st.lists(item, max_size=5)),
+    st.tuples(st.just("advance_a"), st.integers(0, 45).map(float)),
+    st.tuples(st.just("advance_b"), st.integers(0, 45).map(float)),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(chained, max_size=40))
+def test_a_buffer_after_another_takes_its_releases_as_they_are(
+    steps: list[tuple[str, object]],
+) -> None:
+    """B (built `after` A) takes A's released entries with push_entries and items of its
+    own with push_all; B releases everything it holds in (ts, key, arrival) order, arrival
+    counted over both buffers."""
+    a: ReorderBuffer[int] = ReorderBuffer(0.0)
+    b: ReorderBuffer[int] = ReorderBuffer(0.0, after=a)
+    held_a: list[tuple[float, str, int]] = []
+    held_b: list[tuple[float, str, int]] = []
+    n = 0
+    for kind, arg in steps:
+        if kind == "advance_a":
+            assert isinstance(arg, float)
+            a.advance_to(arg)
+            moved = a.release_entries()
+            want = sorted(x for x in held_a if x[0] < a.watermark)
+            held_a = [x for x in held_a if x[0] >= a.watermark]
+            assert [(ts, key, -it) for ts, key, _, it in moved] == want
+            b.push_entries(moved)
+            held_b += want
+        elif kind == "advance_b":
+            assert isinstance(arg, float)
+            b.advance_to(arg)
+            want = sorted(x for x in held_b if x[0] < b.watermark)
+            held_b = [x for x in held_b if x[0] >= b.watermark]
+            assert b.release() == [-arrival for _, _, arrival in want]
+        else:
+            assert isinstance(arg, list)
+            new = [(ts, key, n + i) for i, (ts, key) in enumerate(arg)]
+            n += len(new)
+            # items order against arrival: only the sequence numbers break (ts, key) ties
+            (a if kind == "a" else b).push_all([(ts, key, -arrival) for ts, key, arrival in new])
+            (held_a if kind == "a" else held_b).extend(new)
+        assert (len(a), len(b)) == (len(held_a), len(held_b))
