@@ -18,6 +18,13 @@ step = st.one_of(
 )
 
 
+def _release(
+    held: list[tuple[float, str, int]], watermark: float
+) -> tuple[list[tuple[float, str, int]], list[tuple[float, str, int]]]:
+    """The reference: what a release at `watermark` gives (in order), and what stays held."""
+    return sorted(x for x in held if x[0] < watermark), [x for x in held if x[0] >= watermark]
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.lists(step, max_size=30))
 def test_releases_in_order_once(steps: list[tuple[str, object]]) -> None:
@@ -30,8 +37,7 @@ def test_releases_in_order_once(steps: list[tuple[str, object]]) -> None:
             assert isinstance(arg, float)
             buf.advance_to(arg)
             got = [(ts, key, it) for ts, key, _, it in buf.release_entries()]
-            want = sorted(x for x in held if x[0] < buf.watermark)
-            held = [x for x in held if x[0] >= buf.watermark]
+            want, held = _release(held, buf.watermark)
             assert got == want
             released += got
             continue
@@ -74,16 +80,14 @@ def test_a_buffer_after_another_takes_its_releases_as_they_are(
             assert isinstance(arg, float)
             a.advance_to(arg)
             moved = a.release_entries()
-            want = sorted(x for x in held_a if x[0] < a.watermark)
-            held_a = [x for x in held_a if x[0] >= a.watermark]
+            want, held_a = _release(held_a, a.watermark)
             assert [(ts, key, -it) for ts, key, _, it in moved] == want
             b.push_entries(moved)
             held_b += want
         elif kind == "advance_b":
             assert isinstance(arg, float)
             b.advance_to(arg)
-            want = sorted(x for x in held_b if x[0] < b.watermark)
-            held_b = [x for x in held_b if x[0] >= b.watermark]
+            want, held_b = _release(held_b, b.watermark)
             assert b.release() == [-arrival for _, _, arrival in want]
         else:
             assert isinstance(arg, list)
