@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import operator
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -146,11 +147,13 @@ class PendingLog:
             out.append(held)
         return out
 
-    def append(self, c: Commit, entry_id: bytes, items: list[Any], accepted_ms: list[int]) -> None:
-        if not items:
+    def append(self, c: Commit, entry_id: bytes, held: list[tuple[Any, int]]) -> None:
+        """Note the (item, accepted ms) pairs a commit leaves held."""
+        if not held:
             return
+        items, accepted_ms = map(list, zip(*held, strict=True))
         c.cmd("XADD", self.key, entry_id, "b", held_encoder.encode([items, accepted_ms]))
-        self.entries.append((entry_id, max(item.ts for item in items)))
+        self.entries.append((entry_id, max(map(_ts_of, items))))
 
     def trim(self, c: Commit, watermark: float, last_id: bytes) -> None:
         """Drop the entries before the first one still holding an item not yet released."""
@@ -168,6 +171,7 @@ class PendingLog:
 
 
 held_encoder = msgspec.msgpack.Encoder()
+_ts_of = operator.attrgetter("ts")
 held_events_decoder = msgspec.msgpack.Decoder(HeldEvents)
 held_credits_decoder = msgspec.msgpack.Decoder(HeldCredits)
 
@@ -327,7 +331,8 @@ class ChannelShard(StreamShard):
         lateness_s = self.cfg.lateness_s
         held, progress = self.held, self.progress
         new: list[tuple[Event, int]] = []
-        pushed: list[tuple[float, str, tuple[Event, int]]] = []
+        pushed: list[tuple[float, str, int, tuple[Event, int]]] = []
+        seq = held.reserve(len(everything))
         i = late = expired = 0
         for ms, events, fields in decoded:
             accepted_s = ms / 1000
@@ -347,7 +352,8 @@ class ChannelShard(StreamShard):
                     ts = watermark
                     ev = msgspec.structs.replace(ev, ts=ts)
                 item = (ev, ms)
-                pushed.append((ts, ids[i - 1], item))
+                pushed.append((ts, ids[i - 1], seq, item))
+                seq += 1
                 new.append(item)
                 if observed - lateness_s > watermark:  # ReorderBuffer.observe
                     watermark = observed - lateness_s
@@ -362,7 +368,7 @@ class ChannelShard(StreamShard):
             flush = fields.get(b"flush")
             if flush is not None:  # a watermark set from outside; event time itself stays
                 held.advance_to(float(flush))
-        held.push_all(pushed)
+        held.push_numbered(pushed)
         return new, Admitted(len(everything), len(new), expired, late, checked)
 
     def process(self, entries: Sequence[Entry]) -> None:
@@ -405,8 +411,7 @@ class ChannelShard(StreamShard):
         if new_channels:
             c.many("SADD", self.chanidx, sorted(new_channels))
         last_id = entries[-1][0]
-        still = [(ev, ms) for ev, ms in new if ev.ts >= watermark]
-        self.pending.append(c, last_id, [ev for ev, _ in still], [ms for _, ms in still])
+        self.pending.append(c, last_id, [item for item in new if item[0].ts >= watermark])
         self.pending.trim(c, watermark, last_id)
         self._route(c, credits, accepted, publish=watermark > before)
         c.cmd("HSET", self.keys.wmark, self.progress_field, progress_encoder.encode(self.progress))
@@ -647,7 +652,7 @@ class MemberShard(StreamShard):
     ) -> tuple[list[tuple[Credit, int]], int]:
         held, parts, marks = self.held_a, self.progress.partitions, self.progress.members
         new: list[tuple[Credit, int]] = []
-        pushed: list[tuple[float, str, tuple[Credit, int]]] = []
+        pushed: list[tuple[float, str, int, tuple[Credit, int]]] = []
         rewards: list[tuple[float, str, tuple[Credit, int]]] = []
         late = 0
         watermark = held.watermark  # only advance_to below moves it, after the loop
@@ -668,6 +673,7 @@ class MemberShard(StreamShard):
             if blob is not None:
                 credits = credits_decoder.decode(blob)
                 accepted = accepted_decoder.decode(fields[b"a"])
+                seq = held.reserve(len(credits))
                 for cr, ms in zip(credits, accepted, strict=True):
                     ts = cr.ts
                     if ts < watermark:  # late; a channel shard never sends one: its
@@ -675,14 +681,15 @@ class MemberShard(StreamShard):
                         ts = watermark
                         cr = msgspec.structs.replace(cr, ts=ts)
                     item = (cr, ms)
-                    pushed.append((ts, f"{cr.network}:{cr.id}", item))  # credit_key, inlined
+                    pushed.append((ts, f"{cr.network}:{cr.id}", seq, item))  # credit_key
+                    seq += 1
                     new.append(item)
             mark = fields.get(b"w")
             if mark is not None:
                 p = int(fields[b"p"])
                 if p < len(parts):
                     parts[p] = max(parts[p], float(mark))
-        held.push_all(pushed)
+        held.push_numbered(pushed)
         held.advance_to(min(parts))
         self.held.push_all(rewards)
         return new, late
@@ -802,8 +809,7 @@ class MemberShard(StreamShard):
         self._write_spent(c, spent)
         self._send_rewards(c, sent, publish=pr.stage_a > stage_a_before)
         last_id = entries[-1][0]
-        still = [(cr, ms) for cr, ms in new if cr.ts >= watermark]
-        self.pending.append(c, last_id, [cr for cr, _ in still], [ms for _, ms in still])
+        self.pending.append(c, last_id, [item for item in new if item[0].ts >= watermark])
         self.pending.trim(c, watermark, last_id)
         c.cmd("HSET", self.keys.wmark, self.progress_field, progress_encoder.encode(self.progress))
         if late:

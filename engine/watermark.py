@@ -91,6 +91,20 @@ class ReorderBuffer(Generic[T]):
         new.sort()
         self._add_run(new)
 
+    def reserve(self, n: int) -> int:
+        """The first of `n` sequence numbers taken for push_numbered (unused ones are left
+        as gaps: only their order matters)."""
+        seq = self._seq[0]
+        self._seq[0] = seq + n
+        return seq
+
+    def push_numbered(self, entries: list[tuple[float, str, int, T]]) -> None:
+        """push_all() for entries the caller built with numbers from reserve(), in arrival
+        order (the list is this buffer's from now on)."""
+        if entries:
+            entries.sort()
+            self._add_run(entries)
+
     def push_entries(self, entries: list[tuple[float, str, int, T]]) -> None:
         """Take what release_entries() of the `after` buffer returned (sorted, numbered from
         the shared sequence), without building or sorting anything again; the list is this

@@ -14,6 +14,7 @@ item = st.tuples(st.integers(0, 40).map(float), st.sampled_from("abc"))
 step = st.one_of(
     st.tuples(st.just("push"), st.lists(item, max_size=3)),
     st.tuples(st.just("push_all"), st.lists(item, max_size=60)),
+    st.tuples(st.just("push_numbered"), st.lists(item, max_size=60)),
     st.tuples(st.just("advance"), st.integers(0, 45).map(float)),
 )
 
@@ -36,7 +37,7 @@ def test_releases_in_order_once(steps: list[tuple[str, object]]) -> None:
         if kind == "advance":
             assert isinstance(arg, float)
             buf.advance_to(arg)
-            got = [(ts, key, it) for ts, key, _, it in buf.release_entries()]
+            got = [(ts, key, -it) for ts, key, _, it in buf.release_entries()]
             want, held = _release(held, buf.watermark)
             assert got == want
             released += got
@@ -44,11 +45,15 @@ def test_releases_in_order_once(steps: list[tuple[str, object]]) -> None:
         assert isinstance(arg, list)
         new = [(ts, key, n + i) for i, (ts, key) in enumerate(arg)]
         n += len(new)
+        # items order against arrival: only the sequence numbers break (ts, key) ties
         if kind == "push":
             for ts, key, i in new:
-                buf.push(ts, key, i)
-        else:
-            buf.push_all(new)
+                buf.push(ts, key, -i)
+        elif kind == "push_all":
+            buf.push_all([(ts, key, -i) for ts, key, i in new])
+        else:  # numbered by the caller, with gaps
+            seq = buf.reserve(2 * len(new) + 1)
+            buf.push_numbered([(ts, key, seq + 2 * j, -i) for j, (ts, key, i) in enumerate(new)])
         held += new
         assert len(buf) == len(held)
     assert sorted(i for _, _, i in released + held) == list(range(n))
