@@ -681,7 +681,7 @@ class MemberShard(StreamShard):
                         ts = watermark
                         cr = msgspec.structs.replace(cr, ts=ts)
                     item = (cr, ms)
-                    pushed.append((ts, f"{cr.network}:{cr.id}", seq, item))  # credit_key
+                    pushed.append((ts, credit_key(cr), seq, item))
                     seq += 1
                     new.append(item)
             mark = fields.get(b"w")

@@ -83,13 +83,8 @@ class ReorderBuffer(Generic[T]):
 
     def push_all(self, items: list[tuple[float, str, T]]) -> None:
         """push(ts, key, item) for each of `items`, in order."""
-        if not items:
-            return
-        seq = self._seq[0]
-        new = [(ts, key, seq + i, item) for i, (ts, key, item) in enumerate(items)]
-        self._seq[0] = seq + len(new)
-        new.sort()
-        self._add_run(new)
+        seq = self.reserve(len(items))
+        self.push_numbered([(ts, key, seq + i, item) for i, (ts, key, item) in enumerate(items)])
 
     def reserve(self, n: int) -> int:
         """The first of `n` sequence numbers taken for push_numbered (unused ones are left

@@ -286,8 +286,7 @@ def test_repeated_chat_matches_the_rule_over_a_plain_list(
     for i, (d, t) in enumerate(said):
         want, model = _model_repeated_chat(model, d, t, rules)
         assert quality.repeated_chat(p, d, t, rules) is want
-        got = [quality.CHAT_RECORD.unpack_from(p.chat_log, k)
-               for k in range(0, len(p.chat_log), quality.CHAT_RECORD.size)]  # fmt: skip
+        got = list(quality.CHAT_RECORD.iter_unpack(p.chat_log))
         assert got == model
         assert p.chats == []
         if i < legacy:  # stored the old way again
