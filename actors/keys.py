@@ -17,11 +17,14 @@ idem:{n}:{api}:{key}  string; the first response to a batch posted by api key `a
 wsnonce:{n}:{api}:{nonce}  string; a WebSocket handshake nonce already used (TTL: the skew window).
 cstate                hash; network:channel -> msgpack ChannelState.
 presence:{nc}         hash; user_id -> display name, viewers present in channel nc (network:channel).
-chatters:{nc}         zset; user_id -> ts of last chat in channel nc.
+chatlog:{nc}          string; user_id -> ts of last chat in channel nc, as appended frames (engine/timelog.py).
 logins:{n}            hash; login -> platform user id of network n's chatters, learnt by the bot
                       from tagged chat lines (resolves JOIN/PART and `!give <user>`).
-pseen:{nc}            zset; user_id -> ts of the last sign of life (join, chat, snapshot) of a
-                      viewer present in channel nc (the presence timeout, engine/channel.py).
+seenlog:{nc}          string; user_id -> ts of the last sign of life (join, chat, snapshot) of a
+                      viewer present in channel nc (the presence timeout, engine/channel.py), as
+                      appended frames (engine/timelog.py).
+chatters:{nc}, pseen:{nc}  zsets; the two maps above as a channel stored them until 2026-12 (read
+                      when its log is missing; its shard replaces them at the channel's next change).
 mstate                hash; network:user -> msgpack MemberState.
 ledgerlog:{m}         stream; one entry per member-shard commit: field `l` = msgpack list[Entry] (the ledger of record).
 treasury              hash; network -> balance of the network treasury (negative of points issued).
@@ -131,13 +134,21 @@ class Keys:
     def presence(self, nc: str) -> str:
         return self.k("presence", nc)
 
+    def chat_log(self, nc: str) -> str:
+        return self.k("chatlog", nc)
+
+    def seen_log(self, nc: str) -> str:
+        return self.k("seenlog", nc)
+
     def chatters(self, nc: str) -> str:
+        """Legacy (a zset): see chat_log."""
         return self.k("chatters", nc)
 
     def logins(self, network: str) -> str:
         return self.k("logins", network)
 
     def present_seen(self, nc: str) -> str:
+        """Legacy (a zset): see seen_log."""
         return self.k("pseen", nc)
 
     @property

@@ -32,6 +32,7 @@ from actors.lua import Arg, Commit
 from actors.notices import NOTICES_MAXLEN, NOTICES_PER_ENTRY
 from actors.referrals import ReferralGraph
 from actors.stream import Entry, StreamShard
+from engine import timelog
 from engine.channel import Changes, Channel, channel_decoder, channel_encoder
 from engine.dedupe import (
     BUCKET_S,
@@ -229,6 +230,10 @@ class ChannelShard(StreamShard):
     def __init__(self, cfg: RuntimeConfig, index: int) -> None:
         self.book = RuleBook.from_builtins(cfg.rules)
         self.channels: dict[str, Channel] = {}
+        self.logs: dict[str, tuple[timelog.LogSize, timelog.LogSize]] = {}
+        """Each hosted channel's stored chat-time and sign-of-life logs, as the writer sees them."""
+        self.legacy: set[str] = set()
+        """Channels whose times Redis still holds in sorted sets (stored before the logs)."""
         self.held: ReorderBuffer[tuple[Event, int]] = ReorderBuffer(cfg.lateness_s)
         self.progress = ChannelProgress()
         self.loaded = False
@@ -243,6 +248,8 @@ class ChannelShard(StreamShard):
 
     def reset(self) -> None:
         self.channels.clear()
+        self.logs.clear()
+        self.legacy.clear()
         self.held.clear()
         self.graph.clear()
         self.loaded = False
@@ -276,19 +283,37 @@ class ChannelShard(StreamShard):
         for nc in order:
             pipe.hget(self.keys.cstate, nc)
             pipe.hgetall(self.keys.presence(nc))
-            pipe.zrange(self.keys.chatters(nc), 0, -1, withscores=True)
-            pipe.zrange(self.keys.present_seen(nc), 0, -1, withscores=True)
+            pipe.get(self.keys.chat_log(nc))
+            pipe.get(self.keys.seen_log(nc))
+            pipe.exists(self.keys.chatters(nc), self.keys.present_seen(nc))
         got = pipe.execute()
+        legacy = [nc for i, nc in enumerate(order) if got[5 * i + 4]]
+        zsets: dict[str, tuple[dict[str, float], dict[str, float]]] = {}
+        if legacy:  # stored before the logs: read once, replaced at the channel's next change
+            pipe = self.r.pipeline(transaction=False)
+            for nc in legacy:
+                pipe.zrange(self.keys.chatters(nc), 0, -1, withscores=True)
+                pipe.zrange(self.keys.present_seen(nc), 0, -1, withscores=True)
+            old = iter(pipe.execute())
+            for nc in legacy:
+                zsets[nc] = ({k.decode(): s for k, s in next(old)},
+                             {k.decode(): s for k, s in next(old)})  # fmt: skip
+            self.legacy.update(legacy)
         for i, nc in enumerate(order):
-            raw, present, chatters, seen = got[4 * i : 4 * i + 4]
+            raw, present, chat_log, seen_log, _ = got[5 * i : 5 * i + 5]
             network, _, channel = nc.partition(":")
+            chatters, seen = zsets.get(nc) or (timelog.replay(chat_log), timelog.replay(seen_log))
+            self.logs[nc] = (
+                timelog.LogSize(len(chat_log or b"")),
+                timelog.LogSize(len(seen_log or b"")),
+            )
             self.channels[nc] = Channel(
                 network,
                 channel,
                 channel_decoder.decode(raw) if raw else None,
                 {k.decode(): v.decode() for k, v in present.items()},
-                {k.decode(): float(s) for k, s in chatters},
-                {k.decode(): float(s) for k, s in seen},
+                chatters,
+                seen,
             )
 
     def _dedupe(self, events: list[Event], ids: list[str]) -> tuple[Fresh, list[int]]:
@@ -403,10 +428,8 @@ class ChannelShard(StreamShard):
         accepted.extend([now_ms] * (len(credits) - len(accepted)))
         self.progress.watermark = watermark
         c = Commit()
-        self._write_channels(c, changes)
+        self._write_channels(c, changes, c_trims)
         self.graph.write(c)
-        for nc, horizon in c_trims:
-            c.cmd("ZREMRANGEBYSCORE", self.keys.chatters(nc), "-inf", horizon)
         self._write_seen(c, got.checked, newest_before)
         if new_channels:
             c.many("SADD", self.chanidx, sorted(new_channels))
@@ -461,12 +484,13 @@ class ChannelShard(StreamShard):
 
     def _advance_all(
         self, watermark: float, credits: list[Credit], changes: dict[str, Changes]
-    ) -> list[tuple[str, float]]:
+    ) -> dict[str, float]:
         """Every hosted channel's clock follows the watermark (only when some channel has a
-        watch tick to pass: most batches pass none). Chat times too old to earn a bonus go."""
+        watch tick to pass: most batches pass none). Chat times too old to earn a bonus go:
+        the horizon of each channel that forgot some."""
+        trims: dict[str, float] = {}
         if watermark < self.next_tick_ts:
-            return []
-        trims: list[tuple[str, float]] = []
+            return trims
         next_tick = math.inf
         for nc, channel in self.channels.items():
             earn = self.book.earn(channel.network, channel.channel)
@@ -475,29 +499,45 @@ class ChannelShard(StreamShard):
                 changes[nc] = chg
                 horizon = watermark - earn.active_chatter_window_s - 3600
                 if channel.forget_chatters_before(horizon):
-                    trims.append((nc, horizon))
+                    trims[nc] = horizon
             next_tick = min(next_tick, channel.next_tick_ts(earn))
         self.next_tick_ts = next_tick
         return trims
 
-    def _write_channels(self, c: Commit, changes: dict[str, Changes]) -> None:
+    def _write_channels(
+        self, c: Commit, changes: dict[str, Changes], trims: dict[str, float]
+    ) -> None:
+        """Each changed channel's state, presence, and chat and sign-of-life times: the times
+        as one frame appended to each log (engine/timelog.py), or a snapshot replacing it."""
+        keys = self.keys
         states: list[bytes | str] = []
         for nc, chg in changes.items():
-            states += [nc, channel_encoder.encode(self.channels[nc].state)]
+            channel = self.channels[nc]
+            states += [nc, channel_encoder.encode(channel.state)]
             if chg.present_set:
                 flat: list[str] = [x for kv in chg.present_set.items() for x in kv]
-                c.many("HSET", self.keys.presence(nc), flat, width=2)
+                c.many("HSET", keys.presence(nc), flat, width=2)
             if chg.present_del:
-                c.many("HDEL", self.keys.presence(nc), sorted(chg.present_del))
-                c.many("ZREM", self.keys.present_seen(nc), sorted(chg.present_del))
-            if chg.seen:
-                sflat: list[str | float] = [x for u, t in chg.seen.items() for x in (t, u)]
-                c.many("ZADD", self.keys.present_seen(nc), sflat, width=2)
-            if chg.chatted:
-                zflat: list[str | float] = [x for u, t in chg.chatted.items() for x in (t, u)]
-                c.many("ZADD", self.keys.chatters(nc), zflat, width=2)
+                c.many("HDEL", keys.presence(nc), sorted(chg.present_del))
+            chats, seen = self.logs.get(nc) or self.logs.setdefault(
+                nc, (timelog.LogSize(), timelog.LogSize())
+            )
+            if nc in self.legacy:
+                self.legacy.discard(nc)
+                c.cmd("SET", keys.chat_log(nc), chats.rewrite(channel.chatters))
+                c.cmd("SET", keys.seen_log(nc), seen.rewrite(channel.seen))
+                c.cmd("UNLINK", keys.chatters(nc), keys.present_seen(nc))
+                continue
+            horizon = trims.get(nc)
+            if chg.chatted or horizon is not None:
+                below = -math.inf if horizon is None else horizon
+                whole, blob = chats.frame(channel.chatters, chg.chatted, (), below)
+                c.cmd("SET" if whole else "APPEND", keys.chat_log(nc), blob)
+            if chg.seen or chg.present_del:
+                whole, blob = seen.frame(channel.seen, chg.seen, chg.present_del)
+                c.cmd("SET" if whole else "APPEND", keys.seen_log(nc), blob)
         if states:
-            c.many("HSET", self.keys.cstate, states, width=2)
+            c.many("HSET", keys.cstate, states, width=2)
 
     def _route(self, c: Commit, credits: list[Credit], accepted: list[int], publish: bool) -> None:
         """Credits to their member shards; every member shard hears the new watermark."""

@@ -19,7 +19,7 @@ from aiohttp import web
 from actors.keys import Keys
 from actors.ledger_sink import ledger_tail, ledger_tail_where
 from analytics.archive import ArchiveError, LedgerArchive, is_earning
-from engine import quality, weekly
+from engine import quality, timelog, weekly
 from engine.channel import ChannelState, channel_decoder, events_per_s
 from engine.events import channel_key, member_key
 from engine.ledger import Entry, member_account
@@ -275,8 +275,9 @@ class Reader:
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hget(self.keys.cstate, nc)
             pipe.hlen(self.keys.presence(nc))
-            pipe.zcount(self.keys.chatters(nc), now - CHATTERS_WINDOW_S, "+inf")
-            raw, present, chatters = await pipe.execute()
+            pipe.get(self.keys.chat_log(nc))
+            pipe.zcount(self.keys.chatters(nc), now - CHATTERS_WINDOW_S, "+inf")  # legacy
+            raw, present, chat_log, legacy = await pipe.execute()
         if raw is None:
             raise NotFound(f"no channel {channel!r} in network {network!r}", field="channel")
         state: ChannelState = channel_decoder.decode(raw)
@@ -285,7 +286,11 @@ class Reader:
             "channel": channel,
             "live": state.live,
             "viewers_present": present,
-            "chatters_5m": chatters,
+            "chatters_5m": (
+                legacy
+                if chat_log is None
+                else timelog.count_since(chat_log, now - CHATTERS_WINDOW_S)
+            ),
             "events_per_s": events_per_s(state, now),
             "events_total": state.events,
         }

@@ -12,6 +12,7 @@ import redis
 from actors.keys import Keys
 from actors.shards import ledger_encoder
 from analytics.archive import LedgerArchive, LogEntry
+from engine import timelog
 from engine.channel import RATE_WINDOW_S, ChannelState, channel_encoder
 from engine.ledger import Entry, member_account, treasury_account
 from engine.member import DAY_S, MemberState, day_of, state_encoder
@@ -284,8 +285,9 @@ def test_leaderboards(
     assert (got["all_day"][0], got["all_day"][1]["field"]) == (400, "day")
 
 
+@pytest.mark.parametrize("layout", ["log", "legacy zset"])
 def test_channel_stats(
-    redis_server: RedisServer, redis_client: redis.Redis, namespace: str
+    redis_server: RedisServer, redis_client: redis.Redis, namespace: str, layout: str
 ) -> None:
     keys = Keys(namespace)
     nc = "demo:c1"
@@ -296,7 +298,12 @@ def test_channel_stats(
         state.rate_counts[(sec - i) % RATE_WINDOW_S] = 5
     redis_client.hset(keys.cstate, nc, channel_encoder.encode(state))
     redis_client.hset(keys.presence(nc), mapping={"a": "Ann", "b": "Bo", "c": "Cy"})
-    redis_client.zadd(keys.chatters(nc), {"a": NOW - 10, "b": NOW - 299, "c": NOW - 301})
+    chats = {"a": NOW - 10, "b": NOW - 299, "c": NOW - 301}
+    if layout == "log":  # b's older chat is replaced by a later frame; d goes with the horizon
+        redis_client.set(keys.chat_log(nc), timelog.frame({"b": NOW - 999, "d": NOW - 998})
+                         + timelog.frame(chats, below=NOW - 400))  # fmt: skip
+    else:  # stored before the log
+        redis_client.zadd(keys.chatters(nc), chats)
     (s1, b1), (s2, b2), (s3, b3) = _read(
         redis_server,
         namespace,
