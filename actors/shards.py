@@ -404,26 +404,34 @@ class ChannelShard(StreamShard):
         new, got = self._admit(entries)
         watermark = self.held.watermark
         released = self.held.release()
-        names = {f"{ev.network}:{ev.channel}" for ev, _ in released if type(ev) is not Referral}
-        new_channels = names - self.channels.keys()
+        new_channels: set[str] = set()
         credits: list[Credit] = []
         accepted: list[int] = []
+        """The acceptance time of the event each credit came from (one per credit)."""
         changes: dict[str, Changes] = {}
+        touched: dict[str, tuple[Channel, Changes, EarnRules]] = {}
+        """The batch's channels, with their changes and rules, looked up once a channel."""
         for ev, ms in released:
             if type(ev) is Referral:
                 self.graph.apply(ev, self.book.earn(ev.network, ev.channel).ignore, credits)
                 accepted.extend([ms] * (len(credits) - len(accepted)))
                 continue
             nc = f"{ev.network}:{ev.channel}"
-            channel = self.channels.get(nc)
-            if channel is None:
-                channel = self.channels[nc] = Channel(ev.network, ev.channel)
-                self.next_tick_ts = -math.inf  # a new channel: its first tick is unknown
-            chg = changes.get(nc)
-            if chg is None:
-                chg = changes[nc] = Changes()
-            channel.apply(ev, self.book.earn(ev.network, ev.channel), now, chg, credits)
-            accepted.extend([ms] * (len(credits) - len(accepted)))
+            found = touched.get(nc)
+            if found is None:
+                channel = self.channels.get(nc)
+                if channel is None:
+                    channel = self.channels[nc] = Channel(ev.network, ev.channel)
+                    new_channels.add(nc)
+                    self.next_tick_ts = -math.inf  # a new channel: its first tick is unknown
+                earn = self.book.earn(ev.network, ev.channel)
+                found = touched[nc] = (channel, changes.setdefault(nc, Changes()), earn)
+            found[0].apply(ev, found[2], now, found[1], credits)
+            made = len(credits) - len(accepted)
+            if made == 1:  # the common case: a chat's credit
+                accepted.append(ms)
+            elif made:
+                accepted.extend([ms] * made)
         c_trims = self._advance_all(watermark, credits, changes)
         accepted.extend([now_ms] * (len(credits) - len(accepted)))
         self.progress.watermark = watermark

@@ -211,7 +211,8 @@ class Channel:
     def apply(self, ev: Event, earn: EarnRules, now: float, ch: Changes, out: list[Credit]) -> None:
         """Apply one deduplicated event: credits go to `out`, persisted changes to `ch`."""
         self.count(now)
-        self.advance(ev.ts, earn, out, ch)
+        if self._unsaved or math.ceil(ev.ts / earn.watch_interval_s) - 1 > self.state.last_tick:
+            self.advance(ev.ts, earn, out, ch)  # else it would pass no tick and change nothing
         if ev.ts > self.state.active_ts:
             self.state.active_ts = ev.ts
         uid = ev.user_id
