@@ -121,11 +121,15 @@ def stage(
         pstats.Stats(prof).sort_stats("tottime").print_stats(25)
     python_us = cpu_s * 1e6 / n
     held = held_over({}, latency_histograms(r))  # drive() reset the histograms
+    by_command = {name.removeprefix("cmdstat_"): round(st["usec"] / n, 2)
+                  for name, st in r.info("commandstats").items()}  # fmt: skip
     return {"stage": name, "entries": entries, "wall_s": round(wall_s, 3),
             "python_us_per_event": round(python_us, 2),
             "redis_us_per_event": round(usec / n, 2),
             "over_10ms": held["over_10ms"], "longest_ms": held["longest_ms"] or 0.0,
-            "rss_mb": round((psutil.Process().memory_info().rss - rss0) / 2**20, 1)}  # fmt: skip
+            "rss_mb": round((psutil.Process().memory_info().rss - rss0) / 2**20, 1),
+            "redis_us_per_event_by_command": dict(sorted(by_command.items(),
+                                                         key=lambda kv: -kv[1]))}  # fmt: skip
 
 
 def run(
@@ -192,6 +196,8 @@ def main() -> None:
     p.add_argument("--read-count", type=int, default=0,
                    help="stream entries a shard reads at once (default: read_count, 2,000): "
                         "what a shard keeping up with its stream finds at each read")  # fmt: skip
+    p.add_argument("--commands", action="store_true",
+                   help="also print each stage's Redis time by command (INFO commandstats)")  # fmt: skip
     a = p.parse_args()
     gc.set_threshold(*GC_THRESHOLDS)  # as StreamShard._run sets it in a shard's process
     with tempfile.TemporaryDirectory() as tmp:
@@ -209,6 +215,11 @@ def main() -> None:
               f"{x['python_us_per_event']:>13} {x['redis_us_per_event']:>12}"
               f" {x['over_10ms']:>8} {x['longest_ms']:>11} {x['rss_mb']:>7}")  # fmt: skip
     print(f"{'total':<27} {'':>8} {'':>8} {total_py:>13.2f} {total_redis:>12.2f}")
+    if a.commands:
+        print("\nRedis us/event by command (INFO commandstats; a MULTI's commands count apart):")
+        for x in rows:
+            top = list(x["redis_us_per_event_by_command"].items())[:6]
+            print(f"{x['stage']:<27} " + ", ".join(f"{c} {us:g}" for c, us in top))
 
 
 if __name__ == "__main__":
