@@ -27,7 +27,7 @@ import redis
 from actors.config import RuntimeConfig
 from actors.keys import Keys
 from actors.redisconn import connect
-from actors.stream import GC_THRESHOLDS, SOCKET_TIMEOUT_S, Entry, ensure_group
+from actors.stream import GC_THRESHOLDS, SOCKET_TIMEOUT_S, Entry, ensure_group, not_the_entry
 from analytics import snapshot
 from analytics.archive import LedgerArchive, LogEntry
 from analytics.landing import FeedEntry
@@ -151,12 +151,14 @@ class LedgerSink:
             try:
                 self._drain_pending()
                 self._follow()
-            except (redis.ConnectionError, redis.TimeoutError):
-                log.warning("ledger sink lost Redis; resuming from the archived offsets")
-                self._pause(0.5)
-            except Exception:
-                log.exception("ledger sink failed a batch; resuming from the archived offsets")
-                self._pause(1.0)
+            except Exception as err:
+                if not_the_entry(err):
+                    log.warning("ledger sink lost Redis (%r); resuming from the archived offsets",
+                                err)  # fmt: skip
+                    self._pause(0.5)
+                else:
+                    log.exception("ledger sink failed a batch; resuming from the archived offsets")
+                    self._pause(1.0)
 
     def _pause(self, seconds: float) -> None:
         self.errors += 1

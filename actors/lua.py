@@ -15,7 +15,7 @@ import hiredis
 import redis
 from redis._parsers.base import BaseParser
 
-from actors.redisconn import pool_for
+from actors.redisconn import pool_for, slot_moved
 from engine.streamid import stream_id
 
 CHUNK_ARGS = 4_000
@@ -69,6 +69,10 @@ if v then redis.call('SET', KEYS[1], v, 'KEEPTTL') end
 return 0"""
 
 
+MOVED_RETRIES = 1
+"""Times a commit refused with MOVED is sent again, to the slot's new owner."""
+
+
 class CommitCall(NamedTuple):
     """What one fenced commit needs: the writes, the fencing epoch and the stream position."""
 
@@ -101,15 +105,24 @@ class NativeCommit:
         self.r = r
 
     def __call__(self, *, args: CommitCall) -> int:
-        pool = pool_for(self.r, args.epoch_key)
-        conn = pool.get_connection()
-        try:
-            return self._run(conn, args)
-        except BaseException:
-            conn.disconnect()  # what is still on the wire is unknown: start clean
-            raise
-        finally:
-            pool.release(conn)
+        """On a Redis Cluster whose slot moved to another master (a reshard), the commit is
+        sent again to the new owner, once: a MOVED reply means nothing was written (WATCH,
+        or every queued command, was refused: EXECABORT)."""
+        for attempt in range(MOVED_RETRIES + 1):
+            pool = pool_for(self.r, args.epoch_key)
+            conn = pool.get_connection()
+            try:
+                return self._run(conn, args)
+            except redis.exceptions.MovedError as err:
+                conn.disconnect()
+                if attempt == MOVED_RETRIES or not slot_moved(self.r, err):
+                    raise
+            except BaseException:
+                conn.disconnect()  # what is still on the wire is unknown: start clean
+                raise
+            finally:
+                pool.release(conn)
+        raise AssertionError("unreachable")
 
     @staticmethod
     def _run(conn: Any, a: CommitCall) -> int:

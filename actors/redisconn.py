@@ -61,6 +61,16 @@ def pool_for(r: redis.Redis, key: str) -> redis.ConnectionPool:
     return r.connection_pool
 
 
+def slot_moved(r: redis.Redis, err: redis.exceptions.MovedError) -> bool:
+    """Tell a cluster client that a slot moved (a MOVED reply to a command sent on a connection
+    of one's own), so that its next `pool_for` names the new owner. False when `r` is not a
+    cluster client (a single server never moves a slot)."""
+    if not isinstance(r, RedisCluster):
+        return False
+    r.nodes_manager.move_slot(err)
+    return True
+
+
 def connect_async(
     url: str,
     *,

@@ -78,8 +78,14 @@ INFRA_ERRORS: tuple[type[BaseException], ...] = (
     redis.TimeoutError,
     redis.exceptions.OutOfMemoryError,
     redis.exceptions.ReadOnlyError,
+    redis.exceptions.AskError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.ClusterDownError,
 )
-"""Failures that say nothing about the entry: retried from the committed state, not counted."""
+"""Failures that say nothing about the entry: retried from the committed state, not counted.
+On a Redis Cluster: MOVED and ASK (AskError) while a reshard moves the deployment's slot (a
+commit meeting keys already migrated is refused whole: EXECABORT), TRYAGAIN, CLUSTERDOWN and
+MASTERDOWN (ClusterDownError) while it fails over."""
 _fields_encoder = msgspec.msgpack.Encoder()
 fields_decoder = msgspec.msgpack.Decoder(dict[bytes, bytes])
 """Decodes the `fields` of a dead letter: the original entry's fields."""
@@ -89,7 +95,11 @@ class Fenced(RuntimeError):
     """A newer instance of this shard has started: this one must stop writing."""
 
 
-INFRA_REPLIES = ("BUSY", "LOADING", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "NOREPLICAS")
+INFRA_REPLIES = ("BUSY", "LOADING", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "NOREPLICAS",
+                 "UNBLOCKED")  # fmt: skip
+"""Error replies that are no fault of the entries, when redis-py gives them no class of
+their own (those it does, it strips of their code: see INFRA_ERRORS). UNBLOCKED ends a
+blocking read of a stream that left the server (a reshard migrated it)."""
 
 
 def ray_node_id() -> str:
@@ -189,13 +199,14 @@ class StreamShard:
             except Fenced:
                 self._fenced()
                 return
-            except INFRA_ERRORS as err:
-                log.warning("%s lost Redis (%r); retrying from the committed state",
-                            self.consumer, err)  # fmt: skip
-                backlog = self._recover(0.5)
-            except Exception:
-                log.exception("%s failed; retrying from the committed state", self.consumer)
-                backlog = self._recover(1.0)
+            except Exception as err:
+                if not_the_entry(err):
+                    log.warning("%s lost Redis (%r); retrying from the committed state",
+                                self.consumer, err)  # fmt: skip
+                    backlog = self._recover(0.5)
+                else:
+                    log.exception("%s failed; retrying from the committed state", self.consumer)
+                    backlog = self._recover(1.0)
         self._set_state("stopped")
         self._try_beat()
 

@@ -64,6 +64,40 @@ class RedisClusterNodes:
             and int(info.get("cluster_slots_ok", 0)) == SLOTS
         )
 
+    def owner(self, slot: int) -> int:
+        """The node holding `slot` (as `start` assigned them, or `move_slot` moved one)."""
+        for i, node in enumerate(self.nodes):
+            with redis.Redis(port=node.port) as c:
+                if c.execute_command("CLUSTER COUNTKEYSINSLOT", slot) or self._serves(c, slot):
+                    return i
+        raise LookupError(f"no node serves slot {slot}")
+
+    @staticmethod
+    def _serves(c: redis.Redis, slot: int) -> bool:
+        me = c.execute_command("CLUSTER MYID").decode()
+        for lo, hi, *nodes in c.execute_command("CLUSTER SLOTS"):
+            if lo <= slot <= hi:
+                return bool(nodes[0][2].decode() == me)
+        return False
+
+    def move_slot(self, slot: int, to: int) -> None:
+        """A reshard of one slot, as `redis-cli --cluster reshard` does it: the target
+        imports, the owner migrates its keys (MIGRATE), then every node learns the new owner."""
+        src = self.owner(slot)
+        clients = [redis.Redis(port=n.port) for n in self.nodes]
+        try:
+            ids = [c.execute_command("CLUSTER MYID").decode() for c in clients]
+            clients[to].execute_command("CLUSTER SETSLOT", slot, "IMPORTING", ids[src])
+            clients[src].execute_command("CLUSTER SETSLOT", slot, "MIGRATING", ids[to])
+            while keys := clients[src].execute_command("CLUSTER GETKEYSINSLOT", slot, 1_000):
+                clients[src].execute_command("MIGRATE", "127.0.0.1", self.nodes[to].port, "",
+                                             0, 10_000, "KEYS", *keys)  # fmt: skip
+            for c in clients:
+                c.execute_command("CLUSTER SETSLOT", slot, "NODE", ids[to])
+        finally:
+            for c in clients:
+                c.close()
+
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()

@@ -1,5 +1,6 @@
 """Beyond one machine: `rally serve` on a real three-master Redis Cluster and a two-node Ray
-cluster, with no code change. The metamorphic test's workload goes through the gateway;
+cluster, with no code change. The metamorphic test's workload goes through the gateway,
+with a reshard halfway that moves the deployment's slot to another master;
 balances, tiers, ledgers and boards read back over HTTP are what the engine's model
 computes, the shards ran on both Ray nodes, and every key of the deployment sits in the
 namespace's hash slot (which every commit, script and multi-stream read needs on a cluster).
@@ -125,6 +126,8 @@ def test_a_redis_cluster_and_two_ray_nodes_give_the_engines_balances(
     keys = Keys.of(ns, redis_cluster.url)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
+    ns_slot = r.cluster_keyslot(keys.stats)
+    moved_to = (redis_cluster.owner(ns_slot) + 1) % len(redis_cluster.nodes)
     with serving(config, port, tmp_path / "serve.log") as proc:
         report = ready_report(url, proc)
         nodes = {s["shard"]: s["node"] for s in report["shards"]}
@@ -137,7 +140,13 @@ def test_a_redis_cluster_and_two_ray_nodes_give_the_engines_balances(
                 async def post(_: int, batch: Any) -> None:
                     await post_batch(session, lambda: url, AUTH, batch)
 
-                await deliver(chunks(events, 100), post, max_inflight=4, span_s=40.0)
+                # half the traffic, then a reshard moves the deployment's slot to another
+                # master (every client's slot map is stale), then the other half
+                batches = chunks(events, 100)
+                half = len(batches) // 2
+                await deliver(batches[:half], post, max_inflight=4, span_s=40.0)
+                await asyncio.to_thread(redis_cluster.move_slot, ns_slot, moved_to)
+                await deliver(batches[half:], post, max_inflight=4, span_s=40.0)
                 # a batch with an Idempotency-Key (one script over the key, the stats and
                 # the ingest streams), posted twice: the replay is answered from the record
                 again = events[:50]
@@ -169,5 +178,5 @@ def test_a_redis_cluster_and_two_ray_nodes_give_the_engines_balances(
     assert keys.tagged
     names = list(r.scan_iter(match=keys.prefix + "*", count=1_000))
     assert len(names) > 20
-    slot = r.cluster_keyslot(keys.stats)
-    assert {r.cluster_keyslot(n) for n in names} == {slot}
+    assert {r.cluster_keyslot(n) for n in names} == {ns_slot}
+    assert redis_cluster.owner(ns_slot) == moved_to
