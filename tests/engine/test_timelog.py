@@ -58,7 +58,8 @@ def test_a_log_read_at_start_is_compacted_once_it_has_tripled() -> None:
         writes.append(size.frame(whole, {"u0": whole["u0"]})[0])
         if writes[-1]:
             break
-    assert writes[-1] and not any(writes[:-1])
+    assert writes[-1]
+    assert not any(writes[:-1])
     assert len(writes) > 10  # a one-user frame is small beside a 50-user snapshot
 
 
