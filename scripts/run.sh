@@ -107,7 +107,12 @@ case "$cmd" in
   demo)  ensure_venv; ensure_redis; exec "$VENV/bin/rally" demo "$@" ;;
   test)  ensure_venv; ensure_redis; ensure_chain_npm; ensure_chromium; ensure_inspircd
          exec "$VENV/bin/python" -m pytest "$@" ;;
-  rally) ensure_venv; ensure_redis; exec "$VENV/bin/rally" "$@" ;;
+  rally) ensure_venv; ensure_redis
+         if [ "${1:-}" = bench ]; then  # its bot and payouts scenarios drive real peers
+           (ensure_inspircd) || say "rally bench: the bot scenario will report the IRC server missing"
+           (ensure_chain_npm) || say "rally bench: the payouts scenario will report the EVM missing"
+         fi
+         exec "$VENV/bin/rally" "$@" ;;
   setup) ensure_venv; ensure_redis; ensure_chain_npm ;;
   *) echo "usage: scripts/run.sh demo|test|rally|setup [args...]" >&2; exit 2 ;;
 esac
