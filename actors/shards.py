@@ -231,7 +231,8 @@ class ChannelShard(StreamShard):
         self.book = RuleBook.from_builtins(cfg.rules)
         self.channels: dict[str, Channel] = {}
         self.logs: dict[str, tuple[timelog.LogSize, timelog.LogSize]] = {}
-        """Each hosted channel's stored chat-time and sign-of-life logs, as the writer sees them."""
+        """Each hosted channel's stored chat-time and sign-of-life logs, as the writer sees them
+        (set where the channel is: loaded, or created by its first event)."""
         self.legacy: set[str] = set()
         """Channels whose times Redis still holds in sorted sets (stored before the logs)."""
         self.held: ReorderBuffer[tuple[Event, int]] = ReorderBuffer(cfg.lateness_s)
@@ -422,11 +423,13 @@ class ChannelShard(StreamShard):
                 channel = self.channels.get(nc)
                 if channel is None:
                     channel = self.channels[nc] = Channel(ev.network, ev.channel)
+                    self.logs[nc] = (timelog.LogSize(), timelog.LogSize())  # nothing stored
                     new_channels.add(nc)
                     self.next_tick_ts = -math.inf  # a new channel: its first tick is unknown
                 earn = self.book.earn(ev.network, ev.channel)
                 found = touched[nc] = (channel, changes.setdefault(nc, Changes()), earn)
-            found[0].apply(ev, found[2], now, found[1], credits)
+            channel, chg, earn = found
+            channel.apply(ev, earn, now, chg, credits)
             made = len(credits) - len(accepted)
             if made == 1:  # the common case: a chat's credit
                 accepted.append(ms)
@@ -527,9 +530,7 @@ class ChannelShard(StreamShard):
                 c.many("HSET", keys.presence(nc), flat, width=2)
             if chg.present_del:
                 c.many("HDEL", keys.presence(nc), sorted(chg.present_del))
-            chats, seen = self.logs.get(nc) or self.logs.setdefault(
-                nc, (timelog.LogSize(), timelog.LogSize())
-            )
+            chats, seen = self.logs[nc]
             if nc in self.legacy:
                 self.legacy.discard(nc)
                 c.cmd("SET", keys.chat_log(nc), chats.rewrite(channel.chatters))

@@ -66,19 +66,11 @@ class RedisClusterNodes:
 
     def owner(self, slot: int) -> int:
         """The node holding `slot` (as `start` assigned them, or `move_slot` moved one)."""
-        for i, node in enumerate(self.nodes):
-            with redis.Redis(port=node.port) as c:
-                if c.execute_command("CLUSTER COUNTKEYSINSLOT", slot) or self._serves(c, slot):
-                    return i
+        with redis.Redis(port=self.nodes[0].port) as c:
+            for lo, hi, (_, port, *_), *_ in c.execute_command("CLUSTER SLOTS"):
+                if lo <= slot <= hi:
+                    return [n.port for n in self.nodes].index(port)
         raise LookupError(f"no node serves slot {slot}")
-
-    @staticmethod
-    def _serves(c: redis.Redis, slot: int) -> bool:
-        me = c.execute_command("CLUSTER MYID").decode()
-        for lo, hi, *nodes in c.execute_command("CLUSTER SLOTS"):
-            if lo <= slot <= hi:
-                return bool(nodes[0][2].decode() == me)
-        return False
 
     def move_slot(self, slot: int, to: int) -> None:
         """A reshard of one slot, as `redis-cli --cluster reshard` does it: the target
