@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
 import msgspec
 import pyarrow as pa
@@ -114,6 +114,8 @@ NOTICES_ARROW = pa.schema(
 )
 
 _tier = msgspec.msgpack.Decoder(TierChange)
+_TAG: dict[type, str] = {k: k.__struct_config__.tag for k in get_args(ev.Event)}
+"""Each event class's kind (decode_events gives these classes, never their checked twins)."""
 _voucher = msgspec.msgpack.Decoder(VoucherScanned)
 _json = msgspec.json.Decoder()
 
@@ -167,7 +169,8 @@ def land(feed: Sequence[FeedEntry], chat_text: bool) -> Landed:
 
 def _events(x: FeedEntry, events: list[ev.Event], chat_text: bool, cols: list[list[Any]]) -> int:
     """Column by column (a comprehension each, not a row tuple per event): the sink lands
-    every accepted event, so this is on the busiest consumer's path."""
+    every accepted event, so this is on the busiest consumer's path. The columns only a few
+    kinds fill (action, viewers, text) are read from events only when the entry holds one."""
     ms, seq = stream_id(x.entry_id)
     n = len(events)
     (c_id, c_network, c_channel, c_user, c_kind, c_ts, c_action, c_viewers, c_text,
@@ -176,12 +179,20 @@ def _events(x: FeedEntry, events: list[ev.Event], chat_text: bool, cols: list[li
     c_network += [e.network for e in events]
     c_channel += [e.channel for e in events]
     c_user += [e.user_id for e in events]
-    c_kind += [type(e).__struct_config__.tag for e in events]
+    kinds = [_TAG[type(e)] for e in events]
+    c_kind += kinds
     c_ts += [e.ts for e in events]
-    c_action += [e.action if isinstance(e, ev.Custom) else "" for e in events]
-    c_viewers += [len(e.viewers) if isinstance(e, ev.Viewers) else 0 for e in events]
-    if chat_text:
-        c_text += [e.text if isinstance(e, ev.Chat) else None for e in events]
+    present = set(kinds)
+    if "custom" in present:
+        c_action += [e.action if type(e) is ev.Custom else "" for e in events]
+    else:
+        c_action += [""] * n
+    if "viewers" in present:
+        c_viewers += [len(e.viewers) if type(e) is ev.Viewers else 0 for e in events]
+    else:
+        c_viewers += [0] * n
+    if chat_text and "chat" in present:
+        c_text += [e.text if type(e) is ev.Chat else None for e in events]
     else:
         c_text += [None] * n
     c_stream += [x.stream] * n
