@@ -2,7 +2,7 @@
 
 Commands (create, open, close, draw, cancel, buy, enter) are appended to the stream
 `rafflecmd` by the gateway (`RaffleClient`), by the scheduler (the automatic close) and by
-the keyword feed (chat entries); each may name a reply stream. RaffleShard (one consumer,
+the channel shards (keyword entries from chat); each may name a reply stream. RaffleShard (one consumer,
 a StreamShard: fenced commits, heartbeats, dead letters) applies them in log order:
 decode -> engine -> spends -> one commit of the raffles' state, the replies and its
 offset. Exactly once through kill -9: a batch whose commit did not land is applied again
@@ -27,18 +27,18 @@ rfidx:{net}          zset; raffle id -> created_at.
 rfwon:{net}          hash; user_id -> when they last won (winner cooldown).
 rfreply:{id}         stream; replies to one client (field k = request id, r = msgpack Reply).
 rfkw                 hash; "{net}:{channel}|{id}" -> msgpack (keyword, opened_at) of every open
-                     keyword raffle: what the keyword feed looks for.
+                     keyword raffle: what the channel shards look for.
 rfsub:{net}          hash; user_id -> unix seconds until which the member counts as a subscriber
-                     (SUBSCRIBER_S after their latest `sub` event), kept by the keyword feed:
-                     the gateway gives subscriber luck by it.
+                     (SUBSCRIBER_S after their latest `sub` event), kept by the channel
+                     shards: the gateway gives subscriber luck by it.
 
-Keyword raffles: RaffleFeed p (a thread of the raffle actor's process) reads ingest:{p}
-through its own consumer group `raffle` (offsets in `offsets:raffle`, known to the stream
-trimmer). While a keyword raffle is open in a channel, a chat there whose first word is the
-keyword (exactly), dated at or after the open, becomes an `enter` command (key "keyword":
-duplicates and repeats answer as recorded), appended in the feed's commit with its offset.
-While none is open the feed decodes only entries holding a `sub` event: it records who
-subscribes (rfsub), for subscriber luck.
+Keyword raffles: each channel shard reads `rfkw` as it reads a batch of its ingest stream
+(KeywordFeed). While a keyword raffle is open in a channel, a fresh chat there whose first
+word is the keyword (exactly), dated at or after the open, becomes an `enter` command (key
+"keyword": repeats answer as recorded), appended in the shard's commit with its offset; the
+shard records who subscribes (rfsub) the same way (engine/raffle_feed.py). Earlier versions
+read the ingest streams a second time for this, through a consumer group `raffle`: the
+channel shards remove that group as they start.
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ import msgspec
 import redis
 import redis.asyncio as aioredis
 
+from actors import health
 from actors.config import RuntimeConfig
 from actors.keys import Keys
 from actors.lua import Commit
@@ -65,11 +66,11 @@ from actors.notices import NOTICES_MAXLEN
 from actors.redisconn import connect
 from actors.spend import SpendTimeout, SyncSpendClient
 from actors.stream import Entry, StreamShard
-from actors.trim import FEED_GROUP, feed_offsets
 from engine import raffle as eng
-from engine.events import Chat, Subscription, decode_events
+from engine.events import Chat
 from engine.member import MemberState, state_decoder
 from engine.raffle import Beacon, Raffle, RaffleError, Terms
+from engine.raffle_feed import OpenKeywords
 from engine.spend import Guard, Transfer
 
 log = logging.getLogger(__name__)
@@ -86,10 +87,6 @@ GUARD_KEEP_S = 400 * 86_400
 """How long a member shard keeps a raffle's ticket counter after the last purchase."""
 REPLY_TTL_S = 3_600
 CMD_STREAM_MAXLEN = 1_000_000
-SUBSCRIBER_S = 31 * 86_400
-"""A `sub` event makes its member a subscriber for this long (luck_subscriber_pct)."""
-SUB_NEEDLE = b"\xa4kind\xa3sub"
-"""How a `sub` event's tag looks in an ingest entry (msgpack): entries without it hold none."""
 
 
 class Command(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -231,7 +228,6 @@ class RaffleShard(StreamShard):
         r = connect(cfg.redis_url)
         self.spends = SyncSpendClient(r, keys, cfg.member_shards)
         super().__init__(cfg, index, self.rk.commands)  # starts the loop: everything set first
-        self.feeds = [RaffleFeed(cfg, p) for p in range(cfg.channel_shards)]
 
     def reset(self) -> None:
         self.raffles.clear()
@@ -562,88 +558,67 @@ class RaffleShard(StreamShard):
         )  # fmt: skip
 
     def stop(self) -> None:
-        for feed in self.feeds:
-            feed.stop()
         super().stop()
         self.spends.close()
 
 
 _keyword_decoder = msgspec.msgpack.Decoder(tuple[str, int])
+RETIRED_GROUP = "raffle"
+"""The ingest streams' consumer group of the keyword feed of earlier versions."""
+RETIRED_KIND = "rafflefeed"
+"""That feed's consumer name, `rafflefeed-{p}` (its heartbeat and epoch)."""
 
 
-class RaffleFeed(StreamShard):
-    """Keyword entries from chat: reads ingest:{p} through its own group (see the module)."""
+class KeywordFeed:
+    """The raffles' part of a channel shard's batch (engine/raffle_feed.py): the keyword
+    raffles open when the batch is read, and the `enter` commands and subscribers its
+    fresh events give, written in the channel shard's commit (with its offset: once)."""
 
-    kind = "rafflefeed"
-    group = FEED_GROUP
-
-    def __init__(self, cfg: RuntimeConfig, index: int) -> None:
-        keys = Keys.of(cfg.namespace, cfg.redis_url)
+    def __init__(self, keys: Keys) -> None:
+        self.keys = keys
         self.rk = RaffleKeys(keys)
-        super().__init__(cfg, index, keys.ingest(index))
 
-    @property
-    def offsets_key(self) -> str:
-        return feed_offsets(self.keys)
+    def retire(self, r: redis.Redis, stream: str, index: int) -> None:
+        """Remove what the keyword feed of earlier versions left for channel partition
+        `index`: the consumer group through which it read `stream` a second time (it would
+        hold back the stream trimmer and `wait_idle` for good), its offset, and its
+        heartbeat and epoch (the health report would call it dead)."""
+        with contextlib.suppress(redis.ResponseError):  # no stream yet: no group either
+            if r.xgroup_destroy(stream, RETIRED_GROUP):
+                log.info("removed the retired consumer group %r of %s", RETIRED_GROUP, stream)
+        with r.pipeline(transaction=False) as pipe:
+            pipe.hdel(self.keys.k("offsets", RETIRED_GROUP), stream)
+            pipe.hdel(health.health_key(self.keys), f"{RETIRED_KIND}-{index}")
+            pipe.delete(health.epoch_key(self.keys, RETIRED_KIND, index))
+            pipe.execute()
 
-    def _open_keywords(self) -> dict[str, list[tuple[str, str, int]]]:
-        """network:channel -> [(raffle id, keyword, opened_at)] of the open keyword raffles."""
-        out: dict[str, list[tuple[str, str, int]]] = {}
-        for field, raw in self.r.hgetall(self.rk.keywords).items():
+    def open_keywords(self, r: redis.Redis) -> OpenKeywords:
+        out: OpenKeywords = {}
+        for field, raw in r.hgetall(self.rk.keywords).items():
             nc, _, rid = field.decode().rpartition("|")
             keyword, opened = _keyword_decoder.decode(raw)
             out.setdefault(nc, []).append((rid, keyword, opened))
         return out
 
-    def process(self, entries: Sequence[Entry]) -> None:
-        c = Commit()
-        wanted = self._open_keywords()
-        needles = {kw.encode() for found in wanted.values() for _, kw, _ in found}
-        hits: list[tuple[Chat, str]] = []
-        subs: dict[tuple[str, str], int] = {}
-        for _, fields in entries:
-            blob = fields.get(b"e")
-            if blob is None:
-                continue
-            has_sub = SUB_NEEDLE in blob
-            if not has_sub and not any(n in blob for n in needles):
-                continue
-            events = decode_events(blob)  # every event: a poison entry fails here, as in
-            if has_sub:  # the channel shards (their dead letter), and enters nothing
-                for ev in events:
-                    if type(ev) is Subscription:
-                        k = (ev.network, ev.user_id)
-                        subs[k] = max(subs.get(k, 0), int(ev.ts) + SUBSCRIBER_S)
-            if not wanted:  # no keyword raffle open: the chats enter nothing
-                continue
-            for ev in events:
-                if type(ev) is not Chat:
-                    continue
-                open_here = wanted.get(f"{ev.network}:{ev.channel}")
-                if not open_here or not ev.text.strip():
-                    continue
-                first = ev.text.split(maxsplit=1)[0]
-                for rid, kw, opened in open_here:
-                    if first == kw and ev.ts >= opened:
-                        hits.append((ev, rid))
-        self._enter(c, hits)
-        for (net, user), until in sorted(subs.items()):
+    def write(
+        self, c: Commit, r: redis.Redis, hits: list[tuple[Chat, str]],
+        subscribed: dict[tuple[str, str], int],
+    ) -> None:  # fmt: skip
+        """Each hit as an `enter` command (with its member's tier now), and each member's
+        subscription end (HMAX: a replay or an older `sub` changes nothing)."""
+        if hits:
+            users = sorted({f"{ev.network}:{ev.user_id}" for ev, _ in hits})
+            tiers = {
+                u: (state_decoder.decode(raw).tier if raw else 0)
+                for u, raw in zip(users, r.hmget(self.keys.mstate, users), strict=True)
+            }
+            for ev, rid in hits:
+                cmd = Command(op="enter", network=ev.network, raffle=rid, ts=ev.ts,
+                              user_id=ev.user_id, key="keyword", tickets=1,
+                              tier=tiers[f"{ev.network}:{ev.user_id}"])  # fmt: skip
+                c.cmd("XADD", self.rk.commands, "*", "c", _enc.encode(cmd), "n", 1)
+        for (net, user), until in sorted(subscribed.items()):
             c.cmd("HMAX", self.rk.subscribers(net), user, until)
-        self.commit(c, entries)
-
-    def _enter(self, c: Commit, hits: list[tuple[Chat, str]]) -> None:
-        if not hits:
-            return
-        users = sorted({f"{ev.network}:{ev.user_id}" for ev, _ in hits})
-        tiers = {
-            u: (state_decoder.decode(raw).tier if raw else 0)
-            for u, raw in zip(users, self.r.hmget(self.keys.mstate, users), strict=True)
-        }
-        for ev, rid in hits:
-            cmd = Command(op="enter", network=ev.network, raffle=rid, ts=ev.ts,
-                          user_id=ev.user_id, key="keyword", tickets=1,
-                          tier=tiers[f"{ev.network}:{ev.user_id}"])  # fmt: skip
-            c.cmd("XADD", self.rk.commands, "*", "c", _enc.encode(cmd), "n", 1)
 
 
 _SPEND_FIELD = {"insufficient_points": "tickets", "limit_reached": "tickets"}

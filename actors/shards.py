@@ -30,6 +30,7 @@ from actors.config import RuntimeConfig
 from actors.keys import LATENCY_BUCKETS_MS, Keys
 from actors.lua import Arg, Commit
 from actors.notices import NOTICES_MAXLEN, NOTICES_PER_ENTRY
+from actors.raffle import KeywordFeed
 from actors.referrals import ReferralGraph
 from actors.stream import Entry, StreamShard
 from engine import timelog
@@ -44,7 +45,7 @@ from engine.dedupe import (
     expires_at,
     id_hashes,
 )
-from engine.events import Event, Referral, decode_events
+from engine.events import Chat, Event, Referral, decode_events
 from engine.ledger import TREASURY_PREFIX, entry_encoder
 from engine.ledger import Entry as LedgerEntry
 from engine.member import (
@@ -59,6 +60,7 @@ from engine.member import (
 )
 from engine.migration import retier
 from engine.quality import Flag, flag_encoder
+from engine.raffle_feed import SUB_NEEDLE, keyword_hits, subscribers
 from engine.reference import credit_key, event_key
 from engine.referral import REWARD_RULES, STAGE_A_RULES, on_credit
 from engine.rewards import rewards
@@ -218,6 +220,10 @@ class Admitted:
     """Events read after their dedupe bucket was forgotten: not applied (engine/dedupe.py)."""
     late: int
     checked: Fresh
+    chats: list[Chat]
+    """Fresh chats as sent (not retimed), while a keyword raffle is open: else empty."""
+    subscribed: dict[tuple[str, str], int]
+    """Subscribers in the batch, and until when (engine/raffle_feed.py)."""
 
 
 class ChannelShard(StreamShard):
@@ -243,6 +249,7 @@ class ChannelShard(StreamShard):
         keys = Keys.of(cfg.namespace, cfg.redis_url)
         self.pending = PendingLog(keys.pending("channel", index))
         self.progress_field = f"channel:{index}"
+        self.raffles = KeywordFeed(keys)
         super().__init__(cfg, index, keys.ingest(index))
         self.chanidx = self.keys.chanidx(index)
         self.graph = ReferralGraph(self.r, self.keys)
@@ -260,6 +267,7 @@ class ChannelShard(StreamShard):
         (the watermark moves every channel's clock), progress and held-back events."""
         if self.loaded:
             return
+        self.raffles.retire(self.r, self.stream, self.index)
         raw = self.r.hget(self.keys.wmark, self.progress_field)
         self.progress = channel_progress_decoder.decode(raw) if raw else ChannelProgress()
         self.held = ReorderBuffer(self.cfg.lateness_s, self.progress.watermark)
@@ -340,16 +348,22 @@ class ChannelShard(StreamShard):
         buckets = [bucket_of(e.ts) for e in events]
         return self.seen.check(id_hashes(ids), buckets, self.progress.newest), buckets
 
-    def _admit(self, entries: Sequence[Entry]) -> tuple[list[tuple[Event, int]], Admitted]:
+    def _admit(
+        self, entries: Sequence[Entry], keywords: bool
+    ) -> tuple[list[tuple[Event, int]], Admitted]:
         """Read the log in order: deduplicate, hold back, and move the watermark. Returns the
-        newly held events and what was read, applied, expired, late and remembered."""
+        newly held events and what was read, applied, expired, late and remembered, and
+        what the raffles want of it (the fresh chats only if `keywords` are open)."""
         decoded: list[tuple[int, list[Event], dict[bytes, bytes]]] = []
         everything: list[Event] = []
+        subscribed: dict[tuple[str, str], int] = {}
         for entry_id, fields in entries:
             blob = fields.get(b"e")
             events = decode_events(blob) if blob is not None else []
             decoded.append((stream_id(entry_id)[0], events, fields))
             everything.extend(events)
+            if blob is not None and SUB_NEEDLE in blob:  # a repeat is harmless: the latest wins
+                subscribers(events, subscribed)
         ids = [event_key(e) for e in everything]
         checked, buckets = self._dedupe(everything, ids)
         fresh = checked.fresh.tolist()
@@ -358,6 +372,7 @@ class ChannelShard(StreamShard):
         held, progress = self.held, self.progress
         new: list[tuple[Event, int]] = []
         pushed: list[tuple[float, str, int, tuple[Event, int]]] = []
+        chats: list[Chat] = []
         seq = held.reserve(len(everything))
         i = late = expired = 0
         for ms, events, fields in decoded:
@@ -371,6 +386,8 @@ class ChannelShard(StreamShard):
                     continue
                 if not ok:
                     continue
+                if keywords and type(ev) is Chat:
+                    chats.append(ev)
                 ts = ev.ts
                 observed = ts if ts < accepted_s else accepted_s
                 if ts < watermark:  # late (ReorderBuffer.admit): retimed to the watermark
@@ -395,14 +412,16 @@ class ChannelShard(StreamShard):
             if flush is not None:  # a watermark set from outside; event time itself stays
                 held.advance_to(float(flush))
         held.push_numbered(pushed)
-        return new, Admitted(len(everything), len(new), expired, late, checked)
+        admitted = Admitted(len(everything), len(new), expired, late, checked, chats, subscribed)
+        return new, admitted
 
     def process(self, entries: Sequence[Entry]) -> None:
         self._ensure_loaded()
         now = time.time()
         now_ms = int(now * 1000)
         before, newest_before = self.progress.watermark, self.progress.newest
-        new, got = self._admit(entries)
+        wanted = self.raffles.open_keywords(self.r)
+        new, got = self._admit(entries, bool(wanted))
         watermark = self.held.watermark
         released = self.held.release()
         new_channels: set[str] = set()
@@ -448,6 +467,7 @@ class ChannelShard(StreamShard):
         self.pending.append(c, last_id, [item for item in new if item[0].ts >= watermark])
         self.pending.trim(c, watermark, last_id)
         self._route(c, credits, accepted, publish=watermark > before)
+        self.raffles.write(c, self.r, keyword_hits(got.chats, wanted), got.subscribed)
         c.cmd("HSET", self.keys.wmark, self.progress_field, progress_encoder.encode(self.progress))
         c.cmd("HINCRBY", self.keys.stats, "events_applied", got.applied)
         dups = got.read - got.applied - got.expired

@@ -9,7 +9,6 @@ committed.
 
     ingest:{p}      group "shards"     offsets[ingest:{p}]
     credits:{m}     group "shards"     offsets[credits:{m}]
-    ingest:{p}      group "raffle"     offsets:raffle[ingest:{p}]  (the keyword feed)
     ingest:{p}      group "archive"    offsets[ingest:{p}|archive] (the sink's events)
     ledgerlog:{m}   group "projector"  offsets[ledgerlog:{m}]
                     group "archive"    offsets[ledgerlog:{m}|archive]
@@ -39,20 +38,10 @@ log = logging.getLogger(__name__)
 _warned: set[tuple[str, str]] = set()
 
 
-FEED_GROUP = "raffle"
-"""The raffle keyword feed's group on the ingest streams (actors/raffle.py RaffleFeed)."""
-
-
-def feed_offsets(keys: Keys) -> str:
-    return keys.k("offsets", FEED_GROUP)
-
-
 def _field(stream: str, group: str, ledger_log: bool) -> str | None:
     """The offsets hash field of `group`'s committed offset on `stream`; None if unknown."""
     if group == ChannelShard.group and not ledger_log:  # channel and member shards
         return stream
-    if group == FEED_GROUP and not ledger_log:
-        return f"{FEED_GROUP}|{stream}"
     if ledger_log and group == LedgerProjector.group:
         return stream
     if group == ARCHIVE_GROUP:  # the ledger sink: ledger logs and accepted events
@@ -81,10 +70,7 @@ def safe_min_id(r: redis.Redis, keys: Keys, stream: str, ledger_log: bool) -> st
         fields.append(f)
     pipe = r.pipeline(transaction=False)
     for f in fields:
-        if f.startswith(f"{FEED_GROUP}|"):
-            pipe.hget(feed_offsets(keys), f.partition("|")[2])
-        else:
-            pipe.hget(keys.offsets, f)
+        pipe.hget(keys.offsets, f)
     committed = pipe.execute()
     if any(c is None for c in committed):
         return None

@@ -187,8 +187,8 @@ def test_health_on_readyz_metrics_and_status_through_kill9_and_a_dead_shard(
     assert body["redis_up"]
     names = [s["shard"] for s in body["shards"]]
     assert names[: len(shards)] == shards
-    # then whatever else beats: the raffle actor and its keyword feeds
-    assert {n.rpartition("-")[0] for n in names[len(shards) :]} == {"raffle", "rafflefeed"}
+    # then whatever else beats: the raffle actor
+    assert {n.rpartition("-")[0] for n in names[len(shards) :]} == {"raffle"}
     assert {s["starts"] for s in body["shards"]} == {1}
     assert {s["stream"] for s in body["shards"][: len(shards)]} == {
         "ingest:0", "ingest:1", "credits:0", "credits:1", "ledgerlog:0", "ledgerlog:1",

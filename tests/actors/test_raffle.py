@@ -11,11 +11,13 @@ import msgspec
 import pytest
 import redis
 
+from actors import health
 from actors.client import RallyClient
 from actors.config import RuntimeConfig
 from actors.keys import Keys
 from actors.raffle import Command, RaffleKeys, Reply, SyncRaffleClient, load_raffle
 from actors.scheduler import JobStore
+from actors.trim import trim_streams
 from engine import raffle as eng
 from engine.events import Chat, Follow, Join, Online
 from engine.member import state_decoder
@@ -318,7 +320,7 @@ def test_keyword_raffle_entered_from_chat(raffles) -> None:
     append(r, cfg, chats[2:3])  # a duplicate delivery
     assert client.wait_idle(60)
     keys = Keys(cfg.namespace)
-    # the feed has read every chat (wait_idle counts its group); a marker command queued
+    # the channel shards have read every chat (wait_idle); a marker command queued
     # behind its enter commands answers once they are applied
     assert send(r, cfg, "buy", "kw", user_id="z", key="marker", tickets=1).code == "keyword_only"
     ok(send(r, cfg, "close", "kw"))
@@ -331,3 +333,44 @@ def test_keyword_raffle_entered_from_chat(raffles) -> None:
     assert account(r, cfg, "kw") == 14
     assert not r.hgetall(RaffleKeys(keys).keywords)  # closed: the feed looks for it no more
     audited(client, r, cfg)
+
+
+def test_the_retired_keyword_feed_leaves_nothing_behind(
+    ray_cluster: None, redis_server, namespace: str
+) -> None:
+    """A deployment upgraded from a version whose raffle actor read each ingest stream a
+    second time (group `raffle`, offsets in `offsets:raffle`, consumers `rafflefeed-{p}`):
+    the channel shards remove all of it, so that neither the trimmer nor wait_idle waits
+    for that group, and the health report calls no retired consumer dead."""
+    cfg = make_cfg(redis_server.url, namespace)
+    r = redis.Redis.from_url(redis_server.url)
+    keys = Keys(cfg.namespace)
+    now = time.time()
+    append(r, cfg, [Chat(id=f"c{i}", network="n", channel=f"ch{i}", user_id="a", ts=now)
+                    for i in range(4)])  # fmt: skip
+    old = health.Heartbeat(shard="", kind="rafflefeed", index=0, stream="", group="raffle",
+                           pid=1, epoch=1, state="running", since=now - 600, ts=now - 600)  # fmt: skip
+    for p in range(cfg.channel_shards):
+        r.xgroup_create(keys.ingest(p), "raffle", id="0", mkstream=True)  # all is its lag
+        r.hset(keys.k("offsets", "raffle"), keys.ingest(p), "0-0")
+        beat = msgspec.structs.replace(old, shard=f"rafflefeed-{p}", index=p)
+        r.hset(health.health_key(keys), beat.shard, health.heartbeat_encoder.encode(beat))
+        r.set(health.epoch_key(keys, "rafflefeed", p), 1)
+    client = RallyClient(cfg).start(scheduler=False)
+    try:
+        assert client.wait_idle(60)
+        for p in range(cfg.channel_shards):
+            groups = {g["name"].decode() for g in r.xinfo_groups(keys.ingest(p))}
+            assert "raffle" not in groups
+            assert not r.exists(health.epoch_key(keys, "rafflefeed", p))
+        assert not r.exists(keys.k("offsets", "raffle"))
+        shards = health.expected_shards(cfg.channel_shards, cfg.member_shards)
+        wait_for(lambda: health.read_health(r, keys, shards).ready)
+        names = {s.shard for s in health.read_health(r, keys, shards).shards}
+        assert not {n for n in names if n.startswith("rafflefeed")}
+        trimmed = trim_streams(r, keys, cfg)  # everything: every group there committed it
+        for p in range(cfg.channel_shards):
+            assert trimmed.get(keys.ingest(p), 0) > 0
+            assert r.xlen(keys.ingest(p)) == 0
+    finally:
+        client.stop()

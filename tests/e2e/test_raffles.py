@@ -249,7 +249,7 @@ def test_rally_raffle_admin_cli(dep: Deployment, tmp_path) -> None:
 
 
 def test_subscribers_get_their_luck(dep: Deployment) -> None:
-    """A `sub` event makes its member a subscriber (the raffle actor's feed records it): their
+    """A `sub` event makes its member a subscriber (its channel shard records it): their
     tickets weigh luck_subscriber_pct, whoever buys them."""
     d, url = dep, dep.url
     fund(d, ["sam", "nat"])
