@@ -163,6 +163,9 @@ def test_scenario_summaries(results: dict[str, Any]) -> None:
     assert feed["messages_per_s"] > 0
     goals = {g["goal"]: g for g in results["goals"]}
     assert len(goals) == 12  # issue 8's eleven and the bot's reply latency (issue 12)
+    assert sc["steady"]["summary"]["lateness_s"] == 2.0  # the demo settings' default
+    (steady,) = [g for g in goals.values() if g["goal"].startswith("ingest→credit p99")]
+    assert "held for the allowed lateness, 2 s" in steady["measured"]
     slow = sc["steady"]["runs"][0]["redis_slow"]
     assert slow["over_10ms"] >= 0
     assert all(g["met"] in (True, False, None) for g in goals.values())
