@@ -92,6 +92,8 @@ class LimitSettings(_Section):
     idempotency_ttl_s: int = Field(default=86_400, ge=1)
     read_count: int = Field(default=2_000, ge=1)
     read_block_ms: int = Field(default=50, ge=1)
+    read_linger_ms: float = Field(default=5.0, ge=0, le=1_000)
+    """A shard whose read drained its stream with a small batch waits this long for more."""
     max_entry_failures: int = Field(default=5, ge=1, le=1_000)
     """A stream entry that fails this many times goes to the dead-letter stream."""
     lateness_s: float = Field(default=2.0, ge=0, le=3_600)
@@ -606,6 +608,7 @@ class Settings(_Section):
             member_shards=self.shards.member,
             read_count=lim.read_count,
             block_ms=lim.read_block_ms,
+            linger_ms=lim.read_linger_ms,
             max_entry_failures=lim.max_entry_failures,
             dedupe_window_s=lim.dedupe_window(),
             lateness_s=lim.lateness_s,

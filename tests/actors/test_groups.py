@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+
 import redis
 
 from actors.keys import Keys
 from actors.lua import Commit
 from actors.shards import CREDITS_PER_ENTRY, ChannelProgress, ChannelShard
-from actors.stream import StreamShard
+from actors.stream import LINGER_BELOW_ITEMS, StreamShard, ensure_group
 from engine.events import Online, Viewer, Viewers
 from engine.member import Credit, state_decoder
 from engine.routing import shard_of
@@ -67,3 +69,29 @@ def test_a_big_watch_tick_is_chunked_and_paid_once(rally, redis_server) -> None:
     ]
     assert all(s is not None and s.entries == 3 for s in paid)  # welcome, streak, one watch tick
     assert int(r.hget(keys.stats, "entries_projected")) == 3 * n
+
+
+def test_a_small_batch_from_a_drained_stream_waits_for_more(redis_server, namespace) -> None:
+    """read_linger_ms: a read that drained the stream with fewer than LINGER_BELOW_ITEMS
+    items waits and takes what came meanwhile; a big batch, or a full read, goes at once."""
+    r = redis.Redis.from_url(redis_server.url)
+    shard = StreamShard.__new__(StreamShard)
+    shard.cfg = make_cfg(redis_server.url, namespace, read_count=3, linger_ms=1.0)
+    shard.r, shard.stream, shard.group, shard.consumer = r, f"{namespace}:linger", "g", "c"
+    shard.stopping = threading.Event()
+    ensure_group(r, shard.stream, "g")
+
+    def read() -> list:
+        got = r.xreadgroup("g", "c", {shard.stream: ">"}, count=shard.cfg.read_count)
+        return got[0][1] if got else []
+
+    r.xadd(shard.stream, {"n": 1})
+    first = read()
+    r.xadd(shard.stream, {"n": 1})  # arrives while the shard lingers
+    assert [f for _, f in shard._linger(first)] == [{b"n": b"1"}, {b"n": b"1"}]
+    r.xadd(shard.stream, {"n": LINGER_BELOW_ITEMS})
+    big = read()
+    r.xadd(shard.stream, {"n": 1})
+    assert shard._linger(big) == big  # enough items: applied at once
+    full = [*read(), (b"0-1", {}), (b"0-2", {})]  # a read of read_count entries
+    assert shard._linger(full) == full
