@@ -15,7 +15,7 @@ class RuntimeConfig(msgspec.Struct, frozen=True, kw_only=True):
     read_count: int = 2_000
     """Most stream entries a shard reads per XREADGROUP."""
     block_ms: int = 50
-    linger_ms: float = 5.0
+    linger_ms: float = 0.0
     """After a read that drained its stream and gave fewer than LINGER_BELOW_ITEMS items, a
     shard waits this long and reads again before it applies them (0: never waits)."""
     max_entry_failures: int = 5

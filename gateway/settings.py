@@ -92,7 +92,7 @@ class LimitSettings(_Section):
     idempotency_ttl_s: int = Field(default=86_400, ge=1)
     read_count: int = Field(default=2_000, ge=1)
     read_block_ms: int = Field(default=50, ge=1)
-    read_linger_ms: float = Field(default=5.0, ge=0, le=1_000)
+    read_linger_ms: float = Field(default=0.0, ge=0, le=1_000)
     """A shard whose read drained its stream with a small batch waits this long for more."""
     max_entry_failures: int = Field(default=5, ge=1, le=1_000)
     """A stream entry that fails this many times goes to the dead-letter stream."""
