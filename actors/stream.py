@@ -230,7 +230,7 @@ class StreamShard:
         got = self.r.xreadgroup(
             self.group, self.consumer, {self.stream: ">"}, count=self.cfg.read_count - len(entries)
         )
-        return entries + got[0][1] if got else entries
+        return (entries + got[0][1]) if got else entries
 
     def _recover(self, pause_s: float) -> bool:
         """After a failure whose outcome is unknown (did the commit land?), forget everything

@@ -22,8 +22,9 @@ SUBSCRIBER_S = 31 * 86_400
 SUB_NEEDLE = b"\xa4kind\xa3sub"
 """How a `sub` event's tag looks in an ingest entry (msgpack): entries without it hold none."""
 
-OpenKeywords = dict[str, list[tuple[str, str, float]]]
-"""`network:channel` -> [(raffle id, keyword, opened at)] of the keyword raffles open there."""
+OpenKeywords = dict[str, list[tuple[str, str, int]]]
+"""`network:channel` -> [(raffle id, keyword, opened at, unix seconds)] of the keyword raffles
+open there, as the raffle actor registers them (`rfkw`)."""
 
 
 def subscribers(events: Iterable[Event], until: dict[tuple[str, str], int]) -> None:

@@ -14,7 +14,7 @@ def chat(i: str, channel: str, text: str, ts: float = 100.0, user: str = "a") ->
 
 
 def test_a_chat_enters_when_its_first_word_is_the_keyword_after_the_open() -> None:
-    wanted = {"n:c": [("kw", "!join", 100.0), ("other", "!go", 50.0)]}
+    wanted = {"n:c": [("kw", "!join", 100), ("other", "!go", 50)]}
     events = [
         chat("1", "c", "!join please"),
         chat("2", "c", "  !join"),  # leading spaces: still the first word
