@@ -82,39 +82,44 @@ def redis_usec(r: redis.Redis) -> int:
     return round((cpu["used_cpu_user_main_thread"] + cpu["used_cpu_sys_main_thread"]) * 1e6)
 
 
-def drive(shard: StreamShard, r: redis.Redis) -> tuple[int, float, float, int]:
-    """Run `shard` over its whole stream; returns (entries, wall s, CPU s of this process,
-    Redis usec)."""
+def drive(shards: list[StreamShard], r: redis.Redis) -> tuple[int, float, float, int]:
+    """Run `shards` (of one kind) over their whole streams, one read each in turn until all
+    are drained (so member shards hear each other's stage-A marks as they would running
+    side by side); returns (entries, wall s, CPU s of this process, Redis usec)."""
     entries_done = 0
     r.config_resetstat()
     u0 = redis_usec(r)
     t0 = time.perf_counter()
     c0 = time.process_time()
-    while True:
-        got = r.xreadgroup(shard.group, shard.consumer, {shard.stream: ">"},
-                           count=shard.cfg.read_count)  # fmt: skip
-        entries = got[0][1] if got else []
-        if not entries:
-            break
-        for run in shard.groups(entries):
-            shard.process(run)
-            shard._applied(run)
-        entries_done += len(entries)
+    busy = True
+    while busy:
+        busy = False
+        for shard in shards:
+            got = r.xreadgroup(shard.group, shard.consumer, {shard.stream: ">"},
+                               count=shard.cfg.read_count)  # fmt: skip
+            entries = got[0][1] if got else []
+            if not entries:
+                continue
+            busy = True
+            for run in shard.groups(entries):
+                shard.process(run)
+                shard._applied(run)
+            entries_done += len(entries)
     cpu_s = time.process_time() - c0
     return entries_done, time.perf_counter() - t0, cpu_s, redis_usec(r) - u0
 
 
 def stage(
-    name: str, shard: StreamShard, r: redis.Redis, n: int, profile: bool = False,
+    name: str, shards: list[StreamShard], r: redis.Redis, n: int, profile: bool = False,
     max_items: int = 0,
 ) -> dict[str, Any]:  # fmt: skip
-    if max_items:
+    for shard in shards if max_items else []:
         shard.max_items_per_commit = max_items
     rss0 = psutil.Process().memory_info().rss
     prof = cProfile.Profile() if profile else None
     if prof is not None:
         prof.enable()
-    entries, wall_s, cpu_s, usec = drive(shard, r)
+    entries, wall_s, cpu_s, usec = drive(shards, r)
     if prof is not None:
         prof.disable()
         print(f"== {name}: cProfile, by own time ==")
@@ -135,13 +140,15 @@ def stage(
 def run(
     n: int, members: int, channels: int, seed: int, data_dir: Path, profile: str = "",
     max_items: int = 0, watch: int = 0, entry_events: int = 1_000, read_count: int = 0,
+    member_shards: int = 1,
 ) -> list[dict[str, Any]]:  # fmt: skip
     """The chat workload (`n` events), or with `watch` that many new viewers paid one watch
     tick, then (all members now) the next one: per event read per credit."""
     with RedisServer(data_dir).start() as server:
         r = connect(server.url)
         cfg = RuntimeConfig(
-            redis_url=server.url, channel_shards=1, member_shards=1, watch_clock_interval_s=0,
+            redis_url=server.url, channel_shards=1, member_shards=member_shards,
+            watch_clock_interval_s=0,
             streak_rollover=False, rules=RuleBook({}).to_builtins(),
             **({"read_count": read_count} if read_count else {}),
         )  # fmt: skip
@@ -161,7 +168,11 @@ def run(
         clock = events[-1].ts + cfg.lateness_s + 1 + (interval if watch else 0)
         r.xadd(keys.ingest(0), {"clock": repr(clock)})
         with no_threads():
-            shards = [ChannelShard(cfg, 0), MemberShard(cfg, 0), LedgerProjector(cfg, 0)]
+            shards: list[list[StreamShard]] = [
+                [ChannelShard(cfg, 0)],
+                [MemberShard(cfg, m) for m in range(member_shards)],
+                [LedgerProjector(cfg, m) for m in range(member_shards)],
+            ]
         names = ["channel shard", "member shard", "ledger projector"]
         out = [
             stage(name, shard, r, n, profile == name.split()[0], max_items)
@@ -196,13 +207,16 @@ def main() -> None:
     p.add_argument("--read-count", type=int, default=0,
                    help="stream entries a shard reads at once (default: read_count, 2,000): "
                         "what a shard keeping up with its stream finds at each read")  # fmt: skip
+    p.add_argument("--member-shards", type=int, default=1,
+                   help="member shards (and ledger projectors), driven in turn: with two or "
+                        "more, each waits for the others' stage-A marks as when deployed")  # fmt: skip
     p.add_argument("--commands", action="store_true",
                    help="also print each stage's Redis time by command (INFO commandstats)")  # fmt: skip
     a = p.parse_args()
     gc.set_threshold(*GC_THRESHOLDS)  # as StreamShard._run sets it in a shard's process
     with tempfile.TemporaryDirectory() as tmp:
         rows = run(a.events, a.members, a.channels, a.seed, Path(tmp), a.profile, a.max_items,
-                   a.watch, a.entry_events, a.read_count)  # fmt: skip
+                   a.watch, a.entry_events, a.read_count, a.member_shards)  # fmt: skip
     if a.json:
         print(json.dumps(rows, indent=2))
         return
