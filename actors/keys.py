@@ -26,6 +26,8 @@ seenlog:{nc}          string; user_id -> ts of the last sign of life (join, chat
 chatters:{nc}, pseen:{nc}  zsets; the two maps above as a channel stored them until 2026-12 (read
                       when its log is missing; its shard replaces them at the channel's next change).
 mstate                hash; network:user -> msgpack MemberState.
+reflinked:{m}         set; network:user of the members of member shard m linked by a referral and waiting for
+                      their first earn (referral status "linked"): what its stage A must load (engine/referral.py).
 ledgerlog:{m}         stream; one entry per member-shard commit: field `l` = msgpack list[Entry] (the ledger of record).
 treasury              hash; network -> balance of the network treasury (negative of points issued).
 lb:{nc}:all           zset; user_id -> points earned in channel nc, all time.
@@ -154,6 +156,9 @@ class Keys:
     @property
     def mstate(self) -> str:
         return self.k("mstate")
+
+    def ref_linked(self, m: int) -> str:
+        return self.k("reflinked", m)
 
     def ledgerlog(self, m: int) -> str:
         return self.k("ledgerlog", m)

@@ -62,7 +62,15 @@ from engine.migration import retier
 from engine.quality import Flag, flag_encoder
 from engine.raffle_feed import SUB_NEEDLE, keyword_hits, subscribers
 from engine.reference import credit_key, event_key
-from engine.referral import REWARD_RULES, STAGE_A_RULES, on_credit
+from engine.referral import (
+    LINK,
+    REWARD_RULES,
+    STAGE_A_RULES,
+    earn,
+    earned_pending,
+    must_see,
+    on_credit,
+)
 from engine.rewards import rewards
 from engine.routing import shard_of
 from engine.rules import EarnRules, NetworkRules, RuleBook
@@ -104,6 +112,8 @@ credit_encoder = entry_encoder  # one msgpack encoder serves every Struct
 ledger_encoder = entry_encoder
 ledger_decoder = msgspec.msgpack.Decoder(list[LedgerEntry])
 T = TypeVar("T")
+LINKED_NEEDLE = b"\xa6linked"
+"""The msgpack string "linked": in every stored member state waiting for its first earn."""
 
 
 def chunked(items: list[T], step: int) -> Iterator[tuple[list[T], bool]]:
@@ -201,6 +211,9 @@ class MemberProgress(msgspec.Struct, array_like=True):
     """Stage A's watermark (the channel partitions'): referral credits are emitted up to it."""
     members: list[float] = []
     """The stage-A watermark each member shard last published (referral credits follow it)."""
+    linked_for: int = 0
+    """The member shard count reflinked:{m} was built for (0: never built: a state stored
+    before it was kept; built from the member states when the shard loads)."""
 
 
 progress_encoder = msgspec.msgpack.Encoder()
@@ -603,6 +616,10 @@ class StageA:
     sent: list[tuple[Credit, int]]
     """Referral credits for other member shards."""
     changed: set[str]
+    linked: list[str] = field(default_factory=list)
+    """Members waiting for their first earn since this release (into reflinked:{m})."""
+    unlinked: list[str] = field(default_factory=list)
+    """Members no longer waiting (out of reflinked:{m})."""
 
 
 @dataclass(slots=True)
@@ -650,6 +667,9 @@ class MemberShard(StreamShard):
         self.held: ReorderBuffer[tuple[Credit, int]] = ReorderBuffer(0.0, after=self.held_a)
         """Stage B: every credit, until stage A's watermark of every member shard passes it."""
         self.progress = MemberProgress()
+        self.linked: set[str] = set()
+        """Members linked by a referral and waiting for their first earn (reflinked:{m}):
+        the only ones whose channel credits stage A must see besides links."""
         self.loaded = False
         keys = Keys.of(cfg.namespace, cfg.redis_url)
         self.pending = PendingLog(keys.pending("member", index))
@@ -661,6 +681,7 @@ class MemberShard(StreamShard):
         self.packed.clear()
         self.held_a.clear()
         self.held.clear()
+        self.linked.clear()
         self.loaded = False
 
     def _ensure_loaded(self) -> None:
@@ -668,6 +689,7 @@ class MemberShard(StreamShard):
             return
         raw = self.r.hget(self.keys.wmark, self.progress_field)
         self.progress = member_progress_decoder.decode(raw) if raw else MemberProgress()
+        self._load_linked()
         parts = self.progress.partitions
         wanted = self.cfg.channel_shards
         self.progress.partitions = (parts + [NEVER] * wanted)[:wanted]
@@ -687,6 +709,28 @@ class MemberShard(StreamShard):
                 )
                 stage.push(cr.ts, credit_key(cr), (cr, ms))
         self.loaded = True
+
+    def _load_linked(self) -> None:
+        """The members waiting for their first earn, from reflinked:{m}; built from the
+        member states by one scan when the shard count changed or the set predates it (a
+        superset is harmless: stage A loads a member it need not)."""
+        key, shards, pr = self.keys.ref_linked(self.index), self.cfg.member_shards, self.progress
+        if pr.linked_for == shards:
+            self.linked = {m.decode() for m in self.r.smembers(key)}
+            return
+        found: set[str] = set()
+        for name, raw in self.r.hscan_iter(self.keys.mstate, count=self.roll_scan_count):
+            if LINKED_NEEDLE in raw and state_decoder.decode(raw).referral.status == "linked":
+                member = name.decode()
+                if shard_of(member, shards) == self.index:
+                    found.add(member)
+        with self.r.pipeline(transaction=True) as pipe:
+            pipe.delete(key)
+            if found:
+                pipe.sadd(key, *found)
+            pipe.execute()
+        self.linked = found
+        pr.linked_for = shards  # committed with the next batch (until then, built again)
 
     def _load(self, keys: set[str]) -> None:
         members, packed = self.members, self.packed
@@ -785,15 +829,24 @@ class MemberShard(StreamShard):
         log, in `new`); those for other shards are sent with this shard's mark."""
         released = self.held_a.release_entries()
         got = StageA(released, [], [], set())
-        if not released:
-            return got
+        rules = [e[3][0].rule for e in released]
+        linked = self.linked
+        if not linked and STAGE_A_RULES.isdisjoint(rules):
+            return got  # the common case (a watch tick, chat): nothing a referral waits for
         keys = [f"{cr.network}:{cr.user_id}" for _, _, _, (cr, _) in released]
-        self._load(set(keys))
+        picked, targets = must_see(rules, keys, linked)
+        if not picked:
+            return got
+        pending = ((cr.rule, f"{cr.network}:{cr.user_id}") for _, _, (cr, _) in self.held.held())
+        earned = earned_pending(targets, pending) if targets else set()
+        self._load({keys[i] for i in picked})
         members, book, shards = self.members, self.book, self.cfg.member_shards
-        for (_, _, _, (cr, ms)), key in zip(released, keys, strict=True):
+        for i in picked:
+            cr, ms = released[i][3]
+            key = keys[i]
             ref = members[key].referral
-            if ref.seen and ref.status != "linked" and cr.rule not in STAGE_A_RULES:
-                continue  # the common case: nothing a referral waits for
+            if cr.rule == LINK and key in earned:
+                ref.seen = True  # a channel credit before the link, that stage B has yet to apply
             got.changed.add(key)
             for o in on_credit(
                 ref, cr.user_id, cr.rule, cr.other, book.network(cr.network).referral
@@ -806,6 +859,14 @@ class MemberShard(StreamShard):
                     new.append((made, ms))
                 else:
                     got.sent.append((made, ms))
+        for key in got.changed:
+            waiting = members[key].referral.status == "linked"
+            if waiting and key not in linked:
+                linked.add(key)
+                got.linked.append(key)
+            elif not waiting and key in linked:
+                linked.discard(key)
+                got.unlinked.append(key)
         return got
 
     def _stage_b(self, a: StageA) -> list[tuple[Credit, int]]:
@@ -868,7 +929,9 @@ class MemberShard(StreamShard):
             if found is None:
                 found = (book.network(cr.network), book.earn(cr.network, cr.channel))
                 rules[(cr.network, cr.channel)] = found
-            apply_credit(members[key], cr, found[0], found[1], out)
+            state = members[key]
+            earn(state.referral, cr.rule)
+            apply_credit(state, cr, found[0], found[1], out)
         changed.update(keys)
         spent = self._spend(spends, out, changed)
         self.progress.watermark = watermark
@@ -877,6 +940,10 @@ class MemberShard(StreamShard):
         written = self._write(c, changed, out)
         self._write_spent(c, spent)
         self._send_rewards(c, sent, publish=pr.stage_a > stage_a_before)
+        if staged.linked:
+            c.cmd("SADD", self.keys.ref_linked(self.index), *staged.linked)
+        if staged.unlinked:
+            c.cmd("SREM", self.keys.ref_linked(self.index), *staged.unlinked)
         last_id = entries[-1][0]
         self.pending.append(c, last_id, [item for item in new if item[0].ts >= watermark])
         self.pending.trim(c, watermark, last_id)

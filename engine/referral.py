@@ -55,7 +55,8 @@ cached (chains are short; `MAX_CHAIN` bounds the walk).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Set as AbstractSet
 
 import msgspec
 
@@ -187,6 +188,42 @@ def on_credit(
         if state.upline and share > 0:
             out.append(Out(f"ref2:{user_id}>{state.upline}", state.upline, REWARD2, share))
     return out
+
+
+def must_see(
+    rules: Sequence[str], members: Sequence[str], linked: AbstractSet[str]
+) -> tuple[list[int], set[str]]:
+    """Which credits of a stage-A release (rules and members, network:user, in order)
+    `on_credit` must see: links and uplines, and the channel credits of members waiting for
+    their first earn (`linked`, or linked in this release). Returns their positions, and the
+    members linked in the release.
+
+    Every other channel credit only makes its member `seen`, and a member's first channel
+    credit can change nothing else: stage B marks it (`earn`) as it applies the credit,
+    and a link asks `earned_pending` about what stage B has yet to apply. So a release of routine
+    credits (a watch tick) needs no member's state in stage A."""
+    targets = {m for r, m in zip(rules, members, strict=True) if r == LINK}
+    picked = [
+        i
+        for i, (r, m) in enumerate(zip(rules, members, strict=True))
+        if r in STAGE_A_RULES or ((m in linked or m in targets) and r not in REWARD_RULES)
+    ]
+    return picked, targets
+
+
+def earn(state: ReferralState, rule: str) -> None:
+    """Stage B applies a credit of `rule`: a channel credit means the member has earned
+    (what `on_credit` notes in stage A for the credits `must_see` picks)."""
+    if rule not in SPECIAL_RULES and not state.seen:
+        state.seen = True
+
+
+def earned_pending(targets: AbstractSet[str], pending: Iterable[tuple[str, str]]) -> set[str]:
+    """The members of `targets` with a channel credit among `pending` ((rule, member) of
+    what stage A released before and stage B has yet to apply): a link finds them seen, as
+    `on_credit` in order would have. (A channel credit of the same release before the link
+    is one `must_see` picks: `on_credit` sees it first.)"""
+    return {m for r, m in pending if m in targets and r not in SPECIAL_RULES}
 
 
 def reward(

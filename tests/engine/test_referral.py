@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hypothesis import given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from engine.ledger import balances, member_account
@@ -15,6 +15,9 @@ from engine.referral import (
     ReferralRules,
     ReferralState,
     decide_link,
+    earn,
+    earned_pending,
+    must_see,
     on_credit,
     reward,
 )
@@ -207,3 +210,53 @@ def test_two_stages_pay_each_new_referee_once_and_balance(
         k = (e.credit, int(e.ts // 86_400))
         per_day[k] = per_day.get(k, 0) + 1
     assert cap == 0 or all(n <= cap for n in per_day.values())
+
+
+# Stage A sees only what `must_see` picks; stage B marks the rest `seen` as it applies them
+# (`earn`), lagging stage A by any number of releases; a link asks `earned_pending` about
+# what stage B still holds. Whatever the cuts and the lag, that is `on_credit` over every
+# credit in order: the same referral states and the same rewards.
+FEW = USERS[:3]
+credit_seqs = st.lists(
+    st.tuples(st.sampled_from(["follow", "watch", LINK, UPLINE, REWARD]),
+              st.sampled_from(FEW), st.sampled_from(FEW)),
+    max_size=40,
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(credit_seqs, st.lists(st.tuples(st.integers(0, 5), st.integers(0, 2)), max_size=40))
+@example([("follow", "u1", "u2"), (LINK, "u1", "u2")], [(1, 1)])
+def test_stage_a_seeing_only_what_must_see_picks_is_on_credit_over_everything(
+    credits: list[tuple[str, str, str]], cuts: list[tuple[int, int]]
+) -> None:
+    """Each cut: a release's size, and how many releases stage B then lags behind."""
+    rules = ReferralRules()
+    plain: dict[str, ReferralState] = {u: ReferralState() for u in USERS}
+    plain_out = [
+        o.id for rule, u, other in credits for o in on_credit(plain[u], u, rule, other, rules)
+    ]
+    states: dict[str, ReferralState] = {u: ReferralState() for u in USERS}
+    linked: set[str] = set()
+    pending: list[list[tuple[str, str]]] = []  # releases stage B has yet to apply
+    out: list[str] = []
+    at = 0
+    for size, lag in [*cuts, (len(credits), 0)]:
+        release = credits[at : at + size]
+        at += len(release)
+        rls, members = [c[0] for c in release], [c[1] for c in release]
+        picked, targets = must_see(rls, members, linked)
+        earned = earned_pending(targets, [c for part in pending for c in part])
+        for i in picked:
+            rule, u, other = release[i]
+            if rule == LINK and u in earned:
+                states[u].seen = True
+            out += [o.id for o in on_credit(states[u], u, rule, other, rules)]
+            (linked.add if states[u].status == "linked" else linked.discard)(u)
+        pending.append(list(zip(rls, members, strict=True)))
+        while len(pending) > lag:  # stage B applies all but the last `lag` releases
+            for rule, u in pending.pop(0):
+                earn(states[u], rule)
+    assert not pending
+    assert out == plain_out
+    assert states == plain
