@@ -33,7 +33,11 @@ channel credit after a link into a `referral` credit to the referrer and a `refe
 credit to the upline, dated at that first credit's ts, with ids derived from the referee
 (one payout per referee, ever). A referee who had already earned when linked brings no
 reward (`existing`): only new members count. Stage A's state depends on channel credits
-alone, so it never waits for another member shard. Each member shard publishes its stage-A
+alone, so it never waits for another member shard. It need not read every member's state
+either (`must_see`): besides links and uplines, only a member linked and waiting for its
+first earn has anything to decide; any other channel credit only makes its member seen,
+which stage B notes as it applies the credit (`earn`), and a link asks what stage B has yet
+to apply (`earned_pending`). Each member shard publishes its stage-A
 watermark to the others with the referral credits it sends; stage B, where balances
 change, applies channel and referral credits together, in (ts, network, id) order, once
 the channel partitions' watermarks *and* every member shard's stage-A watermark have
