@@ -6,7 +6,7 @@ actor `raffle_drawn` as JSON and the store its redemption records as JSON (`item
 `item_refunded`, ...). The feed reads them all through `decode_notices`, which turns an entry
 into flat JSON-ready dicts: {"id", "kind", "network", "user_id", "ts", ...}.
 
-An entry holds one notice, or (a JSON array: the member shards' `reward_earned`, up to
+An entry holds one notice, or (a JSON array: the ledger projectors' `reward_earned`, up to
 NOTICES_PER_ENTRY of them) several of one kind, which cost one append instead of one each.
 The notice of an entry has the entry's stream id as its id; the i-th of several has
 "{entry id}/{i}". Either way `Notice.entry_id` is the entry's id: the position to resume from.

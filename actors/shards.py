@@ -71,7 +71,7 @@ from engine.referral import (
     must_see,
     on_credit,
 )
-from engine.rewards import rewards
+from engine.rewards import RewardEarned, rewards
 from engine.routing import shard_of
 from engine.rules import EarnRules, NetworkRules, RuleBook
 from engine.spend import (
@@ -1066,7 +1066,7 @@ class MemberShard(StreamShard):
         for i in range(0, len(out.entries), CREDITS_PER_ENTRY):
             chunk = out.entries[i : i + CREDITS_PER_ENTRY]
             blob = ledger_encoder.encode(chunk)
-            c.cmd("XADD", keys.ledgerlog(self.index), "*", "l", blob, "n", len(chunk))
+            c.cmd("XADD", keys.ledgerlog(self.index), "*", "l", blob, "n", len(chunk), "r", 1)
         treasury: dict[str, int] = {}
         for e in out.entries:
             if e.debit.startswith(TREASURY_PREFIX):
@@ -1110,13 +1110,9 @@ class MemberShard(StreamShard):
                 c.many("HDEL", key, cleared)
 
     def _notice_rewards(self, c: Commit, out: Applied) -> None:
-        """reward_earned notices (engine/rewards.py), NOTICES_PER_ENTRY to an entry (a JSON
-        array: a new member's welcome and streak would otherwise cost two appends each),
-        and refused credits (engine/gating.py), one an entry."""
-        earned = rewards(out.entries)
-        for start in range(0, len(earned), NOTICES_PER_ENTRY):
-            c.cmd("XADD", self.keys.notices, "MAXLEN", "~", NOTICES_MAXLEN, "*", "reward_earned",
-                  notice_encoder.encode(earned[start : start + NOTICES_PER_ENTRY]))  # fmt: skip
+        """Refused credits (engine/gating.py), one notice an entry. (The reward_earned
+        notices of the batch's ledger entries are the ledger projector's to write: the
+        entries' `r` field says so.)"""
         for item in out.refused:
             c.cmd("XADD", self.keys.notices, "MAXLEN", "~", NOTICES_MAXLEN, "*",
                   "credit_refused", notice_encoder.encode(item))  # fmt: skip
@@ -1146,9 +1142,13 @@ notice_encoder = msgspec.json.Encoder()
 class LedgerProjector(StreamShard):
     """Projects the ledger log of member shard m (ledgerlog:{m}) into the channel
     leaderboards of all time, from the points members earned (entries from a treasury;
-    spends and transfers are not earnings): one ZINCRBY per member and channel a batch.
-    Exactly once, like the shards: offset and writes commit together. Balances never wait
-    for it; leaderboards trail by a batch. A member's points per channel are kept in its
+    spends and transfers are not earnings): one ZINCRBY per member and channel a batch; and
+    appends the `reward_earned` notices of its entries (engine/rewards.py),
+    NOTICES_PER_ENTRY to a stream entry (a JSON array: a new member's welcome and streak
+    would otherwise cost two appends each). Exactly once, like the shards: offset and
+    writes commit together. Balances never wait for it (a watch tick's notices once cost
+    the member shards 40% of their commit's bytes); leaderboards and notices trail by a
+    batch. A member's points per channel are kept in its
     state (MemberState.earned_in). Ledger pages and the boards of a day, week or month are
     not projected: they are read from the archive and the log's unarchived tail
     (gateway/reads.py), so Redis holds no entry per member, channel and day."""
@@ -1165,9 +1165,13 @@ class LedgerProjector(StreamShard):
     def process(self, entries: Sequence[Entry]) -> None:
         keys = self.keys
         earned: dict[tuple[str, str], int] = {}  # (member, channel) -> points
+        notices: list[RewardEarned] = []
         count = 0
         for _, fields in entries:
-            for e in ledger_decoder.decode(fields[b"l"]):
+            batch = ledger_decoder.decode(fields[b"l"])
+            if b"r" in fields:  # written since the reward notices are the projector's
+                notices += rewards(batch)
+            for e in batch:
                 count += 1
                 if not e.debit.startswith(TREASURY_PREFIX):
                     continue
@@ -1178,4 +1182,7 @@ class LedgerProjector(StreamShard):
             network, _, uid = nu.partition(":")
             c.cmd("ZINCRBY", keys.lb_all(f"{network}:{channel}"), amount, uid)
         c.cmd("HINCRBY", keys.stats, "entries_projected", count)
+        for start in range(0, len(notices), NOTICES_PER_ENTRY):
+            c.cmd("XADD", keys.notices, "MAXLEN", "~", NOTICES_MAXLEN, "*", "reward_earned",
+                  notice_encoder.encode(notices[start : start + NOTICES_PER_ENTRY]))  # fmt: skip
         self.commit(c, entries)

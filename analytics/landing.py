@@ -12,7 +12,7 @@ committed in the DuckDB transaction that stores its rows, table `feed_offsets`):
                  engine.member.TierChange, a row in `tier_changes`), `voucher_scanned`
                  (msgpack engine.voucher.VoucherScanned), `raffle_drawn` and the store's
                  `item_*` notices (JSON): one row each in `notices`, the body as JSON text;
-                 a JSON array (the member shards' `reward_earned`) gives a row per item.
+                 a JSON array (the ledger projectors' `reward_earned`) gives a row per item.
                  The notices stream is capped (actors.notices.NOTICES_MAXLEN, in entries): a sink more
                  than that many notices behind loses the oldest (they were never landed).
 """

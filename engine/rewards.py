@@ -2,9 +2,10 @@
 
 Routine earning (watch ticks, chat lines) is not news; a welcome, a streak bonus, an
 attendance reward, the weekly bonus or points for a follow, sub, gift, cheer, raid or custom
-action, or a referral reward (either level) is. The member shard appends one `reward_earned` notice per such entry to the notices
-stream in the same transaction as the entry itself, so each is noticed exactly once; the
-feed shows it and event webhooks deliver it as `reward.earned`. Voucher scans have their own
+action, or a referral reward (either level) is. The ledger projector of the member shard's
+log appends one `reward_earned` notice per such entry to the notices stream, in the
+transaction that moves its offset past the entry, so each is noticed exactly once (and
+balances do not wait for it); the feed shows it and event webhooks deliver it as `reward.earned`. Voucher scans have their own
 notice (`voucher_scanned`). Pure: no I/O.
 """
 

@@ -9,11 +9,9 @@ what is then fixed, not left to timing."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import msgspec
 import redis
 
 from actors.keys import Keys
@@ -21,42 +19,19 @@ from actors.shards import MemberShard
 from engine.member import Credit, MemberState, state_decoder, state_encoder
 from engine.referral import LINK, ReferralState
 from engine.routing import shard_of
-from tests.actors.conftest import make_cfg
-
-T0 = 1_795_000_000.0
-enc = msgspec.msgpack.Encoder()
+from tests.actors.conftest import T0, send, step, without_threads
 
 
 @contextmanager
 def two_member_shards(redis_url: str, namespace: str) -> Iterator[list[MemberShard]]:
-    cfg = make_cfg(redis_url, namespace, channel_shards=1, member_shards=2)
-    start = threading.Thread.start
-    threading.Thread.start = lambda self: None  # type: ignore[method-assign]
-    try:
-        shards = [MemberShard(cfg, m) for m in range(2)]
-    finally:
-        threading.Thread.start = start  # type: ignore[method-assign]
-    yield shards
+    with without_threads(redis_url, namespace, member_shards=2) as cfg:
+        yield [MemberShard(cfg, m) for m in range(2)]
 
 
 def user_on(m: int, taken: set[str] = frozenset()) -> str:  # type: ignore[assignment]
     return next(
         u for i in range(1000) if shard_of(f"n:{(u := f'u{i}')}", 2) == m and u not in taken
     )
-
-
-def send(r: redis.Redis, keys: Keys, m: int, credits: list[Credit], watermark: float) -> None:
-    """What channel partition 0 sends member shard m: credits and its watermark."""
-    r.xadd(keys.credits(m), {"n": len(credits), "p": 0, "w": repr(watermark),
-                             "c": enc.encode(credits), "a": enc.encode([0] * len(credits))})  # fmt: skip
-
-
-def step(shard: MemberShard, r: redis.Redis) -> None:
-    """One read of the shard's stream, processed and acknowledged."""
-    got = r.xreadgroup(shard.group, shard.consumer, {shard.stream: ">"}, count=1000)
-    for run in shard.groups(got[0][1] if got else []):
-        shard.process(run)
-        shard._applied(run)
 
 
 def state(r: redis.Redis, keys: Keys, uid: str) -> MemberState:
