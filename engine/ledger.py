@@ -7,7 +7,7 @@ from collections.abc import Iterable
 import msgspec
 
 
-class Entry(msgspec.Struct, frozen=True, array_like=True):
+class Entry(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """Moves `amount` (> 0) points from account `debit` to account `credit`.
 
     The id derives from the source credit id and the rule, so a replay yields the same ids.

@@ -12,7 +12,7 @@ from engine.rules import EarnRules, NetworkRules, WeeklyRules
 DAY_S = 86_400
 
 
-class Credit(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True):
+class Credit(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True, gc=False):
     """A channel's claim that a member earned `points` (before multipliers) under `rule`.
 
     The id is deterministic (an event id, or the channel, tick and user of a watch tick).
