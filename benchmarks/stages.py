@@ -82,6 +82,17 @@ def redis_usec(r: redis.Redis) -> int:
     return round((cpu["used_cpu_user_main_thread"] + cpu["used_cpu_sys_main_thread"]) * 1e6)
 
 
+def step(shard: StreamShard, r: redis.Redis) -> int:
+    """One read of the shard's stream, processed and acknowledged; the entries it read."""
+    got = r.xreadgroup(shard.group, shard.consumer, {shard.stream: ">"},
+                       count=shard.cfg.read_count)  # fmt: skip
+    entries = got[0][1] if got else []
+    for run in shard.groups(entries):
+        shard.process(run)
+        shard._applied(run)
+    return len(entries)
+
+
 def drive(shards: list[StreamShard], r: redis.Redis) -> tuple[int, float, float, int]:
     """Run `shards` (of one kind) over their whole streams, one read each in turn until all
     are drained (so member shards hear each other's stage-A marks as they would running
@@ -95,16 +106,9 @@ def drive(shards: list[StreamShard], r: redis.Redis) -> tuple[int, float, float,
     while busy:
         busy = False
         for shard in shards:
-            got = r.xreadgroup(shard.group, shard.consumer, {shard.stream: ">"},
-                               count=shard.cfg.read_count)  # fmt: skip
-            entries = got[0][1] if got else []
-            if not entries:
-                continue
-            busy = True
-            for run in shard.groups(entries):
-                shard.process(run)
-                shard._applied(run)
-            entries_done += len(entries)
+            read = step(shard, r)
+            busy = busy or read > 0
+            entries_done += read
     cpu_s = time.process_time() - c0
     return entries_done, time.perf_counter() - t0, cpu_s, redis_usec(r) - u0
 

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -11,7 +10,7 @@ import redis
 from actors.client import RallyClient
 from actors.config import RuntimeConfig
 from actors.keys import Keys
-from actors.stream import StreamShard
+from benchmarks.stages import no_threads
 from engine.events import Event, encode_events
 from engine.member import Credit, state_decoder
 from engine.reference import Reference
@@ -68,24 +67,11 @@ def rally(
 def without_threads(redis_url: str, namespace: str, **kw: object) -> Iterator[RuntimeConfig]:
     """Shards made inside start no loop thread: the test drives them (`step`), so which
     batch holds what is fixed, not left to timing."""
-    cfg = make_cfg(redis_url, namespace, channel_shards=1, **kw)
-    start = threading.Thread.start
-    threading.Thread.start = lambda self: None  # type: ignore[method-assign]
-    try:
-        yield cfg
-    finally:
-        threading.Thread.start = start  # type: ignore[method-assign]
+    with no_threads():
+        yield make_cfg(redis_url, namespace, channel_shards=1, **kw)
 
 
 def send(r: redis.Redis, keys: Keys, m: int, credits: list[Credit], watermark: float) -> None:
     """What channel partition 0 sends member shard m: credits and its watermark."""
     r.xadd(keys.credits(m), {"n": len(credits), "p": 0, "w": repr(watermark),
                              "c": _enc.encode(credits), "a": _enc.encode([0] * len(credits))})  # fmt: skip
-
-
-def step(shard: StreamShard, r: redis.Redis) -> None:
-    """One read of the shard's stream, processed and acknowledged."""
-    got = r.xreadgroup(shard.group, shard.consumer, {shard.stream: ">"}, count=1000)
-    for run in shard.groups(got[0][1] if got else []):
-        shard.process(run)
-        shard._applied(run)

@@ -9,9 +9,10 @@ import redis
 
 from actors.keys import Keys
 from actors.shards import LedgerProjector, MemberShard, ledger_encoder
+from benchmarks.stages import step
 from engine.ledger import Entry
 from engine.member import Credit
-from tests.actors.conftest import T0, send, step, without_threads
+from tests.actors.conftest import T0, send, without_threads
 
 
 def test_the_projector_notices_each_reward_once_and_none_of_an_older_log(

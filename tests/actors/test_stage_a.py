@@ -16,10 +16,11 @@ import redis
 
 from actors.keys import Keys
 from actors.shards import MemberShard
+from benchmarks.stages import step
 from engine.member import Credit, MemberState, state_decoder, state_encoder
 from engine.referral import LINK, ReferralState
 from engine.routing import shard_of
-from tests.actors.conftest import T0, send, step, without_threads
+from tests.actors.conftest import T0, send, without_threads
 
 
 @contextmanager
