@@ -16,6 +16,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -24,6 +25,25 @@ from actors.client import RallyClient
 from gateway.redis_server import free_port
 from gateway.settings import Settings, load_settings
 from gateway.signing import signed_headers
+
+
+def wait_runtime_file(
+    data_dir: Path, proc: subprocess.Popen[Any], timeout_s: float = 120.0
+) -> dict[str, Any]:
+    """The runtime.json `rally serve` writes once every gateway process listens: started with
+    `--port 0` (or `port = 0`), the URL it holds is the only one no other process can have
+    taken between picking a port and binding it."""
+    path = Path(data_dir) / "runtime.json"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"rally serve exited with {proc.returncode}")
+        try:
+            return dict(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            time.sleep(0.1)
+    raise RuntimeError("rally serve wrote no runtime.json")
+
 
 KEY, SECRET = "e2e-key", "e2e-secret-0123456789abcdef"
 

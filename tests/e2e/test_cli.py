@@ -3,23 +3,21 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from gateway.redis_server import free_port
 from gateway.signing import bearer
-from tests.e2e.conftest import KEY, SECRET, get, post, rally_cli
+from tests.e2e.conftest import KEY, SECRET, get, post, rally_cli, wait_runtime_file
 from tests.e2e.traffic import day_of_traffic
 
 SERVE_CONFIG = """
 data_dir = "{data_dir}"
 namespace = "cli"
 [server]
-port = {port}
+port = 0   # a free one: the URL is in runtime.json
 workers = 2
 [auth]
 token_secret = "cli-token-secret-0123456789"
@@ -49,33 +47,17 @@ def wait_ready(url: str, proc: subprocess.Popen[str], timeout_s: float = 90.0) -
     raise AssertionError("rally serve did not become ready")
 
 
-def wait_runtime_file(path: Path, proc: subprocess.Popen[str], timeout_s: float = 30.0) -> dict:
-    """runtime.json: written once every gateway worker listens (they may answer before)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-        try:
-            return dict(json.loads(path.read_text()))
-        except (OSError, ValueError):
-            time.sleep(0.1)
-    raise AssertionError("rally serve wrote no runtime.json")
-
-
 def test_serve_post_read_stop_then_audit_from_the_aof(tmp_path: Path) -> None:
-    port = free_port()
     config = tmp_path / "rally.toml"
-    config.write_text(
-        SERVE_CONFIG.format(data_dir=tmp_path / "data", port=port, key=KEY, secret=SECRET)
-    )
+    config.write_text(SERVE_CONFIG.format(data_dir=tmp_path / "data", key=KEY, secret=SECRET))
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
     try:
+        runtime = wait_runtime_file(tmp_path / "data", proc)
+        url = runtime["url"]
         wait_ready(url, proc)
-        runtime = wait_runtime_file(tmp_path / "data" / "runtime.json", proc)
-        assert runtime["url"] == url
         wire = day_of_traffic(seed=5, members=12, chats=300)
         assert post(url, wire) == (202, {"accepted": len(wire)})
         deadline = time.monotonic() + 60

@@ -28,10 +28,9 @@ from ray.cluster_utils import Cluster
 from actors.client import wait_idle
 from actors.keys import Keys
 from actors.redisconn import connect
-from gateway.redis_server import free_port
 from gateway.settings import load_settings
 from tests.cluster import RedisClusterNodes
-from tests.e2e.conftest import KEY, SECRET
+from tests.e2e.conftest import KEY, SECRET, wait_runtime_file
 from tests.e2e.delivery import chunks, deliver, post_batch
 from tests.e2e.readback import (
     differences,
@@ -71,10 +70,11 @@ def two_ray_nodes() -> Iterator[Cluster]:
 
 
 @contextlib.contextmanager
-def serving(config: Path, port: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """`rally serve`, its output in `log` (its tail printed when the test fails)."""
+def serving(config: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """`rally serve` on a free port (its URL in runtime.json), its output in `log` (its tail
+    printed when the test fails)."""
     cmd = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config),
-           "--port", str(port)]  # fmt: skip
+           "--port", "0"]  # fmt: skip
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
     try:
@@ -124,11 +124,10 @@ def test_a_redis_cluster_and_two_ray_nodes_give_the_engines_balances(
     settings = load_settings(config, {})
     r = connect(redis_cluster.url)
     keys = Keys.of(ns, redis_cluster.url)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     ns_slot = r.cluster_keyslot(keys.stats)
     moved_to = (redis_cluster.owner(ns_slot) + 1) % len(redis_cluster.nodes)
-    with serving(config, port, tmp_path / "serve.log") as proc:
+    with serving(config, tmp_path / "serve.log") as proc:
+        url = wait_runtime_file(tmp_path / "data", proc, READY_TIMEOUT_S)["url"]
         report = ready_report(url, proc)
         nodes = {s["shard"]: s["node"] for s in report["shards"]}
         assert len(set(nodes.values())) == 2, f"the shards did not spread over both nodes: {nodes}"
