@@ -31,6 +31,7 @@ from actors.keys import LATENCY_BUCKETS_MS, Keys
 from actors.lua import Arg, Commit
 from actors.notices import NOTICES_MAXLEN, NOTICES_PER_ENTRY
 from actors.raffle import KeywordFeed
+from actors.redisconn import hmget
 from actors.referrals import ReferralGraph
 from actors.stream import Entry, StreamShard
 from engine import timelog
@@ -744,7 +745,7 @@ class MemberShard(StreamShard):
                     members[k] = state_decoder.decode(raw)
         for start in range(0, len(missing), 10_000):
             chunk = missing[start : start + 10_000]
-            for key, raw in zip(chunk, self.r.hmget(self.keys.mstate, chunk), strict=True):
+            for key, raw in zip(chunk, hmget(self.r, self.keys.mstate, chunk), strict=True):
                 if raw:
                     members[key] = state_decoder.decode(raw)
                     packed[key] = raw
