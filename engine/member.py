@@ -47,7 +47,7 @@ EPOCH_MONDAY_DAYS = 3
 """1970-01-01 was a Thursday: day d is in week (d + 3) // 7, weeks starting on Monday."""
 
 
-class WeekActivity(msgspec.Struct, array_like=True):
+class WeekActivity(msgspec.Struct, array_like=True, gc=False):
     """What a member did in one week (kept in MemberState for this week and the last)."""
 
     week: int = -1
@@ -71,14 +71,12 @@ class MemberState(msgspec.Struct, array_like=True, gc=False):
     entries: int = 0
     uses: dict[str, Use] = {}
     """Spend guard counters (engine/spend.py), by guard key; empty for most members."""
-    week_now: WeekActivity = msgspec.field(default_factory=lambda: WeekActivity())
-    week_before: WeekActivity = msgspec.field(default_factory=lambda: WeekActivity())
+    week_now: WeekActivity = msgspec.field(default_factory=WeekActivity)
+    week_before: WeekActivity = msgspec.field(default_factory=WeekActivity)
     """What the member did this week and the week before (the weekly bonus)."""
-    presence: quality.Presence = msgspec.field(default_factory=lambda: quality.Presence())
+    presence: quality.Presence = msgspec.field(default_factory=quality.Presence)
     """Presence-quality signals (anti-farming, engine/quality.py)."""
-    referral: referral.ReferralState = msgspec.field(
-        default_factory=lambda: referral.ReferralState()
-    )
+    referral: referral.ReferralState = msgspec.field(default_factory=referral.ReferralState)
     """Who referred the member, and the referral rewards it received (engine/referral.py)."""
     earned_in: dict[str, int] = {}
     """Points earned per channel (ledger entries from the treasury): the member's standing
@@ -121,8 +119,11 @@ def effective_streak(state: MemberState, today: int) -> int:
 
 
 def _post(
-    state: MemberState, out: Applied, credit: Credit, rule: str, amount: int, entry_id: str
-) -> None:
+    state: MemberState, out: Applied, credit: Credit, account: str, rule: str, amount: int,
+    entry_id: str,
+) -> None:  # fmt: skip
+    """An entry of `amount` from the network's treasury to `account` (the credited member's:
+    built once by the caller, for up to three entries)."""
     if amount <= 0:
         return
     state.balance += amount
@@ -136,7 +137,7 @@ def _post(
             credit.ts,
             credit.network,
             treasury_account(credit.network),
-            member_account(credit.network, credit.user_id),
+            account,
             amount,
             rule,
             credit.channel,
@@ -210,17 +211,18 @@ def apply_credit(
         state.name = credit.user_name
     tier_before = state.tier
     pres = state.presence
+    account = member_account(credit.network, credit.user_id)
+    uid = f"{credit.network}:{credit.user_id}" if state.last_day < 0 else ""
     if state.last_day < 0:
         pres.first_ts = credit.ts  # the account's first credit on the network
-        uid = f"{credit.network}:{credit.user_id}"
-        _post(state, out, credit, "welcome", earn.welcome_points, f"{uid}/welcome")
+        _post(state, out, credit, account, "welcome", earn.welcome_points, f"{uid}/welcome")
     day = int(credit.ts // DAY_S)  # day_of
     if day > state.last_day:
         state.streak = state.streak + 1 if state.last_day == day - 1 else 1
         state.last_day = day
         bonus = rules.streak.bonus(state.streak)
-        uid = f"{credit.network}:{credit.user_id}"
-        _post(state, out, credit, "streak", bonus, f"{uid}/streak/{day}")
+        uid = uid or f"{credit.network}:{credit.user_id}"
+        _post(state, out, credit, account, "streak", bonus, f"{uid}/streak/{day}")
     before = pres.flags
     rule = credit.rule
     if rule == "watch":
@@ -248,9 +250,8 @@ def apply_credit(
         )  # fmt: skip
     if points > 0:
         amount = points * rules.tiers.multipliers_pct[state.tier] // 100
-        _post(
-            state, out, credit, credit.rule, amount, f"{credit.network}:{credit.id}/{credit.rule}"
-        )
+        entry_id = f"{credit.network}:{credit.id}/{credit.rule}"
+        _post(state, out, credit, account, credit.rule, amount, entry_id)
     note_week(state, rule, day, rules.weekly)
     tier = rules.tiers.tier_for(state.lifetime)
     if tier != tier_before:
@@ -269,7 +270,9 @@ def apply_referral(state: MemberState, credit: Credit, rules: NetworkRules, out:
     tier_before = state.tier
     pct = rules.tiers.multipliers_pct[state.tier]
     amount = referral.reward(state.referral, credit.points, day_of(credit.ts), pct, rules.referral)
-    _post(state, out, credit, credit.rule, amount, f"{credit.network}:{credit.id}/{credit.rule}")
+    account = member_account(credit.network, credit.user_id)
+    entry_id = f"{credit.network}:{credit.id}/{credit.rule}"
+    _post(state, out, credit, account, credit.rule, amount, entry_id)
     tier = rules.tiers.tier_for(state.lifetime)
     if tier != tier_before:
         state.tier = tier

@@ -92,7 +92,7 @@ class ReferralRules(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
             raise ValueError("referral: second_level_pct must be 0-100")
 
 
-class ReferralState(msgspec.Struct, array_like=True, omit_defaults=True):
+class ReferralState(msgspec.Struct, array_like=True, omit_defaults=True, gc=False):
     """A member's referral facts (in MemberState). Stage A fields: referrer, upline, seen,
     status. Stage B fields: the rewards this member received as a referrer."""
 
