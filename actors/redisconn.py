@@ -73,17 +73,29 @@ def slot_moved(r: redis.Redis, err: redis.exceptions.MovedError) -> bool:
     return True
 
 
+RETRIED_THROUGH_CLIENT = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    redis.exceptions.MovedError,
+    redis.exceptions.AskError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.ClusterDownError,
+)
+"""Errors of a read sent on a connection of one's own that the client itself knows how to
+retry (reconnect, follow a moved or migrating slot, wait for the cluster)."""
+
+
 def hmget(r: redis.Redis, key: str, fields: Sequence[str]) -> list[bytes | None]:
     """`r.hmget(key, fields)`, packed by hiredis in one call: redis-py encodes each argument
     in Python (~1 µs a field, what a watch tick's member shard paid for each new viewer).
     Sent on a connection of the key's server; a reply that cannot be trusted (a broken
-    connection, a moved slot) is asked again through `r`, which retries and follows MOVED."""
+    connection, a moved or migrating slot) is asked again through `r`, which knows how to."""
     pool = pool_for(r, key)
     conn = pool.get_connection()
     try:
         conn.send_packed_command([hiredis.pack_command(("HMGET", key, *fields))])
         return cast(list[bytes | None], conn.read_response())
-    except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.MovedError):
+    except RETRIED_THROUGH_CLIENT:
         conn.disconnect()
         return cast(list[bytes | None], r.hmget(key, fields))
     except BaseException:

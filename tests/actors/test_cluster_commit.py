@@ -12,7 +12,7 @@ from redis.crc import key_slot
 
 from actors.keys import Keys
 from actors.lua import Commit, CommitCall, NativeCommit
-from actors.redisconn import connect
+from actors.redisconn import connect, hmget
 from actors.stream import not_the_entry
 from tests.cluster import RedisClusterNodes
 
@@ -64,3 +64,21 @@ def test_redirects_and_failovers_are_no_fault_of_the_entries() -> None:
                   "BUSY Redis is busy running a script"):  # fmt: skip
         assert not_the_entry(BaseParser.parse_error(reply)), reply
     assert not not_the_entry(BaseParser.parse_error("WRONGTYPE Operation against a key"))
+
+
+def test_a_packed_hmget_answers_as_the_client_does_across_a_reshard(
+    cluster: RedisClusterNodes,
+) -> None:
+    """actors.redisconn.hmget (what a member shard loads states with) on the deployment's
+    slot: the same answer as redis-py's, before and after the slot moves to another master
+    (the MOVED reply on its own connection is asked again through the client)."""
+    r = connect(cluster.url)
+    key = Keys("reshard", tagged=True).mstate
+    r.hset(key, mapping={"a": b"\x01", "c": b""})
+    fields = ["a", "b", "c"]
+    assert hmget(r, key, fields) == r.hmget(key, fields) == [b"\x01", None, b""]
+    slot = key_slot(key.encode())
+    cluster.move_slot(slot, (cluster.owner(slot) + 1) % len(cluster.nodes))
+    assert hmget(r, key, fields) == [b"\x01", None, b""]
+    assert hmget(r, key, fields) == [b"\x01", None, b""]  # the client learnt the new owner
+    r.close()
