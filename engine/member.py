@@ -212,9 +212,10 @@ def apply_credit(
     tier_before = state.tier
     pres = state.presence
     account = member_account(credit.network, credit.user_id)
-    uid = f"{credit.network}:{credit.user_id}" if state.last_day < 0 else ""
+    uid = ""  # "network:user", the welcome and streak entries' id prefix: built when needed
     if state.last_day < 0:
         pres.first_ts = credit.ts  # the account's first credit on the network
+        uid = f"{credit.network}:{credit.user_id}"
         _post(state, out, credit, account, "welcome", earn.welcome_points, f"{uid}/welcome")
     day = int(credit.ts // DAY_S)  # day_of
     if day > state.last_day:
