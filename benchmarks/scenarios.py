@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 import msgspec
 import psutil
 
+from actors.redisconn import hmget
 from benchmarks.bench import (
     SAMPLE_S,
     Bench,
@@ -332,10 +333,11 @@ def _pay_one_tick(
 
     def read(keys: list[str]) -> list[int]:
         """Balances (a member state is written before its first payout: stage A of the
-        referral rules keeps what it saw)."""
+        referral rules keeps what it saw). Packed by hiredis: polled every 20 ms while the
+        tick is paid, redis-py's HMGET of the sample took ~1 ms of the shards' two cores."""
         return [0 if raw is None else _balance.decode(raw).balance
                 for i in range(0, len(keys), 10_000)
-                for raw in b.r.hmget(mstate, keys[i : i + 10_000])]  # fmt: skip
+                for raw in hmget(b.r, mstate, keys[i : i + 10_000])]  # fmt: skip
 
     # a tick before may still be in flight, or in the ledger sink's archive
     wait_drained(b, timeout_s=WATCH_BUDGET_S, exact=True)
