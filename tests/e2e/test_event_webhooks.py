@@ -92,8 +92,14 @@ def test_tier_upgrades_are_delivered_signed_retried_and_deduped(
         assert body["type"] == "tier.upgraded"
         assert (body["data"]["old_tier"], body["data"]["new_tier"]) == (0, 1)
         assert receiver.deliveries[did] == 2, "the first attempt failed (500), the retry landed"
-        notice_id = call(dep.url, "GET", f"/v1/webhooks/deliveries/{did}?network=tv")[1]
-        assert notice_id["status"] == "delivered"
+
+        def record(did: str = did) -> dict:
+            return call(dep.url, "GET", f"/v1/webhooks/deliveries/{did}?network=tv")[1]
+
+        # the receiver counts a delivery as it answers 200; the sender records it on reading
+        # that answer, a moment later
+        notice_id = wait_for(lambda: (r := record())["status"] == "delivered" and r, 30)
+        assert notice_id, f"not recorded as delivered: {record()}"
         sub = notice_id["subscription"]
         assert did == event_hooks.delivery_id(sub, notice_id["notice_id"]), "stable id"
     assert receiver.bad_signatures == 0
