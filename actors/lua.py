@@ -153,7 +153,7 @@ class NativeCommit:
         for start in range(0, len(acks), CHUNK_ARGS):
             out.append(pack(("XACK", a.stream, a.group, *acks[start : start + CHUNK_ARGS])))
         out.append(pack(("EXEC",)))
-        conn.send_packed_command([b"".join(out)])
+        conn.send_packed_command(coalesce(out))
         refused, replies = _read_replies(conn, len(out))
         if isinstance(replies, hiredis.ReplyError):  # EXECABORT: nothing was written
             raise _error(refused or replies)
@@ -163,6 +163,34 @@ class NativeCommit:
             if isinstance(reply, hiredis.ReplyError):
                 raise _error(reply)
         return 1
+
+
+COALESCE_BYTES = 1 << 16
+"""Packed commands are joined into writes of about this size (one `sendall` each)."""
+
+
+def coalesce(packed: list[bytes], size: int = COALESCE_BYTES) -> list[bytes]:
+    """The commit's packed commands as a few writes: runs of small ones joined up to `size`
+    bytes, each large one (a state HSET of thousands of fields, a ledger blob) as it is. One
+    join of everything copied a large commit (a million-viewer tick's is ~200 MB) once more."""
+    writes: list[bytes] = []
+    run: list[bytes] = []
+    run_bytes = 0
+    for cmd in packed:
+        if len(cmd) >= size:
+            if run:
+                writes.append(b"".join(run))
+                run, run_bytes = [], 0
+            writes.append(cmd)
+            continue
+        run.append(cmd)
+        run_bytes += len(cmd)
+        if run_bytes >= size:
+            writes.append(b"".join(run))
+            run, run_bytes = [], 0
+    if run:
+        writes.append(b"".join(run))
+    return writes
 
 
 READ_CHUNK = 1 << 16
