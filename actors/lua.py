@@ -15,7 +15,7 @@ import hiredis
 import redis
 from redis._parsers.base import BaseParser
 
-from actors.redisconn import pool_for, slot_moved
+from actors.redisconn import connection_for, slot_moved
 from engine.streamid import stream_id
 
 CHUNK_ARGS = 4_000
@@ -109,19 +109,12 @@ class NativeCommit:
         sent again to the new owner, once: a MOVED reply means nothing was written (WATCH,
         or every queued command, was refused: EXECABORT)."""
         for attempt in range(MOVED_RETRIES + 1):
-            pool = pool_for(self.r, args.epoch_key)
-            conn = pool.get_connection()
             try:
-                return self._run(conn, args)
+                with connection_for(self.r, args.epoch_key) as conn:
+                    return self._run(conn, args)
             except redis.exceptions.MovedError as err:
-                conn.disconnect()
                 if attempt == MOVED_RETRIES or not slot_moved(self.r, err):
                     raise
-            except BaseException:
-                conn.disconnect()  # what is still on the wire is unknown: start clean
-                raise
-            finally:
-                pool.release(conn)
         raise AssertionError("unreachable")
 
     @staticmethod

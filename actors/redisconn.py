@@ -15,7 +15,8 @@ untagged keys, and fail on the keys of other nodes, until it restarts.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, cast
 
 import hiredis
@@ -55,8 +56,8 @@ def connect(url: str, **kwargs: Any) -> redis.Redis:
 
 
 def pool_for(r: redis.Redis, key: str) -> redis.ConnectionPool:
-    """The connection pool of the server that holds `key` (for commands sent on a
-    connection of one's own, such as actors.lua.NativeCommit's MULTI/EXEC)."""
+    """The connection pool of the server that holds `key` (`connection_for` takes a
+    connection of one's own from it)."""
     if isinstance(r, RedisCluster):
         node = r.get_node_from_key(key)
         return cast(redis.ConnectionPool, r.get_redis_connection(node).connection_pool)
@@ -85,24 +86,33 @@ RETRIED_THROUGH_CLIENT = (
 retry (reconnect, follow a moved or migrating slot, wait for the cluster)."""
 
 
+@contextmanager
+def connection_for(r: redis.Redis, key: str) -> Iterator[Any]:
+    """A connection of its own to the server that holds `key`, for commands packed and read
+    by the caller (actors.lua.NativeCommit's MULTI/EXEC, `hmget`). On any error it is
+    disconnected before it goes back to the pool: what is still on the wire is unknown."""
+    pool = pool_for(r, key)
+    conn = pool.get_connection()
+    try:
+        yield conn
+    except BaseException:
+        conn.disconnect()
+        raise
+    finally:
+        pool.release(conn)
+
+
 def hmget(r: redis.Redis, key: str, fields: Sequence[str]) -> list[bytes | None]:
     """`r.hmget(key, fields)`, packed by hiredis in one call: redis-py encodes each argument
     in Python (~1 µs a field, what a watch tick's member shard paid for each new viewer).
     Sent on a connection of the key's server; a reply that cannot be trusted (a broken
     connection, a moved or migrating slot) is asked again through `r`, which knows how to."""
-    pool = pool_for(r, key)
-    conn = pool.get_connection()
     try:
-        conn.send_packed_command([hiredis.pack_command(("HMGET", key, *fields))])
-        return cast(list[bytes | None], conn.read_response())
+        with connection_for(r, key) as conn:
+            conn.send_packed_command([hiredis.pack_command(("HMGET", key, *fields))])
+            return cast(list[bytes | None], conn.read_response())
     except RETRIED_THROUGH_CLIENT:
-        conn.disconnect()
         return cast(list[bytes | None], r.hmget(key, fields))
-    except BaseException:
-        conn.disconnect()  # what is still on the wire is unknown: start clean
-        raise
-    finally:
-        pool.release(conn)
 
 
 def connect_async(
