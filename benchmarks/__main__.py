@@ -263,8 +263,10 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
     v = mem.get("rss_bytes_per_member")
     add("≤300 bytes resident memory per member beyond a fixed base", v,
         bool(v is not None and v <= 300),
-        f"{v} B/member RSS growth (Redis' used_memory: {mem.get('redis_bytes_per_member')} B/member, "
-        f"of which {mem.get('redis_durable_bytes_per_member')} B kept for good: member state, "
+        f"{v} B/member RSS growth beyond the first {mem.get('first_memory_new_members', 0):,} "
+        f"new members, who grew it {mem.get('first_rss_bytes_per_member')} B/member (Redis' "
+        f"used_memory: {mem.get('redis_bytes_per_member')} B/member, of which "
+        f"{mem.get('redis_durable_bytes_per_member')} B kept for good: member state, "
         f"standings, all-time boards)")  # fmt: skip
     bot = sc.get("bot", {}).get("summary", {})
     v = bot.get("reply_p99_ms_at_5000")

@@ -530,10 +530,10 @@ def wait_drained(bench: Bench, timeout_s: float = DRAIN_TIMEOUT_S, *, exact: boo
     return False
 
 
-def sut_rss(bench: Bench) -> int:
-    """Resident bytes of Rallypoint's processes (gateway, Ray, redis-server), now."""
+def sut_rss(bench: Bench) -> dict[str, int]:
+    """Resident bytes of Rallypoint's processes (gateway, Ray, redis-server), now, by role."""
     bench.sampler.reset()
-    return bench.sampler.rss_total(exclude=("loadgen", "baseline"))
+    return bench.sampler.rss_by_role(exclude=("loadgen", "baseline"))
 
 
 SLOW_US = 10_000

@@ -109,10 +109,15 @@ class ProcessSampler:
     def rss_total(self, exclude: tuple[str, ...] = ()) -> int:
         """Resident bytes at the last sample, but of roles starting with `exclude`; a fork's
         pages are its parent's and not counted twice."""
-        return sum(
-            s.rss_last for s in self.seen.values()
-            if s.role != FORK_ROLE and not s.role.startswith(exclude)
-        )  # fmt: skip
+        return sum(self.rss_by_role(exclude).values())
+
+    def rss_by_role(self, exclude: tuple[str, ...] = ()) -> dict[str, int]:
+        """rss_total, role by role (the processes of one role summed)."""
+        out: dict[str, int] = {}
+        for s in self.seen.values():
+            if s.role != FORK_ROLE and not s.role.startswith(exclude):
+                out[s.role] = out.get(s.role, 0) + s.rss_last
+        return out
 
 
 def _ppid(proc: psutil.Process) -> int | None:
