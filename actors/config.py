@@ -46,6 +46,9 @@ class RuntimeConfig(msgspec.Struct, frozen=True, kw_only=True):
     snapshots_kept: int = 3
     trim_interval_s: float = 1.0
     """How often the scheduler trims the streams to what every consumer committed; 0 = never."""
+    notices_kept: int = 1_000
+    """The newest notices stream entries kept for the feed whatever the consumers committed
+    (the feed's backlog_max: what a client resuming with ?after= is replayed)."""
     spend_record_ttl_s: int = 7 * 86_400
     """How long a member shard remembers a transfer's key and result (engine/spend.py)."""
     rules: dict[str, Any] = {}

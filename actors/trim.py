@@ -12,9 +12,14 @@ committed.
     ingest:{p}      group "archive"    offsets[ingest:{p}|archive] (the sink's events)
     ledgerlog:{m}   group "projector"  offsets[ledgerlog:{m}]
                     group "archive"    offsets[ledgerlog:{m}|archive]
+    notices         group "archive"    offsets[notices|archive] (the sink lands them)
+                    group "webhooks"   its pending entries (acknowledged once their
+                                       deliveries are stored: actors/event_hooks.py)
 
 The ledger log is the ledger of record until the archive holds it: it is trimmed only when
-the archive's consumer group exists and has committed. A stream with a consumer group not
+the archive's consumer group exists and has committed. The notices stream also serves the
+feed, which replays the newest `notices_kept` entries to a client resuming with ?after=:
+those stay whatever the groups did (writers cap it with `MAXLEN ~` NOTICES_MAXLEN too). A stream with a consumer group not
 listed here is left alone (whoever added the group must say what its offset is).
 Trimming is exact (what `~` would keep is at most a stream node of 100 entries per stream,
 and an exact MINID costs little more: whole nodes are dropped, the one cut in two is
@@ -28,6 +33,7 @@ import logging
 import redis
 
 from actors.config import RuntimeConfig
+from actors.event_hooks import GROUP as WEBHOOKS_GROUP
 from actors.keys import Keys
 from actors.ledger_sink import GROUP as ARCHIVE_GROUP
 from actors.ledger_sink import archive_offset_field
@@ -52,35 +58,94 @@ def _field(stream: str, group: str, ledger_log: bool) -> str | None:
 def safe_min_id(r: redis.Redis, keys: Keys, stream: str, ledger_log: bool) -> str | None:
     """The id below which every consumer group of `stream` has committed everything
     (as a MINID argument), or None when nothing may be trimmed."""
+    bounds = _group_bounds(r, keys, stream, ledger_log)
+    if not bounds:
+        return None
+    ms, seq = min(bounds)
+    return f"{ms}-{seq}"
+
+
+def _group_bounds(
+    r: redis.Redis, keys: Keys, stream: str, ledger_log: bool
+) -> list[tuple[int, int]] | None:
+    """Per consumer group of `stream`, the smallest id it may still need; [] if it has no
+    group, None when nothing may be trimmed (no such stream, a group that has committed
+    nothing, or one the trimmer does not know)."""
     try:
-        groups = [g["name"] for g in r.xinfo_groups(stream)]
+        groups = r.xinfo_groups(stream)
     except redis.ResponseError:  # no such stream
         return None
-    names = [g.decode() if isinstance(g, bytes) else str(g) for g in groups]
-    if not names or (ledger_log and ARCHIVE_GROUP not in names):
+    names = [_text(g["name"]) for g in groups]
+    if ledger_log and ARCHIVE_GROUP not in names:
         return None
+    bounds: list[tuple[int, int]] = []
     fields: list[str] = []
-    for group in names:
-        f = _field(stream, group, ledger_log)
+    for group, name in zip(groups, names, strict=True):
+        if name == WEBHOOKS_GROUP and stream == keys.notices:
+            bounds.append(_acknowledged_bound(r, stream, group))
+            continue
+        f = _field(stream, name, ledger_log)
         if f is None:
-            if (stream, group) not in _warned:  # once: the trimmer runs every second
-                _warned.add((stream, group))
-                log.warning("not trimming %s: unknown consumer group %r", stream, group)
+            if (stream, name) not in _warned:  # once: the trimmer runs every second
+                _warned.add((stream, name))
+                log.warning("not trimming %s: unknown consumer group %r", stream, name)
             return None
         fields.append(f)
-    pipe = r.pipeline(transaction=False)
-    for f in fields:
-        pipe.hget(keys.offsets, f)
-    committed = pipe.execute()
-    if any(c is None for c in committed):
-        return None
-    ms, seq = min(stream_id(c) for c in committed if c is not None)
-    return f"{ms}-{seq + 1}"
+    if fields:
+        pipe = r.pipeline(transaction=False)
+        for f in fields:
+            pipe.hget(keys.offsets, f)
+        committed = pipe.execute()
+        if any(c is None for c in committed):
+            return None
+        bounds += [(ms, seq + 1) for ms, seq in (stream_id(c) for c in committed)]
+    return bounds
+
+
+def _acknowledged_bound(r: redis.Redis, stream: str, group: dict[str, object]) -> tuple[int, int]:
+    """The smallest id a group that acknowledges what it is done with (XACK) may still
+    need: its oldest pending entry, or the one after the last delivered to it."""
+    if int(str(group["pending"])):
+        summary = r.xpending(stream, _text(group["name"]))
+        return stream_id(summary["min"])
+    ms, seq = stream_id(_text(group["last-delivered-id"]))
+    return ms, seq + 1
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+_NEWEST = """
+local got = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', ARGV[1])
+if #got < tonumber(ARGV[1]) then return false end
+return got[#got][1]
+"""
+"""KEYS: a stream; ARGV: n. The id of its n-th newest entry (false if it holds fewer): only
+the id crosses the wire, not the n entries."""
+
+
+def trim_notices(r: redis.Redis, keys: Keys, kept: int) -> int:
+    """Trim the notices stream to what its consumer groups have not committed, keeping the
+    newest `kept` entries for the feed; returns the entries removed. Runs only once the
+    stream holds twice `kept`, so that finding the kept-th newest entry (a walk of `kept`
+    entries in Redis) is paid once per `kept` entries appended."""
+    stream = keys.notices
+    if r.xlen(stream) <= 2 * kept:
+        return 0
+    bounds = _group_bounds(r, keys, stream, ledger_log=False)
+    if bounds is None:
+        return 0
+    newest = r.eval(_NEWEST, 1, stream, kept)
+    if not newest:
+        return 0
+    ms, seq = min([stream_id(newest), *bounds])
+    return int(r.xtrim(stream, minid=f"{ms}-{seq}", approximate=False))
 
 
 def trim_streams(r: redis.Redis, keys: Keys, cfg: RuntimeConfig) -> dict[str, int]:
-    """Trim ingest, credits and ledgerlog streams to what every consumer committed;
-    returns the entries removed per stream."""
+    """Trim ingest, credits, ledgerlog and notices streams to what every consumer
+    committed; returns the entries removed per stream."""
     streams = [(keys.ingest(p), False) for p in range(cfg.channel_shards)]
     streams += [(keys.credits(m), False) for m in range(cfg.member_shards)]
     streams += [(keys.ledgerlog(m), True) for m in range(cfg.member_shards)]
@@ -89,4 +154,7 @@ def trim_streams(r: redis.Redis, keys: Keys, cfg: RuntimeConfig) -> dict[str, in
         min_id = safe_min_id(r, keys, stream, ledger_log)
         if min_id is not None:
             out[stream] = int(r.xtrim(stream, minid=min_id, approximate=False))
+    notices = trim_notices(r, keys, cfg.notices_kept)
+    if notices:
+        out[keys.notices] = notices
     return out

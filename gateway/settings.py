@@ -190,7 +190,9 @@ class AuthSettings(_Section):
 
 class FeedSettings(_Section):
     backlog_max: int = Field(default=1_000, ge=1, le=100_000)
-    """Most notices replayed to a client that resumes (?after=ID); further behind, it is told."""
+    """Most notices replayed to a client that resumes (?after=ID); further behind, it is told.
+    Also the newest notices stream entries kept once every consumer group has the rest
+    (actors/trim.py)."""
     max_clients: int = Field(default=10_000, ge=1)
     """Most feed WebSockets one gateway process serves at once (then 503)."""
     client_queue_max: int = Field(default=1_000, ge=1)
@@ -623,6 +625,7 @@ class Settings(_Section):
             snapshot_interval_s=self.analytics.snapshot_interval_s,
             snapshots_kept=self.analytics.snapshots_kept,
             trim_interval_s=lim.trim_interval_s,
+            notices_kept=self.feed.backlog_max,
             spend_record_ttl_s=self.spend.record_ttl_s,
             rules=self.rulebook().to_builtins(),
             payouts=msgspec.structs.replace(
