@@ -434,7 +434,7 @@ def _memory_round(b: Bench, n: int, start: int) -> dict[str, Any]:
     after, and Redis by key family (MEMORY USAGE of every key, benchmarks.retained)."""
     net = b.rally.config.network
     b.show(["batches", f"memory: {n:,} new members from {start:,}", *[""] * 8])
-    wait_drained(b)
+    _at_rest(b)
     prefix = b.rally.keys.prefix
     fams0 = families(b.r.client, prefix)
     rss0 = sut_rss(b)
@@ -450,7 +450,7 @@ def _memory_round(b: Bench, n: int, start: int) -> dict[str, Any]:
         ])  # fmt: skip
     visible = wait_until(lambda: int(b.r.hlen(b.rally.keys.mstate)) - members0 >= n,
                          timeout_s=max(60.0, n / 2_000), every_s=0.1)  # fmt: skip
-    wait_drained(b)
+    _at_rest(b)
     rss1 = sut_rss(b)
     mem1 = redis_memory(b.r)
     members = int(b.r.hlen(b.rally.keys.mstate)) - members0
@@ -475,6 +475,24 @@ def _memory_round(b: Bench, n: int, start: int) -> dict[str, Any]:
         "rss_bytes_per_member_by_role": {k: v for k, v in by_role.items() if v},
         "redis_bytes_per_member": round((mem1 - mem0) / max(1, members)),
     }
+
+
+def _at_rest(b: Bench) -> None:
+    """Everything accepted applied and archived, the ledger logs and notices trimmed to
+    what the trimmer keeps: the point where one reading of memory compares with another
+    (else a round is charged the streams the last one left behind, or credited their trim)."""
+    wait_drained(b, exact=True)
+    keys, cfg = b.rally.keys, b.rally.runtime
+
+    def trimmed() -> bool:
+        pipe = b.r.pipeline(transaction=False)
+        for m in range(cfg.member_shards):
+            pipe.xlen(keys.ledgerlog(m))
+        pipe.xlen(keys.notices)
+        *logs, notices = b.r.call(pipe.execute)
+        return not any(logs) and notices <= 2 * cfg.notices_kept
+
+    wait_until(trimmed, timeout_s=60.0, every_s=0.1)
 
 
 def _memory_line(memory: dict[str, Any], prefix: str, what: str) -> str:
