@@ -407,7 +407,8 @@ def batches(b: Bench) -> dict[str, Any]:
     memory = _member_memory(b, o.memory_members)
     summary = {**ratios, **memory}
     lines = [_memory_line(memory, "first_", "new members (the first round)"),
-             _memory_line(memory, "", "more new members (beyond the base)")]  # fmt: skip
+             _memory_line(memory, "", f"more new members ({MEMORY_ROUNDS_BEYOND} rounds beyond "
+                          "the base)")]  # fmt: skip
     return {"status": "ok", "runs": runs, "summary": summary, "memory": memory, "lines": lines}
 
 
@@ -418,27 +419,48 @@ bounded whatever the member count: streams are trimmed once consumed (the ledger
 archived) or capped (notices), presence, chatters and dedupe ids expire with their windows."""
 
 
+MEMORY_ROUNDS_BEYOND = 3
+"""Rounds of new members measured after the first: one reading's noise (a process's heap at
+a high or a low of its transient buffers: the ledger sink's swings by ±150 MB) is spread
+over this many rounds."""
+
+
 def _member_memory(b: Bench, n: int) -> dict[str, Any]:
-    """Resident bytes per member, in two rounds of n fresh members who each chat once: the
-    first round also pays what a deployment reaches once and then keeps (its buffers' high
-    water, the capped notices stream filling up); the second, what every member more costs
-    beyond that base. The figures without a prefix are the second round's, `first_`, the
-    first's."""
-    first = _memory_round(b, n, 0)
-    again = _memory_round(b, n, n)
-    return {**again, **{f"first_{k}": v for k, v in first.items()}}
+    """Resident bytes per member. A first round of n fresh members, who each chat once, also
+    pays what a deployment reaches once and then keeps (its buffers' high water, the feed's
+    backlog of notices); MEMORY_ROUNDS_BEYOND more rounds of n measure what every member more
+    costs beyond that base (one reading after the first round, one after the last). The
+    figures without a prefix are those beyond the base, `first_` the first round's."""
+    before = _memory_reading(b)
+    first_visible = _add_members(b, 0, n)
+    base = _memory_reading(b)
+    visible = [_add_members(b, n * (1 + k), n) for k in range(MEMORY_ROUNDS_BEYOND)]
+    after = _memory_reading(b)
+    first = _memory_growth(before, base, first_visible)
+    beyond = _memory_growth(base, after, max((v for v in visible if v is not None), default=None))
+    return {**beyond, **{f"first_{k}": v for k, v in first.items()}}
 
 
-def _memory_round(b: Bench, n: int, start: int) -> dict[str, Any]:
-    """n fresh members (numbered from `start`) each chat once: RSS by process before and
-    after, and Redis by key family (MEMORY USAGE of every key, benchmarks.retained)."""
+class _MemoryReading(NamedTuple):
+    rss: dict[str, int]
+    redis: int
+    families: dict[str, tuple[int, int]]
+    members: int
+
+
+def _memory_reading(b: Bench) -> _MemoryReading:
+    """At rest: RSS by process, Redis' used_memory and MEMORY USAGE by key family
+    (benchmarks.retained), and the members Redis holds."""
+    _at_rest(b)
+    return _MemoryReading(sut_rss(b), redis_memory(b.r), families(b.r.client, b.rally.keys.prefix),
+                          int(b.r.hlen(b.rally.keys.mstate)))  # fmt: skip
+
+
+def _add_members(b: Bench, start: int, n: int) -> float | None:
+    """n fresh members (numbered from `start`) each chat once; seconds until all are in
+    Redis."""
     net = b.rally.config.network
     b.show(["batches", f"memory: {n:,} new members from {start:,}", *[""] * 8])
-    _at_rest(b)
-    prefix = b.rally.keys.prefix
-    fams0 = families(b.r.client, prefix)
-    rss0 = sut_rss(b)
-    mem0 = redis_memory(b.r)
     members0 = int(b.r.hlen(b.rally.keys.mstate))
     now = time.time()
     step = 2_000
@@ -448,32 +470,31 @@ def _memory_round(b: Bench, n: int, start: int) -> dict[str, Any]:
              "user_id": f"mem{b.token}-{i}", "user_name": f"m{i}", "ts": now, "text": "hi"}
             for i in range(lo, min(start + n, lo + step))
         ])  # fmt: skip
-    visible = wait_until(lambda: int(b.r.hlen(b.rally.keys.mstate)) - members0 >= n,
-                         timeout_s=max(60.0, n / 2_000), every_s=0.1)  # fmt: skip
-    _at_rest(b)
-    rss1 = sut_rss(b)
-    mem1 = redis_memory(b.r)
-    members = int(b.r.hlen(b.rally.keys.mstate)) - members0
-    per = _grown(rss0, rss1) / max(1, members)
+    return wait_until(lambda: int(b.r.hlen(b.rally.keys.mstate)) - members0 >= n,
+                      timeout_s=max(60.0, n / 2_000), every_s=0.1)  # fmt: skip
+
+
+def _memory_growth(r0: _MemoryReading, r1: _MemoryReading, visible: float | None) -> dict[str, Any]:
+    members = max(1, r1.members - r0.members)
+    per = _grown(r0.rss, r1.rss) / members
     by_role = {
-        role: round((rss1.get(role, 0) - rss0.get(role, 0)) / max(1, members))
-        for role in sorted(rss0.keys() | rss1.keys())
+        role: round((r1.rss.get(role, 0) - r0.rss.get(role, 0)) / members)
+        for role in sorted(r0.rss.keys() | r1.rss.keys())
     }
-    fams1 = families(b.r.client, prefix)
     by_family = {
-        f: round((fams1[f][1] - fams0.get(f, (0, 0))[1]) / max(1, members))
-        for f in fams1
-        if fams1[f][1] != fams0.get(f, (0, 0))[1]
+        f: round((r1.families[f][1] - r0.families.get(f, (0, 0))[1]) / members)
+        for f in r1.families
+        if r1.families[f][1] != r0.families.get(f, (0, 0))[1]
     }
     return {
         "redis_bytes_per_member_by_family": by_family,
         "redis_durable_bytes_per_member": sum(by_family.get(f, 0) for f in DURABLE_FAMILIES),
-        "memory_new_members": members,
+        "memory_new_members": r1.members - r0.members,
         "memory_visible_after_s": round(visible, 2) if visible is not None else None,
         "rss_bytes_per_member": round(per),
         "rss_mb_per_100k_members": round(per * 100_000 / 2**20, 1),
         "rss_bytes_per_member_by_role": {k: v for k, v in by_role.items() if v},
-        "redis_bytes_per_member": round((mem1 - mem0) / max(1, members)),
+        "redis_bytes_per_member": round((r1.redis - r0.redis) / members),
     }
 
 
