@@ -10,13 +10,13 @@ removes the dead letter, in one script: retrying the same dead letter twice appe
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import msgspec
 import redis
 
 from actors import health
 from actors.keys import Keys
+from actors.redisconn import text
 from actors.stream import fields_decoder
 
 RETRY = r"""
@@ -51,18 +51,14 @@ class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
     fields: dict[bytes, bytes]
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def _decode(keys: Keys, dl_id: bytes, raw: dict[bytes, bytes]) -> DeadLetter:
     return DeadLetter(
-        id=_text(dl_id),
-        stream=_text(raw.get(b"stream", b"")).removeprefix(keys.prefix),
-        entry_id=_text(raw.get(b"id", b"")),
-        group=_text(raw.get(b"group", b"")),
-        shard=_text(raw.get(b"shard", b"")),
-        error=_text(raw.get(b"error", b"")),
+        id=text(dl_id),
+        stream=text(raw.get(b"stream", b"")).removeprefix(keys.prefix),
+        entry_id=text(raw.get(b"id", b"")),
+        group=text(raw.get(b"group", b"")),
+        shard=text(raw.get(b"shard", b"")),
+        error=text(raw.get(b"error", b"")),
         failures=int(raw.get(b"failures", 0)),
         ts_ms=int(raw.get(b"ts_ms", 0)),
         fields=fields_decoder.decode(raw[b"fields"]) if b"fields" in raw else {},
@@ -83,7 +79,7 @@ def iter_dead_letters(
                 yield dl
         if len(page) < PAGE:
             return
-        start = "(" + _text(page[-1][0])
+        start = "(" + text(page[-1][0])
 
 
 def retry(r: redis.Redis, keys: Keys, dl_id: str) -> str | None:
@@ -102,4 +98,4 @@ def retry(r: redis.Redis, keys: Keys, dl_id: str) -> str | None:
         raise DeadLetterError(f"dead letter {dl_id} has no source stream or fields")
     flat: list[bytes] = [x for kv in fields_decoder.decode(raw[b"fields"]).items() for x in kv]
     new = r.eval(RETRY, 3, key, health.deadletter_count_key(keys), source, dl_id_b, *flat)
-    return None if new is None else _text(new)
+    return None if new is None else text(new)

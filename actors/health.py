@@ -19,6 +19,7 @@ from typing import Any
 import msgspec
 
 from actors.keys import Keys
+from actors.redisconn import text
 
 HEARTBEAT_S = 1.0
 """How often a shard's loop publishes its heartbeat."""
@@ -182,16 +183,12 @@ def _split(shard: str) -> tuple[str, int]:
     return kind, int(index)
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def _dict(reply: Any) -> dict[Any, Any]:
     return reply if isinstance(reply, dict) else {}
 
 
 def _ms(entry_id: Any) -> int:
-    return int(_text(entry_id).partition("-")[0] or 0)
+    return int(text(entry_id).partition("-")[0] or 0)
 
 
 Plan = list[tuple[str, tuple[Any, ...]]]
@@ -219,11 +216,11 @@ class _Reader:
         self.beats: dict[str, Heartbeat] = {}
         for name, blob in beats_raw.items():
             try:
-                self.beats[_text(name)] = heartbeat_decoder.decode(blob)
+                self.beats[text(name)] = heartbeat_decoder.decode(blob)
             except msgspec.DecodeError:
                 continue
-        self.dead = {_text(s): int(n) for s, n in dl_raw.items()}
-        self.offsets = {_text(s): _text(v) for s, v in offsets_raw.items()}
+        self.dead = {text(s): int(n) for s, n in dl_raw.items()}
+        self.offsets = {text(s): text(v) for s, v in offsets_raw.items()}
         kinds = {_split(s)[0] for s in self.expected}
         extra = sorted(s for s in self.beats if _split(s)[0] not in kinds)
         self.shards = [*self.expected, *extra]
@@ -255,10 +252,10 @@ class _Reader:
             length, groups, last = replies[n + 3 * i : n + 3 * i + 3]
             self.lengths[stream] = length if isinstance(length, int) else 0
             self.groups[stream] = [
-                {_text(k): v for k, v in g.items()} for g in groups
+                {text(k): v for k, v in g.items()} for g in groups
             ] if isinstance(groups, list) else []  # fmt: skip
             if isinstance(last, list) and last:
-                self.newest[stream] = _text(last[0][0])
+                self.newest[stream] = text(last[0][0])
         # Redis cannot tell the lag of a group after deletions: count what follows delivery
         self.unknown: list[tuple[str, dict[str, Any]]] = []
         plan: Plan = []
@@ -266,7 +263,7 @@ class _Reader:
             for g in groups:
                 if g.get("lag") is None:
                     self.unknown.append((stream, g))
-                    start = "(" + _text(g.get("last-delivered-id") or "0-0")
+                    start = "(" + text(g.get("last-delivered-id") or "0-0")
                     plan.append(("xrange", (stream, start, "+", LAG_COUNT_MAX)))
         return plan
 
@@ -278,7 +275,7 @@ class _Reader:
 
 def _lag_of(groups: list[dict[str, Any]], group: str) -> tuple[int, int]:
     for g in groups:
-        if _text(g.get("name")) == group:
+        if text(g.get("name")) == group:
             return int(g.get("lag") or 0), int(g.get("pending") or 0)
     return 0, 0
 
@@ -333,7 +330,7 @@ def build(q: _Reader) -> Health:
         StreamHealth(
             stream.removeprefix(q.keys.prefix),
             q.lengths.get(stream, 0),
-            [GroupLag(_text(g.get("name")), int(g.get("lag") or 0), int(g.get("pending") or 0))
+            [GroupLag(text(g.get("name")), int(g.get("lag") or 0), int(g.get("pending") or 0))
              for g in q.groups.get(stream, [])],
             q.dead.get(stream, 0),
         )

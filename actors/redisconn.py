@@ -31,6 +31,11 @@ UNBOUNDED = 2**31
 _cluster: dict[str, bool] = {}
 
 
+def text(value: object) -> str:
+    """A reply's bytes (or anything else) as str."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def is_cluster(url: str) -> bool:
     """Whether the server at `url` runs with `cluster-enabled yes`, asked once per process.
     A server that does not answer is taken for a single one, and asked again next time:

@@ -37,6 +37,7 @@ from actors.event_hooks import GROUP as WEBHOOKS_GROUP
 from actors.keys import Keys
 from actors.ledger_sink import GROUP as ARCHIVE_GROUP
 from actors.ledger_sink import archive_offset_field
+from actors.redisconn import text
 from actors.shards import ChannelShard, LedgerProjector
 from engine.streamid import stream_id
 
@@ -75,7 +76,7 @@ def _group_bounds(
         groups = r.xinfo_groups(stream)
     except redis.ResponseError:  # no such stream
         return None
-    names = [_text(g["name"]) for g in groups]
+    names = [text(g["name"]) for g in groups]
     if ledger_log and ARCHIVE_GROUP not in names:
         return None
     bounds: list[tuple[int, int]] = []
@@ -106,14 +107,10 @@ def _acknowledged_bound(r: redis.Redis, stream: str, group: dict[str, object]) -
     """The smallest id a group that acknowledges what it is done with (XACK) may still
     need: its oldest pending entry, or the one after the last delivered to it."""
     if int(str(group["pending"])):
-        summary = r.xpending(stream, _text(group["name"]))
+        summary = r.xpending(stream, text(group["name"]))
         return stream_id(summary["min"])
-    ms, seq = stream_id(_text(group["last-delivered-id"]))
+    ms, seq = stream_id(text(group["last-delivered-id"]))
     return ms, seq + 1
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 _NEWEST = """

@@ -36,6 +36,7 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from actors.keys import Keys
+from actors.redisconn import text
 from engine.events import Event
 from gateway.errors import BadRequest, Overloaded
 from gateway.metrics import GatewayMetrics
@@ -83,8 +84,7 @@ class Lag:
 
 
 def _ms(entry_id: bytes | str) -> int:
-    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-    return int(text.partition("-")[0])
+    return int(text(entry_id).partition("-")[0])
 
 
 async def measure_lag(
@@ -100,7 +100,7 @@ async def measure_lag(
     now_s, now_us = await client.time()  # not in a pipeline: a cluster's pipeline refuses it
     async with client.pipeline(transaction=False) as pipe:
         for stream, applied in zip(streams, offsets, strict=True):
-            start = "-" if applied is None else "(" + _text(applied)
+            start = "-" if applied is None else "(" + text(applied)
             pipe.xrange(stream, start, "+", count=1)
         firsts = await pipe.execute()
     now_ms = int(now_s) * 1000 + int(now_us) // 1000
@@ -109,10 +109,6 @@ async def measure_lag(
     n_in, n_applied, n_dup = (int(c or 0) for c in counts)
     behind = any(firsts[: len(ingest)])
     return Lag(max(0, n_in - n_applied - n_dup) if behind else 0, seconds)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 class Admission:

@@ -35,6 +35,7 @@ from redis.exceptions import RedisError
 
 from actors.health import Health, aread_health, expected_shards, redis_down
 from actors.keys import LATENCY_BUCKETS_MS, Keys
+from actors.redisconn import text
 
 log = logging.getLogger(__name__)
 
@@ -137,10 +138,6 @@ class RedisSnapshot:
     """Payout and event-webhook counters (postats, hkstats) and queue lengths."""
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 async def scrape_redis(
     client: aioredis.Redis, keys: Keys, channel_shards: int, member_shards: int
 ) -> RedisSnapshot:
@@ -163,12 +160,12 @@ async def scrape_redis(
         return snap
     snap.up = True
     if isinstance(stats, dict):
-        snap.stats = {_text(k): int(v) for k, v in stats.items()}
+        snap.stats = {text(k): int(v) for k, v in stats.items()}
     if isinstance(latency, dict):
-        snap.latency = {_text(k): float(v) for k, v in latency.items()}
+        snap.latency = {text(k): float(v) for k, v in latency.items()}
     for name, got in zip((*PAYOUT_HASHES, *PAYOUT_QUEUES), more, strict=True):
         if isinstance(got, dict):
-            snap.payouts.update({f"{name}.{_text(k)}": int(v) for k, v in got.items()})
+            snap.payouts.update({f"{name}.{text(k)}": int(v) for k, v in got.items()})
         elif isinstance(got, int):
             snap.payouts[name] = got
     return snap
