@@ -35,7 +35,10 @@ lb:{nc}:all           zset; user_id -> points earned in channel nc, all time.
 mch:{nu}              zset; network:channel -> points member nu earned there, as the ledger projector
                       kept them until 2026-12 (no longer written: MemberState.earned_in keeps them;
                       the member read adds the two).
-notices               stream (capped); tier changes and other member notices.
+notices               stream (capped, and trimmed behind its consumers: actors/trim.py); tier
+                      changes and other member notices.
+noticemarks           list; "{entries added} {entry id}" of the notices stream as the trimmer saw
+                      it, newest first: where the newest [feed] backlog_max entries begin.
 sched:jobs            hash; job id -> msgpack Job.   sched:due zset; job id -> due time.
 sched:lease:{id}      string; owner of a running job, with a TTL (the lease).
 stats                 hash; counters: events_in (gateway), events_applied, events_dup, events_expired,
@@ -202,6 +205,10 @@ class Keys:
     @property
     def notices(self) -> str:
         return self.k("notices")
+
+    @property
+    def notice_marks(self) -> str:
+        return self.k("noticemarks")
 
     def chanidx(self, p: int) -> str:
         return self.k("chanidx", p)

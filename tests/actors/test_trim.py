@@ -17,7 +17,7 @@ from actors.keys import Keys
 from actors.ledger_sink import archive_offset_field
 from actors.scheduler import Scheduler
 from actors.stream import ensure_group
-from actors.trim import trim_notices, trim_streams
+from actors.trim import MARK_SPACING, trim_notices, trim_streams
 from analytics.archive import LedgerArchive
 from engine.member import state_decoder
 from engine.reference import Reference
@@ -148,58 +148,53 @@ def test_trim_of_a_stream_that_does_not_exist_is_a_no_op(redis_server, namespace
     assert trim_streams(redis.Redis.from_url(redis_server.url), Keys(namespace), cfg) == {}
 
 
+def _add_notices(r: redis.Redis, stream: str, first: int, last: int) -> None:
+    pipe = r.pipeline(transaction=False)
+    for i in range(first, last + 1):
+        pipe.xadd(stream, {"reward_earned": b"[]"}, id=f"{i}-0")
+    pipe.execute()
+
+
 def test_notices_are_trimmed_to_what_no_consumer_needs_and_the_feeds_backlog(
     redis_server, namespace: str
 ) -> None:
     r = redis.Redis.from_url(redis_server.url)
     keys = Keys(namespace)
     stream = keys.notices
-    pipe = r.pipeline(transaction=False)
-    for i in range(1, 5_001):
-        pipe.xadd(stream, {"reward_earned": b"[]"}, id=f"{i}-0")
-    pipe.execute()
     kept = 1_000
 
     def first() -> int:
         return stream_id(r.xrange(stream, count=1)[0][0])[0]
 
-    assert trim_notices(r, keys, 2_500) == 0  # under twice what is kept: not looked at
+    _add_notices(r, stream, 1, 5_000)
     # a group that acknowledges: its oldest pending entry holds the rest back
     r.xgroup_create(stream, WEBHOOKS_GROUP, id="0")
     got = r.xreadgroup(WEBHOOKS_GROUP, "c", {stream: ">"}, count=4_500)[0][1]
     r.xack(stream, WEBHOOKS_GROUP, *[eid for eid, _ in got[:2_000]])
     # the sink's group: its committed offset
     r.xgroup_create(stream, "archive", id="0")
-    assert trim_notices(r, keys, kept) == 0  # the archive has committed nothing
     r.hset(keys.offsets, archive_offset_field(stream), "3000-0")
-    assert trim_notices(r, keys, kept) == 2_000  # the webhooks' oldest pending is 2001
+    # the trimmer has not seen where the newest 1,000 begin yet: it notes where it stands
+    assert trim_notices(r, keys, kept) == 0
+    _add_notices(r, stream, 5_001, 6_000)
+    # it stood at 5000: 5001 on stay for the feed; the webhooks' oldest pending is 2001
+    assert trim_notices(r, keys, kept) == 2_000
     assert first() == 2_001
     r.xack(stream, WEBHOOKS_GROUP, *[eid for eid, _ in got[2_000:]])
     assert trim_notices(r, keys, kept) == 1_000  # now the archive's offset, 3000
     assert first() == 3_001
-    r.hset(keys.offsets, archive_offset_field(stream), "5000-0")
-    assert trim_notices(r, keys, kept) == 0  # 2,000 left: no more than twice what is kept
-    pipe = r.pipeline(transaction=False)
-    for i in range(5_001, 6_001):
-        pipe.xadd(stream, {"reward_earned": b"[]"}, id=f"{i}-0")
-    pipe.execute()
+    r.hset(keys.offsets, archive_offset_field(stream), "6000-0")
     # the webhooks were delivered 4,500 and acknowledged them all: 4501 on are undelivered
     assert trim_notices(r, keys, kept) == 1_500
     assert first() == 4_501
-    pipe = r.pipeline(transaction=False)
-    for i in range(6_001, 7_001):
-        pipe.xadd(stream, {"reward_earned": b"[]"}, id=f"{i}-0")
-    pipe.execute()
     r.xreadgroup(WEBHOOKS_GROUP, "c", {stream: ">"})
-    r.xack(stream, WEBHOOKS_GROUP, *[f"{i}-0" for i in range(4_501, 7_001)])
-    r.hset(keys.offsets, archive_offset_field(stream), "7000-0")
+    r.xack(stream, WEBHOOKS_GROUP, *[f"{i}-0" for i in range(4_501, 6_001)])
     # every group has everything: the feed's newest 1,000 stay
-    assert trim_notices(r, keys, kept) == 1_500
-    assert first() == 6_001
+    assert trim_notices(r, keys, kept) == 500
+    assert first() == 5_001
     assert r.xlen(stream) == kept
     # a group the trimmer does not know holds everything back
-    for i in range(7_001, 9_001):
-        r.xadd(stream, {"reward_earned": b"[]"}, id=f"{i}-0")
+    _add_notices(r, stream, 6_001, 8_000)
     r.xgroup_create(stream, "somebody-else", id="0")
     assert trim_notices(r, keys, kept) == 0
 
@@ -210,9 +205,22 @@ def test_notices_without_consumer_groups_keep_the_feeds_backlog(
     r = redis.Redis.from_url(redis_server.url)
     keys = Keys(namespace)
     cfg = msgspec.structs.replace(make_cfg(redis_server.url, namespace), notices_kept=100)
-    pipe = r.pipeline(transaction=False)
-    for i in range(1, 1_001):
-        pipe.xadd(keys.notices, {"tier": b"x"}, id=f"{i}-0")
-    pipe.execute()
-    assert trim_streams(r, keys, cfg) == {keys.notices: 900}
-    assert [stream_id(e)[0] for e, _ in r.xrange(keys.notices, count=1)] == [901]
+    _add_notices(r, keys.notices, 1, 1_000)
+    assert trim_streams(r, keys, cfg) == {}  # notes where the stream stands
+    _add_notices(r, keys.notices, 1_001, 1_100)
+    assert trim_streams(r, keys, cfg) == {keys.notices: 1_000}
+    assert [stream_id(e)[0] for e, _ in r.xrange(keys.notices, count=1)] == [1_001]
+
+
+def test_notices_trimmed_as_they_trickle_in_keep_the_backlog_and_few_marks(
+    redis_server, namespace: str
+) -> None:
+    r = redis.Redis.from_url(redis_server.url)
+    keys = Keys(namespace)
+    kept = 160
+    for i in range(1, 1_001):  # one notice between two runs of the trimmer
+        r.xadd(keys.notices, {"tier": b"x"}, id=f"{i}-0")
+        trim_notices(r, keys, kept)
+        length = r.xlen(keys.notices)
+        assert length == i if i <= kept else kept <= length <= kept + kept // MARK_SPACING
+        assert r.llen(keys.notice_marks) <= MARK_SPACING + 2
