@@ -382,7 +382,7 @@ class Bench:
             "events_accepted": accepted,
             "offered_eps": round(sent / send_s, 1),
             "accepted_eps": round(accepted / send_s, 1),
-            "errors": sum(r.errors + r.rejected + r.probes_lost for r in res),
+            "errors": sum(r.errors + r.rejected for r in res),
             "events_shed": sum(r.shed for r in res),
             "requests_shed": sum(r.shed_requests for r in res),
             "failures": dict(run.failures),

@@ -98,8 +98,15 @@ def run_row(scenario: str, run: dict[str, Any]) -> list[str]:
         fmt_ms(run.get("latency_e2e_ms"), "p50"),
         fmt_ms(run.get("latency_e2e_ms"), "p99"),
         srv_txt,
-        str(run.get("errors", 0)),
+        _errors(run),
     ]
+
+
+def _errors(run: dict[str, Any]) -> str:
+    """Requests that failed or were refused; then probes not seen credited in the drain
+    window, which is no failed request (a pipeline far behind sheds, or is still catching up)."""
+    errors, late = run.get("errors", 0), run.get("probes_lost", 0)
+    return f"{errors} ({late} probes late)" if late else str(errors)
 
 
 def runs_table(results: dict[str, Any], current: list[str] | None = None) -> Table:
@@ -230,7 +237,9 @@ def markdown(results: dict[str, Any], images: Sequence[str]) -> str:
         "(the channel shards' `events_applied`, until the pipeline drained); credits/s = "
         "credits applied to member state; e2e = latency from the scheduled send time until a "
         "probe member's state is visible in Redis (baselines: until their reply, which comes "
-        "after the write); ingest→credit = the shards' own histogram.",
+        "after the write); ingest→credit = the shards' own histogram; errors = requests that "
+        "failed or were refused (4xx, 5xx), and in brackets the probes not seen credited "
+        "before the drain window closed.",
         "",
         "| " + " | ".join(RUN_COLUMNS) + " |",
         "|" + "---|" * len(RUN_COLUMNS),

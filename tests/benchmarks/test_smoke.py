@@ -91,6 +91,7 @@ def test_load_runs_are_sane(results: dict[str, Any]) -> None:
     for run in runs:
         label = run["label"]
         assert run["errors"] == 0, (label, run["last_error"])
+        assert run["probes_lost"] == 0, label
         assert not run["failures"], label
         assert 0 < run["events_accepted"] <= run["events_sent"], label
         assert run["accepted_eps"] > 0, label
