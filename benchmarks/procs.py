@@ -106,13 +106,10 @@ class ProcessSampler:
             })  # fmt: skip
         return rows
 
-    def rss_total(self, exclude: tuple[str, ...] = ()) -> int:
-        """Resident bytes at the last sample, but of roles starting with `exclude`; a fork's
-        pages are its parent's and not counted twice."""
-        return sum(self.rss_by_role(exclude).values())
-
     def rss_by_role(self, exclude: tuple[str, ...] = ()) -> dict[str, int]:
-        """rss_total, role by role (the processes of one role summed)."""
+        """Resident bytes at the last sample, by role (the processes of one role summed), but
+        of roles starting with `exclude`; a fork's pages are its parent's and not counted
+        twice."""
         out: dict[str, int] = {}
         for s in self.seen.values():
             if s.role != FORK_ROLE and not s.role.startswith(exclude):

@@ -17,7 +17,6 @@ from rich.table import Table
 
 from benchmarks.bench import Bench, wait_drained, wait_until
 from benchmarks.plan import Phase
-from benchmarks.procs import FORK_ROLE
 
 TRIMMED_WAIT_S = 15.0
 """How long the end sample waits for the trimmer to empty the streams after the drain."""
@@ -100,12 +99,7 @@ class Probe:
 
     def rss_by_role(self) -> dict[str, int]:
         self.b.sampler.sample()
-        out: dict[str, int] = {}
-        for s in self.b.sampler.seen.values():
-            if s.role == FORK_ROLE or s.role.startswith(("loadgen", "baseline", "gone")):
-                continue
-            out[s.role] = out.get(s.role, 0) + s.rss_last
-        return out
+        return self.b.sampler.rss_by_role(exclude=("loadgen", "baseline", "gone"))
 
     def sample(self, t: float) -> dict[str, Any]:
         """One sample at `t` s into the run; counters are the deployment's totals."""
