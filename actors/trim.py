@@ -20,8 +20,8 @@ The ledger log is the ledger of record until the archive holds it: it is trimmed
 the archive's consumer group exists and has committed. The notices stream also serves the
 feed, which replays the newest `notices_kept` entries to a client resuming with ?after=:
 at least those stay whatever the groups did (writers cap it with `MAXLEN ~` NOTICES_MAXLEN
-too). A stream with a consumer group not
-listed here is left alone (whoever added the group must say what its offset is).
+too). A stream with a consumer group not listed here is left alone (whoever added the group
+must say what its offset is).
 Trimming is exact (what `~` would keep is at most a stream node of 100 entries per stream,
 and an exact MINID costs little more: whole nodes are dropped, the one cut in two is
 compacted).
@@ -116,8 +116,8 @@ def _acknowledged_bound(r: redis.Redis, stream: str, group: dict[str, object]) -
 
 MARK_SPACING = 16
 """The trimmer notes where the notices stream stands at most this many times per `kept`
-entries appended: the newest `kept` entries it keeps are at most `kept / MARK_SPACING`
-more than that."""
+entries appended, and at most once a run: beyond the newest `kept`, it keeps the larger of
+`kept / MARK_SPACING` and what was appended between two runs."""
 
 
 def trim_notices(r: redis.Redis, keys: Keys, kept: int) -> int:
@@ -146,7 +146,8 @@ def trim_notices(r: redis.Redis, keys: Keys, kept: int) -> int:
     old = next((i for i, (n, _) in enumerate(marks) if added - n >= kept), None)
     if old is None:
         return 0
-    r.ltrim(marks_key, 0, old)  # older marks can never be the floor again
+    if old < len(marks) - 1:
+        r.ltrim(marks_key, 0, old)  # older marks can never be the floor again
     if int(info["length"]) <= kept:
         return 0
     bounds = _group_bounds(r, keys, stream, ledger_log=False)
