@@ -106,6 +106,15 @@ class ProcessSampler:
             })  # fmt: skip
         return rows
 
+    def cpu_by_role(self, exclude: tuple[str, ...] = ()) -> dict[str, float]:
+        """CPU seconds since the window started, by role (the processes of one role summed,
+        a redis-server fork's with the forks'), but of roles starting with `exclude`."""
+        out: dict[str, float] = {}
+        for s in self.seen.values():
+            if not s.role.startswith(exclude):
+                out[s.role] = out.get(s.role, 0.0) + s.cpu1 - s.cpu0
+        return out
+
     def rss_by_role(self, exclude: tuple[str, ...] = ()) -> dict[str, int]:
         """Resident bytes at the last sample, by role (the processes of one role summed), but
         of roles starting with `exclude`; a fork's pages are its parent's and not counted

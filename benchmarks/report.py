@@ -270,10 +270,18 @@ def markdown(results: dict[str, Any], images: Sequence[str]) -> str:
                 continue
             parts = [f"{p['role']} {p['cpu_pct']:.0f}% {p['rss_max_mb']:.0f} MB" for p in procs]
             lines.append(f"- {name} / {run['label']}: " + ", ".join(parts))
+            if run.get("cpu_us_per_event"):
+                lines.append(f"  - CPU per applied event: {cpu_line(run['cpu_us_per_event'])}")
     lines += [""]
     for img in images:
         lines += [f"![{Path(img).stem}]({img})", ""]
     return "\n".join(lines)
+
+
+def cpu_line(us: dict[str, float]) -> str:
+    """`cpu_us_per_event` (benchmarks/bench.py cpu_per_event) as one line, all first."""
+    parts = [f"{role} {v:.2f}" for role, v in us.items() if role != "all"]
+    return f"{us.get('all', 0):.2f} µs over all processes (" + ", ".join(parts) + ")"
 
 
 def publish(results: dict[str, Any], images: Sequence[Path], md: Path) -> None:

@@ -72,6 +72,7 @@ def test_files_are_written(bench: tuple[subprocess.CompletedProcess[str], Path])
     assert (out / "throughput.png").read_bytes()[:4] == b"\x89PNG"
     md = (out / "md" / "RESULTS.md").read_text()
     assert "![throughput](results/throughput.png)" in md
+    assert "CPU per applied event: " in md
     assert (out / "md" / "results" / "latency.png").exists()
     assert "targets" in done.stdout
 
@@ -117,6 +118,11 @@ def test_rally_credits_what_it_accepted(results: dict[str, Any]) -> None:
         roles = {p["role"] for p in run["processes"]}
         assert {"gateway", "redis-server"} <= roles, (label, roles)
         assert any(r.startswith("ray::") for r in roles), (label, roles)
+        cpu = run["cpu_us_per_event"]  # the run's CPU, until its last event was applied
+        assert cpu["all"] > 0, (label, cpu)
+        assert {"gateway", "redis-server"} <= cpu.keys(), (label, cpu)
+        assert not any(r.startswith(("loadgen", "baseline")) for r in cpu), (label, cpu)
+        assert cpu["all"] >= sum(v for r, v in cpu.items() if r != "all") - 0.01 * len(cpu)
 
 
 def test_scenario_summaries(results: dict[str, Any]) -> None:
