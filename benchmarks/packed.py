@@ -122,6 +122,28 @@ def apply_chats(s: Packed, member: np.ndarray, ts: np.ndarray, points: np.ndarra
         s.tier[m] = np.maximum(np.searchsorted(thresholds, s.lifetime[m], side="right") - 1, 0)
 
 
+def chat_credits(member: np.ndarray, ts: np.ndarray, points: int) -> list[Credit]:
+    """The chats as the member shard receives them: a `Credit` each, member i as user `u{i}`."""
+    return [Credit(f"e{i}", "acme", "c1", f"u{m}", "", t, "chat", points)
+            for i, (m, t) in enumerate(zip(member.tolist(), ts.tolist(), strict=True))]  # fmt: skip
+
+
+def one_at_a_time(
+    credits: list[Credit], rules: NetworkRules
+) -> tuple[dict[int, MemberState], Applied]:
+    """`credits` through `engine.member.apply_credit`, one `MemberState` at a time: the states
+    by member index, and what they produced."""
+    earn = rules.earn
+    states: dict[str, MemberState] = {}
+    applied = Applied()
+    for c in credits:
+        st = states.get(c.user_id)
+        if st is None:
+            st = states[c.user_id] = MemberState()
+        apply_credit(st, c, rules, earn, applied)
+    return {int(u.removeprefix("u")): st for u, st in states.items()}, applied
+
+
 def workload(n: int, members: int, seed: int, t0: float) -> tuple[np.ndarray, np.ndarray]:
     """`n` chats from `members` members, over a day and a half of event time."""
     rng = np.random.default_rng(seed)
@@ -143,16 +165,9 @@ def main() -> None:
     member, ts = workload(args.credits, args.members, args.seed, t0)
     points = np.full(args.credits, earn.chat_points, dtype=np.int64)
 
-    credits = [Credit(f"e{i}", "acme", "c1", f"u{m}", "", float(t), "chat", earn.chat_points)
-               for i, (m, t) in enumerate(zip(member.tolist(), ts.tolist(), strict=True))]  # fmt: skip
-    states: dict[str, MemberState] = {}
-    applied = Applied()
+    credits = chat_credits(member, ts, earn.chat_points)
     start = time.process_time()
-    for c in credits:
-        st = states.get(c.user_id)
-        if st is None:
-            st = states[c.user_id] = MemberState()
-        apply_credit(st, c, rules, earn, applied)
+    states, applied = one_at_a_time(credits, rules)
     loop_us = (time.process_time() - start) * 1e6 / len(credits)
     print(f"apply_credit, one object at a time: {loop_us:.2f} us/credit, "
           f"{len(applied.entries):,} ledger rows")  # fmt: skip
@@ -166,7 +181,7 @@ def main() -> None:
                         out)  # fmt: skip
         us = (time.process_time() - start) * 1e6 / args.credits
         rows = sum(len(a) for a in out.amount)
-        same = all(s.balance[m] == states[f"u{m}"].balance for m in np.unique(member).tolist())
+        same = all(s.balance[m] == st.balance for m, st in states.items())
         same = same and rows == len(applied.entries)
         print(f"packed, batches of {size:,}: {us:.2f} us/credit ({loop_us / us:.1f}x), "
               f"{rows:,} ledger rows; balances and rows as apply_credit: {same}")  # fmt: skip

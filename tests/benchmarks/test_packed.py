@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.packed import Packed, Rows, apply_chats, rounds, workload
-from engine.member import Applied, Credit, MemberState, apply_credit
+from benchmarks.packed import (
+    Packed,
+    Rows,
+    apply_chats,
+    chat_credits,
+    one_at_a_time,
+    rounds,
+    workload,
+)
+from engine.member import DAY_S
 from engine.rules import NetworkRules, TierRules
 
 
@@ -20,11 +28,7 @@ def test_packed_chats_give_apply_credits_balances_and_rows() -> None:
     earn = rules.earn
     member, ts = workload(20_000, 50, seed=3, t0=1_750_000_000.0)
     points = np.full(len(member), earn.chat_points, dtype=np.int64)
-    states: dict[int, MemberState] = {}
-    applied = Applied()
-    for i, (m, t) in enumerate(zip(member.tolist(), ts.tolist(), strict=True)):
-        credit = Credit(f"e{i}", "acme", "c1", f"u{m}", "", t, "chat", earn.chat_points)
-        apply_credit(states.setdefault(m, MemberState()), credit, rules, earn, applied)
+    states, applied = one_at_a_time(chat_credits(member, ts, earn.chat_points), rules)
     for size in (1, 700, 20_000):
         s, out = Packed.empty(50), Rows([], [], [])
         for lo in range(0, len(member), size):
@@ -37,6 +41,6 @@ def test_packed_chats_give_apply_credits_balances_and_rows() -> None:
     per_day: dict[tuple[str, int], int] = {}  # chat entries (a point each) per member and day
     for e in applied.entries:
         if e.rule == "chat":
-            k = (e.credit, int(e.ts // 86_400))
+            k = (e.credit, int(e.ts // DAY_S))
             per_day[k] = per_day.get(k, 0) + 1
     assert max(per_day.values()) == earn.chat_daily_cap
